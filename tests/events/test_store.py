@@ -1,0 +1,194 @@
+"""The event-store client against a real JetStream server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import nats
+import pytest
+from nats.aio.client import Client as NATS
+
+from events import (
+    ConcurrencyConflictError,
+    EventStore,
+    JobRequested,
+    JobStarted,
+    ModelCreated,
+    ModelNameClaimed,
+    decode_event,
+    event_id_for_key,
+    new_event_id,
+    new_id,
+)
+
+
+@pytest.fixture
+async def nc(nats_url: str) -> AsyncIterator[NATS]:
+    client = await nats.connect(nats_url)
+    yield client
+    await client.drain()
+
+
+@pytest.fixture
+async def store(nc: NATS) -> EventStore:
+    return await EventStore.open(nc, stream="CLINAI")
+
+
+def _model_created(model_id: str, *, event_id: str | None = None) -> ModelCreated:
+    return ModelCreated(
+        id=event_id or new_event_id(),
+        aggregate_id=model_id,
+        occurred_at=datetime.now(UTC),
+        actor="usr_test",
+        correlation_id="corr",
+        owner="usr_test",
+        name="m",
+    )
+
+
+def _job_started(job_id: str, worker: str) -> JobStarted:
+    return JobStarted(
+        id=new_event_id(),
+        aggregate_id=job_id,
+        occurred_at=datetime.now(UTC),
+        actor=worker,
+        correlation_id="corr",
+        worker=worker,
+    )
+
+
+async def test_stream_is_created_with_the_architecture_settings(nc: NATS, store: EventStore) -> None:
+    info = await nc.jetstream().stream_info("CLINAI")
+    assert info.config.subjects == ["clinai.>"]
+    assert info.config.deny_delete is True
+    assert info.config.deny_purge is True
+    # Opening again (a second service starting) leaves it as it is.
+    again = await EventStore.open(nc, stream="CLINAI")
+    assert await again.stream_last_seq() == 0
+
+
+async def test_concurrent_writers_exactly_one_wins(store: EventStore) -> None:
+    job_id = new_id("job")
+    results = await asyncio.gather(
+        *(store.append(_job_started(job_id, f"w{n}"), expected=0) for n in range(8)),
+        return_exceptions=True,
+    )
+    wins = [r for r in results if isinstance(r, int)]
+    conflicts = [r for r in results if isinstance(r, ConcurrencyConflictError)]
+    assert len(wins) == 1
+    assert len(conflicts) == 7
+    history = await store.read_aggregate("job", job_id)
+    assert [s.seq for s in history.events] == wins
+    assert conflicts[0].hint
+
+
+async def test_idempotent_retry_returns_the_same_sequence(store: EventStore) -> None:
+    model_id = new_id("mdl")
+    event_id = event_id_for_key("usr_test", "key-1", "ModelCreated")
+    first = await store.append(_model_created(model_id, event_id=event_id), expected=0)
+    # A retry of the same command (same Idempotency-Key → same event id) is acknowledged once.
+    again = await store.append(_model_created(model_id, event_id=event_id), expected=0)
+    assert again == first
+    history = await store.read_aggregate("model", model_id)
+    assert len(history.events) == 1
+
+
+async def test_retry_after_later_events_still_returns_the_stored_sequence(
+    store: EventStore,
+) -> None:
+    model_id = new_id("mdl")
+    created = _model_created(model_id)
+    first = await store.append(created, expected=0)
+    await store.append(_model_created(model_id), expected=first)
+    assert await store.append(created, expected=0) == first
+
+
+async def test_stale_expected_sequence_is_refused(store: EventStore) -> None:
+    model_id = new_id("mdl")
+    seq1 = await store.append(_model_created(model_id), expected=0)
+    await store.append(_model_created(model_id), expected=seq1)
+    with pytest.raises(ConcurrencyConflictError) as info:
+        await store.append(_model_created(model_id), expected=seq1)
+    assert info.value.expected == seq1
+    assert info.value.actual is not None and info.value.actual > seq1
+
+
+async def test_batch_is_atomic(store: EventStore) -> None:
+    model_id = new_id("mdl")
+    claim_id = "owner-name-hash"
+    claim = ModelNameClaimed(
+        id=new_event_id(),
+        aggregate_id=claim_id,
+        occurred_at=datetime.now(UTC),
+        actor="usr_test",
+        correlation_id="c",
+        owner="usr_test",
+        name="m",
+        model_id=model_id,
+    )
+    created = _model_created(model_id)
+    seq = await store.append_batch([(claim, 0), (created, 0)])
+    assert seq == await store.stream_last_seq()
+    # The second batch conflicts on the claim, so its model event must not be written either.
+    other_model = new_id("mdl")
+    claim2 = ModelNameClaimed(
+        id=new_event_id(),
+        aggregate_id=claim_id,
+        occurred_at=datetime.now(UTC),
+        actor="usr_test",
+        correlation_id="c",
+        owner="usr_test",
+        name="m",
+        model_id=other_model,
+    )
+    with pytest.raises(ConcurrencyConflictError):
+        await store.append_batch([(claim2, 0), (_model_created(other_model), 0)])
+    assert (await store.read_aggregate("model", other_model)).events == []
+    # Retrying the first batch as a whole is acknowledged with its stored sequence.
+    assert await store.append_batch([(claim, 0), (created, 0)]) == seq
+
+
+async def test_read_aggregate_pages_past_one_batch(store: EventStore) -> None:
+    job_id = new_id("job")
+    other = new_id("job")
+    expected = 0
+    for n in range(1200):
+        expected = await store.append(_job_started(job_id, f"w{n}"), expected=expected)
+        if n % 100 == 0:
+            await store.append(_job_started(other, "x"), expected=None)
+    history = await store.read_aggregate("job", job_id)
+    assert len(history.events) == 1200
+    assert history.last_seq == expected == await store.last_seq("job", job_id)
+    assert [s.event.worker for s in history.events] == [f"w{n}" for n in range(1200)]  # type: ignore[union-attr]
+
+
+async def test_read_from_follows_in_order(store: EventStore) -> None:
+    job_id = new_id("job")
+    seqs = [await store.append(_job_started(job_id, f"w{n}"), expected=None) for n in range(5)]
+    seen: list[int] = []
+    reader = store.read_from(seqs[2])
+
+    async def take(n: int) -> None:
+        async for stored in reader:
+            seen.append(stored.seq)
+            if len(seen) == n:
+                break
+
+    await asyncio.wait_for(take(3), timeout=5)
+    assert seen == seqs[2:]
+    await reader.aclose()
+
+
+def test_old_events_still_decode() -> None:
+    # A JobRequested written before optional fields existed decodes with their defaults.
+    raw = (
+        b'{"type":"JobRequested","id":"e","aggregate_id":"job_x","occurred_at":"2026-01-01T00:00:00Z",'
+        b'"actor":"u","correlation_id":"c","owner":"u","model_id":"m","version_id":"v",'
+        b'"input_key":"inputs/job_x/a.png","input_filename":"a.png"}'
+    )
+    event = decode_event(raw)
+    assert isinstance(event, JobRequested)
+    assert event.timeout_s == 60.0
+    assert event.webhook is None
