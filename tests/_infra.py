@@ -1,0 +1,69 @@
+"""Helpers behind the fixtures in conftest.py: embedded servers for the tests."""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import asyncpg
+
+from services.embedded import EmbeddedPostgres
+
+__all__ = ["create_database", "drop_database", "session_postgres", "short_tmp_dir"]
+
+_database_numbers = itertools.count(1)
+
+
+@contextmanager
+def short_tmp_dir(prefix: str) -> Iterator[Path]:
+    """A fresh directory directly under the system tmp dir, removed afterwards.
+
+    Postgres runs as another user when we are root, so its data dir must not sit
+    under pytest's private (0700) basetemp; a short path also keeps the unix
+    socket path under the OS limit.
+    """
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@contextmanager
+def session_postgres() -> Iterator[str]:
+    """A fast-mode Postgres in a tmp dir for the whole session; yields the admin DSN."""
+    with short_tmp_dir("clinai-pg-") as data_dir:
+        server = EmbeddedPostgres(data_dir, fast=True)
+        dsn = server.start_blocking()
+        try:
+            yield dsn
+        finally:
+            server.stop_blocking()
+
+
+def _with_database(dsn: str, name: str) -> str:
+    base, _, _ = dsn.rpartition("/")
+    return f"{base}/{name}"
+
+
+async def create_database(admin_dsn: str) -> tuple[str, str]:
+    """Create `test_<n>`; return (name, DSN)."""
+    name = f"test_{next(_database_numbers)}"
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return name, _with_database(admin_dsn, name)
+
+
+async def drop_database(admin_dsn: str, name: str) -> None:
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()

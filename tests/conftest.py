@@ -1,0 +1,47 @@
+"""Shared fixtures: real NATS and Postgres, started from the wheels.
+
+- `nats_url` (function): a fresh nats-server with JetStream per test, in its own
+  tmp dir, stopped (and its process reaped) after the test.
+- `postgres_admin_url` (session): one fast-mode Postgres (fsync off) for the
+  session; superuser DSN to its `postgres` database.
+- `database_url` (function): a fresh empty database `test_<n>` on that server,
+  dropped WITH (FORCE) after the test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from services.embedded import EmbeddedNats
+from tests._infra import create_database, drop_database, session_postgres
+
+
+@pytest.fixture
+def nats_url(tmp_path: Path) -> Iterator[str]:
+    """`nats://127.0.0.1:PORT` of a fresh JetStream-enabled server for this test."""
+    server = EmbeddedNats(tmp_path / "nats")
+    url = server.start_blocking()
+    try:
+        yield url
+    finally:
+        server.stop_blocking()
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url() -> Iterator[str]:
+    """Superuser DSN of the session's Postgres (fast mode: fsync off)."""
+    with session_postgres() as dsn:
+        yield dsn
+
+
+@pytest.fixture
+async def database_url(postgres_admin_url: str) -> AsyncIterator[str]:
+    """DSN of a fresh, empty database `test_<n>`, dropped after the test."""
+    name, url = await create_database(postgres_admin_url)
+    try:
+        yield url
+    finally:
+        await drop_database(postgres_admin_url, name)
