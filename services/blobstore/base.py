@@ -1,0 +1,184 @@
+"""The blob store port: what every backend (file, s3) provides, its typed errors, and
+the key rules shared by all backends.
+
+Keys are '/'-separated relative paths such as `packages/<version>/package.zip`,
+`inputs/<job>/<name>`, `outputs/<job>/<name>`, `logs/...`.
+"""
+
+from __future__ import annotations
+
+import builtins
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Literal, Protocol
+
+__all__ = [
+    "BlobError",
+    "BlobKeyError",
+    "BlobNotFoundError",
+    "BlobSignatureError",
+    "BlobSignatureExpiredError",
+    "BlobSignatureInvalidError",
+    "BlobStore",
+    "BlobStream",
+    "validate_filename",
+    "validate_key",
+    "validate_prefix",
+]
+
+MAX_KEY_BYTES = 1024  # S3's limit
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class BlobError(Exception):
+    """Base of the blob store errors; `hint` says what the caller can do next."""
+
+    def __init__(self, message: str, *, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+class BlobKeyError(BlobError, ValueError):
+    """The key (or prefix) breaks the key rules; `key` holds it."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(
+            f"invalid blob key {key!r}: {problem}",
+            hint="Use a relative '/'-separated key such as 'outputs/<job>/<name>' "
+            "without '..', empty segments or a leading '/'.",
+        )
+        self.key = key
+
+
+class BlobNotFoundError(BlobError):
+    """No blob is stored under `key`."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(
+            f"no blob stored under {key!r}",
+            hint="Check the key; the blob may not have been written yet.",
+        )
+        self.key = key
+
+
+class BlobSignatureError(BlobError):
+    """A signed URL was refused; `reason` tells the two cases apart."""
+
+    reason: Literal["expired", "invalid"]
+
+
+class BlobSignatureExpiredError(BlobSignatureError):
+    reason = "expired"
+
+    def __init__(self, key: str, expires: int) -> None:
+        super().__init__(
+            f"the signed URL for {key!r} expired at {expires}",
+            hint="Request a fresh download URL from the API.",
+        )
+        self.key = key
+        self.expires = expires
+
+
+class BlobSignatureInvalidError(BlobSignatureError):
+    reason = "invalid"
+
+    def __init__(self, key: str) -> None:
+        super().__init__(
+            f"the signature of the URL for {key!r} is missing or does not match",
+            hint="Use the URL exactly as the API returned it, without changing any part.",
+        )
+        self.key = key
+
+
+class BlobStream(Protocol):
+    """The chunks of one blob, opened by `BlobStore.open_stream`. Iterate it, then (or
+    instead) `aclose()` it; `aclose` is idempotent."""
+
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def size(self) -> int: ...
+
+    @property
+    def content_type(self) -> str: ...
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class BlobStore(Protocol):
+    """The port. Every method validates the key (`BlobKeyError`); reads of a missing
+    key raise `BlobNotFoundError`. A put replaces the blob atomically: readers see the
+    old or the new content, never a mix. Constructors do no I/O; `close()` releases
+    whatever the backend opened."""
+
+    async def put_file(self, key: str, path: Path, content_type: str) -> None: ...
+
+    async def put_bytes(self, key: str, data: bytes, content_type: str) -> None: ...
+
+    async def get_bytes(self, key: str) -> bytes: ...
+
+    async def download_to(self, key: str, path: Path) -> None:
+        """Write the blob to `path` (atomically; parent folders are created)."""
+        ...
+
+    async def exists(self, key: str) -> bool: ...
+
+    async def size(self, key: str) -> int: ...
+
+    async def list(self, prefix: str) -> builtins.list[str]:
+        """Every key that starts with `prefix` (a plain string prefix, as in S3; ''
+        lists everything), sorted."""
+        ...
+
+    async def open_stream(self, key: str) -> BlobStream:
+        """Open the blob for streaming; raises `BlobNotFoundError` here, before the
+        first chunk, so that a server can still answer 404."""
+        ...
+
+    async def signed_url(self, key: str, *, expires_in: int, filename: str | None = None) -> str:
+        """A URL that lets anyone holding it download the blob for `expires_in`
+        seconds, served with `filename` as the download name when given."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+def validate_key(key: str) -> str:
+    """Return `key` if it follows the key rules, else raise `BlobKeyError`."""
+    if not key:
+        raise BlobKeyError(key, "it is empty")
+    _check_common(key)
+    if key.endswith("/"):
+        raise BlobKeyError(key, "it ends with '/'")
+    return key
+
+
+def validate_prefix(prefix: str) -> str:
+    """Prefixes follow the key rules, except that '' and a trailing '/' are allowed."""
+    if prefix:
+        _check_common(prefix[:-1] if prefix.endswith("/") else prefix)
+    return prefix
+
+
+def validate_filename(filename: str) -> str:
+    """A download name: non-empty, printable, at most 1024 bytes. Separators are
+    allowed (an output may be `masks/a.png`); servers replace them in the header."""
+    if not filename or _CONTROL.search(filename) or len(filename.encode()) > MAX_KEY_BYTES:
+        raise ValueError(f"filename {filename!r} must be non-empty printable text")
+    return filename
+
+
+def _check_common(key: str) -> None:
+    if key.startswith("/"):
+        raise BlobKeyError(key, "it starts with '/'")
+    if "\\" in key or _CONTROL.search(key):
+        raise BlobKeyError(key, "it holds a backslash or a control character")
+    if len(key.encode()) > MAX_KEY_BYTES:
+        raise BlobKeyError(key, f"it is longer than {MAX_KEY_BYTES} bytes")
+    if any(segment in ("", ".", "..") for segment in key.split("/")):
+        raise BlobKeyError(key, "it has an empty, '.' or '..' segment")

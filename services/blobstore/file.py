@@ -1,0 +1,346 @@
+"""The `file` blob store backend: blobs under a local directory, signed URLs served by
+the API itself through `signed_blob_endpoint`.
+
+Layout under `root`: `blobs/<key>` holds the content, `meta/<key>` its content type,
+`tmp/` the files being written (renamed into place, so readers never see a partial
+blob). All blocking file I/O runs in worker threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import hashlib
+import hmac
+import os
+import shutil
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import BinaryIO, TypeVar
+from urllib.parse import quote, urlencode
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from services.blobstore.base import (
+    BlobError,
+    BlobKeyError,
+    BlobNotFoundError,
+    BlobSignatureError,
+    BlobSignatureExpiredError,
+    BlobSignatureInvalidError,
+    validate_filename,
+    validate_key,
+    validate_prefix,
+)
+
+__all__ = ["SIGNED_BLOB_ROUTE", "FileBlobStore", "FileBlobStream", "signed_blob_endpoint"]
+
+# Mount the endpoint as Route(SIGNED_BLOB_ROUTE, signed_blob_endpoint(store), methods=["GET"]).
+SIGNED_BLOB_ROUTE = "/v1/blobs/{key:path}"
+MAX_EXPIRES_IN = 7 * 24 * 3600  # the S3 presigned URL limit, so both backends agree
+DEFAULT_CONTENT_TYPE = "application/octet-stream"
+_SIGNATURE_DOMAIN = "clinai-blob-v1"
+_T = TypeVar("_T")
+
+
+class _Meta(msgspec.Struct, frozen=True):
+    content_type: str
+
+
+class FileBlobStream:
+    """One blob's chunks. The file is opened on the first read (so a stream that is
+    never iterated holds no descriptor) and closed at the end or by `aclose()`."""
+
+    def __init__(self, key: str, path: Path, size: int, content_type: str, chunk: int) -> None:
+        self.key = key
+        self.size = size
+        self.content_type = content_type
+        self._path = path
+        self._chunk = chunk
+        self._fh: BinaryIO | None = None
+        self._left = size
+        self._closed = False
+
+    def __aiter__(self) -> FileBlobStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._closed or self._left <= 0:
+            await self.aclose()
+            raise StopAsyncIteration
+        if self._fh is None:
+            self._fh = await asyncio.to_thread(self._open)
+        chunk = await asyncio.to_thread(self._fh.read, min(self._chunk, self._left))
+        if not chunk:
+            await self.aclose()
+            raise BlobError(f"blob {self.key!r} shrank while it was read", hint="Retry.")
+        self._left -= len(chunk)
+        return chunk
+
+    async def aclose(self) -> None:
+        self._closed = True
+        fh, self._fh = self._fh, None
+        if fh is not None:
+            await asyncio.to_thread(fh.close)
+
+    def _open(self) -> BinaryIO:
+        fh = self._path.open("rb")
+        if os.fstat(fh.fileno()).st_size != self.size:
+            fh.close()
+            raise BlobError(f"blob {self.key!r} was replaced while it was read", hint="Retry.")
+        return fh
+
+
+class FileBlobStore:
+    """Blobs in a local directory. `signing_key` (32+ random bytes, the same for every
+    API process) signs download URLs under `base_url`; `clock` is injectable for tests.
+    The constructor does no I/O; folders are created on the first write."""
+
+    def __init__(
+        self,
+        root: Path,
+        base_url: str,
+        signing_key: bytes,
+        *,
+        clock: Callable[[], float] = time.time,
+        chunk_size: int = 1024 * 1024,
+    ) -> None:
+        if not base_url.startswith(("http://", "https://")):
+            raise ValueError(f"FileBlobStore: base_url {base_url!r} must be an http(s) URL")
+        if len(signing_key) < 32:
+            raise ValueError("FileBlobStore: signing_key must hold at least 32 bytes")
+        if chunk_size <= 0:
+            raise ValueError("FileBlobStore: chunk_size must be positive")
+        self.root = Path(root)
+        self.base_url = base_url.rstrip("/")
+        self._signing_key = signing_key
+        self._clock = clock
+        self._chunk = chunk_size
+
+    # -- writing -------------------------------------------------------------------
+
+    async def put_file(self, key: str, path: Path, content_type: str) -> None:
+        validate_key(key)
+        await asyncio.to_thread(self._put, key, content_type, lambda out: _copy(path, out))
+
+    async def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
+        validate_key(key)
+        await asyncio.to_thread(self._put, key, content_type, lambda out: out.write(data))
+
+    def _put(self, key: str, content_type: str, fill: Callable[[BinaryIO], object]) -> None:
+        tmp_dir = self.root / "tmp"
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        blob, meta = self._blob_path(key), self._meta_path(key)
+        tmp_blob = _write_tmp(tmp_dir, fill)
+        try:
+            tmp_meta = _write_tmp(
+                tmp_dir, lambda out: out.write(msgspec.json.encode(_Meta(content_type)))
+            )
+            try:
+                for target, tmp in ((meta, tmp_meta), (blob, tmp_blob)):
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(tmp, target)
+            except (NotADirectoryError, IsADirectoryError, FileExistsError) as err:
+                tmp_meta.unlink(missing_ok=True)
+                raise BlobKeyError(key, "it clashes with an existing key's folder") from err
+            _fsync_dir(blob.parent)
+        finally:
+            tmp_blob.unlink(missing_ok=True)
+
+    # -- reading -------------------------------------------------------------------
+
+    async def get_bytes(self, key: str) -> bytes:
+        return await asyncio.to_thread(self._read_existing, key, Path.read_bytes)
+
+    async def download_to(self, key: str, path: Path) -> None:
+        def copy(src: Path) -> None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+            try:
+                shutil.copyfile(src, tmp)
+                os.replace(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
+
+        await asyncio.to_thread(self._read_existing, key, copy)
+
+    async def exists(self, key: str) -> bool:
+        validate_key(key)
+        return await asyncio.to_thread(self._blob_path(key).is_file)
+
+    async def size(self, key: str) -> int:
+        return await asyncio.to_thread(self._read_existing, key, lambda p: p.stat().st_size)
+
+    async def content_type(self, key: str) -> str:
+        """The content type given when the blob was written."""
+        validate_key(key)
+        return await asyncio.to_thread(self._content_type, key)
+
+    async def list(self, prefix: str) -> builtins.list[str]:
+        validate_prefix(prefix)
+        return await asyncio.to_thread(self._list, prefix)
+
+    async def open_stream(self, key: str) -> FileBlobStream:
+        validate_key(key)
+
+        def stat() -> tuple[int, str]:
+            return self._read_existing(key, lambda p: p.stat().st_size), self._content_type(key)
+
+        size, content_type = await asyncio.to_thread(stat)
+        return FileBlobStream(key, self._blob_path(key), size, content_type, self._chunk)
+
+    async def close(self) -> None:
+        """Nothing to release: the file backend holds no connection."""
+
+    def _read_existing(self, key: str, read: Callable[[Path], _T]) -> _T:
+        path = self._blob_path(validate_key(key))
+        try:
+            return read(path)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as err:
+            raise BlobNotFoundError(key) from err
+
+    def _content_type(self, key: str) -> str:
+        try:
+            return msgspec.json.decode(self._meta_path(key).read_bytes(), type=_Meta).content_type
+        except (OSError, msgspec.DecodeError):
+            return DEFAULT_CONTENT_TYPE
+
+    def _list(self, prefix: str) -> builtins.list[str]:
+        base = self.root / "blobs"
+        start = base.joinpath(*prefix.split("/")[:-1])
+        keys: builtins.list[str] = []
+        for dirpath, _dirs, names in os.walk(start):
+            rel = Path(dirpath).relative_to(base).as_posix()
+            for name in names:
+                key = name if rel == "." else f"{rel}/{name}"
+                if key.startswith(prefix):
+                    keys.append(key)
+        return sorted(keys)
+
+    def _blob_path(self, key: str) -> Path:
+        return self.root.joinpath("blobs", *key.split("/"))
+
+    def _meta_path(self, key: str) -> Path:
+        return self.root.joinpath("meta", *key.split("/"))
+
+    # -- signed URLs ---------------------------------------------------------------
+
+    async def signed_url(self, key: str, *, expires_in: int, filename: str | None = None) -> str:
+        validate_key(key)
+        if not 0 < expires_in <= MAX_EXPIRES_IN:
+            raise ValueError(f"expires_in must be between 1 and {MAX_EXPIRES_IN} seconds")
+        if filename is not None:
+            validate_filename(filename)
+        expires = int(self._clock()) + expires_in
+        query = {"expires": str(expires), "signature": self._sign(key, expires, filename)}
+        if filename is not None:
+            query["filename"] = filename
+        return f"{self.base_url}/v1/blobs/{quote(key, safe='/')}?{urlencode(query)}"
+
+    def verify_signed(
+        self, key: str, expires: int, signature: str, filename: str | None = None
+    ) -> None:
+        """Raise `BlobSignatureInvalidError` unless `signature` was made by this store's
+        key for exactly (key, expires, filename), then `BlobSignatureExpiredError` if
+        the clock has reached `expires`."""
+        expected = self._sign(key, expires, filename)
+        if not hmac.compare_digest(expected, signature.lower()):
+            raise BlobSignatureInvalidError(key)
+        if self._clock() >= expires:
+            raise BlobSignatureExpiredError(key, expires)
+
+    def _sign(self, key: str, expires: int, filename: str | None) -> str:
+        # A JSON array is an unambiguous encoding of the three fields.
+        message = msgspec.json.encode([_SIGNATURE_DOMAIN, key, expires, filename])
+        return hmac.new(self._signing_key, message, hashlib.sha256).hexdigest()
+
+
+def signed_blob_endpoint(store: FileBlobStore) -> Callable[[Request], Awaitable[Response]]:
+    """A Starlette endpoint for `SIGNED_BLOB_ROUTE`: verifies the signature and streams
+    the blob as an attachment. 403 (problem+json) for a bad or expired signature, 404
+    when the blob is missing."""
+
+    async def endpoint(request: Request) -> Response:
+        key = str(request.path_params.get("key", ""))
+        params = request.query_params
+        filename = params.get("filename")
+        try:
+            store.verify_signed(key, int(params["expires"]), params["signature"], filename)
+        except (KeyError, ValueError):
+            return _problem(BlobSignatureInvalidError(key), 403, "Invalid signature")
+        except BlobSignatureExpiredError as err:
+            return _problem(err, 403, "Signed URL expired")
+        except BlobSignatureError as err:
+            return _problem(err, 403, "Invalid signature")
+        try:
+            stream = await store.open_stream(key)
+        except (BlobNotFoundError, BlobKeyError) as err:
+            return _problem(err, 404, "Blob not found")
+        headers = {
+            "Content-Length": str(stream.size),
+            "Content-Disposition": _content_disposition(filename or key.rsplit("/", 1)[-1]),
+            "X-Content-Type-Options": "nosniff",
+            # model outputs are user content: never let them run as our origin
+            "Content-Security-Policy": "default-src 'none'; sandbox",
+            "Cache-Control": "private, no-store",
+        }
+        return StreamingResponse(_chunks(stream), headers=headers, media_type=stream.content_type)
+
+    return endpoint
+
+
+async def _chunks(stream: FileBlobStream) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in stream:
+            yield chunk
+    finally:
+        await stream.aclose()
+
+
+def _problem(err: BlobError, status: int, title: str) -> Response:
+    slug = title.lower().replace(" ", "-")
+    body = {
+        "type": f"urn:clinai:problem:{slug}",
+        "title": title,
+        "status": status,
+        "detail": f"{err.message}. {err.hint}".strip(),
+    }
+    return Response(
+        msgspec.json.encode(body), status_code=status, media_type="application/problem+json"
+    )
+
+
+def _content_disposition(filename: str) -> str:
+    filename = filename.replace("/", "_").replace("\\", "_")
+    fallback = "".join(c if 0x20 <= ord(c) < 0x7F and c not in '"%' else "_" for c in filename)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
+
+
+def _copy(src: Path, out: BinaryIO) -> None:
+    with src.open("rb") as fh:
+        shutil.copyfileobj(fh, out, 1024 * 1024)
+
+
+def _write_tmp(tmp_dir: Path, fill: Callable[[BinaryIO], object]) -> Path:
+    tmp = tmp_dir / uuid.uuid4().hex
+    try:
+        with tmp.open("xb") as out:
+            fill(out)
+            out.flush()
+            os.fsync(out.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

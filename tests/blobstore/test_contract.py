@@ -1,0 +1,159 @@
+"""The BlobStore contract: every backend passes these tests.
+
+Backends are listed in BACKENDS; the s3 backend will add a factory that skips when no
+S3/MinIO endpoint is configured.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from services.blobstore import (
+    BlobKeyError,
+    BlobNotFoundError,
+    BlobStore,
+    FileBlobStore,
+)
+
+SIGNING_KEY = b"k" * 32
+StoreFactory = Callable[[Path], Awaitable[BlobStore]]
+
+
+async def _file_store(tmp_path: Path) -> BlobStore:
+    return FileBlobStore(tmp_path / "blobs", "http://testserver", SIGNING_KEY, chunk_size=64 * 1024)
+
+
+BACKENDS: dict[str, StoreFactory] = {"file": _file_store}
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[BlobStore]:
+    instance = await BACKENDS[request.param](tmp_path)
+    try:
+        yield instance
+    finally:
+        await instance.close()
+
+
+BAD_KEYS = ["", "/abs", "a/../b", "..", "a//b", "a/", "./a", "a\\b", "a\nb"]
+
+
+async def test_put_get_roundtrip(store: BlobStore) -> None:
+    await store.put_bytes("outputs/j1/result.json", b'{"ok": true}', "application/json")
+    assert await store.get_bytes("outputs/j1/result.json") == b'{"ok": true}'
+    assert await store.exists("outputs/j1/result.json")
+    assert await store.size("outputs/j1/result.json") == 12
+
+
+async def test_put_file_and_stream_in_chunks(store: BlobStore, tmp_path: Path) -> None:
+    data = bytes(range(256)) * 12_000  # ~3 MiB, several chunks
+    src = tmp_path / "src.bin"
+    src.write_bytes(data)
+    await store.put_file("packages/v1/package.zip", src, "application/zip")
+    stream = await store.open_stream("packages/v1/package.zip")
+    assert (stream.size, stream.content_type) == (len(data), "application/zip")
+    chunks = [chunk async for chunk in stream]
+    assert len(chunks) > 1 and b"".join(chunks) == data
+    await stream.aclose()  # idempotent after exhaustion
+
+
+async def test_stream_closed_early(store: BlobStore) -> None:
+    await store.put_bytes("logs/a.txt", b"x" * 300_000, "text/plain")
+    stream = await store.open_stream("logs/a.txt")
+    async for _ in stream:
+        break
+    await stream.aclose()
+    assert [c async for c in stream] == []
+
+
+async def test_overwrite_replaces(store: BlobStore) -> None:
+    await store.put_bytes("inputs/j1/a.png", b"old", "image/png")
+    await store.put_bytes("inputs/j1/a.png", b"newer", "image/jpeg")
+    assert await store.get_bytes("inputs/j1/a.png") == b"newer"
+    stream = await store.open_stream("inputs/j1/a.png")
+    assert stream.content_type == "image/jpeg"
+    await stream.aclose()
+
+
+async def test_missing_blob(store: BlobStore, tmp_path: Path) -> None:
+    assert not await store.exists("outputs/none")
+    for call in (
+        store.get_bytes("outputs/none"),
+        store.size("outputs/none"),
+        store.open_stream("outputs/none"),
+        store.download_to("outputs/none", tmp_path / "x"),
+    ):
+        with pytest.raises(BlobNotFoundError) as exc:
+            await call
+        assert exc.value.key == "outputs/none" and exc.value.hint
+    assert not (tmp_path / "x").exists()
+
+
+async def test_prefix_of_a_key_is_not_a_blob(store: BlobStore) -> None:
+    await store.put_bytes("outputs/j1/a", b"a", "text/plain")
+    assert not await store.exists("outputs/j1")
+    with pytest.raises(BlobNotFoundError):
+        await store.get_bytes("outputs/j1")
+
+
+async def test_download_to(store: BlobStore, tmp_path: Path) -> None:
+    await store.put_bytes("inputs/j1/scan.png", b"png-bytes", "image/png")
+    target = tmp_path / "job" / "in" / "scan.png"
+    await store.download_to("inputs/j1/scan.png", target)
+    assert target.read_bytes() == b"png-bytes"
+    assert [p.name for p in target.parent.iterdir()] == ["scan.png"]
+
+
+async def test_list(store: BlobStore) -> None:
+    keys = ["inputs/j1/a", "inputs/j1/sub/b", "inputs/j10/c", "outputs/j1/d", "logs/x"]
+    for key in keys:
+        await store.put_bytes(key, key.encode(), "text/plain")
+    assert await store.list("inputs/j1/") == ["inputs/j1/a", "inputs/j1/sub/b"]
+    assert await store.list("inputs/j1") == ["inputs/j1/a", "inputs/j1/sub/b", "inputs/j10/c"]
+    assert await store.list("") == sorted(keys)
+    assert await store.list("nothing/here/") == []
+
+
+async def test_unicode_and_space_keys(store: BlobStore) -> None:
+    key = "outputs/j1/résumé final.png"
+    await store.put_bytes(key, b"x", "image/png")
+    assert await store.list("outputs/j1/") == [key]
+
+
+@pytest.mark.parametrize("key", BAD_KEYS)
+async def test_bad_keys_refused(store: BlobStore, key: str, tmp_path: Path) -> None:
+    src = tmp_path / "f"
+    src.write_bytes(b"x")
+    calls: list[Awaitable[object]] = [
+        store.put_bytes(key, b"x", "text/plain"),
+        store.put_file(key, src, "text/plain"),
+        store.get_bytes(key),
+        store.exists(key),
+        store.size(key),
+        store.download_to(key, tmp_path / "out"),
+        store.open_stream(key),
+        store.signed_url(key, expires_in=60),
+    ]
+    for call in calls:
+        with pytest.raises(BlobKeyError):
+            await call
+
+
+@pytest.mark.parametrize("prefix", ["/", "/a", "a/../", "a//"])
+async def test_bad_prefix_refused(store: BlobStore, prefix: str) -> None:
+    with pytest.raises(BlobKeyError):
+        await store.list(prefix)
+
+
+async def test_signed_url_arguments(store: BlobStore) -> None:
+    url = await store.signed_url("outputs/j1/a.png", expires_in=60, filename="a.png")
+    assert url.startswith("http")
+    with pytest.raises(ValueError):
+        await store.signed_url("outputs/j1/a.png", expires_in=0)
+    with pytest.raises(ValueError):
+        await store.signed_url("outputs/j1/a.png", expires_in=8 * 24 * 3600)
+    with pytest.raises(ValueError):
+        await store.signed_url("outputs/j1/a.png", expires_in=60, filename="a\r\nX: y")

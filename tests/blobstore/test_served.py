@@ -1,0 +1,108 @@
+"""The signed-URL endpoint behind a real HTTP server (granian in a subprocess), fetched
+with the standard library's urllib."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from services.blobstore import FileBlobStore
+
+REPO = Path(__file__).resolve().parents[2]
+KEY = b"e2e-signing-key-" * 2
+GRANIAN = shutil.which("granian", path=str(Path(sys.executable).parent))
+
+APP = textwrap.dedent(
+    f"""
+    import os
+    from pathlib import Path
+    from starlette.applications import Starlette
+    from starlette.routing import Route
+    from services.blobstore import SIGNED_BLOB_ROUTE, FileBlobStore, signed_blob_endpoint
+
+    store = FileBlobStore(Path(os.environ["BLOB_ROOT"]), os.environ["BASE_URL"], {KEY!r})
+    app = Starlette(routes=[Route(SIGNED_BLOB_ROUTE, signed_blob_endpoint(store))])
+    """
+)
+
+pytestmark = pytest.mark.skipif(GRANIAN is None, reason="granian is not installed")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[str]:
+    port = _free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    (tmp_path / "blob_app.py").write_text(APP)
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": f"{tmp_path}:{REPO}"}
+    env |= {"BLOB_ROOT": str(tmp_path / "root"), "BASE_URL": base_url}
+    assert GRANIAN is not None
+    proc = subprocess.Popen(
+        [GRANIAN, "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1", "--no-log", "blob_app:app"],
+        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    _, err = proc.communicate(timeout=5)
+                    pytest.fail(f"granian did not start: {err.decode(errors='replace')}")
+                time.sleep(0.1)
+        yield base_url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
+
+
+def _fetch(url: str) -> tuple[int, dict[str, str], bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read()
+    except urllib.error.HTTPError as err:
+        with err:
+            return err.code, {k.lower(): v for k, v in err.headers.items()}, err.read()
+
+
+async def test_download_over_http(server: str, tmp_path: Path) -> None:
+    store = FileBlobStore(tmp_path / "root", server, KEY)
+    data = bytes(range(256)) * 20_000  # ~5 MiB, streamed in chunks
+    await store.put_bytes("outputs/j1/grayscale.png", data, "image/png")
+    url = await store.signed_url("outputs/j1/grayscale.png", expires_in=60, filename="g.png")
+
+    status, headers, body = await asyncio.to_thread(_fetch, url)
+    assert (status, headers["content-type"], body == data) == (200, "image/png", True)
+    assert headers["content-disposition"].startswith('attachment; filename="g.png"')
+
+    status, headers, body = await asyncio.to_thread(_fetch, url.replace("g.png", "h.png"))
+    assert (status, headers["content-type"]) == (403, "application/problem+json")
+
+    missing = await store.signed_url("outputs/j1/none.png", expires_in=60)
+    status, _, _ = await asyncio.to_thread(_fetch, missing)
+    assert status == 404
