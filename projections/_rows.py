@@ -1,0 +1,128 @@
+"""The read-model tables as the fold sees them: column lists and the SQL that loads and
+upserts whole rows. Names are unqualified: the connection's search_path picks the schema."""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = ["TABLES", "TableSpec"]
+
+
+class TableSpec:
+    """One table: its columns (in write order) and primary-key columns."""
+
+    __slots__ = ("columns", "key", "load_sql", "name", "upsert_sql")
+
+    def __init__(self, name: str, columns: tuple[str, ...], key: tuple[str, ...] = ("id",)) -> None:
+        self.name = name
+        self.columns = columns
+        self.key = key
+        cols = ", ".join(_q(c) for c in columns)
+        params = ", ".join(f"${n}" for n in range(1, len(columns) + 1))
+        updates = ", ".join(f"{_q(c)} = EXCLUDED.{_q(c)}" for c in columns if c not in key)
+        conflict = ", ".join(_q(c) for c in key)
+        self.upsert_sql = (
+            f"INSERT INTO {name} ({cols}) VALUES ({params}) "
+            f"ON CONFLICT ({conflict}) DO UPDATE SET {updates}"
+        )
+        self.load_sql = f"SELECT {cols} FROM {name} WHERE id = ANY($1::text[])"
+
+
+def _q(column: str) -> str:
+    return f'"{column}"'
+
+
+USERS: Final = TableSpec("users", ("id", "name", "is_admin", "created_at", "last_seq"))
+API_KEYS: Final = TableSpec(
+    "api_keys",
+    (
+        "id",
+        "user_id",
+        "name",
+        "key_hash",
+        "prefix",
+        "is_admin",
+        "created_at",
+        "revoked_at",
+        "last_seq",
+    ),
+)
+MODELS: Final = TableSpec(
+    "models",
+    (
+        "id",
+        "owner",
+        "name",
+        "description",
+        "visibility",
+        "latest_version",
+        "created_at",
+        "updated_at",
+        "deleted_at",
+        "last_seq",
+    ),
+)
+VERSIONS: Final = TableSpec(
+    "versions",
+    (
+        "id",
+        "model_id",
+        "owner",
+        "number",
+        "status",
+        "package_key",
+        "package_hash",
+        "requirements_hash",
+        "size_bytes",
+        "filename",
+        "runtime",
+        "artifact",
+        "artifact_details",
+        "build_attempt",
+        "build_duration_s",
+        "failure_reason",
+        "log_tail",
+        "log_key",
+        "reused_from",
+        "created_at",
+        "updated_at",
+        "built_at",
+        "last_seq",
+    ),
+)
+BUILD_LOG_CHUNKS: Final = TableSpec(
+    "build_log_chunks", ("version_id", "index", "text", "seq"), key=("version_id", "index")
+)
+JOBS: Final = TableSpec(
+    "jobs",
+    (
+        "id",
+        "owner",
+        "model_id",
+        "version_id",
+        "status",
+        "input_key",
+        "input_filename",
+        "input_size_bytes",
+        "params",
+        "timeout_s",
+        "webhook",
+        "cancel_requested",
+        "attempt",
+        "result",
+        "outputs",
+        "error_kind",
+        "error_message",
+        "traceback",
+        "timings",
+        "log_key",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "updated_at",
+        "last_seq",
+    ),
+)
+
+# Write order; every table but build_log_chunks is keyed by `id`.
+TABLES: Final = (USERS, API_KEYS, MODELS, VERSIONS, BUILD_LOG_CHUNKS, JOBS)

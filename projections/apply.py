@@ -1,0 +1,378 @@
+"""The fold of events onto read-model rows, and writing one batch of them.
+
+A batch is applied in three steps inside the caller's transaction: load the rows the
+batch touches (one `SELECT ... WHERE id = ANY($1)` per table, skipping ids the batch
+itself creates), fold every event onto those rows in memory, then upsert each table
+once. Terminal states never regress; an event whose row does not exist is ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, Final
+
+import asyncpg
+import msgspec
+
+from events import (
+    AnyEvent,
+    ApiKeyIssued,
+    ApiKeyRevoked,
+    BuildFailed,
+    BuildLogAppended,
+    BuildStarted,
+    JobCanceled,
+    JobCancelRequested,
+    JobFailed,
+    JobRequested,
+    JobStarted,
+    JobSucceeded,
+    ModelCreated,
+    ModelDeleted,
+    ModelNameClaimed,
+    ModelNameReleased,
+    ModelUpdated,
+    ModelVersionAdded,
+    StoredEvent,
+    UserCreated,
+    VersionBuilt,
+    VersionUploaded,
+)
+from projections._rows import TABLES
+
+__all__ = [
+    "JOB_TERMINAL",
+    "PROJECTION",
+    "VERSION_TERMINAL",
+    "Row",
+    "Tables",
+    "apply_events",
+    "fold",
+    "read_checkpoint",
+    "rows_to_load",
+    "write_checkpoint",
+]
+
+PROJECTION: Final = "read_models"  # the checkpoint row of this projection
+JOB_TERMINAL: Final = frozenset({"succeeded", "failed", "canceled"})
+VERSION_TERMINAL: Final = frozenset({"ready", "failed"})
+
+Row = dict[str, Any]
+# table name -> key -> row; build_log_chunks is keyed by (version_id, index)
+Tables = dict[str, dict[Any, Row]]
+
+# Event type -> (table, creates the row). Events that create a row need no load.
+_TARGET: Final[dict[type[AnyEvent], tuple[str, bool]]] = {
+    UserCreated: ("users", True),
+    ApiKeyIssued: ("api_keys", True),
+    ApiKeyRevoked: ("api_keys", False),
+    ModelCreated: ("models", True),
+    ModelUpdated: ("models", False),
+    ModelDeleted: ("models", False),
+    ModelVersionAdded: ("models", False),
+    VersionUploaded: ("versions", True),
+    BuildStarted: ("versions", False),
+    VersionBuilt: ("versions", False),
+    BuildFailed: ("versions", False),
+    JobRequested: ("jobs", True),
+    JobStarted: ("jobs", False),
+    JobSucceeded: ("jobs", False),
+    JobFailed: ("jobs", False),
+    JobCancelRequested: ("jobs", False),
+    JobCanceled: ("jobs", False),
+}
+
+
+def rows_to_load(events: Iterable[StoredEvent]) -> dict[str, list[str]]:
+    """Per table, the ids the batch updates but does not create first."""
+    seen: dict[str, set[str]] = {}
+    load: dict[str, list[str]] = {}
+    for stored in events:
+        target = _TARGET.get(type(stored.event))
+        if target is None:
+            continue
+        table, creates = target
+        ids = seen.setdefault(table, set())
+        aggregate_id = stored.event.aggregate_id
+        if aggregate_id in ids:
+            continue
+        ids.add(aggregate_id)
+        if not creates:
+            load.setdefault(table, []).append(aggregate_id)
+    return load
+
+
+def fold(events: Iterable[StoredEvent], tables: Tables) -> set[tuple[str, Any]]:
+    """Apply `events` in order onto `tables` (mutated); return the (table, key) of
+    every row written. `tables` holds the loaded rows, keyed by table name."""
+    touched: set[tuple[str, Any]] = set()
+    users = tables.setdefault("users", {})
+    keys = tables.setdefault("api_keys", {})
+    models = tables.setdefault("models", {})
+    versions = tables.setdefault("versions", {})
+    chunks = tables.setdefault("build_log_chunks", {})
+    jobs = tables.setdefault("jobs", {})
+    for stored in events:
+        seq, event = stored.seq, stored.event
+        at = event.occurred_at
+        rid = event.aggregate_id
+        row: Row | None
+        match event:
+            case UserCreated():
+                users[rid] = {
+                    "id": rid,
+                    "name": event.name,
+                    "is_admin": event.is_admin,
+                    "created_at": at,
+                    "last_seq": seq,
+                }
+                touched.add(("users", rid))
+            case ApiKeyIssued():
+                keys[rid] = {
+                    "id": rid,
+                    "user_id": event.user_id,
+                    "name": event.name,
+                    "key_hash": event.key_hash,
+                    "prefix": event.prefix,
+                    "is_admin": event.is_admin,
+                    "created_at": at,
+                    "revoked_at": None,
+                    "last_seq": seq,
+                }
+                touched.add(("api_keys", rid))
+            case ApiKeyRevoked():
+                if (row := keys.get(rid)) is not None:
+                    if row["revoked_at"] is None:
+                        row["revoked_at"] = at
+                    row["last_seq"] = seq
+                    touched.add(("api_keys", rid))
+            case ModelCreated():
+                models[rid] = {
+                    "id": rid,
+                    "owner": event.owner,
+                    "name": event.name,
+                    "description": event.description,
+                    "visibility": event.visibility,
+                    "latest_version": 0,
+                    "created_at": at,
+                    "updated_at": at,
+                    "deleted_at": None,
+                    "last_seq": seq,
+                }
+                touched.add(("models", rid))
+            case ModelUpdated() | ModelDeleted() | ModelVersionAdded():
+                if (row := models.get(rid)) is None:
+                    continue
+                _fold_model(event, row, at)
+                row["updated_at"] = at
+                row["last_seq"] = seq
+                touched.add(("models", rid))
+            case ModelNameClaimed() | ModelNameReleased():
+                pass
+            case VersionUploaded():
+                versions[rid] = {
+                    "id": rid,
+                    "model_id": event.model_id,
+                    "owner": event.owner,
+                    "number": event.number,
+                    "status": "uploaded",
+                    "package_key": event.package_key,
+                    "package_hash": event.package_hash,
+                    "requirements_hash": event.requirements_hash,
+                    "size_bytes": event.size_bytes,
+                    "filename": event.filename,
+                    "runtime": None,
+                    "artifact": None,
+                    "artifact_details": None,
+                    "build_attempt": 0,
+                    "build_duration_s": None,
+                    "failure_reason": None,
+                    "log_tail": None,
+                    "log_key": None,
+                    "reused_from": None,
+                    "created_at": at,
+                    "updated_at": at,
+                    "built_at": None,
+                    "last_seq": seq,
+                }
+                touched.add(("versions", rid))
+            case BuildLogAppended():
+                key = (rid, event.index)
+                chunks[key] = {
+                    "version_id": rid,
+                    "index": event.index,
+                    "text": event.text,
+                    "seq": seq,
+                }
+                touched.add(("build_log_chunks", key))
+            case BuildStarted() | VersionBuilt() | BuildFailed():
+                row = versions.get(rid)
+                if row is None or row["status"] in VERSION_TERMINAL:
+                    continue
+                _fold_build(event, row, at)
+                row["updated_at"] = at
+                row["last_seq"] = seq
+                touched.add(("versions", rid))
+            case JobRequested():
+                jobs[rid] = {
+                    "id": rid,
+                    "owner": event.owner,
+                    "model_id": event.model_id,
+                    "version_id": event.version_id,
+                    "status": "queued",
+                    "input_key": event.input_key,
+                    "input_filename": event.input_filename,
+                    "input_size_bytes": event.input_size_bytes,
+                    "params": event.params,
+                    "timeout_s": event.timeout_s,
+                    "webhook": None
+                    if event.webhook is None
+                    else msgspec.to_builtins(event.webhook),
+                    "cancel_requested": False,
+                    "attempt": 0,
+                    "result": None,
+                    "outputs": [],
+                    "error_kind": None,
+                    "error_message": None,
+                    "traceback": None,
+                    "timings": None,
+                    "log_key": None,
+                    "created_at": at,
+                    "started_at": None,
+                    "finished_at": None,
+                    "updated_at": at,
+                    "last_seq": seq,
+                }
+                touched.add(("jobs", rid))
+            case JobStarted() | JobSucceeded() | JobFailed() | JobCancelRequested() | JobCanceled():
+                if (row := jobs.get(rid)) is None or not _fold_job(event, row, at):
+                    continue
+                row["updated_at"] = at
+                row["last_seq"] = seq
+                touched.add(("jobs", rid))
+    return touched
+
+
+def _fold_model(event: ModelUpdated | ModelDeleted | ModelVersionAdded, row: Row, at: Any) -> None:
+    match event:
+        case ModelUpdated():
+            if event.name is not None:
+                row["name"] = event.name
+            if event.description is not None:
+                row["description"] = event.description
+            if event.visibility is not None:
+                row["visibility"] = event.visibility
+        case ModelDeleted():
+            if row["deleted_at"] is None:
+                row["deleted_at"] = at
+        case ModelVersionAdded():
+            row["latest_version"] = max(row["latest_version"], event.number)
+
+
+def _fold_build(event: BuildStarted | VersionBuilt | BuildFailed, row: Row, at: Any) -> None:
+    match event:
+        case BuildStarted():
+            row["status"] = "building"
+            row["runtime"] = event.runtime
+            row["build_attempt"] = event.attempt
+        case VersionBuilt():
+            row["status"] = "ready"
+            row["runtime"] = event.runtime
+            row["artifact"] = event.artifact
+            row["build_duration_s"] = event.duration_s
+            row["artifact_details"] = event.artifact_details
+            row["log_key"] = event.log_key
+            row["reused_from"] = event.reused_from
+            row["built_at"] = at
+        case BuildFailed():
+            row["status"] = "failed"
+            row["failure_reason"] = event.reason
+            row["log_tail"] = event.log_tail
+            row["log_key"] = event.log_key
+            row["build_duration_s"] = event.duration_s
+
+
+def _fold_job(
+    event: JobStarted | JobSucceeded | JobFailed | JobCancelRequested | JobCanceled,
+    row: Row,
+    at: Any,
+) -> bool:
+    """Fold one job event; False when it is ignored (it would leave a terminal state)."""
+    terminal = row["status"] in JOB_TERMINAL
+    match event:
+        case JobStarted():
+            if not terminal:
+                row["status"] = "running"
+            if row["started_at"] is None:
+                row["started_at"] = at
+            row["attempt"] = max(row["attempt"], event.attempt)
+        case JobCancelRequested():
+            if terminal:
+                return False
+            row["cancel_requested"] = True
+        case JobSucceeded():
+            if terminal:
+                return False
+            row["status"] = "succeeded"
+            row["result"] = event.result
+            row["outputs"] = msgspec.to_builtins(event.outputs)
+            row["timings"] = msgspec.to_builtins(event.timings)
+            row["log_key"] = event.log_key
+            row["finished_at"] = at
+        case JobFailed():
+            if terminal:
+                return False
+            row["status"] = "canceled" if event.kind == "canceled" else "failed"
+            row["error_kind"] = event.kind
+            row["error_message"] = event.message
+            row["traceback"] = event.traceback
+            row["timings"] = msgspec.to_builtins(event.timings)
+            row["log_key"] = event.log_key
+            row["finished_at"] = at
+        case JobCanceled():
+            if terminal:
+                return False
+            row["status"] = "canceled"
+            row["error_kind"] = "canceled"
+            row["error_message"] = event.message
+            row["finished_at"] = at
+    return True
+
+
+async def apply_events(conn: asyncpg.Connection, events: Sequence[StoredEvent]) -> int:
+    """Load, fold and upsert one batch inside the caller's transaction; return the
+    number of rows written. The checkpoint is the caller's (see `write_checkpoint`)."""
+    tables: Tables = {}
+    for table, ids in rows_to_load(events).items():
+        spec = next(t for t in TABLES if t.name == table)
+        records = await conn.fetch(spec.load_sql, ids)
+        tables[table] = {r["id"]: dict(r.items()) for r in records}
+    touched = fold(events, tables)
+    written = 0
+    for spec in TABLES:
+        rows = tables.get(spec.name)
+        if not rows:
+            continue
+        name, columns = spec.name, spec.columns
+        args = [
+            tuple(row[c] for c in columns) for key, row in rows.items() if (name, key) in touched
+        ]
+        if args:
+            await conn.executemany(spec.upsert_sql, args)
+            written += len(args)
+    return written
+
+
+async def read_checkpoint(conn: asyncpg.Connection) -> int:
+    """The last applied sequence (0 before the first batch)."""
+    value = await conn.fetchval("SELECT last_seq FROM checkpoint WHERE projection = $1", PROJECTION)
+    return int(value or 0)
+
+
+async def write_checkpoint(conn: asyncpg.Connection, last_seq: int) -> None:
+    await conn.execute(
+        "INSERT INTO checkpoint (projection, last_seq) VALUES ($1, $2) "
+        "ON CONFLICT (projection) DO UPDATE SET last_seq = EXCLUDED.last_seq",
+        PROJECTION,
+        last_seq,
+    )

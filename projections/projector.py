@@ -1,0 +1,200 @@
+"""The projector: the stream, in order, onto the read models, one batch per transaction.
+
+Only one projector writes a schema: the leader holds a Postgres session advisory lock on
+its dedicated connection; others wait as standbys and take over when it goes away. Each
+batch's transaction takes a shared swap lock (a rebuild takes it exclusively to swap
+schemas), checks the checkpoint is still the one it continues from (else it re-reads the
+stream from the stored checkpoint), writes the rows, the checkpoint and a NOTIFY.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, Final
+
+import asyncpg
+
+from events import EventStore, StoredEvent
+from projections.apply import apply_events, read_checkpoint, write_checkpoint
+from projections.db import (
+    LIVE_SCHEMA,
+    check_schema_name,
+    init_connection,
+    lock_key,
+    notify_channel,
+)
+from projections.migrate import apply_migrations
+
+__all__ = ["BatchHook", "Projector", "apply_batch"]
+
+BatchHook = Callable[[Sequence[StoredEvent]], Awaitable[None]]
+
+_LOCK_SQL: Final = "SELECT pg_try_advisory_lock(hashtextextended($1, 0))"
+_SWAP_SHARED_SQL: Final = "SELECT pg_advisory_xact_lock_shared(hashtextextended($1, 0))"
+
+
+class _Reseek(Exception):
+    """The stored checkpoint moved under us (a rebuild swapped schemas): re-read."""
+
+    def __init__(self, checkpoint: int) -> None:
+        super().__init__(f"checkpoint is {checkpoint}")
+        self.checkpoint = checkpoint
+
+
+async def apply_batch(
+    conn: asyncpg.Connection,
+    events: Sequence[StoredEvent],
+    *,
+    expected: int,
+    swap_lock: str | None = None,
+    channel: str | None = None,
+    before_commit: BatchHook | None = None,
+) -> int:
+    """Apply `events` (continuing from checkpoint `expected`) in one transaction with the
+    checkpoint (and a NOTIFY on `channel`); return the new checkpoint. Raises `_Reseek`
+    when the stored checkpoint is not `expected`."""
+    last = events[-1].seq
+    async with conn.transaction():
+        if swap_lock is not None:
+            await conn.execute(_SWAP_SHARED_SQL, swap_lock)
+        current = await read_checkpoint(conn)
+        if current != expected:
+            raise _Reseek(current)
+        await apply_events(conn, events)
+        if before_commit is not None:
+            await before_commit(events)
+        await write_checkpoint(conn, last)
+        if channel is not None:
+            await conn.execute("SELECT pg_notify($1, $2)", channel, str(last))
+    return last
+
+
+class Projector:
+    """`await Projector(dsn_or_pool, store).run(stop)` until `stop` is set.
+
+    `pool_or_dsn`: a DSN (the projector opens its own connection) or a pool (it holds one
+    connection for the whole run). Hooks run inside (`before_commit`, after the rows are
+    written) and after (`after_commit`) each batch's transaction; they exist for tests."""
+
+    def __init__(
+        self,
+        pool_or_dsn: asyncpg.Pool | str,
+        store: EventStore,
+        schema: str = LIVE_SCHEMA,
+        *,
+        max_batch: int = 2_000,
+        standby_poll: float = 0.2,
+        before_commit: BatchHook | None = None,
+        after_commit: BatchHook | None = None,
+    ) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, got {max_batch}")
+        if standby_poll <= 0:
+            raise ValueError(f"standby_poll must be positive, got {standby_poll}")
+        self._target = pool_or_dsn
+        self._store = store
+        self.schema = check_schema_name(schema)
+        self._max_batch = max_batch
+        self._standby_poll = standby_poll
+        self._before_commit = before_commit
+        self._after_commit = after_commit
+        self._channel = notify_channel(self.schema)
+        self.is_leader = False
+        self.checkpoint = 0  # the last sequence this projector committed (or found)
+        self.batches = 0
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Wait for leadership, then project until `stop` is set (or the task is
+        cancelled). Errors (a lost connection, a failing hook) propagate; the next
+        `run` resumes from the checkpoint."""
+        stop = stop or asyncio.Event()
+        async with self._connection() as conn:
+            if not await self._lead(conn, stop):
+                return
+            try:
+                await apply_migrations(conn, self.schema)
+                await self._project(conn, stop)
+            finally:
+                self.is_leader = False
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
+        if isinstance(self._target, str):
+            conn: asyncpg.Connection = await asyncpg.connect(
+                self._target, server_settings={"search_path": self.schema}
+            )
+            try:
+                await init_connection(conn)
+                yield conn
+            finally:
+                # Closing ends the session: its advisory lock and any open transaction go.
+                conn.terminate()
+        else:
+            async with self._target.acquire() as pooled:
+                await pooled.execute(f"SET search_path TO {self.schema}")
+                try:
+                    yield pooled
+                finally:
+                    with contextlib.suppress(Exception):
+                        await asyncio.shield(pooled.execute("SELECT pg_advisory_unlock_all()"))
+
+    async def _lead(self, conn: asyncpg.Connection, stop: asyncio.Event) -> bool:
+        key = lock_key("projector", self.schema)
+        while not stop.is_set():
+            if await conn.fetchval(_LOCK_SQL, key):
+                self.is_leader = True
+                return True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self._standby_poll)
+        return False
+
+    async def _project(self, conn: asyncpg.Connection, stop: asyncio.Event) -> None:
+        swap_lock = lock_key("swap", self.schema)
+        stopping: asyncio.Future[object] = asyncio.ensure_future(stop.wait())
+        try:
+            while not stop.is_set():
+                self.checkpoint = await read_checkpoint(conn)
+                reader: AsyncGenerator[list[StoredEvent], None] = self._store.read_batches(
+                    self.checkpoint + 1, max_batch=self._max_batch
+                )
+                try:
+                    await self._follow(conn, reader, stopping, swap_lock)
+                except _Reseek as reseek:
+                    self.checkpoint = reseek.checkpoint
+                finally:
+                    await reader.aclose()
+        finally:
+            stopping.cancel()
+
+    async def _follow(
+        self,
+        conn: asyncpg.Connection,
+        reader: AsyncIterator[list[StoredEvent]],
+        stopping: asyncio.Future[object],
+        swap_lock: str,
+    ) -> None:
+        while True:
+            receiving: asyncio.Future[list[StoredEvent]] = asyncio.ensure_future(anext(reader))
+            waiters: list[asyncio.Future[Any]] = [receiving, stopping]
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            if not receiving.done():
+                receiving.cancel()
+                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                    await receiving
+                return
+            events = [e for e in receiving.result() if e.seq > self.checkpoint]
+            if not events:
+                continue
+            self.checkpoint = await apply_batch(
+                conn,
+                events,
+                expected=self.checkpoint,
+                swap_lock=swap_lock,
+                channel=self._channel,
+                before_commit=self._before_commit,
+            )
+            self.batches += 1
+            if self._after_commit is not None:
+                await self._after_commit(events)

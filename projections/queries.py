@@ -1,0 +1,302 @@
+"""The read side the API uses: typed views of the read models.
+
+Every function takes `db`, an asyncpg pool or connection whose search_path is the live
+schema (see `projections.db.create_pool`). Visibility is the API's decision: the views
+carry `owner` and `visibility`. Listings are newest first with keyset cursors (opaque
+strings; pass `next_cursor` back as `cursor`).
+"""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime
+from typing import Any, Final
+
+import msgspec
+
+from projections.apply import PROJECTION
+
+__all__ = [
+    "ApiKeyView",
+    "BuildLogChunk",
+    "InvalidCursorError",
+    "JobPage",
+    "JobView",
+    "ModelPage",
+    "ModelView",
+    "VersionView",
+    "build_log",
+    "checkpoint",
+    "find_api_key_by_hash",
+    "list_api_keys",
+    "find_ready_artifact",
+    "get_job",
+    "get_model",
+    "get_version",
+    "list_jobs",
+    "list_models",
+    "list_versions",
+]
+
+MAX_LIMIT: Final = 500
+
+
+class InvalidCursorError(ValueError):
+    """A listing cursor that this module did not produce (HTTP 400)."""
+
+
+class ApiKeyView(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    user_id: str
+    name: str
+    prefix: str
+    is_admin: bool  # the key's own flag
+    user_is_admin: bool  # the user's flag (False when the user is unknown)
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class ModelView(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    owner: str
+    name: str
+    description: str
+    visibility: str
+    latest_version: int
+    created_at: datetime
+    updated_at: datetime
+    deleted_at: datetime | None
+    last_seq: int
+
+
+class VersionView(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    model_id: str
+    owner: str
+    number: int
+    status: str  # uploaded | building | ready | failed
+    package_key: str
+    package_hash: str
+    requirements_hash: str
+    size_bytes: int
+    filename: str
+    runtime: str | None
+    artifact: str | None
+    artifact_details: dict[str, Any] | None
+    build_attempt: int
+    build_duration_s: float | None
+    failure_reason: str | None
+    log_tail: str | None
+    log_key: str | None
+    reused_from: str | None
+    created_at: datetime
+    updated_at: datetime
+    built_at: datetime | None
+    last_seq: int
+
+
+class JobView(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    owner: str
+    model_id: str
+    version_id: str
+    status: str  # queued | running | succeeded | failed | canceled
+    input_key: str
+    input_filename: str
+    input_size_bytes: int
+    params: dict[str, Any]
+    timeout_s: float
+    webhook: dict[str, Any] | None
+    cancel_requested: bool
+    attempt: int
+    result: dict[str, Any] | None
+    outputs: list[dict[str, Any]]
+    error_kind: str | None
+    error_message: str | None
+    traceback: str | None
+    timings: dict[str, Any] | None
+    log_key: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    updated_at: datetime
+    last_seq: int
+
+
+class BuildLogChunk(msgspec.Struct, frozen=True, kw_only=True):
+    index: int
+    text: str
+    seq: int
+
+
+class ModelPage(msgspec.Struct, frozen=True, kw_only=True):
+    items: list[ModelView]
+    next_cursor: str | None
+
+
+class JobPage(msgspec.Struct, frozen=True, kw_only=True):
+    items: list[JobView]
+    next_cursor: str | None
+
+
+_Cursor = tuple[datetime, str]
+_cursor_decoder: Final[msgspec.json.Decoder[tuple[datetime, str]]] = msgspec.json.Decoder(
+    tuple[datetime, str]
+)
+
+
+def _encode_cursor(created_at: datetime, id_: str) -> str:
+    raw = msgspec.json.encode((created_at, id_))
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> _Cursor:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        return _cursor_decoder.decode(raw)
+    except (ValueError, msgspec.DecodeError) as err:
+        raise InvalidCursorError(f"invalid cursor {cursor!r}: pass back a next_cursor") from err
+
+
+def _check_limit(limit: int) -> None:
+    if not 1 <= limit <= MAX_LIMIT:
+        raise ValueError(f"limit must be in 1..{MAX_LIMIT}, got {limit}")
+
+
+async def find_api_key_by_hash(db: Any, key_hash: str) -> ApiKeyView | None:
+    """The key with this SHA-256 (revoked ones included: check `revoked_at`)."""
+    row = await db.fetchrow(
+        "SELECT k.id, k.user_id, k.name, k.prefix, k.is_admin, "
+        "coalesce(u.is_admin, false) AS user_is_admin, k.created_at, k.revoked_at "
+        "FROM api_keys k LEFT JOIN users u ON u.id = k.user_id WHERE k.key_hash = $1",
+        key_hash,
+    )
+    return None if row is None else ApiKeyView(**row)
+
+
+async def get_model(db: Any, model_id: str) -> ModelView | None:
+    """The model, deleted or not (check `deleted_at`)."""
+    row = await db.fetchrow("SELECT * FROM models WHERE id = $1", model_id)
+    return None if row is None else ModelView(**row)
+
+
+async def list_models(
+    db: Any, viewer: str, is_admin: bool, limit: int = 50, cursor: str | None = None
+) -> ModelPage:
+    """Models not deleted that `viewer` owns or that are public (all for an admin)."""
+    _check_limit(limit)
+    args: list[Any] = [limit + 1]
+    where = ["deleted_at IS NULL"]
+    if not is_admin:
+        args.append(viewer)
+        where.append(f"(owner = ${len(args)} OR visibility = 'public')")
+    if cursor is not None:
+        created_at, id_ = _decode_cursor(cursor)
+        args += [created_at, id_]
+        where.append(f"(created_at, id) < (${len(args) - 1}, ${len(args)})")
+    rows = await db.fetch(
+        f"SELECT * FROM models WHERE {' AND '.join(where)} "
+        "ORDER BY created_at DESC, id DESC LIMIT $1",
+        *args,
+    )
+    items = [ModelView(**r) for r in rows[:limit]]
+    more = len(rows) > limit
+    return ModelPage(
+        items=items,
+        next_cursor=_encode_cursor(items[-1].created_at, items[-1].id) if more else None,
+    )
+
+
+async def get_version(db: Any, version_id: str) -> VersionView | None:
+    row = await db.fetchrow("SELECT * FROM versions WHERE id = $1", version_id)
+    return None if row is None else VersionView(**row)
+
+
+async def list_versions(db: Any, model_id: str) -> list[VersionView]:
+    """Every version of the model, by number."""
+    rows = await db.fetch("SELECT * FROM versions WHERE model_id = $1 ORDER BY number", model_id)
+    return [VersionView(**r) for r in rows]
+
+
+async def find_ready_artifact(db: Any, package_hash: str, runtime: str) -> VersionView | None:
+    """The earliest-built ready version of an identical package on `runtime`, whose
+    artifact the builder may reuse."""
+    row = await db.fetchrow(
+        "SELECT * FROM versions WHERE status = 'ready' AND package_hash = $1 AND runtime = $2 "
+        "ORDER BY built_at, id LIMIT 1",
+        package_hash,
+        runtime,
+    )
+    return None if row is None else VersionView(**row)
+
+
+async def get_job(db: Any, job_id: str) -> JobView | None:
+    row = await db.fetchrow("SELECT * FROM jobs WHERE id = $1", job_id)
+    return None if row is None else JobView(**row)
+
+
+async def list_jobs(
+    db: Any,
+    *,
+    owner: str | None,
+    status: str | None = None,
+    model_id: str | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> JobPage:
+    """Jobs of `owner` (every owner's when None), optionally of one status and model."""
+    _check_limit(limit)
+    args: list[Any] = [limit + 1]
+    where: list[str] = []
+    for column, value in (("owner", owner), ("status", status), ("model_id", model_id)):
+        if value is not None:
+            args.append(value)
+            where.append(f"{column} = ${len(args)}")
+    if cursor is not None:
+        created_at, id_ = _decode_cursor(cursor)
+        args += [created_at, id_]
+        where.append(f"(created_at, id) < (${len(args) - 1}, ${len(args)})")
+    clause = f"WHERE {' AND '.join(where)} " if where else ""
+    rows = await db.fetch(
+        f"SELECT * FROM jobs {clause}ORDER BY created_at DESC, id DESC LIMIT $1", *args
+    )
+    items = [JobView(**r) for r in rows[:limit]]
+    more = len(rows) > limit
+    return JobPage(
+        items=items,
+        next_cursor=_encode_cursor(items[-1].created_at, items[-1].id) if more else None,
+    )
+
+
+async def build_log(
+    db: Any, version_id: str, from_index: int = 0, limit: int = 1_000
+) -> list[BuildLogChunk]:
+    """The version's build log chunks with index >= `from_index`, in order."""
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1, got {limit}")
+    rows = await db.fetch(
+        'SELECT "index", text, seq FROM build_log_chunks '
+        'WHERE version_id = $1 AND "index" >= $2 ORDER BY "index" LIMIT $3',
+        version_id,
+        from_index,
+        limit,
+    )
+    return [BuildLogChunk(index=r["index"], text=r["text"], seq=r["seq"]) for r in rows]
+
+
+async def checkpoint(db: Any) -> int:
+    """The last stream sequence the read models include (0 before the first batch)."""
+    value = await db.fetchval("SELECT last_seq FROM checkpoint WHERE projection = $1", PROJECTION)
+    return int(value or 0)
+
+
+async def list_api_keys(db: Any, user_id: str) -> list[ApiKeyView]:
+    """A user's keys, newest first (never their hashes)."""
+    rows = await db.fetch(
+        "SELECT k.id, k.user_id, k.name, k.prefix, k.is_admin, "
+        "coalesce(u.is_admin, false) AS user_is_admin, k.created_at, k.revoked_at "
+        "FROM api_keys k LEFT JOIN users u ON u.id = k.user_id WHERE k.user_id = $1 "
+        "ORDER BY k.created_at DESC, k.id",
+        user_id,
+    )
+    return [ApiKeyView(**row) for row in rows]

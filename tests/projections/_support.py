@@ -1,0 +1,71 @@
+"""Helpers of the projection tests: run a projector until a sequence, dump tables."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+
+from events import EventStore, StoredEvent
+from projections import Projector
+from projections._rows import TABLES
+from projections.watermark import ProjectionWatermark
+
+__all__ = ["append_all", "dump", "running", "stream_events", "wait_checkpoint"]
+
+
+async def wait_checkpoint(
+    dsn: str, seq: int, *, schema: str = "read_model", timeout: float = 30
+) -> None:
+    async with await ProjectionWatermark.open(dsn, schema, resync_interval=0.2) as mark:
+        if not await mark.wait_for(seq, timeout):
+            raise AssertionError(f"projection stuck at {mark.checkpoint}, wanted {seq}")
+
+
+@contextlib.asynccontextmanager
+async def running(projector: Projector) -> AsyncIterator[asyncio.Task[None]]:
+    """Run the projector in a task; stop it (gracefully) on exit."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(projector.run(stop))
+    try:
+        yield task
+    finally:
+        stop.set()
+        if not task.done():
+            await asyncio.wait_for(task, 30)
+
+
+async def dump(conn: asyncpg.Connection, schema: str) -> dict[str, list[tuple[Any, ...]]]:
+    """Every read-model table's rows, sorted by key (the checkpoint included)."""
+    out: dict[str, list[tuple[Any, ...]]] = {}
+    for spec in TABLES:
+        keys = ", ".join(f'"{k}"' for k in spec.key)
+        rows = await conn.fetch(f"SELECT * FROM {schema}.{spec.name} ORDER BY {keys}")
+        out[spec.name] = [tuple(r.values()) for r in rows]
+    rows = await conn.fetch(f"SELECT * FROM {schema}.checkpoint")
+    out["checkpoint"] = [tuple(r.values()) for r in rows]
+    return out
+
+
+async def append_all(store: EventStore, events: list[Any]) -> int:
+    seq = 0
+    for event in events:
+        seq = await store.append(event, expected=None)
+    return seq
+
+
+async def stream_events(store: EventStore, last: int) -> list[StoredEvent]:
+    """Every event of the stream up to `last`."""
+    out: list[StoredEvent] = []
+    reader = store.read_batches(1)
+    try:
+        async for batch in reader:
+            out.extend(batch)
+            if out[-1].seq >= last:
+                return out
+    finally:
+        await reader.aclose()
+    return out

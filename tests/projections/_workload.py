@@ -1,0 +1,218 @@
+"""A synthetic, realistic mix of events for the projection tests and the benchmark.
+
+Each aggregate's events come as one ordered chain; chains of different aggregates
+may be appended concurrently (their relative order does not matter to the fold).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from events import (
+    AnyEvent,
+    ApiKeyIssued,
+    ApiKeyRevoked,
+    BuildFailed,
+    BuildLogAppended,
+    BuildStarted,
+    EventStore,
+    JobCanceled,
+    JobCancelRequested,
+    JobFailed,
+    JobRequested,
+    JobStarted,
+    JobSucceeded,
+    JobTimings,
+    JobWebhook,
+    ModelCreated,
+    ModelDeleted,
+    ModelUpdated,
+    ModelVersionAdded,
+    OutputFile,
+    UserCreated,
+    VersionBuilt,
+    VersionUploaded,
+    new_event_id,
+    new_id,
+)
+
+__all__ = ["Workload", "append_chains", "make_workload"]
+
+Chain = list[AnyEvent]
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self._t = datetime(2026, 1, 1, tzinfo=UTC)
+        self._step = itertools.count()
+
+    def now(self) -> datetime:
+        return self._t + timedelta(milliseconds=next(self._step))
+
+
+class Workload:
+    """Chains in dependency waves: every chain of wave n may rely on waves < n."""
+
+    def __init__(self) -> None:
+        self.waves: list[list[Chain]] = [[], [], []]
+
+    @property
+    def count(self) -> int:
+        return sum(len(chain) for wave in self.waves for chain in wave)
+
+
+def make_workload(target_events: int, *, seed: int = 7) -> Workload:
+    """Users with keys, models with versions (build logs, built or failed) and jobs
+    through every state, until about `target_events` events."""
+    rnd = random.Random(seed)
+    clock = _Clock()
+    work = Workload()
+    env = {"actor": "usr_bench", "correlation_id": "corr"}
+
+    def base(aggregate_id: str) -> dict[str, Any]:
+        return {
+            "id": new_event_id(),
+            "aggregate_id": aggregate_id,
+            "occurred_at": clock.now(),
+            **env,
+        }
+
+    while work.count < target_events:
+        user = new_id("usr")
+        work.waves[0].append([UserCreated(**base(user), name=f"user {user[-4:]}")])
+        key = new_id("key")
+        key_chain: Chain = [
+            ApiKeyIssued(
+                **base(key),
+                user_id=user,
+                name="default",
+                key_hash=f"hash-{key}",
+                prefix=key[:8],
+            )
+        ]
+        if rnd.random() < 0.3:
+            key_chain.append(ApiKeyRevoked(**base(key)))
+        work.waves[0].append(key_chain)
+        model = new_id("mdl")
+        model_chain: Chain = [
+            ModelCreated(
+                **base(model),
+                owner=user,
+                name=f"model-{model[-6:]}",
+                visibility=rnd.choice(["private", "public"]),
+            )
+        ]
+        if rnd.random() < 0.5:
+            model_chain.append(ModelUpdated(**base(model), description="updated"))
+        versions = []
+        for number in range(1, rnd.randint(1, 3) + 1):
+            version = new_id("ver")
+            versions.append(version)
+            model_chain.append(ModelVersionAdded(**base(model), version_id=version, number=number))
+            chain: Chain = [
+                VersionUploaded(
+                    **base(version),
+                    model_id=model,
+                    owner=user,
+                    number=number,
+                    package_key=f"packages/{version}.zip",
+                    package_hash=f"ph-{rnd.randint(0, 50)}",
+                    requirements_hash="rh",
+                    size_bytes=rnd.randint(1000, 10**6),
+                ),
+                BuildStarted(**base(version), runtime="process"),
+            ]
+            for index in range(rnd.randint(2, 6)):
+                chain.append(
+                    BuildLogAppended(**base(version), index=index, text=f"step {index}\n" * 3)
+                )
+            if rnd.random() < 0.85:
+                chain.append(
+                    VersionBuilt(
+                        **base(version),
+                        runtime="process",
+                        artifact=f"venv-{version}",
+                        duration_s=rnd.random() * 10,
+                        artifact_details={"python": "3.11"},
+                    )
+                )
+            else:
+                chain.append(BuildFailed(**base(version), reason="pip failed", log_tail="E: x"))
+            work.waves[1].append(chain)
+        if rnd.random() < 0.1:
+            model_chain.append(ModelDeleted(**base(model)))
+        work.waves[0].append(model_chain)
+        for _ in range(rnd.randint(2, 8)):
+            work.waves[2].append(_job_chain(rnd, base, user, model, rnd.choice(versions)))
+    return work
+
+
+def _job_chain(
+    rnd: random.Random, base: Callable[[str], dict[str, Any]], user: str, model: str, version: str
+) -> Chain:
+    b = base  # the envelope factory
+    job = new_id("job")
+    chain: Chain = [
+        JobRequested(
+            **b(job),
+            owner=user,
+            model_id=model,
+            version_id=version,
+            input_key=f"inputs/{job}/in.png",
+            input_filename="in.png",
+            params={"threshold": rnd.random()},
+            webhook=JobWebhook(url="https://example.test/hook") if rnd.random() < 0.2 else None,
+        )
+    ]
+    roll = rnd.random()
+    if roll < 0.05:
+        chain += [JobCancelRequested(**b(job)), JobCanceled(**b(job))]
+        return chain
+    chain.append(JobStarted(**b(job), worker="w1"))
+    timings = JobTimings(queued_s=0.1, setup_s=0.2, run_s=rnd.random())
+    if roll < 0.8:
+        chain.append(
+            JobSucceeded(
+                **b(job),
+                outputs=(OutputFile(name="out.png", key=f"outputs/{job}/out.png", size_bytes=10),),
+                result={"label": "cat", "score": rnd.random()},
+                timings=timings,
+                log_key=f"logs/{job}",
+            )
+        )
+    elif roll < 0.95:
+        chain.append(
+            JobFailed(
+                **b(job),
+                kind=rnd.choice(["model_error", "timeout", "crashed"]),
+                message="boom",
+                traceback="Traceback ...",
+                timings=timings,
+            )
+        )
+    else:
+        chain += [
+            JobCancelRequested(**b(job)),
+            JobFailed(**b(job), kind="canceled", message="canceled while running"),
+        ]
+    return chain
+
+
+async def append_chains(
+    store: EventStore, chains: Sequence[Chain], *, concurrency: int = 64
+) -> int:
+    """Append every chain in order (chains concurrently); return the last sequence."""
+    pending = iter(chains)
+
+    async def worker() -> None:
+        for chain in pending:
+            for event in chain:
+                await store.append(event, expected=None)
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return await store.stream_last_seq()

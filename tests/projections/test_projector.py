@@ -1,0 +1,148 @@
+"""The projector: exactly-once across crashes, one writer, standby takeover."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import asyncpg
+import pytest
+
+from events import BuildLogAppended, EventStore, StoredEvent
+from projections import Projector, queries
+from tests.projections._support import dump, running, stream_events, wait_checkpoint
+from tests.projections._workload import append_chains, make_workload
+
+
+class Boom(Exception):
+    pass
+
+
+async def _fill(store: EventStore, n: int) -> int:
+    work = make_workload(n)
+    for wave in work.waves:
+        await append_chains(store, wave, concurrency=16)
+    return await store.stream_last_seq()
+
+
+def _assert_tiles(committed: list[tuple[int, int]], last: int) -> None:
+    """Committed batches cover 1..last exactly once, in order."""
+    expected_first = 1
+    for first, end in committed:
+        assert first == expected_first, committed
+        expected_first = end + 1
+    assert expected_first == last + 1
+
+
+async def test_failure_mid_batch_then_restart_applies_each_event_once(
+    database_url: str, store: EventStore, db: asyncpg.Connection
+) -> None:
+    last = await _fill(store, 3000)
+    committed: list[tuple[int, int]] = []
+    batches = 0
+
+    async def fail_third(events: Sequence[StoredEvent]) -> None:
+        nonlocal batches
+        batches += 1
+        if batches == 3:  # the rows of this batch are written, the checkpoint is not
+            raise Boom
+
+    async def record(events: Sequence[StoredEvent]) -> None:
+        committed.append((events[0].seq, events[-1].seq))
+
+    crashing = Projector(
+        database_url, store, max_batch=300, before_commit=fail_third, after_commit=record
+    )
+    with pytest.raises(Boom):
+        await crashing.run(asyncio.Event())
+    assert len(committed) == 2
+    assert await queries.checkpoint(db) == committed[-1][1]
+
+    async with running(Projector(database_url, store, after_commit=record)):
+        await wait_checkpoint(database_url, last)
+    _assert_tiles(committed, last)
+    assert await queries.checkpoint(db) == last
+
+    # Identical to a projection that never crashed.
+    async with running(Projector(database_url, store, schema="clean")):
+        await wait_checkpoint(database_url, last, schema="clean")
+    live, clean = await dump(db, "read_model"), await dump(db, "clean")
+    assert live == clean
+    appended = [
+        s for s in await stream_events(store, last) if isinstance(s.event, BuildLogAppended)
+    ]
+    assert len(live["build_log_chunks"]) == len(appended) > 0
+    assert sorted(row[3] for row in live["build_log_chunks"]) == [s.seq for s in appended]
+
+
+async def test_cancel_mid_transaction_then_restart(
+    database_url: str, store: EventStore, db: asyncpg.Connection
+) -> None:
+    last = await _fill(store, 2000)
+    committed: list[tuple[int, int]] = []
+    inside = asyncio.Event()
+    never = asyncio.Event()
+    calls = 0
+
+    async def hang_second(events: Sequence[StoredEvent]) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            inside.set()
+            await never.wait()  # killed here, inside the transaction
+
+    async def record(events: Sequence[StoredEvent]) -> None:
+        committed.append((events[0].seq, events[-1].seq))
+
+    projector = Projector(
+        database_url, store, max_batch=250, before_commit=hang_second, after_commit=record
+    )
+    task = asyncio.create_task(projector.run(asyncio.Event()))
+    await asyncio.wait_for(inside.wait(), 30)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert len(committed) == 1
+    assert await queries.checkpoint(db) == committed[0][1]
+
+    async with running(Projector(database_url, store, after_commit=record)):
+        await wait_checkpoint(database_url, last)
+    _assert_tiles(committed, last)
+    async with running(Projector(database_url, store, schema="clean")):
+        await wait_checkpoint(database_url, last, schema="clean")
+    assert await dump(db, "read_model") == await dump(db, "clean")
+
+
+async def test_one_writer_and_standby_takeover(
+    database_url: str, store: EventStore, db: asyncpg.Connection
+) -> None:
+    first_last = await _fill(store, 500)
+    written: dict[str, int] = {"a": 0, "b": 0}
+
+    def counter(name: str):  # type: ignore[no-untyped-def]
+        async def count(events: Sequence[StoredEvent]) -> None:
+            written[name] += len(events)
+
+        return count
+
+    a = Projector(database_url, store, after_commit=counter("a"), standby_poll=0.05)
+    b = Projector(database_url, store, after_commit=counter("b"), standby_poll=0.05)
+    stop_a, stop_b = asyncio.Event(), asyncio.Event()
+    task_a = asyncio.create_task(a.run(stop_a))
+    await wait_checkpoint(database_url, first_last)
+    assert a.is_leader
+    task_b = asyncio.create_task(b.run(stop_b))
+    second_last = await _fill(store, 500)
+    await wait_checkpoint(database_url, second_last)
+    assert a.is_leader and not b.is_leader
+    assert (written["a"], written["b"]) == (second_last, 0)
+
+    stop_a.set()
+    await asyncio.wait_for(task_a, 30)
+    third_last = await _fill(store, 500)
+    await wait_checkpoint(database_url, third_last)
+    assert b.is_leader
+    assert written["b"] == third_last - second_last
+    stop_b.set()
+    await asyncio.wait_for(task_b, 30)
+    assert await queries.checkpoint(db) == third_last
