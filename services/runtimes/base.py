@@ -22,7 +22,9 @@ __all__ = [
     "RuntimeUnavailableError",
 ]
 
-FailureKind = Literal["model_error", "timeout", "out_of_memory", "crashed", "canceled", "infrastructure"]
+FailureKind = Literal[
+    "model_error", "timeout", "out_of_memory", "crashed", "canceled", "infrastructure"
+]
 
 # Receives build output as it is produced (already decoded, may hold several lines).
 LogSink = Callable[[str], Awaitable[None]]

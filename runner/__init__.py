@@ -1,0 +1,7 @@
+"""Runs inside a sandbox next to the user's ``predict.py``: standard library only.
+
+``python -m runner [--check] [--sandboxed] [package_dir]`` loads the package and serves
+jobs over the framed protocol described in :mod:`runner.protocol`.
+"""
+
+__all__: list[str] = []

@@ -1,0 +1,202 @@
+"""The worker loop: load ``predict.py`` once, call ``setup()``, then serve jobs.
+
+The protocol uses private duplicates of the original stdin/stdout; fds 0, 1 and 2 are
+re-pointed (``os.dup2``) so that whatever the model or its C extensions print ends up in
+a log file and can never corrupt the protocol stream.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import inspect
+import json
+import os
+import platform
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any, BinaryIO
+
+from runner.protocol import INVALID_RESULT, ProtocolError, encode, read_frame, write_frame
+
+__all__ = ["main"]
+
+RunFn = Callable[..., Any]
+
+
+def _redirect_output(path: str) -> None:
+    """Point fds 1 and 2 at `path` (appending)."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+    finally:
+        os.close(fd)
+
+
+def _error(err: BaseException, **extra: Any) -> dict[str, Any]:
+    return {
+        "ok": False,
+        "error_type": type(err).__name__,
+        "message": str(err) or type(err).__name__,
+        "traceback": "".join(traceback.format_exception(err)),
+        **extra,
+    }
+
+
+def _accepts_params(fn: RunFn) -> bool:
+    try:
+        return "params" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _check_result(result: object) -> str | None:
+    """Why `result` cannot be sent back, or None when it can."""
+    if not isinstance(result, dict):
+        return f"run() must return a dict of JSON values, it returned {type(result).__name__}"
+    try:
+        json.dumps(result, allow_nan=False)
+    except (TypeError, ValueError) as err:
+        return f"run() returned a result that is not JSON-serialisable: {err}"
+    return None
+
+
+def _kill_strays() -> None:
+    """Kill every other process the model left behind. Only inside a PID namespace,
+    where kill(-1) reaches the sandbox's own processes and nothing else."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(-1, signal.SIGKILL)
+    while True:
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            return
+
+
+def _serve_job(run: RunFn, req: dict[str, Any], main_pid: int, idle_log: str) -> dict[str, Any]:
+    _redirect_output(str(req["log_path"]))
+    started = time.perf_counter()
+    response: dict[str, Any]
+    try:
+        args = (str(req["input_path"]), str(req["output_dir"]))
+        if _accepts_params(run):
+            result = run(*args, params=dict(req.get("params") or {}))
+        else:
+            result = run(*args)
+        if os.getpid() != main_pid:  # a fork of the model returned into the runner
+            os._exit(0)
+        problem = _check_result(result)
+        if problem is None:
+            response = {"ok": True, "result": result}
+        else:
+            response = {"ok": False, "error_type": INVALID_RESULT, "message": problem}
+    except BaseException as err:
+        if os.getpid() != main_pid:
+            os._exit(1)
+        response = _error(err)
+    finally:
+        if os.getpid() == main_pid:
+            _redirect_output(idle_log)
+    response.update(
+        type="result", job_id=req.get("job_id"), duration_s=time.perf_counter() - started
+    )
+    response.setdefault("result", None)
+    return response
+
+
+def _send(fd: int, frame: dict[str, Any]) -> None:
+    try:
+        encode(frame)
+    except (ProtocolError, TypeError, ValueError) as err:
+        frame = {
+            "type": frame.get("type"),
+            "job_id": frame.get("job_id"),
+            "ok": False,
+            "result": None,
+            "error_type": INVALID_RESULT,
+            "message": f"the response could not be sent: {err}",
+            "duration_s": frame.get("duration_s", 0.0),
+        }
+    write_frame(fd, frame)
+
+
+def _serve(stream: BinaryIO, out_fd: int, run: RunFn, idle_log: str, sandboxed: bool) -> int:
+    main_pid = os.getpid()
+    while True:
+        req = read_frame(stream)
+        if req is None:
+            return 0
+        if req.get("type") != "job":
+            raise ProtocolError(f"unexpected frame type {req.get('type')!r}")
+        response = _serve_job(run, req, main_pid, idle_log)
+        if sandboxed:
+            _kill_strays()
+        _send(out_fd, response)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m runner")
+    parser.add_argument("package_dir", nargs="?", default=".")
+    parser.add_argument("--check", action="store_true", help="import predict.py and exit")
+    parser.add_argument("--log", default=os.devnull, help="where prints outside jobs go")
+    parser.add_argument(
+        "--sandboxed", action="store_true", help="in a PID namespace: kill strays after jobs"
+    )
+    args = parser.parse_args(argv)
+
+    in_fd, out_fd = os.dup(0), os.dup(1)  # private, non-inheritable
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    _redirect_output(args.log)
+    stream = os.fdopen(in_fd, "rb")
+
+    # Started from the runner's own directory (so `-m runner` cannot pick up a user module
+    # named `runner`); the model runs from its package directory.
+    package_dir = os.path.abspath(args.package_dir)
+    os.chdir(package_dir)
+    sys.path.insert(0, package_dir)
+    ready: dict[str, Any] = {"type": "ready", "python": platform.python_version(), "setup_s": 0.0}
+    try:
+        module = importlib.import_module("predict")
+    except BaseException as err:
+        _send(out_fd, {**ready, **_error(err, stage="import")})
+        return 1
+    run = getattr(module, "run", None)
+    if not callable(run):
+        message = "predict.py must define run(input_path, output_dir) -> dict"
+        _send(
+            out_fd,
+            {
+                **ready,
+                "ok": False,
+                "stage": "check",
+                "error_type": "MissingRun",
+                "message": message,
+                "traceback": None,
+            },
+        )
+        return 1
+    setup = getattr(module, "setup", None)
+    if args.check or not callable(setup):
+        _send(out_fd, {**ready, "ok": True})
+        return 0 if args.check else _serve(stream, out_fd, run, args.log, args.sandboxed)
+    started = time.perf_counter()
+    try:
+        setup()
+    except BaseException as err:
+        _send(
+            out_fd,
+            {**ready, **_error(err, stage="setup"), "setup_s": time.perf_counter() - started},
+        )
+        return 1
+    _send(out_fd, {**ready, "ok": True, "setup_s": time.perf_counter() - started})
+    return _serve(stream, out_fd, run, args.log, args.sandboxed)

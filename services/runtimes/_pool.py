@@ -1,0 +1,185 @@
+"""A warm worker pool, generic over the worker type (process or container).
+
+Workers are keyed (one key per artifact). At most `max_per_key` jobs run at once per key
+and at most `max_total` workers live at once; when full, an idle worker of another key is
+evicted, or the caller waits. Idle workers are stopped after `idle_timeout_s`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from typing import Generic, Protocol, TypeVar
+
+__all__ = ["PoolClosedError", "PooledWorker", "WorkerPool"]
+
+
+class PooledWorker(Protocol):
+    @property
+    def alive(self) -> bool: ...
+
+    async def kill(self) -> None: ...
+
+
+W = TypeVar("W", bound=PooledWorker)
+
+
+class PoolClosedError(Exception):
+    """The pool was closed."""
+
+
+class WorkerPool(Generic[W]):
+    def __init__(
+        self,
+        *,
+        max_per_key: int,
+        max_total: int,
+        idle_timeout_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if max_per_key < 1:
+            raise ValueError(f"max_per_key must be >= 1, got {max_per_key}")
+        if max_total < 1:
+            raise ValueError(f"max_total must be >= 1, got {max_total}")
+        self._max_per_key = max_per_key
+        self._max_total = max_total
+        self._idle_timeout_s = idle_timeout_s
+        self._clock = clock
+        self._slots: dict[str, asyncio.Semaphore] = {}
+        self._idle: dict[str, list[tuple[W, float]]] = {}
+        self._live: set[W] = set()
+        self._total = 0  # live workers + workers being started
+        self._cond: asyncio.Condition | None = None
+        self._reaper: asyncio.Task[None] | None = None
+        self._closed = False
+        self._cleanups: set[asyncio.Task[None]] = set()
+
+    def _condition(self) -> asyncio.Condition:
+        if self._cond is None:
+            self._cond = asyncio.Condition()
+        if self._reaper is None and self._idle_timeout_s > 0:
+            self._reaper = asyncio.create_task(self._reap_idle())
+        return self._cond
+
+    @property
+    def live(self) -> int:
+        return len(self._live)
+
+    async def acquire(self, key: str, start: Callable[[], Awaitable[W]]) -> tuple[W, bool]:
+        """A worker for `key` (warm if one is idle) and whether it was just started.
+        Hand it back with `release`."""
+        if self._closed:
+            raise PoolClosedError("the worker pool is closed")
+        cond = self._condition()
+        slots = self._slots.setdefault(key, asyncio.Semaphore(self._max_per_key))
+        await slots.acquire()
+        try:
+            victim: W | None = None
+            async with cond:
+                while True:
+                    if self._closed:
+                        raise PoolClosedError("the worker pool is closed")
+                    warm = self._pop_idle(key)
+                    if warm is not None:
+                        return warm, False
+                    if self._total < self._max_total:
+                        break
+                    victim = self._pop_oldest_idle()
+                    if victim is not None:
+                        break
+                    await cond.wait()
+                self._total += 1
+            if victim is not None:
+                await victim.kill()
+            try:
+                worker = await start()
+            except BaseException:
+                async with cond:
+                    self._total -= 1
+                    cond.notify_all()
+                raise
+            self._live.add(worker)
+            return worker, True
+        except BaseException:
+            slots.release()
+            raise
+
+    async def release(self, key: str, worker: W, *, reuse: bool) -> None:
+        """Give a worker back: idle for reuse, or stopped."""
+        cond = self._condition()
+        keep = reuse and worker.alive and not self._closed
+        async with cond:
+            if keep:
+                self._idle.setdefault(key, []).append((worker, self._clock()))
+            else:
+                self._forget(worker)
+            cond.notify_all()
+        self._slots[key].release()
+        if not keep:
+            await worker.kill()
+
+    def _forget(self, worker: W) -> None:
+        if worker in self._live:
+            self._live.discard(worker)
+            self._total -= 1
+
+    def _pop_idle(self, key: str) -> W | None:
+        idle = self._idle.get(key, [])
+        while idle:
+            worker, _ = idle.pop()
+            if worker.alive:
+                return worker
+            self._forget(worker)  # died while idle: clean it up in the background
+            task = asyncio.create_task(worker.kill())
+            self._cleanups.add(task)
+            task.add_done_callback(self._cleanups.discard)
+        return None
+
+    def _pop_oldest_idle(self) -> W | None:
+        oldest: tuple[str, int, float] | None = None
+        for key, idle in self._idle.items():
+            for index, (_, since) in enumerate(idle):
+                if oldest is None or since < oldest[2]:
+                    oldest = (key, index, since)
+        if oldest is None:
+            return None
+        worker, _ = self._idle[oldest[0]].pop(oldest[1])
+        self._forget(worker)
+        return worker
+
+    async def _reap_idle(self) -> None:
+        interval = max(0.05, min(self._idle_timeout_s / 4, 5.0))
+        while not self._closed:
+            await asyncio.sleep(interval)
+            cond = self._condition()
+            expired: list[W] = []
+            async with cond:
+                now = self._clock()
+                for key, idle in self._idle.items():
+                    keep = [(w, t) for w, t in idle if w.alive and now - t < self._idle_timeout_s]
+                    expired.extend(w for w, t in idle if (w, t) not in keep)
+                    self._idle[key] = keep
+                for worker in expired:
+                    self._forget(worker)
+                if expired:
+                    cond.notify_all()
+            for worker in expired:
+                await worker.kill()
+
+    async def close(self) -> None:
+        """Stop every worker, idle or busy."""
+        self._closed = True
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+        workers = list(self._live)
+        self._idle.clear()
+        self._live.clear()
+        self._total = 0
+        await asyncio.gather(*(w.kill() for w in workers), *self._cleanups, return_exceptions=True)
+        if self._cond is not None:
+            async with self._cond:
+                self._cond.notify_all()

@@ -1,0 +1,176 @@
+"""Builds the bubblewrap command line and the resource limits of a sandboxed worker.
+
+Inside the sandbox: the system's /usr (read-only), the environment at /opt/clinai/env,
+the runner at /opt/clinai/lib, the package at /pkg (all read-only), the worker's job
+directory at /job (the only writable host path), a private tmpfs /tmp, no network, its
+own PID/IPC/UTS namespaces, and a read-only root. The worker starts in /opt/clinai/lib (so a
+user module named `runner` cannot shadow ours) and the runner then changes to /pkg.
+
+When the host runs as root, bwrap runs privileged without a user namespace, and the
+worker drops to an unprivileged host uid with setpriv (clearing every capability and the
+bounding set, with no_new_privs): that uid's RLIMIT_NPROC is what stops a fork bomb (the
+kernel does not enforce RLIMIT_NPROC for root). Otherwise bwrap makes a user namespace.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+from collections.abc import Callable
+from pathlib import Path
+
+import msgspec
+
+__all__ = [
+    "SANDBOX_ENV",
+    "SANDBOX_JOB_ROOT",
+    "SANDBOX_LIB",
+    "SANDBOX_PACKAGE",
+    "SandboxSpec",
+    "bwrap_command",
+    "limits_preexec",
+    "sandbox_env",
+]
+
+SANDBOX_ENV = "/opt/clinai/env"
+SANDBOX_LIB = "/opt/clinai/lib"
+SANDBOX_PACKAGE = "/pkg"
+SANDBOX_JOB_ROOT = "/job"
+_SYSTEM_LINKS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+_ETC = (
+    "/etc/ld.so.cache",
+    "/etc/localtime",
+    "/etc/alternatives",
+    "/etc/ssl",
+    "/etc/ca-certificates",
+    "/etc/mime.types",
+    "/etc/nsswitch.conf",
+    "/etc/host.conf",
+)
+
+
+class SandboxSpec(msgspec.Struct, frozen=True, kw_only=True):
+    bwrap: str
+    setpriv: str | None  # needed when `uid` is set
+    venv: str
+    runner_lib: str
+    package: str
+    job_root: str  # host path of the worker's writable directory
+    base_prefix: str  # the interpreter the environment was made from
+    uid: int | None  # drop to this host uid (host runs as root), else None
+    tmp_size_mb: int
+
+
+def _system_binds() -> list[str]:
+    args = ["--ro-bind", "/usr", "/usr"]
+    for path in _SYSTEM_LINKS:
+        if os.path.islink(path):
+            args += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            args += ["--ro-bind", path, path]
+    for path in _ETC:
+        if os.path.exists(path):
+            args += ["--ro-bind", path, path]
+    return args
+
+
+def _interpreter_binds(base_prefix: str) -> list[str]:
+    prefix = Path(base_prefix)
+    if prefix == Path("/usr") or Path("/usr") in prefix.parents:
+        return []
+    args = ["--ro-bind", str(prefix), str(prefix)]
+    # bwrap copies the host's modes onto the directories it creates (e.g. /root 0700).
+    for parent in reversed(prefix.parents[:-1]):
+        args += ["--chmod", "0755", str(parent)]
+    return args
+
+
+def bwrap_command(spec: SandboxSpec, argv: list[str]) -> list[str]:
+    """The full command running `argv` (paths as seen inside) in the sandbox."""
+    if spec.uid is not None:
+        if spec.setpriv is None:
+            raise ValueError("setpriv is required to drop to an unprivileged uid")
+        namespaces = [
+            "--unshare-ipc",
+            "--unshare-pid",
+            "--unshare-net",
+            "--unshare-uts",
+            "--unshare-cgroup-try",
+        ]
+        caps = [
+            "--cap-drop",
+            "ALL",
+            "--cap-add",
+            "CAP_SETUID",
+            "--cap-add",
+            "CAP_SETGID",
+            "--cap-add",
+            "CAP_SETPCAP",
+        ]
+        drop = [
+            spec.setpriv,
+            f"--reuid={spec.uid}",
+            f"--regid={spec.uid}",
+            "--clear-groups",
+            "--no-new-privs",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+            "--",
+        ]
+    else:
+        namespaces = ["--unshare-all"]
+        caps = ["--cap-drop", "ALL"]
+        drop = []
+    return [
+        spec.bwrap, *namespaces, "--die-with-parent", "--new-session", "--hostname", "sandbox",
+        *caps,
+        *_system_binds(),
+        *_interpreter_binds(spec.base_prefix),
+        "--proc", "/proc", "--dev", "/dev",
+        "--size", str(spec.tmp_size_mb * 1024 * 1024), "--tmpfs", "/tmp",
+        "--ro-bind", spec.venv, SANDBOX_ENV,
+        "--ro-bind", spec.runner_lib, SANDBOX_LIB,
+        "--ro-bind", spec.package, SANDBOX_PACKAGE,
+        "--bind", spec.job_root, SANDBOX_JOB_ROOT,
+        # bwrap creates missing mount points with restrictive modes: open them up.
+        "--chmod", "0755", "/opt", "--chmod", "0755", "/opt/clinai",
+        "--remount-ro", "/",
+        "--chdir", SANDBOX_LIB,
+        *drop, *argv,
+    ]  # fmt: skip
+
+
+def sandbox_env(*, python_path: str, home: str = "/tmp") -> dict[str, str]:
+    return {
+        "PATH": f"{SANDBOX_ENV}/bin:/usr/local/bin:/usr/bin:/bin",
+        "HOME": home,
+        "TMPDIR": "/tmp",
+        "USER": "sandbox",
+        "LOGNAME": "sandbox",
+        "LANG": "C.UTF-8",
+        "PYTHONPATH": python_path,
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONNOUSERSITE": "1",
+    }
+
+
+def limits_preexec(
+    *, memory_mb: int, max_processes: int | None, cpu_time_s: int | None, max_file_mb: int | None
+) -> Callable[[], None]:
+    """A preexec_fn setting the worker's rlimits (inherited by bwrap and the worker).
+    `max_processes` only bites for a non-root uid: pass it when the worker drops to one."""
+
+    def apply() -> None:
+        size = memory_mb * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (size, size))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        if max_processes is not None:
+            resource.setrlimit(resource.RLIMIT_NPROC, (max_processes, max_processes))
+        if max_file_mb is not None:  # Python ignores SIGXFSZ: a bigger write raises EFBIG
+            file_size = max_file_mb * 1024 * 1024
+            resource.setrlimit(resource.RLIMIT_FSIZE, (file_size, file_size))
+        if cpu_time_s is not None:
+            resource.setrlimit(resource.RLIMIT_CPU, (cpu_time_s, cpu_time_s + 5))
+
+    return apply

@@ -1,0 +1,93 @@
+"""One sandboxed worker process of the process runtime."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+from services.runtimes._framing import WorkerChannel
+
+__all__ = ["ProcessWorker", "describe_exit"]
+
+
+def describe_exit(code: int | None, *, sandboxed: bool) -> tuple[str, int | None]:
+    """A readable exit status and the signal that ended the worker, if any.
+    bwrap reports a child killed by signal N as exit code 128 + N."""
+    if code is None:
+        return "still running", None
+    signo: int | None = None
+    if code < 0:
+        signo = -code
+    elif sandboxed and code > 128:
+        signo = code - 128
+    if signo is not None:
+        try:
+            name = signal.Signals(signo).name
+        except ValueError:
+            name = f"signal {signo}"
+        return f"killed by {name}", signo
+    return f"exit code {code}", None
+
+
+class ProcessWorker:
+    def __init__(
+        self,
+        *,
+        proc: asyncio.subprocess.Process,
+        channel: WorkerChannel,
+        directory: Path,
+        job_root: str,
+        uid: int | None,
+        sandboxed: bool,
+        on_cleanup: Callable[[], None] | None = None,
+    ) -> None:
+        self.proc = proc
+        self.channel = channel
+        self.directory = directory  # host path, bound at `job_root` inside
+        self.job_root = job_root
+        self.uid = uid
+        self.sandboxed = sandboxed
+        self.setup_s = 0.0
+        self.killed_by_host = False
+        self._cleaned = False
+        self._on_cleanup = on_cleanup
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.returncode is None
+
+    async def exit_status(self, timeout_s: float = 2.0) -> tuple[str, int | None]:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.proc.wait(), timeout_s)
+        return describe_exit(self.proc.returncode, sandboxed=self.sandboxed)
+
+    async def stderr_tail(self, limit: int = 8192) -> str:
+        if self.proc.stderr is None:
+            return ""
+        try:
+            data = await asyncio.wait_for(self.proc.stderr.read(limit), 1.0)
+        except (TimeoutError, ValueError):
+            return ""
+        return data.decode(errors="replace")
+
+    async def kill(self) -> None:
+        """Kill the worker (its whole sandbox) and remove its directory. Idempotent."""
+        if self.proc.returncode is None:
+            self.killed_by_host = True
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+        await self.proc.wait()
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        if not self._cleaned:
+            self._cleaned = True
+            await asyncio.to_thread(shutil.rmtree, self.directory, True)
+            if self._on_cleanup is not None:
+                self._on_cleanup()

@@ -1,0 +1,442 @@
+"""The `process` runtime: a virtualenv per requirements set, warm workers under bubblewrap.
+
+See services/runtimes/_sandbox.py for what the sandbox contains and how it is limited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import msgspec
+
+from services.runtimes import _build
+from services.runtimes._framing import JobRequest, ProtocolError, WorkerChannel
+from services.runtimes._jobdir import collect_outputs, prepare_job_dir, read_tail
+from services.runtimes._outcomes import fail as _fail
+from services.runtimes._outcomes import from_death, from_ready, from_response
+from services.runtimes._pool import PoolClosedError, WorkerPool
+from services.runtimes._sandbox import (
+    SANDBOX_ENV,
+    SANDBOX_JOB_ROOT,
+    SANDBOX_LIB,
+    SANDBOX_PACKAGE,
+    SandboxSpec,
+    bwrap_command,
+    limits_preexec,
+    sandbox_env,
+)
+from services.runtimes._worker import ProcessWorker
+from services.runtimes.base import (
+    Artifact,
+    BuildFailedError,
+    JobOutcome,
+    JobSpec,
+    LogSink,
+    RuntimeError_,
+    RuntimeUnavailableError,
+)
+
+__all__ = ["DEBIAN_CA_BUNDLE", "ProcessRuntime", "ProcessRuntimeConfig"]
+
+DEBIAN_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+_INSTALL_HINT = (
+    "install bubblewrap: `apt-get install bubblewrap` (or `python -m services.sandbox_setup`)"
+)
+
+
+class ProcessRuntimeConfig(msgspec.Struct, frozen=True, kw_only=True):
+    work_root: str  # environments, artifacts and worker directories live here
+    python: str = sys.executable  # the interpreter environments are made from
+    index_url: str = "https://pypi.org/simple"
+    extra_index_url: str | None = None
+    ca_bundle: str | None = None  # None: Debian's bundle if present, else pip's own
+    wheel_cache_dir: str | None = None  # None: <work_root>/wheel-cache
+    memory_limit_mb: int = 1024  # RLIMIT_AS of each worker
+    max_processes: int = 64  # RLIMIT_NPROC of each worker's own uid (when run as root)
+    cpu_time_limit_s: int | None = 3600  # RLIMIT_CPU over a worker's whole life
+    max_file_mb: int | None = 1024  # RLIMIT_FSIZE: caps every file a worker writes (logs too)
+    idle_timeout_s: float = 300.0
+    setup_timeout_s: float = 300.0  # worker start + import + setup()
+    build_timeout_s: float = 1800.0
+    max_workers_per_version: int = 2
+    max_workers_total: int = 8
+    tmp_size_mb: int = 256
+    sandbox_uid_base: int = 62000  # workers use uids base .. base + max_workers_total + 16
+    log_tail_bytes: int = 64 * 1024
+    bwrap: str = "bwrap"
+    unsafe_no_sandbox: bool = False
+
+
+class _StartFailed(Exception):
+    def __init__(self, outcome: JobOutcome) -> None:
+        super().__init__(outcome.message)
+        self.outcome = outcome
+
+
+class _Running:
+    def __init__(self, worker: ProcessWorker) -> None:
+        self.worker = worker
+        self.canceled = False
+
+
+class ProcessRuntime:
+    name = "process"
+
+    def __init__(self, config: ProcessRuntimeConfig) -> None:
+        if config.memory_limit_mb < 64:
+            raise ValueError(f"memory_limit_mb must be >= 64, got {config.memory_limit_mb}")
+        if config.max_processes < 4:
+            raise ValueError(f"max_processes must be >= 4, got {config.max_processes}")
+        self._config = config
+        self._root = Path(config.work_root)
+        self._pool: WorkerPool[ProcessWorker] = WorkerPool(
+            max_per_key=config.max_workers_per_version,
+            max_total=config.max_workers_total,
+            idle_timeout_s=config.idle_timeout_s,
+        )
+        self._build_locks: dict[str, asyncio.Lock] = {}
+        self._running: dict[str, _Running] = {}
+        self._as_root = os.geteuid() == 0
+        self._runner_lib: Path | None = None
+        self._free_uids = list(
+            range(config.sandbox_uid_base, config.sandbox_uid_base + config.max_workers_total + 16)
+        )
+
+    # -- availability ------------------------------------------------------------------
+
+    @property
+    def sandboxed(self) -> bool:
+        return not self._config.unsafe_no_sandbox
+
+    @property
+    def live_workers(self) -> int:
+        """Workers currently alive (idle or busy)."""
+        return self._pool.live
+
+    def _tools(self) -> tuple[str, str | None]:
+        bwrap = shutil.which(self._config.bwrap)
+        if bwrap is None:
+            raise RuntimeUnavailableError(
+                f"bubblewrap ({self._config.bwrap!r}) was not found: the process runtime needs it "
+                "to sandbox models",
+                hint=f"{_INSTALL_HINT}, or set unsafe_no_sandbox=True "
+                "on a trusted development machine only",
+            )
+        setpriv = shutil.which("setpriv")
+        if self._as_root and setpriv is None:
+            raise RuntimeUnavailableError(
+                "setpriv was not found: running as root, workers must drop to an unprivileged uid",
+                hint="`apt-get install util-linux`",
+            )
+        return bwrap, setpriv
+
+    # -- build -------------------------------------------------------------------------
+
+    async def build(
+        self, *, package_dir: Path, package_hash: str, requirements_hash: str, log: LogSink
+    ) -> Artifact:
+        if self.sandboxed:
+            self._tools()
+        _build.safe_component(package_hash, "package_hash")
+        _build.safe_component(requirements_hash, "requirements_hash")
+        config = self._config
+        ca = config.ca_bundle
+        if ca is None and await asyncio.to_thread(os.path.isfile, DEBIAN_CA_BUNDLE):
+            ca = DEBIAN_CA_BUNDLE
+        pip = _build.PipOptions(
+            index_url=config.index_url,
+            extra_index_url=config.extra_index_url,
+            ca_bundle=ca,
+            cache_dir=Path(config.wheel_cache_dir or self._root / "wheel-cache"),
+            timeout_s=config.build_timeout_s,
+        )
+        lock = self._build_locks.setdefault(requirements_hash, asyncio.Lock())
+        venv, base_prefix = await _build.ensure_venv(
+            envs_root=self._root / "envs",
+            key=requirements_hash,
+            python=config.python,
+            requirements=package_dir / "requirements.txt",
+            pip=pip,
+            log=log,
+            lock=lock,
+        )
+        await log("$ copy the package\n")
+        try:
+            package = await asyncio.to_thread(
+                _build.install_package, package_dir, self._root / "artifacts", package_hash
+            )
+            await asyncio.to_thread(_build.ensure_runner_lib, self._root / "lib")
+        except OSError as err:
+            raise BuildFailedError(f"copying the package failed: {err}") from err
+        artifact = Artifact(
+            runtime=self.name,
+            reference=str(package),
+            package_hash=package_hash,
+            details={
+                "venv": str(venv),
+                "base_prefix": base_prefix,
+                "requirements_hash": requirements_hash,
+            },
+        )
+        await log("$ smoke check: import predict.py in the sandbox\n")
+        try:
+            worker = await self._start_worker(artifact, check=True)
+        except _StartFailed as err:
+            tail = "\n".join(part for part in (err.outcome.traceback, err.outcome.log) if part)
+            raise BuildFailedError(
+                f"smoke check failed: {err.outcome.message}",
+                log_tail=tail[-8000:],
+                hint="fix predict.py",
+            ) from err
+        await worker.kill()
+        await log("build finished\n")
+        return artifact
+
+    # -- workers -----------------------------------------------------------------------
+
+    def _take_uid(self) -> int | None:
+        if not (self._as_root and self.sandboxed):
+            return None
+        if not self._free_uids:
+            raise RuntimeError_("no free sandbox uid", hint="raise max_workers_total")
+        return self._free_uids.pop(0)
+
+    async def _start_worker(self, artifact: Artifact, *, check: bool = False) -> ProcessWorker:
+        config = self._config
+        try:
+            venv, base_prefix = artifact.details["venv"], artifact.details["base_prefix"]
+        except KeyError as err:
+            raise _StartFailed(_fail("infrastructure", f"artifact is missing {err}")) from err
+        if self._runner_lib is None:
+            self._runner_lib = await asyncio.to_thread(_build.ensure_runner_lib, self._root / "lib")
+        lib = self._runner_lib
+        uid = self._take_uid()
+        directory = self._root / "workers" / uuid.uuid4().hex
+        directory.mkdir(parents=True)
+        os.chmod(directory, 0o755)
+        (directory / "setup.log").touch()
+        if uid is not None:
+            os.chown(directory / "setup.log", uid, uid)
+        if self.sandboxed:
+            bwrap, setpriv = self._tools()
+            job_root = SANDBOX_JOB_ROOT
+            spec = SandboxSpec(
+                bwrap=bwrap,
+                setpriv=setpriv,
+                venv=venv,
+                runner_lib=str(lib),
+                package=artifact.reference,
+                job_root=str(directory),
+                base_prefix=base_prefix,
+                uid=uid,
+                tmp_size_mb=config.tmp_size_mb,
+            )
+            runner = [
+                f"{SANDBOX_ENV}/bin/python",
+                "-m",
+                "runner",
+                "--sandboxed",
+                "--log",
+                f"{job_root}/setup.log",
+                SANDBOX_PACKAGE,
+            ]
+            argv, env, cwd = bwrap_command(spec, runner), sandbox_env(python_path=SANDBOX_LIB), None
+        else:
+            job_root = str(directory)
+            argv = [
+                f"{venv}/bin/python",
+                "-m",
+                "runner",
+                "--log",
+                f"{job_root}/setup.log",
+                artifact.reference,
+            ]
+            env = sandbox_env(python_path=str(lib), home=str(directory))
+            env["PATH"] = f"{venv}/bin:/usr/local/bin:/usr/bin:/bin"
+            cwd = str(lib)
+        if check:
+            argv.insert(argv.index("runner") + 1, "--check")
+        preexec = limits_preexec(
+            memory_mb=config.memory_limit_mb,
+            max_processes=config.max_processes if uid is not None else None,
+            cpu_time_s=config.cpu_time_limit_s,
+            max_file_mb=config.max_file_mb,
+        )
+
+        def release_uid() -> None:
+            if uid is not None:
+                self._free_uids.append(uid)
+
+        started = time.perf_counter()
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env=env,
+                cwd=cwd,
+                start_new_session=True,
+                preexec_fn=preexec,
+            )
+        except OSError as err:
+            release_uid()
+            shutil.rmtree(directory, ignore_errors=True)
+            raise _StartFailed(_fail("infrastructure", f"could not start a worker: {err}")) from err
+        if proc.stdout is None or proc.stdin is None:
+            raise RuntimeError("stdin/stdout are not pipes")
+        worker = ProcessWorker(
+            proc=proc,
+            channel=WorkerChannel(proc.stdout, proc.stdin),
+            directory=directory,
+            job_root=job_root,
+            uid=uid,
+            sandboxed=self.sandboxed,
+            on_cleanup=release_uid,
+        )
+        try:
+            ready = await asyncio.wait_for(worker.channel.ready(), config.setup_timeout_s)
+        except (ProtocolError, TimeoutError) as err:
+            outcome = await self._start_failure(worker, err)
+            await worker.kill()
+            raise _StartFailed(outcome) from err
+        except BaseException:
+            await worker.kill()
+            raise
+        worker.setup_s = time.perf_counter() - started
+        if not ready.ok:
+            log = read_tail(directory / "setup.log", config.log_tail_bytes)
+            await worker.kill()
+            raise _StartFailed(from_ready(ready, log=log))
+        return worker
+
+    async def _start_failure(self, worker: ProcessWorker, err: BaseException) -> JobOutcome:
+        log = read_tail(worker.directory / "setup.log", self._config.log_tail_bytes)
+        if isinstance(err, TimeoutError):
+            return _fail(
+                "timeout",
+                f"the worker did not start within "
+                f"{self._config.setup_timeout_s:.0f} s (import + setup())",
+                log=log,
+            )
+        status, _ = await worker.exit_status()
+        stderr = await worker.stderr_tail()
+        # bwrap/setpriv/interpreter failures print to stderr before the runner redirects it.
+        if stderr.strip():
+            return _fail(
+                "infrastructure",
+                f"the worker could not start ({status}): {stderr.strip()[-2000:]}",
+                log=log,
+            )
+        return _fail("crashed", f"the worker died while loading predict.py ({status})", log=log)
+
+    # -- jobs ----------------------------------------------------------------------------
+
+    async def run_job(self, artifact: Artifact, job: JobSpec) -> JobOutcome:
+        _build.safe_component(job.job_id, "job_id")
+        if self.sandboxed:
+            self._tools()
+        if job.job_id in self._running:
+            raise ValueError(f"job {job.job_id} is already running")
+        key = artifact.reference
+        try:
+            worker, fresh = await self._pool.acquire(key, lambda: self._start_worker(artifact))
+        except _StartFailed as err:
+            return err.outcome
+        except PoolClosedError:
+            return _fail("infrastructure", "the runtime is closed")
+        except (RuntimeError_, OSError) as err:
+            return _fail("infrastructure", f"could not start a worker: {err}")
+        running = _Running(worker)
+        self._running[job.job_id] = running
+        reuse = False
+        try:
+            outcome = await self._run_on(worker, job, running)
+            reuse = outcome.ok or outcome.kind == "model_error"
+            if fresh:
+                outcome = msgspec.structs.replace(outcome, setup_s=worker.setup_s)
+            return outcome
+        finally:
+            del self._running[job.job_id]
+            await self._pool.release(key, worker, reuse=reuse and worker.alive)
+
+    async def _run_on(self, worker: ProcessWorker, job: JobSpec, running: _Running) -> JobOutcome:
+        job_dir = worker.directory / job.job_id
+        try:
+            target, out, log_path = await asyncio.to_thread(
+                prepare_job_dir, job_dir, job.input_path, worker.uid
+            )
+        except OSError as err:
+            return _fail("infrastructure", f"could not prepare the job directory: {err}")
+        inside = f"{worker.job_root}/{job.job_id}"
+        request = JobRequest(
+            job_id=job.job_id,
+            input_path=f"{inside}/in/{target.name}",
+            output_dir=f"{inside}/out",
+            log_path=f"{inside}/log",
+            params=job.params,
+        )
+        started = time.perf_counter()
+        task = asyncio.ensure_future(worker.channel.request(request))
+        try:
+            done, _ = await asyncio.wait({task}, timeout=job.timeout_s)
+            elapsed = time.perf_counter() - started
+            log = read_tail(log_path, self._config.log_tail_bytes)
+            if running.canceled:
+                return _fail("canceled", "the job was canceled", log=log, run_s=elapsed)
+            if not done:
+                await worker.kill()
+                return _fail(
+                    "timeout",
+                    f"the job did not finish within {job.timeout_s:g} s",
+                    log=log,
+                    run_s=elapsed,
+                )
+            try:
+                response = task.result()
+            except ProtocolError:
+                return await self._died(worker, running, log, elapsed)
+            outcome = from_response(response, log=log, memory_limit_mb=self._config.memory_limit_mb)
+            if outcome.ok:
+                try:
+                    await asyncio.to_thread(collect_outputs, out, job.output_dir)
+                except OSError as err:
+                    return _fail("infrastructure", f"could not collect the outputs: {err}", log=log)
+            return outcome
+        finally:
+            if not task.done():
+                task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await asyncio.to_thread(shutil.rmtree, job_dir, True)
+
+    async def _died(
+        self, worker: ProcessWorker, running: _Running, log: str, elapsed: float
+    ) -> JobOutcome:
+        status, signo = await worker.exit_status()
+        if running.canceled:
+            return _fail("canceled", "the job was canceled", log=log, run_s=elapsed)
+        return from_death(
+            status=status,
+            signo=signo,
+            killed_by_host=worker.killed_by_host,
+            log=log,
+            run_s=elapsed,
+            cpu_time_limit_s=self._config.cpu_time_limit_s,
+        )
+
+    async def cancel_job(self, job_id: str) -> bool:
+        running = self._running.get(job_id)
+        if running is None:
+            return False
+        running.canceled = True
+        await running.worker.kill()
+        return True
+
+    async def close(self) -> None:
+        await self._pool.close()

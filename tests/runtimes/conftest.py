@@ -1,0 +1,138 @@
+"""Runtime fixtures. `runtime` is parametrised over the adapters of the runtime port so the
+contract suite (test_contract.py) runs against each; add the Docker runtime to `ADAPTERS`."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from services.runtimes.base import Artifact, JobSpec, Runtime
+from services.runtimes.process import ProcessRuntime, ProcessRuntimeConfig
+
+PACKAGES = Path(__file__).resolve().parents[1] / "packages"
+ADAPTERS = ["process"]
+
+
+def bwrap_unusable() -> str | None:
+    """Why bubblewrap cannot sandbox on this machine, or None when it can."""
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        return "bubblewrap is not installed (apt-get install bubblewrap)"
+    probe = subprocess.run(
+        [bwrap, "--unshare-all", "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin",
+         "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64", "--proc", "/proc",
+         "--dev", "/dev", "/usr/bin/true"],
+        capture_output=True, text=True, check=False, timeout=30,
+    )  # fmt: skip
+    if probe.returncode != 0:
+        return f"bwrap cannot create namespaces here: {probe.stderr.strip()}"
+    return None
+
+
+def process_config(work_root: Path, **overrides: Any) -> ProcessRuntimeConfig:
+    fields: dict[str, Any] = {
+        "work_root": str(work_root),
+        "memory_limit_mb": 512,
+        "max_processes": 32,
+        "idle_timeout_s": 60.0,
+        "max_workers_per_version": 2,
+        "max_workers_total": 6,
+    }
+    fields.update(overrides)
+    return ProcessRuntimeConfig(**fields)
+
+
+@pytest.fixture(scope="session")
+def work_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Shared between tests so environments (keyed by requirements) are built once."""
+    return tmp_path_factory.mktemp("runtime-work")
+
+
+@pytest.fixture(params=ADAPTERS)
+async def runtime(request: pytest.FixtureRequest, work_root: Path) -> AsyncIterator[Runtime]:
+    if request.param == "process":
+        reason = bwrap_unusable()
+        if reason:
+            pytest.skip(reason)
+        rt: Runtime = ProcessRuntime(process_config(work_root))
+    else:  # pragma: no cover - future adapters
+        raise AssertionError(f"unknown adapter {request.param}")
+    try:
+        yield rt
+    finally:
+        await rt.close()
+
+
+def tree_hash(directory: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(directory)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:32]
+
+
+async def build(runtime: Runtime, name: str, lines: list[str] | None = None) -> Artifact:
+    package = PACKAGES / name
+    requirements = (package / "requirements.txt").read_bytes()
+
+    async def sink(text: str) -> None:
+        if lines is not None:
+            lines.append(text)
+
+    return await runtime.build(
+        package_dir=package,
+        package_hash=tree_hash(package),
+        requirements_hash=hashlib.sha256(requirements).hexdigest()[:32],
+        log=sink,
+    )
+
+
+def make_job(tmp_path: Path, *, timeout_s: float = 30.0, **params: Any) -> JobSpec:
+    job_id = f"job-{uuid.uuid4().hex[:12]}"
+    input_path = tmp_path / f"{job_id}-input.txt"
+    input_path.write_text("some input")
+    return JobSpec(
+        job_id=job_id,
+        version_id="v1",
+        input_path=input_path,
+        output_dir=tmp_path / job_id / "out",
+        params=params,
+        timeout_s=timeout_s,
+    )
+
+
+async def wait_until(
+    predicate: Callable[[], bool | Awaitable[bool]], *, timeout_s: float, what: str
+) -> None:
+    """Poll a condition until it holds, failing after a deadline."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if not isinstance(value, bool):
+            value = await value
+        if value:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+def job_wrote(work_root: Path, job_id: str, name: str) -> bool:
+    """Whether a running job has written `name` into its output directory. Adapters keep
+    job directories at <work_root>/workers/<worker>/<job_id>/out on the host."""
+    return any(work_root.glob(f"workers/*/{job_id}/out/{name}"))
+
+
+async def assert_healthy(runtime: Runtime, tmp_path: Path) -> None:
+    """A no-op job on the runtime still succeeds."""
+    artifact = await build(runtime, "noop")
+    outcome = await runtime.run_job(artifact, make_job(tmp_path))
+    assert outcome.ok, outcome

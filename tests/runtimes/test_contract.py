@@ -1,0 +1,208 @@
+"""The runtime port's contract: every adapter (see conftest.ADAPTERS) must pass it.
+Hostile packages live in tests/packages/<name>/; after each, the runtime is still healthy."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from services.runtimes.base import BuildFailedError, Runtime
+from tests.runtimes.conftest import assert_healthy, build, job_wrote, make_job, wait_until
+
+pytestmark = pytest.mark.sandbox
+
+
+async def test_noop_job_and_warm_worker(runtime: Runtime, tmp_path: Path) -> None:
+    artifact = await build(runtime, "noop")
+    first_job = make_job(tmp_path)
+    first = await runtime.run_job(artifact, first_job)
+    assert first.ok, first
+    assert first.result is not None and first.result["bytes"] == len("some input")
+    assert (first_job.output_dir / "echo.txt").read_text() == "some input"
+    assert "hello from run" in first.log
+    assert first.setup_s > 0
+
+    second = await runtime.run_job(artifact, make_job(tmp_path))
+    assert second.ok, second
+    assert second.result is not None and first.result is not None
+    assert second.result["pid"] == first.result["pid"]  # the same warm worker
+    assert second.result["setup_calls"] == 1  # setup() ran once per worker
+    assert second.setup_s == 0.0
+
+
+async def test_exception_is_model_error(runtime: Runtime, tmp_path: Path) -> None:
+    outcome = await runtime.run_job(await build(runtime, "raises"), make_job(tmp_path))
+    assert not outcome.ok
+    assert outcome.kind == "model_error"
+    assert "ValueError" in outcome.message and "always fails" in outcome.message
+    assert outcome.traceback and "predict.py" in outcome.traceback
+    await assert_healthy(runtime, tmp_path)
+
+
+async def test_timeout(runtime: Runtime, tmp_path: Path) -> None:
+    started = time.monotonic()
+    outcome = await runtime.run_job(
+        await build(runtime, "sleeper"), make_job(tmp_path, timeout_s=1.0)
+    )
+    assert outcome.kind == "timeout", outcome
+    assert time.monotonic() - started < 10
+    await assert_healthy(runtime, tmp_path)
+
+
+async def test_out_of_memory(runtime: Runtime, tmp_path: Path) -> None:
+    outcome = await runtime.run_job(await build(runtime, "hog_memory"), make_job(tmp_path))
+    assert outcome.kind == "out_of_memory", outcome
+    await assert_healthy(runtime, tmp_path)
+
+
+async def test_fork_bomb_is_contained(runtime: Runtime, tmp_path: Path) -> None:
+    outcome = await runtime.run_job(
+        await build(runtime, "fork_bomb"), make_job(tmp_path, timeout_s=20.0)
+    )
+    assert not outcome.ok
+    assert outcome.kind in ("model_error", "timeout"), outcome
+    if outcome.kind == "model_error":
+        assert "fork failed" in outcome.message
+    await assert_healthy(runtime, tmp_path)
+
+
+async def test_no_network(runtime: Runtime, tmp_path: Path) -> None:
+    accepted: list[object] = []
+
+    async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer.get_extra_info("peername"))
+        writer.close()
+
+    server = await asyncio.start_server(on_connect, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        outcome = await runtime.run_job(
+            await build(runtime, "network"), make_job(tmp_path, port=port)
+        )
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert outcome.ok, outcome
+    assert outcome.result is not None
+    for key in ("internet", "loopback", "dns"):
+        assert "Error" in outcome.result[key] or "gaierror" in outcome.result[key], outcome.result
+    assert accepted == []  # the host's 127.0.0.1 was never reached
+    await assert_healthy(runtime, tmp_path)
+
+
+async def test_cannot_write_outside_output_dir(runtime: Runtime, tmp_path: Path) -> None:
+    host_dir = tmp_path / "host"
+    host_dir.mkdir()
+    host_file = host_dir / "pwned.txt"
+    outcome = await runtime.run_job(
+        await build(runtime, "write_outside"),
+        make_job(tmp_path, host_paths=[str(host_file), "/tmp/../pwned-host.txt"]),
+    )
+    assert outcome.ok, outcome
+    assert outcome.result is not None
+    attempts = outcome.result["attempts"]
+    assert attempts and all(result != "written" for result in attempts.values()), attempts
+    assert not host_file.exists()
+    assert not (Path("/") / "pwned.txt").exists()
+    assert not (Path("/usr") / "pwned.txt").exists()
+    await assert_healthy(runtime, tmp_path)
+
+
+async def test_cannot_read_another_jobs_directory(
+    runtime: Runtime, tmp_path: Path, work_root: Path
+) -> None:
+    artifact = await build(runtime, "snoop")
+    writer_job = make_job(tmp_path, mode="write", secret="s3cret", hold_s=60)
+    writer = asyncio.create_task(runtime.run_job(artifact, writer_job))
+    await wait_until(
+        lambda: job_wrote(work_root, writer_job.job_id, "secret.txt"),
+        timeout_s=30,
+        what="the writer job to run",
+    )
+    snooper = await runtime.run_job(
+        artifact,
+        make_job(tmp_path, other_job=writer_job.job_id, host_paths=[str(writer_job.input_path)]),
+    )
+    await wait_until(lambda: runtime.cancel_job(writer_job.job_id), timeout_s=30, what="cancel")
+    assert (await writer).kind == "canceled"
+    assert snooper.ok, snooper
+    assert snooper.result is not None
+    assert all(not v.startswith("read:") for v in snooper.result["seen"].values()), snooper.result
+    assert writer_job.job_id not in snooper.result["job_root_listing"]
+
+    # Sequentially, on the same warm worker: the finished job's directory is gone.
+    done = make_job(tmp_path, mode="write", secret="again", hold_s=0)
+    assert (await runtime.run_job(artifact, done)).ok
+    later = await runtime.run_job(artifact, make_job(tmp_path, other_job=done.job_id))
+    assert later.ok and later.result is not None
+    assert all(not v.startswith("read:") for v in later.result["seen"].values()), later.result
+    assert later.result["job_root_listing"] == sorted(later.result["job_root_listing"])
+    assert done.job_id not in later.result["job_root_listing"]
+
+
+async def test_loud_model_keeps_protocol_intact(runtime: Runtime, tmp_path: Path) -> None:
+    artifact = await build(runtime, "loud")
+    outcome = await runtime.run_job(artifact, make_job(tmp_path))
+    assert outcome.ok, outcome
+    assert outcome.result == {"printed_mb": 5}
+    assert len(outcome.log) <= 128 * 1024  # bounded
+    assert "the end" in outcome.log
+    again = await runtime.run_job(artifact, make_job(tmp_path))
+    assert again.ok, again
+    await assert_healthy(runtime, tmp_path)
+
+
+@pytest.mark.parametrize("kind", ["object", "list"])
+async def test_non_json_result_is_model_error(runtime: Runtime, tmp_path: Path, kind: str) -> None:
+    outcome = await runtime.run_job(
+        await build(runtime, "bad_result"), make_job(tmp_path, kind=kind)
+    )
+    assert outcome.kind == "model_error", outcome
+    expected = "not JSON-serialisable" if kind == "object" else "must return a dict"
+    assert expected in outcome.message
+    await assert_healthy(runtime, tmp_path)
+
+
+@pytest.mark.parametrize("how", ["exit", "segfault"])
+async def test_interpreter_crash(runtime: Runtime, tmp_path: Path, how: str) -> None:
+    outcome = await runtime.run_job(await build(runtime, "crash"), make_job(tmp_path, how=how))
+    assert outcome.kind == "crashed", outcome
+    expected = "exit code 3" if how == "exit" else "SIGSEGV"
+    assert expected in outcome.message
+    await assert_healthy(runtime, tmp_path)
+
+
+async def test_cancel_stops_a_running_job_within_a_second(
+    runtime: Runtime, tmp_path: Path, work_root: Path
+) -> None:
+    artifact = await build(runtime, "sleeper")
+    job = make_job(tmp_path, timeout_s=60)
+    task = asyncio.create_task(runtime.run_job(artifact, job))
+    await wait_until(
+        lambda: job_wrote(work_root, job.job_id, "started"), timeout_s=30, what="the job to run"
+    )
+    started = time.monotonic()
+    assert await runtime.cancel_job(job.job_id)
+    outcome = await task
+    assert time.monotonic() - started < 1.0
+    assert outcome.kind == "canceled", outcome
+    assert not await runtime.cancel_job(job.job_id)
+    await assert_healthy(runtime, tmp_path)
+
+
+async def test_import_error_fails_the_build(runtime: Runtime) -> None:
+    with pytest.raises(BuildFailedError) as info:
+        await build(runtime, "bad_import")
+    assert "smoke check" in info.value.message
+    assert "this_module_does_not_exist" in info.value.message + info.value.log_tail
+
+
+async def test_failing_setup_is_model_error(runtime: Runtime, tmp_path: Path) -> None:
+    outcome = await runtime.run_job(await build(runtime, "failing_setup"), make_job(tmp_path))
+    assert outcome.kind == "model_error", outcome
+    assert "setup()" in outcome.message and "weights not found" in outcome.message
+    assert outcome.traceback
+    await assert_healthy(runtime, tmp_path)
