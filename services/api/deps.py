@@ -1,0 +1,144 @@
+"""What every handler needs: the wired services, the caller, bodies, responses and
+read-your-writes waits."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, TypeVar
+
+import asyncpg
+import msgspec
+import orjson
+from nats.aio.client import Client as NATS
+from starlette.requests import Request
+from starlette.responses import Response
+
+from events import EventStore
+from projections.watermark import ProjectionWatermark
+from services.api.auth import KeyCache, Principal, authenticate
+from services.api.problems import ApiError
+from services.blobstore import BlobStore
+from services.commands import (
+    CommandContext,
+    CommandError,
+    Commands,
+    ConflictError,
+    ForbiddenError,
+    NotFoundError,
+)
+from services.settings import Settings
+
+__all__ = [
+    "ApiServices",
+    "command_error",
+    "decode_body",
+    "json_response",
+    "services",
+    "wait_for_projection",
+]
+
+T = TypeVar("T")
+
+SEQ_HEADER = "X-Clinai-Seq"
+
+
+class ApiServices:
+    """Everything the handlers use, opened in the app's lifespan."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: EventStore,
+        pool: asyncpg.Pool,
+        blobs: BlobStore,
+        watermark: ProjectionWatermark,
+        nc: NATS,
+    ) -> None:
+        self._nc = nc
+        self.settings = settings
+        self.store = store
+        self.pool = pool
+        self.blobs = blobs
+        self.watermark = watermark
+        self.commands = Commands(store)
+        self.keys = KeyCache(pool)
+
+    def store_connected(self) -> bool:
+        return bool(self._nc.is_connected)
+
+    async def caller(self, request: Request) -> Principal:
+        """The authenticated caller, once the read models have the caller's `after_seq`
+        (so a key, model or version created just before is seen by this request)."""
+        await wait_for_projection(request)
+        return await authenticate(request, self.keys)
+
+    def context(self, request: Request, principal: Principal) -> CommandContext:
+        correlation = request.headers.get("x-correlation-id") or str(uuid.uuid4())
+        key = request.headers.get("idempotency-key")
+        if key is not None and not 1 <= len(key) <= 200:
+            raise ApiError(422, "Invalid Idempotency-Key", "Idempotency-Key must be 1-200 chars")
+        return CommandContext(
+            actor=principal.user_id,
+            is_admin=principal.is_admin,
+            correlation_id=correlation[:200],
+            idempotency_key=key,
+        )
+
+
+def services(request: Request) -> ApiServices:
+    svc: ApiServices = request.app.state.services
+    return svc
+
+
+def json_response(body: Any, status: int = 200, *, seq: int | None = None) -> Response:
+    headers = {SEQ_HEADER: str(seq)} if seq is not None else None
+    if seq is not None and isinstance(body, dict):
+        body = {**body, "seq": seq}
+    return Response(
+        orjson.dumps(body, default=msgspec.to_builtins),
+        status_code=status,
+        headers=headers,
+        media_type="application/json",
+    )
+
+
+async def decode_body(request: Request, kind: type[T]) -> T:
+    raw = await request.body()
+    if len(raw) > 1024 * 1024:
+        raise ApiError(413, "Body too large", "JSON bodies are limited to 1 MiB")
+    try:
+        return msgspec.json.decode(raw or b"{}", type=kind)
+    except msgspec.ValidationError as err:
+        raise ApiError(422, "Invalid body", f"{err}; fix that field and retry") from err
+    except msgspec.DecodeError as err:
+        raise ApiError(
+            422, "Invalid body", f"the body is not valid JSON ({err}); send a JSON object"
+        ) from err
+
+
+def command_error(err: CommandError) -> ApiError:
+    status = {NotFoundError: 404, ConflictError: 409, ForbiddenError: 403}.get(type(err), 400)
+    title = {404: "Not found", 409: "Conflict", 403: "Forbidden"}.get(status, "Bad request")
+    detail = f"{err.message}: {err.hint}" if err.hint else err.message
+    return ApiError(status, title, detail)
+
+
+async def wait_for_projection(request: Request) -> None:
+    """Read-your-writes: with `?after_seq=N` (or header `X-Clinai-After-Seq`), answer only
+    once the read models have applied sequence N; 503 with Retry-After past the deadline."""
+    raw = request.query_params.get("after_seq") or request.headers.get("x-clinai-after-seq")
+    if raw is None:
+        return
+    try:
+        seq = int(raw)
+    except ValueError as err:
+        raise ApiError(422, "Invalid after_seq", "after_seq must be an integer") from err
+    svc = services(request)
+    if not await svc.watermark.wait_for(seq, svc.settings.read_your_writes_timeout_s):
+        raise ApiError(
+            503,
+            "Projection behind",
+            f"the read models have not reached sequence {seq} yet; retry shortly",
+            headers={"Retry-After": "1"},
+        )

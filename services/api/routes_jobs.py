@@ -1,0 +1,256 @@
+"""Jobs: submit with an input file, get (long poll with `?wait=`), list, cancel, outputs."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from events import JobWebhook
+from projections import queries
+from services.aggregates import TERMINAL_JOB_STATUSES
+from services.api.auth import Principal
+from services.api.deps import (
+    ApiServices,
+    command_error,
+    json_response,
+    services,
+)
+from services.api.problems import ApiError
+from services.api.uploads import ReceivedForm, receive_form
+from services.api.views import job_view
+from services.commands import CommandError
+
+__all__ = ["routes"]
+
+_WEBHOOK_EVENTS = frozenset({"start", "output", "completed"})
+
+
+async def create_job(request: Request) -> Response:
+    svc = services(request)
+    caller = await svc.caller(request)
+    ctx = svc.context(request, caller)
+    workdir = Path(tempfile.mkdtemp(prefix="clinai-input-"))
+    try:
+        form = await receive_form(
+            request, file_limit=svc.settings.max_input_bytes, dest_dir=workdir
+        )
+        received = form.files.get("input")
+        if received is None:
+            raise ApiError(
+                422, "Input missing", "send the input file in the multipart field 'input'"
+            )
+        version = await _runnable_version(svc, caller, form)
+        params = _params(form)
+        timeout_s = _timeout(svc, form)
+        webhook = _webhook(form)
+        job_id = ctx.resource_id("job")
+        input_key = f"inputs/{job_id}/{received.filename}"
+        await svc.blobs.put_file(input_key, received.path, received.content_type)
+        try:
+            seq = await svc.commands.request_job(
+                ctx,
+                job_id=job_id,
+                owner=caller.user_id,
+                model_id=version.model_id,
+                version_id=version.id,
+                input_key=input_key,
+                input_filename=received.filename,
+                input_size_bytes=received.size,
+                params=params,
+                timeout_s=timeout_s,
+                webhook=webhook,
+            )
+        except CommandError as err:
+            raise command_error(err) from err
+    finally:
+        await asyncio.to_thread(shutil.rmtree, workdir, True)
+    return json_response(
+        {
+            "id": job_id,
+            "status": "queued",
+            "model_id": version.model_id,
+            "version_id": version.id,
+            "input_filename": received.filename,
+            "params": params,
+            "timeout_s": timeout_s,
+        },
+        202,
+        seq=seq,
+    )
+
+
+async def _runnable_version(
+    svc: ApiServices, caller: Principal, form: ReceivedForm
+) -> queries.VersionView:
+    version_id = form.fields.get("version", "").strip()
+    model_id = form.fields.get("model", "").strip()
+    if not version_id and not model_id:
+        raise ApiError(
+            422,
+            "Version missing",
+            "say what to run: a field 'version' (version id) or 'model' (its latest ready version)",
+        )
+    version: queries.VersionView | None
+    if version_id:
+        version = await queries.get_version(svc.pool, version_id)
+        model_id = version.model_id if version is not None else ""
+    model = await queries.get_model(svc.pool, model_id) if model_id else None
+    if (
+        model is None
+        or model.deleted_at is not None
+        or not (model.owner == caller.user_id or caller.is_admin or model.visibility == "public")
+    ):
+        raise ApiError(404, "Not found", "model or version not found; check the id")
+    if not version_id:
+        ready = [v for v in await queries.list_versions(svc.pool, model.id) if v.status == "ready"]
+        if not ready:
+            raise ApiError(
+                409,
+                "No ready version",
+                "this model has no built version yet: upload a package and wait for READY",
+            )
+        return max(ready, key=lambda v: v.number)
+    if version is None:
+        raise ApiError(404, "Not found", "version not found; check the id")
+    if version.status == "failed":
+        raise ApiError(409, "Version failed to build", "fix the package and upload a new version")
+    if version.status != "ready":
+        raise ApiError(
+            409,
+            "Version not ready",
+            f"version is {version.status}: wait until GET /v1/versions/{version.id} says ready",
+            headers={"Retry-After": "2"},
+        )
+    return version
+
+
+def _params(form: ReceivedForm) -> dict[str, Any]:
+    raw = form.fields.get("params")
+    if raw is None or not raw.strip():
+        return {}
+    try:
+        params = orjson.loads(raw)
+    except orjson.JSONDecodeError as err:
+        raise ApiError(422, "Invalid params", f"'params' must be a JSON object: {err}") from err
+    if not isinstance(params, dict):
+        raise ApiError(422, "Invalid params", "'params' must be a JSON object")
+    return params
+
+
+def _timeout(svc: ApiServices, form: ReceivedForm) -> float:
+    raw = form.fields.get("timeout_s")
+    if raw is None or not raw.strip():
+        return svc.settings.job_timeout_s
+    try:
+        value = float(raw)
+    except ValueError as err:
+        raise ApiError(422, "Invalid timeout_s", "timeout_s must be a number of seconds") from err
+    limit = svc.settings.job_timeout_max_s
+    if not 0 < value <= limit:
+        raise ApiError(422, "Invalid timeout_s", f"timeout_s must be above 0 and at most {limit}")
+    return value
+
+
+def _webhook(form: ReceivedForm) -> JobWebhook | None:
+    url = form.fields.get("webhook", "").strip()
+    if not url:
+        return None
+    if not url.startswith(("https://", "http://")):
+        raise ApiError(422, "Invalid webhook", "webhook must be an http(s) URL")
+    raw_events = form.fields.get("webhook_events", "completed")
+    wanted = tuple(e.strip() for e in raw_events.split(",") if e.strip())
+    unknown = set(wanted) - _WEBHOOK_EVENTS
+    if unknown or not wanted:
+        raise ApiError(
+            422,
+            "Invalid webhook_events",
+            f"webhook_events is a comma-separated subset of {sorted(_WEBHOOK_EVENTS)}",
+        )
+    return JobWebhook(url=url, events=wanted)
+
+
+async def get_job(request: Request) -> Response:
+    svc = services(request)
+    caller = await svc.caller(request)
+    try:
+        wait = min(float(request.query_params.get("wait", "0")), svc.settings.max_long_poll_s)
+    except ValueError as err:
+        raise ApiError(422, "Invalid wait", "wait must be a number of seconds") from err
+    deadline = time.monotonic() + max(wait, 0.0)
+    while True:
+        seen = svc.watermark.checkpoint
+        job = await _visible_job(svc, caller, request.path_params["job_id"])
+        remaining = deadline - time.monotonic()
+        if job.status in TERMINAL_JOB_STATUSES or remaining <= 0:
+            return json_response(await job_view(job, svc.blobs))
+        await svc.watermark.wait_changed(seen, remaining)
+
+
+async def list_jobs(request: Request) -> Response:
+    svc = services(request)
+    caller = await svc.caller(request)
+    try:
+        limit = int(request.query_params.get("limit", "50"))
+    except ValueError as err:
+        raise ApiError(422, "Invalid limit", "limit must be an integer from 1 to 200") from err
+    if not 1 <= limit <= 200:
+        raise ApiError(422, "Invalid limit", "limit must be an integer from 1 to 200")
+    owner = (
+        None if caller.is_admin and request.query_params.get("all") == "true" else caller.user_id
+    )
+    page = await queries.list_jobs(
+        svc.pool,
+        owner=owner,
+        status=request.query_params.get("status"),
+        model_id=request.query_params.get("model_id"),
+        limit=limit,
+        cursor=request.query_params.get("cursor"),
+    )
+    items = [await job_view(job, svc.blobs) for job in page.items]
+    return json_response({"items": items, "next_cursor": page.next_cursor})
+
+
+async def cancel_job(request: Request) -> Response:
+    svc = services(request)
+    caller = await svc.caller(request)
+    job_id = request.path_params["job_id"]
+    try:
+        seq = await svc.commands.cancel_job(svc.context(request, caller), job_id)
+    except CommandError as err:
+        raise command_error(err) from err
+    return json_response({"id": job_id, "status": "cancel_requested"}, 202, seq=seq)
+
+
+async def job_outputs(request: Request) -> Response:
+    svc = services(request)
+    caller = await svc.caller(request)
+    job = await _visible_job(svc, caller, request.path_params["job_id"])
+    view = await job_view(job, svc.blobs)
+    return json_response({"job_id": job.id, "status": job.status, "items": view["outputs"]})
+
+
+async def _visible_job(svc: ApiServices, caller: Principal, job_id: str) -> queries.JobView:
+    job = await queries.get_job(svc.pool, job_id)
+    if job is None or (job.owner != caller.user_id and not caller.is_admin):
+        raise ApiError(
+            404, "Not found", f"job {job_id} not found; list your jobs with GET /v1/jobs"
+        )
+    return job
+
+
+routes = [
+    Route("/v1/jobs", create_job, methods=["POST"]),
+    Route("/v1/jobs", list_jobs, methods=["GET"]),
+    Route("/v1/jobs/{job_id}", get_job, methods=["GET"]),
+    Route("/v1/jobs/{job_id}/cancel", cancel_job, methods=["POST"]),
+    Route("/v1/jobs/{job_id}/outputs", job_outputs, methods=["GET"]),
+]

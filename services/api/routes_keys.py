@@ -1,0 +1,99 @@
+"""Users and API keys. Secrets are shown once, in the response that creates them."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from projections import queries
+from services.api.deps import command_error, decode_body, json_response, services
+from services.commands import CommandError
+
+__all__ = ["routes"]
+
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+
+
+class CreateUserBody(msgspec.Struct, forbid_unknown_fields=True):
+    name: Name
+    is_admin: bool = False
+
+
+class CreateKeyBody(msgspec.Struct, forbid_unknown_fields=True):
+    name: Name = "default"
+    user_id: str | None = None  # admins may issue keys for another user
+
+
+async def create_user(request: Request) -> Response:
+    svc = services(request)
+    caller = await svc.caller(request)
+    body = await decode_body(request, CreateUserBody)
+    try:
+        user_id, key = await svc.commands.create_user(
+            svc.context(request, caller), name=body.name, is_admin=body.is_admin
+        )
+    except CommandError as err:
+        raise command_error(err) from err
+    return json_response(
+        {
+            "id": user_id,
+            "name": body.name,
+            "is_admin": body.is_admin,
+            "api_key": {"id": key.key_id, "secret": key.secret},
+        },
+        201,
+        seq=key.seq,
+    )
+
+
+async def me(request: Request) -> Response:
+    caller = await services(request).caller(request)
+    return json_response(
+        {"user_id": caller.user_id, "key_id": caller.key_id, "is_admin": caller.is_admin}
+    )
+
+
+async def create_key(request: Request) -> Response:
+    svc = services(request)
+    caller = await svc.caller(request)
+    body = await decode_body(request, CreateKeyBody)
+    try:
+        key = await svc.commands.issue_api_key(
+            svc.context(request, caller), user_id=body.user_id or caller.user_id, name=body.name
+        )
+    except CommandError as err:
+        raise command_error(err) from err
+    return json_response(
+        {"id": key.key_id, "name": body.name, "secret": key.secret}, 201, seq=key.seq
+    )
+
+
+async def list_keys(request: Request) -> Response:
+    svc = services(request)
+    caller = await svc.caller(request)
+    keys = await queries.list_api_keys(svc.pool, caller.user_id)
+    return json_response({"items": [msgspec.to_builtins(k) for k in keys]})
+
+
+async def revoke_key(request: Request) -> Response:
+    svc = services(request)
+    caller = await svc.caller(request)
+    key_id = request.path_params["key_id"]
+    try:
+        seq = await svc.commands.revoke_api_key(svc.context(request, caller), key_id)
+    except CommandError as err:
+        raise command_error(err) from err
+    return json_response({"id": key_id, "status": "revoked"}, 202, seq=seq)
+
+
+routes = [
+    Route("/v1/users", create_user, methods=["POST"]),
+    Route("/v1/me", me, methods=["GET"]),
+    Route("/v1/api-keys", create_key, methods=["POST"]),
+    Route("/v1/api-keys", list_keys, methods=["GET"]),
+    Route("/v1/api-keys/{key_id}", revoke_key, methods=["DELETE"]),
+]

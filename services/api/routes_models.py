@@ -1,0 +1,265 @@
+"""Models and their versions: create, list, get, update, soft delete; upload a package."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Annotated, Literal
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from projections import queries
+from services.api.auth import Principal
+from services.api.deps import (
+    command_error,
+    decode_body,
+    json_response,
+    services,
+)
+from services.api.problems import ApiError
+from services.api.uploads import drain_small_body, receive_file
+from services.api.views import model_view, version_view
+from services.commands import CommandError
+from services.packages import PackageInvalidError, PackageLimits, inspect_package
+
+__all__ = ["routes"]
+
+ModelName = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+]
+Description = Annotated[str, msgspec.Meta(max_length=10_000)]
+
+
+class CreateModelBody(msgspec.Struct, forbid_unknown_fields=True):
+    name: ModelName
+    description: Description = ""
+    visibility: Literal["private", "public"] = "private"
+
+
+class UpdateModelBody(msgspec.Struct, forbid_unknown_fields=True):
+    name: ModelName | None = None
+    description: Description | None = None
+    visibility: Literal["private", "public"] | None = None
+
+
+async def create_model(request: Request) -> Response:
+    svc = services(request)
+    caller = await svc.caller(request)
+    body = await decode_body(request, CreateModelBody)
+    ctx = svc.context(request, caller)
+    try:
+        model_id, seq = await svc.commands.create_model(
+            ctx, name=body.name, description=body.description, visibility=body.visibility
+        )
+    except CommandError as err:
+        raise command_error(err) from err
+    return json_response(
+        {
+            "id": model_id,
+            "owner": caller.user_id,
+            "name": body.name,
+            "description": body.description,
+            "visibility": body.visibility,
+            "latest_version": 0,
+        },
+        201,
+        seq=seq,
+    )
+
+
+async def list_models(request: Request) -> Response:
+    svc = services(request)
+    caller = await svc.caller(request)
+    limit = _limit(request)
+    page = await queries.list_models(
+        svc.pool,
+        viewer=caller.user_id,
+        is_admin=caller.is_admin,
+        limit=limit,
+        cursor=request.query_params.get("cursor"),
+    )
+    return json_response(
+        {"items": [model_view(m) for m in page.items], "next_cursor": page.next_cursor}
+    )
+
+
+async def get_model(request: Request) -> Response:
+    svc = services(request)
+    caller = await svc.caller(request)
+    model = await _visible_model(request, caller.user_id, caller.is_admin)
+    return json_response(model_view(model))
+
+
+async def update_model(request: Request) -> Response:
+    svc = services(request)
+    caller = await svc.caller(request)
+    body = await decode_body(request, UpdateModelBody)
+    model_id = request.path_params["model_id"]
+    try:
+        seq = await svc.commands.update_model(
+            svc.context(request, caller),
+            model_id,
+            name=body.name,
+            description=body.description,
+            visibility=body.visibility,
+        )
+    except CommandError as err:
+        raise command_error(err) from err
+    return json_response({"id": model_id, "status": "updating"}, 202, seq=seq)
+
+
+async def delete_model(request: Request) -> Response:
+    svc = services(request)
+    caller = await svc.caller(request)
+    model_id = request.path_params["model_id"]
+    try:
+        seq = await svc.commands.delete_model(svc.context(request, caller), model_id)
+    except CommandError as err:
+        raise command_error(err) from err
+    return json_response({"id": model_id, "status": "deleted"}, 202, seq=seq)
+
+
+async def upload_version(request: Request) -> Response:
+    svc = services(request)
+    caller = await svc.caller(request)
+    ctx = svc.context(request, caller)
+    model_id = request.path_params["model_id"]
+    try:
+        await svc.commands.load_model(ctx, model_id, write=True)
+    except CommandError as err:
+        await drain_small_body(request)
+        raise command_error(err) from err
+    limits = PackageLimits(max_zip_bytes=svc.settings.max_package_bytes)
+    workdir = Path(tempfile.mkdtemp(prefix="clinai-upload-"))
+    try:
+        upload = await receive_file(
+            request, field="package", limit=svc.settings.max_package_bytes, dest_dir=workdir
+        )
+        try:
+            info = await asyncio.to_thread(inspect_package, upload.path, limits)
+        except PackageInvalidError as err:
+            raise ApiError(
+                422, "Invalid model package", f"{err.message} {err.hint}".strip()
+            ) from err
+        version_id = ctx.resource_id("ver")
+        package_key = f"packages/{version_id}/package.zip"
+        await svc.blobs.put_file(package_key, upload.path, "application/zip")
+        try:
+            number, seq = await svc.commands.add_version(
+                ctx,
+                model_id,
+                version_id=version_id,
+                package_key=package_key,
+                package_hash=info.package_hash,
+                requirements_hash=info.requirements_hash,
+                size_bytes=upload.size,
+                filename=upload.filename,
+                has_setup=info.has_setup,
+            )
+        except CommandError as err:
+            raise command_error(err) from err
+    finally:
+        await asyncio.to_thread(shutil.rmtree, workdir, True)
+    return json_response(
+        {
+            "id": version_id,
+            "model_id": model_id,
+            "number": number,
+            "status": "uploaded",
+            "package_hash": info.package_hash,
+            "size_bytes": upload.size,
+        },
+        201,
+        seq=seq,
+    )
+
+
+async def list_versions(request: Request) -> Response:
+    svc = services(request)
+    caller = await svc.caller(request)
+    model = await _visible_model(request, caller.user_id, caller.is_admin)
+    versions = await queries.list_versions(svc.pool, model.id)
+    return json_response({"items": [version_view(v) for v in versions]})
+
+
+async def get_version(request: Request) -> Response:
+    svc = services(request)
+    caller = await svc.caller(request)
+    version = await queries.get_version(svc.pool, request.path_params["version_id"])
+    if version is None or not await _can_see_model(request, version.model_id, caller):
+        raise ApiError(404, "Not found", "version not found; list versions of a model you own")
+    return json_response(version_view(version))
+
+
+async def version_log(request: Request) -> Response:
+    """The build log so far, as chunks from `?from=N`; poll with the returned `next`."""
+    svc = services(request)
+    caller = await svc.caller(request)
+    version = await queries.get_version(svc.pool, request.path_params["version_id"])
+    if version is None or not await _can_see_model(request, version.model_id, caller):
+        raise ApiError(404, "Not found", "version not found; list versions of a model you own")
+    try:
+        start = int(request.query_params.get("from", "0"))
+    except ValueError as err:
+        raise ApiError(422, "Invalid from", "`from` must be an integer chunk index") from err
+    chunks = await queries.build_log(svc.pool, version.id, start)
+    next_index = chunks[-1].index + 1 if chunks else start
+    return json_response(
+        {
+            "version_id": version.id,
+            "status": version.status,
+            "chunks": [{"index": c.index, "text": c.text} for c in chunks],
+            "next": next_index,
+        }
+    )
+
+
+async def _visible_model(request: Request, viewer: str, is_admin: bool) -> queries.ModelView:
+    model = await queries.get_model(services(request).pool, request.path_params["model_id"])
+    if (
+        model is None
+        or model.deleted_at is not None
+        or not (model.owner == viewer or is_admin or model.visibility == "public")
+    ):
+        raise ApiError(
+            404,
+            "Not found",
+            "model not found: check the id with GET /v1/models "
+            "(private models are visible to their owner only)",
+        )
+    return model
+
+
+async def _can_see_model(request: Request, model_id: str, caller: Principal) -> bool:
+    model = await queries.get_model(services(request).pool, model_id)
+    return model is not None and (
+        model.owner == caller.user_id or caller.is_admin or model.visibility == "public"
+    )
+
+
+def _limit(request: Request) -> int:
+    try:
+        limit = int(request.query_params.get("limit", "50"))
+    except ValueError as err:
+        raise ApiError(422, "Invalid limit", "limit must be an integer from 1 to 200") from err
+    if not 1 <= limit <= 200:
+        raise ApiError(422, "Invalid limit", "limit must be an integer from 1 to 200")
+    return limit
+
+
+routes = [
+    Route("/v1/models", create_model, methods=["POST"]),
+    Route("/v1/models", list_models, methods=["GET"]),
+    Route("/v1/models/{model_id}", get_model, methods=["GET"]),
+    Route("/v1/models/{model_id}", update_model, methods=["PATCH"]),
+    Route("/v1/models/{model_id}", delete_model, methods=["DELETE"]),
+    Route("/v1/models/{model_id}/versions", upload_version, methods=["POST"]),
+    Route("/v1/models/{model_id}/versions", list_versions, methods=["GET"]),
+    Route("/v1/versions/{version_id}", get_version, methods=["GET"]),
+    Route("/v1/versions/{version_id}/log", version_log, methods=["GET"]),
+]

@@ -1,0 +1,184 @@
+"""Streaming multipart uploads: files go straight to disk and the size limit is enforced
+while reading, so an oversized upload is refused (413) without being stored."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import BinaryIO
+
+import msgspec
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import Request
+
+from services.api.problems import ApiError
+
+__all__ = ["ReceivedFile", "ReceivedForm", "drain_small_body", "receive_file", "receive_form"]
+
+_MAX_FIELD_BYTES = 64 * 1024
+_MAX_FIELDS = 32
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class ReceivedFile(msgspec.Struct, frozen=True):
+    path: Path
+    filename: str
+    size: int
+    content_type: str
+
+
+class ReceivedForm(msgspec.Struct, frozen=True):
+    fields: dict[str, str]
+    files: dict[str, ReceivedFile]
+
+
+def safe_filename(name: str, default: str) -> str:
+    base = os.path.basename(name.replace("\\", "/")).strip()
+    cleaned = _SAFE_NAME.sub("_", base).strip("._")[:120]
+    return cleaned or default
+
+
+class _Collector:
+    def __init__(self, dest_dir: Path, file_limit: int) -> None:
+        self.dest_dir = dest_dir
+        self.file_limit = file_limit
+        self.fields: dict[str, str] = {}
+        self.files: dict[str, ReceivedFile] = {}
+        self._header_field = b""
+        self._headers: dict[bytes, bytes] = {}
+        self._name = ""
+        self._filename: str | None = None
+        self._content_type = "application/octet-stream"
+        self._value = bytearray()
+        self._out: BinaryIO | None = None
+        self._out_path: Path | None = None
+        self._size = 0
+
+    def on_part_begin(self) -> None:
+        self._headers = {}
+        self._value = bytearray()
+        self._size = 0
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self._header_field += data[start:end]
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        key = self._header_field.lower()
+        self._headers[key] = self._headers.get(key, b"") + data[start:end]
+
+    def on_header_end(self) -> None:
+        self._header_field = b""
+
+    def on_headers_finished(self) -> None:
+        _, options = parse_options_header(self._headers.get(b"content-disposition", b""))
+        self._name = options.get(b"name", b"").decode("utf-8", "replace")
+        raw_filename = options.get(b"filename")
+        self._filename = None if raw_filename is None else raw_filename.decode("utf-8", "replace")
+        self._content_type = self._headers.get(b"content-type", b"application/octet-stream").decode(
+            "latin-1"
+        )
+        if self._filename is not None:
+            if len(self.files) >= 4:
+                raise ApiError(422, "Too many files", "send one file per request")
+            self._out_path = self.dest_dir / f"upload-{len(self.files)}"
+            self._out = open(self._out_path, "wb")
+        elif len(self.fields) >= _MAX_FIELDS:
+            raise ApiError(422, "Too many fields", f"at most {_MAX_FIELDS} form fields")
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        self._size += end - start
+        if self._out is not None:
+            if self._size > self.file_limit:
+                raise ApiError(
+                    413,
+                    "File too large",
+                    f"the file is larger than the limit of {self.file_limit} bytes; "
+                    "send a smaller file or ask the operator to raise the limit",
+                )
+            self._out.write(data[start:end])
+        else:
+            if self._size > _MAX_FIELD_BYTES:
+                raise ApiError(413, "Field too large", f"form field {self._name!r} is too large")
+            self._value += data[start:end]
+
+    def on_part_end(self) -> None:
+        if self._out is not None and self._out_path is not None:
+            self._out.close()
+            self._out = None
+            self.files[self._name] = ReceivedFile(
+                path=self._out_path,
+                filename=safe_filename(self._filename or "", "upload"),
+                size=self._size,
+                content_type=self._content_type,
+            )
+        else:
+            self.fields[self._name] = self._value.decode("utf-8", "replace")
+
+    def close(self) -> None:
+        if self._out is not None:
+            self._out.close()
+
+
+async def drain_small_body(request: Request, limit: int = 1024 * 1024) -> None:
+    """Read and drop a small request body before refusing the request, so the client
+    gets the refusal instead of a reset connection; a large one is not worth reading."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) <= limit:
+        async for _ in request.stream():
+            pass
+
+
+async def receive_form(request: Request, *, file_limit: int, dest_dir: Path) -> ReceivedForm:
+    content_type, options = parse_options_header(request.headers.get("content-type", ""))
+    boundary = options.get(b"boundary")
+    if content_type != b"multipart/form-data" or not boundary:
+        raise ApiError(
+            415,
+            "Multipart body required",
+            "send the file as multipart/form-data (e.g. curl -F field=@file)",
+        )
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > file_limit + 1024 * 1024:
+        raise ApiError(
+            413,
+            "Upload too large",
+            f"the upload is larger than the limit of {file_limit} bytes; "
+            "send a smaller file or ask the operator to raise the limit",
+        )
+    collector = _Collector(dest_dir, file_limit)
+    parser = MultipartParser(
+        boundary,
+        {
+            "on_part_begin": collector.on_part_begin,
+            "on_header_field": collector.on_header_field,
+            "on_header_value": collector.on_header_value,
+            "on_header_end": collector.on_header_end,
+            "on_headers_finished": collector.on_headers_finished,
+            "on_part_data": collector.on_part_data,
+            "on_part_end": collector.on_part_end,
+        },
+    )
+    try:
+        async for chunk in request.stream():
+            parser.write(chunk)
+        parser.finalize()
+    except ApiError:
+        raise
+    except Exception as err:
+        raise ApiError(
+            422, "Malformed multipart body", f"the multipart body could not be parsed: {err}"
+        ) from err
+    finally:
+        collector.close()
+    return ReceivedForm(fields=collector.fields, files=collector.files)
+
+
+async def receive_file(request: Request, *, field: str, limit: int, dest_dir: Path) -> ReceivedFile:
+    form = await receive_form(request, file_limit=limit, dest_dir=dest_dir)
+    received = form.files.get(field)
+    if received is None:
+        raise ApiError(
+            422, "File missing", f"send the file in the multipart field {field!r} (-F {field}=@...)"
+        )
+    return received

@@ -1,0 +1,67 @@
+"""Opening the infrastructure every service shares, from the settings: the NATS
+connection and event store, and the blob store. One place, so each service wires the
+same way."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import nats
+from nats.aio.client import Client as NATS
+
+from events import EventStore
+from services.blobstore import BlobStore, FileBlobStore
+from services.settings import Settings, SettingsError
+
+__all__ = ["connect_nats", "open_blob_store", "open_event_store", "signing_key"]
+
+
+async def connect_nats(settings: Settings, *, name: str) -> NATS:
+    if settings.nats_url is None:
+        raise SettingsError(
+            "CLINAI_NATS_URL is not set: point it at a NATS server, or use `clinai up`"
+        )
+    return await nats.connect(
+        settings.nats_url,
+        name=f"clinai-{name}",
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        connect_timeout=5,
+    )
+
+
+async def open_event_store(settings: Settings, nc: NATS) -> EventStore:
+    return await EventStore.open(nc, stream=settings.stream_name, replicas=settings.stream_replicas)
+
+
+def signing_key(settings: Settings) -> bytes:
+    """The key that signs blob download URLs: CLINAI_SIGNING_KEY, or one generated once
+    into the data directory (mode 0600) and shared by the processes that use it."""
+    if settings.signing_key:
+        if len(settings.signing_key) < 32:
+            raise SettingsError("CLINAI_SIGNING_KEY must be at least 32 characters")
+        return settings.signing_key.encode()
+    path = Path(settings.data_dir) / "signing.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_hex(32))
+        try:
+            os.link(tmp, path)  # first writer wins; the others read its key
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    return path.read_text().strip().encode()
+
+
+def open_blob_store(settings: Settings) -> BlobStore:
+    if settings.blob_backend == "file":
+        return FileBlobStore(settings.blob_root, settings.api_url, signing_key(settings))
+    raise SettingsError(
+        f"blob backend {settings.blob_backend!r} is not available yet: use CLINAI_BLOB_BACKEND=file"
+    )

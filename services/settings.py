@@ -1,0 +1,102 @@
+"""Every setting of every service, read from the environment in this one module.
+
+Explicit arguments (CLI flags) override the environment; the result is one frozen
+Struct passed down through constructors.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+__all__ = ["Settings", "SettingsError"]
+
+_DEBIAN_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+
+
+def _decode_path(kind: type, value: Any) -> Any:
+    if kind is Path and isinstance(value, str):
+        return Path(value)
+    raise NotImplementedError(f"cannot read {kind!r} from {value!r}")
+
+
+class SettingsError(ValueError):
+    """A setting has a value ClinAI cannot use; the message names the variable."""
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    data_dir: Path = Path(".clinai")
+    # Infrastructure: None means "start the embedded one under data_dir".
+    nats_url: str | None = None
+    database_url: str | None = None
+    stream_name: str = "CLINAI"
+    stream_replicas: int = 1
+    # HTTP API
+    host: str = "127.0.0.1"
+    port: int = 8000
+    public_url: str | None = None  # how clients reach the API; signed URLs use it
+    max_package_bytes: int = 512 * 1024 * 1024
+    max_input_bytes: int = 100 * 1024 * 1024
+    read_your_writes_timeout_s: float = 5.0
+    max_long_poll_s: float = 60.0
+    # Blob store
+    blob_backend: Literal["file", "s3"] = "file"
+    blob_dir: Path | None = None  # default: data_dir / "blobs"
+    signing_key: str | None = None  # default: generated once into data_dir
+    s3_endpoint_url: str | None = None
+    s3_bucket: str = "clinai"
+    s3_region: str = "us-east-1"
+    # Builds and jobs
+    runtime: Literal["process", "docker"] = "process"
+    pip_index_url: str | None = None
+    pip_extra_index_url: str | None = None
+    ca_bundle: Path | None = None
+    unsafe_no_sandbox: bool = False
+    job_timeout_s: float = 60.0
+    job_timeout_max_s: float = 3600.0
+    job_max_attempts: int = 3
+    worker_memory_mb: int = 1024
+    worker_max_processes: int = 64
+    worker_idle_timeout_s: float = 300.0
+    workers_per_version: int = 2
+    workers_total: int = 8
+    docker_base_image: str = "python:3.11-slim"
+    docker_host: str | None = None
+    docker_registry: str | None = None
+
+    @property
+    def blob_root(self) -> Path:
+        return self.blob_dir if self.blob_dir is not None else self.data_dir / "blobs"
+
+    @property
+    def api_url(self) -> str:
+        return self.public_url or f"http://{self.host}:{self.port}"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read `CLINAI_<FIELD>` variables; keyword overrides win over the environment."""
+        source = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for field in msgspec.structs.fields(cls):
+            raw = source.get(f"CLINAI_{field.name.upper()}")
+            if raw is not None and raw != "":
+                values[field.name] = raw
+        if "ca_bundle" not in values and Path(_DEBIAN_CA_BUNDLE).exists():
+            values["ca_bundle"] = _DEBIAN_CA_BUNDLE
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            settings = msgspec.convert(values, cls, strict=False, dec_hook=_decode_path)
+        except msgspec.ValidationError as err:
+            # The message carries the field's path, e.g. "Expected `int`, got `str` - at `$.port`".
+            raise SettingsError(
+                f"invalid setting: {err} (environment variable CLINAI_<FIELD>)"
+            ) from err
+        if settings.stream_replicas not in (1, 3, 5):
+            raise SettingsError("CLINAI_STREAM_REPLICAS must be 1, 3 or 5")
+        if settings.job_timeout_s > settings.job_timeout_max_s:
+            raise SettingsError("CLINAI_JOB_TIMEOUT_S must not exceed CLINAI_JOB_TIMEOUT_MAX_S")
+        return settings

@@ -1,0 +1,138 @@
+"""`clinai up`: the embedded default on one machine. Starts NATS and Postgres from their
+wheels under the data directory (unless CLINAI_NATS_URL / CLINAI_DATABASE_URL point at
+existing ones), prepares the stream and tables, issues an admin key on first start,
+then runs every service under one supervisor until Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+import msgspec
+
+from projections import LIVE_SCHEMA, apply_migrations
+from services.commands import CommandContext, Commands, ConflictError
+from services.embedded import EmbeddedNats, EmbeddedPostgres
+from services.resources import connect_nats, open_event_store, signing_key
+from services.settings import Settings
+from services.supervisor import Supervisor
+
+__all__ = ["SERVICES", "ensure_admin_key", "run_stack"]
+
+SERVICES = ("api", "projector", "builder", "executor")
+ADMIN_USER_ID = "usr_admin"
+_DATABASE = "clinai"
+
+
+async def _ensure_database(admin_dsn: str) -> str:
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        exists = await conn.fetchval("select 1 from pg_database where datname = $1", _DATABASE)
+        if not exists:
+            with contextlib.suppress(asyncpg.DuplicateDatabaseError):
+                await conn.execute(f'CREATE DATABASE "{_DATABASE}"')
+    finally:
+        await conn.close()
+    return admin_dsn.rsplit("/", 1)[0] + f"/{_DATABASE}"
+
+
+async def ensure_admin_key(settings: Settings) -> str | None:
+    """Issue the admin user and key on first start; return the key's secret then, and
+    None on later starts (the key was saved to <data_dir>/admin.key, mode 0600)."""
+    key_file = Path(settings.data_dir) / "admin.key"
+    if key_file.exists():
+        return None
+    nc = await connect_nats(settings, name="bootstrap")
+    try:
+        commands = Commands(await open_event_store(settings, nc))
+        ctx = CommandContext(actor="system", is_admin=True, correlation_id="bootstrap")
+        try:
+            _, key = await commands.create_user(
+                ctx, name="admin", is_admin=True, user_id=ADMIN_USER_ID
+            )
+        except ConflictError:
+            # The admin exists but its key file was lost: issue a new admin key.
+            key = await commands.issue_api_key(
+                ctx,
+                user_id=ADMIN_USER_ID,
+                name=f"admin-{datetime.now(UTC):%Y%m%d%H%M%S}",
+                is_admin=True,
+            )
+    finally:
+        await nc.drain()
+    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(key.secret + "\n")
+    return key.secret
+
+
+async def _wait_ready(url: str, timeout: float) -> bool:
+    deadline = asyncio.get_running_loop().time() + timeout
+    async with aiohttp.ClientSession() as http:
+        while asyncio.get_running_loop().time() < deadline:
+            with contextlib.suppress(aiohttp.ClientError, OSError):
+                async with http.get(f"{url}/readyz") as resp:
+                    if resp.status == 200:
+                        return True
+            await asyncio.sleep(0.1)  # polling interval while the API starts
+    return False
+
+
+async def run_stack(settings: Settings) -> None:
+    """`settings.data_dir` must exist and be absolute (the CLI resolves it)."""
+    data_dir = settings.data_dir
+    nats_server = postgres = None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        if settings.nats_url is None:
+            nats_server = EmbeddedNats(data_dir / "nats")
+            settings = msgspec.structs.replace(settings, nats_url=await nats_server.start())
+        if settings.database_url is None:
+            postgres = EmbeddedPostgres(data_dir / "postgres")
+            dsn = await _ensure_database(await postgres.start())
+            settings = msgspec.structs.replace(settings, database_url=dsn)
+        conn = await asyncpg.connect(settings.database_url)
+        try:
+            await apply_migrations(conn, LIVE_SCHEMA)
+        finally:
+            await conn.close()
+        signing_key(settings)  # generate it once, before the services race to do so
+        secret = await ensure_admin_key(settings)
+        env = {
+            **os.environ,
+            "CLINAI_DATA_DIR": str(data_dir),
+            "CLINAI_NATS_URL": settings.nats_url or "",
+            "CLINAI_DATABASE_URL": settings.database_url or "",
+            "CLINAI_HOST": settings.host,
+            "CLINAI_PORT": str(settings.port),
+        }
+        supervisor = Supervisor(SERVICES, env)
+        supervised = asyncio.create_task(supervisor.run())
+        if await _wait_ready(settings.api_url, 60):
+            print(f"ClinAI is up: {settings.api_url}", flush=True)
+            if secret is not None:
+                print(f"Admin API key (shown once, also saved to {data_dir / 'admin.key'}):")
+                print(f"  {secret}", flush=True)
+            else:
+                print(f"Admin API key: in {data_dir / 'admin.key'}", flush=True)
+            print("Press Ctrl-C to stop.", flush=True)
+        else:
+            print("ClinAI did not become ready in 60 s; see the services' output above.")
+        await stop.wait()
+        print("Stopping ClinAI...", flush=True)
+        supervisor.stop()
+        await supervised
+    finally:
+        if postgres is not None:
+            await postgres.stop()
+        if nats_server is not None:
+            await nats_server.stop()

@@ -1,0 +1,109 @@
+"""A thin HTTP client for the tests: one aiohttp session per caller."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import msgspec
+
+EXAMPLE_MODEL = Path(__file__).resolve().parents[2] / "example-model"
+
+
+class Reply(msgspec.Struct):
+    status: int
+    body: Any
+    headers: dict[str, str]
+
+
+class Client:
+    def __init__(self, base_url: str, key: str | None) -> None:
+        self.base_url = base_url
+        self.key = key
+
+    def _headers(self, extra: dict[str, str] | None) -> dict[str, str]:
+        headers = {"Authorization": f"Bearer {self.key}"} if self.key else {}
+        headers.update(extra or {})
+        return headers
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        data: Any = None,
+        headers: dict[str, str] | None = None,
+        params: dict[str, str] | None = None,
+    ) -> Reply:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.request(
+                method,
+                self.base_url + path,
+                json=json,
+                data=data,
+                headers=self._headers(headers),
+                params=params,
+            ) as resp,
+        ):
+            raw = await resp.read()
+            body: Any
+            if resp.content_type in ("application/json", "application/problem+json"):
+                body = msgspec.json.decode(raw)
+            else:
+                body = raw
+            return Reply(
+                status=resp.status,
+                body=body,
+                headers={k.lower(): v for k, v in resp.headers.items()},
+            )
+
+    async def get(self, path: str, **kw: Any) -> Reply:
+        return await self.request("GET", path, **kw)
+
+    async def post(self, path: str, **kw: Any) -> Reply:
+        return await self.request("POST", path, **kw)
+
+    async def upload(
+        self,
+        path: str,
+        field: str,
+        name: str,
+        content: bytes,
+        headers: dict[str, str] | None = None,
+        **fields: str,
+    ) -> Reply:
+        form = aiohttp.FormData()
+        for key, value in fields.items():
+            form.add_field(key, value)
+        form.add_field(field, io.BytesIO(content), filename=name)
+        return await self.request("POST", path, data=form, headers=headers)
+
+
+def zip_dir(folder: Path, *, extra: dict[str, str] | None = None) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for file in sorted(folder.rglob("*")):
+            if file.is_file() and "__pycache__" not in file.parts:
+                zf.write(file, file.relative_to(folder).as_posix())
+        for name, text in (extra or {}).items():
+            zf.writestr(name, text)
+    return buf.getvalue()
+
+
+async def new_user(base_url: str, admin_key: str, name: str) -> Client:
+    reply = await Client(base_url, admin_key).post("/v1/users", json={"name": name})
+    if reply.status != 201:
+        raise AssertionError(f"could not create user: {reply.status} {reply.body}")
+    client = Client(base_url, reply.body["api_key"]["secret"])
+    # The key authenticates once the projection has it; wait for that with a deadline.
+    deadline = asyncio.get_running_loop().time() + 10
+    while (await client.get("/v1/me")).status != 200:
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("a new user's key never became usable")
+    return client

@@ -1,0 +1,126 @@
+"""A running API for the HTTP tests: real NATS, Postgres, projector and the API under
+granian, each service as its own process exactly as `clinai up` runs them. One stack per
+test module; tests isolate themselves by creating their own users."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from projections import LIVE_SCHEMA, apply_migrations
+from projections.db import connect
+from services.embedded import EmbeddedNats
+from services.settings import Settings
+from services.stack import ensure_admin_key
+from tests._infra import create_database, drop_database
+
+
+class Stack(msgspec.Struct):
+    url: str
+    admin_key: str
+    settings: Settings
+    env: dict[str, str]
+    data_dir: Path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_ready(url: str, procs: list[subprocess.Popen[bytes]], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for proc in procs:
+            if proc.poll() is not None:
+                raise RuntimeError(f"service exited early with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/readyz", timeout=1) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)  # polling interval, not synchronisation
+    raise TimeoutError(f"{url} did not become ready in {timeout}s")
+
+
+def start_services(env: dict[str, str], services: list[str]) -> list[subprocess.Popen[bytes]]:
+    return [
+        subprocess.Popen([sys.executable, "-m", "services.cli", "serve", name], env=env)
+        for name in services
+    ]
+
+
+def stop_services(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def stack_env(
+    postgres_admin_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, str]]:
+    data_dir = tmp_path_factory.mktemp("stack")
+    db_name, dsn = asyncio.run(create_database(postgres_admin_url))
+    nats_server = EmbeddedNats(data_dir / "nats")
+    nats_url = nats_server.start_blocking()
+
+    async def migrate() -> None:
+        conn = await connect(dsn)
+        try:
+            await apply_migrations(conn, LIVE_SCHEMA)
+        finally:
+            await conn.close()
+
+    env = {
+        **os.environ,
+        "CLINAI_DATA_DIR": str(data_dir),
+        "CLINAI_NATS_URL": nats_url,
+        "CLINAI_DATABASE_URL": dsn,
+        "CLINAI_PORT": str(free_port()),
+        "CLINAI_MAX_PACKAGE_BYTES": str(2 * 1024 * 1024),
+        "CLINAI_MAX_INPUT_BYTES": str(1024 * 1024),
+        "CLINAI_READ_YOUR_WRITES_TIMEOUT_S": "1",
+    }
+    try:
+        asyncio.run(migrate())
+        yield env
+    finally:
+        nats_server.stop_blocking()
+        asyncio.run(drop_database(postgres_admin_url, db_name))
+
+
+@pytest.fixture(scope="module")
+def stack(stack_env: dict[str, str]) -> Iterator[Stack]:
+    settings = Settings.from_env(stack_env)
+    admin_key = asyncio.run(ensure_admin_key(settings))
+    assert admin_key is not None
+    procs = start_services(stack_env, ["projector", "api"])
+    try:
+        wait_ready(settings.api_url, procs)
+        yield Stack(
+            url=settings.api_url,
+            admin_key=admin_key,
+            settings=settings,
+            env=stack_env,
+            data_dir=settings.data_dir,
+        )
+    finally:
+        stop_services(procs)
