@@ -19,7 +19,7 @@ _DEBIAN_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 
 
 def _decode_path(kind: type, value: Any) -> Any:
-    if kind is Path and isinstance(value, str):
+    if kind is Path and isinstance(value, str | Path):
         return Path(value)
     raise NotImplementedError(f"cannot read {kind!r} from {value!r}")
 

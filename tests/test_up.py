@@ -1,0 +1,94 @@
+"""`clinai up` (what `make up` runs) from nothing: it starts, answers, stops on Ctrl-C,
+and starts again with the same data."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.api.conftest import free_port
+
+
+def _request(url: str, key: str | None = None, body: dict[str, str] | None = None) -> dict:  # type: ignore[type-arg]
+    headers = {"Content-Type": "application/json"}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, headers=headers)
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read())  # type: ignore[no-any-return]
+
+
+def _start(data_dir: Path, port: int) -> tuple[subprocess.Popen[str], list[str]]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLINAI_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "up", "--data-dir", str(data_dir),
+         "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line.rstrip())
+        if line.startswith("Press Ctrl-C"):
+            return proc, lines
+    proc.kill()
+    proc.wait()
+    pytest.fail(f"clinai up did not come up: {lines}")
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    proc.send_signal(signal.SIGINT)
+    try:
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def test_up_starts_stops_and_keeps_its_data(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+
+    proc, lines = _start(data_dir, port)
+    try:
+        assert f"ClinAI is up: {url}" in lines
+        key = lines[
+            lines.index(next(l for l in lines if l.startswith("Admin API key"))) + 1
+        ].strip()
+        assert key.startswith("clinai_")
+        assert (data_dir / "admin.key").read_text().strip() == key
+        assert _request(f"{url}/readyz")["status"] == "ready"
+        created = _request(f"{url}/v1/models", key, {"name": "kept"})
+    finally:
+        _stop(proc)
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"{url}/healthz", timeout=2)
+
+    proc, lines = _start(data_dir, port)
+    try:
+        assert not any(line.startswith("  clinai_") for line in lines)  # no new admin key
+        assert _request(f"{url}/v1/me", key)["is_admin"] is True
+        model = _request(f"{url}/v1/models/{created['id']}?after_seq={created['seq']}", key)
+        assert model["name"] == "kept"
+    finally:
+        _stop(proc)
