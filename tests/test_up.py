@@ -72,9 +72,8 @@ def test_up_starts_stops_and_keeps_its_data(tmp_path: Path) -> None:
     proc, lines = _start(data_dir, port)
     try:
         assert f"ClinAI is up: {url}" in lines
-        key = lines[
-            lines.index(next(l for l in lines if l.startswith("Admin API key"))) + 1
-        ].strip()
+        announced = next(n for n, line in enumerate(lines) if line.startswith("Admin API key"))
+        key = lines[announced + 1].strip()
         assert key.startswith("clinai_")
         assert (data_dir / "admin.key").read_text().strip() == key
         assert _request(f"{url}/readyz")["status"] == "ready"

@@ -59,7 +59,9 @@ def _job_started(job_id: str, worker: str) -> JobStarted:
     )
 
 
-async def test_stream_is_created_with_the_architecture_settings(nc: NATS, store: EventStore) -> None:
+async def test_stream_is_created_with_the_architecture_settings(
+    nc: NATS, store: EventStore
+) -> None:
     info = await nc.jetstream().stream_info("CLINAI")
     assert info.config.subjects == ["clinai.>"]
     assert info.config.deny_delete is True
