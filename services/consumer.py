@@ -1,0 +1,315 @@
+"""Durable pull consumers with explicit acks: the plumbing the builder and executor share.
+
+One durable consumer per service on the one stream, filtered to the event types the
+service handles. Scaling out is starting more processes on the same durable: JetStream
+hands each message to one of them at a time.
+
+- A handler that returns normally: the message is acked.
+- `RetryLater`: nak with a delay (the handler's, else `ConsumerOptions.retry_delays_s`
+  by delivery count); the server redelivers up to `max_deliver` times. A handler sees
+  `Delivery.last_attempt` and must turn a retryable failure into a final event there.
+- `Poison` or an undecodable message: `term` (no redelivery), with a log line.
+- Any other exception: logged with its traceback, then nak with the retry delay.
+- While a handler runs, `in_progress` is sent every `heartbeat_s`, so the server only
+  redelivers a message whose process died (after `redelivery_s[n]` without a heartbeat).
+- `stop` set: no more fetching; running handlers get `stop_grace_s` to finish, then they
+  are cancelled and their messages nak'ed for immediate redelivery elsewhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+import nats.errors
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from events import AnyEvent, Event, decode_event, new_event_id
+
+__all__ = [
+    "ConsumerOptions",
+    "Delivery",
+    "Handler",
+    "Poison",
+    "RetryLater",
+    "ensure_consumer",
+    "reaction_envelope",
+    "run_consumer",
+    "stop_on_signals",
+]
+
+log = logging.getLogger("clinai.consumer")
+
+
+class ConsumerOptions(msgspec.Struct, frozen=True, kw_only=True):
+    """How a durable consumer is configured on the server and driven here."""
+
+    # The server redelivers an unacked message after redelivery_s[n-1] seconds without a
+    # heartbeat on its n-th delivery (the last value repeats). The first value is the
+    # consumer's ack_wait; NATS calls this list `backoff`.
+    redelivery_s: tuple[float, ...] = (30.0, 60.0, 120.0, 240.0)
+    max_deliver: int = 5
+    heartbeat_s: float = 10.0  # in_progress interval while a handler runs
+    retry_delays_s: tuple[float, ...] = (2.0, 10.0, 30.0, 60.0)  # nak delay by delivery
+    fetch_timeout_s: float = 2.0  # long-poll length; also how fast `stop` is noticed
+    stop_grace_s: float = 5.0
+    max_ack_pending: int = 1000
+
+    def __post_init__(self) -> None:
+        if not self.redelivery_s or min(self.redelivery_s) <= 0:
+            raise ValueError("ConsumerOptions.redelivery_s needs positive durations")
+        if self.max_deliver <= len(self.redelivery_s):
+            raise ValueError(
+                "ConsumerOptions.max_deliver must exceed the number of redelivery_s values"
+            )
+        if not 0 < self.heartbeat_s < self.redelivery_s[0]:
+            raise ValueError("ConsumerOptions.heartbeat_s must be below redelivery_s[0]")
+        if not self.retry_delays_s or min(self.retry_delays_s) < 0:
+            raise ValueError("ConsumerOptions.retry_delays_s needs non-negative durations")
+        if self.fetch_timeout_s <= 0 or self.stop_grace_s < 0 or self.max_ack_pending < 1:
+            raise ValueError("ConsumerOptions: fetch_timeout_s, stop_grace_s, max_ack_pending")
+
+    def retry_delay(self, num_delivered: int) -> float:
+        index = min(max(num_delivered, 1), len(self.retry_delays_s)) - 1
+        return self.retry_delays_s[index]
+
+
+class Delivery(msgspec.Struct, frozen=True, kw_only=True):
+    """One delivered event: its stream sequence and how often it has been delivered."""
+
+    event: AnyEvent
+    seq: int
+    num_delivered: int
+    max_deliver: int
+
+    @property
+    def redelivered(self) -> bool:
+        return self.num_delivered > 1
+
+    @property
+    def last_attempt(self) -> bool:
+        """The server will not deliver this message again: decide for good now."""
+        return self.num_delivered >= self.max_deliver
+
+
+class RetryLater(Exception):
+    """The handler could not finish for a reason that may pass (infrastructure)."""
+
+    def __init__(self, reason: str, *, delay_s: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.delay_s = delay_s
+
+
+class Poison(Exception):
+    """The message can never be handled (permanently invalid): terminate it."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+Handler = Callable[[Delivery], Awaitable[None]]
+Clock = Callable[[], datetime]
+
+
+def reaction_envelope(
+    cause: Event, *, actor: str, aggregate_id: str | None = None, clock: Clock | None = None
+) -> dict[str, Any]:
+    """The envelope of an event a service appends in reaction to `cause`: same
+    correlation id, caused by it, a fresh event id (competing writers must not share
+    ids, or JetStream's deduplication would let both "win")."""
+    return {
+        "id": new_event_id(),
+        "aggregate_id": aggregate_id or cause.aggregate_id,
+        "occurred_at": (clock or _utcnow)(),
+        "actor": actor,
+        "correlation_id": cause.correlation_id,
+        "causation_id": cause.id,
+    }
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def consumer_config(
+    durable: str, filter_subjects: Sequence[str], options: ConsumerOptions
+) -> ConsumerConfig:
+    if not filter_subjects:
+        raise ValueError("a consumer needs at least one filter subject")
+    return ConsumerConfig(
+        durable_name=durable,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=options.redelivery_s[0],
+        backoff=list(options.redelivery_s),
+        max_deliver=options.max_deliver,
+        max_ack_pending=options.max_ack_pending,
+        filter_subjects=list(filter_subjects),
+    )
+
+
+async def ensure_consumer(
+    js: JetStreamContext,
+    stream: str,
+    durable: str,
+    filter_subjects: Sequence[str],
+    options: ConsumerOptions,
+) -> None:
+    """Create the durable consumer, or update it to this configuration."""
+    await js.add_consumer(stream, consumer_config(durable, filter_subjects, options))
+
+
+async def run_consumer(
+    nc: NATS,
+    *,
+    stream: str,
+    durable: str,
+    filter_subjects: Sequence[str],
+    handler: Handler,
+    concurrency: int,
+    stop: asyncio.Event,
+    options: ConsumerOptions | None = None,
+) -> None:
+    """Fetch and handle messages, at most `concurrency` at a time, until `stop` is set."""
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+    options = options or ConsumerOptions()
+    js = nc.jetstream()
+    await ensure_consumer(js, stream, durable, filter_subjects, options)
+    psub = await js.pull_subscribe_bind(durable=durable, stream=stream)
+    running: set[asyncio.Task[None]] = set()
+    try:
+        while not stop.is_set():
+            free = concurrency - len(running)
+            if free <= 0:
+                await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                continue
+            try:
+                msgs = await psub.fetch(free, timeout=options.fetch_timeout_s)
+            except TimeoutError:  # nats.errors.TimeoutError too: no message this time
+                continue
+            except nats.errors.Error as err:  # disconnected, consumer gone, ...
+                log.warning("consumer %s: fetch failed (%r); retrying", durable, err)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 1.0)
+                with contextlib.suppress(nats.errors.Error):
+                    await ensure_consumer(js, stream, durable, filter_subjects, options)
+                continue
+            for msg in msgs:
+                task = asyncio.create_task(_handle(msg, handler, options, durable))
+                running.add(task)
+                task.add_done_callback(running.discard)
+    finally:
+        await _drain(running, options.stop_grace_s)
+        with contextlib.suppress(Exception):
+            await psub.unsubscribe()
+
+
+async def _drain(running: set[asyncio.Task[None]], grace_s: float) -> None:
+    if not running:
+        return
+    _, pending = await asyncio.wait(set(running), timeout=grace_s)
+    for task in pending:
+        task.cancel()
+    if pending:
+        await asyncio.wait(pending)
+
+
+async def _handle(msg: Msg, handler: Handler, options: ConsumerOptions, durable: str) -> None:
+    meta = msg.metadata
+    num_delivered = meta.num_delivered or 1
+    seq = meta.sequence.stream
+    beat = asyncio.create_task(_heartbeat(msg, options.heartbeat_s))
+    try:
+        try:
+            event = decode_event(msg.data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as err:
+            raise Poison(f"undecodable event on {msg.subject}: {err}") from err
+        await handler(
+            Delivery(
+                event=event,
+                seq=seq,
+                num_delivered=num_delivered,
+                max_deliver=options.max_deliver,
+            )
+        )
+    except Poison as err:
+        log.error("consumer %s: terminating message seq %s: %s", durable, seq, err.reason)
+        await _respond(msg.term())
+    except RetryLater as err:
+        await _nak_or_give_up(msg, options, durable, seq, num_delivered, err.reason, err.delay_s)
+    except asyncio.CancelledError:
+        # Stopping: hand the message to another process right away.
+        await asyncio.shield(_respond(msg.nak()))
+        raise
+    except Exception as err:
+        log.exception("consumer %s: handler failed on message seq %s", durable, seq)
+        await _nak_or_give_up(msg, options, durable, seq, num_delivered, repr(err), None)
+    else:
+        await _respond(msg.ack())
+    finally:
+        beat.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await beat
+
+
+async def _nak_or_give_up(
+    msg: Msg,
+    options: ConsumerOptions,
+    durable: str,
+    seq: int,
+    num_delivered: int,
+    reason: str,
+    delay_s: float | None,
+) -> None:
+    if num_delivered >= options.max_deliver:
+        log.error(
+            "consumer %s: giving up on message seq %s after %s deliveries: %s",
+            durable, seq, num_delivered, reason,
+        )  # fmt: skip
+        await _respond(msg.term())
+        return
+    delay = options.retry_delay(num_delivered) if delay_s is None else delay_s
+    log.warning(
+        "consumer %s: retrying message seq %s in %.1f s (delivery %s): %s",
+        durable, seq, delay, num_delivered, reason,
+    )  # fmt: skip
+    await _respond(msg.nak(delay=delay))
+
+
+async def _respond(reply: Awaitable[None]) -> None:
+    """Ack/nak/term are fire-and-forget publishes; a lost one means a redelivery, which
+    every handler tolerates."""
+    try:
+        await reply
+    except nats.errors.Error as err:
+        log.warning("could not answer a message (%r); it will be redelivered", err)
+
+
+async def _heartbeat(msg: Msg, interval_s: float) -> None:
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await msg.in_progress()
+        except nats.errors.Error as err:
+            log.warning("in_progress heartbeat failed: %r", err)
+
+
+def stop_on_signals() -> asyncio.Event:
+    """An event set on SIGTERM or SIGINT: a service's graceful stop."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop

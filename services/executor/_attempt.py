@@ -1,0 +1,138 @@
+"""One attempt at a job on this host: fetch the input, run it on the runtime (stopping
+it when a cancel arrives), upload its outputs and log. Never raises for a failure of
+the job or of the infrastructure: the result says what happened."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from events import JobRequested, OutputFile
+from services.blobstore import BlobError, BlobNotFoundError, BlobStore
+from services.executor._files import job_log_key, local_input_name, upload_outputs
+from services.runtimes.base import Artifact, FailureKind, JobOutcome, JobSpec, Runtime
+
+__all__ = ["Attempt", "AttemptResult"]
+
+log = logging.getLogger("clinai.executor")
+
+_CANCEL_RETRY_S = 0.1  # a job still starting its worker cannot be killed yet
+
+
+class AttemptResult(msgspec.Struct, frozen=True, kw_only=True):
+    kind: FailureKind | None = None  # None: succeeded
+    message: str = ""
+    traceback: str | None = None
+    permanent: bool = False  # an infrastructure failure that a retry cannot fix
+    result: dict[str, Any] = {}
+    outputs: tuple[OutputFile, ...] = ()
+    log_key: str | None = None
+    setup_s: float = 0.0
+    run_s: float = 0.0
+
+
+class Attempt:
+    def __init__(
+        self,
+        *,
+        blobs: BlobStore,
+        runtime: Runtime,
+        requested: JobRequested,
+        artifact: Artifact,
+        directory: Path,
+        timeout_s: float,
+    ) -> None:
+        self._blobs = blobs
+        self._runtime = runtime
+        self._requested = requested
+        self._artifact = artifact
+        self._dir = directory
+        self._timeout_s = timeout_s
+
+    @property
+    def job_id(self) -> str:
+        return self._requested.aggregate_id
+
+    async def run(self, cancel: asyncio.Event) -> AttemptResult:
+        requested = self._requested
+        input_path = self._dir / "in" / local_input_name(requested.input_filename)
+        began = time.monotonic()
+        try:
+            await self._blobs.download_to(requested.input_key, input_path)
+        except BlobNotFoundError:
+            return AttemptResult(
+                kind="infrastructure",
+                message=f"the job's input {requested.input_key} is missing from the blob store; "
+                "submit the job again",
+                permanent=True,
+            )
+        except (BlobError, OSError) as err:
+            return AttemptResult(kind="infrastructure", message=f"could not fetch the input: {err}")
+        fetch_s = time.monotonic() - began
+        spec = JobSpec(
+            job_id=self.job_id,
+            version_id=requested.version_id,
+            input_path=input_path,
+            output_dir=self._dir / "out",
+            params=requested.params,
+            timeout_s=self._timeout_s,
+        )
+        outcome = await self._run_cancellable(spec, cancel)
+        try:
+            return await self._collect(outcome, spec, fetch_s)
+        except (BlobError, OSError) as err:
+            return AttemptResult(
+                kind="infrastructure", message=f"could not store the job's outputs: {err}"
+            )
+
+    async def _run_cancellable(self, spec: JobSpec, cancel: asyncio.Event) -> JobOutcome:
+        run = asyncio.ensure_future(self._runtime.run_job(self._artifact, spec))
+        canceled = asyncio.ensure_future(cancel.wait())
+        try:
+            await asyncio.wait({run, canceled}, return_when=asyncio.FIRST_COMPLETED)
+            while not run.done():
+                if await self._runtime.cancel_job(spec.job_id):
+                    break
+                await asyncio.wait({run}, timeout=_CANCEL_RETRY_S)
+            return await run
+        except Exception as err:  # the runtime's own bug or I/O error
+            log.exception("job %s: the runtime failed", spec.job_id)
+            return JobOutcome(ok=False, kind="infrastructure", message=f"runtime error: {err!r}")
+        finally:
+            canceled.cancel()
+            if not run.done():  # we are being stopped: stop the job too
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._runtime.cancel_job(spec.job_id))
+                run.cancel()
+                with contextlib.suppress(BaseException):
+                    await run
+
+    async def _collect(self, outcome: JobOutcome, spec: JobSpec, fetch_s: float) -> AttemptResult:
+        log_key: str | None = job_log_key(self.job_id)
+        await self._blobs.put_bytes(
+            job_log_key(self.job_id), outcome.log.encode(), "text/plain; charset=utf-8"
+        )
+        setup_s = fetch_s + outcome.setup_s
+        if outcome.ok:
+            outputs = await upload_outputs(self._blobs, self.job_id, spec.output_dir)
+            return AttemptResult(
+                result=outcome.result or {},
+                outputs=outputs,
+                log_key=log_key,
+                setup_s=setup_s,
+                run_s=outcome.run_s,
+            )
+        return AttemptResult(
+            kind=outcome.kind or "infrastructure",
+            message=outcome.message,
+            traceback=outcome.traceback,
+            log_key=log_key,
+            setup_s=setup_s,
+            run_s=outcome.run_s,
+        )

@@ -1,0 +1,59 @@
+"""Job files on the host: the input's local name, and uploading a job's outputs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import mimetypes
+import os
+import re
+from pathlib import Path
+
+from events import OutputFile
+from services.blobstore import BlobKeyError, BlobStore
+
+__all__ = ["job_log_key", "local_input_name", "upload_outputs"]
+
+log = logging.getLogger("clinai.executor")
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def job_log_key(job_id: str) -> str:
+    return f"logs/jobs/{job_id}.log"
+
+
+def local_input_name(filename: str) -> str:
+    """The client's file name reduced to a safe basename that keeps its extension."""
+    name = _UNSAFE.sub("_", filename.replace("\\", "/").rsplit("/", 1)[-1]).strip("._")
+    return name[:120] or "input"
+
+
+def _files(directory: Path) -> list[Path]:
+    found: list[Path] = []
+    for dirpath, _dirs, names in os.walk(directory, followlinks=False):
+        for name in names:
+            path = Path(dirpath) / name
+            if path.is_file() and not path.is_symlink():
+                found.append(path)
+    return sorted(found)
+
+
+async def upload_outputs(blobs: BlobStore, job_id: str, directory: Path) -> tuple[OutputFile, ...]:
+    """Upload every regular file under `directory` to `outputs/<job_id>/<relative path>`."""
+    outputs: list[OutputFile] = []
+    for path in await asyncio.to_thread(_files, directory):
+        name = path.relative_to(directory).as_posix()
+        key = f"outputs/{job_id}/{name}"
+        content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        try:
+            await blobs.put_file(key, path, content_type)
+        except BlobKeyError as err:
+            log.warning("job %s: output %r skipped: %s", job_id, name, err)
+            continue
+        outputs.append(
+            OutputFile(
+                name=name, key=key, size_bytes=path.stat().st_size, content_type=content_type
+            )
+        )
+    return tuple(outputs)

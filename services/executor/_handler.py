@@ -1,0 +1,291 @@
+"""What the executor does with `JobRequested` and `JobCancelRequested`: decide from the
+job aggregate, start an attempt with the aggregate's expected sequence (one starter per
+attempt), run it on the runtime, and append exactly one terminal event.
+
+Attempts: a job seen `running` again (its message was redelivered because the executor
+running it died, or it was nak'ed after an infrastructure failure) starts attempt + 1.
+A late result of an older attempt is dropped: its append conflicts, and the re-read
+shows a newer attempt. `infrastructure` failures are retried up to
+`max_attempts`; every other failure kind is final.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from events import (
+    ConcurrencyConflictError,
+    Event,
+    EventStore,
+    JobCanceled,
+    JobCancelRequested,
+    JobFailed,
+    JobRequested,
+    JobStarted,
+    JobSucceeded,
+    JobTimings,
+)
+from services.aggregates import JobState, fold_job, fold_version
+from services.blobstore import BlobStore
+from services.consumer import Delivery, Poison, RetryLater, reaction_envelope
+from services.executor._attempt import Attempt, AttemptResult
+from services.executor._local import LocalJobs
+from services.runtimes.base import Artifact, FailureKind, Runtime
+
+__all__ = ["ACTOR", "JobHandler"]
+
+log = logging.getLogger("clinai.executor")
+
+ACTOR = "service:executor"
+_MAX_DECISIONS = 8
+_VERSION_NOT_READY_DELAY_S = 5.0
+
+Terminal = JobSucceeded | JobFailed | JobCanceled
+
+
+class JobHandler:
+    def __init__(
+        self,
+        *,
+        store: EventStore,
+        blobs: BlobStore,
+        runtime: Runtime,
+        local: LocalJobs,
+        work_dir: Path,
+        worker_id: str,
+        max_attempts: int,
+        max_timeout_s: float,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
+        self._store = store
+        self._blobs = blobs
+        self._runtime = runtime
+        self._local = local
+        self._work_dir = work_dir
+        self._worker_id = worker_id
+        self._max_attempts = max_attempts
+        self._max_timeout_s = max_timeout_s
+        self._clock = clock
+
+    async def __call__(self, delivery: Delivery) -> None:
+        match delivery.event:
+            case JobRequested() as requested:
+                await self._on_requested(requested, delivery)
+            case JobCancelRequested() as cancel:
+                await self._on_cancel(cancel)
+            case other:
+                raise Poison(f"the executor does not handle {other.type}")
+
+    def _envelope(self, cause: Event) -> dict[str, Any]:
+        return reaction_envelope(cause, actor=ACTOR, clock=self._clock)
+
+    async def _read(self, job_id: str) -> JobState:
+        state = fold_job((await self._store.read_aggregate("job", job_id)).events)
+        if state is None:
+            raise Poison(f"job {job_id} has no JobRequested in the log")
+        return state
+
+    # -- cancel ------------------------------------------------------------------------
+
+    async def _on_cancel(self, cancel: JobCancelRequested) -> None:
+        for _ in range(_MAX_DECISIONS):
+            state = await self._read(cancel.aggregate_id)
+            if state.terminal:
+                return
+            if self._local.request_cancel(cancel.aggregate_id) or state.status == "running":
+                # Running here: stopped now. Elsewhere: that executor heard the same event
+                # (and if it died, the redelivered JobRequested sees the cancel request).
+                return
+            try:
+                await self._store.append(
+                    JobCanceled(**self._envelope(cancel), message="canceled before it started"),
+                    expected=state.last_seq,
+                )
+                return
+            except ConcurrencyConflictError:
+                continue
+        raise RetryLater(f"job {cancel.aggregate_id} keeps changing concurrently")
+
+    # -- run ---------------------------------------------------------------------------
+
+    async def _on_requested(self, requested: JobRequested, delivery: Delivery) -> None:
+        job_id = requested.aggregate_id
+        if job_id in self._local:
+            log.info("job %s: redelivered while it still runs here; ignored", job_id)
+            return
+        for _ in range(_MAX_DECISIONS):
+            state = await self._read(job_id)
+            if state.terminal:
+                return
+            try:
+                if await self._refuse(state, delivery):
+                    return
+                artifact = await self._artifact(state, delivery)
+                if artifact is None:
+                    return
+                local = self._local.register(job_id, state.attempt + 1)
+                try:
+                    started = JobStarted(
+                        **self._envelope(requested),
+                        worker=self._worker_id,
+                        attempt=state.attempt + 1,
+                    )
+                    seq = await self._store.append(started, expected=state.last_seq)
+                    await self._run(state, started, seq, artifact, delivery, local.cancel)
+                finally:
+                    self._local.unregister(local)
+            except ConcurrencyConflictError:
+                continue  # another executor or a cancel moved the job on: decide again
+            return
+        raise RetryLater(f"job {job_id} keeps changing concurrently")
+
+    async def _refuse(self, state: JobState, delivery: Delivery) -> bool:
+        """End a job that must not start: canceled before, or out of attempts."""
+        if state.cancel_requested:
+            message = "canceled before it started" if state.attempt == 0 else "canceled"
+            await self._store.append(
+                JobCanceled(**self._envelope(state.requested), message=message),
+                expected=state.last_seq,
+            )
+            return True
+        if state.attempt >= self._max_attempts or (state.attempt and delivery.last_attempt):
+            await self._fail(
+                state,
+                "infrastructure",
+                f"the job was interrupted {state.attempt} time(s) (its executor stopped or "
+                "crashed) and is not retried again; submit it again",
+            )
+            return True
+        return False
+
+    async def _artifact(self, state: JobState, delivery: Delivery) -> Artifact | None:
+        """The version's artifact; None after ending the job when there is none."""
+        version_id = state.requested.version_id
+        version = fold_version((await self._store.read_aggregate("version", version_id)).events)
+        if version is None:
+            await self._fail(state, "infrastructure", f"version {version_id} does not exist")
+            return None
+        if version.status == "failed":
+            await self._fail(
+                state,
+                "model_error",
+                f"version {version_id} failed to build; upload a fixed package and run "
+                "the job on the new version",
+            )
+            return None
+        if version.built is None:
+            if delivery.last_attempt:
+                await self._fail(
+                    state, "infrastructure", f"version {version_id} was not built in time"
+                )
+                return None
+            raise RetryLater(
+                f"version {version_id} is {version.status}", delay_s=_VERSION_NOT_READY_DELAY_S
+            )
+        built = version.built
+        if built.runtime != self._runtime.name:
+            await self._fail(
+                state,
+                "infrastructure",
+                f"version {version_id} was built for the {built.runtime} runtime, but this "
+                f"executor runs {self._runtime.name}",
+            )
+            return None
+        return Artifact(
+            runtime=built.runtime,
+            reference=built.artifact,
+            package_hash=built.artifact_details.get("package_hash", version.uploaded.package_hash),
+            details=built.artifact_details,
+        )
+
+    async def _fail(self, state: JobState, kind: FailureKind, message: str) -> None:
+        """End a job that never ran in this attempt (raises ConcurrencyConflictError)."""
+        event = JobFailed(
+            **self._envelope(state.requested),
+            kind=kind,
+            message=message,
+            attempts=max(state.attempt, 1),
+        )
+        await self._store.append(event, expected=state.last_seq)
+
+    async def _run(
+        self,
+        state: JobState,
+        started: JobStarted,
+        seq: int,
+        artifact: Artifact,
+        delivery: Delivery,
+        cancel: asyncio.Event,
+    ) -> None:
+        requested = state.requested
+        name = f"{requested.aggregate_id}-{started.attempt}-{uuid.uuid4().hex[:8]}"
+        directory = self._work_dir / name
+        attempt = Attempt(
+            blobs=self._blobs,
+            runtime=self._runtime,
+            requested=requested,
+            artifact=artifact,
+            directory=directory,
+            timeout_s=min(requested.timeout_s, self._max_timeout_s),
+        )
+        try:
+            result = await attempt.run(cancel)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, directory, True)
+        retryable = result.kind == "infrastructure" and not result.permanent
+        if retryable and started.attempt < self._max_attempts and not delivery.last_attempt:
+            raise RetryLater(f"job {requested.aggregate_id}: {result.message}")
+        await self._finish(self._terminal(requested, started, result), seq, started.attempt)
+
+    def _terminal(
+        self, requested: JobRequested, started: JobStarted, result: AttemptResult
+    ) -> Terminal:
+        envelope = self._envelope(requested)
+        timings = JobTimings(
+            queued_s=max(0.0, (started.occurred_at - requested.occurred_at).total_seconds()),
+            setup_s=result.setup_s,
+            run_s=result.run_s,
+        )
+        if result.kind is None:
+            return JobSucceeded(
+                **envelope,
+                outputs=result.outputs,
+                result=result.result,
+                timings=timings,
+                log_key=result.log_key,
+            )
+        if result.kind == "canceled":
+            return JobCanceled(**envelope, message=result.message or "canceled on request")
+        return JobFailed(
+            **envelope,
+            kind=result.kind,
+            message=result.message,
+            traceback=result.traceback,
+            timings=timings,
+            log_key=result.log_key,
+            attempts=started.attempt,
+        )
+
+    async def _finish(self, event: Terminal, expected: int, attempt: int) -> None:
+        """Append the attempt's terminal event unless the job ended or moved on to a newer
+        attempt meanwhile; a cancel request appended during the run does not stop it."""
+        for _ in range(_MAX_DECISIONS):
+            with contextlib.suppress(ConcurrencyConflictError):
+                await self._store.append(event, expected=expected)
+                return
+            state = await self._read(event.aggregate_id)
+            if state.terminal or state.attempt != attempt:
+                log.info("job %s attempt %s: result dropped", event.aggregate_id, attempt)
+                return
+            expected = state.last_seq
+        raise RetryLater(f"job {event.aggregate_id} keeps changing concurrently")

@@ -1,0 +1,75 @@
+"""The jobs running in this executor process, and the cancel requests that reach them.
+
+Every executor subscribes (plain core NATS, not the shared durable) to
+`clinai.job.*.JobCancelRequested`: whichever process runs the job hears the request
+within a network round trip. The durable consumer's copy of the same event covers a
+job that is not running anywhere yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from events import parse_subject
+from events.subjects import PREFIX
+
+__all__ = ["CANCEL_SUBJECTS", "LocalJob", "LocalJobs"]
+
+log = logging.getLogger("clinai.executor")
+
+CANCEL_SUBJECTS = f"{PREFIX}.job.*.JobCancelRequested"
+
+
+class LocalJob:
+    def __init__(self, job_id: str, attempt: int) -> None:
+        self.job_id = job_id
+        self.attempt = attempt
+        self.cancel = asyncio.Event()
+
+
+class LocalJobs:
+    def __init__(self) -> None:
+        self._jobs: dict[str, LocalJob] = {}
+        self._sub: Subscription | None = None
+
+    def __contains__(self, job_id: object) -> bool:
+        return job_id in self._jobs
+
+    def register(self, job_id: str, attempt: int) -> LocalJob:
+        if job_id in self._jobs:
+            raise ValueError(f"job {job_id} already runs here")
+        job = self._jobs[job_id] = LocalJob(job_id, attempt)
+        return job
+
+    def unregister(self, job: LocalJob) -> None:
+        if self._jobs.get(job.job_id) is job:
+            del self._jobs[job.job_id]
+
+    def request_cancel(self, job_id: str) -> bool:
+        """Signal the job's runner; True when the job runs here."""
+        job = self._jobs.get(job_id)
+        if job is None:
+            return False
+        job.cancel.set()
+        return True
+
+    async def listen(self, nc: NATS) -> None:
+        async def on_msg(msg: Msg) -> None:
+            try:
+                _, job_id, _ = parse_subject(msg.subject)
+            except ValueError:
+                return
+            if self.request_cancel(job_id):
+                log.info("cancel requested for job %s, running here", job_id)
+
+        self._sub = await nc.subscribe(CANCEL_SUBJECTS, cb=on_msg)
+
+    async def close(self) -> None:
+        if self._sub is not None:
+            await self._sub.unsubscribe()
+            self._sub = None

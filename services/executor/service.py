@@ -1,0 +1,82 @@
+"""The executor service: a durable consumer of `JobRequested` and `JobCancelRequested`
+that runs jobs on the runtime, several at a time, and records how each one ended."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+
+from events.subjects import PREFIX
+from services.consumer import ConsumerOptions, run_consumer, stop_on_signals
+from services.executor._handler import JobHandler
+from services.executor._local import LocalJobs
+from services.resources import connect_nats, open_blob_store, open_event_store
+from services.runtime_factory import make_runtime, service_work_dir
+from services.runtimes.base import Runtime
+from services.settings import Settings
+
+__all__ = ["EXECUTOR_DURABLE", "EXECUTOR_SUBJECTS", "run_executor"]
+
+log = logging.getLogger("clinai.executor")
+
+EXECUTOR_DURABLE = "executor"
+EXECUTOR_SUBJECTS = (
+    f"{PREFIX}.job.*.JobRequested",
+    f"{PREFIX}.job.*.JobCancelRequested",
+)
+
+
+async def run_executor(
+    settings: Settings,
+    *,
+    runtime: Runtime | None = None,
+    stop: asyncio.Event | None = None,
+    consumer: ConsumerOptions | None = None,
+) -> None:
+    """Run until `stop` is set (or SIGTERM/SIGINT when no `stop` is given), handling up
+    to `settings.workers_total` messages at once. A given `runtime` is used and left
+    open; otherwise one is made from the settings and closed."""
+    stop = stop or stop_on_signals()
+    nc = await connect_nats(settings, name="executor")
+    own_runtime = runtime is None
+    local = LocalJobs()
+    blobs = open_blob_store(settings)
+    try:
+        store = await open_event_store(settings, nc)
+        if runtime is None:
+            runtime = await make_runtime(settings)
+        await local.listen(nc)
+        worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        handler = JobHandler(
+            store=store,
+            blobs=blobs,
+            runtime=runtime,
+            local=local,
+            work_dir=service_work_dir(settings, "executor"),
+            worker_id=worker_id,
+            max_attempts=settings.job_max_attempts,
+            max_timeout_s=settings.job_timeout_max_s,
+        )
+        log.info("executor %s consuming %s (%s)", worker_id, EXECUTOR_SUBJECTS, runtime.name)
+        await run_consumer(
+            nc,
+            stream=settings.stream_name,
+            durable=EXECUTOR_DURABLE,
+            filter_subjects=EXECUTOR_SUBJECTS,
+            handler=handler,
+            concurrency=settings.workers_total,
+            stop=stop,
+            options=consumer,
+        )
+    finally:
+        with contextlib.suppress(Exception):
+            await local.close()
+        if own_runtime and runtime is not None:
+            await runtime.close()
+        await blobs.close()
+        with contextlib.suppress(Exception):
+            await nc.drain()

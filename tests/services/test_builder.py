@@ -1,0 +1,147 @@
+"""The builder against real NATS, a file blob store and the sandboxed process runtime."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from events import (
+    BuildFailed,
+    BuildLogAppended,
+    BuildStarted,
+    EventStore,
+    VersionBuilt,
+    VersionUploaded,
+)
+from services.blobstore import FileBlobStore
+from services.commands import Commands
+from tests.services._support import (
+    ModelPackage,
+    events_of,
+    upload_version,
+    version_state,
+    wait_for,
+)
+from tests.services.conftest import Services
+
+TINY = {
+    "predict.py": (
+        "import os\n\n"
+        "def run(input_path, output_dir):\n"
+        "    open(os.path.join(output_dir, 'out.txt'), 'w').write('ok')\n"
+        "    return {'ok': True}\n"
+    ),
+    "requirements.txt": "# nothing needed\n",
+}
+
+
+async def _finished(store: EventStore, version_id: str, timeout_s: float = 60.0) -> float:
+    async def done() -> bool:
+        return (await version_state(store, version_id)).status in ("ready", "failed")
+
+    return await wait_for(done, timeout_s=timeout_s, what=f"the build of {version_id}")
+
+
+async def test_builds_a_tiny_package(
+    tmp_path: Path,
+    store: EventStore,
+    commands: Commands,
+    blobs: FileBlobStore,
+    services: Services,
+) -> None:
+    services.builder()
+    package = ModelPackage(tmp_path, TINY)
+    _, version_id, _ = await upload_version(commands, blobs, package)
+    await _finished(store, version_id)
+
+    events = await events_of(store, "version", version_id)
+    types = [type(e) for e in events]
+    assert types[0] is VersionUploaded
+    assert types[1] is BuildStarted
+    assert types[-1] is VersionBuilt, events[-1]
+    assert all(t is BuildLogAppended for t in types[2:-1]) and len(types) > 3
+    chunks = [e for e in events if isinstance(e, BuildLogAppended)]
+    assert [c.index for c in chunks] == list(range(len(chunks)))
+    assert "smoke check" in "".join(c.text for c in chunks)
+    built = events[-1]
+    assert isinstance(built, VersionBuilt)
+    assert built.runtime == "process" and built.artifact
+    assert built.artifact_details["package_hash"] == package.info.package_hash
+    assert built.reused_from is None
+    assert built.causation_id == events[0].id and built.correlation_id == events[0].correlation_id
+    assert built.log_key == f"logs/builds/{version_id}.log"
+    assert b"smoke check" in await blobs.get_bytes(built.log_key)
+
+
+async def test_broken_requirements_fail_naming_the_pip_step(
+    tmp_path: Path,
+    store: EventStore,
+    commands: Commands,
+    blobs: FileBlobStore,
+    services: Services,
+) -> None:
+    services.builder()
+    files = dict(TINY, **{"requirements.txt": "clinai-no-such-package==1.0\n"})
+    _, version_id, _ = await upload_version(commands, blobs, ModelPackage(tmp_path, files))
+    await _finished(store, version_id)
+
+    events = await events_of(store, "version", version_id)
+    failed = events[-1]
+    assert isinstance(failed, BuildFailed), failed
+    assert "pip install" in failed.reason
+    assert "clinai-no-such-package" in failed.log_tail
+    assert failed.log_key is not None
+    assert b"clinai-no-such-package" in await blobs.get_bytes(failed.log_key)
+    assert not any(isinstance(e, VersionBuilt) for e in events)
+
+
+async def test_identical_package_reuses_the_artifact_fast(
+    tmp_path: Path,
+    store: EventStore,
+    commands: Commands,
+    blobs: FileBlobStore,
+    services: Services,
+) -> None:
+    services.builder()
+    package = ModelPackage(tmp_path, TINY)
+    model_id, first, _ = await upload_version(commands, blobs, package)
+    await _finished(store, first)
+    original = (await events_of(store, "version", first))[-1]
+    assert isinstance(original, VersionBuilt)
+
+    again = ModelPackage(tmp_path, TINY)  # a new zip, same content
+    assert again.info.package_hash == package.info.package_hash
+    began = time.monotonic()
+    _, second, _ = await upload_version(commands, blobs, again, model_id=model_id)
+    await _finished(store, second, timeout_s=5.0)
+    elapsed = time.monotonic() - began
+
+    events = await events_of(store, "version", second)
+    assert [type(e) for e in events] == [VersionUploaded, VersionBuilt]
+    reused = events[-1]
+    assert isinstance(reused, VersionBuilt)
+    assert reused.reused_from == first
+    assert reused.artifact == original.artifact
+    assert reused.artifact_details == original.artifact_details
+    assert elapsed < 0.2, f"reuse took {elapsed:.3f} s end to end"
+
+
+async def test_a_restarted_builder_reuses_builds_it_did_not_do(
+    tmp_path: Path,
+    store: EventStore,
+    commands: Commands,
+    blobs: FileBlobStore,
+    services: Services,
+) -> None:
+    """The reuse index is read from the log, not kept in one process's memory."""
+    services.builder()
+    package = ModelPackage(tmp_path, TINY)
+    model_id, first, _ = await upload_version(commands, blobs, package)
+    await _finished(store, first)
+    await services.stop_all()
+
+    services.builder()
+    _, second, _ = await upload_version(commands, blobs, package, model_id=model_id)
+    await _finished(store, second, timeout_s=10.0)
+    reused = (await events_of(store, "version", second))[-1]
+    assert isinstance(reused, VersionBuilt) and reused.reused_from == first

@@ -1,0 +1,124 @@
+"""The shared durable-consumer plumbing: acks, retries, poison messages, stopping."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+from nats.aio.client import Client as NATS
+
+from events import EventStore
+from services.commands import Commands
+from services.consumer import Delivery, Poison, RetryLater, run_consumer
+from services.settings import Settings
+from tests.services._support import ADMIN, FAST_CONSUMER, wait_for
+
+SUBJECTS = ("clinai.model.*.ModelCreated",)
+
+Run = Callable[[Callable[[Delivery], Awaitable[None]]], asyncio.Event]
+
+
+@pytest.fixture
+async def consume(nc: NATS, settings: Settings, store: EventStore) -> AsyncIterator[Run]:
+    running: list[tuple[asyncio.Event, asyncio.Task[None]]] = []
+
+    def start(handler: Callable[[Delivery], Awaitable[None]]) -> asyncio.Event:
+        stop = asyncio.Event()
+        task = asyncio.create_task(
+            run_consumer(
+                nc,
+                stream=settings.stream_name,
+                durable="test",
+                filter_subjects=SUBJECTS,
+                handler=handler,
+                concurrency=2,
+                stop=stop,
+                options=FAST_CONSUMER,
+            )
+        )
+        running.append((stop, task))
+        return stop
+
+    yield start
+    for stop, task in running:
+        stop.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, 10)
+
+
+async def _create_model(commands: Commands) -> str:
+    model_id, _ = await commands.create_model(
+        ADMIN, name=f"m-{uuid.uuid4().hex[:8]}", description="", visibility="private"
+    )
+    return model_id
+
+
+async def test_retry_later_redelivers_then_acks(commands: Commands, consume: Run) -> None:
+    seen: list[int] = []
+
+    async def handler(delivery: Delivery) -> None:
+        seen.append(delivery.num_delivered)
+        if delivery.num_delivered < 3:
+            raise RetryLater("not yet", delay_s=0.05)
+
+    consume(handler)
+    await _create_model(commands)
+
+    async def third() -> bool:
+        return seen == [1, 2, 3]
+
+    await wait_for(third, timeout_s=10, what="three deliveries")
+
+
+async def test_poison_is_terminated_and_the_next_message_handled(
+    nc: NATS, commands: Commands, consume: Run
+) -> None:
+    handled: list[str] = []
+
+    async def handler(delivery: Delivery) -> None:
+        handled.append(delivery.event.aggregate_id)
+        if len(handled) == 1:
+            raise Poison("never valid")
+
+    consume(handler)
+    js = nc.jetstream()
+    await js.publish("clinai.model.bad.ModelCreated", b"not json")  # undecodable: term
+    first = await _create_model(commands)
+    second = await _create_model(commands)
+
+    async def both() -> bool:
+        return handled == [first, second]
+
+    await wait_for(both, timeout_s=10, what="both valid messages")
+    info = await js.consumer_info("CLINAI", "test")
+    assert info.num_ack_pending == 0 and info.num_pending == 0
+
+
+async def test_stopping_naks_the_running_message_for_another_process(
+    commands: Commands, consume: Run
+) -> None:
+    started = asyncio.Event()
+    deliveries: list[int] = []
+
+    async def slow(delivery: Delivery) -> None:
+        deliveries.append(delivery.num_delivered)
+        started.set()
+        await asyncio.Event().wait()  # never finishes by itself
+
+    stop = consume(slow)
+    await _create_model(commands)
+    await asyncio.wait_for(started.wait(), 10)
+    stop.set()  # the grace period runs out; the message is nak'ed, not left to time out
+
+    async def fast(delivery: Delivery) -> None:
+        deliveries.append(delivery.num_delivered)
+
+    consume(fast)
+
+    async def redelivered() -> bool:
+        return deliveries == [1, 2]
+
+    await wait_for(redelivered, timeout_s=FAST_CONSUMER.stop_grace_s + 1.5, what="redelivery")

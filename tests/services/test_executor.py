@@ -1,0 +1,243 @@
+"""The executor against real NATS, a file blob store and the sandboxed process runtime."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from events import (
+    EventStore,
+    JobCanceled,
+    JobFailed,
+    JobStarted,
+    JobSucceeded,
+)
+from services.blobstore import FileBlobStore
+from services.commands import Commands
+from services.runtime_factory import runtime_work_dir
+from services.settings import Settings
+from tests.services._support import (
+    ADMIN,
+    ModelPackage,
+    events_of,
+    job_state,
+    request_job,
+    terminal_events,
+    upload_version,
+    version_state,
+    wait_for,
+)
+from tests.services.conftest import SIGNING_KEY, Services
+
+ROOT = Path(__file__).resolve().parents[2]
+
+MODEL = {
+    "predict.py": """
+import os
+import time
+
+
+def run(input_path, output_dir, params):
+    mode = params.get("mode", "echo")
+    if mode == "raise":
+        raise ValueError("this model always fails")
+    if mode == "sleep":
+        with open(os.path.join(output_dir, "started"), "w") as f:
+            f.write("started")
+        time.sleep(float(params.get("seconds", 3600)))
+    with open(input_path, "rb") as f:
+        data = f.read()
+    with open(os.path.join(output_dir, "echo.txt"), "wb") as f:
+        f.write(data)
+    print("ran", mode)
+    return {"bytes": len(data), "mode": mode}
+""",
+    "requirements.txt": "",
+}
+
+
+@pytest.fixture
+async def version(
+    tmp_path: Path, store: EventStore, commands: Commands, blobs: FileBlobStore, services: Services
+) -> AsyncIterator[tuple[str, str]]:
+    """(model_id, version_id) of a built version of MODEL; a builder keeps running."""
+    services.builder()
+    model_id, version_id, _ = await upload_version(commands, blobs, ModelPackage(tmp_path, MODEL))
+
+    async def ready() -> bool:
+        return (await version_state(store, version_id)).status in ("ready", "failed")
+
+    await wait_for(ready, timeout_s=60, what="the build")
+    assert (await version_state(store, version_id)).status == "ready"
+    yield model_id, version_id
+
+
+async def _ended(store: EventStore, job_id: str, timeout_s: float = 30.0) -> float:
+    async def terminal() -> bool:
+        return (await job_state(store, job_id)).terminal
+
+    return await wait_for(terminal, timeout_s=timeout_s, what=f"job {job_id} to end")
+
+
+def _model_started(settings: Settings, job_id: str) -> bool:
+    return any(runtime_work_dir(settings).glob(f"workers/*/{job_id}/out/started"))
+
+
+async def _running_model(store: EventStore, settings: Settings, job_id: str) -> None:
+    async def started() -> bool:
+        state = await job_state(store, job_id)
+        return state.status == "running" and _model_started(settings, job_id)
+
+    await wait_for(started, timeout_s=30, what=f"job {job_id} to run its model")
+
+
+async def test_runs_a_job_and_stores_its_outputs(
+    store: EventStore,
+    commands: Commands,
+    blobs: FileBlobStore,
+    services: Services,
+    version: tuple[str, str],
+) -> None:
+    services.executor()
+    model_id, version_id = version
+    job_id = await request_job(
+        commands, blobs, model_id=model_id, version_id=version_id, data=b"pixels"
+    )
+    await _ended(store, job_id)
+
+    events = await events_of(store, "job", job_id)
+    assert [type(e).__name__ for e in events] == ["JobRequested", "JobStarted", "JobSucceeded"]
+    started, done = events[1], events[2]
+    assert isinstance(started, JobStarted) and started.attempt == 1 and started.worker
+    assert isinstance(done, JobSucceeded)
+    assert done.result == {"bytes": 6, "mode": "echo"}
+    assert [(o.name, o.key, o.size_bytes) for o in done.outputs] == [
+        ("echo.txt", f"outputs/{job_id}/echo.txt", 6)
+    ]
+    assert done.outputs[0].content_type == "text/plain"
+    assert await blobs.get_bytes(done.outputs[0].key) == b"pixels"
+    assert done.log_key == f"logs/jobs/{job_id}.log"
+    assert b"ran echo" in await blobs.get_bytes(done.log_key)
+    assert done.timings.queued_s >= 0 and done.timings.run_s > 0
+    assert done.correlation_id == events[0].correlation_id and done.causation_id == events[0].id
+
+
+async def test_a_model_error_is_final(
+    store: EventStore,
+    commands: Commands,
+    blobs: FileBlobStore,
+    services: Services,
+    version: tuple[str, str],
+) -> None:
+    services.executor()
+    model_id, version_id = version
+    job_id = await request_job(
+        commands, blobs, model_id=model_id, version_id=version_id, params={"mode": "raise"}
+    )
+    await _ended(store, job_id)
+
+    events = await events_of(store, "job", job_id)
+    failed = events[-1]
+    assert isinstance(failed, JobFailed), failed
+    assert failed.kind == "model_error" and failed.attempts == 1
+    assert "this model always fails" in failed.message
+    assert failed.traceback is not None and "ValueError" in failed.traceback
+    assert sum(isinstance(e, JobStarted) for e in events) == 1  # not retried
+
+
+async def test_cancel_while_running_stops_the_job_within_a_second(
+    settings: Settings,
+    store: EventStore,
+    commands: Commands,
+    blobs: FileBlobStore,
+    services: Services,
+    version: tuple[str, str],
+) -> None:
+    services.executor()
+    model_id, version_id = version
+    job_id = await request_job(
+        commands, blobs, model_id=model_id, version_id=version_id, params={"mode": "sleep"}
+    )
+    await _running_model(store, settings, job_id)
+
+    began = time.monotonic()
+    await commands.cancel_job(ADMIN, job_id)
+    await _ended(store, job_id, timeout_s=5)
+    elapsed = time.monotonic() - began
+
+    history = (await store.read_aggregate("job", job_id)).events
+    ended = terminal_events(history)
+    assert len(ended) == 1 and isinstance(ended[0], JobCanceled), ended
+    assert elapsed < 1.5, f"cancel took {elapsed:.2f} s"
+
+
+async def test_cancel_before_start_never_runs_the_job(
+    store: EventStore,
+    commands: Commands,
+    blobs: FileBlobStore,
+    services: Services,
+    version: tuple[str, str],
+) -> None:
+    model_id, version_id = version
+    job_id = await request_job(commands, blobs, model_id=model_id, version_id=version_id)
+    await commands.cancel_job(ADMIN, job_id)
+    services.executor()
+    await _ended(store, job_id)
+
+    events = await events_of(store, "job", job_id)
+    assert not any(isinstance(e, JobStarted) for e in events)
+    assert isinstance(events[-1], JobCanceled)
+
+
+async def test_a_job_whose_executor_dies_ends_exactly_once(
+    tmp_path: Path,
+    settings: Settings,
+    store: EventStore,
+    commands: Commands,
+    blobs: FileBlobStore,
+    services: Services,
+    version: tuple[str, str],
+) -> None:
+    model_id, version_id = version
+    env = {
+        **os.environ,
+        "CLINAI_DATA_DIR": str(settings.data_dir),
+        "CLINAI_NATS_URL": str(settings.nats_url),
+        "CLINAI_BLOB_DIR": str(settings.blob_root),
+        "CLINAI_SIGNING_KEY": SIGNING_KEY,
+        "CLINAI_WORKERS_TOTAL": str(settings.workers_total),
+        "CLINAI_WORKER_MEMORY_MB": str(settings.worker_memory_mb),
+    }
+    with (tmp_path / "executor.log").open("wb") as out:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "tests.services._executor_main",
+            cwd=ROOT, env=env, stdout=out, stderr=out,
+        )  # fmt: skip
+    try:
+        job_id = await request_job(
+            commands,
+            blobs,
+            model_id=model_id,
+            version_id=version_id,
+            params={"mode": "sleep", "seconds": 2},
+        )
+        await _running_model(store, settings, job_id)
+    finally:
+        proc.kill()
+        await proc.wait()
+    assert not (await job_state(store, job_id)).terminal
+
+    services.executor()  # the message comes back to this one after the ack wait
+    await _ended(store, job_id, timeout_s=30)
+
+    history = (await store.read_aggregate("job", job_id)).events
+    ended = terminal_events(history)
+    assert len(ended) == 1 and isinstance(ended[0], JobSucceeded), ended
+    attempts = [s.event.attempt for s in history if isinstance(s.event, JobStarted)]
+    assert attempts == [1, 2]
