@@ -1,0 +1,159 @@
+"""Upload to result through the HTTP API, with every service running as `clinai up` runs
+them: projector, API, builder and executor on the process runtime (bubblewrap)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from PIL import Image
+
+from services.sandbox_setup import check_bwrap
+from services.settings import Settings
+from services.stack import ensure_admin_key
+from tests.api._client import EXAMPLE_MODEL, Client, new_user, zip_dir
+from tests.api.conftest import Stack, start_services, stop_services, wait_ready
+
+PACKAGES = Path(__file__).resolve().parents[1] / "packages"
+
+
+@pytest.fixture(scope="module")
+def full_stack(stack_env: dict[str, str]) -> Iterator[Stack]:
+    reason = check_bwrap()
+    if reason is not None:
+        pytest.skip(f"the process runtime needs bubblewrap: {reason}")
+    settings = Settings.from_env(stack_env)
+    admin_key = asyncio.run(ensure_admin_key(settings))
+    assert admin_key is not None
+    procs = start_services(stack_env, ["projector", "api", "builder", "executor"])
+    try:
+        wait_ready(settings.api_url, procs)
+        yield Stack(
+            url=settings.api_url,
+            admin_key=admin_key,
+            settings=settings,
+            env=stack_env,
+            data_dir=settings.data_dir,
+        )
+    finally:
+        stop_services(procs)
+
+
+async def _wait_version(client: Client, version_id: str, timeout: float = 240) -> dict:  # type: ignore[type-arg]
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        version = (await client.get(f"/v1/versions/{version_id}")).body
+        if version["status"] in ("ready", "failed"):
+            return version  # type: ignore[no-any-return]
+        assert asyncio.get_running_loop().time() < deadline, f"build did not end: {version}"
+        await asyncio.sleep(0.2)  # polling interval for a build that takes seconds
+
+
+async def _run(client: Client, version_id: str, png: bytes, **fields: str) -> dict:  # type: ignore[type-arg]
+    created = await client.upload("/v1/jobs", "input", "in.png", png, version=version_id, **fields)
+    assert created.status == 202, created.body
+    job = await client.get(
+        f"/v1/jobs/{created.body['id']}",
+        params={"wait": "60", "after_seq": str(created.body["seq"])},
+    )
+    return job.body  # type: ignore[no-any-return]
+
+
+def _png(width: int = 32, height: int = 24) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 30, 90)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+async def _upload(client: Client, package: bytes) -> str:
+    model = (await client.post("/v1/models", json={"name": f"m-{uuid.uuid4().hex[:8]}"})).body
+    reply = await client.upload(f"/v1/models/{model['id']}/versions", "package", "p.zip", package)
+    assert reply.status == 201, reply.body
+    return str(reply.body["id"])
+
+
+async def test_example_model_from_upload_to_grayscale_output(full_stack: Stack) -> None:
+    alice = await new_user(full_stack.url, full_stack.admin_key, "alice")
+    version_id = await _upload(alice, zip_dir(EXAMPLE_MODEL))
+    # The build log is readable while building: chunks appear before the version is ready.
+    seen_while_building = False
+    deadline = asyncio.get_running_loop().time() + 240
+    while True:
+        log = (await alice.get(f"/v1/versions/{version_id}/log")).body
+        if log["status"] == "building" and log["chunks"]:
+            seen_while_building = True
+        if log["status"] in ("ready", "failed"):
+            break
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.1)  # polling interval while pip runs
+    version = await _wait_version(alice, version_id)
+    assert version["status"] == "ready", version
+    assert seen_while_building
+    assert "pillow" in "".join(c["text"] for c in log["chunks"]).lower()
+
+    job = await _run(alice, version_id, _png(32, 24))
+    assert job["status"] == "succeeded", job
+    assert job["result"]["width"] == 32 and job["result"]["height"] == 24
+    assert job["result"]["mode"] == "RGB"
+    [output] = job["outputs"]
+    assert output["name"] == "grayscale.png"
+    async with aiohttp.ClientSession() as http, http.get(output["url"]) as resp:
+        assert resp.status == 200
+        image = Image.open(io.BytesIO(await resp.read()))
+    assert image.mode == "L"
+    assert image.size == (32, 24)
+    # A signed link is the only credential: tampering with it is refused.
+    async with aiohttp.ClientSession() as http, http.get(output["url"] + "0") as resp:
+        assert resp.status == 403
+
+
+@pytest.mark.parametrize(
+    ("package", "status", "kind"),
+    [
+        ("raises", "failed", "model_error"),
+        ("bad_result", "failed", "model_error"),
+        ("crash", "failed", "crashed"),
+        ("sleeper", "failed", "timeout"),
+    ],
+)
+async def test_hostile_packages_end_in_the_right_state(
+    full_stack: Stack, tmp_path: Path, package: str, status: str, kind: str
+) -> None:
+    alice = await new_user(full_stack.url, full_stack.admin_key, "alice")
+    folder = tmp_path / package
+    shutil.copytree(PACKAGES / package, folder)
+    version_id = await _upload(alice, zip_dir(folder))
+    assert (await _wait_version(alice, version_id))["status"] == "ready"
+    job = await _run(alice, version_id, _png(), timeout_s="3")
+    assert job["status"] == status, job
+    assert job["error_kind"] == kind
+    assert job["error_message"]
+    # The platform is still healthy: a no-op model runs right after.
+    noop = await _upload(alice, zip_dir(PACKAGES / "noop"))
+    assert (await _wait_version(alice, noop))["status"] == "ready"
+    assert (await _run(alice, noop, _png()))["status"] == "succeeded"
+
+
+async def test_cancel_a_running_job(full_stack: Stack) -> None:
+    alice = await new_user(full_stack.url, full_stack.admin_key, "alice")
+    version_id = await _upload(alice, zip_dir(PACKAGES / "sleeper"))
+    assert (await _wait_version(alice, version_id))["status"] == "ready"
+    created = (
+        await alice.upload("/v1/jobs", "input", "in.png", _png(), version=version_id,
+                           timeout_s="60")
+    ).body  # fmt: skip
+    deadline = asyncio.get_running_loop().time() + 30
+    while (await alice.get(f"/v1/jobs/{created['id']}")).body["status"] != "running":
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.05)  # polling interval until the job starts
+    started = asyncio.get_running_loop().time()
+    assert (await alice.post(f"/v1/jobs/{created['id']}/cancel")).status == 202
+    job = (await alice.get(f"/v1/jobs/{created['id']}", params={"wait": "10"})).body
+    assert job["status"] == "canceled"
+    assert asyncio.get_running_loop().time() - started < 3
