@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import shutil
-import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -17,6 +15,7 @@ import pytest
 
 from services.runtimes.base import Artifact, JobSpec, Runtime
 from services.runtimes.process import ProcessRuntime, ProcessRuntimeConfig
+from services.sandbox_setup import check_bwrap
 
 PACKAGES = Path(__file__).resolve().parents[1] / "packages"
 ADAPTERS = ["process"]
@@ -24,18 +23,7 @@ ADAPTERS = ["process"]
 
 def bwrap_unusable() -> str | None:
     """Why bubblewrap cannot sandbox on this machine, or None when it can."""
-    bwrap = shutil.which("bwrap")
-    if bwrap is None:
-        return "bubblewrap is not installed (apt-get install bubblewrap)"
-    probe = subprocess.run(
-        [bwrap, "--unshare-all", "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin",
-         "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64", "--proc", "/proc",
-         "--dev", "/dev", "/usr/bin/true"],
-        capture_output=True, text=True, check=False, timeout=30,
-    )  # fmt: skip
-    if probe.returncode != 0:
-        return f"bwrap cannot create namespaces here: {probe.stderr.strip()}"
-    return None
+    return check_bwrap()
 
 
 def process_config(work_root: Path, **overrides: Any) -> ProcessRuntimeConfig:
