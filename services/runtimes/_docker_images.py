@@ -1,0 +1,87 @@
+"""Engine calls about images: find one by reference and package hash, make sure the
+base image is there, run a build, push to a registry."""
+
+from __future__ import annotations
+
+from typing import IO
+
+import aiohttp
+from aiodocker import Docker, DockerError
+
+from services.runtimes._docker_build import LABEL_PACKAGE_HASH, BuildStream
+from services.runtimes.base import BuildFailedError, LogSink
+
+__all__ = ["build_image", "ensure_base_image", "image_id", "push_image"]
+
+
+async def image_id(docker: Docker, ref: str, package_hash: str | None = None) -> str | None:
+    """The image's id, or None when it is absent (or not labelled with `package_hash`).
+    Other engine errors propagate (DockerError)."""
+    try:
+        info = await docker.images.inspect(ref)
+    except DockerError as err:
+        if err.status == 404:
+            return None
+        raise
+    labels = (info.get("Config") or {}).get("Labels") or {}
+    if package_hash is not None and labels.get(LABEL_PACKAGE_HASH) != package_hash:
+        return None
+    return str(info["Id"])
+
+
+async def ensure_base_image(docker: Docker, base: str, log: LogSink) -> None:
+    if await image_id(docker, base) is not None:
+        return
+    await log(f"pulling base image {base}\n")
+    try:
+        await docker.images.pull(base)
+    except DockerError as err:
+        raise BuildFailedError(
+            f"the base image {base} is not present and cannot be pulled: {err.message}",
+            hint="build it offline with deploy/base-image/build.sh, or configure a registry",
+        ) from err
+
+
+async def build_image(
+    docker: Docker, *, context: IO[bytes], labels: dict[str, str], log: LogSink
+) -> BuildStream:
+    """Build `context` (a tar), untagged; the returned stream knows the image id and the
+    steps that ran. Raises BuildFailedError naming the failing step with its last lines."""
+    stream = BuildStream(log)
+    try:
+        async for item in docker.images.build(
+            fileobj=context, encoding="identity", labels=labels,
+            rm=True, forcerm=True, stream=True,
+        ):
+            await stream.feed(item)
+    except DockerError as err:  # DockerStreamError: a step failed
+        raise await stream.fail(err.message) from err
+    except (aiohttp.ClientError, OSError) as err:
+        raise BuildFailedError(
+            f"lost the Docker engine during the build: {err}", hint="check the engine and retry"
+        ) from err
+    return stream
+
+
+async def push_image(
+    docker: Docker, *, tag: str, repository: str, auth: dict[str, str] | None, log: LogSink
+) -> str:
+    """Push `tag` as `repository:<same tag>`; return `repository@<digest>`."""
+    name = tag.rpartition(":")[2]
+    digest: str | None = None
+    try:
+        await docker.images.tag(tag, repository, tag=name)
+        async for item in docker.images.push(repository, tag=name, auth=auth, stream=True):
+            if isinstance(item.get("status"), str):
+                await log(str(item["status"]) + "\n")
+            aux = item.get("aux")
+            if isinstance(aux, dict) and isinstance(aux.get("Digest"), str):
+                digest = aux["Digest"]
+    except DockerError as err:
+        raise BuildFailedError(
+            f"pushing {repository}:{name} failed: {err.message}",
+            hint="check the registry address, that the engine trusts it, and the credentials",
+        ) from err
+    if digest is None:
+        raise BuildFailedError(f"the registry returned no digest for {repository}:{name}")
+    return f"{repository}@{digest}"

@@ -1,0 +1,259 @@
+"""One warm worker = one locked-down container running `python -m runner`, spoken to
+over its attached stdin/stdout with the host-side framing client (`_framing`).
+
+The attach stream is not a TTY, so the engine multiplexes stdout and stderr with 8-byte
+headers; aiodocker's `Stream` demultiplexes them. stdout (the protocol) is fed into an
+`asyncio.StreamReader` for `WorkerChannel`; stderr (only what the runner prints before
+it redirects its fds, e.g. an interpreter crash) is kept as a bounded tail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiodocker import Docker, DockerError
+from aiodocker.containers import DockerContainer
+from aiodocker.stream import Stream
+
+from services.runtimes._docker_build import JOB_DIR, MODEL_DIR, RUNNER_ARGV, WORKER_LOG
+from services.runtimes._docker_jobs import make_worker_dir
+from services.runtimes._framing import ProtocolError, Ready, WorkerChannel
+from services.runtimes._jobdir import read_tail
+
+__all__ = ["ContainerLimits", "ContainerWorker", "WorkerStartError"]
+
+_STDERR_TAIL = 16 * 1024
+LABEL_WORKER = "ai.clinai.worker"
+
+
+class ContainerLimits:
+    """The sandbox of every worker container."""
+
+    def __init__(
+        self, *, memory_mb: int, cpus: float, pids_limit: int, tmpfs_mb: int, user: str
+    ) -> None:
+        self.memory_mb = memory_mb
+        self.cpus = cpus
+        self.pids_limit = pids_limit
+        self.tmpfs_mb = tmpfs_mb
+        self.user = user
+        # chown the model's writable files to its uid when we can (root); else 0o666/0o777
+        self.host_uid = int(user.split(":")[0]) if os.geteuid() == 0 else None
+
+    def container_config(
+        self, image: str, worker_dir: Path, labels: dict[str, str]
+    ) -> dict[str, Any]:
+        memory = self.memory_mb * 1024 * 1024
+        return {
+            "Image": image,
+            "User": self.user,
+            "AttachStdin": True,
+            "AttachStdout": True,
+            "AttachStderr": True,
+            "OpenStdin": True,
+            "StdinOnce": False,
+            "Tty": False,
+            "NetworkDisabled": True,
+            "Labels": {LABEL_WORKER: "1", **labels},
+            "HostConfig": {
+                "NetworkMode": "none",
+                "Memory": memory,
+                "MemorySwap": memory,  # no swap: over the limit is an OOM kill
+                "NanoCpus": int(self.cpus * 1e9),
+                "PidsLimit": self.pids_limit,
+                "ReadonlyRootfs": True,
+                "Tmpfs": {"/tmp": f"rw,nosuid,nodev,size={self.tmpfs_mb}m"},
+                "Binds": [f"{worker_dir}:{JOB_DIR}:rw"],
+                "CapDrop": ["ALL"],
+                "SecurityOpt": ["no-new-privileges"],
+                "IpcMode": "private",
+                "LogConfig": {"Type": "none", "Config": {}},
+                "AutoRemove": False,  # inspected after death (OOMKilled, exit code)
+            },
+        }
+
+
+class WorkerStartError(Exception):
+    """The worker did not become ready. `ready` is its failure frame when it sent one
+    (import or setup failed); else `timed_out`, or `state` is the dead container's State
+    ({} when the engine cannot tell). `log` is what the model printed meanwhile."""
+
+    def __init__(
+        self, message: str, *, ready: Ready | None = None, state: dict[str, Any] | None = None,
+        stderr: str = "", log: str = "", timed_out: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.ready = ready
+        self.state = state or {}
+        self.stderr = stderr
+        self.log = log
+        self.timed_out = timed_out
+
+
+class _StdinWriter:
+    """`write`/`drain` over the attach stream's stdin, as `WorkerChannel` expects."""
+
+    def __init__(self, stream: Stream) -> None:
+        self._stream = stream
+        self._buf = bytearray()
+
+    def write(self, data: bytes) -> None:
+        self._buf += data
+
+    async def drain(self) -> None:
+        data, self._buf = bytes(self._buf), bytearray()
+        try:
+            await self._stream.write_in(data)
+        except (RuntimeError, AssertionError, AttributeError, OSError) as err:
+            # aiodocker: "Cannot write to closed transport", or asserts on a connection
+            # that is already gone (the container died)
+            raise ConnectionError(f"the container's stdin is closed: {err!r}") from err
+
+
+class ContainerWorker:
+    """A started container with its channel. Create with `start`."""
+
+    def __init__(
+        self, docker: Docker, container: DockerContainer, stream: Stream, worker_dir: Path
+    ) -> None:
+        self._docker = docker
+        self.container = container
+        self._stream = stream
+        self.dir = worker_dir
+        self.reader = asyncio.StreamReader(limit=2**20)
+        self.channel = WorkerChannel(self.reader, _StdinWriter(stream))
+        self._stderr = bytearray()
+        self._alive = True
+        self._killed = False
+        self._pump_task: asyncio.Task[None] | None = None
+        self.ready_frame: Ready | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self._alive
+
+    @property
+    def stderr_tail(self) -> str:
+        return self._stderr.decode(errors="replace")
+
+    @classmethod
+    async def start(
+        cls,
+        docker: Docker,
+        *,
+        image: str,
+        limits: ContainerLimits,
+        work_root: Path,
+        labels: dict[str, str],
+        ready_timeout_s: float,
+        log_limit: int,
+        check: bool = False,
+    ) -> ContainerWorker:
+        """Create, attach, start; wait for the runner's ready frame. With `check` the
+        runner only imports predict.py and exits (a build's smoke test).
+        Raises WorkerStartError (model or container failure) or DockerError (engine)."""
+        name = f"clinai-w-{uuid.uuid4().hex[:12]}"
+        worker_dir = await asyncio.to_thread(make_worker_dir, work_root / name, limits.host_uid)
+        config = limits.container_config(image, worker_dir, labels)
+        if check:
+            config["Entrypoint"] = [*RUNNER_ARGV[:3], "--check", *RUNNER_ARGV[3:], MODEL_DIR]
+        try:
+            container = await docker.containers.create(config, name=name)
+        except BaseException:
+            await asyncio.to_thread(shutil.rmtree, worker_dir, True)
+            raise
+        stream = container.attach(stdin=True, stdout=True, stderr=True)
+        worker = cls(docker, container, stream, worker_dir)
+        try:
+            await stream.__aenter__()  # attach before start: no output is missed
+            worker._pump_task = asyncio.create_task(worker._pump(), name=f"{name}-pump")
+            await container.start()
+            try:
+                async with asyncio.timeout(ready_timeout_s):
+                    ready = await worker.channel.ready()
+            except TimeoutError as err:
+                raise WorkerStartError(
+                    f"the worker did not start within {ready_timeout_s:g} s (import + setup())",
+                    timed_out=True, log=await worker.read_log(log_limit),
+                ) from err
+            except ProtocolError as err:  # stream ended: the container died while starting
+                state = await worker.exit_state()
+                raise WorkerStartError(
+                    f"the worker exited while starting ({err})", state=state,
+                    stderr=worker.stderr_tail, log=await worker.read_log(log_limit),
+                ) from err
+            if not ready.ok:
+                raise WorkerStartError(ready.message or "the worker failed to start",
+                                       ready=ready, log=await worker.read_log(log_limit))
+            worker.ready_frame = ready
+            return worker
+        except BaseException:
+            await worker.kill()
+            raise
+
+    async def _pump(self) -> None:
+        try:
+            while True:
+                msg = await self._stream.read_out()
+                if msg is None:
+                    break
+                if msg.stream == 2:
+                    self._stderr += msg.data
+                    del self._stderr[:-_STDERR_TAIL]
+                else:
+                    self.reader.feed_data(msg.data)
+        except (aiohttp.ClientError, DockerError, OSError):
+            pass
+        finally:
+            self._alive = False
+            self.reader.feed_eof()
+
+    async def read_log(self, limit: int) -> str:
+        """The tail of what the model printed outside jobs (import, setup())."""
+        return await asyncio.to_thread(read_tail, self.dir / Path(WORKER_LOG).name, limit)
+
+    async def exit_state(self, wait_s: float = 5.0) -> dict[str, Any]:
+        """The container's State once it has exited (waits up to `wait_s`); {} when the
+        engine cannot tell (container gone)."""
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait_s):
+                    await self.container.wait()
+            info = await self.container.show()
+        except (DockerError, aiohttp.ClientError, OSError):
+            return {}
+        state = info.get("State")
+        return state if isinstance(state, dict) else {}
+
+    async def kill(self) -> None:
+        """SIGKILL the container, remove it and its directory. Idempotent; never raises
+        for a container that is already gone. Protected from cancellation."""
+        await asyncio.shield(self._kill())
+        await asyncio.shield(asyncio.to_thread(shutil.rmtree, self.dir, True))
+
+    async def terminate(self) -> None:
+        """Like `kill`, but keep the worker directory (a failed job's outputs and log
+        are still collected from it); `kill` removes it later."""
+        await asyncio.shield(self._kill())
+
+    async def _kill(self) -> None:
+        if self._killed:
+            return
+        self._killed = True
+        self._alive = False
+        with contextlib.suppress(DockerError, aiohttp.ClientError, OSError):
+            await self.container.delete(force=True)
+        with contextlib.suppress(Exception):
+            await self._stream.close()
+        if self._pump_task is not None:
+            self._pump_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._pump_task
+            self._pump_task = None

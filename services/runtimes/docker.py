@@ -1,0 +1,375 @@
+"""The `docker` runtime: a package becomes an image built from a generated Dockerfile;
+jobs run on warm, locked-down containers (one per worker) that serve many jobs each.
+
+Create it with `await DockerRuntime.connect(config)`; `close()` stops every worker.
+See deploy/docker.md for what access to the engine means for the host's security.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import time
+import uuid
+from pathlib import Path
+
+import aiohttp
+import msgspec
+from aiodocker import Docker, DockerError
+
+from services.runtimes._build import safe_component
+from services.runtimes._docker_build import (
+    LABEL_PACKAGE_HASH,
+    LABEL_REQUIREMENTS_HASH,
+    BuildStream,
+    PipOptions,
+    dockerfile,
+    find_runner_dir,
+    write_context,
+)
+from services.runtimes._docker_images import build_image, ensure_base_image, image_id, push_image
+from services.runtimes._docker_jobs import prepare_job
+from services.runtimes._docker_outcomes import (
+    death_outcome,
+    response_outcome,
+    start_failure_outcome,
+)
+from services.runtimes._docker_worker import ContainerLimits, ContainerWorker, WorkerStartError
+from services.runtimes._framing import JobRequest, JobResponse, ProtocolError
+from services.runtimes._jobdir import collect_outputs, read_tail
+from services.runtimes._pool import PoolClosedError, WorkerPool
+from services.runtimes.base import (
+    Artifact,
+    BuildFailedError,
+    JobOutcome,
+    JobSpec,
+    LogSink,
+    RuntimeError_,
+    RuntimeUnavailableError,
+)
+
+__all__ = ["DEBIAN_CA_BUNDLE", "DockerRuntime", "DockerRuntimeConfig"]
+
+LABEL_INSTANCE = "ai.clinai.runtime-instance"
+
+DEBIAN_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+
+
+class DockerRuntimeConfig(msgspec.Struct, frozen=True, kw_only=True):
+    base_image: str = "python:3.11-slim"  # deploy/base-image/build.sh makes one offline
+    docker_host: str | None = None  # None: DOCKER_HOST, then the local socket
+    registry: str | None = None  # push built images there; the artifact is then a digest
+    registry_auth: dict[str, str] | None = None  # {"username": ..., "password": ...}
+    image_repository: str = "clinai-model"
+    pip_index_url: str | None = None  # build time only; may carry credentials
+    pip_extra_index_urls: tuple[str, ...] = ()
+    # Build time only. None: the host's Debian bundle if present, else pip's own.
+    ca_bundle: Path | None = None
+    memory_mb: int = 1024
+    cpus: float = 1.0
+    pids_limit: int = 64
+    tmpfs_mb: int = 64
+    user: str = "10001:10001"  # uid:gid inside the container, never 0
+    idle_timeout_s: float = 300.0
+    max_workers_per_version: int = 2
+    max_workers_total: int = 8
+    ready_timeout_s: float = 600.0  # import predict.py + setup()
+    build_timeout_s: float = 1800.0
+    # Bound into containers: must be a path the engine sees (a local engine).
+    work_dir: Path = Path("/tmp/clinai-docker")
+    log_limit_bytes: int = 64 * 1024
+
+    def __post_init__(self) -> None:
+        checks = {
+            "memory_mb": self.memory_mb >= 16,
+            "cpus": self.cpus > 0,
+            "pids_limit": self.pids_limit >= 8,
+            "tmpfs_mb": self.tmpfs_mb >= 1,
+            "max_workers_per_version": self.max_workers_per_version >= 1,
+            "max_workers_total": self.max_workers_total >= 1,
+            "ready_timeout_s": self.ready_timeout_s > 0,
+            "build_timeout_s": self.build_timeout_s > 0,
+        }
+        for field, ok in checks.items():
+            if not ok:
+                raise ValueError(f"DockerRuntimeConfig.{field} is out of range: "
+                                 f"{getattr(self, field)!r}")
+        uid, sep, gid = self.user.partition(":")
+        if not (uid.isdigit() and sep and gid.isdigit()) or uid == "0":
+            raise ValueError(f"DockerRuntimeConfig.user must be 'uid:gid', not root: {self.user!r}")
+
+
+class DockerRuntime:
+    name = "docker"
+
+    def __init__(self, docker: Docker, config: DockerRuntimeConfig, *, runner_dir: Path) -> None:
+        self._docker = docker
+        self._config = config
+        self._runner_dir = runner_dir
+        self._limits = ContainerLimits(
+            memory_mb=config.memory_mb, cpus=config.cpus, pids_limit=config.pids_limit,
+            tmpfs_mb=config.tmpfs_mb, user=config.user,
+        )
+        self._pool: WorkerPool[ContainerWorker] = WorkerPool(
+            max_per_key=config.max_workers_per_version, max_total=config.max_workers_total,
+            idle_timeout_s=config.idle_timeout_s,
+        )
+        self._running: dict[str, asyncio.Event] = {}
+        self._present: set[str] = set()
+        self._instance = uuid.uuid4().hex  # labels this runtime's containers
+        self._build_locks: dict[str, asyncio.Lock] = {}
+        self.last_build: BuildStream | None = None  # which steps ran / hit the cache
+
+    @classmethod
+    async def connect(
+        cls, config: DockerRuntimeConfig, *, runner_dir: Path | None = None
+    ) -> DockerRuntime:
+        """Connect to the engine; RuntimeUnavailableError when none answers."""
+        where = config.docker_host or "DOCKER_HOST / the local socket"
+        try:
+            docker = Docker(url=config.docker_host)
+        except ValueError as err:
+            raise RuntimeUnavailableError(
+                f"no Docker engine configured ({err})", hint="set docker_host or DOCKER_HOST"
+            ) from err
+        try:
+            await docker.version()
+        except (DockerError, aiohttp.ClientError, OSError) as err:
+            await docker.close()
+            raise RuntimeUnavailableError(
+                f"the Docker engine at {where} does not answer: {err}",
+                hint="start it (.ci/docker-setup on a dev host) or fix docker_host",
+            ) from err
+        return cls(docker, config, runner_dir=runner_dir or find_runner_dir())
+
+    # ---- build -------------------------------------------------------------------
+
+    async def build(
+        self, *, package_dir: Path, package_hash: str, requirements_hash: str, log: LogSink
+    ) -> Artifact:
+        try:
+            return await self._build(package_dir, package_hash, requirements_hash, log)
+        except (DockerError, aiohttp.ClientError, OSError) as err:
+            raise RuntimeError_(
+                f"the Docker engine failed during the build: {err}",
+                hint="check the engine (docker info) and retry the build",
+            ) from err
+
+    async def _build(
+        self, package_dir: Path, package_hash: str, requirements_hash: str, log: LogSink
+    ) -> Artifact:
+        tag = f"{self._config.image_repository}:{package_hash[:20]}"
+        async with self._build_locks.setdefault(package_hash, asyncio.Lock()):
+            built = await image_id(self._docker, tag, package_hash)
+            if built is not None:
+                await log(f"package {package_hash[:20]} is already built: reusing {tag}\n")
+            else:
+                await ensure_base_image(self._docker, self._config.base_image, log)
+                built = await self._build_image(
+                    tag, package_dir, package_hash, requirements_hash, log
+                )
+                await log(f"built {tag} ({built})\n")
+            reference = built
+            if self._config.registry:
+                reference = await push_image(
+                    self._docker, tag=tag, log=log, auth=self._config.registry_auth,
+                    repository=f"{self._config.registry}/{self._config.image_repository}",
+                )
+        return Artifact(
+            runtime=self.name, reference=reference, package_hash=package_hash,
+            details={"image": tag, "image_id": built, "base_image": self._config.base_image},
+        )
+
+    async def _build_image(
+        self, tag: str, package_dir: Path, package_hash: str, requirements_hash: str,
+        log: LogSink,
+    ) -> str:
+        ca = self._config.ca_bundle
+        if ca is None and await asyncio.to_thread(DEBIAN_CA_BUNDLE.is_file):
+            ca = DEBIAN_CA_BUNDLE
+        pip = PipOptions(index_url=self._config.pip_index_url,
+                         extra_index_urls=self._config.pip_extra_index_urls, ca_bundle=ca)
+        text = dockerfile(base_image=self._config.base_image, user=self._config.user,
+                          package_hash=package_hash)
+        context = await asyncio.to_thread(
+            write_context, package_dir=package_dir, runner_dir=self._runner_dir,
+            dockerfile_text=text, pip=pip,
+        )
+        labels = {LABEL_PACKAGE_HASH: package_hash, LABEL_REQUIREMENTS_HASH: requirements_hash}
+        try:
+            async with asyncio.timeout(self._config.build_timeout_s):
+                self.last_build = await build_image(
+                    self._docker, context=context, labels=labels, log=log
+                )
+        except TimeoutError as err:
+            raise BuildFailedError(
+                f"the build took longer than {self._config.build_timeout_s:g} s",
+                hint="check the package index is reachable, or raise build_timeout_s",
+            ) from err
+        finally:
+            context.close()
+        built = self.last_build.image_id
+        if built is None:
+            raise BuildFailedError("the engine did not report the built image's id",
+                                   log_tail="\n".join(self.last_build.tail))
+        # Tagged only once it passed the smoke check: the tag means "good to reuse".
+        await self._smoke_check(
+            Artifact(runtime=self.name, reference=built, package_hash=package_hash), log
+        )
+        repository, _, name = tag.rpartition(":")
+        await self._docker.images.tag(built, repository, tag=name)
+        return built
+
+    # ---- run ---------------------------------------------------------------------
+
+    async def _start_worker(self, artifact: Artifact, *, check: bool = False) -> ContainerWorker:
+        ref = artifact.reference
+        if ref not in self._present:
+            if await image_id(self._docker, ref) is None:
+                await self._docker.images.pull(ref, auth=self._config.registry_auth)
+            self._present.add(ref)
+        return await ContainerWorker.start(
+            self._docker, image=ref, limits=self._limits, work_root=self._config.work_dir,
+            labels={LABEL_PACKAGE_HASH: artifact.package_hash, LABEL_INSTANCE: self._instance},
+            ready_timeout_s=self._config.ready_timeout_s,
+            log_limit=self._config.log_limit_bytes, check=check,
+        )
+
+    async def _smoke_check(self, artifact: Artifact, log: LogSink) -> None:
+        """Import predict.py in a locked-down container, as a build step."""
+        await log("smoke check: import predict.py in the sandbox\n")
+        try:
+            worker = await self._start_worker(artifact, check=True)
+        except WorkerStartError as err:
+            outcome = start_failure_outcome(err, 0.0, memory_mb=self._config.memory_mb)
+            tail = "\n".join(part for part in (outcome.traceback, outcome.log) if part)
+            raise BuildFailedError(f"smoke check failed: {outcome.message}",
+                                   log_tail=tail[-8000:], hint="fix predict.py") from err
+        except (DockerError, aiohttp.ClientError, OSError) as err:
+            raise BuildFailedError(f"smoke check could not start a container: {err}",
+                                   hint="check the Docker engine") from err
+        await worker.kill()
+
+    async def run_job(self, artifact: Artifact, job: JobSpec) -> JobOutcome:
+        safe_component(job.job_id, "job_id")  # it names a directory
+        if job.job_id in self._running:
+            raise ValueError(f"job {job.job_id} is already running")
+        canceled = self._running[job.job_id] = asyncio.Event()
+        try:
+            return await self._run(artifact, job, canceled)
+        finally:
+            self._running.pop(job.job_id, None)
+
+    async def _run(self, artifact: Artifact, job: JobSpec, canceled: asyncio.Event) -> JobOutcome:
+        key = artifact.reference
+        started = time.perf_counter()
+        try:
+            worker, fresh = await self._pool.acquire(key, lambda: self._start_worker(artifact))
+        except WorkerStartError as err:
+            return start_failure_outcome(
+                err, time.perf_counter() - started, memory_mb=self._config.memory_mb
+            )
+        except PoolClosedError:
+            return JobOutcome(ok=False, kind="infrastructure", message="the runtime is closed")
+        except (DockerError, aiohttp.ClientError, OSError) as err:
+            return JobOutcome(ok=False, kind="infrastructure",
+                              message=f"could not start a worker container: {err}")
+        setup_s = time.perf_counter() - started if fresh else 0.0
+        reuse = False
+        try:
+            if canceled.is_set():  # canceled while waiting for a worker
+                reuse = True
+                return JobOutcome(ok=False, kind="canceled", message="the job was canceled")
+            outcome = await self._serve(worker, job, canceled, setup_s)
+            reuse = outcome.ok or outcome.kind == "model_error"
+            return outcome
+        finally:
+            await self._pool.release(key, worker, reuse=reuse and worker.alive)
+
+    async def _serve(
+        self, worker: ContainerWorker, job: JobSpec, canceled: asyncio.Event, setup_s: float
+    ) -> JobOutcome:
+        try:
+            paths = await asyncio.to_thread(
+                prepare_job, worker.dir, job.job_id, job.input_path, self._limits.host_uid
+            )
+        except OSError as err:
+            return JobOutcome(ok=False, kind="infrastructure", setup_s=setup_s,
+                              message=f"could not prepare the job directory: {err}")
+        try:
+            request = JobRequest(
+                job_id=job.job_id, input_path=paths.container_input,
+                output_dir=paths.container_output, log_path=paths.container_log,
+                params=job.params,
+            )
+            begun = time.perf_counter()
+            answer = await self._exchange(worker, request, job, canceled)
+            run_s = time.perf_counter() - begun
+            if isinstance(answer, JobResponse):
+                outcome = response_outcome(answer, memory_mb=self._config.memory_mb)
+            else:
+                outcome = answer
+            log = await asyncio.to_thread(read_tail, paths.log, self._config.log_limit_bytes)
+            if outcome.ok:
+                await asyncio.to_thread(collect_outputs, paths.out, job.output_dir)
+            return msgspec.structs.replace(outcome, log=log, setup_s=setup_s, run_s=run_s)
+        except OSError as err:
+            return JobOutcome(ok=False, kind="infrastructure", setup_s=setup_s,
+                              message=f"could not collect the job's outputs: {err}")
+        finally:
+            await asyncio.to_thread(shutil.rmtree, paths.host_dir, True)
+
+    async def _exchange(
+        self, worker: ContainerWorker, request: JobRequest, job: JobSpec, canceled: asyncio.Event
+    ) -> JobResponse | JobOutcome:
+        talk = asyncio.create_task(worker.channel.request(request))
+        stop = asyncio.create_task(canceled.wait())
+        try:
+            done, _ = await asyncio.wait({talk, stop}, timeout=job.timeout_s,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if talk in done:
+                return talk.result()
+        except ProtocolError:  # the stream ended: the container died under the job
+            state = await worker.exit_state()
+            await worker.terminate()
+            return death_outcome(state, memory_mb=self._config.memory_mb,
+                                 stderr=worker.stderr_tail, log="")
+        except BaseException:
+            await worker.terminate()
+            raise
+        finally:
+            stop.cancel()
+            if not talk.done():
+                talk.cancel()
+        await worker.terminate()
+        with contextlib.suppress(asyncio.CancelledError, ProtocolError):
+            await talk
+        if canceled.is_set():
+            return JobOutcome(ok=False, kind="canceled", message="the job was canceled")
+        return JobOutcome(
+            ok=False, kind="timeout",
+            message=f"the job ran longer than its timeout of {job.timeout_s:g}s and was stopped",
+        )
+
+    async def cancel_job(self, job_id: str) -> bool:
+        event = self._running.get(job_id)
+        if event is None:
+            return False
+        event.set()
+        return True
+
+    async def close(self) -> None:
+        """Stop every worker, then remove any container of this runtime that is left
+        (e.g. one whose creation was interrupted before it joined the pool)."""
+        try:
+            await self._pool.close()
+            filters = msgspec.json.encode({"label": [f"{LABEL_INSTANCE}={self._instance}"]})
+            with contextlib.suppress(DockerError, aiohttp.ClientError, OSError):
+                for container in await self._docker.containers.list(
+                    all=1, filters=filters.decode()
+                ):
+                    with contextlib.suppress(DockerError):
+                        await container.delete(force=True)
+        finally:
+            await self._docker.close()
