@@ -1,0 +1,234 @@
+"""Builds and jobs through the HTTP API of a real `clinai up`, per runtime.
+
+    python -m bench.jobs [--runtime process|docker|both] [--jobs 200] [--clients 32]
+
+Prints, per runtime: warm job latency (HTTP submit -> terminal status visible through the
+API) p50/p99 for a no-op model and for example-model on a small PNG; jobs/s with N
+concurrent clients on the no-op model; the first job after READY (cold worker); and build
+times: first build of example-model, a rebuild after a code-only change, an identical
+re-upload. Medians over repetitions; these machines are shared and noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "example-model"
+NOOP = ROOT / "tests" / "packages" / "noop"
+
+
+def _zip(folder: Path, extra: dict[str, str] | None = None) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for file in sorted(folder.rglob("*")):
+            if file.is_file() and "__pycache__" not in file.parts:
+                zf.write(file, file.relative_to(folder).as_posix())
+        for name, text in (extra or {}).items():
+            zf.writestr(name, text)
+    return buf.getvalue()
+
+
+def _png() -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 48), (10, 120, 200)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+class Api:
+    def __init__(self, http: aiohttp.ClientSession, url: str, key: str) -> None:
+        self.http = http
+        self.url = url
+        self.headers = {"Authorization": f"Bearer {key}"}
+
+    async def call(self, method: str, path: str, **kw: Any) -> Any:
+        async with self.http.request(method, self.url + path, headers=self.headers, **kw) as r:
+            body = await r.json(content_type=None)
+            if r.status >= 400:
+                raise RuntimeError(f"{method} {path}: {r.status} {body}")
+            return body
+
+    async def upload(self, model_id: str, package: bytes) -> dict[str, Any]:
+        form = aiohttp.FormData()
+        form.add_field("package", io.BytesIO(package), filename="p.zip")
+        return dict(await self.call("POST", f"/v1/models/{model_id}/versions", data=form))
+
+    async def wait_built(self, version: dict[str, Any]) -> dict[str, Any]:
+        while True:
+            body = await self.call(
+                "GET", f"/v1/versions/{version['id']}", params={"after_seq": str(version["seq"])}
+            )
+            if body["status"] in ("ready", "failed"):
+                if body["status"] == "failed":
+                    raise RuntimeError(f"build failed: {body.get('failure_reason')}")
+                return dict(body)
+            await asyncio.sleep(0.02)  # polling interval
+
+    async def job(self, version_id: str, png: bytes) -> float:
+        """Seconds from submit to a terminal status visible through the API."""
+        started = time.perf_counter()
+        form = aiohttp.FormData()
+        form.add_field("version", version_id)
+        form.add_field("input", io.BytesIO(png), filename="in.png")
+        created = await self.call("POST", "/v1/jobs", data=form)
+        while True:
+            body = await self.call(
+                "GET",
+                f"/v1/jobs/{created['id']}",
+                params={"wait": "30", "after_seq": str(created["seq"])},
+            )
+            if body["status"] in ("succeeded", "failed", "canceled"):
+                if body["status"] != "succeeded":
+                    raise RuntimeError(f"job {body['status']}: {body.get('error_message')}")
+                return time.perf_counter() - started
+
+
+class UpStack:
+    """`clinai up` in a fresh data directory on a free port."""
+
+    def __init__(self, runtime: str) -> None:
+        self.runtime = runtime
+        self.dir = Path(tempfile.mkdtemp(prefix=f"clinai-bench-{runtime}-"))
+        self.proc: subprocess.Popen[str] | None = None
+        self.url = ""
+        self.key = ""
+
+    def __enter__(self) -> UpStack:
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CLINAI_")}
+        env["CLINAI_RUNTIME"] = self.runtime
+        env["CLINAI_WORKERS_PER_VERSION"] = "2"
+        env["CLINAI_DOCKER_BASE_IMAGE"] = os.environ.get(
+            "CLINAI_DOCKER_BASE_IMAGE", "clinai/python:3.11-slim"
+        )
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", "up", "--data-dir", str(self.dir / "data"),
+             "--port", str(port)],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env, cwd=ROOT,
+        )  # fmt: skip
+        assert self.proc.stdout is not None
+        lines = []
+        for line in self.proc.stdout:
+            lines.append(line.strip())
+            if line.startswith("Press Ctrl-C"):
+                break
+        self.url = f"http://127.0.0.1:{port}"
+        self.key = (self.dir / "data" / "admin.key").read_text().strip()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+async def _measure(url: str, key: str, jobs: int, clients: int) -> dict[str, float]:
+    png = _png()
+    out: dict[str, float] = {}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256)) as http:
+        api = Api(http, url, key)
+        model = await api.call("POST", "/v1/models", json={"name": f"b-{uuid.uuid4().hex[:8]}"})
+
+        started = time.perf_counter()
+        example = await api.wait_built(await api.upload(model["id"], _zip(EXAMPLE)))
+        out["build_first_s"] = time.perf_counter() - started
+
+        out["cold_first_job_s"] = await api.job(example["id"], png)
+        example_lat = [await api.job(example["id"], png) for _ in range(max(20, jobs // 5))]
+        out["example_p50_ms"] = statistics.median(example_lat) * 1000
+        out["example_p99_ms"] = _pct(example_lat, 0.99) * 1000
+
+        started = time.perf_counter()
+        changed = _zip(EXAMPLE, {"CHANGELOG.txt": f"code change {uuid.uuid4()}"})
+        await api.wait_built(await api.upload(model["id"], changed))
+        out["rebuild_code_only_s"] = time.perf_counter() - started
+
+        reuploads = []
+        for _ in range(5):
+            started = time.perf_counter()
+            await api.wait_built(await api.upload(model["id"], _zip(EXAMPLE)))
+            reuploads.append(time.perf_counter() - started)
+        out["identical_reupload_s"] = statistics.median(reuploads)
+
+        noop = await api.wait_built(await api.upload(model["id"], _zip(NOOP)))
+        await api.job(noop["id"], png)  # warm the worker
+        noop_lat = [await api.job(noop["id"], png) for _ in range(jobs)]
+        out["noop_p50_ms"] = statistics.median(noop_lat) * 1000
+        out["noop_p99_ms"] = _pct(noop_lat, 0.99) * 1000
+
+        per_client = max(1, jobs // clients)
+
+        async def client() -> None:
+            for _ in range(per_client):
+                await api.job(noop["id"], png)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(clients)))
+        out["noop_jobs_per_s"] = per_client * clients / (time.perf_counter() - started)
+    return out
+
+
+def _print(results: dict[str, dict[str, float]]) -> None:
+    rows = [
+        ("warm no-op job, p50 (ms)", "noop_p50_ms", "{:.1f}"),
+        ("warm no-op job, p99 (ms)", "noop_p99_ms", "{:.1f}"),
+        ("warm example-model job, p50 (ms)", "example_p50_ms", "{:.1f}"),
+        ("warm example-model job, p99 (ms)", "example_p99_ms", "{:.1f}"),
+        ("no-op jobs/s, concurrent clients", "noop_jobs_per_s", "{:.0f}"),
+        ("first job after READY (s)", "cold_first_job_s", "{:.2f}"),
+        ("first build of example-model (s)", "build_first_s", "{:.2f}"),
+        ("rebuild after a code-only change (s)", "rebuild_code_only_s", "{:.2f}"),
+        ("identical re-upload, median of 5 (s)", "identical_reupload_s", "{:.3f}"),
+    ]
+    names = list(results)
+    print(f"{'':40}" + "".join(f"{n:>12}" for n in names))
+    for label, key, fmt in rows:
+        print(f"{label:40}" + "".join(f"{fmt.format(results[n][key]):>12}" for n in names))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--runtime", choices=["process", "docker", "both"], default="process")
+    parser.add_argument("--jobs", type=int, default=200)
+    parser.add_argument("--clients", type=int, default=32)
+    args = parser.parse_args(argv)
+    runtimes = ["process", "docker"] if args.runtime == "both" else [args.runtime]
+    results = {}
+    for runtime in runtimes:
+        with UpStack(runtime) as stack:
+            results[runtime] = asyncio.run(_measure(stack.url, stack.key, args.jobs, args.clients))
+    _print(results)
+
+
+if __name__ == "__main__":
+    main()
