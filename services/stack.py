@@ -72,15 +72,17 @@ async def ensure_admin_key(settings: Settings) -> str | None:
     return key.secret
 
 
-async def _wait_ready(url: str, timeout: float) -> bool:
+async def _wait_ready(url: str, admin_key: str, timeout: float) -> bool:
+    """Until the API answers and the admin key authenticates (the projector has it)."""
     deadline = asyncio.get_running_loop().time() + timeout
+    auth = {"Authorization": f"Bearer {admin_key}"}
     async with aiohttp.ClientSession() as http:
         while asyncio.get_running_loop().time() < deadline:
             with contextlib.suppress(aiohttp.ClientError, OSError):
-                async with http.get(f"{url}/readyz") as resp:
+                async with http.get(f"{url}/v1/me", headers=auth) as resp:
                     if resp.status == 200:
                         return True
-            await asyncio.sleep(0.1)  # polling interval while the API starts
+            await asyncio.sleep(0.1)  # polling interval while the services start
     return False
 
 
@@ -117,7 +119,8 @@ async def run_stack(settings: Settings) -> None:
         }
         supervisor = Supervisor(SERVICES, env)
         supervised = asyncio.create_task(supervisor.run())
-        if await _wait_ready(settings.api_url, 60):
+        admin_key = (data_dir / "admin.key").read_text().strip()
+        if await _wait_ready(settings.api_url, admin_key, 60):
             print(f"ClinAI is up: {settings.api_url}", flush=True)
             if secret is not None:
                 print(f"Admin API key (shown once, also saved to {data_dir / 'admin.key'}):")

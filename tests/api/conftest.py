@@ -55,6 +55,21 @@ def wait_ready(url: str, procs: list[subprocess.Popen[bytes]], timeout: float = 
     raise TimeoutError(f"{url} did not become ready in {timeout}s")
 
 
+def wait_key_works(url: str, key: str, timeout: float = 30.0) -> None:
+    """A key authenticates once the projector has applied it: wait for that."""
+    deadline = time.monotonic() + timeout
+    request = urllib.request.Request(f"{url}/v1/me", headers={"Authorization": f"Bearer {key}"})
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(request, timeout=1) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)  # polling interval, not synchronisation
+    raise TimeoutError(f"the admin key did not become usable in {timeout}s")
+
+
 def start_services(env: dict[str, str], services: list[str]) -> list[subprocess.Popen[bytes]]:
     return [
         subprocess.Popen([sys.executable, "-m", "services.cli", "serve", name], env=env)
@@ -115,6 +130,7 @@ def stack(stack_env: dict[str, str]) -> Iterator[Stack]:
     procs = start_services(stack_env, ["projector", "api"])
     try:
         wait_ready(settings.api_url, procs)
+        wait_key_works(settings.api_url, admin_key)
         yield Stack(
             url=settings.api_url,
             admin_key=admin_key,

@@ -18,7 +18,13 @@ from services.sandbox_setup import check_bwrap
 from services.settings import Settings
 from services.stack import ensure_admin_key
 from tests.api._client import EXAMPLE_MODEL, Client, new_user, zip_dir
-from tests.api.conftest import Stack, start_services, stop_services, wait_ready
+from tests.api.conftest import (
+    Stack,
+    start_services,
+    stop_services,
+    wait_key_works,
+    wait_ready,
+)
 
 PACKAGES = Path(__file__).resolve().parents[1] / "packages"
 
@@ -34,6 +40,7 @@ def full_stack(stack_env: dict[str, str]) -> Iterator[Stack]:
     procs = start_services(stack_env, ["projector", "api", "builder", "executor"])
     try:
         wait_ready(settings.api_url, procs)
+        wait_key_works(settings.api_url, admin_key)
         yield Stack(
             url=settings.api_url,
             admin_key=admin_key,
