@@ -17,10 +17,12 @@ import subprocess
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import TracebackType
 
 __all__ = [
     "AlreadyRunningError",
     "EmbeddedError",
+    "EmbeddedServer",
     "ManagedProcess",
     "StartupError",
     "StartupTimeoutError",
@@ -286,3 +288,38 @@ async def start_in_thread(start: Callable[[], str], stop: Callable[[], None]) ->
             await future
         await asyncio.to_thread(stop)
         raise
+
+
+class EmbeddedServer:
+    """The async face of a server run by `start_blocking`/`stop_blocking`, which each
+    embedded server defines: `start()` runs it in a thread and stops whatever it
+    started if cancelled; `stop()` finishes even if cancelled; `async with` does both."""
+
+    _process: ManagedProcess | None
+
+    def start_blocking(self) -> str:
+        raise NotImplementedError
+
+    def stop_blocking(self) -> None:
+        raise NotImplementedError
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    async def start(self) -> str:
+        return await start_in_thread(self.start_blocking, self.stop_blocking)
+
+    async def stop(self) -> None:
+        await asyncio.shield(asyncio.to_thread(self.stop_blocking))
+
+    async def __aenter__(self) -> str:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()

@@ -6,7 +6,6 @@ Layout under `data_dir`: `jetstream/` (the store), `nats-server.log`,
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -16,15 +15,14 @@ import socket
 import sys
 import threading
 from pathlib import Path
-from types import TracebackType
 
 from services.embedded._process import (
     AlreadyRunningError,
     EmbeddedError,
+    EmbeddedServer,
     ManagedProcess,
     launch,
     pid_cmdline,
-    start_in_thread,
 )
 
 __all__ = ["EmbeddedNats", "find_nats_server"]
@@ -74,7 +72,7 @@ def _jetstream_answers(port: int, timeout: float) -> bool:
             return False
 
 
-class EmbeddedNats:
+class EmbeddedNats(EmbeddedServer):
     """One nats-server process with JetStream, listening on 127.0.0.1.
 
     `start()` returns the client URL once JetStream answers; `stop()` sends
@@ -110,27 +108,6 @@ class EmbeddedNats:
     def url(self) -> str | None:
         """The client URL while running, else None."""
         return self._url
-
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
-
-    async def start(self) -> str:
-        return await start_in_thread(self.start_blocking, self.stop_blocking)
-
-    async def stop(self) -> None:
-        await asyncio.shield(asyncio.to_thread(self.stop_blocking))
-
-    async def __aenter__(self) -> str:
-        return await self.start()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     def start_blocking(self) -> str:
         with self._lock:

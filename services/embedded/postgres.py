@@ -28,7 +28,6 @@ pid reused by an unrelated process) is removed.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import importlib.util
 import os
@@ -39,16 +38,15 @@ import stat
 import subprocess
 import threading
 from pathlib import Path
-from types import TracebackType
 
 from services.embedded._process import (
     AlreadyRunningError,
     EmbeddedError,
+    EmbeddedServer,
     ManagedProcess,
     StartupError,
     launch,
     pid_cmdline,
-    start_in_thread,
 )
 
 __all__ = ["POSTGRES_SYSTEM_USER", "EmbeddedPostgres", "find_postgres_bin"]
@@ -143,7 +141,7 @@ def _read_postmaster_pid(pgdata: Path) -> list[str] | None:
         return None
 
 
-class EmbeddedPostgres:
+class EmbeddedPostgres(EmbeddedServer):
     """One Postgres server on 127.0.0.1, superuser `postgres`, trust auth.
 
     `start()` initialises PGDATA on first use, starts the server and returns
@@ -187,27 +185,6 @@ class EmbeddedPostgres:
     def dsn(self) -> str | None:
         """The superuser DSN while running, else None."""
         return self._dsn
-
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
-
-    async def start(self) -> str:
-        return await start_in_thread(self.start_blocking, self.stop_blocking)
-
-    async def stop(self) -> None:
-        await asyncio.shield(asyncio.to_thread(self.stop_blocking))
-
-    async def __aenter__(self) -> str:
-        return await self.start()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     def start_blocking(self) -> str:
         with self._lock:
