@@ -33,6 +33,7 @@ __all__ = [
     "command_error",
     "decode_body",
     "json_response",
+    "page_limit",
     "services",
     "wait_for_projection",
 ]
@@ -115,6 +116,17 @@ async def decode_body(request: Request, kind: type[T]) -> T:
         raise ApiError(
             422, "Invalid body", f"the body is not valid JSON ({err}); send a JSON object"
         ) from err
+
+
+def page_limit(request: Request) -> int:
+    """`?limit=` of a list endpoint: 1 to 200, default 50."""
+    try:
+        limit = int(request.query_params.get("limit", "50"))
+    except ValueError as err:
+        raise ApiError(422, "Invalid limit", "limit must be an integer from 1 to 200") from err
+    if not 1 <= limit <= 200:
+        raise ApiError(422, "Invalid limit", "limit must be an integer from 1 to 200")
+    return limit
 
 
 def command_error(err: CommandError) -> ApiError:

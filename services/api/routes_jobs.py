@@ -22,6 +22,7 @@ from services.api.deps import (
     ApiServices,
     command_error,
     json_response,
+    page_limit,
     services,
 )
 from services.api.problems import ApiError
@@ -198,12 +199,7 @@ async def get_job(request: Request) -> Response:
 async def list_jobs(request: Request) -> Response:
     svc = services(request)
     caller = await svc.caller(request)
-    try:
-        limit = int(request.query_params.get("limit", "50"))
-    except ValueError as err:
-        raise ApiError(422, "Invalid limit", "limit must be an integer from 1 to 200") from err
-    if not 1 <= limit <= 200:
-        raise ApiError(422, "Invalid limit", "limit must be an integer from 1 to 200")
+    limit = page_limit(request)
     owner = (
         None if caller.is_admin and request.query_params.get("all") == "true" else caller.user_id
     )

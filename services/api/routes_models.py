@@ -19,6 +19,7 @@ from services.api.deps import (
     command_error,
     decode_body,
     json_response,
+    page_limit,
     services,
 )
 from services.api.problems import ApiError
@@ -75,7 +76,7 @@ async def create_model(request: Request) -> Response:
 async def list_models(request: Request) -> Response:
     svc = services(request)
     caller = await svc.caller(request)
-    limit = _limit(request)
+    limit = page_limit(request)
     page = await queries.list_models(
         svc.pool,
         viewer=caller.user_id,
@@ -240,16 +241,6 @@ async def _can_see_model(request: Request, model_id: str, caller: Principal) -> 
     return model is not None and (
         model.owner == caller.user_id or caller.is_admin or model.visibility == "public"
     )
-
-
-def _limit(request: Request) -> int:
-    try:
-        limit = int(request.query_params.get("limit", "50"))
-    except ValueError as err:
-        raise ApiError(422, "Invalid limit", "limit must be an integer from 1 to 200") from err
-    if not 1 <= limit <= 200:
-        raise ApiError(422, "Invalid limit", "limit must be an integer from 1 to 200")
-    return limit
 
 
 routes = [

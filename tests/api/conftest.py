@@ -5,6 +5,7 @@ test module; tests isolate themselves by creating their own users."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import subprocess
@@ -122,12 +123,13 @@ def stack_env(
         asyncio.run(drop_database(postgres_admin_url, db_name))
 
 
-@pytest.fixture(scope="module")
-def stack(stack_env: dict[str, str]) -> Iterator[Stack]:
-    settings = Settings.from_env(stack_env)
+@contextlib.contextmanager
+def running_stack(env: dict[str, str], services: list[str]) -> Iterator[Stack]:
+    """The given services as processes, ready, with an admin key that authenticates."""
+    settings = Settings.from_env(env)
     admin_key = asyncio.run(ensure_admin_key(settings))
     assert admin_key is not None
-    procs = start_services(stack_env, ["projector", "api"])
+    procs = start_services(env, services)
     try:
         wait_ready(settings.api_url, procs)
         wait_key_works(settings.api_url, admin_key)
@@ -135,8 +137,14 @@ def stack(stack_env: dict[str, str]) -> Iterator[Stack]:
             url=settings.api_url,
             admin_key=admin_key,
             settings=settings,
-            env=stack_env,
+            env=env,
             data_dir=settings.data_dir,
         )
     finally:
         stop_services(procs)
+
+
+@pytest.fixture(scope="module")
+def stack(stack_env: dict[str, str]) -> Iterator[Stack]:
+    with running_stack(stack_env, ["projector", "api"]) as running:
+        yield running

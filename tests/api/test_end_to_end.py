@@ -15,16 +15,8 @@ import pytest
 from PIL import Image
 
 from services.sandbox_setup import check_bwrap
-from services.settings import Settings
-from services.stack import ensure_admin_key
 from tests.api._client import EXAMPLE_MODEL, Client, new_user, zip_dir
-from tests.api.conftest import (
-    Stack,
-    start_services,
-    stop_services,
-    wait_key_works,
-    wait_ready,
-)
+from tests.api.conftest import Stack, running_stack
 
 PACKAGES = Path(__file__).resolve().parents[1] / "packages"
 
@@ -34,22 +26,8 @@ def full_stack(stack_env: dict[str, str]) -> Iterator[Stack]:
     reason = check_bwrap()
     if reason is not None:
         pytest.skip(f"the process runtime needs bubblewrap: {reason}")
-    settings = Settings.from_env(stack_env)
-    admin_key = asyncio.run(ensure_admin_key(settings))
-    assert admin_key is not None
-    procs = start_services(stack_env, ["projector", "api", "builder", "executor"])
-    try:
-        wait_ready(settings.api_url, procs)
-        wait_key_works(settings.api_url, admin_key)
-        yield Stack(
-            url=settings.api_url,
-            admin_key=admin_key,
-            settings=settings,
-            env=stack_env,
-            data_dir=settings.data_dir,
-        )
-    finally:
-        stop_services(procs)
+    with running_stack(stack_env, ["projector", "api", "builder", "executor"]) as running:
+        yield running
 
 
 async def _wait_version(client: Client, version_id: str, timeout: float = 240) -> dict:  # type: ignore[type-arg]
