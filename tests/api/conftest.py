@@ -127,8 +127,10 @@ def stack_env(
 def running_stack(env: dict[str, str], services: list[str]) -> Iterator[Stack]:
     """The given services as processes, ready, with an admin key that authenticates."""
     settings = Settings.from_env(env)
-    admin_key = asyncio.run(ensure_admin_key(settings))
-    assert admin_key is not None
+    # The first stack on this data directory issues the admin key; later ones read it.
+    admin_key = asyncio.run(ensure_admin_key(settings)) or (
+        (settings.data_dir / "admin.key").read_text().strip()
+    )
     procs = start_services(env, services)
     try:
         wait_ready(settings.api_url, procs)
