@@ -37,6 +37,15 @@ __all__ = [
     "UserCreated",
     "VersionBuilt",
     "VersionUploaded",
+    "WebhookCreated",
+    "WebhookDeleted",
+    "WebhookDeliveryAttempted",
+    "WebhookDeliveryQueued",
+    "WebhookDisabled",
+    "WebhookEnabled",
+    "WebhookRedeliveryRequested",
+    "WebhookSecretRotated",
+    "WebhookUpdated",
 ]
 
 Visibility = Literal["private", "public"]
@@ -250,6 +259,86 @@ class JobCanceled(Event, frozen=True, kw_only=True):
     message: str = "canceled on request"
 
 
+# --- webhooks ------------------------------------------------------------------------------
+# A subscription is a `webhook` aggregate. Its signing secret is never recorded: it is
+# derived from a server key, the webhook id and `generation` (see services.notifier.signing).
+
+
+class WebhookCreated(Event, frozen=True, kw_only=True):
+    aggregate: ClassVar[str] = "webhook"
+    owner: str
+    url: str
+    events: tuple[str, ...]  # webhook types or globs: "job.*", "version.built"
+    description: str = ""
+    generation: int = 1
+
+
+class WebhookUpdated(Event, frozen=True, kw_only=True):
+    """Only the fields that changed are set."""
+
+    aggregate: ClassVar[str] = "webhook"
+    url: str | None = None
+    events: tuple[str, ...] | None = None
+    description: str | None = None
+
+
+class WebhookSecretRotated(Event, frozen=True, kw_only=True):
+    """A new secret generation; the previous one stays valid until `previous_valid_until`."""
+
+    aggregate: ClassVar[str] = "webhook"
+    generation: int
+    previous_valid_until: datetime
+
+
+class WebhookDisabled(Event, frozen=True, kw_only=True):
+    aggregate: ClassVar[str] = "webhook"
+    reason: str
+    consecutive_failures: int = 0
+
+
+class WebhookEnabled(Event, frozen=True, kw_only=True):
+    aggregate: ClassVar[str] = "webhook"
+
+
+class WebhookDeleted(Event, frozen=True, kw_only=True):
+    aggregate: ClassVar[str] = "webhook"
+
+
+# A delivery (one event to one endpoint) is a `delivery` aggregate: queued once, then
+# one event per attempt. `endpoint_id` is a webhook id, or `jwh_<job id>` for a job's
+# own webhook URL.
+
+DeliveryOutcome = Literal["succeeded", "retrying", "failed"]
+
+
+class WebhookDeliveryQueued(Event, frozen=True, kw_only=True):
+    aggregate: ClassVar[str] = "delivery"
+    endpoint_id: str
+    owner: str
+    message_id: str  # the `webhook-id` header: the same for every attempt
+    event_type: str  # the webhook type, e.g. "job.succeeded"
+    source_seq: int
+    source_id: str
+    resource_id: str
+    url: str
+
+
+class WebhookDeliveryAttempted(Event, frozen=True, kw_only=True):
+    aggregate: ClassVar[str] = "delivery"
+    endpoint_id: str
+    attempt: int
+    outcome: DeliveryOutcome
+    status_code: int | None = None
+    latency_ms: float = 0.0
+    error: str | None = None
+    next_attempt_at: datetime | None = None
+
+
+class WebhookRedeliveryRequested(Event, frozen=True, kw_only=True):
+    aggregate: ClassVar[str] = "delivery"
+    endpoint_id: str
+
+
 AnyEvent = (
     UserCreated
     | ApiKeyIssued
@@ -271,4 +360,13 @@ AnyEvent = (
     | JobFailed
     | JobCancelRequested
     | JobCanceled
+    | WebhookCreated
+    | WebhookUpdated
+    | WebhookSecretRotated
+    | WebhookDisabled
+    | WebhookEnabled
+    | WebhookDeleted
+    | WebhookDeliveryQueued
+    | WebhookDeliveryAttempted
+    | WebhookRedeliveryRequested
 )

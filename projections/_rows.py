@@ -124,5 +124,79 @@ JOBS: Final = TableSpec(
     ),
 )
 
-# Write order; every table but build_log_chunks is keyed by `id`.
-TABLES: Final = (USERS, API_KEYS, MODELS, VERSIONS, BUILD_LOG_CHUNKS, JOBS)
+WEBHOOKS: Final = TableSpec(
+    "webhooks",
+    (
+        "id",
+        "owner",
+        "url",
+        "events",
+        "description",
+        "generation",
+        "rotated_at",
+        "previous_valid_until",
+        "enabled",
+        "disabled_reason",
+        "disabled_at",
+        "deleted_at",
+        "consecutive_failures",
+        "failing_since",
+        "last_delivery_at",
+        "created_at",
+        "updated_at",
+        "created_seq",
+        "last_seq",
+    ),
+)
+WEBHOOK_DELIVERIES: Final = TableSpec(
+    "webhook_deliveries",
+    (
+        "id",
+        "endpoint_id",
+        "owner",
+        "message_id",
+        "event_type",
+        "source_seq",
+        "source_id",
+        "resource_id",
+        "url",
+        "status",
+        "attempts",
+        "next_attempt_at",
+        "horizon_from",
+        "last_status_code",
+        "last_error",
+        "created_at",
+        "updated_at",
+        "last_seq",
+    ),
+)
+WEBHOOK_ATTEMPTS: Final = TableSpec(
+    "webhook_attempts",
+    (
+        "delivery_id",
+        "attempt",
+        "endpoint_id",
+        "outcome",
+        "status_code",
+        "latency_ms",
+        "error",
+        "next_attempt_at",
+        "attempted_at",
+        "seq",
+    ),
+    key=("delivery_id", "attempt"),
+)
+
+# Write order; every table but build_log_chunks and webhook_attempts is keyed by `id`.
+TABLES: Final = (
+    USERS,
+    API_KEYS,
+    MODELS,
+    VERSIONS,
+    BUILD_LOG_CHUNKS,
+    JOBS,
+    WEBHOOKS,
+    WEBHOOK_DELIVERIES,
+    WEBHOOK_ATTEMPTS,
+)

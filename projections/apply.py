@@ -38,6 +38,12 @@ from events import (
     VersionBuilt,
     VersionUploaded,
 )
+from projections._fold_webhooks import (
+    WEBHOOK_EVENTS,
+    WEBHOOK_TARGETS,
+    extra_loads,
+    fold_webhook_event,
+)
 from projections._rows import TABLES
 
 __all__ = [
@@ -80,6 +86,7 @@ _TARGET: Final[dict[type[AnyEvent], tuple[str, bool]]] = {
     JobFailed: ("jobs", False),
     JobCancelRequested: ("jobs", False),
     JobCanceled: ("jobs", False),
+    **WEBHOOK_TARGETS,
 }
 
 
@@ -92,13 +99,15 @@ def rows_to_load(events: Iterable[StoredEvent]) -> dict[str, list[str]]:
         if target is None:
             continue
         table, creates = target
-        ids = seen.setdefault(table, set())
-        aggregate_id = stored.event.aggregate_id
-        if aggregate_id in ids:
-            continue
-        ids.add(aggregate_id)
-        if not creates:
-            load.setdefault(table, []).append(aggregate_id)
+        wanted = [(table, stored.event.aggregate_id, creates)]
+        wanted += [(t, key, False) for t, key in extra_loads(stored.event)]
+        for table, aggregate_id, creates in wanted:
+            ids = seen.setdefault(table, set())
+            if aggregate_id in ids:
+                continue
+            ids.add(aggregate_id)
+            if not creates:
+                load.setdefault(table, []).append(aggregate_id)
     return load
 
 
@@ -250,6 +259,8 @@ def fold(events: Iterable[StoredEvent], tables: Tables) -> set[tuple[str, Any]]:
                 row["updated_at"] = at
                 row["last_seq"] = seq
                 touched.add(("jobs", rid))
+            case _ if isinstance(event, WEBHOOK_EVENTS):
+                fold_webhook_event(stored, tables, touched)
     return touched
 
 

@@ -1,4 +1,4 @@
-"""The `clinai` command: `up`, `serve <service>`, `projections rebuild`."""
+"""The `clinai` command: `up`, `serve <service>`, `projections rebuild`, `tail`."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import msgspec
+import uvloop
 
 from services.settings import Settings, SettingsError
 
@@ -25,11 +26,21 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--port", type=int, help="API port (default 8000 or CLINAI_PORT)")
 
     serve = sub.add_parser("serve", help="run one service against external NATS/Postgres")
-    serve.add_argument("service", choices=["api", "projector", "builder", "executor"])
+    serve.add_argument("service", choices=["api", "projector", "builder", "executor", "notifier"])
 
     projections = sub.add_parser("projections", help="manage the read models")
     proj_sub = projections.add_subparsers(dest="action", required=True)
     proj_sub.add_parser("rebuild", help="replay the stream into fresh tables and swap them in")
+
+    tail = sub.add_parser("tail", help="print the event log (reads JetStream directly)")
+    tail.add_argument("--type", dest="type_glob", help="event type or glob, e.g. 'Job*'")
+    tail.add_argument("--aggregate", help="job, version, model, webhook, delivery, ...")
+    tail.add_argument("--id", dest="resource_id", help="one aggregate id")
+    start = tail.add_mutually_exclusive_group()
+    start.add_argument("--since", help="start this long ago: 30s, 10m, 2h, 1d")
+    start.add_argument("--from-seq", type=int, help="start at this stream sequence")
+    tail.add_argument("-f", "--follow", action="store_true", help="keep printing new events")
+    tail.add_argument("--json", action="store_true", help="NDJSON envelopes with seq")
     return parser
 
 
@@ -50,6 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from services.projector import rebuild_command
 
             asyncio.run(rebuild_command(Settings.from_env()))
+        elif args.command == "tail":
+            return _tail(args, Settings.from_env())
     except SettingsError as err:
         print(f"clinai: {err}", file=sys.stderr)
         return 2
@@ -76,16 +89,46 @@ def _serve(service: str, settings: Settings) -> int:
     if service == "projector":
         from services.projector import run_projector
 
-        asyncio.run(run_projector(settings))
+        uvloop.run(run_projector(settings))
         return 0
     if service == "builder":
         from services.builder.service import run_builder
 
-        asyncio.run(run_builder(settings))
+        uvloop.run(run_builder(settings))
+        return 0
+    if service == "notifier":
+        from services.notifier import run_notifier
+
+        uvloop.run(run_notifier(settings))
         return 0
     from services.executor.service import run_executor
 
-    asyncio.run(run_executor(settings))
+    uvloop.run(run_executor(settings))
+    return 0
+
+
+def _tail(args: argparse.Namespace, settings: Settings) -> int:
+    from services.tail import TailOptions, parse_duration, run_tail
+
+    if settings.nats_url is None:
+        raise SettingsError("CLINAI_NATS_URL is not set: point it at the NATS server")
+    try:
+        options = TailOptions(
+            type_glob=args.type_glob,
+            aggregate=args.aggregate,
+            resource_id=args.resource_id,
+            since=parse_duration(args.since) if args.since else None,
+            from_seq=args.from_seq,
+            follow=args.follow,
+            json=args.json,
+        )
+    except ValueError as err:
+        print(f"clinai tail: {err}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(run_tail(settings.nats_url, settings.stream_name, options))
+    except BrokenPipeError:  # piped into head & co
+        sys.stderr.close()
     return 0
 
 

@@ -56,7 +56,7 @@ async def make_runtime(settings: Settings, *, sandbox_uid_base: int | None = Non
     docker_config = DockerRuntimeConfig(
         base_image=settings.docker_base_image,
         docker_host=settings.docker_host,
-        registry=settings.docker_registry,
+        registry=settings.registry,
         pip_index_url=settings.pip_index_url,
         pip_extra_index_urls=(
             (settings.pip_extra_index_url,) if settings.pip_extra_index_url else ()

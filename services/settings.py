@@ -66,7 +66,20 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     workers_total: int = 8
     docker_base_image: str = "python:3.11-slim"
     docker_host: str | None = None
-    docker_registry: str | None = None
+    registry: str | None = None  # CLINAI_REGISTRY: push docker images there, run by digest
+    # Webhooks (the notifier) and the live event stream
+    webhook_key: str | None = None  # derives signing secrets; default: from signing_key
+    webhook_allow_networks: str = ""  # comma-separated CIDRs exempt from the SSRF guard
+    webhook_timeout_s: float = 10.0
+    webhook_max_response_bytes: int = 64 * 1024
+    webhook_retry_base_s: float = 5.0
+    webhook_retry_max_delay_s: float = 2 * 3600.0
+    webhook_retry_horizon_s: float = 24 * 3600.0
+    webhook_disable_after_failures: int = 20
+    webhook_disable_after_s: float = 24 * 3600.0
+    webhook_rotation_grace_s: float = 24 * 3600.0
+    webhook_endpoint_concurrency: int = 4
+    sse_heartbeat_s: float = 15.0
 
     @property
     def blob_root(self) -> Path:
@@ -99,4 +112,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise SettingsError("CLINAI_STREAM_REPLICAS must be 1, 3 or 5")
         if settings.job_timeout_s > settings.job_timeout_max_s:
             raise SettingsError("CLINAI_JOB_TIMEOUT_S must not exceed CLINAI_JOB_TIMEOUT_MAX_S")
+        if settings.webhook_timeout_s <= 0 or settings.webhook_retry_base_s <= 0:
+            raise SettingsError(
+                "CLINAI_WEBHOOK_TIMEOUT_S and CLINAI_WEBHOOK_RETRY_BASE_S must be positive"
+            )
+        if settings.webhook_endpoint_concurrency < 1 or settings.sse_heartbeat_s <= 0:
+            raise SettingsError(
+                "CLINAI_WEBHOOK_ENDPOINT_CONCURRENCY must be at least 1 and "
+                "CLINAI_SSE_HEARTBEAT_S positive"
+            )
         return settings

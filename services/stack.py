@@ -25,7 +25,7 @@ from services.supervisor import Supervisor
 
 __all__ = ["SERVICES", "ensure_admin_key", "run_stack"]
 
-SERVICES = ("api", "projector", "builder", "executor")
+SERVICES = ("api", "projector", "builder", "executor", "notifier")
 ADMIN_USER_ID = "usr_admin"
 _DATABASE = "clinai"
 

@@ -18,7 +18,13 @@ from events import ConcurrencyConflictError, StreamUnavailableError
 from projections.db import create_pool
 from projections.queries import InvalidCursorError
 from projections.watermark import ProjectionWatermark
-from services.api import routes_jobs, routes_keys, routes_models
+from services.api import (
+    routes_events,
+    routes_jobs,
+    routes_keys,
+    routes_models,
+    routes_webhooks,
+)
 from services.api.deps import ApiServices, json_response, services
 from services.api.problems import ApiError, handle_api_error, problem_response
 from services.blobstore import SIGNED_BLOB_ROUTE, BlobStore, FileBlobStore, signed_blob_endpoint
@@ -114,6 +120,7 @@ def create_app(settings: Settings, *, blobs: BlobStore | None = None) -> Starlet
                 watermark=watermark,
                 nc=nc,
             )
+            app.state.webhooks = routes_webhooks.webhook_commands(settings, store)
             yield
         finally:
             await watermark.stop()
@@ -127,6 +134,8 @@ def create_app(settings: Settings, *, blobs: BlobStore | None = None) -> Starlet
         *routes_models.routes,
         *routes_jobs.routes,
         *routes_keys.routes,
+        *routes_webhooks.routes,
+        *routes_events.routes,
     ]
     if isinstance(blob_store, FileBlobStore):  # S3 serves its own presigned URLs
         routes.append(Route(SIGNED_BLOB_ROUTE, signed_blob_endpoint(blob_store), methods=["GET"]))

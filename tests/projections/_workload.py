@@ -37,6 +37,15 @@ from events import (
     UserCreated,
     VersionBuilt,
     VersionUploaded,
+    WebhookCreated,
+    WebhookDeleted,
+    WebhookDeliveryAttempted,
+    WebhookDeliveryQueued,
+    WebhookDisabled,
+    WebhookEnabled,
+    WebhookRedeliveryRequested,
+    WebhookSecretRotated,
+    WebhookUpdated,
     new_event_id,
     new_id,
 )
@@ -149,7 +158,66 @@ def make_workload(target_events: int, *, seed: int = 7) -> Workload:
         work.waves[0].append(model_chain)
         for _ in range(rnd.randint(2, 8)):
             work.waves[2].append(_job_chain(rnd, base, user, model, rnd.choice(versions)))
+        if rnd.random() < 0.5:
+            _webhook_chains(work, rnd, base, user, clock)
     return work
+
+
+def _webhook_chains(
+    work: Workload,
+    rnd: random.Random,
+    base: Callable[[str], dict[str, Any]],
+    user: str,
+    clock: _Clock,
+) -> None:
+    """A subscription through its lifecycle (wave 0) and deliveries to it (wave 1)."""
+    hook = new_id("whk")
+    chain: Chain = [
+        WebhookCreated(**base(hook), owner=user, url="https://example.test/w", events=("job.*",))
+    ]
+    if rnd.random() < 0.5:
+        chain.append(WebhookUpdated(**base(hook), events=("job.succeeded", "version.*")))
+    if rnd.random() < 0.3:
+        valid = clock.now() + timedelta(hours=1)
+        chain.append(WebhookSecretRotated(**base(hook), generation=2, previous_valid_until=valid))
+    if rnd.random() < 0.2:
+        chain += [WebhookDisabled(**base(hook), reason="failing"), WebhookEnabled(**base(hook))]
+    if rnd.random() < 0.1:
+        chain.append(WebhookDeleted(**base(hook)))
+    work.waves[0].append(chain)
+    for n in range(rnd.randint(1, 3)):
+        delivery = new_id("dlv")
+        deliveries: Chain = [
+            WebhookDeliveryQueued(
+                **base(delivery),
+                endpoint_id=hook,
+                owner=user,
+                message_id=f"msg_{delivery}",
+                event_type="job.succeeded",
+                source_seq=n + 1,
+                source_id=new_event_id(),
+                resource_id=new_id("job"),
+                url="https://example.test/w",
+            )
+        ]
+        attempts = rnd.randint(1, 3)
+        for attempt in range(1, attempts + 1):
+            last = attempt == attempts
+            deliveries.append(
+                WebhookDeliveryAttempted(
+                    **base(delivery),
+                    endpoint_id=hook,
+                    attempt=attempt,
+                    outcome=rnd.choice(["succeeded", "failed"]) if last else "retrying",
+                    status_code=rnd.choice([200, 500, None]),
+                    latency_ms=rnd.random() * 100,
+                    error=None if last else "HTTP 500",
+                    next_attempt_at=None if last else clock.now() + timedelta(seconds=5),
+                )
+            )
+        if rnd.random() < 0.2:
+            deliveries.append(WebhookRedeliveryRequested(**base(delivery), endpoint_id=hook))
+        work.waves[1].append(deliveries)
 
 
 def _job_chain(

@@ -1,0 +1,256 @@
+"""The live event stream as Server-Sent Events, read from the log with an ordered
+consumer positioned at the right sequence (never a scan).
+
+- `GET /v1/events`: the caller's own events (an admin's: everyone's), filtered by
+  `?type=` (globs on the event type, comma-separated), `?aggregate=` and `?id=`; starts
+  after `Last-Event-ID` (header or `?last_event_id=`), else at `?from_seq=`, else with
+  the next event appended.
+- `GET /v1/jobs/{id}/events`, `GET /v1/versions/{id}/events`: one resource's events from
+  its first (or after `Last-Event-ID`); the stream ends after a terminal event, and a
+  reconnect past it is answered 204 (which stops an EventSource).
+
+Each event is `id: <stream sequence>`, `event: <type>`, `data: <the envelope as JSON,
+with seq>`; `key_hash` is never sent. A comment line is sent every
+CLINAI_SSE_HEARTBEAT_S so proxies keep the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fnmatch
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from typing import Any, Final, cast
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from events import (
+    AnyEvent,
+    ApiKeyIssued,
+    BuildFailed,
+    JobCanceled,
+    JobFailed,
+    JobRequested,
+    JobSucceeded,
+    ModelCreated,
+    ModelNameClaimed,
+    ModelNameReleased,
+    StoredEvent,
+    UserCreated,
+    VersionBuilt,
+    VersionUploaded,
+    WebhookCreated,
+    WebhookDeliveryQueued,
+    event_to_builtins,
+)
+from events.subjects import PREFIX
+from projections import queries, webhook_queries
+from services.api.auth import Principal
+from services.api.deps import ApiServices, services
+from services.api.problems import ApiError
+
+__all__ = ["event_frame", "routes"]
+
+_TERMINAL: Final = (JobSucceeded, JobFailed, JobCanceled, VersionBuilt, BuildFailed)
+_SECRET_FIELDS: Final = frozenset({"key_hash"})
+_BAD_TOKEN: Final = frozenset(".*> \t\r\n")
+_OWNER_CACHE_LIMIT: Final = 100_000
+
+Accept = Callable[[StoredEvent], Awaitable[bool]]
+
+
+def event_frame(stored: StoredEvent) -> bytes:
+    """One SSE message for an event (secrets' hashes dropped)."""
+    body = {"seq": stored.seq, **event_to_builtins(stored.event)}
+    for field in _SECRET_FIELDS:
+        body.pop(field, None)
+    data = orjson.dumps(body)
+    return b"id: %d\nevent: %s\ndata: %s\n\n" % (stored.seq, stored.event.type.encode(), data)
+
+
+def _owner_in_event(event: AnyEvent) -> str | None:
+    match event:
+        case (
+            JobRequested()
+            | VersionUploaded()
+            | ModelCreated()
+            | ModelNameClaimed()
+            | ModelNameReleased()
+            | WebhookCreated()
+            | WebhookDeliveryQueued()
+        ):
+            return event.owner
+        case ApiKeyIssued():
+            return event.user_id
+        case UserCreated():
+            return event.aggregate_id
+    return None
+
+
+class _Ownership:
+    """Who owns each event's aggregate: from the event itself when it says, else the
+    read models (after they have reached the event), remembered per connection."""
+
+    def __init__(self, svc: ApiServices, caller: Principal) -> None:
+        self._svc = svc
+        self._user = caller.user_id
+        self._owners: dict[tuple[str, str], str | None] = {}
+
+    async def __call__(self, stored: StoredEvent) -> bool:
+        event = stored.event
+        key = (event.aggregate, event.aggregate_id)
+        owner = _owner_in_event(event)
+        if owner is None:
+            if key in self._owners:
+                owner = self._owners[key]
+            else:
+                owner = await self._lookup(key, stored.seq)
+        if len(self._owners) > _OWNER_CACHE_LIMIT:
+            self._owners.clear()
+        self._owners[key] = owner
+        return owner == self._user
+
+    async def _lookup(self, key: tuple[str, str], seq: int) -> str | None:
+        pool = self._svc.pool
+        owner = await webhook_queries.owner_of(pool, *key)
+        if owner is None and await self._svc.watermark.wait_for(seq, 5.0):
+            owner = await webhook_queries.owner_of(pool, *key)
+        return owner
+
+
+def _token(request: Request, name: str) -> str | None:
+    value = request.query_params.get(name)
+    if value is not None and (not value or any(c in _BAD_TOKEN for c in value)):
+        raise ApiError(422, f"Invalid {name}", f"{name} is one id or name, without . * > or spaces")
+    return value
+
+
+def _seq_param(raw: str | None, name: str) -> int | None:
+    if raw is None or not raw.strip():
+        return None
+    try:
+        value = int(raw)
+    except ValueError as err:
+        raise ApiError(422, f"Invalid {name}", f"{name} must be a stream sequence") from err
+    if value < 0:
+        raise ApiError(422, f"Invalid {name}", f"{name} must not be negative")
+    return value
+
+
+def _resume_after(request: Request) -> int | None:
+    raw = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
+    return _seq_param(raw, "Last-Event-ID")
+
+
+def _sse(
+    svc: ApiServices, start: int, subject: str, accept: Accept | None, *, end_on_terminal: bool
+) -> Response:
+    heartbeat = svc.settings.sse_heartbeat_s
+
+    async def body() -> AsyncIterator[bytes]:
+        # read_from is an async generator (typed as an iterator): close it to unsubscribe.
+        reader = cast(
+            AsyncGenerator[StoredEvent, None],
+            svc.store.read_from(start, subject_filter=subject),
+        )
+        pending: asyncio.Future[StoredEvent] = asyncio.ensure_future(anext(reader))
+        try:
+            yield b"retry: 2000\n: connected\n\n"
+            while True:
+                done, _ = await asyncio.wait({pending}, timeout=heartbeat)
+                if not done:
+                    yield b": keep-alive\n\n"
+                    continue
+                stored = pending.result()
+                pending = asyncio.ensure_future(anext(reader))
+                if accept is not None and not await accept(stored):
+                    continue
+                yield event_frame(stored)
+                if end_on_terminal and isinstance(stored.event, _TERMINAL):
+                    return
+        finally:
+            pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                await pending
+            await reader.aclose()
+
+    return StreamingResponse(
+        body(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+async def events(request: Request) -> Response:
+    svc = services(request)
+    caller = await svc.caller(request)
+    aggregate = _token(request, "aggregate")
+    resource_id = _token(request, "id")
+    globs = [g.strip() for g in request.query_params.get("type", "").split(",") if g.strip()]
+    literal = len(globs) == 1 and not any(c in globs[0] for c in "*?[")
+    if literal and any(c in _BAD_TOKEN for c in globs[0]):
+        raise ApiError(422, "Invalid type", "type is an event type or a glob such as Job*")
+    subject = f"{PREFIX}.{aggregate or '*'}.{resource_id or '*'}.{globs[0] if literal else '*'}"
+    resume = _resume_after(request)
+    if resume is not None:
+        start = resume + 1
+    else:
+        from_seq = _seq_param(request.query_params.get("from_seq"), "from_seq")
+        start = from_seq if from_seq is not None else await svc.store.stream_last_seq() + 1
+    owned = None if caller.is_admin else _Ownership(svc, caller)
+
+    async def accept(stored: StoredEvent) -> bool:
+        if globs and not any(fnmatch.fnmatchcase(stored.event.type, g) for g in globs):
+            return False
+        return owned is None or await owned(stored)
+
+    return _sse(svc, start, subject, accept, end_on_terminal=False)
+
+
+async def _resource_events(
+    request: Request, aggregate: str, row: Any, resource_id: str
+) -> Response:
+    svc = services(request)
+    resume = _resume_after(request)
+    start = 1 if resume is None else resume + 1
+    finished = row.status in ("succeeded", "failed", "canceled", "ready")
+    if finished and start > row.last_seq:
+        return Response(status_code=204)  # nothing more will come: stop reconnecting
+    return _sse(svc, start, f"{PREFIX}.{aggregate}.{resource_id}.*", None, end_on_terminal=True)
+
+
+async def job_events(request: Request) -> Response:
+    svc = services(request)
+    caller = await svc.caller(request)
+    job_id = request.path_params["job_id"]
+    job = await queries.get_job(svc.pool, job_id)
+    if job is None or (job.owner != caller.user_id and not caller.is_admin):
+        raise ApiError(
+            404, "Not found", f"job {job_id} not found; list your jobs with GET /v1/jobs"
+        )
+    return await _resource_events(request, "job", job, job_id)
+
+
+async def version_events(request: Request) -> Response:
+    svc = services(request)
+    caller = await svc.caller(request)
+    version_id = request.path_params["version_id"]
+    version = await queries.get_version(svc.pool, version_id)
+    model = None if version is None else await queries.get_model(svc.pool, version.model_id)
+    if (
+        version is None
+        or model is None
+        or not (model.owner == caller.user_id or caller.is_admin or model.visibility == "public")
+    ):
+        raise ApiError(404, "Not found", "version not found; list versions of a model you own")
+    return await _resource_events(request, "version", version, version_id)
+
+
+routes = [
+    Route("/v1/events", events, methods=["GET"]),
+    Route("/v1/jobs/{job_id}/events", job_events, methods=["GET"]),
+    Route("/v1/versions/{version_id}/events", version_events, methods=["GET"]),
+]

@@ -1,0 +1,252 @@
+"""Webhook subscriptions: create (the signing secret is shown once), list, get, update,
+delete, rotate the secret, re-enable; deliveries with their attempts, and re-sending
+one. `GET /v1/webhooks/default/secret` is the secret that signs a user's per-job
+webhook URLs (see services.notifier.signing)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from events import EventStore
+from projections import webhook_queries
+from services.api.auth import Principal
+from services.api.deps import command_error, decode_body, json_response, page_limit, services
+from services.api.problems import ApiError
+from services.commands import CommandError
+from services.notifier.commands import InvalidWebhookError, WebhookCommands
+from services.notifier.destinations import DestinationPolicy
+from services.notifier.signing import default_secret, master_key
+from services.settings import Settings
+
+__all__ = ["routes", "webhook_commands"]
+
+Url = Annotated[str, msgspec.Meta(min_length=1, max_length=2000)]
+Pattern = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+Patterns = Annotated[list[Pattern], msgspec.Meta(min_length=1, max_length=50)]
+Description = Annotated[str, msgspec.Meta(max_length=1000)]
+
+_INTERNAL = frozenset({"created_seq", "last_seq"})
+_DELIVERY_STATUSES = frozenset({"queued", "retrying", "succeeded", "failed"})
+
+
+class CreateWebhookBody(msgspec.Struct, forbid_unknown_fields=True):
+    url: Url
+    events: Patterns
+    description: Description = ""
+
+
+class UpdateWebhookBody(msgspec.Struct, forbid_unknown_fields=True):
+    url: Url | None = None
+    events: Patterns | None = None
+    description: Description | None = None
+
+
+def webhook_commands(settings: Settings, store: EventStore) -> WebhookCommands:
+    """The write side the routes use (made once, in the app's lifespan)."""
+    return WebhookCommands(
+        store,
+        master_key(settings),
+        policy=DestinationPolicy.from_setting(settings.webhook_allow_networks),
+        rotation_grace_s=settings.webhook_rotation_grace_s,
+    )
+
+
+def _commands(request: Request) -> WebhookCommands:
+    commands: WebhookCommands = request.app.state.webhooks
+    return commands
+
+
+def _error(err: CommandError) -> ApiError:
+    if isinstance(err, InvalidWebhookError):
+        detail = f"{err.message}: {err.hint}" if err.hint else err.message
+        return ApiError(422, "Invalid webhook", detail)
+    return command_error(err)
+
+
+def _view(hook: webhook_queries.WebhookView) -> dict[str, Any]:
+    data: dict[str, Any] = msgspec.to_builtins(hook)
+    return {k: v for k, v in data.items() if k not in _INTERNAL}
+
+
+async def _visible(request: Request, caller: Principal) -> webhook_queries.WebhookView:
+    webhook_id = request.path_params["webhook_id"]
+    hook = await webhook_queries.get_webhook(services(request).pool, webhook_id)
+    if (
+        hook is None
+        or hook.deleted_at is not None
+        or (hook.owner != caller.user_id and not caller.is_admin)
+    ):
+        raise ApiError(
+            404, "Not found", f"webhook {webhook_id} not found; list yours with GET /v1/webhooks"
+        )
+    return hook
+
+
+async def create_webhook(request: Request) -> Response:
+    svc = services(request)
+    caller = await svc.caller(request)
+    body = await decode_body(request, CreateWebhookBody)
+    try:
+        issued = await _commands(request).create(
+            svc.context(request, caller),
+            url=body.url,
+            events=body.events,
+            description=body.description,
+        )
+    except CommandError as err:
+        raise _error(err) from err
+    return json_response(
+        {
+            "id": issued.webhook_id,
+            "owner": caller.user_id,
+            "url": body.url,
+            "events": [e.strip() for e in body.events],
+            "description": body.description,
+            "enabled": True,
+            "generation": issued.generation,
+            "secret": issued.secret,
+        },
+        201,
+        seq=issued.seq,
+    )
+
+
+async def list_webhooks(request: Request) -> Response:
+    svc = services(request)
+    caller = await svc.caller(request)
+    everyone = caller.is_admin and request.query_params.get("all") == "true"
+    hooks = await webhook_queries.list_webhooks(svc.pool, None if everyone else caller.user_id)
+    return json_response({"items": [_view(h) for h in hooks]})
+
+
+async def get_webhook(request: Request) -> Response:
+    caller = await services(request).caller(request)
+    return json_response(_view(await _visible(request, caller)))
+
+
+async def update_webhook(request: Request) -> Response:
+    svc = services(request)
+    caller = await svc.caller(request)
+    body = await decode_body(request, UpdateWebhookBody)
+    webhook_id = request.path_params["webhook_id"]
+    try:
+        seq = await _commands(request).update(
+            svc.context(request, caller),
+            webhook_id,
+            url=body.url,
+            events=body.events,
+            description=body.description,
+        )
+    except CommandError as err:
+        raise _error(err) from err
+    return json_response({"id": webhook_id, "status": "updated"}, 202, seq=seq)
+
+
+async def delete_webhook(request: Request) -> Response:
+    svc = services(request)
+    caller = await svc.caller(request)
+    webhook_id = request.path_params["webhook_id"]
+    try:
+        seq = await _commands(request).delete(svc.context(request, caller), webhook_id)
+    except CommandError as err:
+        raise _error(err) from err
+    return json_response({"id": webhook_id, "status": "deleted"}, 202, seq=seq)
+
+
+async def enable_webhook(request: Request) -> Response:
+    svc = services(request)
+    caller = await svc.caller(request)
+    webhook_id = request.path_params["webhook_id"]
+    try:
+        seq = await _commands(request).enable(svc.context(request, caller), webhook_id)
+    except CommandError as err:
+        raise _error(err) from err
+    return json_response({"id": webhook_id, "status": "enabled"}, 202, seq=seq)
+
+
+async def rotate_secret(request: Request) -> Response:
+    svc = services(request)
+    caller = await svc.caller(request)
+    webhook_id = request.path_params["webhook_id"]
+    try:
+        issued = await _commands(request).rotate(svc.context(request, caller), webhook_id)
+    except CommandError as err:
+        raise _error(err) from err
+    return json_response(
+        {
+            "id": webhook_id,
+            "secret": issued.secret,
+            "generation": issued.generation,
+            "previous_valid_until": issued.previous_valid_until,
+        },
+        seq=issued.seq,
+    )
+
+
+async def list_deliveries(request: Request) -> Response:
+    """Newest first, each with every attempt (status code, latency, error)."""
+    svc = services(request)
+    caller = await svc.caller(request)
+    hook = await _visible(request, caller)
+    status = request.query_params.get("status")
+    if status is not None and status not in _DELIVERY_STATUSES:
+        raise ApiError(422, "Invalid status", f"status is one of {sorted(_DELIVERY_STATUSES)}")
+    deliveries = await webhook_queries.list_deliveries(
+        svc.pool, hook.id, limit=page_limit(request), status=status
+    )
+    attempts = await webhook_queries.list_attempts(svc.pool, [d.id for d in deliveries])
+    items = []
+    for d in deliveries:
+        item: dict[str, Any] = msgspec.to_builtins(d)
+        item.pop("last_seq", None)
+        item["attempts"] = [
+            {k: v for k, v in msgspec.to_builtins(a).items() if k not in ("seq", "delivery_id")}
+            for a in attempts[d.id]
+        ]
+        items.append(item)
+    return json_response({"items": items})
+
+
+async def redeliver(request: Request) -> Response:
+    svc = services(request)
+    caller = await svc.caller(request)
+    webhook_id = request.path_params["webhook_id"]
+    delivery_id = request.path_params["delivery_id"]
+    try:
+        seq = await _commands(request).redeliver(
+            svc.context(request, caller), webhook_id, delivery_id
+        )
+    except CommandError as err:
+        raise _error(err) from err
+    return json_response({"id": delivery_id, "status": "queued"}, 202, seq=seq)
+
+
+async def default_signing_secret(request: Request) -> Response:
+    """The secret that signs deliveries to the caller's per-job webhook URLs."""
+    svc = services(request)
+    caller = await svc.caller(request)
+    secret = default_secret(master_key(svc.settings), caller.user_id)
+    return json_response({"secret": secret})
+
+
+routes = [
+    Route("/v1/webhooks", create_webhook, methods=["POST"]),
+    Route("/v1/webhooks", list_webhooks, methods=["GET"]),
+    Route("/v1/webhooks/default/secret", default_signing_secret, methods=["GET"]),
+    Route("/v1/webhooks/{webhook_id}", get_webhook, methods=["GET"]),
+    Route("/v1/webhooks/{webhook_id}", update_webhook, methods=["PATCH"]),
+    Route("/v1/webhooks/{webhook_id}", delete_webhook, methods=["DELETE"]),
+    Route("/v1/webhooks/{webhook_id}/enable", enable_webhook, methods=["POST"]),
+    Route("/v1/webhooks/{webhook_id}/rotate-secret", rotate_secret, methods=["POST"]),
+    Route("/v1/webhooks/{webhook_id}/deliveries", list_deliveries, methods=["GET"]),
+    Route(
+        "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver",
+        redeliver,
+        methods=["POST"],
+    ),
+]

@@ -1,0 +1,81 @@
+"""Helpers of the notifier tests: job events straight into the log, waits with deadlines."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+from events import (
+    EventStore,
+    JobRequested,
+    JobStarted,
+    JobSucceeded,
+    JobWebhook,
+    new_event_id,
+    new_id,
+)
+from projections import webhook_queries
+from projections.db import connect
+from services.commands import CommandContext
+
+__all__ = ["ctx_of", "deliveries", "job_lifecycle", "request_job", "wait_until"]
+
+
+def ctx_of(user: str) -> CommandContext:
+    return CommandContext(actor=user, correlation_id="test")
+
+
+def _env(job_id: str) -> dict[str, object]:
+    return {
+        "id": new_event_id(),
+        "aggregate_id": job_id,
+        "occurred_at": datetime.now(UTC),
+        "actor": "test",
+        "correlation_id": "test",
+    }
+
+
+async def request_job(store: EventStore, owner: str, webhook: JobWebhook | None = None) -> str:
+    job_id = new_id("job")
+    await store.append(
+        JobRequested(
+            **_env(job_id),  # type: ignore[arg-type]
+            owner=owner,
+            model_id="mdl_x",
+            version_id="ver_x",
+            input_key=f"inputs/{job_id}/in.png",
+            input_filename="in.png",
+            webhook=webhook,
+        ),
+        expected=0,
+    )
+    return job_id
+
+
+async def job_lifecycle(store: EventStore, owner: str, webhook: JobWebhook | None = None) -> str:
+    """A job requested, started and succeeded."""
+    job_id = await request_job(store, owner, webhook)
+    await store.append(JobStarted(**_env(job_id), worker="w1"), expected=None)  # type: ignore[arg-type]
+    await store.append(JobSucceeded(**_env(job_id), result={"ok": 1}), expected=None)  # type: ignore[arg-type]
+    return job_id
+
+
+async def wait_until(
+    probe: Callable[[], Awaitable[bool]], *, what: str, timeout_s: float = 15.0
+) -> None:
+    """Poll `probe` until it holds; fail past the deadline (a condition, not a sleep)."""
+    deadline = time.monotonic() + timeout_s
+    while not await probe():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+async def deliveries(dsn: str, endpoint_id: str) -> list[webhook_queries.DeliveryView]:
+    conn = await connect(dsn)
+    try:
+        return await webhook_queries.list_deliveries(conn, endpoint_id, limit=500)
+    finally:
+        await conn.close()
