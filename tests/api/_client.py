@@ -49,6 +49,8 @@ class Client:
                 data=data,
                 headers=self._headers(headers),
                 params=params,
+                # Like curl for large bodies: a refusal (413) comes before the body is sent.
+                expect100=data is not None and not isinstance(data, dict),
             ) as resp,
         ):
             raw = await resp.read()
