@@ -15,7 +15,7 @@ __all__ = [
 
 PREFIX = "clinai"
 
-Aggregate = Literal["user", "apikey", "model", "modelname", "version", "job", "webhook"]
+Aggregate = Literal["user", "apikey", "model", "modelname", "version", "job", "webhook", "delivery"]
 AGGREGATES: tuple[Aggregate, ...] = (
     "user",
     "apikey",
@@ -24,6 +24,7 @@ AGGREGATES: tuple[Aggregate, ...] = (
     "version",
     "job",
     "webhook",
+    "delivery",
 )
 
 _FORBIDDEN = frozenset(".*> \t\r\n")
