@@ -12,6 +12,7 @@ from pathlib import Path
 import msgspec
 import uvloop
 
+from events.subjects import AGGREGATES
 from services.settings import Settings, SettingsError
 
 __all__ = ["main"]
@@ -34,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
 
     tail = sub.add_parser("tail", help="print the event log (reads JetStream directly)")
     tail.add_argument("--type", dest="type_glob", help="event type or glob, e.g. 'Job*'")
-    tail.add_argument("--aggregate", help="job, version, model, webhook, delivery, ...")
+    tail.add_argument("--aggregate", choices=AGGREGATES, help="one kind of aggregate")
     tail.add_argument("--id", dest="resource_id", help="one aggregate id")
     start = tail.add_mutually_exclusive_group()
     start.add_argument("--since", help="start this long ago: 30s, 10m, 2h, 1d")
