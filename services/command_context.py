@@ -1,0 +1,60 @@
+"""What every command carries (who asks, correlation, idempotency) and the errors a
+command raises, one per decision a caller makes."""
+
+from __future__ import annotations
+
+import msgspec
+
+from events import event_id_for_key, new_event_id, new_id
+
+__all__ = [
+    "CommandContext",
+    "CommandError",
+    "ConflictError",
+    "ForbiddenError",
+    "NotFoundError",
+]
+
+
+class CommandError(Exception):
+    """Base of the command errors; `hint` says what the caller can do."""
+
+    def __init__(self, message: str, *, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+class NotFoundError(CommandError):
+    pass
+
+
+class ConflictError(CommandError):
+    pass
+
+
+class ForbiddenError(CommandError):
+    pass
+
+
+class CommandContext(msgspec.Struct, frozen=True, kw_only=True):
+    """Who asks, the request's correlation id and the client's Idempotency-Key."""
+
+    actor: str
+    is_admin: bool = False
+    correlation_id: str
+    causation_id: str | None = None
+    idempotency_key: str | None = None
+
+    def event_id(self, purpose: str) -> str:
+        if self.idempotency_key is None:
+            return new_event_id()
+        return event_id_for_key(self.actor, self.idempotency_key, purpose)
+
+    def resource_id(self, prefix: str) -> str:
+        """A new resource id; deterministic under an Idempotency-Key so a retried
+        command addresses the same aggregate and is deduplicated."""
+        if self.idempotency_key is None:
+            return new_id(prefix)
+        digest = event_id_for_key(self.actor, self.idempotency_key, f"id:{prefix}")
+        return f"{prefix}_{digest.replace('-', '')[:26]}"
