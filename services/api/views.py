@@ -11,7 +11,10 @@ from services.blobstore import BlobStore
 
 __all__ = ["job_view", "model_view", "version_view"]
 
-_INTERNAL = frozenset({"last_seq", "package_key", "input_key", "log_key", "artifact_details"})
+# Storage keys and host paths are the platform's business, not the API's.
+_INTERNAL = frozenset(
+    {"last_seq", "package_key", "input_key", "log_key", "artifact", "artifact_details"}
+)
 OUTPUT_URL_SECONDS = 3600
 
 
