@@ -83,17 +83,32 @@ async def connect(dsn: str, schema: str = LIVE_SCHEMA) -> asyncpg.Connection:
     return conn
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Release without asyncpg's session reset (asyncpg still rolls back a transaction
+    left open)."""
+
+
 async def create_pool(
-    dsn: str, schema: str = LIVE_SCHEMA, *, min_size: int = 2, max_size: int = 10
+    dsn: str,
+    schema: str = LIVE_SCHEMA,
+    *,
+    min_size: int = 2,
+    max_size: int = 10,
+    reset_sessions: bool = True,
 ) -> asyncpg.Pool:
     """The API's pool: every connection has `search_path` set to `schema` and the
-    jsonb codec. Close it with `await pool.close()`."""
+    jsonb codec. Close it with `await pool.close()`.
+
+    `reset_sessions=False` skips the reset query asyncpg sends on every release
+    (advisory unlock, CLOSE ALL, UNLISTEN, RESET ALL): one round trip per query saved,
+    for callers that only run plain queries and never change session state."""
     pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
         server_settings={"search_path": check_schema_name(schema)},
         init=init_connection,
+        reset=None if reset_sessions else _keep_session,
     )
     if pool is None:  # pragma: no cover - create_pool only returns None when not awaited
         raise RuntimeError("asyncpg.create_pool returned no pool")

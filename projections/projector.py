@@ -33,6 +33,8 @@ BatchHook = Callable[[Sequence[StoredEvent]], Awaitable[None]]
 
 _LOCK_SQL: Final = "SELECT pg_try_advisory_lock(hashtextextended($1, 0))"
 _SWAP_SHARED_SQL: Final = "SELECT pg_advisory_xact_lock_shared(hashtextextended($1, 0))"
+_ASYNC_COMMIT_SQL: Final = "SET synchronous_commit TO off"
+_RELEASE_SQL: Final = "SELECT pg_advisory_unlock_all(); RESET synchronous_commit"
 
 
 class _Reseek(Exception):
@@ -115,6 +117,11 @@ class Projector:
                 return
             try:
                 await apply_migrations(conn, self.schema)
+                # The tables are derived from the log, and each batch commits its rows with
+                # the checkpoint: a commit lost in a crash is re-projected from the
+                # checkpoint that survived. So a commit need not wait for the WAL flush
+                # (which costs an fsync per batch and competes with every other fsync).
+                await conn.execute(_ASYNC_COMMIT_SQL)
                 await self._project(conn, stop)
             finally:
                 self.is_leader = False
@@ -138,7 +145,7 @@ class Projector:
                     yield pooled
                 finally:
                     with contextlib.suppress(Exception):
-                        await asyncio.shield(pooled.execute("SELECT pg_advisory_unlock_all()"))
+                        await asyncio.shield(pooled.execute(_RELEASE_SQL))
 
     async def _lead(self, conn: asyncpg.Connection, stop: asyncio.Event) -> bool:
         key = lock_key("projector", self.schema)

@@ -9,6 +9,7 @@ strings; pass `next_cursor` back as `cursor`).
 from __future__ import annotations
 
 import base64
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any, Final
 
@@ -28,11 +29,12 @@ __all__ = [
     "build_log",
     "checkpoint",
     "find_api_key_by_hash",
-    "list_api_keys",
     "find_ready_artifact",
     "get_job",
     "get_model",
     "get_version",
+    "job_seqs",
+    "list_api_keys",
     "list_jobs",
     "list_models",
     "list_versions",
@@ -233,6 +235,13 @@ async def find_ready_artifact(db: Any, package_hash: str, runtime: str) -> Versi
 async def get_job(db: Any, job_id: str) -> JobView | None:
     row = await db.fetchrow("SELECT * FROM jobs WHERE id = $1", job_id)
     return None if row is None else JobView(**row)
+
+
+async def job_seqs(db: Any, job_ids: Collection[str]) -> dict[str, int]:
+    """The projected `last_seq` of each of `job_ids` that exists (one query for many
+    long polls)."""
+    rows = await db.fetch("SELECT id, last_seq FROM jobs WHERE id = ANY($1::text[])", list(job_ids))
+    return {row["id"]: row["last_seq"] for row in rows}
 
 
 async def list_jobs(

@@ -108,7 +108,7 @@ def create_app(settings: Settings, *, blobs: BlobStore | None = None) -> Starlet
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         nc = await connect_nats(settings, name="api")
-        pool = await create_pool(database_url)
+        pool = await create_pool(database_url, reset_sessions=False)  # queries only
         watermark = await ProjectionWatermark.open(database_url)
         try:
             store = await open_event_store(settings, nc)

@@ -15,6 +15,7 @@ from starlette.responses import Response
 
 from events import EventStore
 from projections.watermark import ProjectionWatermark
+from services.api._job_waits import JobWaits
 from services.api.auth import KeyCache, Principal, authenticate
 from services.api.problems import ApiError
 from services.blobstore import BlobStore
@@ -64,6 +65,7 @@ class ApiServices:
         self.watermark = watermark
         self.commands = Commands(store)
         self.keys = KeyCache(pool)
+        self.job_waits = JobWaits(pool, watermark)
 
     def store_connected(self) -> bool:
         return bool(self._nc.is_connected)

@@ -193,7 +193,7 @@ async def get_job(request: Request) -> Response:
         remaining = deadline - time.monotonic()
         if job.status in TERMINAL_JOB_STATUSES or remaining <= 0:
             return json_response(await job_view(job, svc.blobs))
-        await svc.watermark.wait_changed(seen, remaining)
+        await svc.job_waits.wait_moved(job.id, job.last_seq, seen, remaining)
 
 
 async def list_jobs(request: Request) -> Response:

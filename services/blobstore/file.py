@@ -133,17 +133,19 @@ class FileBlobStore:
 
     def _put(self, key: str, content_type: str, fill: Callable[[BinaryIO], object]) -> None:
         tmp_dir = self.root / "tmp"
-        tmp_dir.mkdir(parents=True, exist_ok=True)
         blob, meta = self._blob_path(key), self._meta_path(key)
-        tmp_blob = _write_tmp(tmp_dir, fill)
+        try:
+            tmp_blob = _write_tmp(tmp_dir, fill)
+        except FileNotFoundError:  # the first write: folders are made on demand
+            tmp_dir.mkdir(parents=True, exist_ok=True)
+            tmp_blob = _write_tmp(tmp_dir, fill)
         try:
             tmp_meta = _write_tmp(
                 tmp_dir, lambda out: out.write(msgspec.json.encode(_Meta(content_type)))
             )
             try:
                 for target, tmp in ((meta, tmp_meta), (blob, tmp_blob)):
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    os.replace(tmp, target)
+                    _replace(tmp, target)
             except (NotADirectoryError, IsADirectoryError, FileExistsError) as err:
                 tmp_meta.unlink(missing_ok=True)
                 raise BlobKeyError(key, "it clashes with an existing key's folder") from err
@@ -331,11 +333,21 @@ def _write_tmp(tmp_dir: Path, fill: Callable[[BinaryIO], object]) -> Path:
         with tmp.open("xb") as out:
             fill(out)
             out.flush()
-            os.fsync(out.fileno())
+            os.fdatasync(out.fileno())  # the data; the rename is made durable by the folder's fsync
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return tmp
+
+
+def _replace(tmp: Path, target: Path) -> None:
+    """Rename `tmp` to `target`, making `target`'s folders only when they are missing
+    (most puts go to an existing folder: no mkdir calls then)."""
+    try:
+        os.replace(tmp, target)
+    except FileNotFoundError:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, target)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -8,8 +8,9 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import msgspec
 
@@ -22,6 +23,8 @@ __all__ = ["Attempt", "AttemptResult"]
 
 log = logging.getLogger("clinai.executor")
 
+_A = TypeVar("_A")
+_B = TypeVar("_B")
 _CANCEL_RETRY_S = 0.1  # a job still starting its worker cannot be killed yet
 
 
@@ -115,12 +118,15 @@ class Attempt:
 
     async def _collect(self, outcome: JobOutcome, spec: JobSpec, fetch_s: float) -> AttemptResult:
         log_key: str | None = job_log_key(self.job_id)
-        await self._blobs.put_bytes(
+        put_log = self._blobs.put_bytes(
             job_log_key(self.job_id), outcome.log.encode(), "text/plain; charset=utf-8"
         )
         setup_s = fetch_s + outcome.setup_s
         if outcome.ok:
-            outputs = await upload_outputs(self._blobs, self.job_id, spec.output_dir)
+            # The log and the outputs are stored side by side, not one after the other.
+            _, outputs = await _both(
+                put_log, upload_outputs(self._blobs, self.job_id, spec.output_dir)
+            )
             return AttemptResult(
                 result=outcome.result or {},
                 outputs=outputs,
@@ -128,6 +134,7 @@ class Attempt:
                 setup_s=setup_s,
                 run_s=outcome.run_s,
             )
+        await put_log
         return AttemptResult(
             kind=outcome.kind or "infrastructure",
             message=outcome.message,
@@ -136,3 +143,13 @@ class Attempt:
             setup_s=setup_s,
             run_s=outcome.run_s,
         )
+
+
+async def _both(first: Awaitable[_A], second: Awaitable[_B]) -> tuple[_A, _B]:
+    """Await both concurrently; the first error (if any) is raised once both are done,
+    so neither is left running unobserved."""
+    a, b = await asyncio.gather(first, second, return_exceptions=True)
+    for result in (a, b):
+        if isinstance(result, BaseException):
+            raise result
+    return cast(_A, a), cast(_B, b)

@@ -33,7 +33,7 @@ from events import (
     JobSucceeded,
     JobTimings,
 )
-from services.aggregates import JobState, fold_job, fold_version
+from services.aggregates import JobState, VersionState, fold_job, fold_version
 from services.blobstore import BlobStore
 from services.consumer import Delivery, Poison, RetryLater, reaction_envelope
 from services.executor._attempt import Attempt, AttemptResult
@@ -47,6 +47,7 @@ log = logging.getLogger("clinai.executor")
 ACTOR = "service:executor"
 _MAX_DECISIONS = 8
 _VERSION_NOT_READY_DELAY_S = 5.0
+_BUILT_VERSIONS_KEPT = 1024
 
 Terminal = JobSucceeded | JobFailed | JobCanceled
 
@@ -76,6 +77,7 @@ class JobHandler:
         self._max_attempts = max_attempts
         self._max_timeout_s = max_timeout_s
         self._clock = clock
+        self._built_versions: dict[str, VersionState] = {}
 
     async def __call__(self, delivery: Delivery) -> None:
         match delivery.event:
@@ -123,14 +125,28 @@ class JobHandler:
         if job_id in self._local:
             log.info("job %s: redelivered while it still runs here; ignored", job_id)
             return
+        # On its first delivery a job is most likely just requested: decide from the
+        # delivered event without reading the log. Starting it carries the expected
+        # sequence of that event, so if anything happened since (a cancel request), the
+        # append conflicts and the loop decides again from the aggregate.
+        guess: JobState | None = None
+        if not delivery.redelivered:
+            guess = JobState(requested=requested, last_seq=delivery.seq)
         for _ in range(_MAX_DECISIONS):
-            state = await self._read(job_id)
+            if guess is not None:
+                state, guess = guess, None
+                version = await self._version(requested.version_id)
+            else:
+                # The version is read alongside the job (not after it): one round trip.
+                state, version = await asyncio.gather(
+                    self._read(job_id), self._version(requested.version_id)
+                )
             if state.terminal:
                 return
             try:
                 if await self._refuse(state, delivery):
                     return
-                artifact = await self._artifact(state, delivery)
+                artifact = await self._artifact(state, version, delivery)
                 if artifact is None:
                     return
                 local = self._local.register(job_id, state.attempt + 1)
@@ -168,10 +184,24 @@ class JobHandler:
             return True
         return False
 
-    async def _artifact(self, state: JobState, delivery: Delivery) -> Artifact | None:
+    async def _version(self, version_id: str) -> VersionState | None:
+        """The version's state; a built version is remembered (a build's result never
+        changes: the builder appends nothing to a version once it is built)."""
+        cached = self._built_versions.get(version_id)
+        if cached is not None:
+            return cached
+        version = fold_version((await self._store.read_aggregate("version", version_id)).events)
+        if version is not None and version.status == "ready" and version.built is not None:
+            if len(self._built_versions) >= _BUILT_VERSIONS_KEPT:
+                self._built_versions.pop(next(iter(self._built_versions)))
+            self._built_versions[version_id] = version
+        return version
+
+    async def _artifact(
+        self, state: JobState, version: VersionState | None, delivery: Delivery
+    ) -> Artifact | None:
         """The version's artifact; None after ending the job when there is none."""
         version_id = state.requested.version_id
-        version = fold_version((await self._store.read_aggregate("version", version_id)).events)
         if version is None:
             await self._fail(state, "infrastructure", f"version {version_id} does not exist")
             return None
@@ -240,12 +270,13 @@ class JobHandler:
         )
         try:
             result = await attempt.run(cancel)
+            retryable = result.kind == "infrastructure" and not result.permanent
+            if retryable and started.attempt < self._max_attempts and not delivery.last_attempt:
+                raise RetryLater(f"job {requested.aggregate_id}: {result.message}")
+            await self._finish(self._terminal(requested, started, result), seq, started.attempt)
         finally:
+            # After the terminal event: the attempt's scratch files are nobody's wait.
             await asyncio.to_thread(shutil.rmtree, directory, True)
-        retryable = result.kind == "infrastructure" and not result.permanent
-        if retryable and started.attempt < self._max_attempts and not delivery.last_attempt:
-            raise RetryLater(f"job {requested.aggregate_id}: {result.message}")
-        await self._finish(self._terminal(requested, started, result), seq, started.attempt)
 
     def _terminal(
         self, requested: JobRequested, started: JobStarted, result: AttemptResult

@@ -7,7 +7,7 @@ import shutil
 import stat
 from pathlib import Path
 
-__all__ = ["collect_outputs", "prepare_job_dir", "read_tail"]
+__all__ = ["collect_and_remove", "collect_outputs", "prepare_job_dir", "read_tail"]
 
 
 def prepare_job_dir(job_dir: Path, input_path: Path, uid: int | None) -> tuple[Path, Path, Path]:
@@ -51,6 +51,14 @@ def collect_outputs(out: Path, dest: Path) -> list[str]:
                     shutil.copyfileobj(src, dst)
             copied.append(str(rel_dir / name))
     return copied
+
+
+def collect_and_remove(out: Path, dest: Path, job_dir: Path) -> list[str]:
+    """`collect_outputs(out, dest)`, then remove `job_dir` (whether or not that failed)."""
+    try:
+        return collect_outputs(out, dest)
+    finally:
+        shutil.rmtree(job_dir, ignore_errors=True)
 
 
 def read_tail(path: Path, limit: int) -> str:

@@ -17,7 +17,7 @@ import msgspec
 
 from services.runtimes import _build
 from services.runtimes._framing import JobRequest, ProtocolError, WorkerChannel
-from services.runtimes._jobdir import collect_outputs, prepare_job_dir, read_tail
+from services.runtimes._jobdir import collect_and_remove, prepare_job_dir, read_tail
 from services.runtimes._outcomes import fail as _fail
 from services.runtimes._outcomes import from_death, from_ready, from_response
 from services.runtimes._pool import PoolClosedError, WorkerPool
@@ -104,6 +104,7 @@ class ProcessRuntime:
         self._running: dict[str, _Running] = {}
         self._as_root = os.geteuid() == 0
         self._runner_lib: Path | None = None
+        self._found_tools: tuple[str, str | None] | None = None
         self._free_uids = list(
             range(config.sandbox_uid_base, config.sandbox_uid_base + config.max_workers_total + 16)
         )
@@ -120,6 +121,13 @@ class ProcessRuntime:
         return self._pool.live
 
     def _tools(self) -> tuple[str, str | None]:
+        """bwrap and setpriv, looked up on PATH once they are found (the check runs
+        before every job: a PATH search per job costs dozens of stat calls)."""
+        if self._found_tools is None:
+            self._found_tools = self._find_tools()
+        return self._found_tools
+
+    def _find_tools(self) -> tuple[str, str | None]:
         bwrap = shutil.which(self._config.bwrap)
         if bwrap is None:
             raise RuntimeUnavailableError(
@@ -384,6 +392,7 @@ class ProcessRuntime:
         )
         started = time.perf_counter()
         task = asyncio.ensure_future(worker.channel.request(request))
+        removed = False
         try:
             done, _ = await asyncio.wait({task}, timeout=job.timeout_s)
             elapsed = time.perf_counter() - started
@@ -404,8 +413,9 @@ class ProcessRuntime:
                 return await self._died(worker, running, log, elapsed)
             outcome = from_response(response, log=log, memory_limit_mb=self._config.memory_limit_mb)
             if outcome.ok:
+                removed = True  # collected and removed in one trip to a thread
                 try:
-                    await asyncio.to_thread(collect_outputs, out, job.output_dir)
+                    await asyncio.to_thread(collect_and_remove, out, job.output_dir, job_dir)
                 except OSError as err:
                     return _fail("infrastructure", f"could not collect the outputs: {err}", log=log)
             return outcome
@@ -413,7 +423,8 @@ class ProcessRuntime:
             if not task.done():
                 task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-            await asyncio.to_thread(shutil.rmtree, job_dir, True)
+            if not removed:
+                await asyncio.to_thread(shutil.rmtree, job_dir, True)
 
     async def _died(
         self, worker: ProcessWorker, running: _Running, log: str, elapsed: float

@@ -1,0 +1,115 @@
+"""JobWaits: many long polls share one lookup per projection advance."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Collection
+from typing import Any, cast
+
+import pytest
+
+from services.api._job_waits import JobWaits
+
+
+class FakeWatermark:
+    def __init__(self) -> None:
+        self.checkpoint = 0
+        self._advanced = asyncio.Event()
+
+    def advance(self, seq: int) -> None:
+        self.checkpoint = seq
+        advanced, self._advanced = self._advanced, asyncio.Event()
+        advanced.set()
+
+    async def wait_changed(self, after: int, timeout: float) -> int:
+        while self.checkpoint <= after:
+            try:
+                await asyncio.wait_for(self._advanced.wait(), timeout)
+            except TimeoutError:
+                break
+        return self.checkpoint
+
+
+class Rows:
+    def __init__(self, seqs: dict[str, int]) -> None:
+        self.seqs = seqs
+        self.lookups: list[set[str]] = []
+
+    async def __call__(self, ids: Collection[str]) -> dict[str, int]:
+        self.lookups.append(set(ids))
+        await asyncio.sleep(0)
+        return {i: self.seqs[i] for i in ids if i in self.seqs}
+
+
+def _waits(rows: Rows, mark: FakeWatermark) -> JobWaits:
+    return JobWaits(cast(Any, None), cast(Any, mark), lookup=rows)
+
+
+async def test_one_lookup_per_advance_wakes_only_the_moved_job() -> None:
+    mark = FakeWatermark()
+    rows = Rows({f"job{i}": 1 for i in range(20)})
+    waits = _waits(rows, mark)
+    polls = {
+        f"job{i}": asyncio.create_task(waits.wait_moved(f"job{i}", 1, 0, 5.0)) for i in range(20)
+    }
+    await asyncio.sleep(0.01)
+    rows.seqs["job3"] = 2
+    mark.advance(2)
+    await asyncio.wait_for(polls["job3"], 1.0)
+    await asyncio.sleep(0.01)
+    assert [job for job, task in polls.items() if task.done()] == ["job3"]
+    assert len(rows.lookups) == 1 and len(rows.lookups[0]) == 20
+
+    rows.seqs["job7"] = 3
+    mark.advance(3)
+    await asyncio.wait_for(polls["job7"], 1.0)
+    assert waits.queries == 2
+    for task in polls.values():
+        task.cancel()
+    await asyncio.gather(*polls.values(), return_exceptions=True)
+
+
+async def test_times_out_when_nothing_moves() -> None:
+    mark = FakeWatermark()
+    rows = Rows({"job": 5})
+    waits = _waits(rows, mark)
+    poll = asyncio.create_task(waits.wait_moved("job", 5, 0, 0.2))
+    await asyncio.sleep(0.01)
+    mark.advance(1)  # another job's event
+    await asyncio.wait_for(poll, 1.0)
+    assert rows.lookups == [{"job"}]
+
+
+async def test_a_vanished_row_counts_as_moved() -> None:
+    mark = FakeWatermark()
+    rows = Rows({"job": 5})
+    waits = _waits(rows, mark)
+    poll = asyncio.create_task(waits.wait_moved("job", 5, 0, 5.0))
+    await asyncio.sleep(0.01)
+    del rows.seqs["job"]
+    mark.advance(1)
+    await asyncio.wait_for(poll, 1.0)
+
+
+async def test_a_failed_lookup_is_not_reused() -> None:
+    mark = FakeWatermark()
+    calls = 0
+
+    async def flaky(ids: Collection[str]) -> dict[str, int]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise OSError("connection lost")
+        return {"job": 2}
+
+    waits = JobWaits(cast(Any, None), cast(Any, mark), lookup=flaky)
+    poll = asyncio.create_task(waits.wait_moved("job", 1, 0, 5.0))
+    await asyncio.sleep(0.01)
+    mark.advance(1)
+    with pytest.raises(OSError):
+        await asyncio.wait_for(poll, 1.0)
+    poll = asyncio.create_task(waits.wait_moved("job", 1, 1, 5.0))
+    await asyncio.sleep(0.01)
+    mark.advance(2)
+    await asyncio.wait_for(poll, 1.0)
+    assert calls == 2
