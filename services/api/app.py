@@ -28,6 +28,9 @@ from services.api import (
 from services.api.deps import ApiServices, json_response, services
 from services.api.problems import ApiError, handle_api_error, problem_response
 from services.blobstore import SIGNED_BLOB_ROUTE, BlobStore, FileBlobStore, signed_blob_endpoint
+from services.notifier.commands import WebhookCommands
+from services.notifier.destinations import DestinationPolicy
+from services.notifier.signing import master_key
 from services.resources import connect_nats, open_blob_store, open_event_store
 from services.settings import Settings, SettingsError
 
@@ -119,8 +122,13 @@ def create_app(settings: Settings, *, blobs: BlobStore | None = None) -> Starlet
                 blobs=blob_store,
                 watermark=watermark,
                 nc=nc,
+                webhooks=WebhookCommands(
+                    store,
+                    master_key(settings),
+                    policy=DestinationPolicy.from_setting(settings.webhook_allow_networks),
+                    rotation_grace_s=settings.webhook_rotation_grace_s,
+                ),
             )
-            app.state.webhooks = routes_webhooks.webhook_commands(settings, store)
             yield
         finally:
             await watermark.stop()

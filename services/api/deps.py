@@ -27,6 +27,7 @@ from services.commands import (
     ForbiddenError,
     NotFoundError,
 )
+from services.notifier.commands import WebhookCommands
 from services.settings import Settings
 
 __all__ = [
@@ -56,6 +57,7 @@ class ApiServices:
         blobs: BlobStore,
         watermark: ProjectionWatermark,
         nc: NATS,
+        webhooks: WebhookCommands,
     ) -> None:
         self._nc = nc
         self.settings = settings
@@ -66,6 +68,7 @@ class ApiServices:
         self.commands = Commands(store)
         self.keys = KeyCache(pool)
         self.job_waits = JobWaits(pool, watermark)
+        self.webhooks = webhooks
 
     def store_connected(self) -> bool:
         return bool(self._nc.is_connected)

@@ -12,18 +12,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from events import EventStore
 from projections import webhook_queries
 from services.api.auth import Principal
 from services.api.deps import command_error, decode_body, json_response, page_limit, services
 from services.api.problems import ApiError
 from services.commands import CommandError
-from services.notifier.commands import InvalidWebhookError, WebhookCommands
-from services.notifier.destinations import DestinationPolicy
+from services.notifier.commands import InvalidWebhookError
 from services.notifier.signing import default_secret, master_key
-from services.settings import Settings
 
-__all__ = ["routes", "webhook_commands"]
+__all__ = ["routes"]
 
 Url = Annotated[str, msgspec.Meta(min_length=1, max_length=2000)]
 Pattern = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
@@ -44,21 +41,6 @@ class UpdateWebhookBody(msgspec.Struct, forbid_unknown_fields=True):
     url: Url | None = None
     events: Patterns | None = None
     description: Description | None = None
-
-
-def webhook_commands(settings: Settings, store: EventStore) -> WebhookCommands:
-    """The write side the routes use (made once, in the app's lifespan)."""
-    return WebhookCommands(
-        store,
-        master_key(settings),
-        policy=DestinationPolicy.from_setting(settings.webhook_allow_networks),
-        rotation_grace_s=settings.webhook_rotation_grace_s,
-    )
-
-
-def _commands(request: Request) -> WebhookCommands:
-    commands: WebhookCommands = request.app.state.webhooks
-    return commands
 
 
 def _error(err: CommandError) -> ApiError:
@@ -92,7 +74,7 @@ async def create_webhook(request: Request) -> Response:
     caller = await svc.caller(request)
     body = await decode_body(request, CreateWebhookBody)
     try:
-        issued = await _commands(request).create(
+        issued = await services(request).webhooks.create(
             svc.context(request, caller),
             url=body.url,
             events=body.events,
@@ -135,7 +117,7 @@ async def update_webhook(request: Request) -> Response:
     body = await decode_body(request, UpdateWebhookBody)
     webhook_id = request.path_params["webhook_id"]
     try:
-        seq = await _commands(request).update(
+        seq = await services(request).webhooks.update(
             svc.context(request, caller),
             webhook_id,
             url=body.url,
@@ -152,7 +134,7 @@ async def delete_webhook(request: Request) -> Response:
     caller = await svc.caller(request)
     webhook_id = request.path_params["webhook_id"]
     try:
-        seq = await _commands(request).delete(svc.context(request, caller), webhook_id)
+        seq = await services(request).webhooks.delete(svc.context(request, caller), webhook_id)
     except CommandError as err:
         raise _error(err) from err
     return json_response({"id": webhook_id, "status": "deleted"}, 202, seq=seq)
@@ -163,7 +145,7 @@ async def enable_webhook(request: Request) -> Response:
     caller = await svc.caller(request)
     webhook_id = request.path_params["webhook_id"]
     try:
-        seq = await _commands(request).enable(svc.context(request, caller), webhook_id)
+        seq = await services(request).webhooks.enable(svc.context(request, caller), webhook_id)
     except CommandError as err:
         raise _error(err) from err
     return json_response({"id": webhook_id, "status": "enabled"}, 202, seq=seq)
@@ -174,7 +156,7 @@ async def rotate_secret(request: Request) -> Response:
     caller = await svc.caller(request)
     webhook_id = request.path_params["webhook_id"]
     try:
-        issued = await _commands(request).rotate(svc.context(request, caller), webhook_id)
+        issued = await services(request).webhooks.rotate(svc.context(request, caller), webhook_id)
     except CommandError as err:
         raise _error(err) from err
     return json_response(
@@ -218,7 +200,7 @@ async def redeliver(request: Request) -> Response:
     webhook_id = request.path_params["webhook_id"]
     delivery_id = request.path_params["delivery_id"]
     try:
-        seq = await _commands(request).redeliver(
+        seq = await services(request).webhooks.redeliver(
             svc.context(request, caller), webhook_id, delivery_id
         )
     except CommandError as err:
