@@ -52,7 +52,7 @@ async def create_job(request: Request) -> Response:
         version = await _runnable_version(svc, caller, form)
         params = _params(form)
         timeout_s = _timeout(svc, form)
-        webhook = _webhook(form)
+        webhook = _webhook(svc, form)
         job_id = ctx.resource_id("job")
         input_key = f"inputs/{job_id}/{received.filename}"
         await svc.blobs.put_file(input_key, received.path, received.content_type)
@@ -161,12 +161,14 @@ def _timeout(svc: ApiServices, form: ReceivedForm) -> float:
     return value
 
 
-def _webhook(form: ReceivedForm) -> JobWebhook | None:
+def _webhook(svc: ApiServices, form: ReceivedForm) -> JobWebhook | None:
     url = form.fields.get("webhook", "").strip()
     if not url:
         return None
-    if not url.startswith(("https://", "http://")):
-        raise ApiError(422, "Invalid webhook", "webhook must be an http(s) URL")
+    try:
+        svc.webhooks.check_url(url)
+    except CommandError as err:
+        raise ApiError(422, "Invalid webhook", f"{err.message} {err.hint}".strip()) from err
     raw_events = form.fields.get("webhook_events", "completed")
     wanted = tuple(e.strip() for e in raw_events.split(",") if e.strip())
     unknown = set(wanted) - _WEBHOOK_EVENTS

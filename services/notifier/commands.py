@@ -73,6 +73,10 @@ class WebhookCommands:
             "causation_id": ctx.causation_id,
         }
 
+    def check_url(self, url: str) -> None:
+        """Refuse a destination the notifier would refuse (for per-job webhooks too)."""
+        self._check(url, None)
+
     def _check(self, url: str | None, events: Sequence[str] | None) -> tuple[str, ...] | None:
         try:
             if url is not None:

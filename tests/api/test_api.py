@@ -259,6 +259,11 @@ async def test_job_bad_requests(stack: Stack) -> None:
         "/v1/jobs", "input", "a", b"x", version=ids["version"], timeout_s="99999"
     )
     assert bad_timeout.status == 422
+    private_hook = await alice.upload(
+        "/v1/jobs", "input", "a", b"x", version=ids["version"], webhook="http://10.0.0.7/hook"
+    )
+    assert private_hook.status == 422
+    assert "public" in private_hook.body["detail"]
     too_big = await alice.upload(
         "/v1/jobs", "input", "a", b"0" * (2 * 1024 * 1024), version=ids["version"]
     )
