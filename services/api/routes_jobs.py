@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import tempfile
 import time
@@ -28,6 +29,7 @@ from services.api.deps import (
 from services.api.problems import ApiError
 from services.api.uploads import ReceivedForm, receive_form
 from services.api.views import job_view
+from services.blobstore import FileBlobStore
 from services.commands import CommandError
 
 __all__ = ["routes"]
@@ -39,7 +41,10 @@ async def create_job(request: Request) -> Response:
     svc = services(request)
     caller = await svc.caller(request)
     ctx = svc.context(request, caller)
-    workdir = Path(tempfile.mkdtemp(prefix="clinai-input-"))
+    blobs = svc.blobs
+    # The file backend receives the upload on its own file system and renames it in.
+    spool = await blobs.spool_dir() if isinstance(blobs, FileBlobStore) else None
+    workdir = Path(tempfile.mkdtemp(prefix="clinai-input-", dir=spool))
     try:
         form = await receive_form(
             request, file_limit=svc.settings.max_input_bytes, dest_dir=workdir
@@ -55,7 +60,10 @@ async def create_job(request: Request) -> Response:
         webhook = _webhook(svc, form)
         job_id = ctx.resource_id("job")
         input_key = f"inputs/{job_id}/{received.filename}"
-        await svc.blobs.put_file(input_key, received.path, received.content_type)
+        if isinstance(blobs, FileBlobStore):
+            await blobs.move_in(input_key, received.path, received.content_type)
+        else:
+            await blobs.put_file(input_key, received.path, received.content_type)
         try:
             seq = await svc.commands.request_job(
                 ctx,
@@ -73,7 +81,7 @@ async def create_job(request: Request) -> Response:
         except CommandError as err:
             raise command_error(err) from err
     finally:
-        await asyncio.to_thread(shutil.rmtree, workdir, True)
+        await _remove(workdir)
     return json_response(
         {
             "id": job_id,
@@ -87,6 +95,14 @@ async def create_job(request: Request) -> Response:
         202,
         seq=seq,
     )
+
+
+async def _remove(workdir: Path) -> None:
+    """Remove an upload's folder: one rmdir when its file was moved into the store."""
+    try:
+        os.rmdir(workdir)
+    except OSError:
+        await asyncio.to_thread(shutil.rmtree, workdir, True)
 
 
 async def _runnable_version(

@@ -1,15 +1,27 @@
 """The `file` blob store backend: blobs under a local directory, signed URLs served by
 the API itself through `signed_blob_endpoint`.
 
-Layout under `root`: `blobs/<key>` holds the content, `meta/<key>` its content type,
-`tmp/` the files being written (renamed into place, so readers never see a partial
-blob). All blocking file I/O runs in worker threads.
+Layout under `root`: `blobs/<key>` holds the content, `tmp/` the files being written
+(renamed into place, so readers never see a partial blob). The content type is an
+extended attribute of the blob file (`user.clinai.content_type`); on a file system
+without user xattrs it is a file `meta/<key>`, which is also read for blobs written
+before the attribute was used. All blocking file I/O runs in worker threads.
+
+Durability (a put returns only once the blob survives a crash): the temporary file is
+written, its attribute set, and fsynced once (data and inode with its attribute
+together); then renamed into place and the folder fsynced (and, when folders had to
+be made, the folders holding them). A crash before the folder's fsync leaves either no
+blob or the whole one, never a blob without its content type: the type travels with
+the inode. In the `meta/` fallback the meta file is made durable (file and folder)
+before the blob is renamed into place, so a visible blob always has its type.
 """
 
 from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
+import errno
 import hashlib
 import hmac
 import os
@@ -45,6 +57,8 @@ MAX_EXPIRES_IN = 7 * 24 * 3600  # the S3 presigned URL limit, so both backends a
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 _SIGNATURE_DOMAIN = "clinai-blob-v1"
 _T = TypeVar("_T")
+_XATTR = "user.clinai.content_type"
+_NO_XATTRS = frozenset({errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM})
 
 
 class _Meta(msgspec.Struct, frozen=True):
@@ -120,6 +134,8 @@ class FileBlobStore:
         self._signing_key = signing_key
         self._clock = clock
         self._chunk = chunk_size
+        self._xattrs: bool | None = None  # whether the file system keeps user xattrs
+        self._spool_made = False
 
     # -- writing -------------------------------------------------------------------
 
@@ -131,27 +147,105 @@ class FileBlobStore:
         validate_key(key)
         await asyncio.to_thread(self._put, key, content_type, lambda out: out.write(data))
 
+    async def spool_dir(self) -> Path:
+        """A folder on the store's own file system for files that are to be handed to
+        `move_in` (a rename then, not a copy)."""
+        tmp_dir = self.root / "tmp"
+        if not self._spool_made:
+            await asyncio.to_thread(tmp_dir.mkdir, parents=True, exist_ok=True)
+            self._spool_made = True
+        return tmp_dir
+
+    async def move_in(self, key: str, path: Path, content_type: str) -> None:
+        """`put_file`, taking the file over: it is renamed into place when it is on the
+        store's file system (see `spool_dir`), copied and removed otherwise. `path` is
+        gone afterwards, whether or not this succeeded."""
+        validate_key(key)
+        await asyncio.to_thread(self._move_in, key, path, content_type)
+
+    def _move_in(self, key: str, path: Path, content_type: str) -> None:
+        tmp_dir = self.root / "tmp"
+        tmp = tmp_dir / uuid.uuid4().hex
+        try:
+            try:
+                os.rename(path, tmp)
+            except OSError as err:
+                if err.errno not in (errno.EXDEV, errno.ENOENT):
+                    raise
+                if err.errno == errno.ENOENT and not path.exists():
+                    raise  # the source is missing, not the tmp folder
+                self._put(key, content_type, lambda out: _copy(path, out))
+                return
+            with tmp.open("rb+") as fh:
+                self._seal(fh, tmp_dir, content_type)
+            self._place(key, tmp, content_type)
+        finally:
+            tmp.unlink(missing_ok=True)
+            path.unlink(missing_ok=True)
+
     def _put(self, key: str, content_type: str, fill: Callable[[BinaryIO], object]) -> None:
         tmp_dir = self.root / "tmp"
-        blob, meta = self._blob_path(key), self._meta_path(key)
         try:
-            tmp_blob = _write_tmp(tmp_dir, fill)
+            tmp_blob = self._write_tmp(tmp_dir, fill, content_type)
         except FileNotFoundError:  # the first write: folders are made on demand
             tmp_dir.mkdir(parents=True, exist_ok=True)
-            tmp_blob = _write_tmp(tmp_dir, fill)
+            tmp_blob = self._write_tmp(tmp_dir, fill, content_type)
         try:
-            tmp_meta = _write_tmp(
-                tmp_dir, lambda out: out.write(msgspec.json.encode(_Meta(content_type)))
-            )
-            try:
-                for target, tmp in ((meta, tmp_meta), (blob, tmp_blob)):
-                    _replace(tmp, target)
-            except (NotADirectoryError, IsADirectoryError, FileExistsError) as err:
-                tmp_meta.unlink(missing_ok=True)
-                raise BlobKeyError(key, "it clashes with an existing key's folder") from err
-            _fsync_dir(blob.parent)
+            self._place(key, tmp_blob, content_type)
         finally:
             tmp_blob.unlink(missing_ok=True)
+
+    def _write_tmp(
+        self, tmp_dir: Path, fill: Callable[[BinaryIO], object], content_type: str
+    ) -> Path:
+        tmp = tmp_dir / uuid.uuid4().hex
+        try:
+            with tmp.open("xb") as out:
+                fill(out)
+                self._seal(out, tmp_dir, content_type)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return tmp
+
+    def _seal(self, out: BinaryIO, tmp_dir: Path, content_type: str) -> None:
+        """Make a temporary blob's content (and its content type, when it is kept in an
+        extended attribute) durable: one fsync of the file."""
+        out.flush()
+        if self._xattrs is not False:
+            try:
+                os.setxattr(out.fileno(), _XATTR, content_type.encode())
+                self._xattrs = True
+            except OSError as err:
+                if err.errno not in _NO_XATTRS:
+                    raise
+                self._xattrs = False
+        os.fsync(out.fileno())  # fsync, not fdatasync: the attribute is inode metadata
+
+    def _place(self, key: str, tmp_blob: Path, content_type: str) -> None:
+        """Rename a sealed temporary blob into place and make the rename durable."""
+        blob = self._blob_path(key)
+        tmp_meta: Path | None = None
+        if not self._xattrs:  # a file system without user xattrs: a `meta/` file
+            tmp_meta = self._write_tmp(
+                tmp_blob.parent,
+                lambda out: out.write(msgspec.json.encode(_Meta(content_type))),
+                content_type,
+            )
+        try:
+            try:
+                if tmp_meta is not None:
+                    meta = self._meta_path(key)
+                    _replace(tmp_meta, meta)
+                    _fsync_dir(meta.parent)
+                made = _replace(tmp_blob, blob)
+            except (NotADirectoryError, IsADirectoryError, FileExistsError) as err:
+                raise BlobKeyError(key, "it clashes with an existing key's folder") from err
+        finally:
+            if tmp_meta is not None:
+                tmp_meta.unlink(missing_ok=True)
+        for folder in (blob.parent, *made):
+            _fsync_dir(folder)
 
     # -- reading -------------------------------------------------------------------
 
@@ -206,6 +300,8 @@ class FileBlobStore:
             raise BlobNotFoundError(key) from err
 
     def _content_type(self, key: str) -> str:
+        with contextlib.suppress(OSError):
+            return os.getxattr(self._blob_path(key), _XATTR).decode()
         try:
             return msgspec.json.decode(self._meta_path(key).read_bytes(), type=_Meta).content_type
         except (OSError, msgspec.DecodeError):
@@ -327,27 +423,20 @@ def _copy(src: Path, out: BinaryIO) -> None:
         shutil.copyfileobj(fh, out, 1024 * 1024)
 
 
-def _write_tmp(tmp_dir: Path, fill: Callable[[BinaryIO], object]) -> Path:
-    tmp = tmp_dir / uuid.uuid4().hex
-    try:
-        with tmp.open("xb") as out:
-            fill(out)
-            out.flush()
-            os.fdatasync(out.fileno())  # the data; the rename is made durable by the folder's fsync
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return tmp
-
-
-def _replace(tmp: Path, target: Path) -> None:
+def _replace(tmp: Path, target: Path) -> tuple[Path, ...]:
     """Rename `tmp` to `target`, making `target`'s folders only when they are missing
-    (most puts go to an existing folder: no mkdir calls then)."""
+    (most puts go to an existing folder: no mkdir calls then). Returns the folders
+    whose entries changed because a folder was made in them, deepest first."""
     try:
         os.replace(tmp, target)
+        return ()
     except FileNotFoundError:
+        missing = [target.parent]
+        while not missing[-1].parent.exists():
+            missing.append(missing[-1].parent)
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, target)
+        return tuple(folder.parent for folder in missing)
 
 
 def _fsync_dir(path: Path) -> None:

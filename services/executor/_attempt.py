@@ -64,7 +64,8 @@ class Attempt:
 
     async def run(self, cancel: asyncio.Event) -> AttemptResult:
         requested = self._requested
-        input_path = self._dir / "in" / local_input_name(requested.input_filename)
+        # The input and `.out/` side by side: the input's name never starts with a dot.
+        input_path = self._dir / local_input_name(requested.input_filename)
         began = time.monotonic()
         try:
             await self._blobs.download_to(requested.input_key, input_path)
@@ -82,7 +83,7 @@ class Attempt:
             job_id=self.job_id,
             version_id=requested.version_id,
             input_path=input_path,
-            output_dir=self._dir / "out",
+            output_dir=self._dir / ".out",
             params=requested.params,
             timeout_s=self._timeout_s,
         )

@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 
 from events import OutputFile
-from services.blobstore import BlobKeyError, BlobStore
+from services.blobstore import BlobKeyError, BlobStore, FileBlobStore
 
 __all__ = ["job_log_key", "local_input_name", "upload_outputs"]
 
@@ -40,20 +40,21 @@ def _files(directory: Path) -> list[Path]:
 
 
 async def upload_outputs(blobs: BlobStore, job_id: str, directory: Path) -> tuple[OutputFile, ...]:
-    """Upload every regular file under `directory` to `outputs/<job_id>/<relative path>`."""
+    """Upload every regular file under `directory` to `outputs/<job_id>/<relative path>`;
+    the files are the caller's scratch copies and may be moved into the store."""
     outputs: list[OutputFile] = []
     for path in await asyncio.to_thread(_files, directory):
         name = path.relative_to(directory).as_posix()
         key = f"outputs/{job_id}/{name}"
         content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        size = path.stat().st_size
         try:
-            await blobs.put_file(key, path, content_type)
+            if isinstance(blobs, FileBlobStore):  # the file is ours: renamed in, not copied
+                await blobs.move_in(key, path, content_type)
+            else:
+                await blobs.put_file(key, path, content_type)
         except BlobKeyError as err:
             log.warning("job %s: output %r skipped: %s", job_id, name, err)
             continue
-        outputs.append(
-            OutputFile(
-                name=name, key=key, size_bytes=path.stat().st_size, content_type=content_type
-            )
-        )
+        outputs.append(OutputFile(name=name, key=key, size_bytes=size, content_type=content_type))
     return tuple(outputs)

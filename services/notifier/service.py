@@ -34,7 +34,8 @@ from projections.db import create_pool
 from projections.watermark import ProjectionWatermark
 from services.consumer import ConsumerOptions, Delivery, RetryLater, run_consumer, stop_on_signals
 from services.notifier._dispatch import Dispatcher, DispatchOptions, PendingDelivery
-from services.notifier._payload import Snapshots, webhook_body
+from services.notifier._facts import Facts, FactsCache, facts_of
+from services.notifier._payload import Snapshot, Snapshots, webhook_body
 from services.notifier._sender import Sender
 from services.notifier._state import fold_delivery
 from services.notifier.destinations import DestinationPolicy
@@ -93,8 +94,10 @@ class NotifierHandler:
         snapshots: Snapshots,
         dispatcher: Dispatcher,
         clock: Clock = _utcnow,
+        facts: FactsCache | None = None,
     ) -> None:
         self._store = store
+        self._facts = facts if facts is not None else FactsCache()
         self._pool = pool
         self._watermark = watermark
         self._snapshots = snapshots
@@ -109,21 +112,33 @@ class NotifierHandler:
         event_type = webhook_type(event)
         if event_type is None:
             return
-        snap = await self._snapshots.at(event.aggregate, event.aggregate_id, delivery.seq, event)
-        if snap is None:
-            return
+        # Who is to receive it is decided from facts that never change (owner, a job's
+        # own webhook); the snapshot, the costly part, is built only for a receiver.
+        aggregate, resource_id = event.aggregate, event.aggregate_id
+        snap: Snapshot | None = None
+        facts = self._facts.get(aggregate, resource_id) or facts_of(event)
+        if facts is None:
+            snap = await self._snapshots.at(aggregate, resource_id, delivery.seq, event)
+            if snap is None:
+                return
+            facts = Facts(owner=snap.owner, job_webhook=snap.job_webhook)
+        self._facts.put(aggregate, resource_id, facts)
         if not await self._watermark.wait_for(delivery.seq, _PROJECTION_WAIT_S):
             raise RetryLater("the projection has not reached this event yet")
         targets = [
             (hook.id, hook.url)
-            for hook in await webhook_queries.subscribers(self._pool, snap.owner, delivery.seq)
+            for hook in await webhook_queries.subscribers(self._pool, facts.owner, delivery.seq)
             if matches(hook.events, event_type)
         ]
-        hook = snap.job_webhook
+        hook = facts.job_webhook
         if hook is not None and job_hook_wants(hook.get("events", ()), event_type):
-            targets.append((job_endpoint_id(event.aggregate_id), str(hook["url"])))
+            targets.append((job_endpoint_id(resource_id), str(hook["url"])))
         if not targets:
             return
+        if snap is None:
+            snap = await self._snapshots.at(aggregate, resource_id, delivery.seq, event)
+            if snap is None:
+                return
         body = webhook_body(event_type, snap.occurred_at, snap.data)
         now = self._clock()
         queued = []
@@ -138,7 +153,7 @@ class NotifierHandler:
                     correlation_id=event.correlation_id,
                     causation_id=event.id,
                     endpoint_id=endpoint_id,
-                    owner=snap.owner,
+                    owner=facts.owner,
                     message_id=message_id,
                     event_type=event_type,
                     source_seq=delivery.seq,

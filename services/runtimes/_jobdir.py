@@ -13,7 +13,8 @@ __all__ = ["collect_and_remove", "collect_outputs", "prepare_job_dir", "read_tai
 def prepare_job_dir(job_dir: Path, input_path: Path, uid: int | None) -> tuple[Path, Path, Path]:
     """`<job_dir>/in/<input>` (read-only for the model), `out/` and `log` (the model's).
     Returns the host paths of the input, the output directory and the log."""
-    (job_dir / "in").mkdir(parents=True)
+    job_dir.mkdir()  # its parent, the worker's directory, exists
+    (job_dir / "in").mkdir()
     out = job_dir / "out"
     out.mkdir()
     log = job_dir / "log"

@@ -64,6 +64,51 @@ async def test_key_clashing_with_folder(tmp_path: Path) -> None:
     assert await store.list("") == ["a/b"]
 
 
+async def test_content_type_is_kept_with_the_blob(tmp_path: Path) -> None:
+    store = make_store(tmp_path)
+    await store.put_bytes("a/b.txt", b"x", "text/plain")
+    assert await store.content_type("a/b.txt") == "text/plain"
+    assert not (tmp_path / "root" / "meta").exists()  # an xattr, no second file to sync
+
+
+async def test_a_meta_file_from_before_xattrs_is_still_read(tmp_path: Path) -> None:
+    store = make_store(tmp_path)
+    (tmp_path / "root" / "blobs").mkdir(parents=True)
+    (tmp_path / "root" / "blobs" / "old.txt").write_bytes(b"x")
+    (tmp_path / "root" / "meta").mkdir()
+    (tmp_path / "root" / "meta" / "old.txt").write_text('{"content_type":"text/csv"}')
+    assert await store.content_type("old.txt") == "text/csv"
+
+
+async def test_move_in_renames_the_file_into_place(tmp_path: Path) -> None:
+    store = make_store(tmp_path)
+    spool = await store.spool_dir()
+    src = spool / "upload"
+    src.write_bytes(b"payload")
+    inode = src.stat().st_ino
+    await store.move_in("inputs/j/in.png", src, "image/png")
+    assert not src.exists()
+    blob = tmp_path / "root" / "blobs" / "inputs" / "j" / "in.png"
+    assert blob.stat().st_ino == inode  # renamed, not copied
+    assert await store.get_bytes("inputs/j/in.png") == b"payload"
+    assert await store.content_type("inputs/j/in.png") == "image/png"
+    assert list(spool.iterdir()) == []
+
+
+async def test_move_in_from_elsewhere_and_bad_keys(tmp_path: Path) -> None:
+    store = make_store(tmp_path)
+    src = tmp_path / "elsewhere.bin"
+    src.write_bytes(b"x")
+    await store.move_in("k/a", src, "application/octet-stream")
+    assert not src.exists()
+    assert await store.get_bytes("k/a") == b"x"
+    src.write_bytes(b"y")
+    with pytest.raises(BlobKeyError):
+        await store.move_in("k/a/b", src, "text/plain")
+    assert not src.exists()
+    assert list((tmp_path / "root" / "tmp").iterdir()) == []
+
+
 # -- signatures --------------------------------------------------------------------
 
 
