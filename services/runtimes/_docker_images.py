@@ -50,8 +50,12 @@ async def build_image(
     stream = BuildStream(log)
     try:
         async for item in docker.images.build(
-            fileobj=context, encoding="identity", labels=labels,
-            rm=True, forcerm=True, stream=True,
+            fileobj=context,
+            encoding="identity",
+            labels=labels,
+            rm=True,
+            forcerm=True,
+            stream=True,
         ):
             await stream.feed(item)
     except DockerError as err:  # DockerStreamError: a step failed

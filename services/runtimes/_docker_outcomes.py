@@ -44,9 +44,7 @@ def death_outcome(
     return JobOutcome(ok=False, kind=kind, message=message, log=log, setup_s=setup_s)
 
 
-def start_failure_outcome(
-    err: WorkerStartError, elapsed: float, *, memory_mb: int
-) -> JobOutcome:
+def start_failure_outcome(err: WorkerStartError, elapsed: float, *, memory_mb: int) -> JobOutcome:
     """The outcome of a job whose worker did not start: import or setup() failed, it
     timed out, or its container died."""
     ready = err.ready
@@ -57,16 +55,20 @@ def start_failure_outcome(
             message = f"predict.py could not be imported: {ready.error_type}: {ready.message}"
         else:
             message = ready.message
-        kind: FailureKind = (
-            "out_of_memory" if ready.error_type == "MemoryError" else "model_error"
+        kind: FailureKind = "out_of_memory" if ready.error_type == "MemoryError" else "model_error"
+        return JobOutcome(
+            ok=False,
+            kind=kind,
+            message=message,
+            traceback=ready.traceback,
+            log=err.log,
+            setup_s=elapsed,
         )
-        return JobOutcome(ok=False, kind=kind, message=message, traceback=ready.traceback,
-                          log=err.log, setup_s=elapsed)
     if err.timed_out:
-        return JobOutcome(ok=False, kind="timeout", message=str(err), log=err.log,
-                          setup_s=elapsed)
-    outcome = death_outcome(err.state, memory_mb=memory_mb,
-                            stderr=err.stderr, log=err.log, setup_s=elapsed)
+        return JobOutcome(ok=False, kind="timeout", message=str(err), log=err.log, setup_s=elapsed)
+    outcome = death_outcome(
+        err.state, memory_mb=memory_mb, stderr=err.stderr, log=err.log, setup_s=elapsed
+    )
     return msgspec.structs.replace(outcome, message="while starting: " + outcome.message)
 
 
@@ -75,10 +77,19 @@ def response_outcome(resp: JobResponse, *, memory_mb: int) -> JobOutcome:
     if resp.ok:
         return JobOutcome(ok=True, result=resp.result)
     if resp.error_type == "MemoryError":
-        return JobOutcome(ok=False, kind="out_of_memory", traceback=resp.traceback,
-                          message=f"the model ran out of memory (limit {memory_mb} MB)")
+        return JobOutcome(
+            ok=False,
+            kind="out_of_memory",
+            traceback=resp.traceback,
+            message=f"the model ran out of memory (limit {memory_mb} MB)",
+        )
     if resp.error_type == "InvalidResult" or not resp.error_type:
-        return JobOutcome(ok=False, kind="model_error", message=resp.message,
-                          traceback=resp.traceback)
-    return JobOutcome(ok=False, kind="model_error", traceback=resp.traceback,
-                      message=f"run() raised {resp.error_type}: {resp.message}")
+        return JobOutcome(
+            ok=False, kind="model_error", message=resp.message, traceback=resp.traceback
+        )
+    return JobOutcome(
+        ok=False,
+        kind="model_error",
+        traceback=resp.traceback,
+        message=f"run() raised {resp.error_type}: {resp.message}",
+    )

@@ -86,8 +86,14 @@ class WorkerStartError(Exception):
     ({} when the engine cannot tell). `log` is what the model printed meanwhile."""
 
     def __init__(
-        self, message: str, *, ready: Ready | None = None, state: dict[str, Any] | None = None,
-        stderr: str = "", log: str = "", timed_out: bool = False,
+        self,
+        message: str,
+        *,
+        ready: Ready | None = None,
+        state: dict[str, Any] | None = None,
+        stderr: str = "",
+        log: str = "",
+        timed_out: bool = False,
     ) -> None:
         super().__init__(message)
         self.ready = ready
@@ -181,17 +187,23 @@ class ContainerWorker:
             except TimeoutError as err:
                 raise WorkerStartError(
                     f"the worker did not start within {ready_timeout_s:g} s (import + setup())",
-                    timed_out=True, log=await worker.read_log(log_limit),
+                    timed_out=True,
+                    log=await worker.read_log(log_limit),
                 ) from err
             except ProtocolError as err:  # stream ended: the container died while starting
                 state = await worker.exit_state()
                 raise WorkerStartError(
-                    f"the worker exited while starting ({err})", state=state,
-                    stderr=worker.stderr_tail, log=await worker.read_log(log_limit),
+                    f"the worker exited while starting ({err})",
+                    state=state,
+                    stderr=worker.stderr_tail,
+                    log=await worker.read_log(log_limit),
                 ) from err
             if not ready.ok:
-                raise WorkerStartError(ready.message or "the worker failed to start",
-                                       ready=ready, log=await worker.read_log(log_limit))
+                raise WorkerStartError(
+                    ready.message or "the worker failed to start",
+                    ready=ready,
+                    log=await worker.read_log(log_limit),
+                )
             worker.ready_frame = ready
             return worker
         except BaseException:

@@ -93,8 +93,9 @@ class DockerRuntimeConfig(msgspec.Struct, frozen=True, kw_only=True):
         }
         for field, ok in checks.items():
             if not ok:
-                raise ValueError(f"DockerRuntimeConfig.{field} is out of range: "
-                                 f"{getattr(self, field)!r}")
+                raise ValueError(
+                    f"DockerRuntimeConfig.{field} is out of range: {getattr(self, field)!r}"
+                )
         uid, sep, gid = self.user.partition(":")
         if not (uid.isdigit() and sep and gid.isdigit()) or uid == "0":
             raise ValueError(f"DockerRuntimeConfig.user must be 'uid:gid', not root: {self.user!r}")
@@ -108,11 +109,15 @@ class DockerRuntime:
         self._config = config
         self._runner_dir = runner_dir
         self._limits = ContainerLimits(
-            memory_mb=config.memory_mb, cpus=config.cpus, pids_limit=config.pids_limit,
-            tmpfs_mb=config.tmpfs_mb, user=config.user,
+            memory_mb=config.memory_mb,
+            cpus=config.cpus,
+            pids_limit=config.pids_limit,
+            tmpfs_mb=config.tmpfs_mb,
+            user=config.user,
         )
         self._pool: WorkerPool[ContainerWorker] = WorkerPool(
-            max_per_key=config.max_workers_per_version, max_total=config.max_workers_total,
+            max_per_key=config.max_workers_per_version,
+            max_total=config.max_workers_total,
             idle_timeout_s=config.idle_timeout_s,
         )
         self._running: dict[str, asyncio.Event] = {}
@@ -173,28 +178,44 @@ class DockerRuntime:
             reference = built
             if self._config.registry:
                 reference = await push_image(
-                    self._docker, tag=tag, log=log, auth=self._config.registry_auth,
+                    self._docker,
+                    tag=tag,
+                    log=log,
+                    auth=self._config.registry_auth,
                     repository=f"{self._config.registry}/{self._config.image_repository}",
                 )
         return Artifact(
-            runtime=self.name, reference=reference, package_hash=package_hash,
+            runtime=self.name,
+            reference=reference,
+            package_hash=package_hash,
             details={"image": tag, "image_id": built, "base_image": self._config.base_image},
         )
 
     async def _build_image(
-        self, tag: str, package_dir: Path, package_hash: str, requirements_hash: str,
+        self,
+        tag: str,
+        package_dir: Path,
+        package_hash: str,
+        requirements_hash: str,
         log: LogSink,
     ) -> str:
         ca = self._config.ca_bundle
         if ca is None and await asyncio.to_thread(DEBIAN_CA_BUNDLE.is_file):
             ca = DEBIAN_CA_BUNDLE
-        pip = PipOptions(index_url=self._config.pip_index_url,
-                         extra_index_urls=self._config.pip_extra_index_urls, ca_bundle=ca)
-        text = dockerfile(base_image=self._config.base_image, user=self._config.user,
-                          package_hash=package_hash)
+        pip = PipOptions(
+            index_url=self._config.pip_index_url,
+            extra_index_urls=self._config.pip_extra_index_urls,
+            ca_bundle=ca,
+        )
+        text = dockerfile(
+            base_image=self._config.base_image, user=self._config.user, package_hash=package_hash
+        )
         context = await asyncio.to_thread(
-            write_context, package_dir=package_dir, runner_dir=self._runner_dir,
-            dockerfile_text=text, pip=pip,
+            write_context,
+            package_dir=package_dir,
+            runner_dir=self._runner_dir,
+            dockerfile_text=text,
+            pip=pip,
         )
         labels = {LABEL_PACKAGE_HASH: package_hash, LABEL_REQUIREMENTS_HASH: requirements_hash}
         try:
@@ -211,8 +232,10 @@ class DockerRuntime:
             context.close()
         built = self.last_build.image_id
         if built is None:
-            raise BuildFailedError("the engine did not report the built image's id",
-                                   log_tail="\n".join(self.last_build.tail))
+            raise BuildFailedError(
+                "the engine did not report the built image's id",
+                log_tail="\n".join(self.last_build.tail),
+            )
         # Tagged only once it passed the smoke check: the tag means "good to reuse".
         await self._smoke_check(
             Artifact(runtime=self.name, reference=built, package_hash=package_hash), log
@@ -230,10 +253,14 @@ class DockerRuntime:
                 await self._docker.images.pull(ref, auth=self._config.registry_auth)
             self._present.add(ref)
         return await ContainerWorker.start(
-            self._docker, image=ref, limits=self._limits, work_root=self._config.work_dir,
+            self._docker,
+            image=ref,
+            limits=self._limits,
+            work_root=self._config.work_dir,
             labels={LABEL_PACKAGE_HASH: artifact.package_hash, LABEL_INSTANCE: self._instance},
             ready_timeout_s=self._config.ready_timeout_s,
-            log_limit=self._config.log_limit_bytes, check=check,
+            log_limit=self._config.log_limit_bytes,
+            check=check,
         )
 
     async def _smoke_check(self, artifact: Artifact, log: LogSink) -> None:
@@ -244,11 +271,15 @@ class DockerRuntime:
         except WorkerStartError as err:
             outcome = start_failure_outcome(err, 0.0, memory_mb=self._config.memory_mb)
             tail = "\n".join(part for part in (outcome.traceback, outcome.log) if part)
-            raise BuildFailedError(f"smoke check failed: {outcome.message}",
-                                   log_tail=tail[-8000:], hint="fix predict.py") from err
+            raise BuildFailedError(
+                f"smoke check failed: {outcome.message}",
+                log_tail=tail[-8000:],
+                hint="fix predict.py",
+            ) from err
         except (DockerError, aiohttp.ClientError, OSError) as err:
-            raise BuildFailedError(f"smoke check could not start a container: {err}",
-                                   hint="check the Docker engine") from err
+            raise BuildFailedError(
+                f"smoke check could not start a container: {err}", hint="check the Docker engine"
+            ) from err
         await worker.kill()
 
     async def run_job(self, artifact: Artifact, job: JobSpec) -> JobOutcome:
@@ -273,8 +304,11 @@ class DockerRuntime:
         except PoolClosedError:
             return JobOutcome(ok=False, kind="infrastructure", message="the runtime is closed")
         except (DockerError, aiohttp.ClientError, OSError) as err:
-            return JobOutcome(ok=False, kind="infrastructure",
-                              message=f"could not start a worker container: {err}")
+            return JobOutcome(
+                ok=False,
+                kind="infrastructure",
+                message=f"could not start a worker container: {err}",
+            )
         setup_s = time.perf_counter() - started if fresh else 0.0
         reuse = False
         try:
@@ -295,12 +329,18 @@ class DockerRuntime:
                 prepare_job, worker.dir, job.job_id, job.input_path, self._limits.host_uid
             )
         except OSError as err:
-            return JobOutcome(ok=False, kind="infrastructure", setup_s=setup_s,
-                              message=f"could not prepare the job directory: {err}")
+            return JobOutcome(
+                ok=False,
+                kind="infrastructure",
+                setup_s=setup_s,
+                message=f"could not prepare the job directory: {err}",
+            )
         try:
             request = JobRequest(
-                job_id=job.job_id, input_path=paths.container_input,
-                output_dir=paths.container_output, log_path=paths.container_log,
+                job_id=job.job_id,
+                input_path=paths.container_input,
+                output_dir=paths.container_output,
+                log_path=paths.container_log,
                 params=job.params,
             )
             begun = time.perf_counter()
@@ -315,8 +355,12 @@ class DockerRuntime:
                 await asyncio.to_thread(collect_outputs, paths.out, job.output_dir)
             return msgspec.structs.replace(outcome, log=log, setup_s=setup_s, run_s=run_s)
         except OSError as err:
-            return JobOutcome(ok=False, kind="infrastructure", setup_s=setup_s,
-                              message=f"could not collect the job's outputs: {err}")
+            return JobOutcome(
+                ok=False,
+                kind="infrastructure",
+                setup_s=setup_s,
+                message=f"could not collect the job's outputs: {err}",
+            )
         finally:
             await asyncio.to_thread(shutil.rmtree, paths.host_dir, True)
 
@@ -326,15 +370,17 @@ class DockerRuntime:
         talk = asyncio.create_task(worker.channel.request(request))
         stop = asyncio.create_task(canceled.wait())
         try:
-            done, _ = await asyncio.wait({talk, stop}, timeout=job.timeout_s,
-                                         return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                {talk, stop}, timeout=job.timeout_s, return_when=asyncio.FIRST_COMPLETED
+            )
             if talk in done:
                 return talk.result()
         except ProtocolError:  # the stream ended: the container died under the job
             state = await worker.exit_state()
             await worker.terminate()
-            return death_outcome(state, memory_mb=self._config.memory_mb,
-                                 stderr=worker.stderr_tail, log="")
+            return death_outcome(
+                state, memory_mb=self._config.memory_mb, stderr=worker.stderr_tail, log=""
+            )
         except BaseException:
             await worker.terminate()
             raise
@@ -348,7 +394,8 @@ class DockerRuntime:
         if canceled.is_set():
             return JobOutcome(ok=False, kind="canceled", message="the job was canceled")
         return JobOutcome(
-            ok=False, kind="timeout",
+            ok=False,
+            kind="timeout",
             message=f"the job ran longer than its timeout of {job.timeout_s:g}s and was stopped",
         )
 
