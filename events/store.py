@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 import msgspec
@@ -27,7 +27,9 @@ from nats.js.api import (
 )
 from nats.js.errors import APIError, NotFoundError
 
-from events.catalogue import AnyEvent, Event
+from events._reader import open_bulk_reader
+from events._stored import StoredEvent
+from events.catalogue import Event
 from events.codec import decode_event, encode_event
 from events.errors import (
     ConcurrencyConflictError,
@@ -54,11 +56,6 @@ _BATCH_DUPLICATE_MSG_ID = 10201
 _EXPECTED_SEQ = "Nats-Expected-Last-Subject-Sequence"
 _EXPECTED_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
 _MSG_ID = "Nats-Msg-Id"
-
-
-class StoredEvent(msgspec.Struct, frozen=True):
-    seq: int
-    event: AnyEvent
 
 
 class AggregateHistory(msgspec.Struct, frozen=True):
@@ -288,7 +285,7 @@ class EventStore:
 
     async def read_from(
         self, start_seq: int, *, subject_filter: str | None = None
-    ) -> AsyncIterator[StoredEvent]:
+    ) -> AsyncGenerator[StoredEvent, None]:
         """Every event from `start_seq` on, in order, following new ones forever
         (an ordered consumer; cancel the iteration to stop)."""
         queue: asyncio.Queue[Msg] = asyncio.Queue(maxsize=10_000)
@@ -318,9 +315,28 @@ class EventStore:
     ) -> AsyncGenerator[list[StoredEvent], None]:
         """Like `read_from`, but yields every event already received (at most
         `max_batch`) as one list, in order: cheaper per event for bulk consumers
-        such as the projector. Cancel or close the iteration to stop."""
+        such as the projector. Cancel or close the iteration to stop.
+
+        The log up to its current tail is read on a lean connection of its own (see
+        `events._reader`), then a nats-py ordered consumer follows from the next
+        sequence on."""
         if max_batch < 1 or buffer < max_batch:
             raise ValueError("need max_batch >= 1 and buffer >= max_batch")
+        next_seq = max(start_seq, 1)
+        bulk = await open_bulk_reader(self._nc, self.stream, buffer=buffer, timeout=self._timeout)
+        if bulk is not None:
+            try:
+                async for batch in bulk.batches(next_seq, max_batch=max_batch):
+                    next_seq = batch[-1].seq + 1
+                    yield batch
+            finally:
+                bulk.close()
+        async for batch in self._follow_batches(next_seq, max_batch=max_batch, buffer=buffer):
+            yield batch
+
+    async def _follow_batches(
+        self, start_seq: int, *, max_batch: int, buffer: int
+    ) -> AsyncGenerator[list[StoredEvent], None]:
         received: list[Msg] = []
         ready = asyncio.Event()
         drained = asyncio.Event()
@@ -337,7 +353,7 @@ class EventStore:
             stream=self.stream,
             ordered_consumer=True,
             deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-            config=nats.js.api.ConsumerConfig(opt_start_seq=max(start_seq, 1)),
+            config=nats.js.api.ConsumerConfig(opt_start_seq=start_seq),
             cb=on_msg,
             pending_msgs_limit=buffer * 5,
         )

@@ -3,7 +3,9 @@ upserts whole rows. Names are unqualified: the connection's search_path picks th
 
 from __future__ import annotations
 
-from typing import Final
+from collections.abc import Callable
+from operator import itemgetter
+from typing import Any, Final
 
 __all__ = ["TABLES", "TableSpec"]
 
@@ -11,7 +13,7 @@ __all__ = ["TABLES", "TableSpec"]
 class TableSpec:
     """One table: its columns (in write order) and primary-key columns."""
 
-    __slots__ = ("columns", "key", "load_sql", "name", "upsert_sql")
+    __slots__ = ("columns", "key", "load_sql", "name", "upsert_sql", "values")
 
     def __init__(self, name: str, columns: tuple[str, ...], key: tuple[str, ...] = ("id",)) -> None:
         self.name = name
@@ -26,6 +28,11 @@ class TableSpec:
             f"ON CONFLICT ({conflict}) DO UPDATE SET {updates}"
         )
         self.load_sql = f"SELECT {cols} FROM {name} WHERE id = ANY($1::text[])"
+        # A row dict's values in column order, as one tuple (`itemgetter` of one name
+        # returns the bare value).
+        self.values: Callable[[dict[str, Any]], tuple[Any, ...]] = (
+            itemgetter(*columns) if len(columns) > 1 else lambda row: (row[columns[0]],)
+        )
 
 
 def _q(column: str) -> str:

@@ -45,6 +45,7 @@ from projections._fold_webhooks import (
     fold_webhook_event,
 )
 from projections._rows import TABLES
+from projections._upsert import upsert_rows
 
 __all__ = [
     "JOB_TERMINAL",
@@ -364,12 +365,10 @@ async def apply_events(conn: asyncpg.Connection, events: Sequence[StoredEvent]) 
         rows = tables.get(spec.name)
         if not rows:
             continue
-        name, columns = spec.name, spec.columns
-        args = [
-            tuple(row[c] for c in columns) for key, row in rows.items() if (name, key) in touched
-        ]
+        name, values = spec.name, spec.values
+        args = [values(row) for key, row in rows.items() if (name, key) in touched]
         if args:
-            await conn.executemany(spec.upsert_sql, args)
+            await upsert_rows(conn, spec, args)
             written += len(args)
     return written
 

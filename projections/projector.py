@@ -11,12 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Sequence
 from typing import Any, Final
 
 import asyncpg
 
 from events import EventStore, StoredEvent
+from projections._pipeline import (
+    SWAP_SHARED_SQL,
+    BatchHook,
+    CheckpointMovedError,
+    PipelinedApplier,
+)
 from projections.apply import apply_events, read_checkpoint, write_checkpoint
 from projections.db import (
     LIVE_SCHEMA,
@@ -29,10 +35,7 @@ from projections.migrate import apply_migrations
 
 __all__ = ["BatchHook", "Projector", "apply_batch"]
 
-BatchHook = Callable[[Sequence[StoredEvent]], Awaitable[None]]
-
 _LOCK_SQL: Final = "SELECT pg_try_advisory_lock(hashtextextended($1, 0))"
-_SWAP_SHARED_SQL: Final = "SELECT pg_advisory_xact_lock_shared(hashtextextended($1, 0))"
 _ASYNC_COMMIT_SQL: Final = "SET synchronous_commit TO off"
 _RELEASE_SQL: Final = "SELECT pg_advisory_unlock_all(); RESET synchronous_commit"
 
@@ -60,7 +63,7 @@ async def apply_batch(
     last = events[-1].seq
     async with conn.transaction():
         if swap_lock is not None:
-            await conn.execute(_SWAP_SHARED_SQL, swap_lock)
+            await conn.execute(SWAP_SHARED_SQL, swap_lock)
         current = await read_checkpoint(conn)
         if current != expected:
             raise _Reseek(current)
@@ -182,26 +185,72 @@ class Projector:
         stopping: asyncio.Future[object],
         swap_lock: str,
     ) -> None:
-        while True:
-            receiving: asyncio.Future[list[StoredEvent]] = asyncio.ensure_future(anext(reader))
-            waiters: list[asyncio.Future[Any]] = [receiving, stopping]
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-            if not receiving.done():
+        """Apply batches until `stopping`. While batches come full (catching up), each
+        one's fold overlaps the previous one's transaction (`PipelinedApplier`); from
+        the first smaller one on (following the log), a batch at a time."""
+        applier: PipelinedApplier | None = PipelinedApplier(
+            conn,
+            self.checkpoint,
+            swap_lock=swap_lock,
+            channel=self._channel,
+            before_commit=self._before_commit,
+            after_commit=self._committed,
+        )
+        receiving: asyncio.Future[list[StoredEvent]] | None = None
+        try:
+            while True:
+                if receiving is None:
+                    receiving = asyncio.ensure_future(anext(reader))
+                waiters: list[asyncio.Future[Any]] = [receiving, stopping]
+                if applier is not None and applier.in_flight is not None:
+                    waiters.append(applier.in_flight)
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                if applier is not None and applier.in_flight is not None:
+                    if applier.in_flight.done():  # surface its error now, if any
+                        await self._pipelined(applier.drain())
+                if not receiving.done():
+                    if stopping.done():
+                        break
+                    continue
+                batch, receiving = receiving.result(), None
+                if applier is not None and len(batch) >= self._max_batch:
+                    events = [e for e in batch if e.seq > applier.submitted]
+                    await self._pipelined(applier.submit(events))
+                    continue
+                if applier is not None:
+                    await self._pipelined(applier.drain())
+                    applier = None
+                events = [e for e in batch if e.seq > self.checkpoint]
+                if not events:
+                    continue
+                await apply_batch(
+                    conn,
+                    events,
+                    expected=self.checkpoint,
+                    swap_lock=swap_lock,
+                    channel=self._channel,
+                    before_commit=self._before_commit,
+                )
+                await self._committed(events)
+            if applier is not None:  # stopping: let the batch in flight commit
+                await self._pipelined(applier.drain())
+        finally:
+            if receiving is not None and not receiving.done():
                 receiving.cancel()
                 with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
                     await receiving
-                return
-            events = [e for e in receiving.result() if e.seq > self.checkpoint]
-            if not events:
-                continue
-            self.checkpoint = await apply_batch(
-                conn,
-                events,
-                expected=self.checkpoint,
-                swap_lock=swap_lock,
-                channel=self._channel,
-                before_commit=self._before_commit,
-            )
-            self.batches += 1
-            if self._after_commit is not None:
-                await self._after_commit(events)
+            if applier is not None:
+                await applier.close()
+
+    async def _committed(self, events: Sequence[StoredEvent]) -> None:
+        self.checkpoint = events[-1].seq
+        self.batches += 1
+        if self._after_commit is not None:
+            await self._after_commit(events)
+
+    @staticmethod
+    async def _pipelined(step: Awaitable[object]) -> None:
+        try:
+            await step
+        except CheckpointMovedError as moved:
+            raise _Reseek(moved.found) from moved

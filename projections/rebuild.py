@@ -18,10 +18,10 @@ import asyncpg
 import msgspec
 
 from events import EventStore
+from projections._pipeline import PipelinedApplier
 from projections.apply import PROJECTION
 from projections.db import LIVE_SCHEMA, check_schema_name, connect, lock_key, notify_channel
 from projections.migrate import apply_migrations
-from projections.projector import apply_batch
 
 __all__ = ["RebuildReport", "rebuild", "replay"]
 
@@ -43,22 +43,23 @@ async def replay(
     max_batch: int = 2_000,
 ) -> int:
     """Apply the events after sequence `after` up to `until` onto the connection's
-    schema (whose checkpoint must be `after`), a transaction per batch; return the new
-    checkpoint (`until`, or `after` when there was nothing to do)."""
-    checkpoint = after
+    schema (whose checkpoint must be `after`), a transaction per batch, each batch's
+    fold overlapping the previous one's write (see `projections._pipeline`); return
+    the new checkpoint (`until`, or `after` when there was nothing to do)."""
     if until <= after:
-        return checkpoint
+        return after
+    applier = PipelinedApplier(conn, after)
     reader = store.read_batches(after + 1, max_batch=max_batch)
     try:
         async for batch in reader:
-            events = [e for e in batch if checkpoint < e.seq <= until]
-            if events:
-                checkpoint = await apply_batch(conn, events, expected=checkpoint)
-            if checkpoint >= until or (batch and batch[-1].seq >= until):
+            events = [e for e in batch if applier.submitted < e.seq <= until]
+            await applier.submit(events)
+            if applier.submitted >= until or (batch and batch[-1].seq >= until):
                 break
+        return await applier.drain()
     finally:
+        await applier.close()
         await reader.aclose()
-    return checkpoint
 
 
 async def rebuild(

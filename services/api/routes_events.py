@@ -19,8 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fnmatch
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from typing import Any, Final, cast
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Final
 
 import orjson
 from starlette.requests import Request
@@ -151,11 +151,8 @@ def _sse(
     heartbeat = svc.settings.sse_heartbeat_s
 
     async def body() -> AsyncIterator[bytes]:
-        # read_from is an async generator (typed as an iterator): close it to unsubscribe.
-        reader = cast(
-            AsyncGenerator[StoredEvent, None],
-            svc.store.read_from(start, subject_filter=subject),
-        )
+        # read_from is an async generator: close it to unsubscribe.
+        reader = svc.store.read_from(start, subject_filter=subject)
         pending: asyncio.Future[StoredEvent] = asyncio.ensure_future(anext(reader))
         try:
             yield b"retry: 2000\n: connected\n\n"
