@@ -23,27 +23,17 @@ import sys
 import tempfile
 import time
 import uuid
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 from PIL import Image
 
+from services.package_zip import zip_folder
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "example-model"
 NOOP = ROOT / "tests" / "packages" / "noop"
-
-
-def _zip(folder: Path, extra: dict[str, str] | None = None) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for file in sorted(folder.rglob("*")):
-            if file.is_file() and "__pycache__" not in file.parts:
-                zf.write(file, file.relative_to(folder).as_posix())
-        for name, text in (extra or {}).items():
-            zf.writestr(name, text)
-    return buf.getvalue()
 
 
 def _png() -> bytes:
@@ -161,7 +151,7 @@ async def _measure(url: str, key: str, jobs: int, clients: int) -> dict[str, flo
 
         # A unique file per run: the package is new to this stack and to the engine's image
         # cache (pip's own cache and docker's dependency layer may still be warm).
-        first = _zip(EXAMPLE, {"bench-run.txt": uuid.uuid4().hex})
+        first = zip_folder(EXAMPLE, {"bench-run.txt": uuid.uuid4().hex})
         started = time.perf_counter()
         example = await api.wait_built(await api.upload(model["id"], first))
         out["build_first_s"] = time.perf_counter() - started
@@ -172,7 +162,7 @@ async def _measure(url: str, key: str, jobs: int, clients: int) -> dict[str, flo
         out["example_p99_ms"] = _pct(example_lat, 0.99) * 1000
 
         started = time.perf_counter()
-        changed = _zip(EXAMPLE, {"CHANGELOG.txt": f"code change {uuid.uuid4()}"})
+        changed = zip_folder(EXAMPLE, {"CHANGELOG.txt": f"code change {uuid.uuid4()}"})
         await api.wait_built(await api.upload(model["id"], changed))
         out["rebuild_code_only_s"] = time.perf_counter() - started
 
@@ -183,7 +173,7 @@ async def _measure(url: str, key: str, jobs: int, clients: int) -> dict[str, flo
             reuploads.append(time.perf_counter() - started)
         out["identical_reupload_s"] = statistics.median(reuploads)
 
-        noop = await api.wait_built(await api.upload(model["id"], _zip(NOOP)))
+        noop = await api.wait_built(await api.upload(model["id"], zip_folder(NOOP)))
         await api.job(noop["id"], png)  # warm the worker
         noop_lat = [await api.job(noop["id"], png) for _ in range(jobs)]
         out["noop_p50_ms"] = statistics.median(noop_lat) * 1000

@@ -3,6 +3,9 @@ command raises, one per decision a caller makes."""
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Any
+
 import msgspec
 
 from events import event_id_for_key, new_event_id, new_id
@@ -50,6 +53,18 @@ class CommandContext(msgspec.Struct, frozen=True, kw_only=True):
         if self.idempotency_key is None:
             return new_event_id()
         return event_id_for_key(self.actor, self.idempotency_key, purpose)
+
+    def envelope(self, purpose: str, aggregate_id: str, occurred_at: datetime) -> dict[str, Any]:
+        """The envelope fields of an event this command appends (`purpose` tells the
+        command's events apart for the idempotency mapping)."""
+        return {
+            "id": self.event_id(purpose),
+            "aggregate_id": aggregate_id,
+            "occurred_at": occurred_at,
+            "actor": self.actor,
+            "correlation_id": self.correlation_id,
+            "causation_id": self.causation_id,
+        }
 
     def resource_id(self, prefix: str) -> str:
         """A new resource id; deterministic under an Idempotency-Key so a retried

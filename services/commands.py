@@ -87,14 +87,7 @@ class Commands:
         self._clock = clock or (lambda: datetime.now(UTC))
 
     def _envelope(self, ctx: CommandContext, purpose: str, aggregate_id: str) -> dict[str, Any]:
-        return {
-            "id": ctx.event_id(purpose),
-            "aggregate_id": aggregate_id,
-            "occurred_at": self._clock(),
-            "actor": ctx.actor,
-            "correlation_id": ctx.correlation_id,
-            "causation_id": ctx.causation_id,
-        }
+        return ctx.envelope(purpose, aggregate_id, self._clock())
 
     # --- users and keys ----------------------------------------------------------------
 

@@ -64,14 +64,7 @@ class WebhookCommands:
         self._clock = clock or (lambda: datetime.now(UTC))
 
     def _envelope(self, ctx: CommandContext, purpose: str, aggregate_id: str) -> dict[str, Any]:
-        return {
-            "id": ctx.event_id(purpose),
-            "aggregate_id": aggregate_id,
-            "occurred_at": self._clock(),
-            "actor": ctx.actor,
-            "correlation_id": ctx.correlation_id,
-            "causation_id": ctx.causation_id,
-        }
+        return ctx.envelope(purpose, aggregate_id, self._clock())
 
     def check_url(self, url: str) -> None:
         """Refuse a destination the notifier would refuse (for per-job webhooks too)."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -85,17 +84,6 @@ class Client:
             form.add_field(key, value)
         form.add_field(field, io.BytesIO(content), filename=name)
         return await self.request("POST", path, data=form, headers=headers)
-
-
-def zip_dir(folder: Path, *, extra: dict[str, str] | None = None) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for file in sorted(folder.rglob("*")):
-            if file.is_file() and "__pycache__" not in file.parts:
-                zf.write(file, file.relative_to(folder).as_posix())
-        for name, text in (extra or {}).items():
-            zf.writestr(name, text)
-    return buf.getvalue()
 
 
 async def new_user(base_url: str, admin_key: str, name: str) -> Client:

@@ -10,7 +10,8 @@ import nats
 import pytest
 
 from events import EventStore, JobSucceeded, OutputFile, VersionBuilt, new_event_id
-from tests.api._client import EXAMPLE_MODEL, Client, new_user, zip_dir
+from services.package_zip import zip_folder
+from tests.api._client import EXAMPLE_MODEL, Client, new_user
 from tests.api.conftest import Stack
 
 
@@ -141,7 +142,7 @@ async def test_idempotency_key_acknowledges_a_retry_once(stack: Stack) -> None:
 async def test_upload_versions_numbered_per_model(stack: Stack) -> None:
     alice = await new_user(stack.url, stack.admin_key, "alice")
     model = (await alice.post("/v1/models", json={"name": _name()})).body
-    package = zip_dir(EXAMPLE_MODEL)
+    package = zip_folder(EXAMPLE_MODEL)
     replies = await asyncio.gather(
         *(
             alice.upload(f"/v1/models/{model['id']}/versions", "package", "m.zip", package)
@@ -177,7 +178,7 @@ async def test_another_users_model_cannot_get_versions(stack: Stack) -> None:
     bob = await new_user(stack.url, stack.admin_key, "bob")
     model = (await alice.post("/v1/models", json={"name": _name()})).body
     reply = await bob.upload(
-        f"/v1/models/{model['id']}/versions", "package", "m.zip", zip_dir(EXAMPLE_MODEL)
+        f"/v1/models/{model['id']}/versions", "package", "m.zip", zip_folder(EXAMPLE_MODEL)
     )
     assert reply.status == 404
 
@@ -187,7 +188,7 @@ async def _ready_version(stack: Stack, alice: Client) -> dict[str, str]:
     model = (await alice.post("/v1/models", json={"name": _name()})).body
     version = (
         await alice.upload(
-            f"/v1/models/{model['id']}/versions", "package", "m.zip", zip_dir(EXAMPLE_MODEL)
+            f"/v1/models/{model['id']}/versions", "package", "m.zip", zip_folder(EXAMPLE_MODEL)
         )
     ).body
     nc = await nats.connect(stack.settings.nats_url)
@@ -271,7 +272,7 @@ async def test_job_bad_requests(stack: Stack) -> None:
     model = (await alice.post("/v1/models", json={"name": _name()})).body
     version = (
         await alice.upload(
-            f"/v1/models/{model['id']}/versions", "package", "m.zip", zip_dir(EXAMPLE_MODEL)
+            f"/v1/models/{model['id']}/versions", "package", "m.zip", zip_folder(EXAMPLE_MODEL)
         )
     ).body
     not_ready = await alice.upload(

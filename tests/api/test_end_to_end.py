@@ -14,8 +14,9 @@ import aiohttp
 import pytest
 from PIL import Image
 
+from services.package_zip import zip_folder
 from services.sandbox_setup import check_bwrap
-from tests.api._client import EXAMPLE_MODEL, Client, new_user, zip_dir
+from tests.api._client import EXAMPLE_MODEL, Client, new_user
 from tests.api.conftest import Stack, running_stack
 from tests.runtimes.test_docker_runtime import BASE_IMAGE, engine_problem
 
@@ -75,7 +76,7 @@ async def _upload(client: Client, package: bytes) -> str:
 async def test_example_model_from_upload_to_grayscale_output(full_stack: Stack) -> None:
     alice = await new_user(full_stack.url, full_stack.admin_key, "alice")
     # A unique file makes it a new package, so it is built here, not reused from a cache.
-    package = zip_dir(EXAMPLE_MODEL, extra={"build-id.txt": uuid.uuid4().hex})
+    package = zip_folder(EXAMPLE_MODEL, extra={"build-id.txt": uuid.uuid4().hex})
     version_id = await _upload(alice, package)
     # The build log is readable while building: chunks appear before the version is ready.
     seen_while_building = False
@@ -125,21 +126,21 @@ async def test_hostile_packages_end_in_the_right_state(
     alice = await new_user(full_stack.url, full_stack.admin_key, "alice")
     folder = tmp_path / package
     shutil.copytree(PACKAGES / package, folder)
-    version_id = await _upload(alice, zip_dir(folder))
+    version_id = await _upload(alice, zip_folder(folder))
     assert (await _wait_version(alice, version_id))["status"] == "ready"
     job = await _run(alice, version_id, _png(), timeout_s="3")
     assert job["status"] == status, job
     assert job["error_kind"] == kind
     assert job["error_message"]
     # The platform is still healthy: a no-op model runs right after.
-    noop = await _upload(alice, zip_dir(PACKAGES / "noop"))
+    noop = await _upload(alice, zip_folder(PACKAGES / "noop"))
     assert (await _wait_version(alice, noop))["status"] == "ready"
     assert (await _run(alice, noop, _png()))["status"] == "succeeded"
 
 
 async def test_cancel_a_running_job(full_stack: Stack) -> None:
     alice = await new_user(full_stack.url, full_stack.admin_key, "alice")
-    version_id = await _upload(alice, zip_dir(PACKAGES / "sleeper"))
+    version_id = await _upload(alice, zip_folder(PACKAGES / "sleeper"))
     assert (await _wait_version(alice, version_id))["status"] == "ready"
     created = (
         await alice.upload("/v1/jobs", "input", "in.png", _png(), version=version_id,
