@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -295,7 +296,19 @@ class EmbeddedServer:
     embedded server defines: `start()` runs it in a thread and stops whatever it
     started if cancelled; `stop()` finishes even if cancelled; `async with` does both."""
 
-    _process: ManagedProcess | None
+    def __init__(
+        self, data_dir: Path, port: int | None, *, startup_timeout: float, stop_timeout: float
+    ) -> None:
+        if port is not None and not 0 < port < 65536:
+            raise ValueError(f"port must be in 1..65535, got {port}")
+        if startup_timeout <= 0 or stop_timeout <= 0:
+            raise ValueError("startup_timeout and stop_timeout must be positive")
+        self.data_dir = Path(data_dir)
+        self.port = port
+        self._startup_timeout = startup_timeout
+        self._stop_timeout = stop_timeout
+        self._process: ManagedProcess | None = None
+        self._lock = threading.Lock()
 
     def start_blocking(self) -> str:
         raise NotImplementedError

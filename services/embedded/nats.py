@@ -13,7 +13,6 @@ import shutil
 import signal
 import socket
 import sys
-import threading
 from pathlib import Path
 
 from services.embedded._process import (
@@ -91,18 +90,9 @@ class EmbeddedNats(EmbeddedServer):
         startup_timeout: float = 15.0,
         stop_timeout: float = 10.0,
     ) -> None:
-        if port is not None and not 0 < port < 65536:
-            raise ValueError(f"port must be in 1..65535, got {port}")
-        if startup_timeout <= 0 or stop_timeout <= 0:
-            raise ValueError("startup_timeout and stop_timeout must be positive")
-        self.data_dir = Path(data_dir)
-        self.port = port
+        super().__init__(data_dir, port, startup_timeout=startup_timeout, stop_timeout=stop_timeout)
         self._binary = binary
-        self._startup_timeout = startup_timeout
-        self._stop_timeout = stop_timeout
-        self._process: ManagedProcess | None = None
         self._url: str | None = None
-        self._lock = threading.Lock()
 
     @property
     def url(self) -> str | None:

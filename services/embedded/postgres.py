@@ -36,7 +36,6 @@ import signal
 import socket
 import stat
 import subprocess
-import threading
 from pathlib import Path
 
 from services.embedded._process import (
@@ -162,20 +161,11 @@ class EmbeddedPostgres(EmbeddedServer):
         startup_timeout: float = 60.0,
         stop_timeout: float = 30.0,
     ) -> None:
-        if port is not None and not 0 < port < 65536:
-            raise ValueError(f"port must be in 1..65535, got {port}")
-        if startup_timeout <= 0 or stop_timeout <= 0:
-            raise ValueError("startup_timeout and stop_timeout must be positive")
-        self.data_dir = Path(data_dir)
-        self.port = port
+        super().__init__(data_dir, port, startup_timeout=startup_timeout, stop_timeout=stop_timeout)
         self.fast = fast
         self._bin_dir = bin_dir
         self._system_user = system_user
-        self._startup_timeout = startup_timeout
-        self._stop_timeout = stop_timeout
-        self._process: ManagedProcess | None = None
         self._dsn: str | None = None
-        self._lock = threading.Lock()
 
     @property
     def pgdata(self) -> Path:
