@@ -49,11 +49,13 @@ def standard_verify(secret: str, received: Received, tolerance_s: float = 300) -
 
 
 class Receiver:
-    """`status[path]` is what the path answers (200 by default)."""
+    """`status[path]` is what the path answers (200 by default); a path in `hold`
+    answers only once its event is set (a slow endpoint)."""
 
     def __init__(self) -> None:
         self.received: list[Received] = []
         self.status: dict[str, int] = {}
+        self.hold: dict[str, asyncio.Event] = {}
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -87,6 +89,9 @@ class Receiver:
         async with self._changed:
             self.received.append(received)
             self._changed.notify_all()
+        held = self.hold.get(request.path)
+        if held is not None:
+            await held.wait()
         return web.Response(status=self.status.get(request.path, 200))
 
     def at(self, path: str) -> list[Received]:

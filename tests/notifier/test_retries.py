@@ -4,6 +4,8 @@ retry schedule surviving a restart."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from events import EventStore, WebhookDisabled
@@ -210,3 +212,26 @@ async def test_retry_schedule_survives_a_restart(
     assert got[0].msg_id == got[1].msg_id
     [done] = await _final(settings.database_url, hook)
     assert done.status == "succeeded" and done.attempts == 2
+
+
+async def test_a_slow_endpoint_does_not_hold_up_the_others(
+    notifiers: Notifiers,
+    store: EventStore,
+    webhooks: WebhookCommands,
+    receiver: Receiver,
+    settings: Settings,
+) -> None:
+    receiver.hold["/slow"] = release = asyncio.Event()
+    await _subscribe(webhooks, receiver.url("/slow"))
+    await _subscribe(webhooks, receiver.url("/fast"))
+    notifiers.start()
+    try:
+        for _ in range(6):
+            await request_job(store, "usr_alice")
+        # Every event reaches the fast endpoint while the slow one still sits on its
+        # first requests (it has not answered any).
+        await receiver.wait_for(lambda rs: len([r for r in rs if r.path == "/fast"]) >= 6)
+        assert len(receiver.at("/slow")) < 6  # its requests are still in flight, capped
+    finally:
+        release.set()
+    await receiver.wait_for(lambda rs: len([r for r in rs if r.path == "/slow"]) >= 6)
