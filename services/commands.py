@@ -30,6 +30,7 @@ from events import (
     UserCreated,
     VersionUploaded,
 )
+from services.access import can_read_model
 from services.aggregates import (
     ModelState,
     fold_api_key,
@@ -155,10 +156,8 @@ class Commands:
         visible = (
             state is not None
             and not state.deleted
-            and (
-                state.owner == ctx.actor
-                or ctx.is_admin
-                or (not write and state.visibility == "public")
+            and can_read_model(
+                state.owner, "private" if write else state.visibility, ctx.actor, ctx.is_admin
             )
         )
         if state is None or not visible:

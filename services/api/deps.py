@@ -14,7 +14,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from events import EventStore
+from projections import queries
+from projections.queries import ModelView
 from projections.watermark import ProjectionWatermark
+from services.access import can_read_model
 from services.api._job_waits import JobWaits
 from services.api.auth import KeyCache, Principal, authenticate
 from services.api.problems import ApiError
@@ -37,6 +40,7 @@ __all__ = [
     "json_response",
     "page_limit",
     "services",
+    "visible_model",
     "wait_for_projection",
 ]
 
@@ -121,6 +125,17 @@ async def decode_body(request: Request, kind: type[T]) -> T:
         raise ApiError(
             422, "Invalid body", f"the body is not valid JSON ({err}); send a JSON object"
         ) from err
+
+
+async def visible_model(svc: ApiServices, model_id: str, caller: Principal) -> ModelView | None:
+    """The model from the read models if the caller may see it (not deleted; theirs,
+    public, or the caller is an admin), else None: the API answers 404 either way."""
+    model = await queries.get_model(svc.pool, model_id) if model_id else None
+    if model is None or model.deleted_at is not None:
+        return None
+    if not can_read_model(model.owner, model.visibility, caller.user_id, caller.is_admin):
+        return None
+    return model
 
 
 def page_limit(request: Request) -> int:

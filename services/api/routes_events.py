@@ -49,7 +49,7 @@ from events import (
 from events.subjects import PREFIX
 from projections import queries, webhook_queries
 from services.api.auth import Principal
-from services.api.deps import ApiServices, services
+from services.api.deps import ApiServices, services, visible_model
 from services.api.problems import ApiError
 
 __all__ = ["event_frame", "routes"]
@@ -236,12 +236,7 @@ async def version_events(request: Request) -> Response:
     caller = await svc.caller(request)
     version_id = request.path_params["version_id"]
     version = await queries.get_version(svc.pool, version_id)
-    model = None if version is None else await queries.get_model(svc.pool, version.model_id)
-    if (
-        version is None
-        or model is None
-        or not (model.owner == caller.user_id or caller.is_admin or model.visibility == "public")
-    ):
+    if version is None or await visible_model(svc, version.model_id, caller) is None:
         raise ApiError(404, "Not found", "version not found; list versions of a model you own")
     return await _resource_events(request, "version", version, version_id)
 

@@ -25,6 +25,7 @@ from services.api.deps import (
     json_response,
     page_limit,
     services,
+    visible_model,
 )
 from services.api.problems import ApiError
 from services.api.uploads import ReceivedForm, receive_form
@@ -120,12 +121,8 @@ async def _runnable_version(
     if version_id:
         version = await queries.get_version(svc.pool, version_id)
         model_id = version.model_id if version is not None else ""
-    model = await queries.get_model(svc.pool, model_id) if model_id else None
-    if (
-        model is None
-        or model.deleted_at is not None
-        or not (model.owner == caller.user_id or caller.is_admin or model.visibility == "public")
-    ):
+    model = await visible_model(svc, model_id, caller)
+    if model is None:
         raise ApiError(404, "Not found", "model or version not found; check the id")
     if not version_id:
         ready = [v for v in await queries.list_versions(svc.pool, model.id) if v.status == "ready"]

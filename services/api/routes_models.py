@@ -21,6 +21,7 @@ from services.api.deps import (
     json_response,
     page_limit,
     services,
+    visible_model,
 )
 from services.api.problems import ApiError
 from services.api.uploads import drain_small_body, receive_file
@@ -92,7 +93,7 @@ async def list_models(request: Request) -> Response:
 async def get_model(request: Request) -> Response:
     svc = services(request)
     caller = await svc.caller(request)
-    model = await _visible_model(request, caller.user_id, caller.is_admin)
+    model = await _visible_model(request, caller)
     return json_response(model_view(model))
 
 
@@ -183,7 +184,7 @@ async def upload_version(request: Request) -> Response:
 async def list_versions(request: Request) -> Response:
     svc = services(request)
     caller = await svc.caller(request)
-    model = await _visible_model(request, caller.user_id, caller.is_admin)
+    model = await _visible_model(request, caller)
     versions = await queries.list_versions(svc.pool, model.id)
     return json_response({"items": [version_view(v) for v in versions]})
 
@@ -192,7 +193,7 @@ async def get_version(request: Request) -> Response:
     svc = services(request)
     caller = await svc.caller(request)
     version = await queries.get_version(svc.pool, request.path_params["version_id"])
-    if version is None or not await _can_see_model(request, version.model_id, caller):
+    if version is None or await visible_model(svc, version.model_id, caller) is None:
         raise ApiError(404, "Not found", "version not found; list versions of a model you own")
     return json_response(version_view(version))
 
@@ -202,7 +203,7 @@ async def version_log(request: Request) -> Response:
     svc = services(request)
     caller = await svc.caller(request)
     version = await queries.get_version(svc.pool, request.path_params["version_id"])
-    if version is None or not await _can_see_model(request, version.model_id, caller):
+    if version is None or await visible_model(svc, version.model_id, caller) is None:
         raise ApiError(404, "Not found", "version not found; list versions of a model you own")
     try:
         start = int(request.query_params.get("from", "0"))
@@ -220,13 +221,9 @@ async def version_log(request: Request) -> Response:
     )
 
 
-async def _visible_model(request: Request, viewer: str, is_admin: bool) -> queries.ModelView:
-    model = await queries.get_model(services(request).pool, request.path_params["model_id"])
-    if (
-        model is None
-        or model.deleted_at is not None
-        or not (model.owner == viewer or is_admin or model.visibility == "public")
-    ):
+async def _visible_model(request: Request, caller: Principal) -> queries.ModelView:
+    model = await visible_model(services(request), request.path_params["model_id"], caller)
+    if model is None:
         raise ApiError(
             404,
             "Not found",
@@ -234,13 +231,6 @@ async def _visible_model(request: Request, viewer: str, is_admin: bool) -> queri
             "(private models are visible to their owner only)",
         )
     return model
-
-
-async def _can_see_model(request: Request, model_id: str, caller: Principal) -> bool:
-    model = await queries.get_model(services(request).pool, model_id)
-    return model is not None and (
-        model.owner == caller.user_id or caller.is_admin or model.visibility == "public"
-    )
 
 
 routes = [

@@ -74,7 +74,7 @@ async def create_webhook(request: Request) -> Response:
     caller = await svc.caller(request)
     body = await decode_body(request, CreateWebhookBody)
     try:
-        issued = await services(request).webhooks.create(
+        issued = await svc.webhooks.create(
             svc.context(request, caller),
             url=body.url,
             events=body.events,
@@ -117,7 +117,7 @@ async def update_webhook(request: Request) -> Response:
     body = await decode_body(request, UpdateWebhookBody)
     webhook_id = request.path_params["webhook_id"]
     try:
-        seq = await services(request).webhooks.update(
+        seq = await svc.webhooks.update(
             svc.context(request, caller),
             webhook_id,
             url=body.url,
@@ -134,7 +134,7 @@ async def delete_webhook(request: Request) -> Response:
     caller = await svc.caller(request)
     webhook_id = request.path_params["webhook_id"]
     try:
-        seq = await services(request).webhooks.delete(svc.context(request, caller), webhook_id)
+        seq = await svc.webhooks.delete(svc.context(request, caller), webhook_id)
     except CommandError as err:
         raise _error(err) from err
     return json_response({"id": webhook_id, "status": "deleted"}, 202, seq=seq)
@@ -145,7 +145,7 @@ async def enable_webhook(request: Request) -> Response:
     caller = await svc.caller(request)
     webhook_id = request.path_params["webhook_id"]
     try:
-        seq = await services(request).webhooks.enable(svc.context(request, caller), webhook_id)
+        seq = await svc.webhooks.enable(svc.context(request, caller), webhook_id)
     except CommandError as err:
         raise _error(err) from err
     return json_response({"id": webhook_id, "status": "enabled"}, 202, seq=seq)
@@ -156,7 +156,7 @@ async def rotate_secret(request: Request) -> Response:
     caller = await svc.caller(request)
     webhook_id = request.path_params["webhook_id"]
     try:
-        issued = await services(request).webhooks.rotate(svc.context(request, caller), webhook_id)
+        issued = await svc.webhooks.rotate(svc.context(request, caller), webhook_id)
     except CommandError as err:
         raise _error(err) from err
     return json_response(
@@ -200,9 +200,7 @@ async def redeliver(request: Request) -> Response:
     webhook_id = request.path_params["webhook_id"]
     delivery_id = request.path_params["delivery_id"]
     try:
-        seq = await services(request).webhooks.redeliver(
-            svc.context(request, caller), webhook_id, delivery_id
-        )
+        seq = await svc.webhooks.redeliver(svc.context(request, caller), webhook_id, delivery_id)
     except CommandError as err:
         raise _error(err) from err
     return json_response({"id": delivery_id, "status": "queued"}, 202, seq=seq)

@@ -119,12 +119,19 @@ async def test_rename_and_soft_delete_free_the_name(stack: Stack) -> None:
     assert got.body["name"] == second
     assert (await alice.post("/v1/models", json={"name": first})).status == 201
     assert (await alice.post("/v1/models", json={"name": second})).status == 409
+    version = (
+        await alice.upload(
+            f"/v1/models/{model['id']}/versions", "package", "m.zip", zip_folder(EXAMPLE_MODEL)
+        )
+    ).body
     deleted = await alice.request("DELETE", f"/v1/models/{model['id']}")
     assert deleted.status == 202
     gone = await alice.get(
         f"/v1/models/{model['id']}", params={"after_seq": str(deleted.body["seq"])}
     )
     assert gone.status == 404
+    # Its versions go with it.
+    assert (await alice.get(f"/v1/versions/{version['id']}")).status == 404
     assert (await alice.post("/v1/models", json={"name": second})).status == 201
 
 
