@@ -50,6 +50,11 @@ class JobWaits:
         self._lookup: _Lookup | None = None
         self.queries = 0  # lookups run (for tests and benchmarks)
 
+    @property
+    def waiting(self) -> int:
+        """How many long polls are waiting now."""
+        return sum(self._waiting.values())
+
     async def wait_moved(self, job_id: str, last_seq: int, checkpoint: int, timeout: float) -> None:
         """Return once the projected row of `job_id` is no longer at `last_seq` (it moved
         on or went away), or after `timeout` s. `checkpoint` is the projection's

@@ -65,7 +65,9 @@ class WorkerPool(Generic[W]):
 
     @property
     def live(self) -> int:
-        return len(self._live)
+        """Workers alive now, idle or busy (one that died idle is not counted, even
+        before the next acquire cleans it up)."""
+        return sum(1 for worker in self._live if worker.alive)
 
     async def acquire(self, key: str, start: Callable[[], Awaitable[W]]) -> tuple[W, bool]:
         """A worker for `key` (warm if one is idle) and whether it was just started.

@@ -282,6 +282,11 @@ class DockerRuntime:
             ) from err
         await worker.kill()
 
+    @property
+    def live_workers(self) -> int:
+        """Worker containers currently alive (idle or busy)."""
+        return self._pool.live
+
     async def run_job(self, artifact: Artifact, job: JobSpec) -> JobOutcome:
         safe_component(job.job_id, "job_id")  # it names a directory
         if job.job_id in self._running:

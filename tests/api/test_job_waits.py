@@ -9,6 +9,7 @@ from typing import Any, cast
 import pytest
 
 from services.api._job_waits import JobWaits
+from tests._infra import wait_until
 
 
 class FakeWatermark:
@@ -52,11 +53,11 @@ async def test_one_lookup_per_advance_wakes_only_the_moved_job() -> None:
     polls = {
         f"job{i}": asyncio.create_task(waits.wait_moved(f"job{i}", 1, 0, 5.0)) for i in range(20)
     }
-    await asyncio.sleep(0.01)
+    await wait_until(lambda: waits.waiting == 20, what="20 polls waiting", every_s=0)
     rows.seqs["job3"] = 2
     mark.advance(2)
     await asyncio.wait_for(polls["job3"], 1.0)
-    await asyncio.sleep(0.01)
+    await wait_until(lambda: waits.waiting == 19, what="only job3 done", every_s=0)
     assert [job for job, task in polls.items() if task.done()] == ["job3"]
     assert len(rows.lookups) == 1 and len(rows.lookups[0]) == 20
 
@@ -74,7 +75,7 @@ async def test_times_out_when_nothing_moves() -> None:
     rows = Rows({"job": 5})
     waits = _waits(rows, mark)
     poll = asyncio.create_task(waits.wait_moved("job", 5, 0, 0.2))
-    await asyncio.sleep(0.01)
+    await wait_until(lambda: waits.waiting == 1, what="the poll waiting", every_s=0)
     mark.advance(1)  # another job's event
     await asyncio.wait_for(poll, 1.0)
     assert rows.lookups == [{"job"}]
@@ -85,7 +86,7 @@ async def test_a_vanished_row_counts_as_moved() -> None:
     rows = Rows({"job": 5})
     waits = _waits(rows, mark)
     poll = asyncio.create_task(waits.wait_moved("job", 5, 0, 5.0))
-    await asyncio.sleep(0.01)
+    await wait_until(lambda: waits.waiting == 1, what="the poll waiting", every_s=0)
     del rows.seqs["job"]
     mark.advance(1)
     await asyncio.wait_for(poll, 1.0)
@@ -104,12 +105,12 @@ async def test_a_failed_lookup_is_not_reused() -> None:
 
     waits = JobWaits(cast(Any, None), cast(Any, mark), lookup=flaky)
     poll = asyncio.create_task(waits.wait_moved("job", 1, 0, 5.0))
-    await asyncio.sleep(0.01)
+    await wait_until(lambda: waits.waiting == 1, what="the poll waiting", every_s=0)
     mark.advance(1)
     with pytest.raises(OSError):
         await asyncio.wait_for(poll, 1.0)
     poll = asyncio.create_task(waits.wait_moved("job", 1, 1, 5.0))
-    await asyncio.sleep(0.01)
+    await wait_until(lambda: waits.waiting == 1, what="the poll waiting", every_s=0)
     mark.advance(2)
     await asyncio.wait_for(poll, 1.0)
     assert calls == 2

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from events import (
@@ -20,7 +17,7 @@ from projections import webhook_queries
 from projections.db import connect
 from services.commands import CommandContext
 
-__all__ = ["ctx_of", "deliveries", "job_lifecycle", "request_job", "wait_until"]
+__all__ = ["ctx_of", "deliveries", "job_lifecycle", "request_job"]
 
 
 def ctx_of(user: str) -> CommandContext:
@@ -60,17 +57,6 @@ async def job_lifecycle(store: EventStore, owner: str, webhook: JobWebhook | Non
     await store.append(JobStarted(**_env(job_id), worker="w1"), expected=None)  # type: ignore[arg-type]
     await store.append(JobSucceeded(**_env(job_id), result={"ok": 1}), expected=None)  # type: ignore[arg-type]
     return job_id
-
-
-async def wait_until(
-    probe: Callable[[], Awaitable[bool]], *, what: str, timeout_s: float = 15.0
-) -> None:
-    """Poll `probe` until it holds; fail past the deadline (a condition, not a sleep)."""
-    deadline = time.monotonic() + timeout_s
-    while not await probe():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 async def deliveries(dsn: str, endpoint_id: str) -> list[webhook_queries.DeliveryView]:

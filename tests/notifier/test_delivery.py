@@ -7,8 +7,9 @@ from events import EventStore, JobWebhook
 from services.notifier import WebhookCommands
 from services.notifier.signing import default_secret, master_key
 from services.settings import Settings
+from tests._infra import wait_until
 from tests.notifier._receiver import Receiver, standard_verify
-from tests.notifier._support import ctx_of, deliveries, job_lifecycle, wait_until
+from tests.notifier._support import ctx_of, deliveries, job_lifecycle
 from tests.notifier.conftest import Notifiers
 
 

@@ -14,8 +14,9 @@ from projections.db import connect
 from services.notifier import InvalidWebhookError, WebhookCommands
 from services.notifier.destinations import DestinationPolicy
 from services.settings import Settings
+from tests._infra import wait_until
 from tests.notifier._receiver import Receiver, standard_verify
-from tests.notifier._support import ctx_of, deliveries, request_job, wait_until
+from tests.notifier._support import ctx_of, deliveries, request_job
 from tests.notifier.conftest import Notifiers
 
 ALICE = ctx_of("usr_alice")

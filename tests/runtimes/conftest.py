@@ -3,11 +3,9 @@ contract suite (test_contract.py) runs against each; add the Docker runtime to `
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -95,22 +93,6 @@ def make_job(tmp_path: Path, *, timeout_s: float = 30.0, **params: Any) -> JobSp
         params=params,
         timeout_s=timeout_s,
     )
-
-
-async def wait_until(
-    predicate: Callable[[], bool | Awaitable[bool]], *, timeout_s: float, what: str
-) -> None:
-    """Poll a condition until it holds, failing after a deadline."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if not isinstance(value, bool):
-            value = await value
-        if value:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def job_wrote(work_root: Path, job_id: str, name: str) -> bool:

@@ -10,7 +10,13 @@ from pathlib import Path
 import pytest
 
 from services.runtimes.base import BuildFailedError, Runtime
-from tests.runtimes.conftest import assert_healthy, build, job_wrote, make_job, wait_until
+from tests._infra import wait_until
+from tests.runtimes.conftest import (
+    assert_healthy,
+    build,
+    job_wrote,
+    make_job,
+)
 
 pytestmark = pytest.mark.sandbox
 

@@ -27,7 +27,14 @@ from aiodocker import Docker, DockerError
 from services.runtimes._docker_build import PipOptions, find_runner_dir, write_context
 from services.runtimes.base import BuildFailedError, RuntimeUnavailableError
 from services.runtimes.docker import DEBIAN_CA_BUNDLE, DockerRuntime, DockerRuntimeConfig
-from tests.runtimes.conftest import PACKAGES, build, job_wrote, make_job, tree_hash, wait_until
+from tests._infra import wait_until
+from tests.runtimes.conftest import (
+    PACKAGES,
+    build,
+    job_wrote,
+    make_job,
+    tree_hash,
+)
 from tests.runtimes.test_contract import (  # the contract, collected here for this adapter
     test_cancel_stops_a_running_job_within_a_second,
     test_cannot_read_another_jobs_directory,
@@ -146,8 +153,10 @@ async def build_dir(runtime: DockerRuntime, package: Path, lines: list[str]) -> 
         lines.append(text)
 
     return await runtime.build(
-        package_dir=package, package_hash=tree_hash(package),
-        requirements_hash=tree_hash(package)[:8], log=sink,
+        package_dir=package,
+        package_hash=tree_hash(package),
+        requirements_hash=tree_hash(package)[:8],
+        log=sink,
     )
 
 
@@ -201,16 +210,21 @@ async def test_build_secrets_are_not_in_the_image(engine: None, tmp_path: Path) 
     ca = tmp_path / "ca.pem"
     host_ca = DEBIAN_CA_BUNDLE.read_bytes() if DEBIAN_CA_BUNDLE.is_file() else b""
     ca.write_bytes(host_ca + f"\n# {marker}\n".encode())
-    rt = await DockerRuntime.connect(config(
-        tmp_path / "workers", ca_bundle=ca,
-        pip_extra_index_urls=(f"https://user:{marker}@index.invalid/simple",),
-    ))
+    rt = await DockerRuntime.connect(
+        config(
+            tmp_path / "workers",
+            ca_bundle=ca,
+            pip_extra_index_urls=(f"https://user:{marker}@index.invalid/simple",),
+        )
+    )
     try:
         package = copy_package("noop", tmp_path / "pkg", marker=uuid.uuid4().hex)
         artifact = await build_dir(rt, package, [])
         # Control: the secrets were in the build context sent to the engine...
         context = write_context(
-            package_dir=package, runner_dir=find_runner_dir(), dockerfile_text="",
+            package_dir=package,
+            runner_dir=find_runner_dir(),
+            dockerfile_text="",
             pip=PipOptions(ca_bundle=ca, extra_index_urls=(f"https://u:{marker}@x/simple",)),
         )
         with context:
@@ -266,8 +280,9 @@ def registry(engine: None, tmp_path: Path) -> Iterator[str]:
         f"storage: {{filesystem: {{rootdirectory: {tmp_path / 'registry'}}}}}\n"
         f"http: {{addr: 127.0.0.1:{port}}}\n"
     )
-    proc = subprocess.Popen([binary, "serve", str(conf)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [binary, "serve", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         deadline = time.monotonic() + 20
         while True:
@@ -284,9 +299,7 @@ def registry(engine: None, tmp_path: Path) -> Iterator[str]:
         proc.wait(timeout=10)
 
 
-async def test_push_to_registry_and_run_from_the_digest(
-    registry: str, tmp_path: Path
-) -> None:
+async def test_push_to_registry_and_run_from_the_digest(registry: str, tmp_path: Path) -> None:
     cfg = config(tmp_path / "workers", registry=registry)
     rt = await DockerRuntime.connect(cfg)
     try:
@@ -347,8 +360,9 @@ async def test_container_killed_from_outside(
     artifact = await build(runtime, "sleeper")
     job = make_job(tmp_path, timeout_s=60)
     task = asyncio.create_task(runtime.run_job(artifact, job))
-    await wait_until(lambda: job_wrote(work_root, job.job_id, "started"), timeout_s=30,
-                     what="the job to run")
+    await wait_until(
+        lambda: job_wrote(work_root, job.job_id, "started"), timeout_s=30, what="the job to run"
+    )
     async with Docker(url=DOCKER_HOST) as docker:
         for container in await docker.containers.list(filters=by_package(artifact.package_hash)):
             await container.kill()
@@ -361,7 +375,9 @@ async def test_container_killed_from_outside(
         (idle,) = await docker.containers.list(filters=by_package(noop.package_hash))
         await idle.kill()
         await idle.wait()
-    await asyncio.sleep(0.5)  # the attach stream's end reaches the worker's pump
+    await wait_until(
+        lambda: runtime.live_workers == 0, timeout_s=10, what="the runtime to see it died"
+    )
     again = await runtime.run_job(noop, make_job(tmp_path))
     assert again.ok and again.setup_s > 0, again
 

@@ -11,6 +11,7 @@ import pytest
 
 from services.runtimes.base import BuildFailedError, RuntimeUnavailableError
 from services.runtimes.process import ProcessRuntime
+from tests._infra import wait_until
 from tests.runtimes.conftest import (
     PACKAGES,
     assert_healthy,
@@ -18,7 +19,6 @@ from tests.runtimes.conftest import (
     bwrap_unusable,
     make_job,
     process_config,
-    wait_until,
 )
 
 SANDBOX_REASON = bwrap_unusable()

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
-import time
 import uuid
 import zipfile
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from events import Event, EventStore, JobCanceled, JobFailed, JobSucceeded, StoredEvent
@@ -26,7 +23,6 @@ __all__ = [
     "terminal_events",
     "upload_version",
     "version_state",
-    "wait_for",
 ]
 
 # Short timers so redelivery and stopping take seconds in tests, not minutes.
@@ -53,18 +49,6 @@ class ModelPackage:
         self.path = directory / f"{uuid.uuid4().hex}.zip"
         self.path.write_bytes(buffer.getvalue())
         self.info = inspect_package(self.path)
-
-
-async def wait_for(
-    probe: Callable[[], Awaitable[bool]], *, timeout_s: float, what: str, every_s: float = 0.02
-) -> float:
-    """Poll `probe` until it holds; return the seconds it took. Fails after the deadline."""
-    start = time.monotonic()
-    while not await probe():
-        if time.monotonic() - start > timeout_s:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        await asyncio.sleep(every_s)
-    return time.monotonic() - start
 
 
 async def events_of(store: EventStore, aggregate: str, aggregate_id: str) -> list[Event]:

@@ -15,12 +15,12 @@ from events import (
 )
 from services.blobstore import FileBlobStore
 from services.commands import Commands
+from tests._infra import wait_until
 from tests.services._support import (
     ModelPackage,
     events_of,
     upload_version,
     version_state,
-    wait_for,
 )
 from tests.services.conftest import Services
 
@@ -39,7 +39,7 @@ async def _finished(store: EventStore, version_id: str, timeout_s: float = 60.0)
     async def done() -> bool:
         return (await version_state(store, version_id)).status in ("ready", "failed")
 
-    return await wait_for(done, timeout_s=timeout_s, what=f"the build of {version_id}")
+    return await wait_until(done, timeout_s=timeout_s, what=f"the build of {version_id}")
 
 
 async def test_builds_a_tiny_package(

@@ -14,7 +14,8 @@ from events import EventStore
 from services.commands import Commands
 from services.consumer import Delivery, Poison, RetryLater, run_consumer
 from services.settings import Settings
-from tests.services._support import ADMIN, FAST_CONSUMER, wait_for
+from tests._infra import wait_until
+from tests.services._support import ADMIN, FAST_CONSUMER
 
 SUBJECTS = ("clinai.model.*.ModelCreated",)
 
@@ -70,7 +71,7 @@ async def test_retry_later_redelivers_then_acks(commands: Commands, consume: Run
     async def third() -> bool:
         return seen == [1, 2, 3]
 
-    await wait_for(third, timeout_s=10, what="three deliveries")
+    await wait_until(third, timeout_s=10, what="three deliveries")
 
 
 async def test_poison_is_terminated_and_the_next_message_handled(
@@ -92,7 +93,7 @@ async def test_poison_is_terminated_and_the_next_message_handled(
     async def both() -> bool:
         return handled == [first, second]
 
-    await wait_for(both, timeout_s=10, what="both valid messages")
+    await wait_until(both, timeout_s=10, what="both valid messages")
     info = await js.consumer_info("CLINAI", "test")
     assert info.num_ack_pending == 0 and info.num_pending == 0
 
@@ -121,4 +122,4 @@ async def test_stopping_naks_the_running_message_for_another_process(
     async def redelivered() -> bool:
         return deliveries == [1, 2]
 
-    await wait_for(redelivered, timeout_s=FAST_CONSUMER.stop_grace_s + 1.5, what="redelivery")
+    await wait_until(redelivered, timeout_s=FAST_CONSUMER.stop_grace_s + 1.5, what="redelivery")

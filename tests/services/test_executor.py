@@ -22,6 +22,7 @@ from services.blobstore import FileBlobStore
 from services.commands import Commands
 from services.runtime_factory import runtime_work_dir
 from services.settings import Settings
+from tests._infra import wait_until
 from tests.services._support import (
     ADMIN,
     ModelPackage,
@@ -31,7 +32,6 @@ from tests.services._support import (
     terminal_events,
     upload_version,
     version_state,
-    wait_for,
 )
 from tests.services.conftest import SIGNING_KEY, Services
 
@@ -73,7 +73,7 @@ async def version(
     async def ready() -> bool:
         return (await version_state(store, version_id)).status in ("ready", "failed")
 
-    await wait_for(ready, timeout_s=60, what="the build")
+    await wait_until(ready, timeout_s=60, what="the build")
     assert (await version_state(store, version_id)).status == "ready"
     yield model_id, version_id
 
@@ -82,7 +82,7 @@ async def _ended(store: EventStore, job_id: str, timeout_s: float = 30.0) -> flo
     async def terminal() -> bool:
         return (await job_state(store, job_id)).terminal
 
-    return await wait_for(terminal, timeout_s=timeout_s, what=f"job {job_id} to end")
+    return await wait_until(terminal, timeout_s=timeout_s, what=f"job {job_id} to end")
 
 
 def _model_started(settings: Settings, job_id: str) -> bool:
@@ -94,7 +94,7 @@ async def _running_model(store: EventStore, settings: Settings, job_id: str) -> 
         state = await job_state(store, job_id)
         return state.status == "running" and _model_started(settings, job_id)
 
-    await wait_for(started, timeout_s=30, what=f"job {job_id} to run its model")
+    await wait_until(started, timeout_s=30, what=f"job {job_id} to run its model")
 
 
 async def test_runs_a_job_and_stores_its_outputs(
