@@ -19,11 +19,6 @@ PACKAGES = Path(__file__).resolve().parents[1] / "packages"
 ADAPTERS = ["process"]
 
 
-def bwrap_unusable() -> str | None:
-    """Why bubblewrap cannot sandbox on this machine, or None when it can."""
-    return check_bwrap()
-
-
 def process_config(work_root: Path, **overrides: Any) -> ProcessRuntimeConfig:
     fields: dict[str, Any] = {
         "work_root": str(work_root),
@@ -46,7 +41,7 @@ def work_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(params=ADAPTERS)
 async def runtime(request: pytest.FixtureRequest, work_root: Path) -> AsyncIterator[Runtime]:
     if request.param == "process":
-        reason = bwrap_unusable()
+        reason = check_bwrap()
         if reason:
             pytest.skip(reason)
         rt: Runtime = ProcessRuntime(process_config(work_root))

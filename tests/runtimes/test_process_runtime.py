@@ -11,17 +11,17 @@ import pytest
 
 from services.runtimes.base import BuildFailedError, RuntimeUnavailableError
 from services.runtimes.process import ProcessRuntime
+from services.sandbox_setup import check_bwrap
 from tests._infra import wait_until
 from tests.runtimes.conftest import (
     PACKAGES,
     assert_healthy,
     build,
-    bwrap_unusable,
     make_job,
     process_config,
 )
 
-SANDBOX_REASON = bwrap_unusable()
+SANDBOX_REASON = check_bwrap()
 needs_bwrap = pytest.mark.skipif(SANDBOX_REASON is not None, reason=SANDBOX_REASON or "")
 pytestmark = pytest.mark.sandbox
 

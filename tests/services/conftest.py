@@ -19,8 +19,8 @@ from services.commands import Commands
 from services.executor import run_executor
 from services.runtime_factory import make_runtime
 from services.runtimes.base import Runtime
+from services.sandbox_setup import check_bwrap
 from services.settings import Settings
-from tests.runtimes.conftest import bwrap_unusable
 from tests.services._support import FAST_CONSUMER
 
 SIGNING_KEY = "k" * 40
@@ -43,7 +43,7 @@ def empty_index(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.fixture
 def settings(nats_url: str, data_dir: Path, tmp_path: Path, empty_index: str) -> Settings:
-    reason = bwrap_unusable()
+    reason = check_bwrap()
     if reason:
         pytest.skip(reason)
     return Settings(
