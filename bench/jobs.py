@@ -34,6 +34,8 @@ from services.package_zip import zip_folder
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "example-model"
 NOOP = ROOT / "tests" / "packages" / "noop"
+# Where `make up` keeps its data: the same disk, not /tmp, whose speed differs by host.
+DATA_PARENT = ROOT / ".clinai" / "bench"
 
 
 def _png() -> bytes:
@@ -98,9 +100,10 @@ class Api:
 class UpStack:
     """`clinai up` in a fresh data directory on a free port."""
 
-    def __init__(self, runtime: str) -> None:
+    def __init__(self, runtime: str, parent: Path = DATA_PARENT) -> None:
         self.runtime = runtime
-        self.dir = Path(tempfile.mkdtemp(prefix=f"clinai-bench-{runtime}-"))
+        parent.mkdir(parents=True, exist_ok=True)
+        self.dir = Path(tempfile.mkdtemp(prefix=f"bench-{runtime}-", dir=parent))
         self.proc: subprocess.Popen[str] | None = None
         self.url = ""
         self.key = ""
@@ -214,11 +217,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runtime", choices=["process", "docker", "both"], default="process")
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument(
+        "--data-parent", type=Path, default=DATA_PARENT, help="folder for the stacks' data"
+    )
     args = parser.parse_args(argv)
     runtimes = ["process", "docker"] if args.runtime == "both" else [args.runtime]
     results = {}
     for runtime in runtimes:
-        with UpStack(runtime) as stack:
+        with UpStack(runtime, args.data_parent) as stack:
             results[runtime] = asyncio.run(_measure(stack.url, stack.key, args.jobs, args.clients))
     _print(results)
 

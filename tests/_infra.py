@@ -90,3 +90,9 @@ async def wait_until(
         if time.monotonic() - start > timeout_s:
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
         await asyncio.sleep(every_s)
+
+
+def outputs_written(work_root: Path, name: str) -> list[Path]:
+    """Where running jobs have written `name` into their output directory. Adapters keep
+    a worker's job files at <work_root>/workers/<worker>/out on the host."""
+    return list(work_root.glob(f"workers/*/out/{name}"))

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -36,6 +33,7 @@ from services.commands import CommandError
 __all__ = ["routes"]
 
 _WEBHOOK_EVENTS = frozenset({"start", "output", "completed"})
+_TEMP_DIR = Path(tempfile.gettempdir())
 
 
 async def create_job(request: Request) -> Response:
@@ -44,12 +42,9 @@ async def create_job(request: Request) -> Response:
     ctx = svc.context(request, caller)
     blobs = svc.blobs
     # The file backend receives the upload on its own file system and renames it in.
-    spool = await blobs.spool_dir() if isinstance(blobs, FileBlobStore) else None
-    workdir = Path(tempfile.mkdtemp(prefix="clinai-input-", dir=spool))
+    spool = await blobs.spool_dir() if isinstance(blobs, FileBlobStore) else _TEMP_DIR
+    form = await receive_form(request, file_limit=svc.settings.max_input_bytes, dest_dir=spool)
     try:
-        form = await receive_form(
-            request, file_limit=svc.settings.max_input_bytes, dest_dir=workdir
-        )
         received = form.files.get("input")
         if received is None:
             raise ApiError(
@@ -60,7 +55,7 @@ async def create_job(request: Request) -> Response:
         timeout_s = _timeout(svc, form)
         webhook = _webhook(svc, form)
         job_id = ctx.resource_id("job")
-        input_key = f"inputs/{job_id}/{received.filename}"
+        input_key = f"inputs/{job_id}"  # one file, no folder per job; its name is in the event
         if isinstance(blobs, FileBlobStore):
             await blobs.move_in(input_key, received.path, received.content_type)
         else:
@@ -82,7 +77,7 @@ async def create_job(request: Request) -> Response:
         except CommandError as err:
             raise command_error(err) from err
     finally:
-        await _remove(workdir)
+        form.discard()  # unless it was moved into the store
     return json_response(
         {
             "id": job_id,
@@ -96,14 +91,6 @@ async def create_job(request: Request) -> Response:
         202,
         seq=seq,
     )
-
-
-async def _remove(workdir: Path) -> None:
-    """Remove an upload's folder: one rmdir when its file was moved into the store."""
-    try:
-        os.rmdir(workdir)
-    except OSError:
-        await asyncio.to_thread(shutil.rmtree, workdir, True)
 
 
 async def _runnable_version(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import uuid
 from pathlib import Path
 from typing import BinaryIO
 
@@ -32,6 +33,11 @@ class ReceivedForm(msgspec.Struct, frozen=True):
     fields: dict[str, str]
     files: dict[str, ReceivedFile]
 
+    def discard(self) -> None:
+        """Remove the received files that are still where they were written."""
+        for received in self.files.values():
+            received.path.unlink(missing_ok=True)
+
 
 def safe_filename(name: str, default: str) -> str:
     base = os.path.basename(name.replace("\\", "/")).strip()
@@ -43,6 +49,7 @@ class _Collector:
     def __init__(self, dest_dir: Path, file_limit: int) -> None:
         self.dest_dir = dest_dir
         self.file_limit = file_limit
+        self._prefix = f"upload-{uuid.uuid4().hex}"  # several requests share dest_dir
         self.fields: dict[str, str] = {}
         self.files: dict[str, ReceivedFile] = {}
         self._header_field = b""
@@ -81,7 +88,7 @@ class _Collector:
         if self._filename is not None:
             if len(self.files) >= 4:
                 raise ApiError(422, "Too many files", "send one file per request")
-            self._out_path = self.dest_dir / f"upload-{len(self.files)}"
+            self._out_path = self.dest_dir / f"{self._prefix}-{len(self.files)}"
             self._out = open(self._out_path, "wb")
         elif len(self.fields) >= _MAX_FIELDS:
             raise ApiError(422, "Too many fields", f"at most {_MAX_FIELDS} form fields")
@@ -118,6 +125,14 @@ class _Collector:
     def close(self) -> None:
         if self._out is not None:
             self._out.close()
+
+    def discard(self) -> None:
+        """Remove every file written, the one in progress too."""
+        self.close()
+        for received in self.files.values():
+            received.path.unlink(missing_ok=True)
+        if self._out_path is not None:
+            self._out_path.unlink(missing_ok=True)
 
 
 async def drain_small_body(request: Request, limit: int = 1024 * 1024) -> None:
@@ -164,8 +179,12 @@ async def receive_form(request: Request, *, file_limit: int, dest_dir: Path) -> 
             parser.write(chunk)
         parser.finalize()
     except ApiError:
+        collector.discard()
         raise
-    except Exception as err:
+    except BaseException as err:
+        collector.discard()
+        if not isinstance(err, Exception):
+            raise
         raise ApiError(
             422, "Malformed multipart body", f"the multipart body could not be parsed: {err}"
         ) from err

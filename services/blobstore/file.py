@@ -264,6 +264,14 @@ class FileBlobStore:
 
         await asyncio.to_thread(self._read_existing, key, copy)
 
+    async def local_path(self, key: str) -> Path:
+        """The stored file itself, for a reader on this host that only reads it (a job's
+        input is hard-linked into its worker's folder, not copied). Never write to it."""
+        path = self._blob_path(validate_key(key))
+        if not await asyncio.to_thread(path.is_file):
+            raise BlobNotFoundError(key)
+        return path
+
     async def exists(self, key: str) -> bool:
         validate_key(key)
         return await asyncio.to_thread(self._blob_path(key).is_file)

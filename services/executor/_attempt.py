@@ -15,7 +15,7 @@ from typing import Any, TypeVar, cast
 import msgspec
 
 from events import JobRequested, OutputFile
-from services.blobstore import BlobError, BlobNotFoundError, BlobStore
+from services.blobstore import BlobError, BlobNotFoundError, BlobStore, FileBlobStore
 from services.executor._files import job_log_key, local_input_name, upload_outputs
 from services.runtimes.base import Artifact, FailureKind, JobOutcome, JobSpec, Runtime
 
@@ -64,11 +64,10 @@ class Attempt:
 
     async def run(self, cancel: asyncio.Event) -> AttemptResult:
         requested = self._requested
-        # The input and `.out/` side by side: the input's name never starts with a dot.
-        input_path = self._dir / local_input_name(requested.input_filename)
+        name = local_input_name(requested.input_filename)
         began = time.monotonic()
         try:
-            await self._blobs.download_to(requested.input_key, input_path)
+            input_path = await self._fetch_input(name)
         except BlobNotFoundError:
             return AttemptResult(
                 kind="infrastructure",
@@ -83,7 +82,8 @@ class Attempt:
             job_id=self.job_id,
             version_id=requested.version_id,
             input_path=input_path,
-            output_dir=self._dir / ".out",
+            input_name=name,
+            output_dir=self._dir / "out",
             params=requested.params,
             timeout_s=self._timeout_s,
         )
@@ -94,6 +94,16 @@ class Attempt:
             return AttemptResult(
                 kind="infrastructure", message=f"could not store the job's outputs: {err}"
             )
+
+    async def _fetch_input(self, name: str) -> Path:
+        """The input on this host: the stored file itself from the file backend (the
+        runtime links it, read-only), else a download into the attempt's folder."""
+        key = self._requested.input_key
+        if isinstance(self._blobs, FileBlobStore):
+            return await self._blobs.local_path(key)
+        path = self._dir / "in" / name
+        await self._blobs.download_to(key, path)
+        return path
 
     async def _run_cancellable(self, spec: JobSpec, cancel: asyncio.Event) -> JobOutcome:
         run = asyncio.ensure_future(self._runtime.run_job(self._artifact, spec))

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import mimetypes
 import os
 import re
+import shutil
 from pathlib import Path
 
 from events import OutputFile
 from services.blobstore import BlobKeyError, BlobStore, FileBlobStore
 
-__all__ = ["job_log_key", "local_input_name", "upload_outputs"]
+__all__ = ["job_log_key", "local_input_name", "remove_scratch", "upload_outputs"]
 
 log = logging.getLogger("clinai.executor")
 
@@ -58,3 +60,14 @@ async def upload_outputs(blobs: BlobStore, job_id: str, directory: Path) -> tupl
             continue
         outputs.append(OutputFile(name=name, key=key, size_bytes=size, content_type=content_type))
     return tuple(outputs)
+
+
+async def remove_scratch(directory: Path) -> None:
+    """Remove an attempt's folder: usually nothing to do (no outputs) or two rmdirs (its
+    outputs were moved into the store); a full removal in a thread otherwise."""
+    try:
+        for folder in (directory / "out", directory):
+            with contextlib.suppress(FileNotFoundError):
+                os.rmdir(folder)
+    except OSError:
+        await asyncio.to_thread(shutil.rmtree, directory, True)

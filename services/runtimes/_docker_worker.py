@@ -25,7 +25,7 @@ from aiodocker.stream import Stream
 from services.runtimes._docker_build import JOB_DIR, MODEL_DIR, RUNNER_ARGV, WORKER_LOG
 from services.runtimes._docker_jobs import make_worker_dir
 from services.runtimes._framing import ProtocolError, Ready, WorkerChannel
-from services.runtimes._jobdir import read_tail
+from services.runtimes._jobdir import JobFiles, read_tail
 
 __all__ = ["ContainerLimits", "ContainerWorker", "WorkerStartError"]
 
@@ -127,12 +127,13 @@ class ContainerWorker:
     """A started container with its channel. Create with `start`."""
 
     def __init__(
-        self, docker: Docker, container: DockerContainer, stream: Stream, worker_dir: Path
+        self, docker: Docker, container: DockerContainer, stream: Stream, files: JobFiles
     ) -> None:
         self._docker = docker
         self.container = container
         self._stream = stream
-        self.dir = worker_dir
+        self.files = files
+        self.dir = files.root
         self.reader = asyncio.StreamReader(limit=2**20)
         self.channel = WorkerChannel(self.reader, _StdinWriter(stream))
         self._stderr = bytearray()
@@ -166,7 +167,8 @@ class ContainerWorker:
         runner only imports predict.py and exits (a build's smoke test).
         Raises WorkerStartError (model or container failure) or DockerError (engine)."""
         name = f"clinai-w-{uuid.uuid4().hex[:12]}"
-        worker_dir = await asyncio.to_thread(make_worker_dir, work_root / name, limits.host_uid)
+        files = await asyncio.to_thread(make_worker_dir, work_root / name, limits.host_uid)
+        worker_dir = files.root
         config = limits.container_config(image, worker_dir, labels)
         if check:
             config["Entrypoint"] = [*RUNNER_ARGV[:3], "--check", *RUNNER_ARGV[3:], MODEL_DIR]
@@ -176,7 +178,7 @@ class ContainerWorker:
             await asyncio.to_thread(shutil.rmtree, worker_dir, True)
             raise
         stream = container.attach(stdin=True, stdout=True, stderr=True)
-        worker = cls(docker, container, stream, worker_dir)
+        worker = cls(docker, container, stream, files)
         try:
             await stream.__aenter__()  # attach before start: no output is missed
             worker._pump_task = asyncio.create_task(worker._pump(), name=f"{name}-pump")

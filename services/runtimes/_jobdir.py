@@ -1,4 +1,15 @@
-"""Per-job directories on the host: created before a job, harvested and removed after."""
+"""A worker's job files on the host, made once with the worker and reused by every job
+it serves (a worker serves one job at a time). The worker's directory is bound into
+its sandbox or container at `inside`:
+
+  in/<input>   the job's input, read-only for the model: a hard link to the stored
+               file when the model runs as another user (it cannot write it), else a copy
+  out/         where the model writes its outputs; copied out after a job, then emptied
+  log          what the model prints during a job; emptied before each job
+
+Making and removing folders per job cost more than the job itself on some disks; a
+link, a truncate and a few unlinks do not. Blocking I/O: call these in a thread.
+"""
 
 from __future__ import annotations
 
@@ -7,41 +18,103 @@ import shutil
 import stat
 from pathlib import Path
 
-__all__ = ["collect_and_remove", "collect_outputs", "prepare_job_dir", "read_tail"]
+from services.runtimes._framing import JobRequest
+from services.runtimes.base import JobSpec
+
+__all__ = ["JobFiles", "collect_outputs", "read_tail"]
 
 
-def prepare_job_dir(job_dir: Path, input_path: Path, uid: int | None) -> tuple[Path, Path, Path]:
-    """`<job_dir>/in/<input>` (read-only for the model), `out/` and `log` (the model's).
-    Returns the host paths of the input, the output directory and the log."""
-    job_dir.mkdir()  # its parent, the worker's directory, exists
-    (job_dir / "in").mkdir()
-    out = job_dir / "out"
-    out.mkdir()
-    log = job_dir / "log"
-    log.touch()
-    target = job_dir / "in" / input_path.name
-    shutil.copyfile(input_path, target)
-    os.chmod(target, 0o444)
-    for path in (job_dir, job_dir / "in"):
-        os.chmod(path, 0o755)
-    if uid is not None:
-        os.chown(out, uid, uid)
-        os.chown(log, uid, uid)
-    return target, out, log
+class JobFiles:
+    def __init__(self, root: Path, inside: str, *, link_input: bool) -> None:
+        self.root = root
+        self.in_dir = root / "in"
+        self.out = root / "out"
+        self.log = root / "log"
+        self.inside = inside
+        self._link_input = link_input
+
+    @classmethod
+    def make(cls, root: Path, inside: str, uid: int | None) -> JobFiles:
+        """Make in/, out/ and log under the existing `root`. The model may write out/
+        and log only: they are given to `uid`, or made world-writable when `uid` is
+        None (we are not root and cannot chown)."""
+        files = cls(root, inside, link_input=uid is not None)
+        files.in_dir.mkdir(mode=0o755)
+        files.in_dir.chmod(0o755)
+        files.out.mkdir()
+        files.log.touch()
+        if uid is not None:
+            os.chown(files.out, uid, uid)
+            os.chown(files.log, uid, uid)
+        else:
+            files.out.chmod(0o777)
+            files.log.chmod(0o666)
+        return files
+
+    def stage(self, job: JobSpec) -> JobRequest:
+        """Put the job's input at in/<name> and empty the log; returns the request for
+        the worker. Leftovers of an earlier job are removed first."""
+        self.clear()
+        name = job.file_name
+        target = self.in_dir / name
+        if not (self._link_input and _link_readable(job.input_path, target)):
+            shutil.copyfile(job.input_path, target)
+            os.chmod(target, 0o444)
+        os.truncate(self.log, 0)
+        return JobRequest(
+            job_id=job.job_id,
+            input_path=f"{self.inside}/in/{name}",
+            output_dir=f"{self.inside}/out",
+            log_path=f"{self.inside}/log",
+            params=job.params,
+        )
+
+    def finish(self, dest: Path | None, log_limit: int) -> str:
+        """The job's log tail; its outputs copied to `dest` (unless None); then in/ and
+        out/ emptied for the next job. Raises OSError when they cannot be emptied: the
+        worker must not serve another job then."""
+        log = read_tail(self.log, log_limit)
+        try:
+            if dest is not None:
+                collect_outputs(self.out, dest)
+        finally:
+            self.clear()
+        return log
+
+    def clear(self) -> None:
+        for folder in (self.in_dir, self.out):
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        shutil.rmtree(entry.path)
+                    else:
+                        os.unlink(entry.path)
+
+
+def _link_readable(source: Path, target: Path) -> bool:
+    """Hard-link `source` at `target` if the model can read it there (readable by
+    others, the same file system); False when a copy is needed instead."""
+    try:
+        if not os.stat(source).st_mode & stat.S_IROTH:
+            return False
+        os.link(source, target)
+    except OSError:  # another file system, or links not allowed
+        return False
+    return True
 
 
 def collect_outputs(out: Path, dest: Path) -> list[str]:
     """Copy the regular files under `out` to `dest`; never follows a symlink (the model
     could point one at a host file). Returns the relative paths copied."""
     copied: list[str] = []
-    dest.mkdir(parents=True, exist_ok=True)
     for dirpath, dirs, files in os.walk(out, followlinks=False):
         rel_dir = Path(dirpath).relative_to(out)
         dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(dirpath, d))]
         for name in files:
             source = os.path.join(dirpath, name)
             try:
-                fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW)
+                # O_NONBLOCK: a FIFO the model made must not hang us here
+                fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
             except OSError:
                 continue  # a symlink or something that vanished
             with os.fdopen(fd, "rb") as src:
@@ -52,14 +125,6 @@ def collect_outputs(out: Path, dest: Path) -> list[str]:
                     shutil.copyfileobj(src, dst)
             copied.append(str(rel_dir / name))
     return copied
-
-
-def collect_and_remove(out: Path, dest: Path, job_dir: Path) -> list[str]:
-    """`collect_outputs(out, dest)`, then remove `job_dir` (whether or not that failed)."""
-    try:
-        return collect_outputs(out, dest)
-    finally:
-        shutil.rmtree(job_dir, ignore_errors=True)
 
 
 def read_tail(path: Path, limit: int) -> str:

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from services.runtimes._framing import WorkerChannel
+from services.runtimes._jobdir import JobFiles
 
 __all__ = ["ProcessWorker", "describe_exit"]
 
@@ -41,15 +42,15 @@ class ProcessWorker:
         proc: asyncio.subprocess.Process,
         channel: WorkerChannel,
         directory: Path,
-        job_root: str,
+        files: JobFiles,
         uid: int | None,
         sandboxed: bool,
         on_cleanup: Callable[[], None] | None = None,
     ) -> None:
         self.proc = proc
         self.channel = channel
-        self.directory = directory  # host path, bound at `job_root` inside
-        self.job_root = job_root
+        self.directory = directory  # host path, bound at `files.inside` inside
+        self.files = files
         self.uid = uid
         self.sandboxed = sandboxed
         self.setup_s = 0.0

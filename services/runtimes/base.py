@@ -42,10 +42,16 @@ class Artifact(msgspec.Struct, frozen=True, kw_only=True):
 class JobSpec(msgspec.Struct, frozen=True, kw_only=True):
     job_id: str
     version_id: str
-    input_path: Path  # host path of the input file; the runtime copies or binds it in
+    input_path: Path  # host path of the input file; the runtime links or copies it in
+    input_name: str = ""  # its file name for the model; "" means input_path's name
     output_dir: Path  # host directory where every file the model writes must end up
+    # (made only when the model wrote something)
     params: dict[str, Any] = {}
     timeout_s: float = 60.0
+
+    @property
+    def file_name(self) -> str:
+        return self.input_name or self.input_path.name
 
 
 class JobOutcome(msgspec.Struct, frozen=True, kw_only=True):

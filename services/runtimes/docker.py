@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
 import time
 import uuid
 from pathlib import Path
@@ -29,7 +28,6 @@ from services.runtimes._docker_build import (
     write_context,
 )
 from services.runtimes._docker_images import build_image, ensure_base_image, image_id, push_image
-from services.runtimes._docker_jobs import prepare_job
 from services.runtimes._docker_outcomes import (
     death_outcome,
     response_outcome,
@@ -37,7 +35,7 @@ from services.runtimes._docker_outcomes import (
 )
 from services.runtimes._docker_worker import ContainerLimits, ContainerWorker, WorkerStartError
 from services.runtimes._framing import JobRequest, JobResponse, ProtocolError
-from services.runtimes._jobdir import collect_outputs, read_tail
+from services.runtimes._jobdir import read_tail
 from services.runtimes._pool import PoolClosedError, WorkerPool
 from services.runtimes.base import (
     Artifact,
@@ -329,45 +327,39 @@ class DockerRuntime:
     async def _serve(
         self, worker: ContainerWorker, job: JobSpec, canceled: asyncio.Event, setup_s: float
     ) -> JobOutcome:
+        files = worker.files
         try:
-            paths = await asyncio.to_thread(
-                prepare_job, worker.dir, job.job_id, job.input_path, self._limits.host_uid
-            )
+            request = await asyncio.to_thread(files.stage, job)
         except OSError as err:
             return JobOutcome(
                 ok=False,
                 kind="infrastructure",
                 setup_s=setup_s,
-                message=f"could not prepare the job directory: {err}",
+                message=f"could not prepare the job's files: {err}",
             )
+        begun = time.perf_counter()
+        answer = await self._exchange(worker, request, job, canceled)
+        run_s = time.perf_counter() - begun
+        if isinstance(answer, JobResponse):
+            outcome = response_outcome(answer, memory_mb=self._config.memory_mb)
+        else:
+            outcome = answer
+        limit = self._config.log_limit_bytes
         try:
-            request = JobRequest(
-                job_id=job.job_id,
-                input_path=paths.container_input,
-                output_dir=paths.container_output,
-                log_path=paths.container_log,
-                params=job.params,
-            )
-            begun = time.perf_counter()
-            answer = await self._exchange(worker, request, job, canceled)
-            run_s = time.perf_counter() - begun
-            if isinstance(answer, JobResponse):
-                outcome = response_outcome(answer, memory_mb=self._config.memory_mb)
-            else:
-                outcome = answer
-            log = await asyncio.to_thread(read_tail, paths.log, self._config.log_limit_bytes)
-            if outcome.ok:
-                await asyncio.to_thread(collect_outputs, paths.out, job.output_dir)
-            return msgspec.structs.replace(outcome, log=log, setup_s=setup_s, run_s=run_s)
-        except OSError as err:
+            if worker.alive:
+                log = await asyncio.to_thread(
+                    files.finish, job.output_dir if outcome.ok else None, limit
+                )
+            else:  # killed or dead: its directory goes with it
+                log = await asyncio.to_thread(read_tail, files.log, limit)
+        except OSError as err:  # not ok: the worker is not reused
             return JobOutcome(
                 ok=False,
                 kind="infrastructure",
                 setup_s=setup_s,
                 message=f"could not collect the job's outputs: {err}",
             )
-        finally:
-            await asyncio.to_thread(shutil.rmtree, paths.host_dir, True)
+        return msgspec.structs.replace(outcome, log=log, setup_s=setup_s, run_s=run_s)
 
     async def _exchange(
         self, worker: ContainerWorker, request: JobRequest, job: JobSpec, canceled: asyncio.Event

@@ -16,8 +16,8 @@ from pathlib import Path
 import msgspec
 
 from services.runtimes import _build
-from services.runtimes._framing import JobRequest, ProtocolError, WorkerChannel
-from services.runtimes._jobdir import collect_and_remove, prepare_job_dir, read_tail
+from services.runtimes._framing import ProtocolError, WorkerChannel
+from services.runtimes._jobdir import JobFiles, read_tail
 from services.runtimes._outcomes import fail as _fail
 from services.runtimes._outcomes import from_death, from_ready, from_response
 from services.runtimes._pool import PoolClosedError, WorkerPool
@@ -283,6 +283,7 @@ class ProcessRuntime:
 
         started = time.perf_counter()
         try:
+            files = JobFiles.make(directory, job_root, uid)
             proc = await asyncio.create_subprocess_exec(
                 *argv,
                 stdin=asyncio.subprocess.PIPE,
@@ -303,7 +304,7 @@ class ProcessRuntime:
             proc=proc,
             channel=WorkerChannel(proc.stdout, proc.stdin),
             directory=directory,
-            job_root=job_root,
+            files=files,
             uid=uid,
             sandboxed=self.sandboxed,
             on_cleanup=release_uid,
@@ -375,31 +376,20 @@ class ProcessRuntime:
             await self._pool.release(key, worker, reuse=reuse and worker.alive)
 
     async def _run_on(self, worker: ProcessWorker, job: JobSpec, running: _Running) -> JobOutcome:
-        job_dir = worker.directory / job.job_id
+        files = worker.files
         try:
-            target, out, log_path = await asyncio.to_thread(
-                prepare_job_dir, job_dir, job.input_path, worker.uid
-            )
+            request = await asyncio.to_thread(files.stage, job)
         except OSError as err:
-            return _fail("infrastructure", f"could not prepare the job directory: {err}")
-        inside = f"{worker.job_root}/{job.job_id}"
-        request = JobRequest(
-            job_id=job.job_id,
-            input_path=f"{inside}/in/{target.name}",
-            output_dir=f"{inside}/out",
-            log_path=f"{inside}/log",
-            params=job.params,
-        )
+            return _fail("infrastructure", f"could not prepare the job's files: {err}")
         started = time.perf_counter()
         task = asyncio.ensure_future(worker.channel.request(request))
-        removed = False
         try:
             done, _ = await asyncio.wait({task}, timeout=job.timeout_s)
             elapsed = time.perf_counter() - started
-            log = read_tail(log_path, self._config.log_tail_bytes)
-            if running.canceled:
-                return _fail("canceled", "the job was canceled", log=log, run_s=elapsed)
-            if not done:
+            if running.canceled or not done:
+                log = read_tail(files.log, self._config.log_tail_bytes)
+                if running.canceled:
+                    return _fail("canceled", "the job was canceled", log=log, run_s=elapsed)
                 await worker.kill()
                 return _fail(
                     "timeout",
@@ -410,21 +400,18 @@ class ProcessRuntime:
             try:
                 response = task.result()
             except ProtocolError:
+                log = read_tail(files.log, self._config.log_tail_bytes)
                 return await self._died(worker, running, log, elapsed)
-            outcome = from_response(response, log=log, memory_limit_mb=self._config.memory_limit_mb)
-            if outcome.ok:
-                removed = True  # collected and removed in one trip to a thread
-                try:
-                    await asyncio.to_thread(collect_and_remove, out, job.output_dir, job_dir)
-                except OSError as err:
-                    return _fail("infrastructure", f"could not collect the outputs: {err}", log=log)
-            return outcome
+            dest = job.output_dir if response.ok else None
+            try:
+                log = await asyncio.to_thread(files.finish, dest, self._config.log_tail_bytes)
+            except OSError as err:  # not ok: the worker is not reused
+                return _fail("infrastructure", f"could not collect the outputs: {err}")
+            return from_response(response, log=log, memory_limit_mb=self._config.memory_limit_mb)
         finally:
             if not task.done():
                 task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-            if not removed:
-                await asyncio.to_thread(shutil.rmtree, job_dir, True)
 
     async def _died(
         self, worker: ProcessWorker, running: _Running, log: str, elapsed: float

@@ -90,12 +90,6 @@ def make_job(tmp_path: Path, *, timeout_s: float = 30.0, **params: Any) -> JobSp
     )
 
 
-def job_wrote(work_root: Path, job_id: str, name: str) -> bool:
-    """Whether a running job has written `name` into its output directory. Adapters keep
-    job directories at <work_root>/workers/<worker>/<job_id>/out on the host."""
-    return any(work_root.glob(f"workers/*/{job_id}/out/{name}"))
-
-
 async def assert_healthy(runtime: Runtime, tmp_path: Path) -> None:
     """A no-op job on the runtime still succeeds."""
     artifact = await build(runtime, "noop")

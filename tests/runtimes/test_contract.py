@@ -10,11 +10,10 @@ from pathlib import Path
 import pytest
 
 from services.runtimes.base import BuildFailedError, Runtime
-from tests._infra import wait_until
+from tests._infra import outputs_written, wait_until
 from tests.runtimes.conftest import (
     assert_healthy,
     build,
-    job_wrote,
     make_job,
 )
 
@@ -124,29 +123,29 @@ async def test_cannot_read_another_jobs_directory(
     writer_job = make_job(tmp_path, mode="write", secret="s3cret", hold_s=60)
     writer = asyncio.create_task(runtime.run_job(artifact, writer_job))
     await wait_until(
-        lambda: job_wrote(work_root, writer_job.job_id, "secret.txt"),
+        lambda: bool(outputs_written(work_root, "secret.txt")),
         timeout_s=30,
         what="the writer job to run",
     )
+    (secret,) = outputs_written(work_root, "secret.txt")
     snooper = await runtime.run_job(
-        artifact,
-        make_job(tmp_path, other_job=writer_job.job_id, host_paths=[str(writer_job.input_path)]),
+        artifact, make_job(tmp_path, host_paths=[str(writer_job.input_path), str(secret)])
     )
     await wait_until(lambda: runtime.cancel_job(writer_job.job_id), timeout_s=30, what="cancel")
     assert (await writer).kind == "canceled"
     assert snooper.ok, snooper
     assert snooper.result is not None
     assert all(not v.startswith("read:") for v in snooper.result["seen"].values()), snooper.result
-    assert writer_job.job_id not in snooper.result["job_root_listing"]
+    assert snooper.result["out_listing"] == [], snooper.result
 
-    # Sequentially, on the same warm worker: the finished job's directory is gone.
+    # Sequentially, on the same warm worker: nothing of the finished job is left.
     done = make_job(tmp_path, mode="write", secret="again", hold_s=0)
     assert (await runtime.run_job(artifact, done)).ok
-    later = await runtime.run_job(artifact, make_job(tmp_path, other_job=done.job_id))
+    later_job = make_job(tmp_path)
+    later = await runtime.run_job(artifact, later_job)
     assert later.ok and later.result is not None
-    assert all(not v.startswith("read:") for v in later.result["seen"].values()), later.result
-    assert later.result["job_root_listing"] == sorted(later.result["job_root_listing"])
-    assert done.job_id not in later.result["job_root_listing"]
+    assert later.result["out_listing"] == [], later.result
+    assert later.result["in_listing"] == [later_job.input_path.name], later.result
 
 
 async def test_loud_model_keeps_protocol_intact(runtime: Runtime, tmp_path: Path) -> None:
@@ -188,7 +187,7 @@ async def test_cancel_stops_a_running_job_within_a_second(
     job = make_job(tmp_path, timeout_s=60)
     task = asyncio.create_task(runtime.run_job(artifact, job))
     await wait_until(
-        lambda: job_wrote(work_root, job.job_id, "started"), timeout_s=30, what="the job to run"
+        lambda: bool(outputs_written(work_root, "started")), timeout_s=30, what="the job to run"
     )
     started = time.monotonic()
     assert await runtime.cancel_job(job.job_id)

@@ -27,11 +27,10 @@ from aiodocker import Docker, DockerError
 from services.runtimes._docker_build import PipOptions, find_runner_dir, write_context
 from services.runtimes.base import BuildFailedError, RuntimeUnavailableError
 from services.runtimes.docker import DEBIAN_CA_BUNDLE, DockerRuntime, DockerRuntimeConfig
-from tests._infra import wait_until
+from tests._infra import outputs_written, wait_until
 from tests.runtimes.conftest import (
     PACKAGES,
     build,
-    job_wrote,
     make_job,
     tree_hash,
 )
@@ -361,7 +360,7 @@ async def test_container_killed_from_outside(
     job = make_job(tmp_path, timeout_s=60)
     task = asyncio.create_task(runtime.run_job(artifact, job))
     await wait_until(
-        lambda: job_wrote(work_root, job.job_id, "started"), timeout_s=30, what="the job to run"
+        lambda: bool(outputs_written(work_root, "started")), timeout_s=30, what="the job to run"
     )
     async with Docker(url=DOCKER_HOST) as docker:
         for container in await docker.containers.list(filters=by_package(artifact.package_hash)):

@@ -22,7 +22,7 @@ from services.blobstore import FileBlobStore
 from services.commands import Commands
 from services.runtime_factory import runtime_work_dir
 from services.settings import Settings
-from tests._infra import wait_until
+from tests._infra import outputs_written, wait_until
 from tests.services._support import (
     ADMIN,
     ModelPackage,
@@ -86,7 +86,7 @@ async def _ended(store: EventStore, job_id: str, timeout_s: float = 30.0) -> flo
 
 
 def _model_started(settings: Settings, job_id: str) -> bool:
-    return any(runtime_work_dir(settings).glob(f"workers/*/{job_id}/out/started"))
+    return bool(outputs_written(runtime_work_dir(settings), "started"))  # one job runs
 
 
 async def _running_model(store: EventStore, settings: Settings, job_id: str) -> None:
