@@ -292,7 +292,8 @@ async def run_notifier(
     policy = DestinationPolicy.from_setting(settings.webhook_allow_networks)
     master = master_key(settings)
     nc = await connect_nats(settings, name="notifier")
-    pool: asyncpg.Pool = await create_pool(settings.database_url, min_size=1)
+    # Queries only: no session state to reset between them.
+    pool: asyncpg.Pool = await create_pool(settings.database_url, min_size=1, reset_sessions=False)
     watermark = await ProjectionWatermark.open(settings.database_url)
     blobs = open_blob_store(settings)
     sender = await Sender.open(
