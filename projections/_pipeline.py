@@ -26,6 +26,7 @@ from events import StoredEvent
 from projections._rows import TABLES, TableSpec
 from projections._upsert import upsert_rows
 from projections.apply import Tables, fold, read_checkpoint, rows_to_load, write_checkpoint
+from projections.notice import commit_notice
 
 __all__ = ["SWAP_SHARED_SQL", "BatchHook", "CheckpointMovedError", "PipelinedApplier"]
 
@@ -185,7 +186,9 @@ class PipelinedApplier:
                 await self._before_commit(events)
             await write_checkpoint(conn, last)
             if self._channel is not None:
-                await conn.execute("SELECT pg_notify($1, $2)", self._channel, str(last))
+                await conn.execute(
+                    "SELECT pg_notify($1, $2)", self._channel, commit_notice(expected, events)
+                )
         self.committed = last
         if self._after_commit is not None:
             await self._after_commit(events)

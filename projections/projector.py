@@ -32,6 +32,7 @@ from projections.db import (
     notify_channel,
 )
 from projections.migrate import apply_migrations
+from projections.notice import commit_notice
 
 __all__ = ["BatchHook", "Projector", "apply_batch"]
 
@@ -72,7 +73,7 @@ async def apply_batch(
             await before_commit(events)
         await write_checkpoint(conn, last)
         if channel is not None:
-            await conn.execute("SELECT pg_notify($1, $2)", channel, str(last))
+            await conn.execute("SELECT pg_notify($1, $2)", channel, commit_notice(expected, events))
     return last
 
 

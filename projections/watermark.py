@@ -7,6 +7,7 @@ periodic re-read covers missed notifications, and a lost connection is reopened.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import time
 from types import TracebackType
@@ -16,10 +17,12 @@ import asyncpg
 
 from projections.apply import PROJECTION
 from projections.db import LIVE_SCHEMA, check_schema_name, notify_channel
+from projections.notice import Commit, parse_notice
 
 __all__ = ["ProjectionWatermark"]
 
 _CHECKPOINT_SQL = "SELECT last_seq FROM checkpoint WHERE projection = $1"
+_COMMITS_KEPT = 1024  # recent commit notices, for `job_moved`
 
 
 class ProjectionWatermark:
@@ -39,6 +42,7 @@ class ProjectionWatermark:
         self._channel = notify_channel(self.schema)
         self._resync_interval = resync_interval
         self._checkpoint = 0
+        self._commits: collections.deque[Commit] = collections.deque(maxlen=_COMMITS_KEPT)
         self._advanced = asyncio.Event()
         self._conn: asyncpg.Connection | None = None
         self._task: asyncio.Task[None] | None = None
@@ -104,9 +108,29 @@ class ProjectionWatermark:
             advanced, self._advanced = self._advanced, asyncio.Event()
             advanced.set()
 
+    def job_moved(self, job_id: str, after: int, seen_seq: int) -> bool | None:
+        """Whether a commit past checkpoint `after` (up to the current checkpoint) moved
+        `job_id`'s row beyond `seen_seq`. None when the notices since `after` do not say
+        (one was missed, or did not list its jobs): read the row then."""
+        covered = self._checkpoint
+        for commit in reversed(self._commits):
+            if covered <= after:
+                return False
+            if commit.last != covered or commit.previous is None:
+                return None
+            if commit.jobs.get(job_id, 0) > seen_seq:
+                return True
+            covered = commit.previous
+        return False if covered <= after else None
+
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
-        with contextlib.suppress(ValueError):
-            self._advance(int(payload))
+        try:
+            commit = parse_notice(payload)
+        except ValueError:
+            return
+        if not self._commits or commit.last > self._commits[-1].last:
+            self._commits.append(commit)
+        self._advance(commit.last)
 
     def _on_terminate(self, _conn: Any) -> None:
         self._lost.set()

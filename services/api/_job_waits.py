@@ -1,4 +1,6 @@
-"""Long polls on jobs: one query per projection advance for all waiting polls.
+"""Long polls on jobs: woken by the projection's commit notices, which list the jobs
+each commit changed (`projections.notice`); when a notice does not say, one query per
+projection advance for all waiting polls.
 
 A job's long poll waits for its row to move past the `last_seq` it last saw. Waking
 every waiting poll on every advance of the projection, each re-reading its whole row,
@@ -69,8 +71,11 @@ class JobWaits:
                 current = await self._watermark.wait_changed(checkpoint, remaining)
                 if current <= checkpoint:
                     return  # timed out
+                moved = self._watermark.job_moved(job_id, checkpoint, last_seq)
                 checkpoint = current
-                if (await self._seqs(job_id, checkpoint)).get(job_id) != last_seq:
+                if moved is None:  # the commit notices do not say: read the rows
+                    moved = (await self._seqs(job_id, checkpoint)).get(job_id) != last_seq
+                if moved:
                     return
         finally:
             self._waiting[job_id] -= 1

@@ -13,9 +13,15 @@ from tests._infra import wait_until
 
 
 class FakeWatermark:
+    """Commit notices that never say which jobs changed, unless `moved` is set."""
+
     def __init__(self) -> None:
         self.checkpoint = 0
+        self.moved: dict[str, bool] | None = None
         self._advanced = asyncio.Event()
+
+    def job_moved(self, job_id: str, after: int, seen_seq: int) -> bool | None:
+        return None if self.moved is None else self.moved.get(job_id, False)
 
     def advance(self, seq: int) -> None:
         self.checkpoint = seq
@@ -114,3 +120,19 @@ async def test_a_failed_lookup_is_not_reused() -> None:
     mark.advance(2)
     await asyncio.wait_for(poll, 1.0)
     assert calls == 2
+
+
+async def test_commit_notices_wake_polls_without_a_query() -> None:
+    mark = FakeWatermark()
+    mark.moved = {}
+    rows = Rows({"a": 1, "b": 1})
+    waits = _waits(rows, mark)
+    polls = {job: asyncio.create_task(waits.wait_moved(job, 1, 0, 5.0)) for job in "ab"}
+    await wait_until(lambda: waits.waiting == 2, what="2 polls waiting", every_s=0)
+    mark.moved = {"b": True}
+    mark.advance(2)
+    await asyncio.wait_for(polls["b"], 1.0)
+    assert not polls["a"].done()
+    assert rows.lookups == [] and waits.queries == 0
+    polls["a"].cancel()
+    await asyncio.gather(polls["a"], return_exceptions=True)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import UTC, datetime
+from typing import Any
 
-from events import EventStore, UserCreated, new_event_id, new_id
+from events import EventStore, JobRequested, JobStarted, UserCreated, new_event_id, new_id
 from projections import Projector
 from projections.watermark import ProjectionWatermark
 from tests.projections._support import running
@@ -54,3 +55,47 @@ async def test_a_new_watermark_reads_the_current_checkpoint(
             assert await first.wait_for(seq, 10)
     async with await ProjectionWatermark.open(database_url) as second:
         assert second.checkpoint == seq
+
+
+def _job_events(job: str) -> list[Any]:
+    envelope = {
+        "aggregate_id": job,
+        "occurred_at": datetime.now(UTC),
+        "actor": "t",
+        "correlation_id": "c",
+    }
+    return [
+        JobRequested(
+            id=new_event_id(),
+            **envelope,
+            owner="usr_1",
+            model_id="mdl_1",
+            version_id="ver_1",
+            input_key=f"inputs/{job}",
+            input_filename="in.png",
+        ),
+        JobStarted(id=new_event_id(), **envelope, worker="w1"),
+    ]
+
+
+async def test_commit_notices_say_which_jobs_moved(database_url: str, store: EventStore) -> None:
+    job, other = new_id("job"), new_id("job")
+    async with await ProjectionWatermark.open(database_url) as mark:
+        async with running(Projector(database_url, store)):
+            requested = await store.append(_job_events(job)[0], expected=0)
+            assert await mark.wait_for(requested, 10)
+            seen = mark.checkpoint
+            assert mark.job_moved(job, seen, requested) is False  # nothing since
+
+            other_seq = await store.append(_job_events(other)[0], expected=0)
+            assert await mark.wait_for(other_seq, 10)
+            assert mark.job_moved(job, seen, requested) is False  # another job moved
+            assert mark.job_moved(other, seen, 0) is True
+
+            started = await store.append(_job_events(job)[1], expected=requested)
+            assert await mark.wait_for(started, 10)
+            assert mark.job_moved(job, seen, requested) is True
+            assert mark.job_moved(job, seen, started) is False  # already seen
+    async with await ProjectionWatermark.open(database_url) as fresh:
+        # Started after those commits: it cannot say, so the caller reads the rows.
+        assert fresh.job_moved(job, 0, requested) is None
