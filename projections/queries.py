@@ -33,6 +33,7 @@ __all__ = [
     "get_job",
     "get_model",
     "get_version",
+    "get_version_with_model",
     "job_seqs",
     "list_api_keys",
     "list_jobs",
@@ -212,6 +213,15 @@ async def list_models(
 async def get_version(db: Any, version_id: str) -> VersionView | None:
     row = await db.fetchrow("SELECT * FROM versions WHERE id = $1", version_id)
     return None if row is None else VersionView(**row)
+
+
+async def get_version_with_model(db: Any, version_id: str) -> tuple[VersionView, ModelView] | None:
+    """The version and its model (deleted or not) in one round trip."""
+    row = await db.fetchrow(
+        "SELECT v, m FROM versions v JOIN models m ON m.id = v.model_id WHERE v.id = $1",
+        version_id,
+    )
+    return None if row is None else (VersionView(**row["v"]), ModelView(**row["m"]))
 
 
 async def list_versions(db: Any, model_id: str) -> list[VersionView]:

@@ -130,7 +130,11 @@ async def decode_body(request: Request, kind: type[T]) -> T:
 async def visible_model(svc: ApiServices, model_id: str, caller: Principal) -> ModelView | None:
     """The model from the read models if the caller may see it (not deleted; theirs,
     public, or the caller is an admin), else None: the API answers 404 either way."""
-    model = await queries.get_model(svc.pool, model_id) if model_id else None
+    return readable_model(await queries.get_model(svc.pool, model_id) if model_id else None, caller)
+
+
+def readable_model(model: ModelView | None, caller: Principal) -> ModelView | None:
+    """`model` if the caller may see it (see `visible_model`), else None."""
     if model is None or model.deleted_at is not None:
         return None
     if not can_read_model(model.owner, model.visibility, caller.user_id, caller.is_admin):

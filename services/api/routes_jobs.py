@@ -21,6 +21,7 @@ from services.api.deps import (
     command_error,
     json_response,
     page_limit,
+    readable_model,
     services,
     visible_model,
 )
@@ -104,11 +105,14 @@ async def _runnable_version(
             "Version missing",
             "say what to run: a field 'version' (version id) or 'model' (its latest ready version)",
         )
-    version: queries.VersionView | None
+    version: queries.VersionView | None = None
+    model: queries.ModelView | None = None
     if version_id:
-        version = await queries.get_version(svc.pool, version_id)
-        model_id = version.model_id if version is not None else ""
-    model = await visible_model(svc, model_id, caller)
+        found = await queries.get_version_with_model(svc.pool, version_id)
+        if found is not None:
+            version, model = found[0], readable_model(found[1], caller)
+    else:
+        model = await visible_model(svc, model_id, caller)
     if model is None:
         raise ApiError(404, "Not found", "model or version not found; check the id")
     if not version_id:
