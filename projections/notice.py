@@ -1,13 +1,17 @@
 """What a projection commit tells its listeners: the NOTIFY payload.
 
-    "<last> <previous> <job_id>=<seq> ..."   the commit moved the checkpoint from
+    "<last> <previous> [webhooks] <job_id>=<seq> ..."
+                                             the commit moved the checkpoint from
                                              `previous` to `last`; the listed jobs' rows
-                                             changed, each now at its `seq`
+                                             changed, each now at its `seq`; `webhooks`:
+                                             it changed a webhook subscription
     "<last>"                                 the commit does not say which rows changed
                                              (too many jobs for a payload, or a rebuild)
 
 Long polls on jobs wake from the listed jobs without a query (`ProjectionWatermark.
-job_moved`); an unlisted commit sends them back to reading the rows.
+job_moved`), and the notifier keeps each owner's subscriptions until a commit changes
+one (`ProjectionWatermark.webhooks_changed`); a commit that does not say sends them
+back to reading the rows.
 """
 
 from __future__ import annotations
@@ -30,16 +34,22 @@ class Commit(msgspec.Struct, frozen=True):
     last: int
     previous: int | None = None  # None: which jobs changed is not said
     jobs: dict[str, int] = {}  # job id -> the seq of its last event in the commit
+    webhooks: bool = False  # a webhook subscription changed
 
 
 def commit_notice(previous: int, events: Sequence[StoredEvent]) -> str:
     """The payload for a commit of `events`, continuing from checkpoint `previous`."""
     last = events[-1].seq
     jobs: dict[str, int] = {}
+    webhooks = False
     for stored in events:
-        if stored.event.aggregate == "job":
+        aggregate = stored.event.aggregate
+        if aggregate == "job":
             jobs[stored.event.aggregate_id] = stored.seq
-    text = " ".join([str(last), str(previous), *(f"{job}={seq}" for job, seq in jobs.items())])
+        elif aggregate == "webhook":
+            webhooks = True
+    words = [str(last), str(previous), *(["webhooks"] if webhooks else [])]
+    text = " ".join([*words, *(f"{job}={seq}" for job, seq in jobs.items())])
     return text if len(text) < _MAX_PAYLOAD else str(last)
 
 
@@ -49,7 +59,11 @@ def parse_notice(payload: str) -> Commit:
     if not rest:
         return Commit(int(last))
     jobs = {}
+    webhooks = False
     for item in rest[1:]:
-        job, _, seq = item.partition("=")
-        jobs[job] = int(seq)
-    return Commit(int(last), int(rest[0]), jobs)
+        job, equals, seq = item.partition("=")
+        if equals:
+            jobs[job] = int(seq)
+        elif item == "webhooks":
+            webhooks = True
+    return Commit(int(last), int(rest[0]), jobs, webhooks)

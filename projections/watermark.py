@@ -22,7 +22,7 @@ from projections.notice import Commit, parse_notice
 __all__ = ["ProjectionWatermark"]
 
 _CHECKPOINT_SQL = "SELECT last_seq FROM checkpoint WHERE projection = $1"
-_COMMITS_KEPT = 1024  # recent commit notices, for `job_moved`
+_COMMITS_KEPT = 4096  # recent commit notices, for `job_moved` and `webhooks_changed`
 
 
 class ProjectionWatermark:
@@ -112,16 +112,28 @@ class ProjectionWatermark:
         """Whether a commit past checkpoint `after` (up to the current checkpoint) moved
         `job_id`'s row beyond `seen_seq`. None when the notices since `after` do not say
         (one was missed, or did not list its jobs): read the row then."""
+        commits = self._commits_since(after)
+        return None if commits is None else any(c.jobs.get(job_id, 0) > seen_seq for c in commits)
+
+    def webhooks_changed(self, after: int) -> bool | None:
+        """Whether a commit past checkpoint `after` changed a webhook subscription; None
+        when the notices since `after` do not say."""
+        commits = self._commits_since(after)
+        return None if commits is None else any(c.webhooks for c in commits)
+
+    def _commits_since(self, after: int) -> list[Commit] | None:
+        """The notices of every commit from checkpoint `after` to the current one; None
+        unless they are all here and each says what it changed."""
         covered = self._checkpoint
+        found: list[Commit] = []
         for commit in reversed(self._commits):
             if covered <= after:
-                return False
+                break
             if commit.last != covered or commit.previous is None:
                 return None
-            if commit.jobs.get(job_id, 0) > seen_seq:
-                return True
+            found.append(commit)
             covered = commit.previous
-        return False if covered <= after else None
+        return found if covered <= after else None
 
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         try:

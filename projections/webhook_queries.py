@@ -16,6 +16,7 @@ __all__ = [
     "AttemptView",
     "DeliveryView",
     "WebhookView",
+    "enabled_webhooks",
     "get_delivery",
     "get_webhook",
     "list_attempts",
@@ -23,7 +24,6 @@ __all__ = [
     "list_webhooks",
     "owner_of",
     "pending_deliveries",
-    "subscribers",
 ]
 
 
@@ -99,14 +99,11 @@ async def list_webhooks(db: Any, owner: str | None) -> list[WebhookView]:
     return [WebhookView(**r) for r in rows]
 
 
-async def subscribers(db: Any, owner: str, before_seq: int) -> list[WebhookView]:
-    """`owner`'s enabled subscriptions that existed before sequence `before_seq`
-    (the caller matches their event filters)."""
+async def enabled_webhooks(db: Any, owner: str) -> list[WebhookView]:
+    """`owner`'s enabled subscriptions (the notifier keeps them and matches each event's
+    sequence against `created_seq` itself)."""
     rows = await db.fetch(
-        "SELECT * FROM webhooks WHERE owner = $1 AND enabled AND deleted_at IS NULL "
-        "AND created_seq < $2",
-        owner,
-        before_seq,
+        "SELECT * FROM webhooks WHERE owner = $1 AND enabled AND deleted_at IS NULL", owner
     )
     return [WebhookView(**r) for r in rows]
 

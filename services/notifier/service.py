@@ -38,6 +38,7 @@ from services.notifier._facts import Facts, FactsCache, facts_of
 from services.notifier._payload import Snapshot, Snapshots, webhook_body
 from services.notifier._sender import Sender
 from services.notifier._state import fold_delivery
+from services.notifier._subscriptions import Subscriptions
 from services.notifier.destinations import DestinationPolicy
 from services.notifier.event_types import (
     SOURCE_SUBJECTS,
@@ -98,8 +99,8 @@ class NotifierHandler:
     ) -> None:
         self._store = store
         self._facts = facts if facts is not None else FactsCache()
-        self._pool = pool
         self._watermark = watermark
+        self._subscriptions = Subscriptions(pool, watermark)
         self._snapshots = snapshots
         self._dispatcher = dispatcher
         self._clock = clock
@@ -127,7 +128,7 @@ class NotifierHandler:
             raise RetryLater("the projection has not reached this event yet")
         targets = [
             (hook.id, hook.url)
-            for hook in await webhook_queries.subscribers(self._pool, facts.owner, delivery.seq)
+            for hook in await self._subscriptions.of(facts.owner, delivery.seq)
             if matches(hook.events, event_type)
         ]
         hook = facts.job_webhook

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from events import JobStarted, StoredEvent, UserCreated, new_event_id
+from events import JobStarted, StoredEvent, UserCreated, WebhookDisabled, new_event_id
 from projections.notice import Commit, commit_notice, parse_notice
 
 
@@ -28,6 +28,20 @@ def test_a_notice_lists_each_changed_job_at_its_last_seq() -> None:
     events = [_started(11, "job_a"), StoredEvent(12, user), _started(13, "job_a")]
     assert parse_notice(commit_notice(10, events)) == Commit(13, 10, {"job_a": 13})
     assert parse_notice(commit_notice(10, events[1:2])) == Commit(12, 10, {})
+
+
+def test_a_notice_says_when_a_webhook_changed() -> None:
+    hook = WebhookDisabled(
+        id=new_event_id(),
+        aggregate_id="whk_1",
+        occurred_at=datetime.now(UTC),
+        actor="t",
+        correlation_id="c",
+        reason="failing",
+    )
+    events = [_started(5, "job_a"), StoredEvent(6, hook)]
+    assert parse_notice(commit_notice(4, events)) == Commit(6, 4, {"job_a": 5}, webhooks=True)
+    assert not parse_notice(commit_notice(4, events[:1])).webhooks
 
 
 def test_too_many_jobs_for_a_payload_says_only_the_checkpoint() -> None:
