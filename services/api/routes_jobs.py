@@ -28,7 +28,7 @@ from services.api.deps import (
 from services.api.problems import ApiError
 from services.api.uploads import ReceivedForm, receive_form
 from services.api.views import job_view
-from services.blobstore import FileBlobStore
+from services.blobstore import BlobNotFoundError, FileBlobStore
 from services.commands import CommandError
 
 __all__ = ["routes"]
@@ -240,6 +240,27 @@ async def job_outputs(request: Request) -> Response:
     return json_response({"job_id": job.id, "status": job.status, "items": view["outputs"]})
 
 
+async def job_log(request: Request) -> Response:
+    """What the model printed during the job (its last part when it printed a lot), as
+    plain text; empty while the job has not ended or when it printed nothing."""
+    svc = services(request)
+    caller = await svc.caller(request)
+    job = await _visible_job(svc, caller, request.path_params["job_id"])
+    text = b""
+    if job.log_key is not None:
+        try:
+            text = await svc.blobs.get_bytes(job.log_key)
+        except BlobNotFoundError as err:
+            raise ApiError(
+                404, "Log missing", f"the log of job {job.id} is missing from the blob store"
+            ) from err
+    return Response(
+        text,
+        media_type="text/plain; charset=utf-8",
+        headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "private, no-store"},
+    )
+
+
 async def _visible_job(svc: ApiServices, caller: Principal, job_id: str) -> queries.JobView:
     job = await queries.get_job(svc.pool, job_id)
     if job is None or (job.owner != caller.user_id and not caller.is_admin):
@@ -255,4 +276,5 @@ routes = [
     Route("/v1/jobs/{job_id}", get_job, methods=["GET"]),
     Route("/v1/jobs/{job_id}/cancel", cancel_job, methods=["POST"]),
     Route("/v1/jobs/{job_id}/outputs", job_outputs, methods=["GET"]),
+    Route("/v1/jobs/{job_id}/log", job_log, methods=["GET"]),
 ]

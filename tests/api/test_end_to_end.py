@@ -135,7 +135,14 @@ async def test_hostile_packages_end_in_the_right_state(
     # The platform is still healthy: a no-op model runs right after.
     noop = await _upload(alice, zip_folder(PACKAGES / "noop"))
     assert (await _wait_version(alice, noop))["status"] == "ready"
-    assert (await _run(alice, noop, _png()))["status"] == "succeeded"
+    healthy = await _run(alice, noop, _png())
+    assert healthy["status"] == "succeeded"
+    # What the model printed is the job's log, readable by its owner only.
+    log = await alice.get(f"/v1/jobs/{healthy['id']}/log")
+    assert log.status == 200 and b"hello from run" in log.body
+    assert log.headers["content-type"].startswith("text/plain")
+    bob = await new_user(full_stack.url, full_stack.admin_key, "bob")
+    assert (await bob.get(f"/v1/jobs/{healthy['id']}/log")).status == 404
 
 
 async def test_cancel_a_running_job(full_stack: Stack) -> None:
