@@ -128,10 +128,8 @@ class Attempt:
                     await run
 
     async def _collect(self, outcome: JobOutcome, spec: JobSpec, fetch_s: float) -> AttemptResult:
-        log_key: str | None = job_log_key(self.job_id)
-        put_log = self._blobs.put_bytes(
-            job_log_key(self.job_id), outcome.log.encode(), "text/plain; charset=utf-8"
-        )
+        log_key = job_log_key(self.job_id) if outcome.log else None
+        put_log = self._store_log(log_key, outcome.log)
         setup_s = fetch_s + outcome.setup_s
         if outcome.ok:
             # The log and the outputs are stored side by side, not one after the other.
@@ -154,6 +152,11 @@ class Attempt:
             setup_s=setup_s,
             run_s=outcome.run_s,
         )
+
+    async def _store_log(self, key: str | None, text: str) -> None:
+        """A model that printed nothing has no log to store (`key` None)."""
+        if key is not None:
+            await self._blobs.put_bytes(key, text.encode(), "text/plain; charset=utf-8")
 
 
 async def _both(first: Awaitable[_A], second: Awaitable[_B]) -> tuple[_A, _B]:
