@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench import jobs, pipeline
+from bench import http_floor, jobs, pipeline
 
 
 def main() -> None:
@@ -10,6 +10,8 @@ def main() -> None:
     pipeline.main([])
     print("\n== builds and jobs through the API (bench.jobs) ==", flush=True)
     jobs.main([])
+    print("\n== the HTTP calls alone, nothing behind them (bench.http_floor) ==", flush=True)
+    http_floor.main([])
 
 
 if __name__ == "__main__":
