@@ -1,12 +1,14 @@
 """Builds and jobs through the HTTP API of a real `clinai up`, per runtime.
 
     python -m bench.jobs [--runtime process|docker|both] [--jobs 200] [--clients 32]
+                         [--seconds 10]
 
 Prints, per runtime: warm job latency (HTTP submit -> terminal status visible through the
 API) p50/p99 for a no-op model and for example-model on a small PNG; jobs/s with N
-concurrent clients on the no-op model; the first job after READY (cold worker); and build
-times: first build of example-model, a rebuild after a code-only change, an identical
-re-upload. Medians over repetitions; these machines are shared and noisy.
+concurrent clients on the no-op model, over --seconds once its workers are warm; the
+first job after READY (cold worker); and build times: first build of example-model, a
+rebuild after a code-only change, an identical re-upload. Medians over repetitions;
+these machines are shared and noisy.
 """
 
 from __future__ import annotations
@@ -145,7 +147,7 @@ class UpStack:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-async def _measure(url: str, key: str, jobs: int, clients: int) -> dict[str, float]:
+async def _measure(url: str, key: str, jobs: int, clients: int, seconds: float) -> dict[str, float]:
     png = _png()
     out: dict[str, float] = {}
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256)) as http:
@@ -182,15 +184,20 @@ async def _measure(url: str, key: str, jobs: int, clients: int) -> dict[str, flo
         out["noop_p50_ms"] = statistics.median(noop_lat) * 1000
         out["noop_p99_ms"] = _pct(noop_lat, 0.99) * 1000
 
-        per_client = max(1, jobs // clients)
+        # Throughput over a fixed window, once every worker the version may have is warm.
+        await asyncio.gather(*(api.job(noop["id"], png) for _ in range(clients)))
+        done = 0
+        deadline = time.perf_counter() + seconds
 
         async def client() -> None:
-            for _ in range(per_client):
+            nonlocal done
+            while time.perf_counter() < deadline:
                 await api.job(noop["id"], png)
+                done += 1
 
         started = time.perf_counter()
         await asyncio.gather(*(client() for _ in range(clients)))
-        out["noop_jobs_per_s"] = per_client * clients / (time.perf_counter() - started)
+        out["noop_jobs_per_s"] = done / (time.perf_counter() - started)
     return out
 
 
@@ -217,6 +224,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runtime", choices=["process", "docker", "both"], default="process")
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of the jobs/s run")
     parser.add_argument(
         "--data-parent", type=Path, default=DATA_PARENT, help="folder for the stacks' data"
     )
@@ -225,7 +233,9 @@ def main(argv: list[str] | None = None) -> None:
     results = {}
     for runtime in runtimes:
         with UpStack(runtime, args.data_parent) as stack:
-            results[runtime] = asyncio.run(_measure(stack.url, stack.key, args.jobs, args.clients))
+            results[runtime] = asyncio.run(
+                _measure(stack.url, stack.key, args.jobs, args.clients, args.seconds)
+            )
     _print(results)
 
 
