@@ -25,7 +25,7 @@ import asyncpg
 from events import StoredEvent
 from projections._rows import TABLES, TableSpec
 from projections._upsert import upsert_rows
-from projections.apply import Tables, fold, read_checkpoint, rows_to_load, write_checkpoint
+from projections.apply import Tables, advance_checkpoint, fold, rows_to_load
 from projections.notice import commit_notice
 
 __all__ = ["SWAP_SHARED_SQL", "BatchHook", "CheckpointMovedError", "PipelinedApplier"]
@@ -177,18 +177,19 @@ class PipelinedApplier:
         async with conn.transaction():
             if self._swap_lock is not None:
                 await conn.execute(SWAP_SHARED_SQL, self._swap_lock)
-            current = await read_checkpoint(conn)
-            if current != expected:
-                raise CheckpointMovedError(expected, current)
             for spec, rows in writes:
                 await upsert_rows(conn, spec, rows)
             if self._before_commit is not None:
                 await self._before_commit(events)
-            await write_checkpoint(conn, last)
-            if self._channel is not None:
-                await conn.execute(
-                    "SELECT pg_notify($1, $2)", self._channel, commit_notice(expected, events)
-                )
+            found = await advance_checkpoint(
+                conn,
+                expected,
+                last,
+                channel=self._channel,
+                notice=commit_notice(expected, events),
+            )
+            if found is not None:
+                raise CheckpointMovedError(expected, found)
         self.committed = last
         if self._after_commit is not None:
             await self._after_commit(events)

@@ -53,11 +53,11 @@ __all__ = [
     "VERSION_TERMINAL",
     "Row",
     "Tables",
+    "advance_checkpoint",
     "apply_events",
     "fold",
     "read_checkpoint",
     "rows_to_load",
-    "write_checkpoint",
 ]
 
 PROJECTION: Final = "read_models"  # the checkpoint row of this projection
@@ -353,7 +353,7 @@ def _fold_job(
 
 async def apply_events(conn: asyncpg.Connection, events: Sequence[StoredEvent]) -> int:
     """Load, fold and upsert one batch inside the caller's transaction; return the
-    number of rows written. The checkpoint is the caller's (see `write_checkpoint`)."""
+    number of rows written. The checkpoint is the caller's (see `advance_checkpoint`)."""
     tables: Tables = {}
     for table, ids in rows_to_load(events).items():
         spec = next(t for t in TABLES if t.name == table)
@@ -379,10 +379,41 @@ async def read_checkpoint(conn: asyncpg.Connection) -> int:
     return int(value or 0)
 
 
-async def write_checkpoint(conn: asyncpg.Connection, last_seq: int) -> None:
-    await conn.execute(
-        "INSERT INTO checkpoint (projection, last_seq) VALUES ($1, $2) "
-        "ON CONFLICT (projection) DO UPDATE SET last_seq = EXCLUDED.last_seq",
-        PROJECTION,
-        last_seq,
-    )
+# Move the checkpoint from $3 to $2 (and NOTIFY $4 with $5), or change nothing when it is
+# not at $3: the check, the write and the notice in one round trip at the end of a batch.
+_FIRST_CHECKPOINT_SQL = (
+    "WITH moved AS (INSERT INTO checkpoint (projection, last_seq) VALUES ($1, $2) "
+    "ON CONFLICT (projection) DO UPDATE SET last_seq = EXCLUDED.last_seq "
+    "WHERE checkpoint.last_seq = $3 RETURNING 1) "
+)
+_NEXT_CHECKPOINT_SQL = (
+    "WITH moved AS (UPDATE checkpoint SET last_seq = $2 "
+    "WHERE projection = $1 AND last_seq = $3 RETURNING 1) "
+)
+
+
+async def advance_checkpoint(
+    conn: asyncpg.Connection,
+    expected: int,
+    last_seq: int,
+    *,
+    channel: str | None = None,
+    notice: str = "",
+) -> int | None:
+    """In the batch's transaction: move the checkpoint from `expected` to `last_seq`
+    and, with a `channel`, NOTIFY it with `notice` (sent when the transaction commits).
+    Returns None when done, else the stored checkpoint that is not `expected` (nothing
+    changed: roll back)."""
+    sql = _FIRST_CHECKPOINT_SQL if expected == 0 else _NEXT_CHECKPOINT_SQL
+    if channel is None:
+        rows = await conn.fetch(sql + "SELECT 1 FROM moved", PROJECTION, last_seq, expected)
+    else:
+        rows = await conn.fetch(
+            sql + "SELECT pg_notify($4, $5) FROM moved",
+            PROJECTION,
+            last_seq,
+            expected,
+            channel,
+            notice,
+        )
+    return None if rows else await read_checkpoint(conn)

@@ -23,7 +23,7 @@ from projections._pipeline import (
     CheckpointMovedError,
     PipelinedApplier,
 )
-from projections.apply import apply_events, read_checkpoint, write_checkpoint
+from projections.apply import advance_checkpoint, apply_events, read_checkpoint
 from projections.db import (
     LIVE_SCHEMA,
     check_schema_name,
@@ -65,15 +65,13 @@ async def apply_batch(
     async with conn.transaction():
         if swap_lock is not None:
             await conn.execute(SWAP_SHARED_SQL, swap_lock)
-        current = await read_checkpoint(conn)
-        if current != expected:
-            raise _Reseek(current)
         await apply_events(conn, events)
         if before_commit is not None:
             await before_commit(events)
-        await write_checkpoint(conn, last)
-        if channel is not None:
-            await conn.execute("SELECT pg_notify($1, $2)", channel, commit_notice(expected, events))
+        notice = commit_notice(expected, events)
+        found = await advance_checkpoint(conn, expected, last, channel=channel, notice=notice)
+        if found is not None:
+            raise _Reseek(found)
     return last
 
 

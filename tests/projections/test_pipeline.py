@@ -8,7 +8,7 @@ import pytest
 from events import EventStore
 from projections import Projector
 from projections._pipeline import CheckpointMovedError, PipelinedApplier
-from projections.apply import write_checkpoint
+from projections.apply import advance_checkpoint
 from projections.db import connect
 from projections.migrate import apply_migrations
 from tests.projections._support import dump, running, stream_events, wait_checkpoint
@@ -51,7 +51,7 @@ async def test_a_moved_checkpoint_stops_the_applier(
     last = await _fill(store, 300, seed=4)
     events = await stream_events(store, last)
     await apply_migrations(db, "read_model")
-    await write_checkpoint(db, 5)
+    assert await advance_checkpoint(db, 0, 5) is None
     applier = PipelinedApplier(db, 0)
     try:
         await applier.submit(events[:100])
