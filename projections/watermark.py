@@ -108,12 +108,19 @@ class ProjectionWatermark:
             advanced, self._advanced = self._advanced, asyncio.Event()
             advanced.set()
 
-    def job_moved(self, job_id: str, after: int, seen_seq: int) -> bool | None:
+    def job_moved(
+        self, job_id: str, after: int, seen_seq: int, *, ended: bool = False
+    ) -> bool | None:
         """Whether a commit past checkpoint `after` (up to the current checkpoint) moved
-        `job_id`'s row beyond `seen_seq`. None when the notices since `after` do not say
-        (one was missed, or did not list its jobs): read the row then."""
+        `job_id`'s row beyond `seen_seq` (with `ended`: and ended the job). None when
+        the notices since `after` do not say (one was missed, or did not list its
+        jobs): read the row then."""
         commits = self._commits_since(after)
-        return None if commits is None else any(c.jobs.get(job_id, 0) > seen_seq for c in commits)
+        if commits is None:
+            return None
+        return any(
+            c.jobs.get(job_id, 0) > seen_seq and (not ended or job_id in c.ended) for c in commits
+        )
 
     def webhooks_changed(self, after: int) -> bool | None:
         """Whether a commit past checkpoint `after` changed a webhook subscription; None

@@ -57,10 +57,14 @@ class JobWaits:
         """How many long polls are waiting now."""
         return sum(self._waiting.values())
 
-    async def wait_moved(self, job_id: str, last_seq: int, checkpoint: int, timeout: float) -> None:
+    async def wait_moved(
+        self, job_id: str, last_seq: int, checkpoint: int, timeout: float, *, ended: bool = False
+    ) -> None:
         """Return once the projected row of `job_id` is no longer at `last_seq` (it moved
         on or went away), or after `timeout` s. `checkpoint` is the projection's
-        checkpoint from before `last_seq` was read."""
+        checkpoint from before `last_seq` was read. With `ended`, a move the commit
+        notices say did not end the job does not count (when they cannot say, any
+        move does)."""
         deadline = time.monotonic() + timeout
         self._waiting[job_id] += 1
         try:
@@ -71,7 +75,7 @@ class JobWaits:
                 current = await self._watermark.wait_changed(checkpoint, remaining)
                 if current <= checkpoint:
                     return  # timed out
-                moved = self._watermark.job_moved(job_id, checkpoint, last_seq)
+                moved = self._watermark.job_moved(job_id, checkpoint, last_seq, ended=ended)
                 checkpoint = current
                 if moved is None:  # the commit notices do not say: read the rows
                     moved = (await self._seqs(job_id, checkpoint)).get(job_id) != last_seq

@@ -199,7 +199,8 @@ async def get_job(request: Request) -> Response:
         remaining = deadline - time.monotonic()
         if job.status in TERMINAL_JOB_STATUSES or remaining <= 0:
             return json_response(await job_view(job, svc.blobs))
-        await svc.job_waits.wait_moved(job.id, job.last_seq, seen, remaining)
+        # Only an ended job answers the poll: a start does not need a re-read.
+        await svc.job_waits.wait_moved(job.id, job.last_seq, seen, remaining, ended=True)
 
 
 async def list_jobs(request: Request) -> Response:

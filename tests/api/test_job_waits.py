@@ -20,7 +20,9 @@ class FakeWatermark:
         self.moved: dict[str, bool] | None = None
         self._advanced = asyncio.Event()
 
-    def job_moved(self, job_id: str, after: int, seen_seq: int) -> bool | None:
+    def job_moved(
+        self, job_id: str, after: int, seen_seq: int, *, ended: bool = False
+    ) -> bool | None:
         return None if self.moved is None else self.moved.get(job_id, False)
 
     def advance(self, seq: int) -> None:

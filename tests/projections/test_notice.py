@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from events import JobStarted, StoredEvent, UserCreated, WebhookDisabled, new_event_id
+from events import JobStarted, JobSucceeded, StoredEvent, UserCreated, WebhookDisabled, new_event_id
 from projections.notice import Commit, commit_notice, parse_notice
 
 
@@ -41,6 +41,16 @@ def test_a_notice_says_when_a_webhook_changed() -> None:
     )
     events = [_started(5, "job_a"), StoredEvent(6, hook)]
     assert parse_notice(commit_notice(4, events)) == Commit(6, 4, {"job_a": 5}, webhooks=True)
+
+
+def test_a_notice_says_which_jobs_ended() -> None:
+    at = datetime.now(UTC)
+    done = JobSucceeded(
+        id=new_event_id(), aggregate_id="job_b", occurred_at=at, actor="t", correlation_id="c"
+    )
+    events = [_started(7, "job_a"), _started(8, "job_b"), StoredEvent(9, done)]
+    commit = parse_notice(commit_notice(6, events))
+    assert commit == Commit(9, 6, {"job_a": 7, "job_b": 9}, ended=frozenset({"job_b"}))
     assert not parse_notice(commit_notice(4, events[:1])).webhooks
 
 

@@ -95,6 +95,7 @@ async def test_commit_notices_say_which_jobs_moved(database_url: str, store: Eve
             started = await store.append(_job_events(job)[1], expected=requested)
             assert await mark.wait_for(started, 10)
             assert mark.job_moved(job, seen, requested) is True
+            assert mark.job_moved(job, seen, requested, ended=True) is False  # only started
             assert mark.job_moved(job, seen, started) is False  # already seen
     async with await ProjectionWatermark.open(database_url) as fresh:
         # Started after those commits: it cannot say, so the caller reads the rows.
