@@ -160,13 +160,13 @@ class FileBlobStore:
         """`put_file`, taking the file over: it is renamed into place when it is on the
         store's file system (see `spool_dir`), copied and removed otherwise. `path` is
         gone afterwards, whether or not this succeeded."""
-        validate_key(key)
         await asyncio.to_thread(self._move_in, key, path, content_type)
 
     def _move_in(self, key: str, path: Path, content_type: str) -> None:
         tmp_dir = self.root / "tmp"
         tmp = tmp_dir / uuid.uuid4().hex
         try:
+            validate_key(key)
             try:
                 os.rename(path, tmp)
             except OSError as err:

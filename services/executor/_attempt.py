@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
 import time
 from collections.abc import Awaitable
 from pathlib import Path
@@ -57,6 +58,7 @@ class Attempt:
         self._artifact = artifact
         self._dir = directory
         self._timeout_s = timeout_s
+        self._made_dir = False
 
     @property
     def job_id(self) -> str:
@@ -78,12 +80,16 @@ class Attempt:
         except (BlobError, OSError) as err:
             return AttemptResult(kind="infrastructure", message=f"could not fetch the input: {err}")
         fetch_s = time.monotonic() - began
+        try:
+            output_dir = await self._output_dir()
+        except OSError as err:
+            return AttemptResult(kind="infrastructure", message=f"no room for the outputs: {err}")
         spec = JobSpec(
             job_id=self.job_id,
             version_id=requested.version_id,
             input_path=input_path,
             input_name=name,
-            output_dir=self._dir / "out",
+            output_dir=output_dir,
             params=requested.params,
             timeout_s=self._timeout_s,
         )
@@ -95,6 +101,20 @@ class Attempt:
                 kind="infrastructure", message=f"could not store the job's outputs: {err}"
             )
 
+    async def remove_scratch(self) -> None:
+        """Remove the attempt's folder, if it made one (a store not on this host)."""
+        if self._made_dir:
+            await asyncio.to_thread(shutil.rmtree, self._dir, True)
+
+    async def _output_dir(self) -> Path:
+        """Where the runtime puts the output copies: the file backend's own spool folder
+        (they are renamed into the store from there), else the attempt's folder."""
+        if isinstance(self._blobs, FileBlobStore):
+            return await self._blobs.spool_dir()
+        self._made_dir = True
+        await asyncio.to_thread(self._dir.mkdir, parents=True, exist_ok=True)
+        return self._dir
+
     async def _fetch_input(self, name: str) -> Path:
         """The input on this host: the stored file itself from the file backend (the
         runtime links it, read-only), else a download into the attempt's folder."""
@@ -102,6 +122,7 @@ class Attempt:
         if isinstance(self._blobs, FileBlobStore):
             return await self._blobs.local_path(key)
         path = self._dir / "in" / name
+        self._made_dir = True
         await self._blobs.download_to(key, path)
         return path
 
@@ -134,7 +155,7 @@ class Attempt:
         if outcome.ok:
             # The log and the outputs are stored side by side, not one after the other.
             _, outputs = await _both(
-                put_log, upload_outputs(self._blobs, self.job_id, spec.output_dir)
+                put_log, upload_outputs(self._blobs, self.job_id, outcome.outputs)
             )
             return AttemptResult(
                 result=outcome.result or {},

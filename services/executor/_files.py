@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import mimetypes
-import os
 import re
-import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 from events import OutputFile
 from services.blobstore import BlobKeyError, BlobStore, FileBlobStore
+from services.runtimes.base import OutputCopy
 
-__all__ = ["job_log_key", "local_input_name", "remove_scratch", "upload_outputs"]
+__all__ = ["job_log_key", "local_input_name", "upload_outputs"]
 
 log = logging.getLogger("clinai.executor")
 
@@ -31,43 +30,36 @@ def local_input_name(filename: str) -> str:
     return name[:120] or "input"
 
 
-def _files(directory: Path) -> list[Path]:
-    found: list[Path] = []
-    for dirpath, _dirs, names in os.walk(directory, followlinks=False):
-        for name in names:
-            path = Path(dirpath) / name
-            if path.is_file() and not path.is_symlink():
-                found.append(path)
-    return sorted(found)
-
-
-async def upload_outputs(blobs: BlobStore, job_id: str, directory: Path) -> tuple[OutputFile, ...]:
-    """Upload every regular file under `directory` to `outputs/<job_id>/<relative path>`;
-    the files are the caller's scratch copies and may be moved into the store."""
+async def upload_outputs(
+    blobs: BlobStore, job_id: str, copies: Sequence[OutputCopy]
+) -> tuple[OutputFile, ...]:
+    """Store each output copy at `outputs/<job_id>/<name>`; the copies are the caller's
+    scratch files: moved into the store, or removed."""
     outputs: list[OutputFile] = []
-    for path in await asyncio.to_thread(_files, directory):
-        name = path.relative_to(directory).as_posix()
-        key = f"outputs/{job_id}/{name}"
-        content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
-        size = path.stat().st_size
-        try:
-            if isinstance(blobs, FileBlobStore):  # the file is ours: renamed in, not copied
-                await blobs.move_in(key, path, content_type)
-            else:
-                await blobs.put_file(key, path, content_type)
-        except BlobKeyError as err:
-            log.warning("job %s: output %r skipped: %s", job_id, name, err)
-            continue
-        outputs.append(OutputFile(name=name, key=key, size_bytes=size, content_type=content_type))
+    try:
+        for copy in copies:
+            key = f"outputs/{job_id}/{copy.name}"
+            content_type = mimetypes.guess_type(copy.name)[0] or "application/octet-stream"
+            size = copy.path.stat().st_size
+            try:
+                if isinstance(blobs, FileBlobStore):  # renamed in, not copied
+                    await blobs.move_in(key, copy.path, content_type)
+                else:
+                    await blobs.put_file(key, copy.path, content_type)
+            except BlobKeyError as err:
+                log.warning("job %s: output %r skipped: %s", job_id, copy.name, err)
+                continue
+            outputs.append(
+                OutputFile(name=copy.name, key=key, size_bytes=size, content_type=content_type)
+            )
+    except BaseException:
+        await asyncio.to_thread(_remove, [copy.path for copy in copies])
+        raise
+    if not isinstance(blobs, FileBlobStore):  # put_file copied them
+        await asyncio.to_thread(_remove, [copy.path for copy in copies])
     return tuple(outputs)
 
 
-async def remove_scratch(directory: Path) -> None:
-    """Remove an attempt's folder: usually nothing to do (no outputs) or two rmdirs (its
-    outputs were moved into the store); a full removal in a thread otherwise."""
-    try:
-        for folder in (directory / "out", directory):
-            with contextlib.suppress(FileNotFoundError):
-                os.rmdir(folder)
-    except OSError:
-        await asyncio.to_thread(shutil.rmtree, directory, True)
+def _remove(paths: list[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)

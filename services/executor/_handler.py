@@ -36,7 +36,6 @@ from services.aggregates import JobState, VersionState, fold_job, fold_version
 from services.blobstore import BlobStore
 from services.consumer import Delivery, Poison, RetryLater, reaction_envelope
 from services.executor._attempt import Attempt, AttemptResult
-from services.executor._files import remove_scratch
 from services.executor._local import LocalJobs
 from services.runtimes.base import Artifact, FailureKind, Runtime
 
@@ -276,7 +275,7 @@ class JobHandler:
             await self._finish(self._terminal(requested, started, result), seq, started.attempt)
         finally:
             # After the terminal event: the attempt's scratch files are nobody's wait.
-            await remove_scratch(directory)
+            await attempt.remove_scratch()
 
     def _terminal(
         self, requested: JobRequested, started: JobStarted, result: AttemptResult

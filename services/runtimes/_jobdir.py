@@ -8,18 +8,20 @@ its sandbox or container at `inside`:
   log          what the model prints during a job; emptied before each job
 
 Making and removing folders per job cost more than the job itself on some disks; a
-link, a truncate and a few unlinks do not. Blocking I/O: call these in a thread.
+link, a truncate and a few unlinks do not, and the unlinks run between jobs.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import stat
+import uuid
 from pathlib import Path
 
 from services.runtimes._framing import JobRequest
-from services.runtimes.base import JobSpec
+from services.runtimes.base import JobSpec, OutputCopy
 
 __all__ = ["JobFiles", "collect_outputs", "read_tail"]
 
@@ -32,6 +34,7 @@ class JobFiles:
         self.log = root / "log"
         self.inside = inside
         self._link_input = link_input
+        self._clearing: asyncio.Future[None] | None = None
 
     @classmethod
     def make(cls, root: Path, inside: str, uid: int | None) -> JobFiles:
@@ -51,10 +54,28 @@ class JobFiles:
             files.log.chmod(0o666)
         return files
 
-    def stage(self, job: JobSpec) -> JobRequest:
-        """Put the job's input at in/<name> and empty the log; returns the request for
-        the worker. Leftovers of an earlier job are removed first."""
-        self.clear()
+    async def prepare(self, job: JobSpec) -> JobRequest:
+        """Stage the job's files (in a thread), once the last job's are cleared away;
+        returns the request for the worker. Raises OSError when the files cannot be
+        prepared: the worker must not serve the job then."""
+        clearing, self._clearing = self._clearing, None
+        if clearing is not None:
+            await clearing
+        return await asyncio.to_thread(self._stage, job)
+
+    async def harvest(self, dest: Path | None, log_limit: int) -> tuple[str, list[OutputCopy]]:
+        """The job's log tail and, unless `dest` is None, a copy of each output in
+        `dest` (in a thread). Emptying in/ and out/ for the next job runs in the
+        background: the next `prepare` waits for it."""
+        try:
+            return await asyncio.to_thread(self._collect, dest, log_limit)
+        finally:
+            self._clearing = asyncio.ensure_future(asyncio.to_thread(self.clear))
+            # Retrieved here, so a worker killed before its next job leaves no warning;
+            # the next `prepare` still raises it.
+            self._clearing.add_done_callback(lambda task: task.cancelled() or task.exception())
+
+    def _stage(self, job: JobSpec) -> JobRequest:
         name = job.file_name
         target = self.in_dir / name
         if not (self._link_input and _link_readable(job.input_path, target)):
@@ -69,17 +90,9 @@ class JobFiles:
             params=job.params,
         )
 
-    def finish(self, dest: Path | None, log_limit: int) -> str:
-        """The job's log tail; its outputs copied to `dest` (unless None); then in/ and
-        out/ emptied for the next job. Raises OSError when they cannot be emptied: the
-        worker must not serve another job then."""
+    def _collect(self, dest: Path | None, log_limit: int) -> tuple[str, list[OutputCopy]]:
         log = read_tail(self.log, log_limit)
-        try:
-            if dest is not None:
-                collect_outputs(self.out, dest)
-        finally:
-            self.clear()
-        return log
+        return log, ([] if dest is None else collect_outputs(self.out, dest))
 
     def clear(self) -> None:
         for folder in (self.in_dir, self.out):
@@ -103,10 +116,11 @@ def _link_readable(source: Path, target: Path) -> bool:
     return True
 
 
-def collect_outputs(out: Path, dest: Path) -> list[str]:
-    """Copy the regular files under `out` to `dest`; never follows a symlink (the model
-    could point one at a host file). Returns the relative paths copied."""
-    copied: list[str] = []
+def collect_outputs(out: Path, dest: Path) -> list[OutputCopy]:
+    """Copy the regular files under `out` into the existing folder `dest`, each under a
+    new unique name; never follows a symlink (the model could point one at a host
+    file). Returns each output's path relative to `out` with its copy."""
+    copies: list[OutputCopy] = []
     for dirpath, dirs, files in os.walk(out, followlinks=False):
         rel_dir = Path(dirpath).relative_to(out)
         dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(dirpath, d))]
@@ -120,11 +134,11 @@ def collect_outputs(out: Path, dest: Path) -> list[str]:
             with os.fdopen(fd, "rb") as src:
                 if not stat.S_ISREG(os.fstat(src.fileno()).st_mode):
                     continue
-                (dest / rel_dir).mkdir(parents=True, exist_ok=True)
-                with open(dest / rel_dir / name, "wb") as dst:
+                copy = dest / f"output-{uuid.uuid4().hex}"
+                with open(copy, "xb") as dst:
                     shutil.copyfileobj(src, dst)
-            copied.append(str(rel_dir / name))
-    return copied
+            copies.append(OutputCopy(name=(rel_dir / name).as_posix(), path=copy))
+    return copies
 
 
 def read_tail(path: Path, limit: int) -> str:

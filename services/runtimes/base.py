@@ -17,6 +17,7 @@ __all__ = [
     "JobOutcome",
     "JobSpec",
     "LogSink",
+    "OutputCopy",
     "Runtime",
     "RuntimeError_",
     "RuntimeUnavailableError",
@@ -44,8 +45,7 @@ class JobSpec(msgspec.Struct, frozen=True, kw_only=True):
     version_id: str
     input_path: Path  # host path of the input file; the runtime links or copies it in
     input_name: str = ""  # its file name for the model; "" means input_path's name
-    output_dir: Path  # host directory where every file the model writes must end up
-    # (made only when the model wrote something)
+    output_dir: Path  # existing host folder for a copy of each file the model wrote
     params: dict[str, Any] = {}
     timeout_s: float = 60.0
 
@@ -54,9 +54,15 @@ class JobSpec(msgspec.Struct, frozen=True, kw_only=True):
         return self.input_name or self.input_path.name
 
 
+class OutputCopy(msgspec.Struct, frozen=True):
+    name: str  # the file's path relative to the model's output folder
+    path: Path  # the runtime's copy, in `JobSpec.output_dir`; the caller's to keep or remove
+
+
 class JobOutcome(msgspec.Struct, frozen=True, kw_only=True):
     ok: bool
     result: dict[str, Any] | None = None
+    outputs: tuple[OutputCopy, ...] = ()  # when ok: every file the model wrote
     kind: FailureKind | None = None  # set when not ok
     message: str = ""  # what happened and what to do, for the user
     traceback: str | None = None

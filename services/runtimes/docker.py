@@ -43,6 +43,7 @@ from services.runtimes.base import (
     JobOutcome,
     JobSpec,
     LogSink,
+    OutputCopy,
     RuntimeError_,
     RuntimeUnavailableError,
 )
@@ -329,7 +330,7 @@ class DockerRuntime:
     ) -> JobOutcome:
         files = worker.files
         try:
-            request = await asyncio.to_thread(files.stage, job)
+            request = await files.prepare(job)
         except OSError as err:
             return JobOutcome(
                 ok=False,
@@ -345,11 +346,11 @@ class DockerRuntime:
         else:
             outcome = answer
         limit = self._config.log_limit_bytes
+        outputs: list[OutputCopy] = []
         try:
             if worker.alive:
-                log = await asyncio.to_thread(
-                    files.finish, job.output_dir if outcome.ok else None, limit
-                )
+                dest = job.output_dir if outcome.ok else None
+                log, outputs = await files.harvest(dest, limit)
             else:  # killed or dead: its directory goes with it
                 log = await asyncio.to_thread(read_tail, files.log, limit)
         except OSError as err:  # not ok: the worker is not reused
@@ -359,7 +360,9 @@ class DockerRuntime:
                 setup_s=setup_s,
                 message=f"could not collect the job's outputs: {err}",
             )
-        return msgspec.structs.replace(outcome, log=log, setup_s=setup_s, run_s=run_s)
+        return msgspec.structs.replace(
+            outcome, log=log, outputs=tuple(outputs), setup_s=setup_s, run_s=run_s
+        )
 
     async def _exchange(
         self, worker: ContainerWorker, request: JobRequest, job: JobSpec, canceled: asyncio.Event

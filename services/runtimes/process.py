@@ -378,7 +378,7 @@ class ProcessRuntime:
     async def _run_on(self, worker: ProcessWorker, job: JobSpec, running: _Running) -> JobOutcome:
         files = worker.files
         try:
-            request = await asyncio.to_thread(files.stage, job)
+            request = await files.prepare(job)
         except OSError as err:
             return _fail("infrastructure", f"could not prepare the job's files: {err}")
         started = time.perf_counter()
@@ -404,10 +404,11 @@ class ProcessRuntime:
                 return await self._died(worker, running, log, elapsed)
             dest = job.output_dir if response.ok else None
             try:
-                log = await asyncio.to_thread(files.finish, dest, self._config.log_tail_bytes)
+                log, outputs = await files.harvest(dest, self._config.log_tail_bytes)
             except OSError as err:  # not ok: the worker is not reused
                 return _fail("infrastructure", f"could not collect the outputs: {err}")
-            return from_response(response, log=log, memory_limit_mb=self._config.memory_limit_mb)
+            outcome = from_response(response, log=log, memory_limit_mb=self._config.memory_limit_mb)
+            return msgspec.structs.replace(outcome, outputs=tuple(outputs))
         finally:
             if not task.done():
                 task.cancel()

@@ -80,11 +80,13 @@ def make_job(tmp_path: Path, *, timeout_s: float = 30.0, **params: Any) -> JobSp
     job_id = f"job-{uuid.uuid4().hex[:12]}"
     input_path = tmp_path / f"{job_id}-input.txt"
     input_path.write_text("some input")
+    output_dir = tmp_path / job_id / "out"
+    output_dir.mkdir(parents=True)
     return JobSpec(
         job_id=job_id,
         version_id="v1",
         input_path=input_path,
-        output_dir=tmp_path / job_id / "out",
+        output_dir=output_dir,
         params=params,
         timeout_s=timeout_s,
     )

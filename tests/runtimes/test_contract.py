@@ -26,7 +26,9 @@ async def test_noop_job_and_warm_worker(runtime: Runtime, tmp_path: Path) -> Non
     first = await runtime.run_job(artifact, first_job)
     assert first.ok, first
     assert first.result is not None and first.result["bytes"] == len("some input")
-    assert (first_job.output_dir / "echo.txt").read_text() == "some input"
+    [copy] = first.outputs
+    assert copy.name == "echo.txt" and copy.path.parent == first_job.output_dir
+    assert copy.path.read_text() == "some input"
     assert "hello from run" in first.log
     assert first.setup_s > 0
 

@@ -55,6 +55,9 @@ def run(input_path, output_dir, params):
         data = f.read()
     with open(os.path.join(output_dir, "echo.txt"), "wb") as f:
         f.write(data)
+    os.makedirs(os.path.join(output_dir, "sub", "dir"))
+    with open(os.path.join(output_dir, "sub", "dir", "size.json"), "w") as f:
+        f.write(str(len(data)))
     print("ran", mode)
     return {"bytes": len(data), "mode": mode}
 """,
@@ -117,11 +120,14 @@ async def test_runs_a_job_and_stores_its_outputs(
     assert isinstance(started, JobStarted) and started.attempt == 1 and started.worker
     assert isinstance(done, JobSucceeded)
     assert done.result == {"bytes": 6, "mode": "echo"}
-    assert [(o.name, o.key, o.size_bytes) for o in done.outputs] == [
-        ("echo.txt", f"outputs/{job_id}/echo.txt", 6)
+    assert sorted((o.name, o.key, o.size_bytes) for o in done.outputs) == [
+        ("echo.txt", f"outputs/{job_id}/echo.txt", 6),
+        ("sub/dir/size.json", f"outputs/{job_id}/sub/dir/size.json", 1),
     ]
-    assert done.outputs[0].content_type == "text/plain"
-    assert await blobs.get_bytes(done.outputs[0].key) == b"pixels"
+    echo, size = sorted(done.outputs, key=lambda o: o.name)
+    assert echo.content_type == "text/plain"
+    assert await blobs.get_bytes(echo.key) == b"pixels"
+    assert await blobs.get_bytes(size.key) == b"6"
     assert done.log_key == f"logs/jobs/{job_id}.log"
     assert b"ran echo" in await blobs.get_bytes(done.log_key)
     assert done.timings.queued_s >= 0 and done.timings.run_s > 0
