@@ -78,6 +78,9 @@ class JobFiles:
     def _stage(self, job: JobSpec) -> JobRequest:
         name = job.file_name
         target = self.in_dir / name
+        # A leftover (an interrupted job's) may be a link to a stored file: never write
+        # through it.
+        target.unlink(missing_ok=True)
         if not (self._link_input and _link_readable(job.input_path, target)):
             shutil.copyfile(job.input_path, target)
             os.chmod(target, 0o444)

@@ -1,0 +1,32 @@
+"""A worker's job files: staging never writes through a stored file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from services.runtimes._jobdir import JobFiles
+from services.runtimes.base import JobSpec
+
+
+async def test_staging_over_a_leftover_link_leaves_the_stored_file_alone(tmp_path: Path) -> None:
+    stored = tmp_path / "stored.png"
+    stored.write_bytes(b"someone's input")
+    root = tmp_path / "worker"
+    root.mkdir()
+    files = JobFiles.make(root, "/job", uid=None)  # copies inputs (no other uid)
+    os.link(stored, files.in_dir / "in.png")  # left by an interrupted job
+    new_input = tmp_path / "new.png"
+    new_input.write_bytes(b"this job's input")
+    outputs = tmp_path / "outputs"
+    outputs.mkdir()
+    job = JobSpec(
+        job_id="job_1", version_id="v", input_path=new_input, input_name="in.png",
+        output_dir=outputs,
+    )  # fmt: skip
+
+    request = await files.prepare(job)
+
+    assert request.input_path == "/job/in/in.png"
+    assert (files.in_dir / "in.png").read_bytes() == b"this job's input"
+    assert stored.read_bytes() == b"someone's input"
