@@ -142,6 +142,9 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+_BACKLOG_FETCH_S = 0.05
+
+
 def consumer_config(
     durable: str, filter_subjects: Sequence[str], options: ConsumerOptions
 ) -> ConsumerConfig:
@@ -189,6 +192,7 @@ async def run_consumer(
     await ensure_consumer(js, stream, durable, filter_subjects, options)
     psub = await js.pull_subscribe_bind(durable=durable, stream=stream)
     running: set[asyncio.Task[None]] = set()
+    backlog = False  # the last message said more were waiting
     try:
         while not stop.is_set():
             free = concurrency - len(running)
@@ -196,8 +200,9 @@ async def run_consumer(
                 await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                 continue
             try:
-                msgs = await psub.fetch(free, timeout=options.fetch_timeout_s)
+                msgs = await _fetch(psub, free if backlog else 1, options)
             except TimeoutError:  # nats.errors.TimeoutError too: no message this time
+                backlog = False
                 continue
             except nats.errors.Error as err:  # disconnected, consumer gone, ...
                 log.warning("consumer %s: fetch failed (%r); retrying", durable, err)
@@ -206,6 +211,7 @@ async def run_consumer(
                 with contextlib.suppress(nats.errors.Error):
                     await ensure_consumer(js, stream, durable, filter_subjects, options)
                 continue
+            backlog = bool(msgs) and (msgs[-1].metadata.num_pending or 0) > 0
             for msg in msgs:
                 task = asyncio.create_task(_handle(msg, handler, options, durable))
                 running.add(task)
@@ -214,6 +220,19 @@ async def run_consumer(
         await _drain(running, options.stop_grace_s)
         with contextlib.suppress(Exception):
             await psub.unsubscribe()
+
+
+async def _fetch(
+    psub: JetStreamContext.PullSubscription, n: int, options: ConsumerOptions
+) -> list[Msg]:
+    """Up to `n` messages. Waiting for new ones is done one at a time: nats-py's batch
+    fetch, once its first message arrives while it waits, keeps waiting for the rest,
+    up to the end of its own or an earlier batch's request on the server (seen: a job
+    picked up 1-2 s late). A batch is asked for only while a backlog is waiting, and
+    then briefly, so a batch request left on the server expires at once."""
+    if n == 1:
+        return await psub.fetch(1, timeout=options.fetch_timeout_s)
+    return await psub.fetch(n, timeout=_BACKLOG_FETCH_S)
 
 
 async def _drain(running: set[asyncio.Task[None]], grace_s: float) -> None:
