@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
-import os
 import socket
 import statistics
 import subprocess
@@ -29,6 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from bench._proc import cpu_seconds, descendants
 from bench.jobs import _png
 
 _JOB = {"id": "job_floor", "status": "succeeded", "result": {}, "outputs": []}
@@ -52,18 +52,6 @@ def create_app() -> Starlette:
             Route("/v1/jobs/{job_id}", _read, methods=["GET"]),
         ]
     )
-
-
-def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process and its children that were waited for."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def _children(pid: int) -> list[int]:
-    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False)
-    return [int(p) for p in out.stdout.split()]
 
 
 async def _drive(url: str, seconds: float, clients: int) -> tuple[int, list[float]]:
@@ -127,13 +115,13 @@ def main(argv: list[str] | None = None) -> None:
                 if time.monotonic() > deadline or server.poll() is not None:
                     raise SystemExit("the floor server did not start") from None
                 time.sleep(0.05)  # polling interval while granian starts
-        processes = [server.pid, *_children(server.pid)]
-        server_before = sum(_cpu_s(p) for p in processes)
+        processes = descendants(server.pid)
+        server_before = sum(cpu_seconds(p) for p in processes)
         client_before = time.process_time()
         started = time.perf_counter()
         pairs, latencies = asyncio.run(_drive(url, args.seconds, args.clients))
         elapsed = time.perf_counter() - started
-        server_cpu = sum(_cpu_s(p) for p in processes) - server_before
+        server_cpu = sum(cpu_seconds(p) for p in processes) - server_before
         client_cpu = time.process_time() - client_before
     finally:
         server.terminate()

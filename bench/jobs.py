@@ -7,7 +7,9 @@ Prints, per runtime: warm job latency (HTTP submit -> terminal status visible th
 API) p50/p99 for a no-op model and for example-model on a small PNG; jobs/s with N
 concurrent clients on the no-op model, over --seconds once its workers are warm; the
 first job after READY (cold worker); and build times: first build of example-model, a
-rebuild after a code-only change, an identical re-upload. Medians over repetitions;
+rebuild after a code-only change, an identical re-upload; and the CPU each no-op job
+costs during the jobs/s run, by process of the stack (the docker runtime's containers
+are not in that tree) and for this benchmark's own client. Medians over repetitions;
 these machines are shared and noisy.
 """
 
@@ -31,6 +33,7 @@ from typing import Any
 import aiohttp
 from PIL import Image
 
+from bench._proc import cpu_by_kind
 from services.package_zip import zip_folder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -137,6 +140,11 @@ class UpStack:
         self.key = (self.dir / "data" / "admin.key").read_text().strip()
         return self
 
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
     def __exit__(self, *exc: object) -> None:
         if self.proc is not None:
             self.proc.send_signal(signal.SIGINT)
@@ -147,7 +155,9 @@ class UpStack:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-async def _measure(url: str, key: str, jobs: int, clients: int, seconds: float) -> dict[str, float]:
+async def _measure(
+    url: str, key: str, jobs: int, clients: int, seconds: float, stack_pid: int
+) -> dict[str, float]:
     png = _png()
     out: dict[str, float] = {}
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256)) as http:
@@ -195,9 +205,16 @@ async def _measure(url: str, key: str, jobs: int, clients: int, seconds: float) 
                 await api.job(noop["id"], png)
                 done += 1
 
+        cpu_before, client_before = cpu_by_kind(stack_pid), time.process_time()
         started = time.perf_counter()
         await asyncio.gather(*(client() for _ in range(clients)))
         out["noop_jobs_per_s"] = done / (time.perf_counter() - started)
+        cpu = cpu_by_kind(stack_pid)
+        cpu.subtract(cpu_before)
+        cpu["benchmark client"] = time.process_time() - client_before
+        for kind, seconds_used in cpu.items():
+            out[f"cpu_ms_per_job:{kind}"] = seconds_used / max(done, 1) * 1000
+        out["cpu_ms_per_job"] = sum(cpu.values()) / max(done, 1) * 1000
     return out
 
 
@@ -214,9 +231,13 @@ def _print(results: dict[str, dict[str, float]]) -> None:
         ("identical re-upload, median of 5 (s)", "identical_reupload_s", "{:.3f}"),
     ]
     names = list(results)
+    kinds = sorted({k for r in results.values() for k in r if k.startswith("cpu_ms_per_job:")})
+    rows.append(("CPU per no-op job, all processes (ms)", "cpu_ms_per_job", "{:.1f}"))
+    rows += [(f"  {k.split(':', 1)[1]}", k, "{:.2f}") for k in kinds]
     print(f"{'':40}" + "".join(f"{n:>12}" for n in names))
     for label, key, fmt in rows:
-        print(f"{label:40}" + "".join(f"{fmt.format(results[n][key]):>12}" for n in names))
+        cells = (fmt.format(results[n][key]) if key in results[n] else "-" for n in names)
+        print(f"{label:40}" + "".join(f"{c:>12}" for c in cells))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -234,7 +255,7 @@ def main(argv: list[str] | None = None) -> None:
     for runtime in runtimes:
         with UpStack(runtime, args.data_parent) as stack:
             results[runtime] = asyncio.run(
-                _measure(stack.url, stack.key, args.jobs, args.clients, args.seconds)
+                _measure(stack.url, stack.key, args.jobs, args.clients, args.seconds, stack.pid)
             )
     _print(results)
 
