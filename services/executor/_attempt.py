@@ -95,7 +95,7 @@ class Attempt:
         )
         outcome = await self._run_cancellable(spec, cancel)
         try:
-            return await self._collect(outcome, spec, fetch_s)
+            return await self._collect(outcome, fetch_s)
         except (BlobError, OSError) as err:
             return AttemptResult(
                 kind="infrastructure", message=f"could not store the job's outputs: {err}"
@@ -148,7 +148,7 @@ class Attempt:
                 with contextlib.suppress(BaseException):
                     await run
 
-    async def _collect(self, outcome: JobOutcome, spec: JobSpec, fetch_s: float) -> AttemptResult:
+    async def _collect(self, outcome: JobOutcome, fetch_s: float) -> AttemptResult:
         log_key = job_log_key(self.job_id) if outcome.log else None
         put_log = self._store_log(log_key, outcome.log)
         setup_s = fetch_s + outcome.setup_s
