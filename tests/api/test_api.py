@@ -292,6 +292,8 @@ async def test_job_bad_requests(stack: Stack) -> None:
     )
     assert not_ready.status == 409
     assert "ready" in not_ready.body["detail"]
+    # Refused uploads leave nothing behind in the store's spool folder.
+    assert list((stack.settings.blob_root / "tmp").glob("upload-*")) == []
 
 
 async def test_long_poll_returns_when_the_job_ends(stack: Stack) -> None:
