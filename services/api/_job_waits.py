@@ -4,9 +4,10 @@ projection advance for all waiting polls.
 
 A job's long poll waits for its row to move past the `last_seq` it last saw. Waking
 every waiting poll on every advance of the projection, each re-reading its whole row,
-costs (waiting polls x advances) queries. Here each advance costs one small query over
-all the waited-on job ids (`SELECT id, last_seq ... WHERE id = ANY(...)`), shared by
-every poll that needs it, and only a poll whose job moved goes on to re-read it.
+costs (waiting polls x advances) queries. Here a poll learns from the notices whether
+its job moved; when they cannot say, each advance costs one small query over all the
+waited-on job ids (`SELECT id, last_seq ... WHERE id = ANY(...)`), shared by every poll
+that needs it. Only a poll whose job moved goes on to re-read it.
 """
 
 from __future__ import annotations

@@ -70,7 +70,7 @@ class JobFiles:
         try:
             return await asyncio.to_thread(self._collect, dest, log_limit)
         finally:
-            self._clearing = asyncio.ensure_future(asyncio.to_thread(self.clear))
+            self._clearing = asyncio.ensure_future(asyncio.to_thread(self._clear))
             # Retrieved here, so a worker killed before its next job leaves no warning;
             # the next `prepare` still raises it.
             self._clearing.add_done_callback(lambda task: task.cancelled() or task.exception())
@@ -97,7 +97,7 @@ class JobFiles:
         log = read_tail(self.log, log_limit)
         return log, ([] if dest is None else collect_outputs(self.out, dest))
 
-    def clear(self) -> None:
+    def _clear(self) -> None:
         for folder in (self.in_dir, self.out):
             with os.scandir(folder) as entries:
                 for entry in entries:
