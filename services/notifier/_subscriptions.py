@@ -14,7 +14,7 @@ from projections.webhook_queries import WebhookView
 __all__ = ["Subscriptions"]
 
 
-class _Kept(msgspec.Struct, frozen=True):
+class _Kept(msgspec.Struct):
     as_of: int  # the projection checkpoint before they were read
     hooks: list[WebhookView]
 
@@ -33,10 +33,13 @@ class Subscriptions:
         """`owner`'s enabled subscriptions that existed before sequence `before_seq`;
         call once the projection has reached `before_seq`."""
         kept = self._kept.get(owner)
-        if kept is None or self._watermark.webhooks_changed(kept.as_of) is not False:
-            as_of = self._watermark.checkpoint
+        checkpoint = self._watermark.checkpoint
+        if kept is not None and self._watermark.webhooks_changed(kept.as_of) is False:
+            # Still true at this checkpoint: later checks then scan only newer notices.
+            kept.as_of = checkpoint
+        else:
             self.reads += 1
-            kept = _Kept(as_of, await webhook_queries.enabled_webhooks(self._pool, owner))
+            kept = _Kept(checkpoint, await webhook_queries.enabled_webhooks(self._pool, owner))
             if len(self._kept) >= self._owners_kept:
                 self._kept.clear()
             self._kept[owner] = kept
