@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import socket
 import statistics
 import subprocess
@@ -64,7 +63,7 @@ async def _drive(url: str, seconds: float, clients: int) -> tuple[int, list[floa
             started = time.perf_counter()
             form = aiohttp.FormData()
             form.add_field("version", "ver_floor")
-            form.add_field("input", io.BytesIO(png), filename="in.png")
+            form.add_field("input", png, filename="in.png", content_type="image/png")
             async with http.post(f"{url}/v1/jobs", data=form) as r:
                 created = await r.json()
             async with http.get(f"{url}/v1/jobs/{created['id']}", params={"wait": "30"}) as r:

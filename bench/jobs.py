@@ -4,13 +4,14 @@
                          [--seconds 10]
 
 Prints, per runtime: warm job latency (HTTP submit -> terminal status visible through the
-API) p50/p99 for a no-op model and for example-model on a small PNG; jobs/s with N
-concurrent clients on the no-op model, over --seconds once its workers are warm; the
-first job after READY (cold worker); and build times: first build of example-model, a
-rebuild after a code-only change, an identical re-upload; and the CPU each no-op job
-costs during the jobs/s run, by process of the stack (the docker runtime's containers
-are not in that tree) and for this benchmark's own client. Medians over repetitions;
-these machines are shared and noisy.
+API) p50/p99 for a no-op model (`bench/noop-model`: `run` returns {}), for an echo model
+(copies its input to an output and prints a line) and for example-model on a small PNG;
+jobs/s with N concurrent clients on the no-op model, over --seconds once its workers are
+warm; the first job after READY (cold worker); and build times: first build of
+example-model, a rebuild after a code-only change, an identical re-upload; and the CPU
+each no-op job costs during the jobs/s run, by process of the stack (the docker
+runtime's containers are not in that tree) and for this benchmark's own client. Medians
+over repetitions; these machines are shared and noisy.
 """
 
 from __future__ import annotations
@@ -38,7 +39,9 @@ from services.package_zip import zip_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "example-model"
-NOOP = ROOT / "tests" / "packages" / "noop"
+NOOP = ROOT / "bench" / "noop-model"  # run() returns {}: the platform's own cost
+# Copies its input to an output and prints a line: one output and one log to store.
+ECHO = ROOT / "tests" / "packages" / "noop"
 # Where `make up` keeps its data: the same disk, not /tmp, whose speed differs by host.
 DATA_PARENT = ROOT / ".clinai" / "bench"
 
@@ -61,7 +64,8 @@ class Api:
         self.headers = {"Authorization": f"Bearer {key}"}
 
     async def call(self, method: str, path: str, **kw: Any) -> Any:
-        async with self.http.request(method, self.url + path, headers=self.headers, **kw) as r:
+        headers = {**self.headers, **kw.pop("headers", {})}
+        async with self.http.request(method, self.url + path, headers=headers, **kw) as r:
             body = await r.json(content_type=None)
             if r.status >= 400:
                 raise RuntimeError(f"{method} {path}: {r.status} {body}")
@@ -69,7 +73,7 @@ class Api:
 
     async def upload(self, model_id: str, package: bytes) -> dict[str, Any]:
         form = aiohttp.FormData()
-        form.add_field("package", io.BytesIO(package), filename="p.zip")
+        form.add_field("package", package, filename="p.zip", content_type="application/zip")
         return dict(await self.call("POST", f"/v1/models/{model_id}/versions", data=form))
 
     async def wait_built(self, version: dict[str, Any]) -> dict[str, Any]:
@@ -88,7 +92,7 @@ class Api:
         started = time.perf_counter()
         form = aiohttp.FormData()
         form.add_field("version", version_id)
-        form.add_field("input", io.BytesIO(png), filename="in.png")
+        form.add_field("input", png, filename="in.png", content_type="image/png")
         created = await self.call("POST", "/v1/jobs", data=form)
         while True:
             body = await self.call(
@@ -188,6 +192,12 @@ async def _measure(
             reuploads.append(time.perf_counter() - started)
         out["identical_reupload_s"] = statistics.median(reuploads)
 
+        echo = await api.wait_built(await api.upload(model["id"], zip_folder(ECHO)))
+        await api.job(echo["id"], png)  # warm the worker
+        echo_lat = [await api.job(echo["id"], png) for _ in range(max(20, jobs // 2))]
+        out["echo_p50_ms"] = statistics.median(echo_lat) * 1000
+        out["echo_p99_ms"] = _pct(echo_lat, 0.99) * 1000
+
         noop = await api.wait_built(await api.upload(model["id"], zip_folder(NOOP)))
         await api.job(noop["id"], png)  # warm the worker
         noop_lat = [await api.job(noop["id"], png) for _ in range(jobs)]
@@ -222,6 +232,8 @@ def _print(results: dict[str, dict[str, float]]) -> None:
     rows = [
         ("warm no-op job, p50 (ms)", "noop_p50_ms", "{:.1f}"),
         ("warm no-op job, p99 (ms)", "noop_p99_ms", "{:.1f}"),
+        ("warm echo job, p50 (ms)", "echo_p50_ms", "{:.1f}"),
+        ("warm echo job, p99 (ms)", "echo_p99_ms", "{:.1f}"),
         ("warm example-model job, p50 (ms)", "example_p50_ms", "{:.1f}"),
         ("warm example-model job, p99 (ms)", "example_p99_ms", "{:.1f}"),
         ("no-op jobs/s, concurrent clients", "noop_jobs_per_s", "{:.0f}"),
