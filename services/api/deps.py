@@ -20,6 +20,7 @@ from projections.watermark import ProjectionWatermark
 from services.access import can_read_model
 from services.api._job_waits import JobWaits
 from services.api.auth import KeyCache, Principal, authenticate
+from services.api.bodies import read_body
 from services.api.problems import ApiError
 from services.blobstore import BlobStore
 from services.commands import (
@@ -114,9 +115,7 @@ def json_response(body: Any, status: int = 200, *, seq: int | None = None) -> Re
 
 
 async def decode_body(request: Request, kind: type[T]) -> T:
-    raw = await request.body()
-    if len(raw) > 1024 * 1024:
-        raise ApiError(413, "Body too large", "JSON bodies are limited to 1 MiB")
+    raw = await read_body(request, 1024 * 1024, "JSON bodies")
     try:
         return msgspec.json.decode(raw or b"{}", type=kind)
     except msgspec.ValidationError as err:

@@ -13,6 +13,7 @@ import msgspec
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
+from services.api.bodies import body_chunks
 from services.api.problems import ApiError
 
 __all__ = ["ReceivedFile", "ReceivedForm", "drain_small_body", "receive_file", "receive_form"]
@@ -140,7 +141,7 @@ async def drain_small_body(request: Request, limit: int = 1024 * 1024) -> None:
     gets the refusal instead of a reset connection; a large one is not worth reading."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) <= limit:
-        async for _ in request.stream():
+        async for _ in body_chunks(request):
             pass
 
 
@@ -175,7 +176,7 @@ async def receive_form(request: Request, *, file_limit: int, dest_dir: Path) -> 
         },
     )
     try:
-        async for chunk in request.stream():
+        async for chunk in body_chunks(request):
             parser.write(chunk)
         parser.finalize()
     except ApiError:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import nats
+import orjson
 import pytest
 
 from events import EventStore, JobSucceeded, OutputFile, VersionBuilt, new_event_id
@@ -51,6 +53,44 @@ async def test_create_then_read_your_write(stack: Stack) -> None:
         assert got.body["name"] == created.body["name"]
     listed = await alice.get("/v1/models", params={"after_seq": str(seq)})
     assert len(listed.body["items"]) == 10
+
+
+async def _in_chunks(data: bytes, size: int) -> AsyncIterator[bytes]:
+    """A body aiohttp sends with chunked transfer encoding: no Content-Length."""
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
+async def test_bodies_without_a_content_length_are_read_to_their_end(stack: Stack) -> None:
+    alice = await new_user(stack.url, stack.admin_key, "alice")
+    as_json = {"Content-Type": "application/json"}
+    name = _name()
+    created = await alice.post(
+        "/v1/models", data=_in_chunks(orjson.dumps({"name": name}), 5), headers=as_json
+    )
+    assert created.status == 201, created.body
+    assert created.body["name"] == name
+    huge = orjson.dumps({"name": _name(), "description": "x" * (1024 * 1024)})
+    too_big = await alice.post("/v1/models", data=_in_chunks(huge, 256 * 1024), headers=as_json)
+    assert too_big.status == 413
+    assert "limited" in too_big.body["detail"]
+
+    boundary = uuid.uuid4().hex
+    multipart = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="package"; filename="m.zip"\r\n'
+            "Content-Type: application/zip\r\n\r\n"
+        ).encode()
+        + zip_folder(EXAMPLE_MODEL)
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    uploaded = await alice.post(
+        f"/v1/models/{created.body['id']}/versions",
+        data=_in_chunks(multipart, 1000),
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    assert uploaded.status == 201, uploaded.body
+    assert uploaded.body["number"] == 1
 
 
 async def test_after_seq_past_the_log_is_a_503_with_retry_after(stack: Stack) -> None:
