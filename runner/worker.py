@@ -1,8 +1,9 @@
 """The worker loop: load ``predict.py`` once, call ``setup()``, then serve jobs.
 
-The protocol uses private duplicates of the original stdin/stdout; fds 0, 1 and 2 are
-re-pointed (``os.dup2``) so that whatever the model or its C extensions print ends up in
-a log file and can never corrupt the protocol stream.
+The protocol uses private duplicates of the original stdin/stdout (or two FIFOs given
+with ``--channel``); fds 0, 1 and 2 are re-pointed (``os.dup2``) so that whatever the
+model or its C extensions print ends up in a log file and can never corrupt the protocol
+stream.
 """
 
 from __future__ import annotations
@@ -150,9 +151,19 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--sandboxed", action="store_true", help="in a PID namespace: kill strays after jobs"
     )
+    parser.add_argument(
+        "--channel",
+        nargs=2,
+        metavar=("REQUESTS", "RESPONSES"),
+        help="speak the protocol over these two FIFOs instead of stdin/stdout",
+    )
     args = parser.parse_args(argv)
 
-    in_fd, out_fd = os.dup(0), os.dup(1)  # private, non-inheritable
+    if args.channel:  # the host opened both ends already: neither open blocks
+        in_fd = os.open(args.channel[0], os.O_RDONLY | os.O_CLOEXEC)
+        out_fd = os.open(args.channel[1], os.O_WRONLY | os.O_CLOEXEC)
+    else:
+        in_fd, out_fd = os.dup(0), os.dup(1)  # private, non-inheritable
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)

@@ -35,6 +35,7 @@ __all__ = [
     "LABEL_REQUIREMENTS_HASH",
     "MODEL_DIR",
     "RUNNER_ARGV",
+    "RUNNER_REVISION",
     "WORKER_LOG",
     "BuildStream",
     "PipOptions",
@@ -53,6 +54,9 @@ JOB_DIR = "/job"
 _TAIL_LINES = 40
 WORKER_LOG = f"{JOB_DIR}/worker.log"  # what the model prints outside jobs (setup)
 RUNNER_ARGV = (f"{VENV}/bin/python", "-m", "runner", "--sandboxed", "--log", WORKER_LOG)
+# Images carry the runner: bump when it changes how it talks to the host. Revision 2
+# speaks over FIFOs in the worker directory (`--channel`); 1 only over attached stdio.
+RUNNER_REVISION = 2
 ENTRYPOINT = json.dumps([*RUNNER_ARGV, MODEL_DIR])
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")

@@ -1,10 +1,15 @@
 """One warm worker = one locked-down container running `python -m runner`, spoken to
-over its attached stdin/stdout with the host-side framing client (`_framing`).
+with the host-side framing client (`_framing`) over two FIFOs in the worker directory
+(images of runner revision 2 on), or over its attached stdin/stdout (older images).
 
-The attach stream is not a TTY, so the engine multiplexes stdout and stderr with 8-byte
-headers; aiodocker's `Stream` demultiplexes them. stdout (the protocol) is fed into an
-`asyncio.StreamReader` for `WorkerChannel`; stderr (only what the runner prints before
-it redirects its fds, e.g. an interpreter crash) is kept as a bounded tail.
+The FIFOs are plain kernel pipes between the executor and the runner; the attach stream
+goes through the engine and its shim both ways, which cost about 1 ms per job here.
+
+The container is attached either way: its end is the end of the attach stream. That
+stream is not a TTY, so the engine multiplexes stdout and stderr with 8-byte headers;
+aiodocker's `Stream` demultiplexes them. Without FIFOs stdout (the protocol) is fed into
+an `asyncio.StreamReader` for `WorkerChannel`; stderr (only what the runner prints
+before it redirects its fds, e.g. an interpreter crash) is kept as a bounded tail.
 """
 
 from __future__ import annotations
@@ -23,7 +28,13 @@ from aiodocker.containers import DockerContainer
 from aiodocker.stream import Stream
 
 from services.runtimes._docker_build import JOB_DIR, MODEL_DIR, RUNNER_ARGV, WORKER_LOG
-from services.runtimes._docker_jobs import make_worker_dir
+from services.runtimes._docker_jobs import (
+    REQUESTS_FIFO,
+    RESPONSES_FIFO,
+    ChannelEnds,
+    make_channel_fifos,
+    make_worker_dir,
+)
 from services.runtimes._framing import ProtocolError, Ready, WorkerChannel
 from services.runtimes._jobdir import JobFiles, read_tail
 
@@ -136,6 +147,9 @@ class ContainerWorker:
         self.dir = files.root
         self.reader = asyncio.StreamReader(limit=2**20)
         self.channel = WorkerChannel(self.reader, _StdinWriter(stream))
+        self._fifo_in: asyncio.ReadTransport | None = None
+        self._fifo_out: asyncio.WriteTransport | None = None
+        self._keepers: tuple[int, ...] = ()
         self._stderr = bytearray()
         self._alive = True
         self._killed = False
@@ -162,9 +176,11 @@ class ContainerWorker:
         ready_timeout_s: float,
         log_limit: int,
         check: bool = False,
+        fifos: bool = False,
     ) -> ContainerWorker:
         """Create, attach, start; wait for the runner's ready frame. With `check` the
-        runner only imports predict.py and exits (a build's smoke test).
+        runner only imports predict.py and exits (a build's smoke test); with `fifos`
+        the protocol runs over FIFOs (the image's runner must support `--channel`).
         Raises WorkerStartError (model or container failure) or DockerError (engine)."""
         name = f"clinai-w-{uuid.uuid4().hex[:12]}"
         files = await asyncio.to_thread(make_worker_dir, work_root / name, limits.host_uid)
@@ -172,14 +188,27 @@ class ContainerWorker:
         config = limits.container_config(image, worker_dir, labels)
         if check:
             config["Entrypoint"] = [*RUNNER_ARGV[:3], "--check", *RUNNER_ARGV[3:], MODEL_DIR]
+        elif fifos:
+            config["Cmd"] = [
+                "--channel",
+                f"{JOB_DIR}/{REQUESTS_FIFO}",
+                f"{JOB_DIR}/{RESPONSES_FIFO}",
+            ]
+        ends: ChannelEnds | None = None
         try:
+            if fifos:
+                ends = await asyncio.to_thread(make_channel_fifos, worker_dir)
             container = await docker.containers.create(config, name=name)
         except BaseException:
+            for fd in (*ends[:2], *ends.keepers) if ends is not None else ():
+                os.close(fd)
             await asyncio.to_thread(shutil.rmtree, worker_dir, True)
             raise
         stream = container.attach(stdin=True, stdout=True, stderr=True)
         worker = cls(docker, container, stream, files)
         try:
+            if ends is not None:
+                await worker._open_fifos(ends)
             await stream.__aenter__()  # attach before start: no output is missed
             worker._pump_task = asyncio.create_task(worker._pump(), name=f"{name}-pump")
             await container.start()
@@ -212,13 +241,34 @@ class ContainerWorker:
             await worker.kill()
             raise
 
+    async def _open_fifos(self, ends: ChannelEnds) -> None:
+        """Make the channel speak over the FIFOs (their fds are owned from here on:
+        closed with the worker)."""
+        self._keepers = ends.keepers
+        loop = asyncio.get_running_loop()
+        responses = os.fdopen(ends.responses, "rb", buffering=0)
+        requests = os.fdopen(ends.requests, "wb", buffering=0)
+        try:
+            self._fifo_in, _ = await loop.connect_read_pipe(
+                lambda: asyncio.StreamReaderProtocol(self.reader), responses
+            )
+            self._fifo_out, protocol = await loop.connect_write_pipe(
+                lambda: asyncio.StreamReaderProtocol(asyncio.StreamReader()), requests
+            )
+        except BaseException:
+            responses.close()
+            requests.close()
+            raise
+        writer = asyncio.StreamWriter(self._fifo_out, protocol, None, loop)
+        self.channel = WorkerChannel(self.reader, writer)
+
     async def _pump(self) -> None:
         try:
             while True:
                 msg = await self._stream.read_out()
                 if msg is None:
                     break
-                if msg.stream == 2:
+                if msg.stream == 2 or self._fifo_in is not None:
                     self._stderr += msg.data
                     del self._stderr[:-_STDERR_TAIL]
                 else:
@@ -227,7 +277,13 @@ class ContainerWorker:
             pass
         finally:
             self._alive = False
-            self.reader.feed_eof()
+            # The container is gone: the channel reads to its end. The FIFO's reader is
+            # ended by closing its transport (no EOF comes through it: see
+            # `make_channel_fifos`), never while it may still be fed.
+            if self._fifo_in is not None:
+                self._fifo_in.close()
+            else:
+                self.reader.feed_eof()
 
     async def read_log(self, limit: int) -> str:
         """The tail of what the model printed outside jobs (import, setup())."""
@@ -266,6 +322,12 @@ class ContainerWorker:
             await self.container.delete(force=True)
         with contextlib.suppress(Exception):
             await self._stream.close()
+        for transport in (self._fifo_in, self._fifo_out):
+            if transport is not None:
+                transport.close()
+        keepers, self._keepers = self._keepers, ()
+        for fd in keepers:
+            os.close(fd)
         if self._pump_task is not None:
             self._pump_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

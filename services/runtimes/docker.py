@@ -21,6 +21,7 @@ from services.runtimes._build import safe_component
 from services.runtimes._docker_build import (
     LABEL_PACKAGE_HASH,
     LABEL_REQUIREMENTS_HASH,
+    RUNNER_REVISION,
     BuildStream,
     PipOptions,
     dockerfile,
@@ -163,7 +164,8 @@ class DockerRuntime:
     async def _build(
         self, package_dir: Path, package_hash: str, requirements_hash: str, log: LogSink
     ) -> Artifact:
-        tag = f"{self._config.image_repository}:{package_hash[:20]}"
+        # The runner revision is in the tag: an image with an older runner is not reused.
+        tag = f"{self._config.image_repository}:{package_hash[:20]}-r{RUNNER_REVISION}"
         async with self._build_locks.setdefault(package_hash, asyncio.Lock()):
             built = await image_id(self._docker, tag, package_hash)
             if built is not None:
@@ -187,7 +189,12 @@ class DockerRuntime:
             runtime=self.name,
             reference=reference,
             package_hash=package_hash,
-            details={"image": tag, "image_id": built, "base_image": self._config.base_image},
+            details={
+                "image": tag,
+                "image_id": built,
+                "base_image": self._config.base_image,
+                "runner_revision": str(RUNNER_REVISION),
+            },
         )
 
     async def _build_image(
@@ -260,6 +267,8 @@ class DockerRuntime:
             ready_timeout_s=self._config.ready_timeout_s,
             log_limit=self._config.log_limit_bytes,
             check=check,
+            # Versions built before revision 2 keep their images: attached stdio then.
+            fifos=int(artifact.details.get("runner_revision", "1")) >= 2,
         )
 
     async def _smoke_check(self, artifact: Artifact, log: LogSink) -> None:

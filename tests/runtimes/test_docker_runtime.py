@@ -21,7 +21,9 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
+import uvloop
 from aiodocker import Docker, DockerError
 
 from services.runtimes._docker_build import PipOptions, find_runner_dir, write_context
@@ -349,6 +351,44 @@ async def test_worker_container_is_locked_down(runtime: DockerRuntime, tmp_path:
     assert list(host["Tmpfs"]) == ["/tmp"]
     assert [m["Destination"] for m in info["Mounts"]] == ["/job"]
     assert info["Config"]["User"] == "10001:10001"
+
+
+async def test_jobs_go_over_fifos_and_older_images_still_run_over_stdio(
+    runtime: DockerRuntime, tmp_path: Path, work_root: Path
+) -> None:
+    artifact = await build(runtime, "noop")
+    assert artifact.details["runner_revision"] == "2"
+    assert artifact.details["image"].endswith("-r2")
+    assert (await runtime.run_job(artifact, make_job(tmp_path))).ok
+    # A version built before revision 2 has no runner_revision: attached stdin/stdout.
+    older = msgspec.structs.replace(
+        artifact, details={k: v for k, v in artifact.details.items() if k != "runner_revision"}
+    )
+    other = await DockerRuntime.connect(config(work_root / "other-workers"))
+    try:
+        outcome = await other.run_job(older, make_job(tmp_path))
+        assert outcome.ok, outcome
+        async with Docker(url=DOCKER_HOST) as docker:
+            containers = await docker.containers.list(filters=by_package(artifact.package_hash))
+            commands = sorted([(await c.show())["Config"]["Cmd"] or [] for c in containers])
+    finally:
+        await other.close()
+    assert commands == [[], ["--channel", "/job/requests.fifo", "/job/responses.fifo"]]
+
+
+def test_jobs_run_on_the_services_event_loop(engine: None, tmp_path: Path) -> None:
+    """The services run on uvloop, whose pipe transports differ from asyncio's (a FIFO
+    opened read-write once made the requests vanish)."""
+
+    async def two_jobs() -> list[bool]:
+        runtime = await DockerRuntime.connect(config(tmp_path / "workers"))
+        try:
+            artifact = await build(runtime, "noop")
+            return [(await runtime.run_job(artifact, make_job(tmp_path))).ok for _ in range(2)]
+        finally:
+            await runtime.close()
+
+    assert uvloop.run(asyncio.wait_for(two_jobs(), 120)) == [True, True]
 
 
 async def test_container_killed_from_outside(
