@@ -1,23 +1,24 @@
 """Applying a run of batches with the fold of one overlapping the writes of those before.
 
-`apply_batch` loads, folds and writes each batch inside its transaction, so Postgres
-waits while Python folds and Python waits while Postgres writes. `PipelinedApplier`
-keeps the rows it folded (as the batches submitted so far leave them) and folds the next
-batch onto them while the previous batches' transactions run in tasks of their own (at
-most `depth`, each starting once the one before committed); the fold yields to the
-event loop every few events so those tasks keep Postgres busy. Only rows it neither
-holds nor knows to be missing are loaded, once the transactions in flight committed (so
-the load sees them). Each transaction still checks the checkpoint it continues from and
-writes the rows and the checkpoint together; the batches commit one at a time, in order,
-and nothing after a failed one is written. One applier per connection; on any error it
-is done (`close()` it).
+Loading, folding and writing each batch inside its transaction would make Postgres wait
+while Python folds and Python wait while Postgres writes. `PipelinedApplier` keeps the
+rows it folded (as the batches submitted so far leave them) and folds the next batch
+onto them while the previous batches' transactions run in tasks of their own (at most
+`depth`, each starting once the one before committed); the fold yields to the event
+loop every few events so those tasks keep Postgres busy. Only rows it neither holds nor
+knows to be missing are loaded, once the transactions in flight committed (so the load
+sees them): following the log, a job's later events find its row held. Each
+transaction still checks the checkpoint it continues from and writes the rows and the
+checkpoint together; the batches commit one at a time, in order, and nothing after a
+failed one is written. One applier per connection; on any error it is done (`close()`
+it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, Final
 
 import asyncpg
@@ -28,11 +29,36 @@ from projections._upsert import upsert_rows
 from projections.apply import Tables, advance_checkpoint, fold, rows_to_load
 from projections.notice import commit_notice
 
-__all__ = ["SWAP_SHARED_SQL", "BatchHook", "CheckpointMovedError", "PipelinedApplier"]
+__all__ = [
+    "BatchHook",
+    "CheckpointMovedError",
+    "PipelinedApplier",
+    "batch_transaction",
+]
 
 BatchHook = Callable[[Sequence[StoredEvent]], Awaitable[None]]
 
-SWAP_SHARED_SQL: Final = "SELECT pg_advisory_xact_lock_shared(hashtextextended($1, 0))"
+
+@contextlib.asynccontextmanager
+async def batch_transaction(conn: asyncpg.Connection, swap_lock: str | None) -> AsyncIterator[None]:
+    """A batch's transaction, holding `swap_lock` shared when given. BEGIN and the lock
+    go in one round trip: a simple query, so the key is a literal (lock keys are made of
+    checked schema names; quoted all the same)."""
+    if swap_lock is None:
+        async with conn.transaction():
+            yield
+        return
+    key = "'" + swap_lock.replace("'", "''") + "'"
+    await conn.execute(f"BEGIN; SELECT pg_advisory_xact_lock_shared(hashtextextended({key}, 0))")
+    try:
+        yield
+    except BaseException:
+        if not conn.is_closed():  # else the transaction went with the session
+            with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+                await asyncio.shield(conn.execute("ROLLBACK"))
+        raise
+    await conn.execute("COMMIT")
+
 
 _SPECS: Final = {spec.name: spec for spec in TABLES}
 _FOLD_CHUNK: Final = 64  # events folded between two turns of the event loop
@@ -174,9 +200,7 @@ class PipelinedApplier:
         if before is not None:
             await before  # its error is this one's: nothing after a failed batch is written
         conn, last = self._conn, events[-1].seq
-        async with conn.transaction():
-            if self._swap_lock is not None:
-                await conn.execute(SWAP_SHARED_SQL, self._swap_lock)
+        async with batch_transaction(conn, self._swap_lock):
             for spec, rows in writes:
                 await upsert_rows(conn, spec, rows)
             if self._before_commit is not None:

@@ -36,6 +36,9 @@ async def upsert_rows(
 ) -> None:
     """Upsert `rows` (value tuples in `spec.columns` order, distinct keys) into `spec`'s
     table, inside the caller's transaction."""
+    if len(rows) == 1:  # the common batch while following the log: one round trip
+        await conn.execute(spec.upsert_sql, *rows[0])
+        return
     if len(rows) < _UNNEST_FROM:
         if rows:
             await conn.executemany(spec.upsert_sql, rows)

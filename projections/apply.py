@@ -1,14 +1,16 @@
-"""The fold of events onto read-model rows, and writing one batch of them.
+"""The fold of events onto read-model rows, and the checkpoint of a batch.
 
-A batch is applied in three steps inside the caller's transaction: load the rows the
-batch touches (one `SELECT ... WHERE id = ANY($1)` per table, skipping ids the batch
-itself creates), fold every event onto those rows in memory, then upsert each table
-once. Terminal states never regress; an event whose row does not exist is ignored.
+A batch is applied in three steps (`projections._pipeline.PipelinedApplier` drives
+them): load the rows the batch touches (`rows_to_load`: one `SELECT ... WHERE id =
+ANY($1)` per table, skipping ids the batch itself creates), fold every event onto those
+rows in memory (`fold`), then upsert each table once, with the checkpoint in the same
+transaction (`advance_checkpoint`). Terminal states never regress; an event whose row
+does not exist is ignored.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any, Final
 
 import asyncpg
@@ -44,8 +46,6 @@ from projections._fold_webhooks import (
     extra_loads,
     fold_webhook_event,
 )
-from projections._rows import TABLES
-from projections._upsert import upsert_rows
 
 __all__ = [
     "JOB_TERMINAL",
@@ -54,7 +54,6 @@ __all__ = [
     "Row",
     "Tables",
     "advance_checkpoint",
-    "apply_events",
     "fold",
     "read_checkpoint",
     "rows_to_load",
@@ -349,28 +348,6 @@ def _fold_job(
             row["error_message"] = event.message
             row["finished_at"] = at
     return True
-
-
-async def apply_events(conn: asyncpg.Connection, events: Sequence[StoredEvent]) -> int:
-    """Load, fold and upsert one batch inside the caller's transaction; return the
-    number of rows written. The checkpoint is the caller's (see `advance_checkpoint`)."""
-    tables: Tables = {}
-    for table, ids in rows_to_load(events).items():
-        spec = next(t for t in TABLES if t.name == table)
-        records = await conn.fetch(spec.load_sql, ids)
-        tables[table] = {r["id"]: dict(r.items()) for r in records}
-    touched = fold(events, tables)
-    written = 0
-    for spec in TABLES:
-        rows = tables.get(spec.name)
-        if not rows:
-            continue
-        name, values = spec.name, spec.values
-        args = [values(row) for key, row in rows.items() if (name, key) in touched]
-        if args:
-            await upsert_rows(conn, spec, args)
-            written += len(args)
-    return written
 
 
 async def read_checkpoint(conn: asyncpg.Connection) -> int:

@@ -18,12 +18,11 @@ import asyncpg
 
 from events import EventStore, StoredEvent
 from projections._pipeline import (
-    SWAP_SHARED_SQL,
     BatchHook,
     CheckpointMovedError,
     PipelinedApplier,
 )
-from projections.apply import advance_checkpoint, apply_events, read_checkpoint
+from projections.apply import read_checkpoint
 from projections.db import (
     LIVE_SCHEMA,
     check_schema_name,
@@ -32,9 +31,8 @@ from projections.db import (
     notify_channel,
 )
 from projections.migrate import apply_migrations
-from projections.notice import commit_notice
 
-__all__ = ["BatchHook", "Projector", "apply_batch"]
+__all__ = ["BatchHook", "Projector"]
 
 _LOCK_SQL: Final = "SELECT pg_try_advisory_lock(hashtextextended($1, 0))"
 _ASYNC_COMMIT_SQL: Final = "SET synchronous_commit TO off"
@@ -47,32 +45,6 @@ class _Reseek(Exception):
     def __init__(self, checkpoint: int) -> None:
         super().__init__(f"checkpoint is {checkpoint}")
         self.checkpoint = checkpoint
-
-
-async def apply_batch(
-    conn: asyncpg.Connection,
-    events: Sequence[StoredEvent],
-    *,
-    expected: int,
-    swap_lock: str | None = None,
-    channel: str | None = None,
-    before_commit: BatchHook | None = None,
-) -> int:
-    """Apply `events` (continuing from checkpoint `expected`) in one transaction with the
-    checkpoint (and a NOTIFY on `channel`); return the new checkpoint. Raises `_Reseek`
-    when the stored checkpoint is not `expected`."""
-    last = events[-1].seq
-    async with conn.transaction():
-        if swap_lock is not None:
-            await conn.execute(SWAP_SHARED_SQL, swap_lock)
-        await apply_events(conn, events)
-        if before_commit is not None:
-            await before_commit(events)
-        notice = commit_notice(expected, events)
-        found = await advance_checkpoint(conn, expected, last, channel=channel, notice=notice)
-        if found is not None:
-            raise _Reseek(found)
-    return last
 
 
 class Projector:
@@ -184,10 +156,10 @@ class Projector:
         stopping: asyncio.Future[object],
         swap_lock: str,
     ) -> None:
-        """Apply batches until `stopping`. While batches come full (catching up), each
-        one's fold overlaps the previous one's transaction (`PipelinedApplier`); from
-        the first smaller one on (following the log), a batch at a time."""
-        applier: PipelinedApplier | None = PipelinedApplier(
+        """Apply batches until `stopping`: each one's fold overlaps the previous one's
+        transaction (`PipelinedApplier`), and rows the applier already holds are not
+        loaded again (following the log, a job's later events find its row held)."""
+        applier = PipelinedApplier(
             conn,
             self.checkpoint,
             swap_lock=swap_lock,
@@ -201,45 +173,26 @@ class Projector:
                 if receiving is None:
                     receiving = asyncio.ensure_future(anext(reader))
                 waiters: list[asyncio.Future[Any]] = [receiving, stopping]
-                if applier is not None and applier.in_flight is not None:
+                if applier.in_flight is not None:
                     waiters.append(applier.in_flight)
                 await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-                if applier is not None and applier.in_flight is not None:
-                    if applier.in_flight.done():  # surface its error now, if any
-                        await self._pipelined(applier.drain())
+                if applier.in_flight is not None and applier.in_flight.done():
+                    await self._pipelined(applier.drain())  # surface its error now, if any
                 if not receiving.done():
                     if stopping.done():
                         break
                     continue
                 batch, receiving = receiving.result(), None
-                if applier is not None and len(batch) >= self._max_batch:
-                    events = [e for e in batch if e.seq > applier.submitted]
-                    await self._pipelined(applier.submit(events))
-                    continue
-                if applier is not None:
-                    await self._pipelined(applier.drain())
-                    applier = None
-                events = [e for e in batch if e.seq > self.checkpoint]
-                if not events:
-                    continue
-                await apply_batch(
-                    conn,
-                    events,
-                    expected=self.checkpoint,
-                    swap_lock=swap_lock,
-                    channel=self._channel,
-                    before_commit=self._before_commit,
+                await self._pipelined(
+                    applier.submit([e for e in batch if e.seq > applier.submitted])
                 )
-                await self._committed(events)
-            if applier is not None:  # stopping: let the batch in flight commit
-                await self._pipelined(applier.drain())
+            await self._pipelined(applier.drain())  # stopping: let the batch in flight commit
         finally:
             if receiving is not None and not receiving.done():
                 receiving.cancel()
                 with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
                     await receiving
-            if applier is not None:
-                await applier.close()
+            await applier.close()
 
     async def _committed(self, events: Sequence[StoredEvent]) -> None:
         self.checkpoint = events[-1].seq
