@@ -1,18 +1,19 @@
 """What a projection commit tells its listeners: the NOTIFY payload.
 
-    "<last> <previous> [webhooks] <job_id>=<seq>[!] ..."
+    "<last> <previous> [models] [webhooks] <job_id>=<seq>[!] ..."
                                              the commit moved the checkpoint from
                                              `previous` to `last`; the listed jobs' rows
                                              changed, each now at its `seq` (`!`: the job
-                                             ended); `webhooks`: it changed a webhook
-                                             subscription
+                                             ended); `models`, `webhooks`: it changed a
+                                             model, a webhook subscription
     "<last>"                                 the commit does not say which rows changed
                                              (too many jobs for a payload, or a rebuild)
 
 Long polls on jobs wake from the listed jobs without a query (`ProjectionWatermark.
-job_moved`), and the notifier keeps each owner's subscriptions until a commit changes
-one (`ProjectionWatermark.webhooks_changed`); a commit that does not say sends them
-back to reading the rows.
+job_moved`); the notifier keeps each owner's subscriptions, and the API the ready
+versions jobs are submitted to, until a commit changes a webhook, a model
+(`ProjectionWatermark.changed`). A commit that does not say sends them back to reading
+the rows.
 """
 
 from __future__ import annotations
@@ -24,18 +25,22 @@ import msgspec
 
 from events import JobCanceled, JobFailed, JobSucceeded, StoredEvent
 
-__all__ = ["Commit", "commit_notice", "parse_notice"]
+__all__ = ["NAMED_AGGREGATES", "Commit", "commit_notice", "parse_notice"]
 
 # Postgres refuses a payload of 8000 bytes or more; a commit with more changed jobs than
 # fit says only its checkpoint.
 _MAX_PAYLOAD: Final = 7000
 
 
+# The aggregates whose change a notice names (as the word after the name: "models").
+NAMED_AGGREGATES: Final = ("model", "webhook")
+
+
 class Commit(msgspec.Struct, frozen=True):
     last: int
     previous: int | None = None  # None: which jobs changed is not said
     jobs: dict[str, int] = {}  # job id -> the seq of its last event in the commit
-    webhooks: bool = False  # a webhook subscription changed
+    changed: frozenset[str] = frozenset()  # the NAMED_AGGREGATES the commit changed
     ended: frozenset[str] = frozenset()  # the jobs that ended (succeeded, failed, canceled)
 
 
@@ -44,19 +49,22 @@ def commit_notice(previous: int, events: Sequence[StoredEvent]) -> str:
     last = events[-1].seq
     jobs: dict[str, int] = {}
     ended: set[str] = set()
-    webhooks = False
+    changed: set[str] = set()
     for stored in events:
         event = stored.event
         if event.aggregate == "job":
             jobs[event.aggregate_id] = stored.seq
             if isinstance(event, JobSucceeded | JobFailed | JobCanceled):
                 ended.add(event.aggregate_id)
-        elif event.aggregate == "webhook":
-            webhooks = True
-    words = [str(last), str(previous), *(["webhooks"] if webhooks else [])]
+        elif event.aggregate in NAMED_AGGREGATES:
+            changed.add(event.aggregate)
+    words = [str(last), str(previous), *(f"{a}s" for a in NAMED_AGGREGATES if a in changed)]
     listed = (f"{job}={seq}{'!' if job in ended else ''}" for job, seq in jobs.items())
     text = " ".join([*words, *listed])
     return text if len(text) < _MAX_PAYLOAD else str(last)
+
+
+_BY_WORD: Final = {f"{aggregate}s": aggregate for aggregate in NAMED_AGGREGATES}
 
 
 def parse_notice(payload: str) -> Commit:
@@ -66,7 +74,7 @@ def parse_notice(payload: str) -> Commit:
         return Commit(int(last))
     jobs = {}
     ended = set()
-    webhooks = False
+    changed = set()
     for item in rest[1:]:
         job, equals, seq = item.partition("=")
         if equals:
@@ -74,6 +82,6 @@ def parse_notice(payload: str) -> Commit:
                 seq = seq[:-1]
                 ended.add(job)
             jobs[job] = int(seq)
-        elif item == "webhooks":
-            webhooks = True
-    return Commit(int(last), int(rest[0]), jobs, webhooks, frozenset(ended))
+        elif item in _BY_WORD:
+            changed.add(_BY_WORD[item])
+    return Commit(int(last), int(rest[0]), jobs, frozenset(changed), frozenset(ended))

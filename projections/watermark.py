@@ -22,7 +22,7 @@ from projections.notice import Commit, parse_notice
 __all__ = ["ProjectionWatermark"]
 
 _CHECKPOINT_SQL = "SELECT last_seq FROM checkpoint WHERE projection = $1"
-_COMMITS_KEPT = 4096  # recent commit notices, for `job_moved` and `webhooks_changed`
+_COMMITS_KEPT = 4096  # recent commit notices, for `job_moved` and `changed`
 
 
 class ProjectionWatermark:
@@ -122,11 +122,12 @@ class ProjectionWatermark:
             c.jobs.get(job_id, 0) > seen_seq and (not ended or job_id in c.ended) for c in commits
         )
 
-    def webhooks_changed(self, after: int) -> bool | None:
-        """Whether a commit past checkpoint `after` changed a webhook subscription; None
-        when the notices since `after` do not say."""
+    def changed(self, aggregate: str, after: int) -> bool | None:
+        """Whether a commit past checkpoint `after` changed an `aggregate` (one of
+        `notice.NAMED_AGGREGATES`: "model", "webhook"); None when the notices since
+        `after` do not say."""
         commits = self._commits_since(after)
-        return None if commits is None else any(c.webhooks for c in commits)
+        return None if commits is None else any(aggregate in c.changed for c in commits)
 
     def _commits_since(self, after: int) -> list[Commit] | None:
         """The notices of every commit from checkpoint `after` to the current one; None

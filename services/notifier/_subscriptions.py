@@ -34,7 +34,7 @@ class Subscriptions:
         call once the projection has reached `before_seq`."""
         kept = self._kept.get(owner)
         checkpoint = self._watermark.checkpoint
-        if kept is not None and self._watermark.webhooks_changed(kept.as_of) is False:
+        if kept is not None and self._watermark.changed("webhook", kept.as_of) is False:
             # Still true at this checkpoint: later checks then scan only newer notices.
             kept.as_of = checkpoint
         else:

@@ -5,7 +5,15 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from events import JobStarted, JobSucceeded, StoredEvent, UserCreated, WebhookDisabled, new_event_id
+from events import (
+    JobStarted,
+    JobSucceeded,
+    ModelDeleted,
+    StoredEvent,
+    UserCreated,
+    WebhookDisabled,
+    new_event_id,
+)
 from projections.notice import Commit, commit_notice, parse_notice
 
 
@@ -30,11 +38,16 @@ def test_a_notice_lists_each_changed_job_at_its_last_seq() -> None:
     assert parse_notice(commit_notice(10, events[1:2])) == Commit(12, 10, {})
 
 
-def test_a_notice_says_when_a_webhook_changed() -> None:
+def test_a_notice_says_when_a_model_or_a_webhook_changed() -> None:
     hook = WebhookDisabled(**_base("whk_1"), reason="failing")
     events = [_started(5, "job_a"), StoredEvent(6, hook)]
-    assert parse_notice(commit_notice(4, events)) == Commit(6, 4, {"job_a": 5}, webhooks=True)
-    assert not parse_notice(commit_notice(4, events[:1])).webhooks
+    assert parse_notice(commit_notice(4, events)) == Commit(
+        6, 4, {"job_a": 5}, changed=frozenset({"webhook"})
+    )
+    assert not parse_notice(commit_notice(4, events[:1])).changed
+    deleted = StoredEvent(7, ModelDeleted(**_base("mdl_1")))
+    assert parse_notice(commit_notice(4, [*events, deleted])).changed == {"model", "webhook"}
+    assert parse_notice(commit_notice(6, [deleted])).changed == {"model"}
 
 
 def test_a_notice_says_which_jobs_ended() -> None:
