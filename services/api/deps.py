@@ -19,6 +19,7 @@ from projections.queries import ModelView
 from projections.watermark import ProjectionWatermark
 from services.access import can_read_model
 from services.api._job_waits import JobWaits
+from services.api._ready_versions import ReadyVersions
 from services.api.auth import KeyCache, Principal, authenticate
 from services.api.bodies import read_body
 from services.api.problems import ApiError
@@ -73,6 +74,7 @@ class ApiServices:
         self.commands = Commands(store)
         self.keys = KeyCache(pool)
         self.job_waits = JobWaits(pool, watermark)
+        self.ready_versions = ReadyVersions(pool, watermark)
         self.webhooks = webhooks
 
     def store_connected(self) -> bool:

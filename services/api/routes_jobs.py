@@ -108,7 +108,7 @@ async def _runnable_version(
     version: queries.VersionView | None = None
     model: queries.ModelView | None = None
     if version_id:
-        found = await queries.get_version_with_model(svc.pool, version_id)
+        found = await svc.ready_versions.get(version_id)
         if found is not None:
             version, model = found[0], readable_model(found[1], caller)
     else:

@@ -294,6 +294,35 @@ async def test_jobs_submit_get_list_cancel(stack: Stack) -> None:
     assert got.body["cancel_requested"] is True
 
 
+async def test_a_version_made_unreadable_takes_no_more_jobs(stack: Stack) -> None:
+    # The API keeps ready versions it submitted jobs to, until a model changes.
+    alice = await new_user(stack.url, stack.admin_key, "alice")
+    bob = await new_user(stack.url, stack.admin_key, "bob")
+    ids = await _ready_version(stack, alice)
+    public = await alice.request(
+        "PATCH", f"/v1/models/{ids['model']}", json={"visibility": "public"}
+    )
+    after = {"X-Clinai-After-Seq": str(public.body["seq"])}
+    for _ in range(2):
+        ran = await bob.upload("/v1/jobs", "input", "in.png", b"x", after, version=ids["version"])
+        assert ran.status == 202, ran.body
+
+    private = await alice.request(
+        "PATCH", f"/v1/models/{ids['model']}", json={"visibility": "private"}
+    )
+    after = {"X-Clinai-After-Seq": str(private.body["seq"])}
+    refused = await bob.upload("/v1/jobs", "input", "in.png", b"x", after, version=ids["version"])
+    assert refused.status == 404, refused.body
+    assert (
+        await alice.upload("/v1/jobs", "input", "in.png", b"x", after, version=ids["version"])
+    ).status == 202
+
+    deleted = await alice.request("DELETE", f"/v1/models/{ids['model']}")
+    after = {"X-Clinai-After-Seq": str(deleted.body["seq"])}
+    gone = await alice.upload("/v1/jobs", "input", "in.png", b"x", after, version=ids["version"])
+    assert gone.status == 404, gone.body
+
+
 async def test_job_bad_requests(stack: Stack) -> None:
     alice = await new_user(stack.url, stack.admin_key, "alice")
     ids = await _ready_version(stack, alice)
