@@ -249,7 +249,7 @@ async def _handle(msg: Msg, handler: Handler, options: ConsumerOptions, durable:
     meta = msg.metadata
     num_delivered = meta.num_delivered or 1
     seq = meta.sequence.stream
-    beat = asyncio.create_task(_heartbeat(msg, options.heartbeat_s))
+    beat = _Heartbeat(msg, options.heartbeat_s)
     try:
         try:
             event = decode_event(msg.data)
@@ -278,9 +278,7 @@ async def _handle(msg: Msg, handler: Handler, options: ConsumerOptions, durable:
     else:
         await _respond(msg.ack())
     finally:
-        beat.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await beat
+        beat.stop()
 
 
 async def _nak_or_give_up(
@@ -316,11 +314,30 @@ async def _respond(reply: Awaitable[None]) -> None:
         log.warning("could not answer a message (%r); it will be redelivered", err)
 
 
-async def _heartbeat(msg: Msg, interval_s: float) -> None:
-    while True:
-        await asyncio.sleep(interval_s)
+class _Heartbeat:
+    """`in_progress` every `interval_s` until `stop()`. A timer, not a task per message:
+    almost every handler is done long before the first beat."""
+
+    def __init__(self, msg: Msg, interval_s: float) -> None:
+        self._msg = msg
+        self._interval_s = interval_s
+        self._loop = asyncio.get_running_loop()
+        self._timer = self._loop.call_later(interval_s, self._beat)
+        self._sending: asyncio.Task[None] | None = None
+
+    def stop(self) -> None:
+        self._timer.cancel()
+        if self._sending is not None:
+            self._sending.cancel()  # a heartbeat lost now changes nothing
+
+    def _beat(self) -> None:
+        if self._sending is None or self._sending.done():
+            self._sending = self._loop.create_task(self._send())
+        self._timer = self._loop.call_later(self._interval_s, self._beat)
+
+    async def _send(self) -> None:
         try:
-            await msg.in_progress()
+            await self._msg.in_progress()
         except nats.errors.Error as err:
             log.warning("in_progress heartbeat failed: %r", err)
 

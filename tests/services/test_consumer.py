@@ -12,21 +12,23 @@ from nats.aio.client import Client as NATS
 
 from events import EventStore
 from services.commands import Commands
-from services.consumer import Delivery, Poison, RetryLater, run_consumer
+from services.consumer import ConsumerOptions, Delivery, Poison, RetryLater, run_consumer
 from services.settings import Settings
 from tests._infra import wait_until
 from tests.services._support import ADMIN, FAST_CONSUMER
 
 SUBJECTS = ("clinai.model.*.ModelCreated",)
 
-Run = Callable[[Callable[[Delivery], Awaitable[None]]], asyncio.Event]
+Run = Callable[..., asyncio.Event]
 
 
 @pytest.fixture
 async def consume(nc: NATS, settings: Settings, store: EventStore) -> AsyncIterator[Run]:
     running: list[tuple[asyncio.Event, asyncio.Task[None]]] = []
 
-    def start(handler: Callable[[Delivery], Awaitable[None]]) -> asyncio.Event:
+    def start(
+        handler: Callable[[Delivery], Awaitable[None]], options: ConsumerOptions = FAST_CONSUMER
+    ) -> asyncio.Event:
         stop = asyncio.Event()
         task = asyncio.create_task(
             run_consumer(
@@ -37,7 +39,7 @@ async def consume(nc: NATS, settings: Settings, store: EventStore) -> AsyncItera
                 handler=handler,
                 concurrency=2,
                 stop=stop,
-                options=FAST_CONSUMER,
+                options=options,
             )
         )
         running.append((stop, task))
@@ -72,6 +74,30 @@ async def test_retry_later_redelivers_then_acks(commands: Commands, consume: Run
         return seen == [1, 2, 3]
 
     await wait_until(third, timeout_s=10, what="three deliveries")
+
+
+async def test_a_handler_longer_than_the_redelivery_time_is_kept_by_heartbeats(
+    nc: NATS, commands: Commands, consume: Run
+) -> None:
+    options = ConsumerOptions(redelivery_s=(1.0,), max_deliver=3, heartbeat_s=0.2)
+    seen: list[int] = []
+    done = asyncio.Event()
+
+    async def handler(delivery: Delivery) -> None:
+        seen.append(delivery.num_delivered)
+        await asyncio.sleep(2.5)  # the work: 2.5 redelivery times
+        done.set()
+
+    consume(handler, options)
+    await _create_model(commands)
+    await asyncio.wait_for(done.wait(), 10)
+
+    async def acked() -> bool:
+        info = await nc.jetstream().consumer_info("CLINAI", "test")
+        return info.num_ack_pending == 0
+
+    await wait_until(acked, timeout_s=10, what="the ack")
+    assert seen == [1]
 
 
 async def test_poison_is_terminated_and_the_next_message_handled(
