@@ -252,11 +252,15 @@ class ContainerWorker:
             self._fifo_in, _ = await loop.connect_read_pipe(
                 lambda: asyncio.StreamReaderProtocol(self.reader), responses
             )
+        except BaseException:
+            responses.close()
+            requests.close()
+            raise
+        try:  # from here on `kill` closes the read end with its transport
             self._fifo_out, protocol = await loop.connect_write_pipe(
                 lambda: asyncio.StreamReaderProtocol(asyncio.StreamReader()), requests
             )
         except BaseException:
-            responses.close()
             requests.close()
             raise
         writer = asyncio.StreamWriter(self._fifo_out, protocol, None, loop)
