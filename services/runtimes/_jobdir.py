@@ -120,8 +120,11 @@ class JobFiles:
 
 
 def _has_entries(folder: Path) -> bool:
-    with os.scandir(folder) as entries:
-        return next(entries, None) is not None
+    try:
+        with os.scandir(folder) as entries:
+            return next(entries, None) is not None
+    except FileNotFoundError:  # a model running as our own uid removed it: no outputs
+        return False
 
 
 def _is_short(log: Path) -> bool:
