@@ -6,6 +6,8 @@
   session; superuser DSN to its `postgres` database.
 - `database_url` (function): a fresh empty database `test_<n>` on that server,
   dropped WITH (FORCE) after the test.
+- `nc`, `store` (function): a NATS connection to `nats_url` and the event store on it
+  (the suites that configure services through `Settings` have their own).
 """
 
 from __future__ import annotations
@@ -13,8 +15,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import nats
 import pytest
+from nats.aio.client import Client as NATS
 
+from events import EventStore
 from services.embedded import EmbeddedNats
 from tests._infra import create_database, drop_database, session_postgres
 
@@ -28,6 +33,18 @@ def nats_url(tmp_path: Path) -> Iterator[str]:
         yield url
     finally:
         server.stop_blocking()
+
+
+@pytest.fixture
+async def nc(nats_url: str) -> AsyncIterator[NATS]:
+    client = await nats.connect(nats_url)
+    yield client
+    await client.drain()
+
+
+@pytest.fixture
+async def store(nc: NATS) -> EventStore:
+    return await EventStore.open(nc, stream="CLINAI")
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,6 @@ import io
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -90,13 +89,6 @@ GOLDEN = """\
 2025-03-04T05:06:14.890Z        #7  VersionBuilt                ver_1  runtime=process took_s=12.5
 2025-03-04T05:06:15.890Z        #8  WebhookDeliveryAttempted    dlv_1  endpoint=whk_1 attempt=1 outcome=retrying status=503 ms=12.3 error='HTTP 503'
 """  # noqa: E501
-
-
-@pytest.fixture
-async def nc(nats_url: str) -> AsyncIterator[NATS]:
-    client = await nats.connect(nats_url)
-    yield client
-    await client.drain()
 
 
 @pytest.fixture

@@ -9,25 +9,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
-import nats
 import pytest
 from nats.aio.client import Client as NATS
 
 import events.store
 from events import EventStore, JobStarted, StoredEvent, encode_event, new_event_id, new_id
 from events._reader import BulkReader, open_bulk_reader
-
-
-@pytest.fixture
-async def nc(nats_url: str) -> AsyncIterator[NATS]:
-    client = await nats.connect(nats_url)
-    yield client
-    await client.drain()
-
-
-@pytest.fixture
-async def store(nc: NATS) -> EventStore:
-    return await EventStore.open(nc, stream="CLINAI")
 
 
 def _started(job_id: str, n: int) -> JobStarted:

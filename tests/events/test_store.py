@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
-import nats
 import pytest
 from nats.aio.client import Client as NATS
 
@@ -22,18 +20,6 @@ from events import (
     new_event_id,
     new_id,
 )
-
-
-@pytest.fixture
-async def nc(nats_url: str) -> AsyncIterator[NATS]:
-    client = await nats.connect(nats_url)
-    yield client
-    await client.drain()
-
-
-@pytest.fixture
-async def store(nc: NATS) -> EventStore:
-    return await EventStore.open(nc, stream="CLINAI")
 
 
 def _model_created(model_id: str, *, event_id: str | None = None) -> ModelCreated:

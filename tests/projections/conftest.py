@@ -5,24 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import asyncpg
-import nats
 import pytest
-from nats.aio.client import Client as NATS
 
-from events import EventStore
 from projections.db import connect
-
-
-@pytest.fixture
-async def nc(nats_url: str) -> AsyncIterator[NATS]:
-    client = await nats.connect(nats_url)
-    yield client
-    await client.close()
-
-
-@pytest.fixture
-async def store(nc: NATS) -> EventStore:
-    return await EventStore.open(nc, stream="CLINAI")
 
 
 @pytest.fixture
