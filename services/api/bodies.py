@@ -47,4 +47,4 @@ async def read_body(request: Request, limit: int, what: str) -> bytes:
 
 
 def _too_large(limit: int, what: str) -> ApiError:
-    return ApiError(413, "Body too large", f"{what} are limited to {limit} bytes")
+    return ApiError(413, "Body too large", f"{what} are limited to {limit} bytes; send less")
