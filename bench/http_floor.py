@@ -3,8 +3,8 @@
     python -m bench.http_floor [--seconds 10] [--clients 32]
 
 Serves an app that answers the job benchmark's two calls (a multipart POST of a small
-PNG, then a GET of the job) with constant JSON, on the server `clinai up` uses (granian,
-one worker, uvloop), and drives it with the job benchmark's client (aiohttp, N
+PNG, then a GET of the job) with constant JSON, on the server `clinai up` uses (uvicorn,
+httptools, uvloop), and drives it with the job benchmark's client (aiohttp, N
 concurrent clients). Prints submit-and-read pairs per second and the CPU they cost per
 pair (server and client): what is left for the log, the projection, the executor and
 the model is the machine's CPU minus this.
@@ -44,13 +44,12 @@ async def _read(request: Request) -> JSONResponse:
     return JSONResponse(_JOB)
 
 
-def create_app() -> Starlette:
-    return Starlette(
-        routes=[
-            Route("/v1/jobs", _submit, methods=["POST"]),
-            Route("/v1/jobs/{job_id}", _read, methods=["GET"]),
-        ]
-    )
+app = Starlette(
+    routes=[
+        Route("/v1/jobs", _submit, methods=["POST"]),
+        Route("/v1/jobs/{job_id}", _read, methods=["GET"]),
+    ]
+)
 
 
 async def _drive(url: str, seconds: float, clients: int) -> tuple[int, list[float]]:
@@ -93,15 +92,19 @@ def main(argv: list[str] | None = None) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    code = (
-        "from granian import Granian\n"
-        "from granian.constants import Interfaces, Loops\n"
-        f"Granian('bench.http_floor:create_app', factory=True, address='127.0.0.1', port={port},"
-        " interface=Interfaces.ASGI, loop=Loops.uvloop, log_access=False).serve()\n"
-    )
     root = Path(__file__).resolve().parents[1]
     server = subprocess.Popen(
-        [sys.executable, "-c", code], cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [
+            sys.executable,
+            "-m",
+            "services.api.server",
+            "bench.http_floor:app",
+            "127.0.0.1",
+            str(port),
+        ],
+        cwd=root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -113,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
             except OSError:
                 if time.monotonic() > deadline or server.poll() is not None:
                     raise SystemExit("the floor server did not start") from None
-                time.sleep(0.05)  # polling interval while granian starts
+                time.sleep(0.05)  # polling interval while the server starts
         processes = descendants(server.pid)
         server_before = sum(cpu_seconds(p) for p in processes)
         client_before = time.process_time()

@@ -47,6 +47,7 @@ class ProjectionWatermark:
         self._conn: asyncpg.Connection | None = None
         self._task: asyncio.Task[None] | None = None
         self._lost = asyncio.Event()
+        self._released = False
 
     @classmethod
     async def open(
@@ -89,13 +90,18 @@ class ProjectionWatermark:
     async def wait_for(self, seq: int, timeout: float) -> bool:
         """True as soon as the projection has reached `seq`; False after `timeout` s."""
         deadline = time.monotonic() + timeout
-        while self._checkpoint < seq:
+        while self._checkpoint < seq and not self._released:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._advanced.wait(), remaining)
-        return True
+        return self._checkpoint >= seq
+
+    def release_waiters(self) -> None:
+        """From now on every wait returns at once, as if timed out: for a stop."""
+        self._released = True
+        self._advanced.set()
 
     async def wait_changed(self, after: int, timeout: float) -> int:
         """The checkpoint once it is past `after`, or the current one after `timeout`."""

@@ -74,18 +74,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _serve(service: str, settings: Settings) -> int:
     if service == "api":
-        from granian import Granian
-        from granian.constants import Interfaces, Loops
+        from services.api.app import begin_stop, create_app
+        from services.api.server import serve_http
 
-        Granian(
-            "services.api.app:create_app_from_env",
-            factory=True,
-            address=settings.host,
-            port=settings.port,
-            interface=Interfaces.ASGI,
-            loop=Loops.uvloop,
-            log_access=False,
-        ).serve()
+        app = create_app(settings)
+        serve_http(app, settings.host, settings.port, on_stop=lambda: begin_stop(app))
         return 0
     if service == "projector":
         from services.projector import run_projector

@@ -34,7 +34,7 @@ from services.notifier.signing import master_key
 from services.resources import connect_nats, open_blob_store, open_event_store
 from services.settings import Settings, SettingsError
 
-__all__ = ["create_app", "create_app_from_env"]
+__all__ = ["begin_stop", "create_app"]
 
 log = logging.getLogger("clinai.api")
 
@@ -55,7 +55,13 @@ async def readyz(request: Request) -> Response:
         problems.append(f"Postgres is not reachable: {err}")
     if problems:
         return problem_response(503, "Not ready", "; ".join(problems), headers={"Retry-After": "1"})
-    return json_response({"status": "ready", "projection_seq": svc.watermark.checkpoint})
+    return json_response(
+        {
+            "status": "ready",
+            "projection_seq": svc.watermark.checkpoint,
+            "long_polls_waiting": svc.job_waits.waiting,
+        }
+    )
 
 
 async def _http_exception(request: Request, exc: Exception) -> Response:
@@ -161,6 +167,8 @@ def create_app(settings: Settings, *, blobs: BlobStore | None = None) -> Starlet
     )
 
 
-def create_app_from_env() -> Starlette:
-    """The ASGI factory the server (granian) imports."""
-    return create_app(Settings.from_env())
+def begin_stop(app: Starlette) -> None:
+    """The server is stopping: long polls answer with what they have, event streams end."""
+    services: ApiServices | None = getattr(app.state, "services", None)
+    if services is not None:
+        services.begin_stop()

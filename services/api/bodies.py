@@ -1,8 +1,8 @@
 """Reading request bodies.
 
 A body with a Content-Length is done once that many bytes arrived: the server's
-end-of-body message is not waited for. Granian sends it about 1.4 ms after the last
-bytes on this machine, which was a third of a job submission's time in the API.
+end-of-body message is not waited for: some servers send it well after the last bytes
+(granian, which served the API before, about 1.4 ms after on this machine).
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@ read-your-writes waits."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any, TypeVar
 
@@ -76,6 +77,11 @@ class ApiServices:
         self.job_waits = JobWaits(pool, watermark)
         self.ready_versions = ReadyVersions(pool, watermark)
         self.webhooks = webhooks
+        self.stopping = asyncio.Event()
+
+    def begin_stop(self) -> None:
+        self.stopping.set()
+        self.watermark.release_waiters()
 
     def store_connected(self) -> bool:
         return bool(self._nc.is_connected)

@@ -154,10 +154,16 @@ def _sse(
         # read_from is an async generator: close it to unsubscribe.
         reader = svc.store.read_from(start, subject_filter=subject)
         pending: asyncio.Future[StoredEvent] = asyncio.ensure_future(anext(reader))
+        stopping = asyncio.ensure_future(svc.stopping.wait())
         try:
             yield b"retry: 2000\n: connected\n\n"
             while True:
-                done, _ = await asyncio.wait({pending}, timeout=heartbeat)
+                watched: set[asyncio.Future[Any]] = {pending, stopping}
+                done, _ = await asyncio.wait(
+                    watched, timeout=heartbeat, return_when=asyncio.FIRST_COMPLETED
+                )
+                if stopping in done:
+                    return  # the server is stopping; the client reconnects after `retry`
                 if not done:
                     yield b": keep-alive\n\n"
                     continue
@@ -169,6 +175,7 @@ def _sse(
                 if end_on_terminal and isinstance(stored.event, _TERMINAL):
                     return
         finally:
+            stopping.cancel()
             pending.cancel()
             with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
                 await pending

@@ -197,7 +197,7 @@ async def get_job(request: Request) -> Response:
         seen = svc.watermark.checkpoint
         job = await _visible_job(svc, caller, request.path_params["job_id"])
         remaining = deadline - time.monotonic()
-        if job.status in TERMINAL_JOB_STATUSES or remaining <= 0:
+        if job.status in TERMINAL_JOB_STATUSES or remaining <= 0 or svc.stopping.is_set():
             return json_response(await job_view(job, svc.blobs))
         # Only an ended job answers the poll: a start does not need a re-read.
         await svc.job_waits.wait_moved(job.id, job.last_seq, seen, remaining, ended=True)

@@ -1,5 +1,5 @@
 """A running API for the HTTP tests: real NATS, Postgres, projector and the API under
-granian, each service as its own process exactly as `clinai up` runs them. One stack per
+uvicorn, each service as its own process exactly as `clinai up` runs them. One stack per
 test module; tests isolate themselves by creating their own users."""
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ class Stack(msgspec.Struct):
     settings: Settings
     env: dict[str, str]
     data_dir: Path
+    procs: list[subprocess.Popen[bytes]]
 
 
 def free_port() -> int:
@@ -141,6 +142,7 @@ def running_stack(env: dict[str, str], services: list[str]) -> Iterator[Stack]:
             settings=settings,
             env=env,
             data_dir=settings.data_dir,
+            procs=procs,
         )
     finally:
         stop_services(procs)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -21,8 +22,9 @@ from events import (
     new_event_id,
     new_id,
 )
+from tests._infra import wait_until
 from tests.api._client import Client, new_user
-from tests.api.conftest import Stack, running_stack
+from tests.api.conftest import Stack, free_port, running_stack
 
 
 @pytest.fixture(scope="module")
@@ -111,6 +113,11 @@ def _requested(job_id: str, owner: str) -> JobRequested:
     )
 
 
+async def _polls_waiting(http: aiohttp.ClientSession, url: str) -> bool:
+    async with http.get(f"{url}/readyz") as resp:
+        return bool((await resp.json())["long_polls_waiting"] == 1)
+
+
 async def _uid(client: Client) -> str:
     return str((await client.get("/v1/me")).body["user_id"])
 
@@ -188,3 +195,38 @@ async def test_one_jobs_events_end_after_its_terminal_event(stack: Stack) -> Non
         )
         assert done.status == 204  # tells an EventSource to stop reconnecting
         done.close()
+
+
+def test_a_stop_ends_event_streams_and_answers_long_polls_at_once(
+    stack_env: dict[str, str],
+) -> None:
+    """Open streams and polls do not hold a stop up for the server's grace time (5 s)."""
+    env = {**stack_env, "CLINAI_PORT": str(free_port())}
+    with running_stack(env, ["projector", "api"]) as running:
+        asyncio.run(_stop_while_streaming_and_polling(running))
+
+
+async def _stop_while_streaming_and_polling(running: Stack) -> None:
+    alice = await new_user(running.url, running.admin_key, "alice")
+    job = new_id("job")
+    await _append(running, [_requested(job, await _uid(alice))])
+    api = next(p for p in running.procs if p.args[-1] == "api")  # type: ignore[index]
+    async with aiohttp.ClientSession() as http:
+        stream = await _open(http, running, alice, "/v1/events", params={"from_seq": "1"})
+        assert stream.status == 200
+        poll = asyncio.ensure_future(
+            _open(http, running, alice, f"/v1/jobs/{job}", params={"wait": "60"})
+        )
+        reader = SseReader(stream)
+        await reader.next()  # the stream is open
+        await wait_until(lambda: _polls_waiting(http, running.url), what="the poll to wait")
+        stopped = time.monotonic()
+        api.terminate()
+        answered = await asyncio.wait_for(poll, 10)
+        assert answered.status == 200
+        assert (await answered.json())["status"] == "queued"
+        with pytest.raises(EOFError):
+            while True:
+                await reader.next()
+        await asyncio.to_thread(api.wait, 10)
+        assert time.monotonic() - stopped < 3

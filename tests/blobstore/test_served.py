@@ -1,10 +1,9 @@
-"""The signed-URL endpoint behind a real HTTP server (granian in a subprocess), fetched
-with the standard library's urllib."""
+"""The signed-URL endpoint behind a real HTTP server (the API's own, uvicorn, in a
+subprocess), fetched with the standard library's urllib."""
 
 from __future__ import annotations
 
 import asyncio
-import shutil
 import socket
 import subprocess
 import sys
@@ -21,7 +20,6 @@ from services.blobstore import FileBlobStore
 
 REPO = Path(__file__).resolve().parents[2]
 KEY = b"e2e-signing-key-" * 2
-GRANIAN = shutil.which("granian", path=str(Path(sys.executable).parent))
 
 APP = textwrap.dedent(
     f"""
@@ -35,8 +33,6 @@ APP = textwrap.dedent(
     app = Starlette(routes=[Route(SIGNED_BLOB_ROUTE, signed_blob_endpoint(store))])
     """
 )
-
-pytestmark = pytest.mark.skipif(GRANIAN is None, reason="granian is not installed")
 
 
 def _free_port() -> int:
@@ -52,10 +48,8 @@ def server(tmp_path: Path) -> Iterator[str]:
     (tmp_path / "blob_app.py").write_text(APP)
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": f"{tmp_path}:{REPO}"}
     env |= {"BLOB_ROOT": str(tmp_path / "root"), "BASE_URL": base_url}
-    assert GRANIAN is not None
     proc = subprocess.Popen(
-        [GRANIAN, "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1", "--no-log", "blob_app:app"],
+        [sys.executable, "-m", "services.api.server", "blob_app:app", "127.0.0.1", str(port)],
         cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
     try:
@@ -67,7 +61,7 @@ def server(tmp_path: Path) -> Iterator[str]:
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     _, err = proc.communicate(timeout=5)
-                    pytest.fail(f"granian did not start: {err.decode(errors='replace')}")
+                    pytest.fail(f"the server did not start: {err.decode(errors='replace')}")
                 time.sleep(0.1)
         yield base_url
     finally:
