@@ -7,10 +7,12 @@ Prints, per runtime: warm job latency (HTTP submit -> terminal status visible th
 API) p50/p99 for a no-op model (`bench/noop-model`: `run` returns {}), for an echo model
 (copies its input to an output and prints a line) and for example-model on a small PNG;
 jobs/s with N concurrent clients on the no-op model, over --seconds once its workers are
-warm; the first job after READY (cold worker); and build times: first build of
-example-model, a rebuild after a code-only change, an identical re-upload; and the CPU
-each no-op job costs during the jobs/s run, by process of the stack (the docker
-runtime's containers are not in that tree) and for this benchmark's own client. Medians
+warm. Jobs are submitted, then long-polled (`GET /v1/jobs/{id}?wait=`); the no-op model
+is also measured submitted with `?wait=`, one call a job. Then the first job after READY
+(cold worker); build times: first build of example-model, a rebuild after a code-only
+change, an identical re-upload; and the CPU each no-op job costs during the jobs/s run,
+by process of the stack (the docker runtime's containers are not in that tree) and for
+this benchmark's own client. Medians
 over repetitions; these machines are shared and noisy. Warm figures are taken once the
 disk has written out what the builds left (`_flush_disk`); the first job after READY is
 measured before that, as a user would see it right after a build.
@@ -46,6 +48,7 @@ NOOP = ROOT / "bench" / "noop-model"  # run() returns {}: the platform's own cos
 ECHO = ROOT / "tests" / "packages" / "noop"
 # Where `make up` keeps its data: the same disk, not /tmp, whose speed differs by host.
 DATA_PARENT = ROOT / ".clinai" / "bench"
+_ENDED = frozenset({"succeeded", "failed", "canceled"})
 
 
 def _png() -> bytes:
@@ -97,23 +100,25 @@ class Api:
                 return dict(body)
             await asyncio.sleep(0.02)  # polling interval
 
-    async def job(self, version_id: str, png: bytes) -> float:
-        """Seconds from submit to a terminal status visible through the API."""
+    async def job(self, version_id: str, png: bytes, *, wait_on_submit: bool = False) -> float:
+        """Seconds from submit to a terminal status visible through the API: a submission,
+        then long polls; or, `wait_on_submit`, a submission that waits (`?wait=`)."""
         started = time.perf_counter()
         form = aiohttp.FormData()
         form.add_field("version", version_id)
         form.add_field("input", png, filename="in.png", content_type="image/png")
-        created = await self.call("POST", "/v1/jobs", data=form)
-        while True:
-            body = await self.call(
+        params = {"wait": "30"} if wait_on_submit else None
+        created = await self.call("POST", "/v1/jobs", data=form, params=params)
+        job = created
+        while job["status"] not in _ENDED:
+            job = await self.call(
                 "GET",
                 f"/v1/jobs/{created['id']}",
                 params={"wait": "30", "after_seq": str(created["seq"])},
             )
-            if body["status"] in ("succeeded", "failed", "canceled"):
-                if body["status"] != "succeeded":
-                    raise RuntimeError(f"job {body['status']}: {body.get('error_message')}")
-                return time.perf_counter() - started
+        if job["status"] != "succeeded":
+            raise RuntimeError(f"job {job['status']}: {job.get('error_message')}")
+        return time.perf_counter() - started
 
 
 class UpStack:
@@ -217,28 +222,53 @@ async def _measure(
         out["noop_p50_ms"] = statistics.median(noop_lat) * 1000
         out["noop_p99_ms"] = _pct(noop_lat, 0.99) * 1000
 
+        noop_waiting = [await api.job(noop["id"], png, wait_on_submit=True) for _ in range(jobs)]
+        out["noop_wait_p50_ms"] = statistics.median(noop_waiting) * 1000
+        out["noop_wait_p99_ms"] = _pct(noop_waiting, 0.99) * 1000
+
         # Throughput over a fixed window, once every worker the version may have is warm.
         await asyncio.gather(*(api.job(noop["id"], png) for _ in range(clients)))
-        done = 0
-        deadline = time.perf_counter() + seconds
-
-        async def client() -> None:
-            nonlocal done
-            while time.perf_counter() < deadline:
-                await api.job(noop["id"], png)
-                done += 1
-
-        cpu_before, client_before = cpu_by_kind(stack_pid), time.process_time()
-        started = time.perf_counter()
-        await asyncio.gather(*(client() for _ in range(clients)))
-        out["noop_jobs_per_s"] = done / (time.perf_counter() - started)
-        cpu = cpu_by_kind(stack_pid)
-        cpu.subtract(cpu_before)
-        cpu["benchmark client"] = time.process_time() - client_before
-        for kind, seconds_used in cpu.items():
-            out[f"cpu_ms_per_job:{kind}"] = seconds_used / max(done, 1) * 1000
-        out["cpu_ms_per_job"] = sum(cpu.values()) / max(done, 1) * 1000
+        for wait_on_submit, suffix in ((False, ""), (True, "_wait")):
+            rate, cpu = await _throughput(
+                api, noop["id"], png, clients, seconds, stack_pid, wait_on_submit
+            )
+            out[f"noop_jobs_per_s{suffix}"] = rate
+            out[f"cpu_ms_per_job{suffix}"] = cpu.pop("cpu_ms_per_job")
+            if not wait_on_submit:  # the breakdown is of the submit-then-poll run
+                out.update(cpu)
     return out
+
+
+async def _throughput(
+    api: Api,
+    version_id: str,
+    png: bytes,
+    clients: int,
+    seconds: float,
+    stack_pid: int,
+    wait_on_submit: bool,
+) -> tuple[float, dict[str, float]]:
+    """Jobs/s with `clients` each running one job after another for `seconds`, and the
+    CPU per job by kind of process."""
+    done = 0
+    deadline = time.perf_counter() + seconds
+
+    async def client() -> None:
+        nonlocal done
+        while time.perf_counter() < deadline:
+            await api.job(version_id, png, wait_on_submit=wait_on_submit)
+            done += 1
+
+    cpu_before, client_before = cpu_by_kind(stack_pid), time.process_time()
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    rate = done / (time.perf_counter() - started)
+    cpu = cpu_by_kind(stack_pid)
+    cpu.subtract(cpu_before)
+    cpu["benchmark client"] = time.process_time() - client_before
+    out = {f"cpu_ms_per_job:{kind}": used / max(done, 1) * 1000 for kind, used in cpu.items()}
+    out["cpu_ms_per_job"] = sum(cpu.values()) / max(done, 1) * 1000
+    return rate, out
 
 
 def _print(results: dict[str, dict[str, float]]) -> None:
@@ -249,7 +279,10 @@ def _print(results: dict[str, dict[str, float]]) -> None:
         ("warm echo job, p99 (ms)", "echo_p99_ms", "{:.1f}"),
         ("warm example-model job, p50 (ms)", "example_p50_ms", "{:.1f}"),
         ("warm example-model job, p99 (ms)", "example_p99_ms", "{:.1f}"),
+        ("warm no-op job, submit ?wait=, p50 (ms)", "noop_wait_p50_ms", "{:.1f}"),
+        ("warm no-op job, submit ?wait=, p99 (ms)", "noop_wait_p99_ms", "{:.1f}"),
         ("no-op jobs/s, concurrent clients", "noop_jobs_per_s", "{:.0f}"),
+        ("  the same, submit ?wait=", "noop_jobs_per_s_wait", "{:.0f}"),
         ("first job after READY (s)", "cold_first_job_s", "{:.2f}"),
         ("first build of example-model (s)", "build_first_s", "{:.2f}"),
         ("rebuild after a code-only change (s)", "rebuild_code_only_s", "{:.2f}"),
@@ -259,6 +292,7 @@ def _print(results: dict[str, dict[str, float]]) -> None:
     kinds = sorted({k for r in results.values() for k in r if k.startswith("cpu_ms_per_job:")})
     rows.append(("CPU per no-op job, all processes (ms)", "cpu_ms_per_job", "{:.1f}"))
     rows += [(f"  {k.split(':', 1)[1]}", k, "{:.2f}") for k in kinds]
+    rows.append(("  all processes, submit ?wait=", "cpu_ms_per_job_wait", "{:.1f}"))
     print(f"{'':40}" + "".join(f"{n:>12}" for n in names))
     for label, key, fmt in rows:
         cells = (fmt.format(results[n][key]) if key in results[n] else "-" for n in names)

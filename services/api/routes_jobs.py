@@ -38,8 +38,12 @@ _TEMP_DIR = Path(tempfile.gettempdir())
 
 
 async def create_job(request: Request) -> Response:
+    """`?wait=S`: answer once the job has ended (200), or after S seconds with the job as
+    it is then (202), saving a client the long poll that would follow."""
     svc = services(request)
     caller = await svc.caller(request)
+    wait = _wait_s(svc, request)
+    started = time.monotonic()
     ctx = svc.context(request, caller)
     blobs = svc.blobs
     # The file backend receives the upload on its own file system and renames it in.
@@ -79,6 +83,11 @@ async def create_job(request: Request) -> Response:
             raise command_error(err) from err
     finally:
         form.discard()  # unless it was moved into the store
+    deadline = started + wait
+    if wait > 0 and await svc.watermark.wait_for(seq, deadline - time.monotonic()):
+        job = await _settled_job(svc, caller, job_id, deadline)
+        ended = job.status in TERMINAL_JOB_STATUSES
+        return json_response(await job_view(job, svc.blobs), 200 if ended else 202, seq=seq)
     return json_response(
         {
             "id": job_id,
@@ -188,18 +197,31 @@ def _webhook(svc: ApiServices, form: ReceivedForm) -> JobWebhook | None:
 async def get_job(request: Request) -> Response:
     svc = services(request)
     caller = await svc.caller(request)
+    deadline = time.monotonic() + _wait_s(svc, request)
+    job = await _settled_job(svc, caller, request.path_params["job_id"], deadline)
+    return json_response(await job_view(job, svc.blobs))
+
+
+def _wait_s(svc: ApiServices, request: Request) -> float:
+    """`?wait=`: how long a request may wait for its job to end, capped by the setting."""
     try:
-        wait = min(float(request.query_params.get("wait", "0")), svc.settings.max_long_poll_s)
+        wait = float(request.query_params.get("wait", "0"))
     except ValueError as err:
         raise ApiError(422, "Invalid wait", "wait must be a number of seconds") from err
-    deadline = time.monotonic() + max(wait, 0.0)
+    return min(max(wait, 0.0), svc.settings.max_long_poll_s)
+
+
+async def _settled_job(
+    svc: ApiServices, caller: Principal, job_id: str, deadline: float
+) -> queries.JobView:
+    """The job once it has ended, or as it is at `deadline` (or when the server stops)."""
     while True:
         seen = svc.watermark.checkpoint
-        job = await _visible_job(svc, caller, request.path_params["job_id"])
+        job = await _visible_job(svc, caller, job_id)
         remaining = deadline - time.monotonic()
         if job.status in TERMINAL_JOB_STATUSES or remaining <= 0 or svc.stopping.is_set():
-            return json_response(await job_view(job, svc.blobs))
-        # Only an ended job answers the poll: a start does not need a re-read.
+            return job
+        # Only an ended job answers: a start does not need a re-read.
         await svc.job_waits.wait_moved(job.id, job.last_seq, seen, remaining, ended=True)
 
 

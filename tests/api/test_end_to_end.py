@@ -162,3 +162,24 @@ async def test_cancel_a_running_job(full_stack: Stack) -> None:
     job = (await alice.get(f"/v1/jobs/{created['id']}", params={"wait": "10"})).body
     assert job["status"] == "canceled"
     assert asyncio.get_running_loop().time() - started < 3
+
+
+async def test_a_submission_with_wait_answers_with_the_ended_job(full_stack: Stack) -> None:
+    alice = await new_user(full_stack.url, full_stack.admin_key, "alice")
+    noop = await _upload(alice, zip_folder(PACKAGES / "noop"))
+    assert (await _wait_version(alice, noop))["status"] == "ready"
+    png = _png()
+    done = await alice.upload("/v1/jobs?wait=60", "input", "in.png", png, version=noop)
+    assert done.status == 200, done.body
+    assert done.body["status"] == "succeeded" and done.body["result"]["bytes"] == len(png)
+    assert [o["name"] for o in done.body["outputs"]] == ["echo.txt"]
+    assert done.body["seq"] > 0
+    # Past the wait, the job as it is then, to be polled as after any submission.
+    sleeper = await _upload(alice, zip_folder(PACKAGES / "sleeper"))
+    assert (await _wait_version(alice, sleeper))["status"] == "ready"
+    pending = await alice.upload("/v1/jobs?wait=0.5", "input", "in.png", png, version=sleeper)
+    assert pending.status == 202, pending.body
+    assert pending.body["status"] in ("queued", "running")
+    assert (await alice.post(f"/v1/jobs/{pending.body['id']}/cancel")).status == 202
+    bad = await alice.upload("/v1/jobs?wait=soon", "input", "in.png", png, version=noop)
+    assert bad.status == 422 and "wait" in bad.body["detail"]
