@@ -4,10 +4,11 @@
 
 Serves an app that answers the job benchmark's two calls (a multipart POST of a small
 PNG, then a GET of the job) with constant JSON, on the server `clinai up` uses (uvicorn,
-httptools, uvloop), and drives it with the job benchmark's client (aiohttp, N
-concurrent clients). Prints submit-and-read pairs per second and the CPU they cost per
-pair (server and client): what is left for the log, the projection, the executor and
-the model is the machine's CPU minus this.
+httptools, uvloop), and drives it with the job benchmark's client (`bench.jobs.Api` on
+the lean keep-alive client of `bench._http`, N concurrent clients). Prints
+submit-and-read pairs per second and the CPU they cost per pair (server and client):
+what is left for the log, the projection, the executor and the model is the machine's
+CPU minus this.
 """
 
 from __future__ import annotations
@@ -21,14 +22,14 @@ import sys
 import time
 from pathlib import Path
 
-import aiohttp
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from bench._http import HttpClient
 from bench._proc import cpu_seconds, descendants
-from bench.jobs import _png
+from bench.jobs import Api, _png
 
 _JOB = {"id": "job_floor", "status": "succeeded", "result": {}, "outputs": []}
 
@@ -56,17 +57,12 @@ async def _drive(url: str, seconds: float, clients: int) -> tuple[int, list[floa
     png = _png()
     pairs = 0
     latencies: list[float] = []
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256)) as http:
+    async with HttpClient(url) as http:
+        api = Api(http)
 
         async def pair() -> None:
             started = time.perf_counter()
-            form = aiohttp.FormData()
-            form.add_field("version", "ver_floor")
-            form.add_field("input", png, filename="in.png", content_type="image/png")
-            async with http.post(f"{url}/v1/jobs", data=form) as r:
-                created = await r.json()
-            async with http.get(f"{url}/v1/jobs/{created['id']}", params={"wait": "30"}) as r:
-                await r.json()
+            await api.job("ver_floor", png)  # the submission, then one read: it succeeded
             latencies.append(time.perf_counter() - started)
 
         for _ in range(20):  # warm up
