@@ -1,4 +1,5 @@
-"""Durable pull consumers with explicit acks: the plumbing the builder and executor share.
+"""Durable pull consumers with explicit acks: the plumbing the builder, executor and
+notifier share.
 
 One durable consumer per service on the one stream, filtered to the event types the
 service handles. Scaling out is starting more processes on the same durable: JetStream
@@ -12,8 +13,11 @@ hands each message to one of them at a time.
 - Any other exception: logged with its traceback, then nak with the retry delay.
 - While a handler runs, `in_progress` is sent every `heartbeat_s`, so the server only
   redelivers a message whose process died (after `redelivery_s[n]` without a heartbeat).
-- `stop` set: no more fetching; running handlers get `stop_grace_s` to finish, then they
-  are cancelled and their messages nak'ed for immediate redelivery elsewhere.
+- Messages flow in on pull requests kept open on the server, one request per batch (see
+  `services._pull_flow`), not a fetch per message.
+- `stop` set: no more requests; a message still arriving is nak'ed, running handlers
+  get `stop_grace_s` to finish, then they are cancelled and their messages nak'ed for
+  immediate redelivery elsewhere.
 """
 
 from __future__ import annotations
@@ -31,9 +35,10 @@ import nats.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.api import DEFAULT_PREFIX, AckPolicy, ConsumerConfig, DeliverPolicy
 
 from events import AnyEvent, Event, decode_event, new_event_id
+from services._pull_flow import PullFlow
 
 __all__ = [
     "ConsumerOptions",
@@ -60,7 +65,11 @@ class ConsumerOptions(msgspec.Struct, frozen=True, kw_only=True):
     max_deliver: int = 5
     heartbeat_s: float = 10.0  # in_progress interval while a handler runs
     retry_delays_s: tuple[float, ...] = (2.0, 10.0, 30.0, 60.0)  # nak delay by delivery
-    fetch_timeout_s: float = 2.0  # long-poll length; also how fast `stop` is noticed
+    # A pull request stays open on the server for pull_expires_s; while it waits, the
+    # server sends a heartbeat every idle_heartbeat_s, which is also how fast `stop` is
+    # noticed and lost requests are asked for again (after two silent intervals).
+    pull_expires_s: float = 30.0
+    idle_heartbeat_s: float = 2.0
     stop_grace_s: float = 5.0
     max_ack_pending: int = 1000
 
@@ -75,8 +84,13 @@ class ConsumerOptions(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError("ConsumerOptions.heartbeat_s must be below redelivery_s[0]")
         if not self.retry_delays_s or min(self.retry_delays_s) < 0:
             raise ValueError("ConsumerOptions.retry_delays_s needs non-negative durations")
-        if self.fetch_timeout_s <= 0 or self.stop_grace_s < 0 or self.max_ack_pending < 1:
-            raise ValueError("ConsumerOptions: fetch_timeout_s, stop_grace_s, max_ack_pending")
+        if not 0 < self.idle_heartbeat_s <= self.pull_expires_s / 2:
+            raise ValueError(
+                "ConsumerOptions.idle_heartbeat_s must be positive and at most half of "
+                "pull_expires_s"
+            )
+        if self.stop_grace_s < 0 or self.max_ack_pending < 1:
+            raise ValueError("ConsumerOptions: stop_grace_s, max_ack_pending")
 
     def retry_delay(self, num_delivered: int) -> float:
         index = min(max(num_delivered, 1), len(self.retry_delays_s)) - 1
@@ -142,9 +156,6 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-_BACKLOG_FETCH_S = 0.05
-
-
 def consumer_config(
     durable: str, filter_subjects: Sequence[str], options: ConsumerOptions
 ) -> ConsumerConfig:
@@ -184,65 +195,30 @@ async def run_consumer(
     stop: asyncio.Event,
     options: ConsumerOptions | None = None,
 ) -> None:
-    """Fetch and handle messages, at most `concurrency` at a time, until `stop` is set."""
+    """Handle messages, at most `concurrency` at a time, until `stop` is set."""
     if concurrency < 1:
         raise ValueError(f"concurrency must be at least 1, got {concurrency}")
     options = options or ConsumerOptions()
     js = nc.jetstream()
     await ensure_consumer(js, stream, durable, filter_subjects, options)
-    psub = await js.pull_subscribe_bind(durable=durable, stream=stream)
-    running: set[asyncio.Task[None]] = set()
-    backlog = False  # the last message said more were waiting
+    flow = PullFlow(
+        nc,
+        recreate=lambda: ensure_consumer(js, stream, durable, filter_subjects, options),
+        next_subject=f"{DEFAULT_PREFIX}.CONSUMER.MSG.NEXT.{stream}.{durable}",
+        handle=lambda msg: _handle(msg, handler, options, durable),
+        concurrency=concurrency,
+        pull_expires_s=options.pull_expires_s,
+        idle_heartbeat_s=options.idle_heartbeat_s,
+        durable=durable,
+    )
+    await flow.start()
     try:
         while not stop.is_set():
-            free = concurrency - len(running)
-            if free <= 0:
-                await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-                continue
-            try:
-                msgs = await _fetch(psub, free if backlog else 1, options)
-            except TimeoutError:  # nats.errors.TimeoutError too: no message this time
-                backlog = False
-                continue
-            except nats.errors.Error as err:  # disconnected, consumer gone, ...
-                log.warning("consumer %s: fetch failed (%r); retrying", durable, err)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 1.0)
-                with contextlib.suppress(nats.errors.Error):
-                    await ensure_consumer(js, stream, durable, filter_subjects, options)
-                continue
-            backlog = bool(msgs) and (msgs[-1].metadata.num_pending or 0) > 0
-            for msg in msgs:
-                task = asyncio.create_task(_handle(msg, handler, options, durable))
-                running.add(task)
-                task.add_done_callback(running.discard)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), options.idle_heartbeat_s)
+            await flow.check()
     finally:
-        await _drain(running, options.stop_grace_s)
-        with contextlib.suppress(Exception):
-            await psub.unsubscribe()
-
-
-async def _fetch(
-    psub: JetStreamContext.PullSubscription, n: int, options: ConsumerOptions
-) -> list[Msg]:
-    """Up to `n` messages. Waiting for new ones is done one at a time: nats-py's batch
-    fetch, once its first message arrives while it waits, keeps waiting for the rest,
-    up to the end of its own or an earlier batch's request on the server (seen: a job
-    picked up 1-2 s late). A batch is asked for only while a backlog is waiting, and
-    then briefly, so a batch request left on the server expires at once."""
-    if n == 1:
-        return await psub.fetch(1, timeout=options.fetch_timeout_s)
-    return await psub.fetch(n, timeout=_BACKLOG_FETCH_S)
-
-
-async def _drain(running: set[asyncio.Task[None]], grace_s: float) -> None:
-    if not running:
-        return
-    _, pending = await asyncio.wait(set(running), timeout=grace_s)
-    for task in pending:
-        task.cancel()
-    if pending:
-        await asyncio.wait(pending)
+        await flow.close(options.stop_grace_s)
 
 
 async def _handle(msg: Msg, handler: Handler, options: ConsumerOptions, durable: str) -> None:

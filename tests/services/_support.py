@@ -30,7 +30,7 @@ FAST_CONSUMER = ConsumerOptions(
     redelivery_s=(2.0, 2.0, 2.0, 2.0),
     heartbeat_s=0.5,
     retry_delays_s=(0.2, 0.5, 1.0),
-    fetch_timeout_s=0.5,
+    idle_heartbeat_s=0.5,
     stop_grace_s=2.0,
 )
 

@@ -120,8 +120,12 @@ async def test_poison_is_terminated_and_the_next_message_handled(
         return handled == [first, second]
 
     await wait_until(both, timeout_s=10, what="both valid messages")
-    info = await js.consumer_info("CLINAI", "test")
-    assert info.num_ack_pending == 0 and info.num_pending == 0
+
+    async def all_answered() -> bool:  # the ack follows the handler's return
+        info = await js.consumer_info("CLINAI", "test")
+        return info.num_ack_pending == 0 and info.num_pending == 0
+
+    await wait_until(all_answered, timeout_s=5, what="every message acked or terminated")
 
 
 async def test_stopping_naks_the_running_message_for_another_process(
@@ -149,3 +153,54 @@ async def test_stopping_naks_the_running_message_for_another_process(
         return deliveries == [1, 2]
 
     await wait_until(redelivered, timeout_s=FAST_CONSUMER.stop_grace_s + 1.5, what="redelivery")
+
+
+async def test_messages_flow_in_batches_within_the_concurrency(
+    nc: NATS, commands: Commands, consume: Run
+) -> None:
+    handled: list[str] = []
+    running = 0
+    most = 0
+
+    async def handler(delivery: Delivery) -> None:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await asyncio.sleep(0.01)  # the work
+        running -= 1
+        handled.append(delivery.event.aggregate_id)
+
+    consume(handler)  # concurrency 2
+    created = set(await asyncio.gather(*(_create_model(commands) for _ in range(12))))
+
+    async def all_handled() -> bool:
+        return set(handled) == created
+
+    await wait_until(all_handled, timeout_s=10, what="every message handled")
+    assert len(handled) == len(created) and most == 2
+
+
+async def test_a_deleted_consumer_is_made_again_and_messages_flow(
+    nc: NATS, commands: Commands, consume: Run
+) -> None:
+    handled: list[str] = []
+
+    async def handler(delivery: Delivery) -> None:
+        handled.append(delivery.event.aggregate_id)
+
+    consume(handler)
+    first = await _create_model(commands)
+
+    async def first_handled() -> bool:
+        return handled == [first]
+
+    await wait_until(first_handled, timeout_s=10, what="the first message")
+    await nc.jetstream().delete_consumer("CLINAI", "test")  # its pull requests end (409)
+    second = await _create_model(commands)
+
+    async def second_handled() -> bool:
+        return second in handled
+
+    # Made again with DeliverPolicy.ALL: the first message comes again too, which every
+    # handler tolerates (redelivery is normal).
+    await wait_until(second_handled, timeout_s=10, what="a message after the consumer was deleted")
