@@ -65,6 +65,8 @@ async def create_job(request: Request) -> Response:
             await blobs.move_in(input_key, received.path, received.content_type)
         else:
             await blobs.put_file(input_key, received.path, received.content_type)
+        # Read before the append: the commit notices after it tell the job's whole life.
+        seen = svc.watermark.checkpoint
         try:
             seq = await svc.commands.request_job(
                 ctx,
@@ -84,7 +86,10 @@ async def create_job(request: Request) -> Response:
     finally:
         form.discard()  # unless it was moved into the store
     deadline = started + wait
-    if wait > 0 and await svc.watermark.wait_for(seq, deadline - time.monotonic()):
+    if wait > 0:
+        # No read of the job before it has ended: it is queued until the notices say.
+        await svc.job_waits.wait_moved(job_id, seq, seen, deadline - time.monotonic(), ended=True)
+    if wait > 0 and svc.watermark.checkpoint >= seq:
         job = await _settled_job(svc, caller, job_id, deadline)
         ended = job.status in TERMINAL_JOB_STATUSES
         return json_response(await job_view(job, svc.blobs), 200 if ended else 202, seq=seq)
