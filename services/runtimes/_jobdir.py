@@ -18,6 +18,7 @@ import os
 import shutil
 import stat
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from services.runtimes._framing import JobRequest
@@ -37,6 +38,7 @@ class JobFiles:
         self.inside = inside
         self._link_input = link_input
         self._clearing: asyncio.Future[None] | None = None
+        self._linked = False  # the current job's input is a link, not a copy
 
     @classmethod
     def make(cls, root: Path, inside: str, uid: int | None) -> JobFiles:
@@ -65,7 +67,8 @@ class JobFiles:
             await clearing
         # A link is a few metadata operations, cheaper inline than a thread hop (about
         # 0.3 ms here); a copy of a large input is not.
-        if not (self._link_input and self._stage(job, link_only=True)):
+        self._linked = self._link_input and self._stage(job, link_only=True)
+        if not self._linked:
             await asyncio.to_thread(self._stage, job, link_only=False)
         return JobRequest(
             job_id=job.job_id,
@@ -78,14 +81,18 @@ class JobFiles:
     async def harvest(self, dest: Path | None, log_limit: int) -> tuple[str, list[OutputCopy]]:
         """The job's log tail and, unless `dest` is None, a copy of each output in
         `dest`. A job that wrote no output and a short log is read inline, others in a
-        thread. Emptying in/ and out/ for the next job runs in the background: the next
-        `prepare` waits for it."""
+        thread. Emptying in/ and out/ for the next job runs in the background (the next
+        `prepare` waits for it), or inline when it is one unlink of the input's link."""
+        no_outputs = not _has_entries(self.out)
         try:
-            if (dest is None or not _has_entries(self.out)) and _is_short(self.log):
+            if no_outputs and _is_short(self.log):
                 return read_tail(self.log, log_limit), []
             return await asyncio.to_thread(self._collect, dest, log_limit)
         finally:
-            self._clearing = asyncio.ensure_future(asyncio.to_thread(self._clear))
+            if self._linked and no_outputs:
+                self._clearing = _done(self._clear)
+            else:
+                self._clearing = asyncio.ensure_future(asyncio.to_thread(self._clear))
             # Retrieved here, so a worker killed before its next job leaves no warning;
             # the next `prepare` still raises it.
             self._clearing.add_done_callback(lambda task: task.cancelled() or task.exception())
@@ -117,6 +124,18 @@ class JobFiles:
                         shutil.rmtree(entry.path)
                     else:
                         os.unlink(entry.path)
+
+
+def _done(work: Callable[[], None]) -> asyncio.Future[None]:
+    """`work` run now, as a finished future holding its error, if any."""
+    future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    try:
+        work()
+    except OSError as err:
+        future.set_exception(err)
+    else:
+        future.set_result(None)
+    return future
 
 
 def _has_entries(folder: Path) -> bool:
