@@ -104,6 +104,8 @@ class PullFlow:
         free = self._concurrency - len(self._running) - self._requested
         if self._closing or free <= 0 or (self._requested and 2 * free < self._concurrency):
             return
+        if not self._requested:  # nothing was open to hear from: silence until now is no loss
+            self._heard = self._loop.time()
         self._requested += free
         self._chore(self._request(free))
 

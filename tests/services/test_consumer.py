@@ -204,3 +204,26 @@ async def test_a_deleted_consumer_is_made_again_and_messages_flow(
     # Made again with DeliverPolicy.ALL: the first message comes again too, which every
     # handler tolerates (redelivery is normal).
     await wait_until(second_handled, timeout_s=10, what="a message after the consumer was deleted")
+
+
+async def test_handlers_busier_than_the_heartbeat_do_not_look_like_lost_requests(
+    commands: Commands, consume: Run, caplog: pytest.LogCaptureFixture
+) -> None:
+    handled: list[str] = []
+    beat = FAST_CONSUMER.idle_heartbeat_s
+
+    async def slow(delivery: Delivery) -> None:
+        await asyncio.sleep(3 * beat)  # every slot busy: no request open, nothing heard
+        handled.append(delivery.event.aggregate_id)
+
+    consume(slow)  # concurrency 2
+    created = [await _create_model(commands) for _ in range(2)]
+
+    async def all_handled() -> bool:
+        return sorted(handled) == sorted(created)
+
+    await wait_until(all_handled, timeout_s=10, what="both messages handled")
+    # Not a synchronisation: the window in which a stale silence would be taken for lost
+    # requests (the checks run every `beat`; the server's first heartbeat comes after one).
+    await asyncio.sleep(3 * beat)
+    assert not [r for r in caplog.records if "pull requests lost" in r.getMessage()]
