@@ -89,10 +89,10 @@ async def create_job(request: Request) -> Response:
     if wait > 0:
         # No read of the job before it has ended: it is queued until the notices say.
         await svc.job_waits.wait_moved(job_id, seq, seen, deadline - time.monotonic(), ended=True)
-    if wait > 0 and svc.watermark.checkpoint >= seq:
-        job = await _settled_job(svc, caller, job_id, deadline)
-        ended = job.status in TERMINAL_JOB_STATUSES
-        return json_response(await job_view(job, svc.blobs), 200 if ended else 202, seq=seq)
+        if svc.watermark.checkpoint >= seq:  # else its row may not exist yet
+            job = await _settled_job(svc, caller, job_id, deadline)
+            ended = job.status in TERMINAL_JOB_STATUSES
+            return json_response(await job_view(job, svc.blobs), 200 if ended else 202, seq=seq)
     return json_response(
         {
             "id": job_id,
