@@ -28,7 +28,10 @@ async def run_projector(settings: Settings, stop: asyncio.Event | None = None) -
     nc = await connect_nats(settings, name="projector")
     try:
         store = await open_event_store(settings, nc)
-        await Projector(_dsn(settings), store).run(stop)
+        projector = Projector(
+            _dsn(settings), store, busy_interval_s=settings.projection_busy_interval_s
+        )
+        await projector.run(stop)
     finally:
         await nc.drain()
 

@@ -43,6 +43,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_input_bytes: int = 100 * 1024 * 1024
     read_your_writes_timeout_s: float = 5.0
     max_long_poll_s: float = 60.0
+    # Read models: while concurrent work comes in, the projector commits at most this
+    # often (more events per transaction, a little later); a job run alone never waits.
+    projection_busy_interval_s: float = 0.02
     # Blob store
     blob_backend: Literal["file", "s3"] = "file"
     blob_dir: Path | None = None  # default: data_dir / "blobs"
@@ -110,6 +113,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             ) from err
         if settings.stream_replicas not in (1, 3, 5):
             raise SettingsError("CLINAI_STREAM_REPLICAS must be 1, 3 or 5")
+        if not 0 <= settings.projection_busy_interval_s <= 1:
+            raise SettingsError("CLINAI_PROJECTION_BUSY_INTERVAL_S must be from 0 to 1 (seconds)")
         if settings.job_timeout_s > settings.job_timeout_max_s:
             raise SettingsError("CLINAI_JOB_TIMEOUT_S must not exceed CLINAI_JOB_TIMEOUT_MAX_S")
         if settings.webhook_timeout_s <= 0 or settings.webhook_retry_base_s <= 0:

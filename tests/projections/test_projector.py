@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import asyncpg
+import msgspec
 import pytest
 
-from events import BuildLogAppended, EventStore, StoredEvent
+from events import BuildLogAppended, EventStore, StoredEvent, new_event_id, new_id
 from projections import Projector, queries
-from tests.projections._support import dump, running, stream_events, wait_checkpoint
+from tests.projections._support import (
+    dump,
+    running,
+    stream_events,
+    user_created,
+    wait_checkpoint,
+)
 from tests.projections._workload import append_chains, make_workload
 
 
@@ -146,3 +154,40 @@ async def test_one_writer_and_standby_takeover(
     stop_b.set()
     await asyncio.wait_for(task_b, 30)
     assert await queries.checkpoint(db) == third_last
+
+
+async def test_batches_of_several_aggregates_start_at_most_every_busy_interval(
+    database_url: str, store: EventStore
+) -> None:
+    interval = 0.5
+    loop = asyncio.get_running_loop()
+    starts: list[tuple[float, int]] = []  # (when written, how many aggregates)
+
+    async def record(events: Sequence[StoredEvent]) -> None:
+        starts.append((loop.time(), len({e.event.aggregate_id for e in events})))
+
+    projector = Projector(database_url, store, busy_interval_s=interval, before_commit=record)
+    async with running(projector):
+        # One aggregate's events, one at a time (a job run on its own): never held back.
+        log = BuildLogAppended(
+            id=new_event_id(),
+            aggregate_id=new_id("ver"),
+            occurred_at=datetime.now(UTC),
+            actor="t",
+            correlation_id="c",
+            index=0,
+            text="x",
+        )
+        for index in range(4):
+            chunk = msgspec.structs.replace(log, id=new_event_id(), index=index)
+            seq = await store.append(chunk, expected=None)
+            await wait_checkpoint(database_url, seq, timeout=interval / 2)
+        # Many aggregates at once: the events coming in meanwhile wait for the interval.
+        seqs = await asyncio.gather(
+            *(store.append(user_created(), expected=None) for _ in range(20))
+        )
+        await wait_checkpoint(database_url, max(seqs))
+    several = [i for i, (_, aggregates) in enumerate(starts) if aggregates > 1]
+    assert several, starts
+    for i in several:
+        assert starts[i][0] - starts[i - 1][0] >= interval - 0.1, starts

@@ -7,21 +7,10 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from events import EventStore, JobRequested, JobStarted, UserCreated, new_event_id, new_id
+from events import EventStore, JobRequested, JobStarted, new_event_id, new_id
 from projections import Projector
 from projections.watermark import ProjectionWatermark
-from tests.projections._support import running
-
-
-def _user() -> UserCreated:
-    return UserCreated(
-        id=new_event_id(),
-        aggregate_id=new_id("usr"),
-        occurred_at=datetime.now(UTC),
-        actor="t",
-        correlation_id="c",
-        name="u",
-    )
+from tests.projections._support import running, user_created
 
 
 async def test_wait_for_returns_once_projected_and_times_out_otherwise(
@@ -29,7 +18,7 @@ async def test_wait_for_returns_once_projected_and_times_out_otherwise(
 ) -> None:
     async with await ProjectionWatermark.open(database_url) as mark:
         assert mark.checkpoint == 0  # no schema yet
-        seq = await store.append(_user(), expected=None)
+        seq = await store.append(user_created(), expected=None)
         started = time.monotonic()
         assert not await mark.wait_for(seq, 0.2)  # no projector running
         assert time.monotonic() - started >= 0.2
@@ -40,7 +29,7 @@ async def test_wait_for_returns_once_projected_and_times_out_otherwise(
 
             # Long poll: wakes on the next change.
             waiting = asyncio.create_task(mark.wait_changed(seq, 10))
-            second = await store.append(_user(), expected=None)
+            second = await store.append(user_created(), expected=None)
             assert await asyncio.wait_for(waiting, 10) == second
         assert await mark.wait_changed(second, 0.05) == second  # timeout: unchanged
         assert not await mark.wait_for(second + 1, 0.05)
@@ -49,7 +38,7 @@ async def test_wait_for_returns_once_projected_and_times_out_otherwise(
 async def test_a_new_watermark_reads_the_current_checkpoint(
     database_url: str, store: EventStore
 ) -> None:
-    seq = await store.append(_user(), expected=None)
+    seq = await store.append(user_created(), expected=None)
     async with running(Projector(database_url, store)):
         async with await ProjectionWatermark.open(database_url) as first:
             assert await first.wait_for(seq, 10)
