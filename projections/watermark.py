@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import time
+import heapq
+import itertools
+from collections.abc import Iterable
 from types import TracebackType
 from typing import Any
 
@@ -29,8 +31,9 @@ class ProjectionWatermark:
     """`async with await ProjectionWatermark.open(dsn) as mark: await mark.wait_for(seq, 5)`.
 
     `checkpoint` is the last sequence known projected. `wait_for(seq, timeout)` is True
-    once it reaches `seq`; `wait_changed(after, timeout)` returns the checkpoint once it
-    moves past `after` (or the current one on timeout), for long polls."""
+    once it reaches `seq`; `wait_job(job_id, after, timeout)` returns once a commit may
+    have changed a job's row, for long polls. A wait is a future woken by the commit it
+    waits for, not by every commit: hundreds wait at once under load."""
 
     def __init__(
         self, dsn: str, schema: str = LIVE_SCHEMA, *, resync_interval: float = 2.0
@@ -43,7 +46,11 @@ class ProjectionWatermark:
         self._resync_interval = resync_interval
         self._checkpoint = 0
         self._commits: collections.deque[Commit] = collections.deque(maxlen=_COMMITS_KEPT)
-        self._advanced = asyncio.Event()
+        # wait_for: (seq, order, waiter) in a heap, the lowest seq first
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+        self._timed_out = 0  # waiters in the heap that are done with
+        self._job_waiters: dict[str, set[asyncio.Future[None]]] = {}
         self._conn: asyncpg.Connection | None = None
         self._task: asyncio.Task[None] | None = None
         self._lost = asyncio.Event()
@@ -89,30 +96,61 @@ class ProjectionWatermark:
 
     async def wait_for(self, seq: int, timeout: float) -> bool:
         """True as soon as the projection has reached `seq`; False after `timeout` s."""
-        deadline = time.monotonic() + timeout
-        while self._checkpoint < seq and not self._released:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._advanced.wait(), remaining)
+        if self._checkpoint < seq and not self._released and timeout > 0:
+            waiter = asyncio.get_running_loop().create_future()
+            heapq.heappush(self._waiters, (seq, next(self._order), waiter))
+            await _until(waiter, timeout)
+            if self._checkpoint < seq:
+                self._forget_timed_out()
         return self._checkpoint >= seq
+
+    async def wait_job(self, job_id: str, after: int, timeout: float) -> int:
+        """The checkpoint once a commit past checkpoint `after` may have changed
+        `job_id`'s row (its notice names the job, or does not say which jobs it
+        changed), or the current checkpoint after `timeout` s."""
+        if self._released or timeout <= 0 or self.job_moved(job_id, after, -1) is not False:
+            return self._checkpoint
+        waiter = asyncio.get_running_loop().create_future()
+        self._job_waiters.setdefault(job_id, set()).add(waiter)
+        try:
+            await _until(waiter, timeout)
+        finally:
+            waiting = self._job_waiters.get(job_id)
+            if waiting is not None:
+                waiting.discard(waiter)
+                if not waiting:
+                    del self._job_waiters[job_id]
+        return self._checkpoint
 
     def release_waiters(self) -> None:
         """From now on every wait returns at once, as if timed out: for a stop."""
         self._released = True
-        self._advanced.set()
+        self._advance(self._checkpoint, jobs=None)
+        for _, _, waiter in self._waiters:
+            _wake(waiter)
+        self._waiters.clear()
 
-    async def wait_changed(self, after: int, timeout: float) -> int:
-        """The checkpoint once it is past `after`, or the current one after `timeout`."""
-        await self.wait_for(after + 1, timeout)
-        return self._checkpoint
-
-    def _advance(self, seq: int) -> None:
+    def _advance(self, seq: int, jobs: Iterable[str] | None) -> None:
+        """Move the checkpoint to `seq` (if it is later) and wake the waits it ends: the
+        waits for the jobs in `jobs`, every job's wait when None (not said)."""
         if seq > self._checkpoint:
             self._checkpoint = seq
-            advanced, self._advanced = self._advanced, asyncio.Event()
-            advanced.set()
+            while self._waiters and self._waiters[0][0] <= seq:
+                _wake(heapq.heappop(self._waiters)[2])
+        if not self._job_waiters:
+            return
+        for job_id in self._job_waiters if jobs is None else jobs:
+            for waiter in self._job_waiters.get(job_id, ()):
+                _wake(waiter)
+
+    def _forget_timed_out(self) -> None:
+        """Drop the waiters that timed out once they are most of the heap (the
+        projection is stalled and waits keep timing out)."""
+        self._timed_out += 1
+        if self._timed_out > 1000 and 2 * self._timed_out > len(self._waiters):
+            self._waiters = [w for w in self._waiters if not w[2].done()]
+            heapq.heapify(self._waiters)
+            self._timed_out = 0
 
     def job_moved(
         self, job_id: str, after: int, seen_seq: int, *, ended: bool = False
@@ -154,9 +192,12 @@ class ProjectionWatermark:
             commit = parse_notice(payload)
         except ValueError:
             return
+        follows = bool(self._commits) and commit.previous == self._commits[-1].last
         if not self._commits or commit.last > self._commits[-1].last:
             self._commits.append(commit)
-        self._advance(commit.last)
+        # A notice that does not say, or does not follow the last one, wakes every job's
+        # wait: `job_moved` cannot tell them whether theirs moved.
+        self._advance(commit.last, commit.jobs if follows else None)
 
     def _on_terminate(self, _conn: Any) -> None:
         self._lost.set()
@@ -192,7 +233,8 @@ class ProjectionWatermark:
             value = await self._conn.fetchval(_CHECKPOINT_SQL, PROJECTION)
         except asyncpg.UndefinedTableError:  # the projector has not migrated yet
             value = 0
-        self._advance(int(value or 0))
+        # Past the last notice: commits were missed, so no job's wait can rule itself out.
+        self._advance(int(value or 0), None if int(value or 0) > self._checkpoint else ())
 
     async def _maintain(self) -> None:
         while True:
@@ -207,3 +249,17 @@ class ProjectionWatermark:
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
                 self._lost.set()  # retried after the next interval
                 await asyncio.sleep(self._resync_interval)
+
+
+async def _until(waiter: asyncio.Future[None], timeout: float) -> None:
+    """Wait for `waiter`, at most `timeout` s (a timer: no task per wait)."""
+    timer = asyncio.get_running_loop().call_later(timeout, _wake, waiter)
+    try:
+        await waiter
+    finally:
+        timer.cancel()
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)

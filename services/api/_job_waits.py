@@ -1,6 +1,6 @@
-"""Long polls on jobs: woken by the projection's commit notices, which list the jobs
-each commit changed (`projections.notice`); when a notice does not say, one query per
-projection advance for all waiting polls.
+"""Long polls on jobs: woken by the projection's commit notices that name their job
+(`ProjectionWatermark.wait_job`, `projections.notice`); when a notice does not say, one
+query per projection advance for all waiting polls.
 
 A job's long poll waits for its row to move past the `last_seq` it last saw. Waking
 every waiting poll on every advance of the projection, each re-reading its whole row,
@@ -73,7 +73,7 @@ class JobWaits:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return
-                current = await self._watermark.wait_changed(checkpoint, remaining)
+                current = await self._watermark.wait_job(job_id, checkpoint, remaining)
                 if current <= checkpoint:
                     return  # timed out
                 moved = self._watermark.job_moved(job_id, checkpoint, last_seq, ended=ended)

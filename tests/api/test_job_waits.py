@@ -30,10 +30,13 @@ class FakeWatermark:
         advanced, self._advanced = self._advanced, asyncio.Event()
         advanced.set()
 
-    async def wait_changed(self, after: int, timeout: float) -> int:
-        while self.checkpoint <= after:
+    async def wait_job(self, job_id: str, after: int, timeout: float) -> int:
+        """Like the real one: wakes on a commit past `after` that may have moved the job."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.checkpoint <= after or self.job_moved(job_id, after, -1) is False:
             try:
-                await asyncio.wait_for(self._advanced.wait(), timeout)
+                await asyncio.wait_for(self._advanced.wait(), deadline - loop.time())
             except TimeoutError:
                 break
         return self.checkpoint

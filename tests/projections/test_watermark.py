@@ -26,12 +26,9 @@ async def test_wait_for_returns_once_projected_and_times_out_otherwise(
             assert await mark.wait_for(seq, 10)
             assert mark.checkpoint == seq
             assert await mark.wait_for(seq - 1, 0)  # already there: no wait
-
-            # Long poll: wakes on the next change.
-            waiting = asyncio.create_task(mark.wait_changed(seq, 10))
+            waiting = asyncio.create_task(mark.wait_for(seq + 1, 10))
             second = await store.append(user_created(), expected=None)
-            assert await asyncio.wait_for(waiting, 10) == second
-        assert await mark.wait_changed(second, 0.05) == second  # timeout: unchanged
+            assert await asyncio.wait_for(waiting, 10)
         assert not await mark.wait_for(second + 1, 0.05)
 
 
@@ -65,6 +62,32 @@ def _job_events(job: str) -> list[Any]:
         ),
         JobStarted(id=new_event_id(), **envelope, worker="w1"),
     ]
+
+
+async def test_a_job_wait_sleeps_through_other_commits_and_wakes_on_its_jobs(
+    database_url: str, store: EventStore
+) -> None:
+    job, other = new_id("job"), new_id("job")
+    async with await ProjectionWatermark.open(database_url) as mark:
+        async with running(Projector(database_url, store)):
+            first = await store.append(user_created(), expected=None)
+            assert await mark.wait_for(first, 10)
+            seen = mark.checkpoint
+            waiting = asyncio.create_task(mark.wait_job(job, seen, 10))
+            other_seq = await store.append(_job_events(other)[0], expected=0)
+            assert await mark.wait_for(other_seq, 10)
+            await asyncio.wait({waiting}, timeout=0.2)
+            assert not waiting.done()  # another job's commit
+            requested = await store.append(_job_events(job)[0], expected=0)
+            assert await asyncio.wait_for(waiting, 10) >= requested
+            # Its commit is already past `seen`: no wait.
+            assert await mark.wait_job(job, seen, 10) == mark.checkpoint
+            current = mark.checkpoint
+            started = time.monotonic()
+            assert await mark.wait_job(job, current, 0.1) == current  # timed out
+            assert time.monotonic() - started >= 0.1
+        mark.release_waiters()
+        assert await mark.wait_job(job, current, 10) == current  # released: at once
 
 
 async def test_commit_notices_say_which_jobs_moved(database_url: str, store: EventStore) -> None:
