@@ -164,11 +164,13 @@ class FileBlobStore:
 
     def _move_in(self, key: str, path: Path, content_type: str) -> None:
         tmp_dir = self.root / "tmp"
-        tmp = tmp_dir / uuid.uuid4().hex
+        # A file received in `spool_dir` is sealed where it is; any other is renamed in.
+        tmp = path if path.parent == tmp_dir else tmp_dir / uuid.uuid4().hex
         try:
             validate_key(key)
             try:
-                os.rename(path, tmp)
+                if tmp is not path:
+                    os.rename(path, tmp)
             except OSError as err:
                 if err.errno not in (errno.EXDEV, errno.ENOENT):
                     raise
@@ -176,8 +178,11 @@ class FileBlobStore:
                     raise  # the source is missing, not the tmp folder
                 self._put(key, content_type, lambda out: _copy(path, out))
                 return
-            with tmp.open("rb+") as fh:
-                self._seal(fh, tmp_dir, content_type)
+            fd = os.open(tmp, os.O_RDWR | os.O_CLOEXEC)
+            try:
+                self._seal(fd, content_type)
+            finally:
+                os.close(fd)
             self._place(key, tmp, content_type)
         finally:
             tmp.unlink(missing_ok=True)
@@ -202,25 +207,25 @@ class FileBlobStore:
         try:
             with tmp.open("xb") as out:
                 fill(out)
-                self._seal(out, tmp_dir, content_type)
+                out.flush()
+                self._seal(out.fileno(), content_type)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
         return tmp
 
-    def _seal(self, out: BinaryIO, tmp_dir: Path, content_type: str) -> None:
+    def _seal(self, fd: int, content_type: str) -> None:
         """Make a temporary blob's content (and its content type, when it is kept in an
         extended attribute) durable: one fsync of the file."""
-        out.flush()
         if self._xattrs is not False:
             try:
-                os.setxattr(out.fileno(), _XATTR, content_type.encode())
+                os.setxattr(fd, _XATTR, content_type.encode())
                 self._xattrs = True
             except OSError as err:
                 if err.errno not in _NO_XATTRS:
                     raise
                 self._xattrs = False
-        os.fsync(out.fileno())  # fsync, not fdatasync: the attribute is inode metadata
+        os.fsync(fd)  # fsync, not fdatasync: the attribute is inode metadata
 
     def _place(self, key: str, tmp_blob: Path, content_type: str) -> None:
         """Rename a sealed temporary blob into place and make the rename durable."""
