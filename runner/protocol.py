@@ -58,8 +58,9 @@ def encode(obj: dict[str, Any]) -> bytes:
     return HEADER.pack(len(body)) + body
 
 
-def write_frame(fd: int, obj: dict[str, Any]) -> None:
-    data = memoryview(encode(obj))
+def write_frame(fd: int, frame: bytes) -> None:
+    """Write a frame made by `encode`, whole."""
+    data = memoryview(frame)
     while data:
         written = os.write(fd, data)
         data = data[written:]

@@ -82,13 +82,15 @@ def _kill_strays() -> None:
             return
 
 
-def _serve_job(run: RunFn, req: dict[str, Any], main_pid: int, idle_log: str) -> dict[str, Any]:
+def _serve_job(
+    run: RunFn, takes_params: bool, req: dict[str, Any], main_pid: int, idle_log: str
+) -> dict[str, Any]:
     _redirect_output(str(req["log_path"]))
     started = time.perf_counter()
     response: dict[str, Any]
     try:
         args = (str(req["input_path"]), str(req["output_dir"]))
-        if _accepts_params(run):
+        if takes_params:
             result = run(*args, params=dict(req.get("params") or {}))
         else:
             result = run(*args)
@@ -115,29 +117,32 @@ def _serve_job(run: RunFn, req: dict[str, Any], main_pid: int, idle_log: str) ->
 
 def _send(fd: int, frame: dict[str, Any]) -> None:
     try:
-        encode(frame)
+        data = encode(frame)
     except (ProtocolError, TypeError, ValueError) as err:
-        frame = {
-            "type": frame.get("type"),
-            "job_id": frame.get("job_id"),
-            "ok": False,
-            "result": None,
-            "error_type": INVALID_RESULT,
-            "message": f"the response could not be sent: {err}",
-            "duration_s": frame.get("duration_s", 0.0),
-        }
-    write_frame(fd, frame)
+        data = encode(
+            {
+                "type": frame.get("type"),
+                "job_id": frame.get("job_id"),
+                "ok": False,
+                "result": None,
+                "error_type": INVALID_RESULT,
+                "message": f"the response could not be sent: {err}",
+                "duration_s": frame.get("duration_s", 0.0),
+            }
+        )
+    write_frame(fd, data)
 
 
 def _serve(stream: BinaryIO, out_fd: int, run: RunFn, idle_log: str, sandboxed: bool) -> int:
     main_pid = os.getpid()
+    takes_params = _accepts_params(run)
     while True:
         req = read_frame(stream)
         if req is None:
             return 0
         if req.get("type") != "job":
             raise ProtocolError(f"unexpected frame type {req.get('type')!r}")
-        response = _serve_job(run, req, main_pid, idle_log)
+        response = _serve_job(run, takes_params, req, main_pid, idle_log)
         if sandboxed:
             _kill_strays()
         _send(out_fd, response)
