@@ -108,7 +108,7 @@ class ProjectionWatermark:
         """The checkpoint once a commit past checkpoint `after` may have changed
         `job_id`'s row (its notice names the job, or does not say which jobs it
         changed), or the current checkpoint after `timeout` s."""
-        if self._released or timeout <= 0 or self.job_moved(job_id, after, -1) is not False:
+        if self._released or timeout <= 0 or self.job_moved(job_id, after, 0) is not False:
             return self._checkpoint
         waiter = asyncio.get_running_loop().create_future()
         self._job_waiters.setdefault(job_id, set()).add(waiter)

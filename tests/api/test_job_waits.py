@@ -34,7 +34,7 @@ class FakeWatermark:
         """Like the real one: wakes on a commit past `after` that may have moved the job."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while self.checkpoint <= after or self.job_moved(job_id, after, -1) is False:
+        while self.checkpoint <= after or self.job_moved(job_id, after, 0) is False:
             try:
                 await asyncio.wait_for(self._advanced.wait(), deadline - loop.time())
             except TimeoutError:

@@ -78,6 +78,9 @@ async def test_a_job_wait_sleeps_through_other_commits_and_wakes_on_its_jobs(
             assert await mark.wait_for(other_seq, 10)
             await asyncio.wait({waiting}, timeout=0.2)
             assert not waiting.done()  # another job's commit
+            started = time.monotonic()  # nor does a wait begun after that commit end at once
+            assert await mark.wait_job(job, seen, 0.1) == other_seq
+            assert time.monotonic() - started >= 0.1
             requested = await store.append(_job_events(job)[0], expected=0)
             assert await asyncio.wait_for(waiting, 10) >= requested
             # Its commit is already past `seen`: no wait.
