@@ -233,8 +233,9 @@ class ProjectionWatermark:
             value = await self._conn.fetchval(_CHECKPOINT_SQL, PROJECTION)
         except asyncpg.UndefinedTableError:  # the projector has not migrated yet
             value = 0
+        checkpoint = int(value or 0)
         # Past the last notice: commits were missed, so no job's wait can rule itself out.
-        self._advance(int(value or 0), None if int(value or 0) > self._checkpoint else ())
+        self._advance(checkpoint, None if checkpoint > self._checkpoint else ())
 
     async def _maintain(self) -> None:
         while True:
