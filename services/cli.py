@@ -13,6 +13,7 @@ import msgspec
 import uvloop
 
 from events.subjects import AGGREGATES
+from services.scheduling import use_batch_scheduling
 from services.settings import Settings, SettingsError
 
 __all__ = ["main"]
@@ -53,6 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from services.stack import run_stack
 
             settings = Settings.from_env(data_dir=args.data_dir, port=args.port)
+            if settings.sched_batch:
+                use_batch_scheduling()  # before anything starts: all of the stack inherits it
             data_dir = settings.data_dir.resolve()
             data_dir.mkdir(parents=True, exist_ok=True)
             asyncio.run(run_stack(msgspec.structs.replace(settings, data_dir=data_dir)))
@@ -73,6 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(service: str, settings: Settings) -> int:
+    if settings.sched_batch:
+        use_batch_scheduling()
     if service == "api":
         from services.api.app import begin_stop, create_app
         from services.api.server import serve_http

@@ -46,6 +46,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Read models: while concurrent work comes in, the projector commits at most this
     # often (more events per transaction, a little later); a job run alone never waits.
     projection_busy_interval_s: float = 0.02
+    # Processes run under SCHED_BATCH: a woken one does not preempt a busy one (see
+    # services/scheduling.py).
+    sched_batch: bool = True
     # Blob store
     blob_backend: Literal["file", "s3"] = "file"
     blob_dir: Path | None = None  # default: data_dir / "blobs"

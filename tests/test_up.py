@@ -28,7 +28,7 @@ def _request(url: str, key: str | None = None, body: dict[str, str] | None = Non
 
 
 def _start(data_dir: Path, port: int) -> tuple[subprocess.Popen[str], list[str]]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CLINAI_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLINAI_") and k != "GOMAXPROCS"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "services.cli", "up", "--data-dir", str(data_dir),
          "--port", str(port)],
@@ -64,6 +64,25 @@ def _stop(proc: subprocess.Popen[str]) -> None:
             proc.stdout.close()
 
 
+def _descendants(pid: int) -> list[int]:
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # The name (field 2) may hold spaces: the parent pid is the 2nd field after it.
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # ended meanwhile
+    found = [pid]
+    for child in found:
+        found += [p for p, parent in parents.items() if parent == child]
+    return found[1:]
+
+
+def _environ(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(item.decode().split("=", 1) for item in raw if b"=" in item)
+
+
 def test_up_starts_stops_and_keeps_its_data(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     port = free_port()
@@ -78,6 +97,18 @@ def test_up_starts_stops_and_keeps_its_data(tmp_path: Path) -> None:
         assert (data_dir / "admin.key").read_text().strip() == key
         assert _request(f"{url}/readyz")["status"] == "ready"
         created = _request(f"{url}/v1/models", key, {"name": "kept"})
+        # The whole stack runs under SCHED_BATCH, the embedded NATS on one Go thread.
+        stack = _descendants(proc.pid)
+        commands = {pid: Path(f"/proc/{pid}/cmdline").read_bytes() for pid in stack}
+        assert any(b"nats-server" in c for c in commands.values())
+        assert any(b"postgres" in c for c in commands.values())
+        assert sum(b"serve\0" in c for c in commands.values()) == 5
+        assert os.sched_getscheduler(proc.pid) == os.SCHED_BATCH
+        assert {pid: os.sched_getscheduler(pid) for pid in stack} == dict.fromkeys(
+            stack, os.SCHED_BATCH
+        )
+        nats_pid = next(pid for pid, c in commands.items() if b"nats-server" in c)
+        assert _environ(nats_pid)["GOMAXPROCS"] == "1"
     finally:
         _stop(proc)
     with pytest.raises(OSError):

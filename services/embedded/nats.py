@@ -41,6 +41,14 @@ def find_nats_server() -> Path:
     return Path(found)
 
 
+def _server_env() -> dict[str, str]:
+    """One Go scheduler thread unless the operator set GOMAXPROCS: the embedded server
+    shares a small machine with the services, where a second one mostly spins looking
+    for work and wakes threads across CPUs. One handles far more messages than the
+    services can send."""
+    return {"GOMAXPROCS": "1", **os.environ}
+
+
 def _jetstream_answers(port: int, timeout: float) -> bool:
     """True once the server accepts a client and answers `$JS.API.INFO`."""
     try:
@@ -114,7 +122,10 @@ class EmbeddedNats(EmbeddedServer):
                 argv = [str(binary), "--addr", _HOST, "--port", str(port), "--jetstream"]
                 argv += ["--store_dir", str(store), "--pid", str(pid_file)]
                 return ManagedProcess(
-                    argv, log_path=self.data_dir / "nats-server.log", cwd=self.data_dir
+                    argv,
+                    log_path=self.data_dir / "nats-server.log",
+                    cwd=self.data_dir,
+                    env=_server_env(),
                 )
 
             self._process, port = launch(
