@@ -65,9 +65,11 @@ def _png() -> bytes:
 
 def _flush_disk() -> None:
     """Write out what a build (a virtualenv: thousands of files) and the stack's start
-    left dirty before measuring warm jobs. Until the disk has, creating a file costs
-    about 0.8 ms instead of 0.01 ms on this machine's ext4, for 30-50 s: a transient
-    of a fresh stack, not the job path of a running one."""
+    left dirty before measuring warm jobs. On this machine's ext4 (no journal), creating
+    a file skips the inodes freed nearby in the last 60 s, or 360 s while their table
+    block is dirty: writing it out shortens that transient of a fresh stack, which is
+    not the job path of a running one. Deletions made before the benchmark (another
+    stack's cleanup, a CI run) still slow it for minutes."""
     os.sync()
 
 
