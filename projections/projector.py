@@ -8,9 +8,10 @@ stream from the stored checkpoint), writes the rows, the checkpoint and a NOTIFY
 
 A transaction costs Postgres and the projector about as much for one event as for a
 hundred, so while events of several aggregates come in together (concurrent jobs), a
-batch starts at most every `busy_interval_s` and the events arriving meanwhile commit
-with it. A batch of one aggregate's events (a job run on its own) is never held back,
-nor is a full batch (a backlog being read).
+batch starts at most every `busy_interval_s` and the events arriving while it is held
+commit with it, not with the batch after it: an event waits at most one interval. A
+batch of one aggregate's events (a job run on its own) is never held back, nor is a
+full batch (a backlog being read).
 """
 
 from __future__ import annotations
@@ -194,7 +195,15 @@ class Projector:
                         break
                     continue
                 batch, receiving = receiving.result(), None
-                await self._pace(batch)
+                if await self._pace(batch):
+                    # What came in while the batch was held joins it: the reader hands over
+                    # what it holds within one turn of the loop (else it is the next batch).
+                    receiving = asyncio.ensure_future(anext(reader))
+                    await asyncio.sleep(0)
+                    if receiving.done() and receiving.exception() is None:
+                        more = receiving.result()
+                        if len(batch) + len(more) <= self._max_batch:
+                            batch, receiving = batch + more, None
                 await self._pipelined(
                     applier.submit([e for e in batch if e.seq > applier.submitted])
                 )
@@ -206,15 +215,18 @@ class Projector:
                     await receiving
             await applier.close()
 
-    async def _pace(self, batch: Sequence[StoredEvent]) -> None:
+    async def _pace(self, batch: Sequence[StoredEvent]) -> bool:
         """Hold a batch of several aggregates' events until `busy_interval_s` after the
-        last batch started (see the module docstring)."""
+        last batch started (see the module docstring); True when it was held."""
         loop = asyncio.get_running_loop()
+        held = False
         if len(batch) < self._max_batch and _several_aggregates(batch):
             delay = self._last_start + self._busy_interval_s - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
+                held = True
         self._last_start = loop.time()
+        return held
 
     async def _committed(self, events: Sequence[StoredEvent]) -> None:
         self.checkpoint = events[-1].seq

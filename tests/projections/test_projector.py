@@ -191,3 +191,29 @@ async def test_batches_of_several_aggregates_start_at_most_every_busy_interval(
     assert several, starts
     for i in several:
         assert starts[i][0] - starts[i - 1][0] >= interval - 0.1, starts
+
+
+async def test_events_arriving_while_a_batch_is_held_commit_with_it(
+    database_url: str, store: EventStore
+) -> None:
+    interval = 0.5
+    loop = asyncio.get_running_loop()
+    written: dict[int, tuple[int, float]] = {}  # seq -> (its batch, when it was written)
+
+    async def record(events: Sequence[StoredEvent]) -> None:
+        batch = (len(written), loop.time())
+        written.update((e.seq, batch) for e in events)
+
+    async def several() -> int:  # events of several aggregates, stored together
+        return await store.append_batch([(user_created(), None) for _ in range(3)])
+
+    projector = Projector(database_url, store, busy_interval_s=interval, before_commit=record)
+    async with running(projector):
+        await wait_checkpoint(database_url, await several())  # starts an interval
+        held = await several()  # held until that interval ends
+        appended = loop.time()
+        late = await several()  # arrives while `held` waits
+        await wait_checkpoint(database_url, late)
+    # Joined to the held batch: written within one interval, not after a second one.
+    assert written[late] == written[held]
+    assert written[late][1] - appended < interval + 0.2, written[late][1] - appended
