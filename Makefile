@@ -1,5 +1,9 @@
 # Two commands for a new user: `make up` and `make test`.
-PYTHON ?= python3.11
+# The interpreter runs every service, so its build matters: distributions build CPython
+# with PGO and LTO (Debian's /usr/bin/python3.11), pyenv's default build has neither, and
+# on it the stack spent 10 % more CPU per job (python -m bench.jobs). The distribution's
+# python3.11 is taken when it can make a virtualenv; PYTHON=... picks another.
+PYTHON ?= $(firstword $(foreach p,/usr/bin/python3.11,$(if $(shell $(p) -c 'import ensurepip' 2>/dev/null && echo y),$(p))) python3.11)
 VENV := .venv
 BIN := $(VENV)/bin
 
