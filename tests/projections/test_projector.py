@@ -198,7 +198,8 @@ async def test_events_arriving_while_a_batch_is_held_commit_with_it(
 ) -> None:
     interval = 0.5
     loop = asyncio.get_running_loop()
-    written: dict[int, tuple[int, float]] = {}  # seq -> (its batch, when it was written)
+    # seq -> (its batch, named by how many events were written before it; when written)
+    written: dict[int, tuple[int, float]] = {}
 
     async def record(events: Sequence[StoredEvent]) -> None:
         batch = (len(written), loop.time())
