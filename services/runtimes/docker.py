@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 import uuid
 from pathlib import Path
@@ -49,11 +50,12 @@ from services.runtimes.base import (
     RuntimeUnavailableError,
 )
 
-__all__ = ["DEBIAN_CA_BUNDLE", "DockerRuntime", "DockerRuntimeConfig"]
+__all__ = ["DEBIAN_CA_BUNDLE", "DEFAULT_DOCKER_SOCKET", "DockerRuntime", "DockerRuntimeConfig"]
 
 LABEL_INSTANCE = "ai.clinai.runtime-instance"
 
 DEBIAN_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+DEFAULT_DOCKER_SOCKET = "unix:///var/run/docker.sock"
 
 
 class DockerRuntimeConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -131,9 +133,10 @@ class DockerRuntime:
         cls, config: DockerRuntimeConfig, *, runner_dir: Path | None = None
     ) -> DockerRuntime:
         """Connect to the engine; RuntimeUnavailableError when none answers."""
-        where = config.docker_host or "DOCKER_HOST / the local socket"
+        # Named explicitly: left to find a socket itself, aiodocker asserts when none exists.
+        where = config.docker_host or os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_SOCKET
         try:
-            docker = Docker(url=config.docker_host)
+            docker = Docker(url=where)
         except ValueError as err:
             raise RuntimeUnavailableError(
                 f"no Docker engine configured ({err})", hint="set docker_host or DOCKER_HOST"
