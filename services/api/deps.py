@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from events import EventStore
+from events.ids import ID_SHAPE, is_valid_id
 from projections import queries
 from projections.queries import ModelView
 from projections.watermark import ProjectionWatermark
@@ -38,10 +39,12 @@ from services.settings import Settings
 
 __all__ = [
     "ApiServices",
+    "checked_id",
     "command_error",
     "decode_body",
     "json_response",
     "page_limit",
+    "path_id",
     "services",
     "visible_model",
     "wait_for_projection",
@@ -132,6 +135,41 @@ async def decode_body(request: Request, kind: type[T]) -> T:
         raise ApiError(
             422, "Invalid body", f"the body is not valid JSON ({err}); send a JSON object"
         ) from err
+    except UnicodeDecodeError as err:
+        raise ApiError(
+            400,
+            "Invalid body",
+            f"the body is not valid UTF-8 (byte {err.start}); send JSON encoded as UTF-8",
+        ) from err
+
+
+_ID_NAMES = {
+    "job_id": "job",
+    "model_id": "model",
+    "version_id": "version",
+    "key_id": "API key",
+    "webhook_id": "webhook",
+    "delivery_id": "delivery",
+}
+
+
+def checked_id(value: str, what: str, *, status: int = 422) -> str:
+    """`value` if it has the shape of an id we issue (`events.ids.is_valid_id`, the one
+    rule), else an ApiError (`status`) saying what an id looks like. Every id a request
+    names passes here before it reaches the log or the read models."""
+    if not is_valid_id(value):
+        raise ApiError(
+            status,
+            "Not found" if status == 404 else f"Invalid {what} id",
+            f"that is not a {what} id: ids are {ID_SHAPE}; use an id the API returned",
+        )
+    return value
+
+
+def path_id(request: Request, name: str) -> str:
+    """The id in the path parameter `name` (e.g. "job_id"); 404 when it is not an id."""
+    value = str(request.path_params[name])
+    return checked_id(value, _ID_NAMES.get(name, name.removesuffix("_id")), status=404)
 
 
 async def visible_model(svc: ApiServices, model_id: str, caller: Principal) -> ModelView | None:
@@ -175,8 +213,12 @@ async def wait_for_projection(request: Request) -> None:
         return
     try:
         seq = int(raw)
-    except ValueError as err:
-        raise ApiError(422, "Invalid after_seq", "after_seq must be an integer") from err
+    except ValueError:
+        seq = -1
+    if not 0 <= seq < 2**63:
+        raise ApiError(
+            422, "Invalid after_seq", "after_seq is a stream sequence: the `seq` a command answered"
+        )
     svc = services(request)
     if not await svc.watermark.wait_for(seq, svc.settings.read_your_writes_timeout_s):
         raise ApiError(

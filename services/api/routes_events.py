@@ -46,10 +46,10 @@ from events import (
     WebhookDeliveryQueued,
     event_to_builtins,
 )
-from events.subjects import PREFIX
+from events.subjects import AGGREGATES, PREFIX
 from projections import queries, webhook_queries
 from services.api.auth import Principal
-from services.api.deps import ApiServices, services, visible_model
+from services.api.deps import ApiServices, checked_id, path_id, services, visible_model
 from services.api.problems import ApiError
 
 __all__ = ["event_frame", "routes"]
@@ -121,10 +121,10 @@ class _Ownership:
         return owner
 
 
-def _token(request: Request, name: str) -> str | None:
-    value = request.query_params.get(name)
-    if value is not None and (not value or any(c in _BAD_TOKEN for c in value)):
-        raise ApiError(422, f"Invalid {name}", f"{name} is one id or name, without . * > or spaces")
+def _aggregate(request: Request) -> str | None:
+    value = request.query_params.get("aggregate")
+    if value is not None and value not in AGGREGATES:
+        raise ApiError(422, "Invalid aggregate", f"aggregate is one of {', '.join(AGGREGATES)}")
     return value
 
 
@@ -135,8 +135,8 @@ def _seq_param(raw: str | None, name: str) -> int | None:
         value = int(raw)
     except ValueError as err:
         raise ApiError(422, f"Invalid {name}", f"{name} must be a stream sequence") from err
-    if value < 0:
-        raise ApiError(422, f"Invalid {name}", f"{name} must not be negative")
+    if not 0 <= value < 2**63:
+        raise ApiError(422, f"Invalid {name}", f"{name} must be a stream sequence (0 or more)")
     return value
 
 
@@ -191,8 +191,9 @@ def _sse(
 async def events(request: Request) -> Response:
     svc = services(request)
     caller = await svc.caller(request)
-    aggregate = _token(request, "aggregate")
-    resource_id = _token(request, "id")
+    aggregate = _aggregate(request)
+    raw_id = request.query_params.get("id")
+    resource_id = None if raw_id is None else checked_id(raw_id, "resource")
     globs = [g.strip() for g in request.query_params.get("type", "").split(",") if g.strip()]
     literal = len(globs) == 1 and not any(c in globs[0] for c in "*?[")
     if literal and any(c in _BAD_TOKEN for c in globs[0]):
@@ -229,7 +230,7 @@ async def _resource_events(
 async def job_events(request: Request) -> Response:
     svc = services(request)
     caller = await svc.caller(request)
-    job_id = request.path_params["job_id"]
+    job_id = path_id(request, "job_id")
     job = await queries.get_job(svc.pool, job_id)
     if job is None or (job.owner != caller.user_id and not caller.is_admin):
         raise ApiError(
@@ -241,7 +242,7 @@ async def job_events(request: Request) -> Response:
 async def version_events(request: Request) -> Response:
     svc = services(request)
     caller = await svc.caller(request)
-    version_id = request.path_params["version_id"]
+    version_id = path_id(request, "version_id")
     version = await queries.get_version(svc.pool, version_id)
     if version is None or await visible_model(svc, version.model_id, caller) is None:
         raise ApiError(404, "Not found", "version not found; list versions of a model you own")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -18,9 +19,11 @@ from services.aggregates import TERMINAL_JOB_STATUSES
 from services.api.auth import Principal
 from services.api.deps import (
     ApiServices,
+    checked_id,
     command_error,
     json_response,
     page_limit,
+    path_id,
     readable_model,
     services,
     visible_model,
@@ -34,6 +37,9 @@ from services.commands import CommandError
 __all__ = ["routes"]
 
 _WEBHOOK_EVENTS = frozenset({"start", "output", "completed"})
+_JOB_FIELDS = frozenset(
+    {"input", "version", "model", "params", "timeout_s", "webhook", "webhook_events"}
+)
 _TEMP_DIR = Path(tempfile.gettempdir())
 
 
@@ -48,7 +54,9 @@ async def create_job(request: Request) -> Response:
     blobs = svc.blobs
     # The file backend receives the upload on its own file system and renames it in.
     spool = await blobs.spool_dir() if isinstance(blobs, FileBlobStore) else _TEMP_DIR
-    form = await receive_form(request, file_limit=svc.settings.max_input_bytes, dest_dir=spool)
+    form = await receive_form(
+        request, file_limit=svc.settings.max_input_bytes, dest_dir=spool, fields=_JOB_FIELDS
+    )
     try:
         received = form.files.get("input")
         if received is None:
@@ -119,6 +127,16 @@ async def _runnable_version(
             "Version missing",
             "say what to run: a field 'version' (version id) or 'model' (its latest ready version)",
         )
+    if version_id and model_id:
+        raise ApiError(
+            422,
+            "Version or model",
+            "send either 'version' (a version id) or 'model' (its latest ready version), not both",
+        )
+    if version_id:
+        checked_id(version_id, "version")
+    else:
+        checked_id(model_id, "model")
     version: queries.VersionView | None = None
     model: queries.ModelView | None = None
     if version_id:
@@ -203,17 +221,22 @@ async def get_job(request: Request) -> Response:
     svc = services(request)
     caller = await svc.caller(request)
     deadline = time.monotonic() + _wait_s(svc, request)
-    job = await _settled_job(svc, caller, request.path_params["job_id"], deadline)
+    job = await _settled_job(svc, caller, path_id(request, "job_id"), deadline)
     return json_response(await job_view(job, svc.blobs))
 
 
 def _wait_s(svc: ApiServices, request: Request) -> float:
     """`?wait=`: how long a request may wait for its job to end, capped by the setting."""
+    cap = svc.settings.max_long_poll_s
     try:
         wait = float(request.query_params.get("wait", "0"))
-    except ValueError as err:
-        raise ApiError(422, "Invalid wait", "wait must be a number of seconds") from err
-    return min(max(wait, 0.0), svc.settings.max_long_poll_s)
+    except ValueError:
+        wait = math.nan
+    if not math.isfinite(wait) or wait < 0:
+        raise ApiError(
+            422, "Invalid wait", f"wait is a number of seconds from 0 (longer waits count as {cap})"
+        )
+    return min(wait, cap)
 
 
 async def _settled_job(
@@ -240,8 +263,8 @@ async def list_jobs(request: Request) -> Response:
     page = await queries.list_jobs(
         svc.pool,
         owner=owner,
-        status=request.query_params.get("status"),
-        model_id=request.query_params.get("model_id"),
+        status=_status_param(request),
+        model_id=_optional_id(request, "model_id", "model"),
         limit=limit,
         cursor=request.query_params.get("cursor"),
     )
@@ -249,10 +272,22 @@ async def list_jobs(request: Request) -> Response:
     return json_response({"items": items, "next_cursor": page.next_cursor})
 
 
+def _status_param(request: Request) -> str | None:
+    status = request.query_params.get("status")
+    if status is not None and not (status.isascii() and status.isalpha() and len(status) <= 32):
+        raise ApiError(422, "Invalid status", "status is a job status, such as queued or running")
+    return status
+
+
+def _optional_id(request: Request, param: str, what: str) -> str | None:
+    value = request.query_params.get(param)
+    return None if value is None else checked_id(value, what)
+
+
 async def cancel_job(request: Request) -> Response:
     svc = services(request)
     caller = await svc.caller(request)
-    job_id = request.path_params["job_id"]
+    job_id = path_id(request, "job_id")
     try:
         seq = await svc.commands.cancel_job(svc.context(request, caller), job_id)
     except CommandError as err:
@@ -263,7 +298,7 @@ async def cancel_job(request: Request) -> Response:
 async def job_outputs(request: Request) -> Response:
     svc = services(request)
     caller = await svc.caller(request)
-    job = await _visible_job(svc, caller, request.path_params["job_id"])
+    job = await _visible_job(svc, caller, path_id(request, "job_id"))
     view = await job_view(job, svc.blobs)
     return json_response({"job_id": job.id, "status": job.status, "items": view["outputs"]})
 
@@ -273,7 +308,7 @@ async def job_log(request: Request) -> Response:
     plain text; empty while the job has not ended or when it printed nothing."""
     svc = services(request)
     caller = await svc.caller(request)
-    job = await _visible_job(svc, caller, request.path_params["job_id"])
+    job = await _visible_job(svc, caller, path_id(request, "job_id"))
     text = b""
     if job.log_key is not None:
         try:

@@ -10,7 +10,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from projections import queries
-from services.api.deps import command_error, decode_body, json_response, services
+from services.api.deps import (
+    checked_id,
+    command_error,
+    decode_body,
+    json_response,
+    path_id,
+    services,
+)
 from services.commands import CommandError
 
 __all__ = ["routes"]
@@ -62,8 +69,9 @@ async def create_key(request: Request) -> Response:
     caller = await svc.caller(request)
     body = await decode_body(request, CreateKeyBody)
     try:
+        user_id = caller.user_id if body.user_id is None else checked_id(body.user_id, "user")
         key = await svc.commands.issue_api_key(
-            svc.context(request, caller), user_id=body.user_id or caller.user_id, name=body.name
+            svc.context(request, caller), user_id=user_id, name=body.name
         )
     except CommandError as err:
         raise command_error(err) from err
@@ -82,7 +90,7 @@ async def list_keys(request: Request) -> Response:
 async def revoke_key(request: Request) -> Response:
     svc = services(request)
     caller = await svc.caller(request)
-    key_id = request.path_params["key_id"]
+    key_id = path_id(request, "key_id")
     try:
         seq = await svc.commands.revoke_api_key(svc.context(request, caller), key_id)
     except CommandError as err:

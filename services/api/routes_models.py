@@ -20,6 +20,7 @@ from services.api.deps import (
     decode_body,
     json_response,
     page_limit,
+    path_id,
     services,
     visible_model,
 )
@@ -101,7 +102,7 @@ async def update_model(request: Request) -> Response:
     svc = services(request)
     caller = await svc.caller(request)
     body = await decode_body(request, UpdateModelBody)
-    model_id = request.path_params["model_id"]
+    model_id = path_id(request, "model_id")
     try:
         seq = await svc.commands.update_model(
             svc.context(request, caller),
@@ -118,7 +119,7 @@ async def update_model(request: Request) -> Response:
 async def delete_model(request: Request) -> Response:
     svc = services(request)
     caller = await svc.caller(request)
-    model_id = request.path_params["model_id"]
+    model_id = path_id(request, "model_id")
     try:
         seq = await svc.commands.delete_model(svc.context(request, caller), model_id)
     except CommandError as err:
@@ -130,7 +131,7 @@ async def upload_version(request: Request) -> Response:
     svc = services(request)
     caller = await svc.caller(request)
     ctx = svc.context(request, caller)
-    model_id = request.path_params["model_id"]
+    model_id = path_id(request, "model_id")
     try:
         await svc.commands.load_model(ctx, model_id, write=True)
     except CommandError as err:
@@ -192,7 +193,7 @@ async def list_versions(request: Request) -> Response:
 async def get_version(request: Request) -> Response:
     svc = services(request)
     caller = await svc.caller(request)
-    version = await queries.get_version(svc.pool, request.path_params["version_id"])
+    version = await queries.get_version(svc.pool, path_id(request, "version_id"))
     if version is None or await visible_model(svc, version.model_id, caller) is None:
         raise ApiError(404, "Not found", "version not found; list versions of a model you own")
     return json_response(version_view(version))
@@ -202,13 +203,15 @@ async def version_log(request: Request) -> Response:
     """The build log so far, as chunks from `?from=N`; poll with the returned `next`."""
     svc = services(request)
     caller = await svc.caller(request)
-    version = await queries.get_version(svc.pool, request.path_params["version_id"])
+    version = await queries.get_version(svc.pool, path_id(request, "version_id"))
     if version is None or await visible_model(svc, version.model_id, caller) is None:
         raise ApiError(404, "Not found", "version not found; list versions of a model you own")
     try:
         start = int(request.query_params.get("from", "0"))
-    except ValueError as err:
-        raise ApiError(422, "Invalid from", "`from` must be an integer chunk index") from err
+    except ValueError:
+        start = -1
+    if not 0 <= start < 2**31:
+        raise ApiError(422, "Invalid from", "`from` is a chunk index: 0, or `next` of a reply")
     chunks = await queries.build_log(svc.pool, version.id, start)
     next_index = chunks[-1].index + 1 if chunks else start
     return json_response(
@@ -222,7 +225,7 @@ async def version_log(request: Request) -> Response:
 
 
 async def _visible_model(request: Request, caller: Principal) -> queries.ModelView:
-    model = await visible_model(services(request), request.path_params["model_id"], caller)
+    model = await visible_model(services(request), path_id(request, "model_id"), caller)
     if model is None:
         raise ApiError(
             404,

@@ -14,7 +14,14 @@ from starlette.routing import Route
 
 from projections import webhook_queries
 from services.api.auth import Principal
-from services.api.deps import command_error, decode_body, json_response, page_limit, services
+from services.api.deps import (
+    command_error,
+    decode_body,
+    json_response,
+    page_limit,
+    path_id,
+    services,
+)
 from services.api.problems import ApiError
 from services.commands import CommandError
 from services.notifier.commands import InvalidWebhookError
@@ -56,7 +63,7 @@ def _view(hook: webhook_queries.WebhookView) -> dict[str, Any]:
 
 
 async def _visible(request: Request, caller: Principal) -> webhook_queries.WebhookView:
-    webhook_id = request.path_params["webhook_id"]
+    webhook_id = path_id(request, "webhook_id")
     hook = await webhook_queries.get_webhook(services(request).pool, webhook_id)
     if (
         hook is None
@@ -115,7 +122,7 @@ async def update_webhook(request: Request) -> Response:
     svc = services(request)
     caller = await svc.caller(request)
     body = await decode_body(request, UpdateWebhookBody)
-    webhook_id = request.path_params["webhook_id"]
+    webhook_id = path_id(request, "webhook_id")
     try:
         seq = await svc.webhooks.update(
             svc.context(request, caller),
@@ -132,7 +139,7 @@ async def update_webhook(request: Request) -> Response:
 async def delete_webhook(request: Request) -> Response:
     svc = services(request)
     caller = await svc.caller(request)
-    webhook_id = request.path_params["webhook_id"]
+    webhook_id = path_id(request, "webhook_id")
     try:
         seq = await svc.webhooks.delete(svc.context(request, caller), webhook_id)
     except CommandError as err:
@@ -143,7 +150,7 @@ async def delete_webhook(request: Request) -> Response:
 async def enable_webhook(request: Request) -> Response:
     svc = services(request)
     caller = await svc.caller(request)
-    webhook_id = request.path_params["webhook_id"]
+    webhook_id = path_id(request, "webhook_id")
     try:
         seq = await svc.webhooks.enable(svc.context(request, caller), webhook_id)
     except CommandError as err:
@@ -154,7 +161,7 @@ async def enable_webhook(request: Request) -> Response:
 async def rotate_secret(request: Request) -> Response:
     svc = services(request)
     caller = await svc.caller(request)
-    webhook_id = request.path_params["webhook_id"]
+    webhook_id = path_id(request, "webhook_id")
     try:
         issued = await svc.webhooks.rotate(svc.context(request, caller), webhook_id)
     except CommandError as err:
@@ -197,8 +204,8 @@ async def list_deliveries(request: Request) -> Response:
 async def redeliver(request: Request) -> Response:
     svc = services(request)
     caller = await svc.caller(request)
-    webhook_id = request.path_params["webhook_id"]
-    delivery_id = request.path_params["delivery_id"]
+    webhook_id = path_id(request, "webhook_id")
+    delivery_id = path_id(request, "delivery_id")
     try:
         seq = await svc.webhooks.redeliver(svc.context(request, caller), webhook_id, delivery_id)
     except CommandError as err:

@@ -47,9 +47,10 @@ def safe_filename(name: str, default: str) -> str:
 
 
 class _Collector:
-    def __init__(self, dest_dir: Path, file_limit: int) -> None:
+    def __init__(self, dest_dir: Path, file_limit: int, allowed: frozenset[str]) -> None:
         self.dest_dir = dest_dir
         self.file_limit = file_limit
+        self.allowed = allowed
         self._prefix = f"upload-{uuid.uuid4().hex}"  # several requests share dest_dir
         self.fields: dict[str, str] = {}
         self.files: dict[str, ReceivedFile] = {}
@@ -86,6 +87,7 @@ class _Collector:
         self._content_type = self._headers.get(b"content-type", b"application/octet-stream").decode(
             "latin-1"
         )
+        self._check_name()
         if self._filename is not None:
             if len(self.files) >= 4:
                 raise ApiError(422, "Too many files", "send one file per request")
@@ -93,6 +95,24 @@ class _Collector:
             self._out = open(self._out_path, "wb")
         elif len(self.fields) >= _MAX_FIELDS:
             raise ApiError(422, "Too many fields", f"at most {_MAX_FIELDS} form fields")
+
+    def _check_name(self) -> None:
+        """Each part is one of the fields the endpoint reads, sent once: nothing is
+        silently ignored, and no second value silently loses to the first."""
+        fields = ", ".join(sorted(self.allowed))
+        if self._name not in self.allowed:
+            raise ApiError(
+                422,
+                "Unknown form field",
+                f"this endpoint reads the form fields {fields}, not {self._name[:100]!r}; "
+                "remove that field or fix its name",
+            )
+        if self._name in self.fields or self._name in self.files:
+            raise ApiError(
+                422,
+                "Form field repeated",
+                f"the form field {self._name!r} was sent more than once; send it once",
+            )
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         self._size += end - start
@@ -145,7 +165,11 @@ async def drain_small_body(request: Request, limit: int = 1024 * 1024) -> None:
             pass
 
 
-async def receive_form(request: Request, *, file_limit: int, dest_dir: Path) -> ReceivedForm:
+async def receive_form(
+    request: Request, *, file_limit: int, dest_dir: Path, fields: frozenset[str]
+) -> ReceivedForm:
+    """The multipart body's `fields` (files to `dest_dir`); 422 for a field not among
+    `fields` or one sent twice."""
     content_type, options = parse_options_header(request.headers.get("content-type", ""))
     boundary = options.get(b"boundary")
     if content_type != b"multipart/form-data" or not boundary:
@@ -162,7 +186,7 @@ async def receive_form(request: Request, *, file_limit: int, dest_dir: Path) -> 
             f"the upload is larger than the limit of {file_limit} bytes; "
             "send a smaller file or ask the operator to raise the limit",
         )
-    collector = _Collector(dest_dir, file_limit)
+    collector = _Collector(dest_dir, file_limit, fields)
     parser = MultipartParser(
         boundary,
         {
@@ -195,7 +219,9 @@ async def receive_form(request: Request, *, file_limit: int, dest_dir: Path) -> 
 
 
 async def receive_file(request: Request, *, field: str, limit: int, dest_dir: Path) -> ReceivedFile:
-    form = await receive_form(request, file_limit=limit, dest_dir=dest_dir)
+    form = await receive_form(
+        request, file_limit=limit, dest_dir=dest_dir, fields=frozenset({field})
+    )
     received = form.files.get(field)
     if received is None:
         raise ApiError(

@@ -1,0 +1,187 @@
+"""Bad requests at the API's edge: each is a 4xx whose detail says what to do, never a
+500, and nothing malformed reaches the log or the read models."""
+
+from __future__ import annotations
+
+import re
+
+import aiohttp
+import pytest
+from starlette.routing import Route
+
+from services.api.app import create_app
+from tests.api._client import Client, new_user
+from tests.api._raw import raw_request
+from tests.api.conftest import Stack
+from tests.api.test_api import _ready_version
+
+BAD_IDS = [
+    b"%2A",
+    b"%3E",
+    b"%2E",
+    b"a.b",
+    b"a%2Eb",
+    b"%20",
+    b"a%20b",
+    b"%0D%0A",
+    b"%00",
+    b"x" * 101,
+]
+
+
+def id_routes(stack: Stack) -> list[tuple[str, str]]:
+    """(method, path) of every route of the app that takes an id in its path."""
+    app = create_app(stack.settings)
+    found = []
+    for route in app.routes:
+        if isinstance(route, Route) and "_id}" in route.path:
+            found += [
+                (method, route.path) for method in sorted(route.methods or ()) if method != "HEAD"
+            ]
+    return found
+
+
+async def test_every_route_refuses_a_malformed_id_with_what_an_id_looks_like(
+    stack: Stack,
+) -> None:
+    routes = id_routes(stack)
+    assert len(routes) >= 20  # models, versions, jobs, keys, webhooks, deliveries, events
+    auth = [(b"Authorization", b"Bearer " + stack.admin_key.encode())]
+    for method, path in routes:
+        for bad in BAD_IDS:
+            target = re.sub(r"\{[a-z_]+_id\}", bad.decode(), path).encode()
+            reply = await raw_request(stack.url, method, target, headers=auth)
+            assert reply.status == 404, (method, target, reply.status, reply.body)
+            problem = reply.json()
+            assert isinstance(problem, dict)
+            assert "ids are 1 to 100 letters, digits or '_'" in problem["detail"], problem
+
+
+async def test_ids_in_queries_forms_and_bodies_are_checked_too(stack: Stack) -> None:
+    alice = await new_user(stack.url, stack.admin_key, "alice")
+    listed = await alice.get("/v1/jobs", params={"model_id": "a.b"})
+    assert listed.status == 422
+    assert "ids are" in listed.body["detail"]
+    by_version = await alice.upload("/v1/jobs", "input", "in.png", b"x", version="ver_*")
+    assert by_version.status == 422
+    assert "not a version id" in by_version.body["detail"]
+    by_model = await alice.upload("/v1/jobs", "input", "in.png", b"x", model="mdl\x00")
+    assert by_model.status == 422
+    for_user = await Client(stack.url, stack.admin_key).post(
+        "/v1/api-keys", json={"user_id": "usr_a.>"}
+    )
+    assert for_user.status == 422
+    assert "not a user id" in for_user.body["detail"]
+    events = await alice.get("/v1/events", params={"id": "job_*"})
+    assert events.status == 422
+    aggregate = await alice.get("/v1/events", params={"aggregate": "jobs"})
+    assert aggregate.status == 422
+    assert "one of user" in aggregate.body["detail"]
+
+
+@pytest.mark.parametrize("wait", ["nan", "inf", "-inf", "-1", "1e999", "NaN"])
+async def test_a_long_poll_with_a_wait_that_is_no_duration_is_422(stack: Stack, wait: str) -> None:
+    alice = await new_user(stack.url, stack.admin_key, "alice")
+    ids = await _ready_version(stack, alice)
+    job = await alice.upload("/v1/jobs", "input", "in.png", b"x", version=ids["version"])
+    assert job.status == 202, job.body
+    reply = await alice.get(f"/v1/jobs/{job.body['id']}", params={"wait": wait})
+    assert reply.status == 422, reply.body
+    assert "wait is a number of seconds" in reply.body["detail"]
+    created = await alice.upload(
+        "/v1/jobs?wait=" + wait, "input", "in.png", b"x", version=ids["version"]
+    )
+    assert created.status == 422, created.body
+
+
+async def test_a_huge_wait_is_capped_not_refused(stack: Stack) -> None:
+    alice = await new_user(stack.url, stack.admin_key, "alice")
+    reply = await alice.get("/v1/jobs/job_nothere", params={"wait": "1e300"})
+    assert reply.status == 404
+
+
+@pytest.mark.parametrize(
+    ("path", "param", "value"),
+    [
+        ("/v1/versions/ver_nothere/log", "from", str(2**40)),
+        ("/v1/events", "from_seq", str(2**70)),
+        ("/v1/models", "after_seq", str(2**70)),
+        ("/v1/models", "after_seq", "-5"),
+        ("/v1/jobs", "status", "queued\x00"),
+    ],
+)
+async def test_numbers_and_words_out_of_range_are_422(
+    stack: Stack, path: str, param: str, value: str
+) -> None:
+    alice = await new_user(stack.url, stack.admin_key, "alice")
+    reply = await alice.get(path, params={param: value})
+    assert reply.status in (404, 422), (reply.status, reply.body)
+
+
+@pytest.mark.parametrize(
+    ("path", "field"),
+    [
+        ("/v1/models", b"name"),
+        ("/v1/models", b"description"),
+        ("/v1/users", b"name"),
+        ("/v1/api-keys", b"name"),
+        ("/v1/webhooks", b"url"),
+    ],
+)
+async def test_a_json_body_that_is_not_utf8_is_400(stack: Stack, path: str, field: bytes) -> None:
+    admin = Client(stack.url, stack.admin_key)
+    reply = await admin.request(
+        "POST",
+        path,
+        data=b'{"%s": "ok \xff\xfe"}' % field,
+        headers={"Content-Type": "application/json"},
+    )
+    assert reply.status == 400, reply.body
+    assert "not valid UTF-8" in reply.body["detail"]
+
+
+async def _multipart(client: Client, path: str, parts: list[tuple[str, str | bytes]]) -> dict:
+    form = aiohttp.FormData()
+    for name, value in parts:
+        if isinstance(value, bytes):
+            form.add_field(name, value, filename="in.png")
+        else:
+            form.add_field(name, value)
+    reply = await client.request("POST", path, data=form)
+    assert reply.status == 422, (reply.status, reply.body)
+    body: dict = reply.body
+    return body
+
+
+async def test_a_form_with_unknown_repeated_or_conflicting_fields_is_422(stack: Stack) -> None:
+    alice = await new_user(stack.url, stack.admin_key, "alice")
+    ids = await _ready_version(stack, alice)
+    unknown = await _multipart(
+        alice, "/v1/jobs", [("version", ids["version"]), ("timeout", "5"), ("input", b"x")]
+    )
+    assert "not 'timeout'" in unknown["detail"]
+    assert "timeout_s" in unknown["detail"]
+    both = await _multipart(
+        alice,
+        "/v1/jobs",
+        [("version", ids["version"]), ("model", ids["model"]), ("input", b"x")],
+    )
+    assert "not both" in both["detail"]
+    two_inputs = await _multipart(
+        alice, "/v1/jobs", [("version", ids["version"]), ("input", b"x"), ("input", b"y")]
+    )
+    assert "'input' was sent more than once" in two_inputs["detail"]
+    two_versions = await _multipart(
+        alice,
+        "/v1/jobs",
+        [("version", ids["version"]), ("version", ids["version"]), ("input", b"x")],
+    )
+    assert "'version' was sent more than once" in two_versions["detail"]
+    extra = await _multipart(
+        alice,
+        f"/v1/models/{ids['model']}/versions",
+        [("package", b"PK"), ("notes", "x")],
+    )
+    assert "not 'notes'" in extra["detail"]
+    listed = await alice.get("/v1/jobs", params={"model_id": ids["model"]})
+    assert listed.body["items"] == []  # nothing was queued
