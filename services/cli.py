@@ -83,7 +83,14 @@ def _serve(service: str, settings: Settings) -> int:
         from services.api.server import serve_http
 
         app = create_app(settings)
-        serve_http(app, settings.host, settings.port, on_stop=lambda: begin_stop(app))
+        serve_http(
+            app,
+            settings.host,
+            settings.port,
+            on_stop=lambda: begin_stop(app),
+            max_header_bytes=settings.max_header_bytes,
+            max_headers=settings.max_headers,
+        )
         return 0
     if service == "projector":
         from services.projector import run_projector

@@ -43,6 +43,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_input_bytes: int = 100 * 1024 * 1024
     read_your_writes_timeout_s: float = 5.0
     max_long_poll_s: float = 60.0
+    # A request's head (request line and headers): larger ones are answered 431.
+    max_header_bytes: int = 64 * 1024
+    max_headers: int = 100
     # Read models: while concurrent work comes in, the projector commits at most this
     # often (more events per transaction, a little later); a job run alone never waits.
     projection_busy_interval_s: float = 0.02

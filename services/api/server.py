@@ -15,6 +15,8 @@ from collections.abc import Callable
 import uvicorn
 from starlette.types import ASGIApp
 
+from services.api._bounded_http import bounded_httptools
+
 __all__ = ["serve_http"]
 
 # What a long poll or an event stream still running at a stop is given to end.
@@ -33,16 +35,24 @@ class _Server(uvicorn.Server):
 
 
 def serve_http(
-    app: ASGIApp | str, host: str, port: int, *, on_stop: Callable[[], None] | None = None
+    app: ASGIApp | str,
+    host: str,
+    port: int,
+    *,
+    on_stop: Callable[[], None] | None = None,
+    max_header_bytes: int = 64 * 1024,
+    max_headers: int = 100,
 ) -> None:
     """Serve `app` (or the one at "module:attribute") until SIGINT or SIGTERM; `on_stop`
-    is called first thing when a stop begins."""
+    is called first thing when a stop begins. A request whose head (request line and
+    headers) is larger than `max_header_bytes` or has more than `max_headers` headers is
+    answered 431 and its connection closed."""
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
         loop="uvloop",
-        http="httptools",
+        http=bounded_httptools(max_header_bytes, max_headers),
         lifespan="auto",
         access_log=False,
         log_config=None,  # the caller's logging set-up stands

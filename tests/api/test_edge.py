@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import aiohttp
 import pytest
@@ -140,7 +141,9 @@ async def test_a_json_body_that_is_not_utf8_is_400(stack: Stack, path: str, fiel
     assert "not valid UTF-8" in reply.body["detail"]
 
 
-async def _multipart(client: Client, path: str, parts: list[tuple[str, str | bytes]]) -> dict:
+async def _multipart(
+    client: Client, path: str, parts: list[tuple[str, str | bytes]]
+) -> dict[str, Any]:
     form = aiohttp.FormData()
     for name, value in parts:
         if isinstance(value, bytes):
@@ -149,7 +152,7 @@ async def _multipart(client: Client, path: str, parts: list[tuple[str, str | byt
             form.add_field(name, value)
     reply = await client.request("POST", path, data=form)
     assert reply.status == 422, (reply.status, reply.body)
-    body: dict = reply.body
+    body: dict[str, Any] = reply.body
     return body
 
 
