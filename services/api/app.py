@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from events import ConcurrencyConflictError, StreamUnavailableError
+from events import ConcurrencyConflictError
 from projections.db import create_pool
 from projections.queries import InvalidCursorError
 from projections.watermark import ProjectionWatermark
@@ -25,6 +25,7 @@ from services.api import (
     routes_models,
     routes_webhooks,
 )
+from services.api._unavailable import unavailable_handlers
 from services.api.deps import ApiServices, json_response, services
 from services.api.problems import ApiError, handle_api_error, problem_response
 from services.blobstore import SIGNED_BLOB_ROUTE, BlobStore, FileBlobStore, signed_blob_endpoint
@@ -73,15 +74,6 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
         "Not found" if exc.status_code == 404 else "Request refused",
         detail.get(exc.status_code, str(exc.detail)),
         headers=dict(exc.headers or {}),
-    )
-
-
-async def _unavailable(request: Request, exc: Exception) -> Response:
-    return problem_response(
-        503,
-        "Event log unavailable",
-        "the event log did not answer in time; retry with the same Idempotency-Key",
-        headers={"Retry-After": "1"},
     )
 
 
@@ -159,9 +151,9 @@ def create_app(settings: Settings, *, blobs: BlobStore | None = None) -> Starlet
         exception_handlers={
             ApiError: handle_api_error,
             HTTPException: _http_exception,
-            StreamUnavailableError: _unavailable,
             ConcurrencyConflictError: _conflict,
             InvalidCursorError: _bad_cursor,
+            **unavailable_handlers(fallback=_internal),
             Exception: _internal,
         },
     )
