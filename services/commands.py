@@ -30,7 +30,7 @@ from events import (
     UserCreated,
     VersionUploaded,
 )
-from services.access import can_read_model
+from services.access import can_change_model, can_read_model
 from services.aggregates import (
     ModelState,
     fold_api_key,
@@ -153,21 +153,22 @@ class Commands:
     async def load_model(self, ctx: CommandContext, model_id: str, *, write: bool) -> ModelState:
         history = await self._store.read_aggregate("model", model_id)
         state = fold_model(history.events)
-        visible = (
-            state is not None
-            and not state.deleted
-            and can_read_model(
-                state.owner, "private" if write else state.visibility, ctx.actor, ctx.is_admin
-            )
-        )
-        if state is None or not visible:
+        if (
+            state is None
+            or state.deleted
+            or not can_read_model(state.owner, state.visibility, ctx.actor, ctx.is_admin)
+        ):
             raise NotFoundError(
                 f"model {model_id} not found",
                 hint="check the id with GET /v1/models; "
                 "private models are visible to their owner only",
             )
-        if write and state.owner != ctx.actor and not ctx.is_admin:
-            raise ForbiddenError(f"model {model_id} belongs to another user")
+        if write and not can_change_model(state.owner, ctx.actor, ctx.is_admin):
+            raise ForbiddenError(
+                f"model {model_id} is another user's public model: you may run it, but only "
+                "its owner can change it, delete it or upload versions",
+                hint="run it with POST /v1/jobs (-F model=...), or create a model of your own",
+            )
         return state
 
     async def create_model(

@@ -24,7 +24,7 @@ from services.api._job_waits import JobWaits
 from services.api._ready_versions import ReadyVersions
 from services.api.auth import KeyCache, Principal, authenticate
 from services.api.bodies import read_body
-from services.api.problems import ApiError
+from services.api.problems import ApiError, joined_detail
 from services.blobstore import BlobStore
 from services.commands import (
     CommandContext,
@@ -45,6 +45,7 @@ __all__ = [
     "json_response",
     "page_limit",
     "path_id",
+    "projected",
     "services",
     "visible_model",
     "wait_for_projection",
@@ -201,8 +202,13 @@ def page_limit(request: Request) -> int:
 def command_error(err: CommandError) -> ApiError:
     status = {NotFoundError: 404, ConflictError: 409, ForbiddenError: 403}.get(type(err), 400)
     title = {404: "Not found", 409: "Conflict", 403: "Forbidden"}.get(status, "Bad request")
-    detail = f"{err.message}: {err.hint}" if err.hint else err.message
-    return ApiError(status, title, detail)
+    return ApiError(status, title, joined_detail(err.message, err.hint))
+
+
+async def projected(svc: ApiServices, seq: int) -> None:
+    """Wait (up to CLINAI_READ_YOUR_WRITES_TIMEOUT_S) until the read models have applied
+    sequence `seq`, so that a command can answer with the resource it changed."""
+    await svc.watermark.wait_for(seq, svc.settings.read_your_writes_timeout_s)
 
 
 async def wait_for_projection(request: Request) -> None:

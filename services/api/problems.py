@@ -8,7 +8,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-__all__ = ["ApiError", "problem_response"]
+__all__ = ["ApiError", "joined_detail", "problem_response"]
 
 
 class ApiError(Exception):
@@ -29,6 +29,18 @@ class ApiError(Exception):
         self.detail = detail
         self.headers = headers or {}
         self.extra = extra or {}
+
+
+def joined_detail(message: str, hint: str) -> str:
+    """What went wrong and what to do, as one punctuated detail: a hint written as a
+    sentence follows a full stop ("… not a readable zip archive. Upload a .zip file…"),
+    one that is not follows a colon ("model m not found: check the id…")."""
+    message, hint = message.strip(), hint.strip()
+    if not hint or not message:
+        return message or hint
+    if message[-1] in ".!?:;":
+        return f"{message} {hint}"
+    return f"{message}{'. ' if hint[0].isupper() else ': '}{hint}"
 
 
 def problem_response(

@@ -24,11 +24,12 @@ from services.api.deps import (
     json_response,
     page_limit,
     path_id,
+    projected,
     readable_model,
     services,
     visible_model,
 )
-from services.api.problems import ApiError
+from services.api.problems import ApiError, joined_detail
 from services.api.uploads import ReceivedForm, receive_form
 from services.api.views import job_view
 from services.blobstore import BlobNotFoundError, FileBlobStore
@@ -204,7 +205,7 @@ def _webhook(svc: ApiServices, form: ReceivedForm) -> JobWebhook | None:
     try:
         svc.webhooks.check_url(url)
     except CommandError as err:
-        raise ApiError(422, "Invalid webhook", f"{err.message} {err.hint}".strip()) from err
+        raise ApiError(422, "Invalid webhook", joined_detail(err.message, err.hint)) from err
     raw_events = form.fields.get("webhook_events", "completed")
     wanted = tuple(e.strip() for e in raw_events.split(",") if e.strip())
     unknown = set(wanted) - _WEBHOOK_EVENTS
@@ -292,7 +293,9 @@ async def cancel_job(request: Request) -> Response:
         seq = await svc.commands.cancel_job(svc.context(request, caller), job_id)
     except CommandError as err:
         raise command_error(err) from err
-    return json_response({"id": job_id, "status": "cancel_requested"}, 202, seq=seq)
+    await projected(svc, seq)
+    job = await _visible_job(svc, caller, job_id)
+    return json_response(await job_view(job, svc.blobs), 202, seq=seq)
 
 
 async def job_outputs(request: Request) -> Response:

@@ -21,10 +21,11 @@ from services.api.deps import (
     json_response,
     page_limit,
     path_id,
+    projected,
     services,
     visible_model,
 )
-from services.api.problems import ApiError
+from services.api.problems import ApiError, joined_detail
 from services.api.uploads import drain_small_body, receive_file
 from services.api.views import model_view, version_view
 from services.commands import CommandError
@@ -113,7 +114,8 @@ async def update_model(request: Request) -> Response:
         )
     except CommandError as err:
         raise command_error(err) from err
-    return json_response({"id": model_id, "status": "updating"}, 202, seq=seq)
+    await projected(svc, seq)
+    return json_response(model_view(await _visible_model(request, caller)), 202, seq=seq)
 
 
 async def delete_model(request: Request) -> Response:
@@ -147,7 +149,7 @@ async def upload_version(request: Request) -> Response:
             info = await asyncio.to_thread(inspect_package, upload.path, limits)
         except PackageInvalidError as err:
             raise ApiError(
-                422, "Invalid model package", f"{err.message} {err.hint}".strip()
+                422, "Invalid model package", joined_detail(err.message, err.hint)
             ) from err
         version_id = ctx.resource_id("ver")
         package_key = f"packages/{version_id}/package.zip"

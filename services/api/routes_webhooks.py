@@ -20,9 +20,10 @@ from services.api.deps import (
     json_response,
     page_limit,
     path_id,
+    projected,
     services,
 )
-from services.api.problems import ApiError
+from services.api.problems import ApiError, joined_detail
 from services.commands import CommandError
 from services.notifier.commands import InvalidWebhookError
 from services.notifier.signing import default_secret, master_key
@@ -52,8 +53,7 @@ class UpdateWebhookBody(msgspec.Struct, forbid_unknown_fields=True):
 
 def _error(err: CommandError) -> ApiError:
     if isinstance(err, InvalidWebhookError):
-        detail = f"{err.message}: {err.hint}" if err.hint else err.message
-        return ApiError(422, "Invalid webhook", detail)
+        return ApiError(422, "Invalid webhook", joined_detail(err.message, err.hint))
     return command_error(err)
 
 
@@ -133,7 +133,8 @@ async def update_webhook(request: Request) -> Response:
         )
     except CommandError as err:
         raise _error(err) from err
-    return json_response({"id": webhook_id, "status": "updated"}, 202, seq=seq)
+    await projected(svc, seq)
+    return json_response(_view(await _visible(request, caller)), 202, seq=seq)
 
 
 async def delete_webhook(request: Request) -> Response:
