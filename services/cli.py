@@ -34,7 +34,12 @@ def _parser() -> argparse.ArgumentParser:
     proj_sub = projections.add_subparsers(dest="action", required=True)
     proj_sub.add_parser("rebuild", help="replay the stream into fresh tables and swap them in")
 
-    tail = sub.add_parser("tail", help="print the event log (reads JetStream directly)")
+    tail = sub.add_parser(
+        "tail",
+        help="print the event log (reads JetStream directly: CLINAI_NATS_URL, else the NATS "
+        "of the local stack `clinai up` runs on the data folder)",
+    )
+    tail.add_argument("--data-dir", type=Path, help="the local stack's data folder (./.clinai)")
     tail.add_argument("--type", dest="type_glob", help="event type or glob, e.g. 'Job*'")
     tail.add_argument("--aggregate", choices=AGGREGATES, help="one kind of aggregate")
     tail.add_argument("--id", dest="resource_id", help="one aggregate id")
@@ -66,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             asyncio.run(rebuild_command(Settings.from_env()))
         elif args.command == "tail":
-            return _tail(args, Settings.from_env())
+            return _tail(args, Settings.from_env(data_dir=args.data_dir))
     except SettingsError as err:
         print(f"clinai: {err}", file=sys.stderr)
         return 2
@@ -116,8 +121,7 @@ def _serve(service: str, settings: Settings) -> int:
 def _tail(args: argparse.Namespace, settings: Settings) -> int:
     from services.tail import TailOptions, parse_duration, run_tail
 
-    if settings.nats_url is None:
-        raise SettingsError("CLINAI_NATS_URL is not set: point it at the NATS server")
+    nats_url = settings.nats_url or _local_nats_url(settings.data_dir)
     try:
         options = TailOptions(
             type_glob=args.type_glob,
@@ -132,10 +136,25 @@ def _tail(args: argparse.Namespace, settings: Settings) -> int:
         print(f"clinai tail: {err}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(run_tail(settings.nats_url, settings.stream_name, options))
+        asyncio.run(run_tail(nats_url, settings.stream_name, options))
     except BrokenPipeError:  # piped into head & co
         sys.stderr.close()
     return 0
+
+
+def _local_nats_url(data_dir: Path) -> str:
+    """The NATS server `clinai up` runs for the stack on `data_dir` (it keeps the
+    embedded server's files in <data_dir>/nats)."""
+    from services.embedded import running_nats_url
+
+    url = running_nats_url(data_dir / "nats")
+    if url is None:
+        raise SettingsError(
+            f"CLINAI_NATS_URL is not set and no local stack runs on {data_dir.resolve()}: "
+            "start one with `clinai up` (or `make up`), run this in the folder it runs in "
+            "or pass its --data-dir, or set CLINAI_NATS_URL=nats://HOST:PORT"
+        )
+    return url
 
 
 if __name__ == "__main__":

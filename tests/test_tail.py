@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -32,6 +33,7 @@ from events import (
     decode_event,
 )
 from services._tail_format import format_human
+from services.embedded import EmbeddedNats
 from services.tail import TailOptions, parse_duration, tail
 
 T0 = datetime(2025, 3, 4, 5, 6, 7, 890_000, tzinfo=UTC)
@@ -180,3 +182,51 @@ def test_the_cli_prints_ndjson(nats_url: str) -> None:
         timeout=30,
     )
     assert bad.returncode == 2 and b"--id" in bad.stderr
+
+
+def test_the_cli_finds_the_local_stacks_nats_by_itself(tmp_path: Path) -> None:
+    """As the README shows it, after `clinai up` (or `make up`): no CLINAI_NATS_URL."""
+    data_dir = tmp_path / "stack"
+    server = EmbeddedNats(data_dir / "nats")  # where `clinai up` runs it
+    url = server.start_blocking()
+    try:
+
+        async def seed() -> None:
+            client = await nats.connect(url)
+            try:
+                await (await EventStore.open(client)).append(FIXED[1], expected=None)
+            finally:
+                await client.drain()
+
+        asyncio.run(seed())
+        env = {k: v for k, v in os.environ.items() if k != "CLINAI_NATS_URL"}
+        in_folder = subprocess.run(
+            [sys.executable, "-m", "services.cli", "tail", "--json"],
+            env={**env, "CLINAI_DATA_DIR": str(data_dir)},
+            capture_output=True,
+            timeout=30,
+        )
+        assert in_folder.returncode == 0, in_folder.stderr
+        [line] = in_folder.stdout.decode().splitlines()
+        assert decode_event(line.encode()) == FIXED[1]
+        by_option = subprocess.run(
+            [sys.executable, "-m", "services.cli", "tail", "--json", "--data-dir", str(data_dir)],
+            env=env,
+            capture_output=True,
+            timeout=30,
+            cwd=tmp_path,
+        )
+        assert by_option.returncode == 0, by_option.stderr
+        assert by_option.stdout == in_folder.stdout
+    finally:
+        server.stop_blocking()
+    stopped = subprocess.run(
+        [sys.executable, "-m", "services.cli", "tail"],
+        env={**env, "CLINAI_DATA_DIR": str(data_dir)},
+        capture_output=True,
+        timeout=30,
+    )
+    assert stopped.returncode == 2
+    message = stopped.stderr.decode()
+    assert "no local stack runs on" in message and str(data_dir) in message
+    assert "clinai up" in message and "CLINAI_NATS_URL=nats://" in message

