@@ -117,6 +117,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise SettingsError(
                 f"invalid setting: {err} (environment variable CLINAI_<FIELD>)"
             ) from err
+        if settings.max_header_bytes < 1024 or settings.max_headers < 8:
+            raise SettingsError(
+                "CLINAI_MAX_HEADER_BYTES must be at least 1024 and CLINAI_MAX_HEADERS at least 8"
+            )
         if settings.stream_replicas not in (1, 3, 5):
             raise SettingsError("CLINAI_STREAM_REPLICAS must be 1, 3 or 5")
         if not 0 <= settings.projection_busy_interval_s <= 1:

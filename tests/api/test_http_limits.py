@@ -9,7 +9,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import aiohttp
+import pytest
 
+from services.settings import Settings, SettingsError
 from tests.api._raw import raw_request
 from tests.api.conftest import Stack
 
@@ -101,3 +103,9 @@ async def _a_kept_connection_counts_each_head_afresh(stack: Stack) -> None:
             big_head = {f"X-H{n}": "v" * 500 for n in range(90)}
             async with http.get(f"{stack.url}/healthz", headers=big_head) as resp:
                 assert resp.status == 200
+
+
+def test_header_limits_too_small_to_serve_are_refused_as_settings() -> None:
+    with pytest.raises(SettingsError, match="CLINAI_MAX_HEADER_BYTES"):
+        Settings.from_env({"CLINAI_MAX_HEADER_BYTES": "100"})
+    assert Settings.from_env({"CLINAI_MAX_HEADERS": "200"}).max_headers == 200
