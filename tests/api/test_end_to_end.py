@@ -4,6 +4,7 @@ them: projector, API, builder and executor on the process runtime (bubblewrap)."
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import shutil
 import uuid
@@ -183,3 +184,52 @@ async def test_a_submission_with_wait_answers_with_the_ended_job(full_stack: Sta
     assert (await alice.post(f"/v1/jobs/{pending.body['id']}/cancel")).status == 202
     bad = await alice.upload("/v1/jobs?wait=soon", "input", "in.png", png, version=noop)
     assert bad.status == 422 and "wait" in bad.body["detail"]
+
+
+async def test_a_large_result_is_answered_inline_while_the_event_holds_its_claim_check(
+    full_stack: Stack,
+) -> None:
+    alice = await new_user(full_stack.url, full_stack.admin_key, "alice")
+    version_id = await _upload(alice, zip_folder(PACKAGES / "big_result"))
+    assert (await _wait_version(alice, version_id))["status"] == "ready"
+    size = 2 * 1024 * 1024
+    job = await _run(alice, version_id, _png(), params=f'{{"size": {size}}}')
+    assert job["status"] == "succeeded", {k: v for k, v in job.items() if k != "result"}
+    expected = {"blob": "x" * size, "end": "fin ✓"}
+    assert job["result"] == expected  # inline, as for a small result
+    ref = job["result_blob"]
+    assert ref["size_bytes"] > size and "key" not in ref
+    # The result alone, and by its signed link: the same bytes, with the recorded hash.
+    alone = await alice.get(f"/v1/jobs/{job['id']}/result")
+    assert alone.status == 200 and alone.body == expected
+    async with aiohttp.ClientSession() as http, http.get(ref["url"]) as resp:
+        assert resp.status == 200
+        assert hashlib.sha256(await resp.read()).hexdigest() == ref["sha256"]
+    # A list names it without carrying it.
+    listed = (await alice.get("/v1/jobs")).body["items"]
+    [item] = [j for j in listed if j["id"] == job["id"]]
+    assert item["result"] is None and item["result_blob"]["sha256"] == ref["sha256"]
+    # Someone else's job's result is not found.
+    bob = await new_user(full_stack.url, full_stack.admin_key, "bob")
+    assert (await bob.get(f"/v1/jobs/{job['id']}/result")).status == 404
+    # A small result stays in the event and answers the same way.
+    small = await _run(alice, version_id, _png(), params='{"size": 3}')
+    assert small["result"] == {"blob": "xxx", "end": "fin ✓"} and small["result_blob"] is None
+    assert (await alice.get(f"/v1/jobs/{small['id']}/result")).body == small["result"]
+
+
+async def test_the_result_of_a_job_without_one_is_a_409_that_says_why(full_stack: Stack) -> None:
+    alice = await new_user(full_stack.url, full_stack.admin_key, "alice")
+    sleeper = await _upload(alice, zip_folder(PACKAGES / "sleeper"))
+    assert (await _wait_version(alice, sleeper))["status"] == "ready"
+    created = (
+        await alice.upload("/v1/jobs", "input", "in.png", _png(), version=sleeper)
+    ).body  # fmt: skip
+    after = {"after_seq": str(created["seq"])}
+    pending = await alice.get(f"/v1/jobs/{created['id']}/result", params=after)
+    assert pending.status == 409 and "?wait=" in pending.body["detail"]
+    assert (await alice.post(f"/v1/jobs/{created['id']}/cancel")).status == 202
+    ended = await alice.get(f"/v1/jobs/{created['id']}", params={"wait": "10"})
+    assert ended.body["status"] == "canceled"
+    canceled = await alice.get(f"/v1/jobs/{created['id']}/result")
+    assert canceled.status == 409 and "error_kind" in canceled.body["detail"]
