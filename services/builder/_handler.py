@@ -160,6 +160,8 @@ class BuildHandler:
                 file=directory / "build.log",
                 envelope=lambda: self._envelope(uploaded),
                 flush_interval_s=self._flush_interval,
+                # Users see paths relative to their package, never the host's layout.
+                hide=((str(directory / "package"), "."), (str(self._work_dir.parent), "<data>")),
             ) as build_log:
                 result: Artifact | _Failure
                 try:
