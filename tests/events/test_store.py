@@ -15,6 +15,7 @@ from events import (
     EventTooLargeError,
     JobRequested,
     JobStarted,
+    JobSucceeded,
     ModelCreated,
     ModelNameClaimed,
     decode_event,
@@ -221,3 +222,11 @@ def test_old_events_still_decode() -> None:
     assert isinstance(event, JobRequested)
     assert event.timeout_s == 60.0
     assert event.webhook is None
+    # A JobSucceeded from before results could be claim-checked.
+    raw = (
+        b'{"type":"JobSucceeded","id":"e","aggregate_id":"job_x","occurred_at":"2026-01-01T00:00:00Z",'
+        b'"actor":"u","correlation_id":"c","result":{"a":1}}'
+    )
+    done = decode_event(raw)
+    assert isinstance(done, JobSucceeded)
+    assert done.result == {"a": 1} and done.result_blob is None and done.outputs_blob is None
