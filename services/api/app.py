@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from events import ConcurrencyConflictError, StreamUnavailableError
+from events import ConcurrencyConflictError, EventTooLargeError, StreamUnavailableError
 from projections.db import create_pool
 from projections.queries import InvalidCursorError
 from projections.watermark import ProjectionWatermark
@@ -91,6 +91,16 @@ async def _conflict(request: Request, exc: Exception) -> Response:
     )
 
 
+async def _too_large(request: Request, exc: Exception) -> Response:
+    size = exc.size if isinstance(exc, EventTooLargeError) else 0
+    return problem_response(
+        413,
+        "Request too large",
+        f"the request would record an event of {size} bytes, more than the event log "
+        "takes; send shorter fields",
+    )
+
+
 async def _bad_cursor(request: Request, exc: Exception) -> Response:
     return problem_response(422, "Invalid cursor", f"{exc}")
 
@@ -161,6 +171,7 @@ def create_app(settings: Settings, *, blobs: BlobStore | None = None) -> Starlet
             HTTPException: _http_exception,
             StreamUnavailableError: _unavailable,
             ConcurrencyConflictError: _conflict,
+            EventTooLargeError: _too_large,
             InvalidCursorError: _bad_cursor,
             Exception: _internal,
         },

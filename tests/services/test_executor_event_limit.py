@@ -4,7 +4,6 @@ here takes 128 KiB messages, while results up to 256 KiB are kept in the event."
 
 from __future__ import annotations
 
-import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,10 +13,9 @@ import pytest
 from events import EventStore, JobFailed
 from services.blobstore import FileBlobStore
 from services.commands import Commands
-from services.embedded import EmbeddedNats
-from services.embedded.nats import find_nats_server
 from services.settings import Settings
 from tests._infra import wait_until
+from tests._small_nats import small_nats
 from tests.services._support import (
     ModelPackage,
     events_of,
@@ -38,19 +36,9 @@ MODEL = {
 
 @pytest.fixture
 def nats_url(tmp_path: Path) -> Iterator[str]:
-    """Overrides the suite's: a server whose max_payload is 128 KiB (set in a config
-    file that the launcher passes before the usual flags)."""
-    conf = tmp_path / "small.conf"
-    conf.write_text(f"max_payload: {MAX_PAYLOAD}\n")
-    launcher = tmp_path / "nats-server"
-    launcher.write_text(f'#!/bin/sh\nexec {find_nats_server()} -c {conf} "$@"\n')
-    launcher.chmod(launcher.stat().st_mode | stat.S_IXUSR)
-    server = EmbeddedNats(tmp_path / "nats", binary=launcher)
-    url = server.start_blocking()
-    try:
+    """Overrides the suite's: a server whose max_payload is 128 KiB."""
+    with small_nats(tmp_path / "small-nats", MAX_PAYLOAD) as url:
         yield url
-    finally:
-        server.stop_blocking()
 
 
 @pytest.fixture
