@@ -97,9 +97,7 @@ class BuildLog:
             raise self._error
         if not text:
             return
-        for path, shown in self._hide:
-            if path in text:
-                text = text.replace(path, shown)
+        text = self.hidden(text)
         if self._file is not None:
             self._file.write(text.encode(errors="replace"))
         self._tail.extend(text.splitlines())
@@ -107,6 +105,13 @@ class BuildLog:
         self._buffered += len(text)
         if self._buffered >= self._flush_bytes:
             await self.flush()
+
+    def hidden(self, text: str) -> str:
+        """`text` with the host paths this log hides replaced."""
+        for path, shown in self._hide:
+            if path in text:
+                text = text.replace(path, shown)
+        return text
 
     def tail(self) -> str:
         return "\n".join(self._tail)
