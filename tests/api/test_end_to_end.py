@@ -95,6 +95,9 @@ async def test_example_model_from_upload_to_grayscale_output(full_stack: Stack) 
     assert seen_while_building
     build_log = "".join(c["text"] for c in log["chunks"])
     assert "unpack the package" in build_log  # a layer cache may skip pip's own output
+    # Users see what ran, not where the platform keeps its files.
+    for host_path in (str(full_stack.data_dir), str(full_stack.data_dir.resolve()), ".venv/"):
+        assert host_path not in build_log, host_path
 
     job = await _run(alice, version_id, _png(32, 24))
     assert job["status"] == "succeeded", job
