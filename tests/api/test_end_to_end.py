@@ -219,6 +219,15 @@ async def test_a_large_result_is_answered_inline_while_the_event_holds_its_claim
     small = await _run(alice, version_id, _png(), params='{"size": 3}')
     assert small["result"] == {"blob": "xxx", "end": "fin ✓"} and small["result_blob"] is None
     assert (await alice.get(f"/v1/jobs/{small['id']}/result")).body == small["result"]
+    # A list of outputs too long for an event is read back from its blob.
+    many = await _run(alice, version_id, _png(), params='{"size": 3, "outputs": 300}')
+    assert many["status"] == "succeeded" and len(many["outputs"]) == 300
+    listed_outputs = (await alice.get(f"/v1/jobs/{many['id']}/outputs")).body["items"]
+    assert [o["name"] for o in listed_outputs] == [o["name"] for o in many["outputs"]]
+    name = "d" * 200 + "/" + "e" * 200 + "/0299-" + "f" * 200
+    [last] = [o for o in listed_outputs if o["name"] == name]
+    async with aiohttp.ClientSession() as http, http.get(last["url"]) as resp:
+        assert resp.status == 200 and await resp.read() == b"299"
 
 
 async def test_the_result_of_a_job_without_one_is_a_409_that_says_why(full_stack: Stack) -> None:
