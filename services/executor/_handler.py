@@ -357,12 +357,13 @@ def _outcome_too_large(
     event: JobSucceeded | JobFailed, err: EventTooLargeError, attempt: int
 ) -> JobFailed:
     """The small failure recorded instead of an outcome the event log cannot hold."""
-    fields = {f: getattr(event, f) for f in ("aggregate_id", "occurred_at", "actor")}
     return JobFailed(
         id=new_event_id(),
+        aggregate_id=event.aggregate_id,
+        occurred_at=event.occurred_at,
+        actor=event.actor,
         correlation_id=event.correlation_id,
         causation_id=event.causation_id,
-        **fields,
         kind="output_limit",
         message=(
             f"the job's outcome is {err.size} bytes, more than the event log takes "
