@@ -72,9 +72,7 @@ class EventStore:
         self._js: JetStreamContext = nc.jetstream(timeout=timeout)
         self.stream = stream
         self._timeout = timeout
-        # The largest message the server takes (headers and payload), from its INFO;
-        # `open` lowers it to the stream's own max_msg_size when that is smaller.
-        self._max_message = int(nc.max_payload)
+        self._stream_max_message = 0  # the stream's own max_msg_size (0: none), from `open`
 
     @classmethod
     async def open(
@@ -129,22 +127,25 @@ class EventStore:
                 "JetStream is not enabled on the NATS server",
                 hint="start nats-server with -js",
             ) from err
-        stream_limit = info.config.max_msg_size or -1
-        if 0 < stream_limit < self._max_message:
-            self._max_message = stream_limit
+        self._stream_max_message = max(info.config.max_msg_size or 0, 0)
 
     @property
     def max_message_bytes(self) -> int:
-        """The largest message (headers and encoded event) an append may send."""
-        return self._max_message
+        """The largest message (headers and encoded event) an append may send: the
+        max_payload in the INFO of the server the connection is on (read again after a
+        reconnect, maybe to another server), or the stream's max_msg_size if smaller."""
+        server = int(self._nc.max_payload)
+        stream = self._stream_max_message
+        return min(server, stream) if stream else server
 
     def _checked_payload(self, event: Event, headers: dict[str, str]) -> bytes:
         """The encoded event, or EventTooLargeError when its message would exceed what
         the server accepts: refused here, before anything of it is sent."""
         payload = encode_event(event)
         size = len(payload) + _headers_size(headers)
-        if size > self._max_message:
-            raise EventTooLargeError(event.type, event.aggregate_id, size, self._max_message)
+        limit = self.max_message_bytes
+        if size > limit:
+            raise EventTooLargeError(event.type, event.aggregate_id, size, limit)
         return payload
 
     # --- appending --------------------------------------------------------------------------
