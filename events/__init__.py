@@ -7,6 +7,7 @@ from events.codec import decode_event, encode_event, event_to_builtins
 from events.errors import (
     ConcurrencyConflictError,
     EventStoreError,
+    EventTooLargeError,
     ServerTooOldError,
     StreamUnavailableError,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "ConcurrencyConflictError",
     "EventStore",
     "EventStoreError",
+    "EventTooLargeError",
     "ServerTooOldError",
     "StoredEvent",
     "StreamUnavailableError",

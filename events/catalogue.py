@@ -15,6 +15,7 @@ __all__ = [
     "AnyEvent",
     "ApiKeyIssued",
     "ApiKeyRevoked",
+    "BlobRef",
     "BuildFailed",
     "BuildLogAppended",
     "BuildStarted",
@@ -50,7 +51,13 @@ __all__ = [
 
 Visibility = Literal["private", "public"]
 FailureKind = Literal[
-    "model_error", "timeout", "out_of_memory", "crashed", "canceled", "infrastructure"
+    "model_error",
+    "timeout",
+    "out_of_memory",
+    "crashed",
+    "canceled",
+    "infrastructure",
+    "output_limit",
 ]
 
 
@@ -207,6 +214,15 @@ class OutputFile(msgspec.Struct, frozen=True, kw_only=True):
     content_type: str = "application/octet-stream"
 
 
+class BlobRef(msgspec.Struct, frozen=True, kw_only=True):
+    """A claim check: a payload too large for an event, stored in the blob store under
+    `key`; `size_bytes` and `sha256` are of the stored bytes."""
+
+    key: str
+    size_bytes: int
+    sha256: str
+
+
 class JobTimings(msgspec.Struct, frozen=True, kw_only=True):
     queued_s: float = 0.0
     setup_s: float = 0.0
@@ -233,11 +249,17 @@ class JobStarted(Event, frozen=True, kw_only=True):
 
 
 class JobSucceeded(Event, frozen=True, kw_only=True):
+    """A large result or outputs list is not in the event: `result_blob` /
+    `outputs_blob` hold its claim check (JSON in the blob store), and `result` /
+    `outputs` are then empty. Events written before these fields decode with None."""
+
     aggregate: ClassVar[str] = "job"
     outputs: tuple[OutputFile, ...] = ()
     result: dict[str, Any] = {}
     timings: JobTimings = JobTimings()
     log_key: str | None = None
+    result_blob: BlobRef | None = None
+    outputs_blob: BlobRef | None = None
 
 
 class JobFailed(Event, frozen=True, kw_only=True):

@@ -5,6 +5,7 @@ from __future__ import annotations
 __all__ = [
     "ConcurrencyConflictError",
     "EventStoreError",
+    "EventTooLargeError",
     "ServerTooOldError",
     "StreamUnavailableError",
 ]
@@ -38,3 +39,19 @@ class StreamUnavailableError(EventStoreError):
 
 class ServerTooOldError(EventStoreError):
     """The NATS server is older than the minimum version ClinAI needs."""
+
+
+class EventTooLargeError(EventStoreError):
+    """An event's encoded message is larger than the server accepts (its `max_payload`):
+    it was not appended. Nothing is retried: the same event never fits."""
+
+    def __init__(self, event_type: str, aggregate_id: str, size: int, limit: int) -> None:
+        super().__init__(
+            f"{event_type} of {aggregate_id} is {size} bytes, more than the event log "
+            f"accepts ({limit} bytes per message)",
+            hint="store large payloads in the blob store and record their key (claim check)",
+        )
+        self.event_type = event_type
+        self.aggregate_id = aggregate_id
+        self.size = size
+        self.limit = limit

@@ -34,6 +34,7 @@ from events.codec import decode_event, encode_event
 from events.errors import (
     ConcurrencyConflictError,
     EventStoreError,
+    EventTooLargeError,
     ServerTooOldError,
     StreamUnavailableError,
 )
@@ -71,6 +72,7 @@ class EventStore:
         self._js: JetStreamContext = nc.jetstream(timeout=timeout)
         self.stream = stream
         self._timeout = timeout
+        self._stream_max_message = 0  # the stream's own max_msg_size (0: none), from `open`
 
     @classmethod
     async def open(
@@ -110,11 +112,11 @@ class EventStore:
         )
         try:
             try:
-                await self._js.add_stream(config)
+                info = await self._js.add_stream(config)
             except APIError as err:
                 if err.err_code != 10058:  # stream name already in use with another config
                     raise
-                await self._js.update_stream(config)
+                info = await self._js.update_stream(config)
         except nats.errors.TimeoutError as err:
             raise StreamUnavailableError(
                 "JetStream did not answer while creating the stream",
@@ -125,6 +127,26 @@ class EventStore:
                 "JetStream is not enabled on the NATS server",
                 hint="start nats-server with -js",
             ) from err
+        self._stream_max_message = max(info.config.max_msg_size or 0, 0)
+
+    @property
+    def max_message_bytes(self) -> int:
+        """The largest message (headers and encoded event) an append may send: the
+        max_payload in the INFO of the server the connection is on (read again after a
+        reconnect, maybe to another server), or the stream's max_msg_size if smaller."""
+        server = int(self._nc.max_payload)
+        stream = self._stream_max_message
+        return min(server, stream) if stream else server
+
+    def _checked_payload(self, event: Event, headers: dict[str, str]) -> bytes:
+        """The encoded event, or EventTooLargeError when its message would exceed what
+        the server accepts: refused here, before anything of it is sent."""
+        payload = encode_event(event)
+        size = len(payload) + _headers_size(headers)
+        limit = self.max_message_bytes
+        if size > limit:
+            raise EventTooLargeError(event.type, event.aggregate_id, size, limit)
+        return payload
 
     # --- appending --------------------------------------------------------------------------
 
@@ -140,8 +162,9 @@ class EventStore:
         if expected is not None:
             headers[_EXPECTED_SEQ] = str(expected)
             headers[_EXPECTED_SUBJECT] = aggregate_filter(event.aggregate, event.aggregate_id)
+        payload = self._checked_payload(event, headers)
         try:
-            ack = await self._js.publish(subject, encode_event(event), headers=headers)
+            ack = await self._js.publish(subject, payload, headers=headers)
         except APIError as err:
             if err.err_code in _WRONG_LAST_SEQUENCE and expected is not None:
                 return await self._stored_seq_or_conflict([event], expected, err)
@@ -163,25 +186,27 @@ class EventStore:
             return await self.append(event, expected=expected)
         batch_id = items[0][0].id
         last = len(items)
+        messages: list[tuple[str, bytes, dict[str, str]]] = []
+        for n, (event, expected) in enumerate(items, start=1):
+            subject = event_subject(event.aggregate, event.aggregate_id, event.type)
+            headers = {
+                _MSG_ID: event.id,
+                "Nats-Batch-Id": batch_id,
+                "Nats-Batch-Sequence": str(n),
+            }
+            if expected is not None:
+                headers[_EXPECTED_SEQ] = str(expected)
+                headers[_EXPECTED_SUBJECT] = aggregate_filter(event.aggregate, event.aggregate_id)
+            if n == last:
+                headers["Nats-Batch-Commit"] = "1"
+            # Every message is checked before the first is sent: all or none.
+            messages.append((subject, self._checked_payload(event, headers), headers))
         reply: dict[str, Any] | None = None
         try:
-            for n, (event, expected) in enumerate(items, start=1):
-                subject = event_subject(event.aggregate, event.aggregate_id, event.type)
-                headers = {
-                    _MSG_ID: event.id,
-                    "Nats-Batch-Id": batch_id,
-                    "Nats-Batch-Sequence": str(n),
-                }
-                if expected is not None:
-                    headers[_EXPECTED_SEQ] = str(expected)
-                    headers[_EXPECTED_SUBJECT] = aggregate_filter(
-                        event.aggregate, event.aggregate_id
-                    )
-                payload = encode_event(event)
+            for n, (subject, payload, headers) in enumerate(messages, start=1):
                 if n < last:
                     await self._nc.publish(subject, payload, headers=headers)
                 else:
-                    headers["Nats-Batch-Commit"] = "1"
                     msg = await self._nc.request(
                         subject, payload, headers=headers, timeout=self._timeout
                     )
@@ -369,6 +394,13 @@ class EventStore:
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+
+
+def _headers_size(headers: dict[str, str]) -> int:
+    """The bytes the headers take in the message: the `NATS/1.0` line, one `name: value`
+    line each and an empty line, each line ending in CRLF (the server counts them
+    against max_payload)."""
+    return 12 + sum(len(name) + len(value.encode()) + 4 for name, value in headers.items())
 
 
 def _stream_seq(msg: Msg) -> int:

@@ -118,6 +118,8 @@ JOBS: Final = TableSpec(
         "attempt",
         "result",
         "outputs",
+        "result_blob",
+        "outputs_blob",
         "error_kind",
         "error_message",
         "traceback",

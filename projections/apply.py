@@ -241,6 +241,8 @@ def fold(events: Iterable[StoredEvent], tables: Tables) -> set[tuple[str, Any]]:
                     "attempt": 0,
                     "result": None,
                     "outputs": [],
+                    "result_blob": None,
+                    "outputs_blob": None,
                     "error_kind": None,
                     "error_message": None,
                     "traceback": None,
@@ -325,8 +327,10 @@ def _fold_job(
             if terminal:
                 return False
             row["status"] = "succeeded"
-            row["result"] = event.result
+            row["result"] = event.result if event.result_blob is None else None
             row["outputs"] = msgspec.to_builtins(event.outputs)
+            row["result_blob"] = msgspec.to_builtins(event.result_blob)
+            row["outputs_blob"] = msgspec.to_builtins(event.outputs_blob)
             row["timings"] = msgspec.to_builtins(event.timings)
             row["log_key"] = event.log_key
             row["finished_at"] = at

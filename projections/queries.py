@@ -124,6 +124,9 @@ class JobView(msgspec.Struct, frozen=True, kw_only=True):
     finished_at: datetime | None
     updated_at: datetime
     last_seq: int
+    # Claim checks ({key, size_bytes, sha256}) of a result / outputs list kept as a blob.
+    result_blob: dict[str, Any] | None = None
+    outputs_blob: dict[str, Any] | None = None
 
 
 class BuildLogChunk(msgspec.Struct, frozen=True, kw_only=True):

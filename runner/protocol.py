@@ -21,7 +21,8 @@ Worker -> host, one per job::
      "error_type": "ValueError", "message": "...", "traceback": "...", "duration_s": 0.5}
 
 ``error_type`` is the exception class name, or ``InvalidResult`` when ``run`` returned
-something that is not a JSON-serialisable dict. The host closes stdin to stop a worker.
+something that is not a JSON-serialisable dict, or ``ResultTooLarge`` when the response
+does not fit in one frame. The host closes stdin to stop a worker.
 Everything the user's code prints goes to ``log_path`` (fd level), never to this stream.
 """
 
@@ -36,6 +37,7 @@ __all__ = [
     "HEADER",
     "INVALID_RESULT",
     "MAX_FRAME",
+    "RESULT_TOO_LARGE",
     "ProtocolError",
     "encode",
     "read_frame",
@@ -45,6 +47,7 @@ __all__ = [
 HEADER = struct.Struct(">I")
 MAX_FRAME = 16 * 1024 * 1024
 INVALID_RESULT = "InvalidResult"
+RESULT_TOO_LARGE = "ResultTooLarge"
 
 
 class ProtocolError(Exception):

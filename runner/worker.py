@@ -22,7 +22,15 @@ import traceback
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
-from runner.protocol import INVALID_RESULT, ProtocolError, encode, read_frame, write_frame
+from runner.protocol import (
+    INVALID_RESULT,
+    MAX_FRAME,
+    RESULT_TOO_LARGE,
+    ProtocolError,
+    encode,
+    read_frame,
+    write_frame,
+)
 
 __all__ = ["main"]
 
@@ -119,14 +127,22 @@ def _send(fd: int, frame: dict[str, Any]) -> None:
     try:
         data = encode(frame)
     except (ProtocolError, TypeError, ValueError) as err:
+        error_type, message = INVALID_RESULT, f"the response could not be sent: {err}"
+        if isinstance(err, ProtocolError):  # larger than a frame
+            error_type = RESULT_TOO_LARGE
+            message = (
+                f"the result run() returned is larger than a worker can send ({MAX_FRAME} "
+                "bytes of JSON); return a small summary and write large data as files into "
+                "output_dir"
+            )
         data = encode(
             {
                 "type": frame.get("type"),
                 "job_id": frame.get("job_id"),
                 "ok": False,
                 "result": None,
-                "error_type": INVALID_RESULT,
-                "message": f"the response could not be sent: {err}",
+                "error_type": error_type,
+                "message": message,
                 "duration_s": frame.get("duration_s", 0.0),
             }
         )

@@ -115,7 +115,12 @@ def _details(event: AnyEvent) -> str:
         case JobStarted():
             return _kv(worker=event.worker, attempt=event.attempt)
         case JobSucceeded():
-            return _kv(outputs=len(event.outputs), run_s=event.timings.run_s)
+            blobs = event.result_blob, event.outputs_blob
+            return _kv(
+                outputs=len(event.outputs) if blobs[1] is None else "in-blob",
+                result_bytes=None if blobs[0] is None else blobs[0].size_bytes,
+                run_s=event.timings.run_s,
+            )
         case JobFailed():
             return _kv(
                 kind=event.kind, message=repr(_short(event.message)), attempts=event.attempts

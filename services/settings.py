@@ -16,6 +16,8 @@ import msgspec
 __all__ = ["Settings", "SettingsError"]
 
 _DEBIAN_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+_MAX_RESULT_INLINE_BYTES = 256 * 1024
+_MAX_RESULT_BYTES = 15 * 1024 * 1024
 
 
 def _decode_path(kind: type, value: Any) -> Any:
@@ -68,6 +70,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     job_timeout_s: float = 60.0
     job_timeout_max_s: float = 3600.0
     job_max_attempts: int = 3
+    # A job's result (its JSON) or list of outputs larger than this is stored as a blob
+    # and the event carries its key, size and SHA-256 (a claim check); a result larger
+    # than result_max_bytes fails the job with kind output_limit.
+    result_inline_bytes: int = 64 * 1024
+    result_max_bytes: int = 8 * 1024 * 1024
     worker_memory_mb: int = 1024
     worker_max_processes: int = 64
     worker_idle_timeout_s: float = 300.0
@@ -127,6 +134,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise SettingsError("CLINAI_PROJECTION_BUSY_INTERVAL_S must be from 0 to 1 (seconds)")
         if settings.job_timeout_s > settings.job_timeout_max_s:
             raise SettingsError("CLINAI_JOB_TIMEOUT_S must not exceed CLINAI_JOB_TIMEOUT_MAX_S")
+        if not 1024 <= settings.result_inline_bytes <= _MAX_RESULT_INLINE_BYTES:
+            raise SettingsError(
+                f"CLINAI_RESULT_INLINE_BYTES must be from 1024 to {_MAX_RESULT_INLINE_BYTES} "
+                "(an event must stay well under the NATS server's max_payload)"
+            )
+        if not settings.result_inline_bytes <= settings.result_max_bytes <= _MAX_RESULT_BYTES:
+            raise SettingsError(
+                "CLINAI_RESULT_MAX_BYTES must be at least CLINAI_RESULT_INLINE_BYTES and at "
+                f"most {_MAX_RESULT_BYTES} (a worker's reply is limited to 16 MiB)"
+            )
         if settings.webhook_timeout_s <= 0 or settings.webhook_retry_base_s <= 0:
             raise SettingsError(
                 "CLINAI_WEBHOOK_TIMEOUT_S and CLINAI_WEBHOOK_RETRY_BASE_S must be positive"

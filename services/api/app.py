@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from events import ConcurrencyConflictError
+from events import ConcurrencyConflictError, EventTooLargeError
 from projections.db import create_pool
 from projections.queries import InvalidCursorError
 from projections.watermark import ProjectionWatermark
@@ -80,6 +80,16 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
 async def _conflict(request: Request, exc: Exception) -> Response:
     return problem_response(
         409, "Conflict", "the resource changed concurrently; re-read it and retry"
+    )
+
+
+async def _too_large(request: Request, exc: Exception) -> Response:
+    size = exc.size if isinstance(exc, EventTooLargeError) else 0
+    return problem_response(
+        413,
+        "Request too large",
+        f"the request would record an event of {size} bytes, more than the event log "
+        "takes; send shorter fields",
     )
 
 
@@ -152,6 +162,7 @@ def create_app(settings: Settings, *, blobs: BlobStore | None = None) -> Starlet
             ApiError: handle_api_error,
             HTTPException: _http_exception,
             ConcurrencyConflictError: _conflict,
+            EventTooLargeError: _too_large,
             InvalidCursorError: _bad_cursor,
             **unavailable_handlers(fallback=_internal),
             Exception: _internal,

@@ -16,6 +16,7 @@ from starlette.routing import Route
 from events import JobWebhook
 from projections import queries
 from services.aggregates import TERMINAL_JOB_STATUSES
+from services.api._job_result import job_response, result_response
 from services.api.auth import Principal
 from services.api.deps import (
     ApiServices,
@@ -101,7 +102,7 @@ async def create_job(request: Request) -> Response:
         if svc.watermark.checkpoint >= seq:  # else its row may not exist yet
             job = await _settled_job(svc, caller, job_id, deadline)
             ended = job.status in TERMINAL_JOB_STATUSES
-            return json_response(await job_view(job, svc.blobs), 200 if ended else 202, seq=seq)
+            return await job_response(job, svc.blobs, 200 if ended else 202, seq=seq)
     return json_response(
         {
             "id": job_id,
@@ -223,7 +224,15 @@ async def get_job(request: Request) -> Response:
     caller = await svc.caller(request)
     deadline = time.monotonic() + _wait_s(svc, request)
     job = await _settled_job(svc, caller, path_id(request, "job_id"), deadline)
-    return json_response(await job_view(job, svc.blobs))
+    return await job_response(job, svc.blobs)
+
+
+async def job_result(request: Request) -> Response:
+    """The result alone, streamed when it is large (see `_job_result`)."""
+    svc = services(request)
+    caller = await svc.caller(request)
+    job = await _visible_job(svc, caller, path_id(request, "job_id"))
+    return await result_response(job, svc.blobs)
 
 
 def _wait_s(svc: ApiServices, request: Request) -> float:
@@ -341,6 +350,7 @@ routes = [
     Route("/v1/jobs", list_jobs, methods=["GET"]),
     Route("/v1/jobs/{job_id}", get_job, methods=["GET"]),
     Route("/v1/jobs/{job_id}/cancel", cancel_job, methods=["POST"]),
+    Route("/v1/jobs/{job_id}/result", job_result, methods=["GET"]),
     Route("/v1/jobs/{job_id}/outputs", job_outputs, methods=["GET"]),
     Route("/v1/jobs/{job_id}/log", job_log, methods=["GET"]),
 ]

@@ -2,7 +2,8 @@
 the key rules shared by all backends.
 
 Keys are '/'-separated relative paths such as `packages/<version>/package.zip`,
-`inputs/<job>/<name>`, `outputs/<job>/<name>`, `logs/...`.
+`inputs/<job>/<name>`, `outputs/<job>/<name>`, `results/<job>/<what>-<sha256>.json` (a
+result or outputs list too large for an event), `logs/...`.
 """
 
 from __future__ import annotations

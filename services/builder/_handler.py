@@ -160,6 +160,8 @@ class BuildHandler:
                 file=directory / "build.log",
                 envelope=lambda: self._envelope(uploaded),
                 flush_interval_s=self._flush_interval,
+                # Users see paths relative to their package, never the host's layout.
+                hide=((str(directory / "package"), "."), (str(self._work_dir.parent), "<data>")),
             ) as build_log:
                 result: Artifact | _Failure
                 try:
@@ -172,10 +174,12 @@ class BuildHandler:
             duration = time.monotonic() - began
             final: VersionBuilt | BuildFailed
             if isinstance(result, _Failure):
+                # Bounded, so that the event always fits in the log.
+                tail = build_log.hidden(result.log_tail)[-_MAX_TAIL_CHARS:]
                 final = BuildFailed(
                     **envelope,
-                    reason=result.reason,
-                    log_tail=result.log_tail or build_log.tail(),
+                    reason=build_log.hidden(result.reason)[:_MAX_REASON_CHARS],
+                    log_tail=tail or build_log.tail(),
                     log_key=log_key,
                     duration_s=duration,
                 )
@@ -249,4 +253,6 @@ class BuildHandler:
 
 
 # Failures that may pass: retried on a later delivery (a new attempt).
+_MAX_REASON_CHARS = 8 * 1024
+_MAX_TAIL_CHARS = 32 * 1024
 _Retryable = (BlobError, EventStoreError, RuntimeError_, OSError)

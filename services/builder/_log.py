@@ -5,6 +5,8 @@ Lines are batched: a chunk goes out every `flush_interval_s` or as soon as
 pip line. Every append carries the version aggregate's expected sequence, tracked from
 chunk to chunk: if another builder took the version over, the next append conflicts and
 this build stops (`SupersededError`). The full log is kept in a file for the blob store.
+Host paths given as `hide` are replaced in everything written (users see paths relative
+to their package, not the platform's layout).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -46,6 +48,7 @@ class BuildLog:
         flush_interval_s: float = 0.5,
         flush_bytes: int = 16 * 1024,
         tail_lines: int = 40,
+        hide: Sequence[tuple[str, str]] = (),
     ) -> None:
         if flush_interval_s <= 0 or flush_bytes <= 0:
             raise ValueError("BuildLog: flush_interval_s and flush_bytes must be positive")
@@ -56,6 +59,8 @@ class BuildLog:
         self._path = file
         self._envelope = envelope
         self._interval = flush_interval_s
+        # Longest first: a path inside another is replaced before it.
+        self._hide = sorted((p for p in hide if p[0]), key=lambda p: -len(p[0]))
         self._flush_bytes = flush_bytes
         self._buffer: list[str] = []
         self._buffered = 0
@@ -92,6 +97,7 @@ class BuildLog:
             raise self._error
         if not text:
             return
+        text = self.hidden(text)
         if self._file is not None:
             self._file.write(text.encode(errors="replace"))
         self._tail.extend(text.splitlines())
@@ -99,6 +105,13 @@ class BuildLog:
         self._buffered += len(text)
         if self._buffered >= self._flush_bytes:
             await self.flush()
+
+    def hidden(self, text: str) -> str:
+        """`text` with the host paths this log hides replaced."""
+        for path, shown in self._hide:
+            if path in text:
+                text = text.replace(path, shown)
+        return text
 
     def tail(self) -> str:
         return "\n".join(self._tail)

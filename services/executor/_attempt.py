@@ -15,8 +15,15 @@ from typing import Any, TypeVar, cast
 
 import msgspec
 
-from events import JobRequested, OutputFile
+from events import BlobRef, JobRequested, OutputFile
 from services.blobstore import BlobError, BlobNotFoundError, BlobStore, FileBlobStore
+from services.executor._claims import (
+    ResultLimits,
+    ResultTooLargeError,
+    claim_check,
+    discard_copies,
+    encode_result,
+)
 from services.executor._files import job_log_key, local_input_name, upload_outputs
 from services.runtimes.base import Artifact, FailureKind, JobOutcome, JobSpec, Runtime
 
@@ -36,6 +43,8 @@ class AttemptResult(msgspec.Struct, frozen=True, kw_only=True):
     permanent: bool = False  # an infrastructure failure that a retry cannot fix
     result: dict[str, Any] = {}
     outputs: tuple[OutputFile, ...] = ()
+    result_blob: BlobRef | None = None  # set: the result is stored there, not in `result`
+    outputs_blob: BlobRef | None = None  # set: the outputs list is stored there
     log_key: str | None = None
     setup_s: float = 0.0
     run_s: float = 0.0
@@ -51,8 +60,10 @@ class Attempt:
         artifact: Artifact,
         directory: Path,
         timeout_s: float,
+        limits: ResultLimits,
     ) -> None:
         self._blobs = blobs
+        self._limits = limits
         self._runtime = runtime
         self._requested = requested
         self._artifact = artifact
@@ -152,22 +163,40 @@ class Attempt:
         log_key = job_log_key(self.job_id) if outcome.log else None
         put_log = self._store_log(log_key, outcome.log)
         setup_s = fetch_s + outcome.setup_s
+        kind, message = outcome.kind, outcome.message
         if outcome.ok:
-            # The log and the outputs are stored side by side, not one after the other.
-            _, outputs = await _both(
-                put_log, upload_outputs(self._blobs, self.job_id, outcome.outputs)
-            )
-            return AttemptResult(
-                result=outcome.result or {},
-                outputs=outputs,
-                log_key=log_key,
-                setup_s=setup_s,
-                run_s=outcome.run_s,
-            )
+            result = outcome.result or {}
+            try:
+                result_json = encode_result(result, self._limits)
+            except ResultTooLargeError as err:  # checked first: then nothing is stored
+                await discard_copies(outcome.outputs)
+                kind, message = "output_limit", str(err)
+            else:
+                # The log and the outputs are stored side by side, not one after the other.
+                _, outputs = await _both(
+                    put_log, upload_outputs(self._blobs, self.job_id, outcome.outputs)
+                )
+                claimed = await claim_check(
+                    self._blobs,
+                    self.job_id,
+                    result=result,
+                    result_json=result_json,
+                    outputs=outputs,
+                    limits=self._limits,
+                )
+                return AttemptResult(
+                    result=claimed.result,
+                    result_blob=claimed.result_blob,
+                    outputs=claimed.outputs,
+                    outputs_blob=claimed.outputs_blob,
+                    log_key=log_key,
+                    setup_s=setup_s,
+                    run_s=outcome.run_s,
+                )
         await put_log
         return AttemptResult(
-            kind=outcome.kind or "infrastructure",
-            message=outcome.message,
+            kind=kind or "infrastructure",
+            message=message,
             traceback=outcome.traceback,
             log_key=log_key,
             setup_s=setup_s,

@@ -12,7 +12,6 @@ shows a newer attempt. `infrastructure` failures are retried up to
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from events import (
     ConcurrencyConflictError,
     Event,
     EventStore,
+    EventTooLargeError,
     JobCanceled,
     JobCancelRequested,
     JobFailed,
@@ -31,11 +31,13 @@ from events import (
     JobStarted,
     JobSucceeded,
     JobTimings,
+    new_event_id,
 )
 from services.aggregates import JobState, VersionState, fold_job, fold_version
 from services.blobstore import BlobStore
 from services.consumer import Delivery, Poison, RetryLater, reaction_envelope
 from services.executor._attempt import Attempt, AttemptResult
+from services.executor._claims import ResultLimits
 from services.executor._local import LocalJobs
 from services.runtimes.base import Artifact, FailureKind, Runtime
 
@@ -47,6 +49,10 @@ ACTOR = "service:executor"
 _MAX_DECISIONS = 8
 _VERSION_NOT_READY_DELAY_S = 5.0
 _BUILT_VERSIONS_KEPT = 1024
+# A failure's text as recorded (characters): the model's message and traceback can be
+# megabytes (an exception holding its input); the event keeps the start and the end.
+_MAX_MESSAGE_CHARS = 8 * 1024
+_MAX_TRACEBACK_CHARS = 64 * 1024
 
 Terminal = JobSucceeded | JobFailed | JobCanceled
 
@@ -63,6 +69,7 @@ class JobHandler:
         worker_id: str,
         max_attempts: int,
         max_timeout_s: float,
+        result_limits: ResultLimits | None = None,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
         if max_attempts < 1:
@@ -75,6 +82,7 @@ class JobHandler:
         self._worker_id = worker_id
         self._max_attempts = max_attempts
         self._max_timeout_s = max_timeout_s
+        self._limits = result_limits or ResultLimits()
         self._clock = clock
         self._built_versions: dict[str, VersionState] = {}
 
@@ -266,6 +274,7 @@ class JobHandler:
             artifact=artifact,
             directory=directory,
             timeout_s=min(requested.timeout_s, self._max_timeout_s),
+            limits=self._limits,
         )
         try:
             result = await attempt.run(cancel)
@@ -293,14 +302,18 @@ class JobHandler:
                 result=result.result,
                 timings=timings,
                 log_key=result.log_key,
+                result_blob=result.result_blob,
+                outputs_blob=result.outputs_blob,
             )
         if result.kind == "canceled":
             return JobCanceled(**envelope, message=result.message or "canceled on request")
         return JobFailed(
             **envelope,
             kind=result.kind,
-            message=result.message,
-            traceback=result.traceback,
+            message=_clip(result.message, _MAX_MESSAGE_CHARS),
+            traceback=None
+            if result.traceback is None
+            else _clip(result.traceback, _MAX_TRACEBACK_CHARS),
             timings=timings,
             log_key=result.log_key,
             attempts=started.attempt,
@@ -310,12 +323,53 @@ class JobHandler:
         """Append the attempt's terminal event unless the job ended or moved on to a newer
         attempt meanwhile; a cancel request appended during the run does not stop it."""
         for _ in range(_MAX_DECISIONS):
-            with contextlib.suppress(ConcurrencyConflictError):
+            try:
                 await self._store.append(event, expected=expected)
                 return
+            except ConcurrencyConflictError:
+                pass
+            except EventTooLargeError as err:
+                if not isinstance(event, JobSucceeded | JobFailed):
+                    raise
+                # Never retried (the same event never fits): the job fails, once.
+                log.warning("job %s: %s", event.aggregate_id, err)
+                event = _outcome_too_large(event, err, attempt)
+                continue
             state = await self._read(event.aggregate_id)
             if state.terminal or state.attempt != attempt:
                 log.info("job %s attempt %s: result dropped", event.aggregate_id, attempt)
                 return
             expected = state.last_seq
         raise RetryLater(f"job {event.aggregate_id} keeps changing concurrently")
+
+
+def _clip(text: str, limit: int) -> str:
+    """`text` if it has at most `limit` characters, else its start and end around a
+    note of how much was cut."""
+    if len(text) <= limit:
+        return text
+    head = limit // 4
+    tail = limit - head
+    return f"{text[:head]}\n[... {len(text) - limit} characters cut ...]\n{text[-tail:]}"
+
+
+def _outcome_too_large(
+    event: JobSucceeded | JobFailed, err: EventTooLargeError, attempt: int
+) -> JobFailed:
+    """The small failure recorded instead of an outcome the event log cannot hold."""
+    return JobFailed(
+        id=new_event_id(),
+        aggregate_id=event.aggregate_id,
+        occurred_at=event.occurred_at,
+        actor=event.actor,
+        correlation_id=event.correlation_id,
+        causation_id=event.causation_id,
+        kind="output_limit",
+        message=(
+            f"the job's outcome is {err.size} bytes, more than the event log takes "
+            f"({err.limit} bytes): return a smaller result and fewer or shorter-named outputs"
+        ),
+        timings=event.timings,
+        log_key=event.log_key,
+        attempts=attempt,
+    )

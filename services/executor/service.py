@@ -12,6 +12,7 @@ import uuid
 
 from events.subjects import PREFIX
 from services.consumer import ConsumerOptions, run_consumer, stop_on_signals
+from services.executor._claims import ResultLimits
 from services.executor._handler import JobHandler
 from services.executor._local import LocalJobs
 from services.resources import connect_nats, open_blob_store, open_event_store
@@ -60,6 +61,9 @@ async def run_executor(
             worker_id=worker_id,
             max_attempts=settings.job_max_attempts,
             max_timeout_s=settings.job_timeout_max_s,
+            result_limits=ResultLimits(
+                inline_bytes=settings.result_inline_bytes, max_bytes=settings.result_max_bytes
+            ),
         )
         log.info("executor %s consuming %s (%s)", worker_id, EXECUTOR_SUBJECTS, runtime.name)
         await run_consumer(

@@ -12,7 +12,9 @@ import re
 import shlex
 import shutil
 import stat
+import sys
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 from services.runtimes.base import BuildFailedError, LogSink
@@ -24,6 +26,7 @@ __all__ = [
     "install_package",
     "run_step",
     "safe_component",
+    "shown_paths",
 ]
 
 _READY = ".clinai-ready"
@@ -37,6 +40,25 @@ def safe_component(value: str, what: str) -> str:
     return value
 
 
+Shown = Sequence[tuple[str, str]]  # (host path, what users see instead)
+
+
+def shown_paths(pairs: dict[str, str]) -> Shown:
+    """Host paths of the platform and what a build log shows instead, longest first (a
+    path inside another is replaced before it). The platform's own virtualenv is always
+    in: pip's messages name it."""
+    if sys.prefix != sys.base_prefix:
+        pairs = {sys.prefix: "<clinai>", **pairs}
+    return sorted(((k, v) for k, v in pairs.items() if k), key=lambda kv: -len(kv[0]))
+
+
+def _shown(text: str, shown: Shown) -> str:
+    for path, replacement in shown:
+        if path in text:
+            text = text.replace(path, replacement)
+    return text
+
+
 async def run_step(
     step: str,
     argv: list[str],
@@ -44,9 +66,14 @@ async def run_step(
     *,
     env: dict[str, str] | None = None,
     timeout_s: float = 1800.0,
+    shown: Shown = (),
+    echo_output: bool = True,
 ) -> str:
-    """Run one build step, streaming its output to `log` line by line; its output."""
-    await log(f"$ {step}: {shlex.join(argv)}\n")
+    """Run one build step, streaming its output to `log` line by line; its output.
+    The log and an error's tail show `shown`'s replacements for host paths (the
+    returned output is as the command printed it); `echo_output=False` logs only the
+    command."""
+    await log(f"$ {step}: {_shown(shlex.join(argv), shown)}\n")
     proc = await asyncio.create_subprocess_exec(
         *argv,
         stdin=asyncio.subprocess.DEVNULL,
@@ -62,10 +89,12 @@ async def run_step(
             raise RuntimeError("stdout is not a pipe")
         async for raw in proc.stdout:
             line = raw.decode(errors="replace")
-            tail.append(line)
             if len(output) < 1000:
                 output.append(line)
-            await log(line)
+            if echo_output:
+                line = _shown(line, shown)
+                tail.append(line)
+                await log(line)
 
     try:
         await asyncio.wait_for(pump(), timeout_s)
@@ -162,12 +191,26 @@ async def ensure_venv(
     Concurrent builds of one key: an in-process lock, and an atomic rename across processes."""
     final = envs_root / key
     async with lock:
+        tmp = envs_root / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
+        # Users see paths relative to their package, not the platform's layout.
+        shown = shown_paths(
+            {
+                str(tmp): "<environment>",
+                str(final): "<environment>",
+                python: Path(python).name,
+                str(requirements): "requirements.txt",
+                str(pip.cache_dir): "<pip cache>",
+                str(envs_root.parent): "<runtime data>",
+            }
+        )
         if not await asyncio.to_thread((final / _READY).is_file):
             await asyncio.to_thread(envs_root.mkdir, parents=True, exist_ok=True)
-            tmp = envs_root / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
             try:
                 await run_step(
-                    "create virtualenv", [python, "-m", "venv", "--without-pip", str(tmp)], log
+                    "create virtualenv",
+                    [python, "-m", "venv", "--without-pip", str(tmp)],
+                    log,
+                    shown=shown,
                 )
                 if _has_requirements(requirements):
                     pip.cache_dir.mkdir(parents=True, exist_ok=True)
@@ -187,6 +230,7 @@ async def ensure_venv(
                         log,
                         env=PipOptions.env(),
                         timeout_s=pip.timeout_s,
+                        shown=shown,
                     )
                 else:
                     await log("requirements.txt is empty: nothing to install\n")
@@ -206,6 +250,8 @@ async def ensure_venv(
             "inspect environment",
             [str(final / "bin" / "python"), "-c", "import sys;print(sys.base_prefix)"],
             log,
+            shown=shown,
+            echo_output=False,  # a host path
         )
     return final, out.strip().splitlines()[-1]
 

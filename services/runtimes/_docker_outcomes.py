@@ -83,6 +83,8 @@ def response_outcome(resp: JobResponse, *, memory_mb: int) -> JobOutcome:
             traceback=resp.traceback,
             message=f"the model ran out of memory (limit {memory_mb} MB)",
         )
+    if resp.error_type == "ResultTooLarge":
+        return JobOutcome(ok=False, kind="output_limit", message=resp.message)
     if resp.error_type == "InvalidResult" or not resp.error_type:
         return JobOutcome(
             ok=False, kind="model_error", message=resp.message, traceback=resp.traceback

@@ -30,6 +30,8 @@ def from_response(response: JobResponse, *, log: str, memory_limit_mb: int) -> J
         return fail("out_of_memory", message, **fields)
     if response.error_type == "InvalidResult":
         return fail("model_error", response.message, **fields)
+    if response.error_type == "ResultTooLarge":
+        return fail("output_limit", response.message, **fields)
     message = f"run() raised {response.error_type}: {response.message}"
     return fail("model_error", message, **fields)
 

@@ -4,6 +4,7 @@ them: projector, API, builder and executor on the process runtime (bubblewrap)."
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import shutil
 import uuid
@@ -94,6 +95,9 @@ async def test_example_model_from_upload_to_grayscale_output(full_stack: Stack) 
     assert seen_while_building
     build_log = "".join(c["text"] for c in log["chunks"])
     assert "unpack the package" in build_log  # a layer cache may skip pip's own output
+    # Users see what ran, not where the platform keeps its files.
+    for host_path in (str(full_stack.data_dir), str(full_stack.data_dir.resolve()), ".venv/"):
+        assert host_path not in build_log, host_path
 
     job = await _run(alice, version_id, _png(32, 24))
     assert job["status"] == "succeeded", job
@@ -183,3 +187,61 @@ async def test_a_submission_with_wait_answers_with_the_ended_job(full_stack: Sta
     assert (await alice.post(f"/v1/jobs/{pending.body['id']}/cancel")).status == 202
     bad = await alice.upload("/v1/jobs?wait=soon", "input", "in.png", png, version=noop)
     assert bad.status == 422 and "wait" in bad.body["detail"]
+
+
+async def test_a_large_result_is_answered_inline_while_the_event_holds_its_claim_check(
+    full_stack: Stack,
+) -> None:
+    alice = await new_user(full_stack.url, full_stack.admin_key, "alice")
+    version_id = await _upload(alice, zip_folder(PACKAGES / "big_result"))
+    assert (await _wait_version(alice, version_id))["status"] == "ready"
+    size = 2 * 1024 * 1024
+    job = await _run(alice, version_id, _png(), params=f'{{"size": {size}}}')
+    assert job["status"] == "succeeded", {k: v for k, v in job.items() if k != "result"}
+    expected = {"blob": "x" * size, "end": "fin ✓"}
+    assert job["result"] == expected  # inline, as for a small result
+    ref = job["result_blob"]
+    assert ref["size_bytes"] > size and "key" not in ref
+    # The result alone, and by its signed link: the same bytes, with the recorded hash.
+    alone = await alice.get(f"/v1/jobs/{job['id']}/result")
+    assert alone.status == 200 and alone.body == expected
+    async with aiohttp.ClientSession() as http, http.get(ref["url"]) as resp:
+        assert resp.status == 200
+        assert hashlib.sha256(await resp.read()).hexdigest() == ref["sha256"]
+    # A list names it without carrying it.
+    listed = (await alice.get("/v1/jobs")).body["items"]
+    [item] = [j for j in listed if j["id"] == job["id"]]
+    assert item["result"] is None and item["result_blob"]["sha256"] == ref["sha256"]
+    # Someone else's job's result is not found.
+    bob = await new_user(full_stack.url, full_stack.admin_key, "bob")
+    assert (await bob.get(f"/v1/jobs/{job['id']}/result")).status == 404
+    # A small result stays in the event and answers the same way.
+    small = await _run(alice, version_id, _png(), params='{"size": 3}')
+    assert small["result"] == {"blob": "xxx", "end": "fin ✓"} and small["result_blob"] is None
+    assert (await alice.get(f"/v1/jobs/{small['id']}/result")).body == small["result"]
+    # A list of outputs too long for an event is read back from its blob.
+    many = await _run(alice, version_id, _png(), params='{"size": 3, "outputs": 300}')
+    assert many["status"] == "succeeded" and len(many["outputs"]) == 300
+    listed_outputs = (await alice.get(f"/v1/jobs/{many['id']}/outputs")).body["items"]
+    assert [o["name"] for o in listed_outputs] == [o["name"] for o in many["outputs"]]
+    name = "d" * 200 + "/" + "e" * 200 + "/0299-" + "f" * 200
+    [last] = [o for o in listed_outputs if o["name"] == name]
+    async with aiohttp.ClientSession() as http, http.get(last["url"]) as resp:
+        assert resp.status == 200 and await resp.read() == b"299"
+
+
+async def test_the_result_of_a_job_without_one_is_a_409_that_says_why(full_stack: Stack) -> None:
+    alice = await new_user(full_stack.url, full_stack.admin_key, "alice")
+    sleeper = await _upload(alice, zip_folder(PACKAGES / "sleeper"))
+    assert (await _wait_version(alice, sleeper))["status"] == "ready"
+    created = (
+        await alice.upload("/v1/jobs", "input", "in.png", _png(), version=sleeper)
+    ).body  # fmt: skip
+    after = {"after_seq": str(created["seq"])}
+    pending = await alice.get(f"/v1/jobs/{created['id']}/result", params=after)
+    assert pending.status == 409 and "?wait=" in pending.body["detail"]
+    assert (await alice.post(f"/v1/jobs/{created['id']}/cancel")).status == 202
+    ended = await alice.get(f"/v1/jobs/{created['id']}", params={"wait": "10"})
+    assert ended.body["status"] == "canceled"
+    canceled = await alice.get(f"/v1/jobs/{created['id']}/result")
+    assert canceled.status == 409 and "error_kind" in canceled.body["detail"]

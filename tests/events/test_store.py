@@ -5,17 +5,21 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
+import msgspec
 import pytest
 from nats.aio.client import Client as NATS
 
 from events import (
     ConcurrencyConflictError,
     EventStore,
+    EventTooLargeError,
     JobRequested,
     JobStarted,
+    JobSucceeded,
     ModelCreated,
     ModelNameClaimed,
     decode_event,
+    encode_event,
     event_id_for_key,
     new_event_id,
     new_id,
@@ -169,6 +173,44 @@ async def test_read_from_follows_in_order(store: EventStore) -> None:
     await reader.aclose()
 
 
+def _with_description(model_id: str, total: int) -> ModelCreated:
+    """A ModelCreated whose message (headers included, as `append` sends it with an
+    expected sequence) is `total` bytes."""
+    event = _model_created(model_id)
+    headers = (
+        len("NATS/1.0\r\n\r\n")
+        + len(f"Nats-Msg-Id: {event.id}\r\n")
+        + len("Nats-Expected-Last-Subject-Sequence: 0\r\n")
+        + len(f"Nats-Expected-Last-Subject-Sequence-Subject: clinai.model.{model_id}.*\r\n")
+    )
+    filler = total - headers - len(encode_event(event))
+    return msgspec.structs.replace(event, description="d" * filler)
+
+
+async def test_an_event_larger_than_the_server_takes_is_refused_before_sending(
+    nc: NATS, store: EventStore
+) -> None:
+    limit = nc.max_payload
+    assert store.max_message_bytes == limit  # from the server's INFO (1 MiB by default)
+    # Exactly the limit fits: the guard counts the headers as the server does.
+    fits = new_id("mdl")
+    seq = await store.append(_with_description(fits, limit), expected=0)
+    assert (await store.read_aggregate("model", fits)).last_seq == seq
+    # One byte more is a typed error, not nats' MaxPayloadError, and nothing is written.
+    too_big = new_id("mdl")
+    with pytest.raises(EventTooLargeError) as info:
+        await store.append(_with_description(too_big, limit + 1), expected=0)
+    assert info.value.size == limit + 1 and info.value.limit == limit
+    assert info.value.event_type == "ModelCreated" and "claim check" in info.value.hint
+    # In a batch, one oversized event stops the whole batch before any of it is sent.
+    small = new_id("mdl")
+    with pytest.raises(EventTooLargeError):
+        await store.append_batch(
+            [(_model_created(small), 0), (_with_description(too_big, 2 * limit), 0)]
+        )
+    assert await store.stream_last_seq() == seq
+
+
 def test_old_events_still_decode() -> None:
     # A JobRequested written before optional fields existed decodes with their defaults.
     raw = (
@@ -180,3 +222,11 @@ def test_old_events_still_decode() -> None:
     assert isinstance(event, JobRequested)
     assert event.timeout_s == 60.0
     assert event.webhook is None
+    # A JobSucceeded from before results could be claim-checked.
+    raw = (
+        b'{"type":"JobSucceeded","id":"e","aggregate_id":"job_x","occurred_at":"2026-01-01T00:00:00Z",'
+        b'"actor":"u","correlation_id":"c","result":{"a":1}}'
+    )
+    done = decode_event(raw)
+    assert isinstance(done, JobSucceeded)
+    assert done.result == {"a": 1} and done.result_blob is None and done.outputs_blob is None

@@ -173,6 +173,17 @@ async def test_non_json_result_is_model_error(runtime: Runtime, tmp_path: Path, 
     await assert_healthy(runtime, tmp_path)
 
 
+async def test_a_result_larger_than_a_frame_is_output_limit(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    outcome = await runtime.run_job(
+        await build(runtime, "big_result"), make_job(tmp_path, size=17 * 1024 * 1024)
+    )
+    assert outcome.kind == "output_limit", outcome
+    assert "larger than a worker can send" in outcome.message and "output_dir" in outcome.message
+    await assert_healthy(runtime, tmp_path)
+
+
 @pytest.mark.parametrize("how", ["exit", "segfault"])
 async def test_interpreter_crash(runtime: Runtime, tmp_path: Path, how: str) -> None:
     outcome = await runtime.run_job(await build(runtime, "crash"), make_job(tmp_path, how=how))

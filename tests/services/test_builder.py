@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 import time
+import uuid
 from pathlib import Path
 
 from events import (
@@ -15,6 +17,7 @@ from events import (
 )
 from services.blobstore import FileBlobStore
 from services.commands import Commands
+from services.settings import Settings
 from tests._infra import wait_until
 from tests.services._support import (
     ModelPackage,
@@ -145,3 +148,47 @@ async def test_a_restarted_builder_reuses_builds_it_did_not_do(
     await _finished(store, second, timeout_s=10.0)
     reused = (await events_of(store, "version", second))[-1]
     assert isinstance(reused, VersionBuilt) and reused.reused_from == first
+
+
+def _host_paths(settings: Settings) -> list[str]:
+    """Paths of the platform on this host that no build log may show."""
+    data = Path(settings.data_dir)
+    return [str(data), str(data.resolve()), sys.prefix, sys.executable, ".venv/"]
+
+
+async def test_the_build_log_shows_what_ran_without_host_paths(
+    tmp_path: Path,
+    store: EventStore,
+    commands: Commands,
+    blobs: FileBlobStore,
+    services: Services,
+    settings: Settings,
+) -> None:
+    services.builder()
+    # A requirement no index has: a fresh environment is made, then pip fails.
+    broken = dict(TINY, **{"requirements.txt": f"clinai-no-such-{uuid.uuid4().hex[:8]}==1.0\n"})
+    _, failing, _ = await upload_version(commands, blobs, ModelPackage(tmp_path / "a", broken))
+    # A package that builds: its environment is inspected and predict.py smoke-checked.
+    fine = dict(TINY, **{"build-id.txt": uuid.uuid4().hex})
+    _, building, _ = await upload_version(commands, blobs, ModelPackage(tmp_path / "b", fine))
+    await _finished(store, failing)
+    await _finished(store, building)
+
+    logs = []
+    for version_id in (failing, building):
+        events = await events_of(store, "version", version_id)
+        chunks = "".join(e.text for e in events if isinstance(e, BuildLogAppended))
+        end = events[-1]
+        assert isinstance(end, BuildFailed | VersionBuilt), end
+        assert end.log_key is not None
+        stored = (await blobs.get_bytes(end.log_key)).decode()
+        tail = end.log_tail if isinstance(end, BuildFailed) else ""
+        logs.append(chunks + stored + tail)
+    failed_log, built_log = logs
+    # Still says what was run, with paths relative to the package.
+    assert "-m venv --without-pip <environment>" in failed_log
+    assert "pip install" in failed_log and "-r requirements.txt" in failed_log
+    assert "<environment>/bin/python -c" in built_log and "smoke check" in built_log
+    for path in _host_paths(settings):
+        assert path not in failed_log, path
+        assert path not in built_log, path
