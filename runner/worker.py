@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import importlib
 import inspect
 import json
 import os
 import platform
+import shutil
 import signal
+import stat
 import sys
 import time
 import traceback
@@ -27,6 +30,7 @@ from runner.protocol import INVALID_RESULT, ProtocolError, encode, read_frame, w
 __all__ = ["main"]
 
 RunFn = Callable[..., Any]
+SCRATCH = "/tmp"  # in a sandbox: the worker's private, size-limited tmpfs (HOME, TMPDIR)
 
 
 def _redirect_output(path: str) -> None:
@@ -82,6 +86,61 @@ def _kill_strays() -> None:
             return
 
 
+def _scratch_names() -> frozenset[str]:
+    try:
+        return frozenset(os.listdir(SCRATCH))
+    except OSError:
+        return frozenset()
+
+
+def _unlock(_fn: Any, path: str, _exc: Any) -> None:
+    """rmtree's error handler: the model may have taken its own write permission away."""
+    with contextlib.suppress(OSError):
+        os.chmod(os.path.dirname(path), stat.S_IRWXU)
+        if os.path.isdir(path) and not os.path.islink(path):
+            os.chmod(path, stat.S_IRWXU)
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            os.unlink(path)
+
+
+def _empty_scratch(keep: frozenset[str]) -> None:
+    """Remove what the job left in /tmp, so that the next job on this warm worker finds
+    none of it. What setup() put there (`keep`, e.g. unpacked weights) stays."""
+    try:
+        names = os.listdir(SCRATCH)
+    except OSError:
+        return
+    for name in names:
+        if name in keep:
+            continue
+        path = os.path.join(SCRATCH, name)
+        try:
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, onerror=_unlock)
+            else:
+                os.unlink(path)
+        except OSError:
+            _unlock(None, path, None)
+
+
+def _scratch_full_hint(err: BaseException) -> str:
+    """A hint for a write that failed because the worker's /tmp is full, else ''."""
+    if not (isinstance(err, OSError) and err.errno == errno.ENOSPC):
+        return ""
+    try:
+        fs = os.statvfs(SCRATCH)
+    except OSError:
+        return ""
+    if fs.f_bavail > 0:
+        return ""
+    size_mb = fs.f_blocks * fs.f_frsize // (1024 * 1024)
+    return (
+        f" ({SCRATCH} is full: it holds at most {size_mb} MiB; write large files to the"
+        " output folder, or ask the operator to raise CLINAI_WORKER_TMP_MB)"
+    )
+
+
 def _serve_job(
     run: RunFn, takes_params: bool, req: dict[str, Any], main_pid: int, idle_log: str
 ) -> dict[str, Any]:
@@ -105,6 +164,7 @@ def _serve_job(
         if os.getpid() != main_pid:
             os._exit(1)
         response = _error(err)
+        response["message"] += _scratch_full_hint(err)
     finally:
         if os.getpid() == main_pid:
             _redirect_output(idle_log)
@@ -136,6 +196,7 @@ def _send(fd: int, frame: dict[str, Any]) -> None:
 def _serve(stream: BinaryIO, out_fd: int, run: RunFn, idle_log: str, sandboxed: bool) -> int:
     main_pid = os.getpid()
     takes_params = _accepts_params(run)
+    keep = _scratch_names() if sandboxed else frozenset()
     while True:
         req = read_frame(stream)
         if req is None:
@@ -145,6 +206,7 @@ def _serve(stream: BinaryIO, out_fd: int, run: RunFn, idle_log: str, sandboxed: 
         response = _serve_job(run, takes_params, req, main_pid, idle_log)
         if sandboxed:
             _kill_strays()
+            _empty_scratch(keep)
         _send(out_fd, response)
 
 
