@@ -154,10 +154,12 @@ def docker_profile() -> str:
     def masked(flag: int, value: int) -> dict[str, Any]:
         return {"index": 0, "value": flag, "valueTwo": value, "op": "SCMP_CMP_MASKED_EQ"}
 
-    def rule(names: list[str], action: str, *args: dict[str, Any]) -> dict[str, Any]:
+    def rule(
+        names: list[str], action: str, *args: dict[str, Any], errno_ret: int = errno.EPERM
+    ) -> dict[str, Any]:
         entry: dict[str, Any] = {"names": names, "action": action}
         if action == "SCMP_ACT_ERRNO":
-            entry["errnoRet"] = errno.EPERM
+            entry["errnoRet"] = errno_ret
         if args:
             entry["args"] = list(args)
         return entry
@@ -168,6 +170,8 @@ def docker_profile() -> str:
         rule(list(DENIED), "SCMP_ACT_ERRNO"),
         rule(["clone"], "SCMP_ACT_ALLOW", masked(CLONE_NAMESPACE_FLAGS, 0)),
         *(rule(["clone"], "SCMP_ACT_ERRNO", masked(flag, flag)) for flag in flags),
+        # named: engines whose runc ignores defaultErrnoRet would answer EPERM
+        rule(["clone3"], "SCMP_ACT_ERRNO", errno_ret=errno.ENOSYS),
         rule(["socket"], "SCMP_ACT_ALLOW", {"index": 0, "value": _AF_VSOCK, "op": "SCMP_CMP_NE"}),
         rule(["socket"], "SCMP_ACT_ERRNO", {"index": 0, "value": _AF_VSOCK, "op": "SCMP_CMP_EQ"}),
         *(

@@ -45,8 +45,10 @@ from tests.runtimes.test_contract import (  # the contract, collected here for t
     test_cancel_stops_a_running_job_within_a_second,
     test_cannot_read_another_jobs_directory,
     test_cannot_write_outside_output_dir,
+    test_dangerous_system_calls_are_refused,
     test_exception_is_model_error,
     test_failing_setup_is_model_error,
+    test_filling_tmp_is_a_clear_model_error,
     test_fork_bomb_is_contained,
     test_import_error_fails_the_build,
     test_interpreter_crash,
@@ -55,6 +57,8 @@ from tests.runtimes.test_contract import (  # the contract, collected here for t
     test_non_json_result_is_model_error,
     test_noop_job_and_warm_worker,
     test_out_of_memory,
+    test_private_tmp_is_writable_and_emptied_between_jobs,
+    test_processes_and_command_lines_show_nothing_of_the_host,
     test_timeout,
 )
 
@@ -64,8 +68,10 @@ __all__ = [
     "test_cancel_stops_a_running_job_within_a_second",
     "test_cannot_read_another_jobs_directory",
     "test_cannot_write_outside_output_dir",
+    "test_dangerous_system_calls_are_refused",
     "test_exception_is_model_error",
     "test_failing_setup_is_model_error",
+    "test_filling_tmp_is_a_clear_model_error",
     "test_fork_bomb_is_contained",
     "test_import_error_fails_the_build",
     "test_interpreter_crash",
@@ -74,6 +80,8 @@ __all__ = [
     "test_non_json_result_is_model_error",
     "test_noop_job_and_warm_worker",
     "test_out_of_memory",
+    "test_private_tmp_is_writable_and_emptied_between_jobs",
+    "test_processes_and_command_lines_show_nothing_of_the_host",
     "test_timeout",
 ]
 
