@@ -67,6 +67,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     job_max_attempts: int = 3
     worker_memory_mb: int = 1024
     worker_max_processes: int = 64
+    worker_tmp_mb: int = 256  # each worker's private /tmp (a tmpfs: memory), emptied per job
     worker_idle_timeout_s: float = 300.0
     workers_per_version: int = 2
     workers_total: int = 8
@@ -120,6 +121,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise SettingsError("CLINAI_PROJECTION_BUSY_INTERVAL_S must be from 0 to 1 (seconds)")
         if settings.job_timeout_s > settings.job_timeout_max_s:
             raise SettingsError("CLINAI_JOB_TIMEOUT_S must not exceed CLINAI_JOB_TIMEOUT_MAX_S")
+        if settings.worker_tmp_mb < 1:
+            raise SettingsError("CLINAI_WORKER_TMP_MB must be at least 1 (MiB)")
         if settings.webhook_timeout_s <= 0 or settings.webhook_retry_base_s <= 0:
             raise SettingsError(
                 "CLINAI_WEBHOOK_TIMEOUT_S and CLINAI_WEBHOOK_RETRY_BASE_S must be positive"

@@ -91,6 +91,8 @@ class ProcessRuntime:
     name = "process"
 
     def __init__(self, config: ProcessRuntimeConfig) -> None:
+        if config.tmp_size_mb < 1:
+            raise ValueError(f"tmp_size_mb must be >= 1, got {config.tmp_size_mb}")
         if config.memory_limit_mb < 64:
             raise ValueError(f"memory_limit_mb must be >= 64, got {config.memory_limit_mb}")
         if config.max_processes < 4:
