@@ -117,6 +117,7 @@ def config(work_dir: Path, **overrides: Any) -> DockerRuntimeConfig:
         "docker_host": DOCKER_HOST,
         "work_dir": work_dir,
         "memory_mb": 256,
+        "tmpfs_mb": 32,  # a tmpfs is the container's memory: the /tmp filler stays under 256
         "pids_limit": 64,
         "idle_timeout_s": 60.0,
         "max_workers_per_version": 2,
@@ -353,7 +354,9 @@ async def test_worker_container_is_locked_down(runtime: DockerRuntime, tmp_path:
     assert host["NetworkMode"] == "none"
     assert host["ReadonlyRootfs"] is True
     assert host["CapDrop"] == ["ALL"]
-    assert host["SecurityOpt"] == ["no-new-privileges"]
+    no_new_privileges, seccomp = host["SecurityOpt"]  # never seccomp=unconfined
+    assert no_new_privileges == "no-new-privileges"
+    assert seccomp.startswith("seccomp=") and json.loads(seccomp.removeprefix("seccomp="))
     assert host["Memory"] == 256 * 1024 * 1024 and host["MemorySwap"] == host["Memory"]
     assert host["PidsLimit"] == 64
     assert host["NanoCpus"] == 1_000_000_000
@@ -366,8 +369,8 @@ async def test_jobs_go_over_fifos_and_older_images_still_run_over_stdio(
     runtime: DockerRuntime, tmp_path: Path, work_root: Path
 ) -> None:
     artifact = await build(runtime, "noop")
-    assert artifact.details["runner_revision"] == "2"
-    assert artifact.details["image"].endswith("-r2")
+    assert artifact.details["runner_revision"] == "3"
+    assert artifact.details["image"].endswith("-r3")
     assert (await runtime.run_job(artifact, make_job(tmp_path))).ok
     # A version built before revision 2 has no runner_revision: attached stdin/stdout.
     older = msgspec.structs.replace(
