@@ -250,11 +250,12 @@ async def test_private_tmp_is_writable_and_emptied_between_jobs(
     first = await runtime.run_job(artifact, make_job(tmp_path, mode="use", marker="one"))
     assert first.ok and first.result is not None, first
     assert first.result["tmpdir"] == "/tmp" and first.result["home"] == "/tmp", first.result
-    assert first.result["found"] == []
+    assert first.result["found"] == ["from-setup"]
     second = await runtime.run_job(artifact, make_job(tmp_path, mode="use", marker="two"))
     assert second.ok and second.result is not None, second
     assert second.result["pid"] == first.result["pid"]  # the same warm worker
-    assert second.result["found"] == [], second.result  # nothing of the first job is left
+    # nothing of the first job is left; what setup() put there is
+    assert second.result["found"] == ["from-setup"], second.result
 
 
 async def test_filling_tmp_is_a_clear_model_error(runtime: Runtime, tmp_path: Path) -> None:
@@ -267,4 +268,4 @@ async def test_filling_tmp_is_a_clear_model_error(runtime: Runtime, tmp_path: Pa
     assert time.monotonic() - started < 20
     after = await runtime.run_job(artifact, make_job(tmp_path, mode="use", marker="after"))
     assert after.ok and after.result is not None, after
-    assert after.result["found"] == [], after.result  # the full /tmp was emptied
+    assert after.result["found"] == ["from-setup"], after.result  # the full /tmp was emptied

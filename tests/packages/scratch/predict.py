@@ -1,9 +1,14 @@
 """Uses the worker's temporary folder the way libraries do: tempfile, HOME caches.
 params: mode "use" (write, leave a file behind, report what an earlier job left) or
-"fill" (write more than /tmp holds)."""
+"fill" (write more than /tmp holds). setup() leaves a file in /tmp."""
 
 import os
 import tempfile
+
+
+def setup() -> None:  # what setup() unpacks into /tmp stays for the worker's jobs
+    with open(os.path.join(tempfile.gettempdir(), "from-setup"), "w") as f:
+        f.write("weights")
 
 
 def run(input_path: str, output_dir: str, params: dict) -> dict:
