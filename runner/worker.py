@@ -93,15 +93,20 @@ def _scratch_names() -> frozenset[str]:
         return frozenset()
 
 
-def _unlock(_fn: Any, path: str, _exc: Any) -> None:
-    """rmtree's error handler: the model may have taken its own write permission away."""
-    with contextlib.suppress(OSError):
-        os.chmod(os.path.dirname(path), stat.S_IRWXU)
-        if os.path.isdir(path) and not os.path.islink(path):
-            os.chmod(path, stat.S_IRWXU)
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            os.unlink(path)
+def _remove(path: str) -> None:
+    """Remove `path`, whatever modes the model gave it (it owns everything in /tmp)."""
+    if not os.path.isdir(path) or os.path.islink(path):
+        os.unlink(path)
+        return
+    try:
+        shutil.rmtree(path)
+        return
+    except OSError:  # a folder without write or search permission: give it back
+        pass
+    os.chmod(path, stat.S_IRWXU)
+    for name in os.listdir(path):
+        _remove(os.path.join(path, name))
+    os.rmdir(path)
 
 
 def _empty_scratch(keep: frozenset[str]) -> None:
@@ -112,16 +117,9 @@ def _empty_scratch(keep: frozenset[str]) -> None:
     except OSError:
         return
     for name in names:
-        if name in keep:
-            continue
-        path = os.path.join(SCRATCH, name)
-        try:
-            if os.path.isdir(path) and not os.path.islink(path):
-                shutil.rmtree(path, onerror=_unlock)
-            else:
-                os.unlink(path)
-        except OSError:
-            _unlock(None, path, None)
+        if name not in keep:
+            with contextlib.suppress(OSError, RecursionError):
+                _remove(os.path.join(SCRATCH, name))
 
 
 def _scratch_full_hint(err: BaseException) -> str:

@@ -36,6 +36,9 @@ def run(input_path: str, output_dir: str, params: dict) -> dict:
     locked = tempfile.mkdtemp()
     open(os.path.join(locked, "inside"), "w").close()
     os.chmod(locked, 0o500)  # the runner must still be able to empty /tmp
+    closed = os.path.join(tempfile.mkdtemp(), "closed")
+    os.makedirs(os.path.join(closed, "deeper"))
+    os.chmod(closed, 0)
     return {
         "found": found,
         "tmpdir": tempfile.gettempdir(),
