@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import importlib
 import inspect
 import json
 import os
 import platform
+import shutil
 import signal
+import stat
 import sys
 import time
 import traceback
@@ -35,6 +38,7 @@ from runner.protocol import (
 __all__ = ["main"]
 
 RunFn = Callable[..., Any]
+SCRATCH = "/tmp"  # in a sandbox: the worker's private, size-limited tmpfs (HOME, TMPDIR)
 
 
 def _redirect_output(path: str) -> None:
@@ -90,6 +94,59 @@ def _kill_strays() -> None:
             return
 
 
+def _scratch_names() -> frozenset[str]:
+    try:
+        return frozenset(os.listdir(SCRATCH))
+    except OSError:
+        return frozenset()
+
+
+def _remove(path: str) -> None:
+    """Remove `path`, whatever modes the model gave it (it owns everything in /tmp)."""
+    if not os.path.isdir(path) or os.path.islink(path):
+        os.unlink(path)
+        return
+    try:
+        shutil.rmtree(path)
+        return
+    except OSError:  # a folder without write or search permission: give it back
+        pass
+    os.chmod(path, stat.S_IRWXU)
+    for name in os.listdir(path):
+        _remove(os.path.join(path, name))
+    os.rmdir(path)
+
+
+def _empty_scratch(keep: frozenset[str]) -> None:
+    """Remove what the job left in /tmp, so that the next job on this warm worker finds
+    none of it. What setup() put there (`keep`, e.g. unpacked weights) stays."""
+    try:
+        names = os.listdir(SCRATCH)
+    except OSError:
+        return
+    for name in names:
+        if name not in keep:
+            with contextlib.suppress(OSError, RecursionError):
+                _remove(os.path.join(SCRATCH, name))
+
+
+def _scratch_full_hint(err: BaseException) -> str:
+    """A hint for a write that failed because the worker's /tmp is full, else ''."""
+    if not (isinstance(err, OSError) and err.errno == errno.ENOSPC):
+        return ""
+    try:
+        fs = os.statvfs(SCRATCH)
+    except OSError:
+        return ""
+    if fs.f_bavail > 0:
+        return ""
+    size_mb = fs.f_blocks * fs.f_frsize // (1024 * 1024)
+    return (
+        f" ({SCRATCH} is full: it holds at most {size_mb} MiB; write large files to the"
+        " output folder, or ask the operator to raise CLINAI_WORKER_TMP_MB)"
+    )
+
+
 def _serve_job(
     run: RunFn, takes_params: bool, req: dict[str, Any], main_pid: int, idle_log: str
 ) -> dict[str, Any]:
@@ -113,6 +170,7 @@ def _serve_job(
         if os.getpid() != main_pid:
             os._exit(1)
         response = _error(err)
+        response["message"] += _scratch_full_hint(err)
     finally:
         if os.getpid() == main_pid:
             _redirect_output(idle_log)
@@ -152,6 +210,7 @@ def _send(fd: int, frame: dict[str, Any]) -> None:
 def _serve(stream: BinaryIO, out_fd: int, run: RunFn, idle_log: str, sandboxed: bool) -> int:
     main_pid = os.getpid()
     takes_params = _accepts_params(run)
+    keep = _scratch_names() if sandboxed else frozenset()
     while True:
         req = read_frame(stream)
         if req is None:
@@ -161,6 +220,7 @@ def _serve(stream: BinaryIO, out_fd: int, run: RunFn, idle_log: str, sandboxed: 
         response = _serve_job(run, takes_params, req, main_pid, idle_log)
         if sandboxed:
             _kill_strays()
+            _empty_scratch(keep)
         _send(out_fd, response)
 
 

@@ -11,7 +11,7 @@ import sys
 
 __all__ = ["check_bwrap", "main"]
 
-_APT_HINT = "sudo apt-get install -y bubblewrap"
+_APT_HINT = "sudo apt-get install -y bubblewrap libseccomp2"
 
 
 def check_bwrap(bwrap: str = "bwrap") -> str | None:
@@ -32,7 +32,10 @@ def check_bwrap(bwrap: str = "bwrap") -> str | None:
 
 def _apt_install() -> bool:
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for argv in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "bubblewrap"]):
+    for argv in (
+        ["apt-get", "update", "-qq"],
+        ["apt-get", "install", "-y", "-qq", "bubblewrap", "libseccomp2"],
+    ):
         print("$", " ".join(argv), flush=True)
         try:
             done = subprocess.run(argv, env=env, check=False, timeout=900)

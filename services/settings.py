@@ -77,6 +77,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     result_max_bytes: int = 8 * 1024 * 1024
     worker_memory_mb: int = 1024
     worker_max_processes: int = 64
+    worker_tmp_mb: int = 256  # each worker's private /tmp (a tmpfs: memory), emptied per job
     worker_idle_timeout_s: float = 300.0
     workers_per_version: int = 2
     workers_total: int = 8
@@ -144,6 +145,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 "CLINAI_RESULT_MAX_BYTES must be at least CLINAI_RESULT_INLINE_BYTES and at "
                 f"most {_MAX_RESULT_BYTES} (a worker's reply is limited to 16 MiB)"
             )
+        if settings.worker_tmp_mb < 1:
+            raise SettingsError("CLINAI_WORKER_TMP_MB must be at least 1 (MiB)")
         if settings.webhook_timeout_s <= 0 or settings.webhook_retry_base_s <= 0:
             raise SettingsError(
                 "CLINAI_WEBHOOK_TIMEOUT_S and CLINAI_WEBHOOK_RETRY_BASE_S must be positive"

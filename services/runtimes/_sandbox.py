@@ -2,9 +2,19 @@
 
 Inside the sandbox: the system's /usr (read-only), the environment at /opt/clinai/env,
 the runner at /opt/clinai/lib, the package at /pkg (all read-only), the worker's job
-directory at /job (the only writable host path), a private tmpfs /tmp, no network, its
-own PID/IPC/UTS namespaces, and a read-only root. The worker starts in /opt/clinai/lib (so a
-user module named `runner` cannot shadow ours) and the runner then changes to /pkg.
+directory at /job (the only writable host path), a private tmpfs /tmp (size-limited,
+writable by the worker, HOME and TMPDIR), no network, its own PID/IPC/UTS namespaces,
+a /proc that shows only the sandbox's own processes, and a read-only root. The worker
+starts in /opt/clinai/lib (so a user module named `runner` cannot shadow ours) and the
+runner then changes to /pkg.
+
+Every process in it runs under the seccomp filter of `_seccomp` (bwrap loads it just
+before it executes the command). bwrap reads its options, which name host paths, from a
+memfd (`--args FD`): the sandbox's pid 1 is bwrap's reaper, whose command line anyone
+inside can read, and it is then `bwrap --args N` and the command. The kernel still
+prints the host path of each bind mount's source folder in /proc/self/mountinfo (a
+property of bind mounts); a work folder on a file system of its own shows only its
+path within that file system.
 
 When the host runs as root, bwrap runs privileged without a user namespace, and the
 worker drops to an unprivileged host uid with setpriv (clearing every capability and the
@@ -26,8 +36,10 @@ __all__ = [
     "SANDBOX_JOB_ROOT",
     "SANDBOX_LIB",
     "SANDBOX_PACKAGE",
+    "BwrapLaunch",
     "SandboxSpec",
     "bwrap_command",
+    "bwrap_launch",
     "limits_preexec",
     "sandbox_env",
 ]
@@ -87,6 +99,12 @@ def _interpreter_binds(base_prefix: str) -> list[str]:
 
 def bwrap_command(spec: SandboxSpec, argv: list[str]) -> list[str]:
     """The full command running `argv` (paths as seen inside) in the sandbox."""
+    options, drop = _options_and_drop(spec)
+    return [spec.bwrap, *options, *drop, *argv]
+
+
+def _options_and_drop(spec: SandboxSpec) -> tuple[list[str], list[str]]:
+    """bwrap's options, and the command that drops to the worker's uid (or [])."""
     if spec.uid is not None:
         if spec.setpriv is None:
             raise ValueError("setpriv is required to drop to an unprivileged uid")
@@ -121,13 +139,14 @@ def bwrap_command(spec: SandboxSpec, argv: list[str]) -> list[str]:
         namespaces = ["--unshare-all"]
         caps = ["--cap-drop", "ALL"]
         drop = []
-    return [
-        spec.bwrap, *namespaces, "--die-with-parent", "--new-session", "--hostname", "sandbox",
+    options = [
+        *namespaces, "--die-with-parent", "--new-session", "--hostname", "sandbox",
         *caps,
         *_system_binds(),
         *_interpreter_binds(spec.base_prefix),
         "--proc", "/proc", "--dev", "/dev",
-        "--size", str(spec.tmp_size_mb * 1024 * 1024), "--tmpfs", "/tmp",
+        # the worker's own uid writes here (sticky, as a system /tmp)
+        "--perms", "1777", "--size", str(spec.tmp_size_mb * 1024 * 1024), "--tmpfs", "/tmp",
         "--ro-bind", spec.venv, SANDBOX_ENV,
         "--ro-bind", spec.runner_lib, SANDBOX_LIB,
         "--ro-bind", spec.package, SANDBOX_PACKAGE,
@@ -136,8 +155,50 @@ def bwrap_command(spec: SandboxSpec, argv: list[str]) -> list[str]:
         "--chmod", "0755", "/opt", "--chmod", "0755", "/opt/clinai",
         "--remount-ro", "/",
         "--chdir", SANDBOX_LIB,
-        *drop, *argv,
     ]  # fmt: skip
+    return options, drop
+
+
+class BwrapLaunch:
+    """bwrap's command line with its options in a memfd (`--args`) and the seccomp
+    program in another (`--seccomp`). Pass `fds` to the child (`pass_fds`), then
+    `close` them: the child holds its own copies."""
+
+    def __init__(self, argv: list[str], fds: tuple[int, ...]) -> None:
+        self.argv = argv
+        self.fds = fds
+
+    def close(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+        self.fds = ()
+
+
+def _memfd(name: str, data: bytes) -> int:
+    fd = os.memfd_create(name, os.MFD_CLOEXEC)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.lseek(fd, 0, os.SEEK_SET)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def bwrap_launch(spec: SandboxSpec, argv: list[str], *, seccomp: bytes) -> BwrapLaunch:
+    """`bwrap_command`, with the options (host paths) moved into a memfd and `seccomp`
+    (a compiled BPF program, `_seccomp.bpf_program()`) loaded for the command."""
+    options, drop = _options_and_drop(spec)
+    filter_fd = _memfd("clinai-seccomp", seccomp)
+    try:
+        options = ["--seccomp", str(filter_fd), *options]
+        args_fd = _memfd("clinai-bwrap-args", b"".join(o.encode() + b"\0" for o in options))
+    except BaseException:
+        os.close(filter_fd)
+        raise
+    return BwrapLaunch([spec.bwrap, "--args", str(args_fd), *drop, *argv], (filter_fd, args_fd))
 
 
 def sandbox_env(*, python_path: str, home: str = "/tmp") -> dict[str, str]:

@@ -39,6 +39,7 @@ from services.runtimes._docker_worker import ContainerLimits, ContainerWorker, W
 from services.runtimes._framing import JobRequest, JobResponse, ProtocolError
 from services.runtimes._jobdir import read_tail
 from services.runtimes._pool import PoolClosedError, WorkerPool
+from services.runtimes._seccomp import docker_profile
 from services.runtimes.base import (
     Artifact,
     BuildFailedError,
@@ -71,7 +72,7 @@ class DockerRuntimeConfig(msgspec.Struct, frozen=True, kw_only=True):
     memory_mb: int = 1024
     cpus: float = 1.0
     pids_limit: int = 64
-    tmpfs_mb: int = 64
+    tmpfs_mb: int = 256  # the private /tmp (HOME, TMPDIR), emptied after each job
     user: str = "10001:10001"  # uid:gid inside the container, never 0
     idle_timeout_s: float = 300.0
     max_workers_per_version: int = 2
@@ -106,7 +107,9 @@ class DockerRuntimeConfig(msgspec.Struct, frozen=True, kw_only=True):
 class DockerRuntime:
     name = "docker"
 
-    def __init__(self, docker: Docker, config: DockerRuntimeConfig, *, runner_dir: Path) -> None:
+    def __init__(
+        self, docker: Docker, config: DockerRuntimeConfig, *, runner_dir: Path, seccomp_profile: str
+    ) -> None:
         self._docker = docker
         self._config = config
         self._runner_dir = runner_dir
@@ -116,6 +119,7 @@ class DockerRuntime:
             pids_limit=config.pids_limit,
             tmpfs_mb=config.tmpfs_mb,
             user=config.user,
+            seccomp_profile=seccomp_profile,
         )
         self._pool: WorkerPool[ContainerWorker] = WorkerPool(
             max_per_key=config.max_workers_per_version,
@@ -132,7 +136,9 @@ class DockerRuntime:
     async def connect(
         cls, config: DockerRuntimeConfig, *, runner_dir: Path | None = None
     ) -> DockerRuntime:
-        """Connect to the engine; RuntimeUnavailableError when none answers."""
+        """Connect to the engine; RuntimeUnavailableError when none answers (or when
+        libseccomp, which writes the containers' seccomp profile, is missing)."""
+        seccomp_profile = await asyncio.to_thread(docker_profile)
         # Named explicitly: left to find a socket itself, aiodocker asserts when none exists.
         where = config.docker_host or os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_SOCKET
         try:
@@ -149,7 +155,12 @@ class DockerRuntime:
                 f"the Docker engine at {where} does not answer: {err}",
                 hint="start it (.ci/docker-setup on a dev host) or fix docker_host",
             ) from err
-        return cls(docker, config, runner_dir=runner_dir or find_runner_dir())
+        return cls(
+            docker,
+            config,
+            runner_dir=runner_dir or find_runner_dir(),
+            seccomp_profile=seccomp_profile,
+        )
 
     # ---- build -------------------------------------------------------------------
 

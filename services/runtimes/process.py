@@ -26,11 +26,13 @@ from services.runtimes._sandbox import (
     SANDBOX_JOB_ROOT,
     SANDBOX_LIB,
     SANDBOX_PACKAGE,
+    BwrapLaunch,
     SandboxSpec,
-    bwrap_command,
+    bwrap_launch,
     limits_preexec,
     sandbox_env,
 )
+from services.runtimes._seccomp import bpf_program
 from services.runtimes._worker import ProcessWorker
 from services.runtimes.base import (
     Artifact,
@@ -89,6 +91,8 @@ class ProcessRuntime:
     name = "process"
 
     def __init__(self, config: ProcessRuntimeConfig) -> None:
+        if config.tmp_size_mb < 1:
+            raise ValueError(f"tmp_size_mb must be >= 1, got {config.tmp_size_mb}")
         if config.memory_limit_mb < 64:
             raise ValueError(f"memory_limit_mb must be >= 64, got {config.memory_limit_mb}")
         if config.max_processes < 4:
@@ -105,6 +109,7 @@ class ProcessRuntime:
         self._as_root = os.geteuid() == 0
         self._runner_lib: Path | None = None
         self._found_tools: tuple[str, str | None] | None = None
+        self._seccomp: bytes | None = None  # the workers' compiled filter, built once
         self._free_uids = list(
             range(config.sandbox_uid_base, config.sandbox_uid_base + config.max_workers_total + 16)
         )
@@ -224,6 +229,8 @@ class ProcessRuntime:
         if self._runner_lib is None:
             self._runner_lib = await asyncio.to_thread(_build.ensure_runner_lib, self._root / "lib")
         lib = self._runner_lib
+        if self.sandboxed and self._seccomp is None:
+            self._seccomp = await asyncio.to_thread(bpf_program)
         uid = self._take_uid()
         directory = self._root / "workers" / uuid.uuid4().hex
         directory.mkdir(parents=True)
@@ -249,12 +256,16 @@ class ProcessRuntime:
                 f"{SANDBOX_ENV}/bin/python",
                 "-m",
                 "runner",
+                *(["--check"] if check else []),
                 "--sandboxed",
                 "--log",
                 f"{job_root}/setup.log",
                 SANDBOX_PACKAGE,
             ]
-            argv, env, cwd = bwrap_command(spec, runner), sandbox_env(python_path=SANDBOX_LIB), None
+            if self._seccomp is None:
+                raise RuntimeError("the seccomp filter is built before the first worker")
+            launch = bwrap_launch(spec, runner, seccomp=self._seccomp)
+            argv, env, cwd = launch.argv, sandbox_env(python_path=SANDBOX_LIB), None
         else:
             job_root = str(directory)
             argv = [
@@ -268,8 +279,9 @@ class ProcessRuntime:
             env = sandbox_env(python_path=str(lib), home=str(directory))
             env["PATH"] = f"{venv}/bin:/usr/local/bin:/usr/bin:/bin"
             cwd = str(lib)
-        if check:
-            argv.insert(argv.index("runner") + 1, "--check")
+            launch = BwrapLaunch(argv, ())
+            if check:
+                argv.insert(argv.index("runner") + 1, "--check")
         preexec = limits_preexec(
             memory_mb=config.memory_limit_mb,
             max_processes=config.max_processes if uid is not None else None,
@@ -293,11 +305,14 @@ class ProcessRuntime:
                 cwd=cwd,
                 start_new_session=True,
                 preexec_fn=preexec,
+                pass_fds=launch.fds,
             )
         except OSError as err:
             release_uid()
             shutil.rmtree(directory, ignore_errors=True)
             raise _StartFailed(_fail("infrastructure", f"could not start a worker: {err}")) from err
+        finally:
+            launch.close()  # the child has its own copies
         if proc.stdout is None or proc.stdin is None:
             raise RuntimeError("stdin/stdout are not pipes")
         worker = ProcessWorker(

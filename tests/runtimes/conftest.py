@@ -27,6 +27,7 @@ def process_config(work_root: Path, **overrides: Any) -> ProcessRuntimeConfig:
         "idle_timeout_s": 60.0,
         "max_workers_per_version": 2,
         "max_workers_total": 6,
+        "tmp_size_mb": 32,
     }
     fields.update(overrides)
     return ProcessRuntimeConfig(**fields)

@@ -224,3 +224,59 @@ async def test_failing_setup_is_model_error(runtime: Runtime, tmp_path: Path) ->
     assert "setup()" in outcome.message and "weights not found" in outcome.message
     assert outcome.traceback
     await assert_healthy(runtime, tmp_path)
+
+
+# ---- the sandbox itself --------------------------------------------------------------
+
+
+async def test_dangerous_system_calls_are_refused(runtime: Runtime, tmp_path: Path) -> None:
+    """Namespaces, mounts, io_uring, the keyring, ptrace, bpf, modules...: each attempt
+    fails with EPERM from the seccomp filter (clone3 with ENOSYS, so libc falls back)."""
+    outcome = await runtime.run_job(await build(runtime, "syscalls"), make_job(tmp_path))
+    assert outcome.ok and outcome.result is not None, outcome
+    assert outcome.result["seccomp"] == "2"  # a filter is loaded
+    calls = outcome.result["calls"]
+    assert calls == {name: "ENOSYS" if name == "clone3" else "EPERM" for name in calls}, calls
+    await assert_healthy(runtime, tmp_path)
+
+
+async def test_processes_and_command_lines_show_nothing_of_the_host(
+    runtime: Runtime, tmp_path: Path, work_root: Path
+) -> None:
+    outcome = await runtime.run_job(await build(runtime, "host_layout"), make_job(tmp_path))
+    assert outcome.ok and outcome.result is not None, outcome
+    result = outcome.result
+    assert 1 in result["pids"] and len(result["pids"]) <= 4, result["cmdlines"]  # its own only
+    for pid, cmdline in result["cmdlines"].items():
+        for host in (str(work_root), str(tmp_path), "pytest"):
+            assert host not in cmdline, (pid, cmdline)
+    for path in result["paths"]:  # the model is handed neutral paths
+        assert str(work_root) not in path and str(tmp_path) not in path, result["paths"]
+
+
+async def test_private_tmp_is_writable_and_emptied_between_jobs(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    artifact = await build(runtime, "scratch")
+    first = await runtime.run_job(artifact, make_job(tmp_path, mode="use", marker="one"))
+    assert first.ok and first.result is not None, first
+    assert first.result["tmpdir"] == "/tmp" and first.result["home"] == "/tmp", first.result
+    assert first.result["found"] == ["from-setup"]
+    second = await runtime.run_job(artifact, make_job(tmp_path, mode="use", marker="two"))
+    assert second.ok and second.result is not None, second
+    assert second.result["pid"] == first.result["pid"]  # the same warm worker
+    # nothing of the first job is left; what setup() put there is
+    assert second.result["found"] == ["from-setup"], second.result
+
+
+async def test_filling_tmp_is_a_clear_model_error(runtime: Runtime, tmp_path: Path) -> None:
+    artifact = await build(runtime, "scratch")
+    started = time.monotonic()
+    full = await runtime.run_job(artifact, make_job(tmp_path, mode="fill"))
+    assert full.kind == "model_error", full
+    assert "No space left on device" in full.message, full.message
+    assert "/tmp is full" in full.message and "CLINAI_WORKER_TMP_MB" in full.message
+    assert time.monotonic() - started < 20
+    after = await runtime.run_job(artifact, make_job(tmp_path, mode="use", marker="after"))
+    assert after.ok and after.result is not None, after
+    assert after.result["found"] == ["from-setup"], after.result  # the full /tmp was emptied

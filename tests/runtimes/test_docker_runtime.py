@@ -46,8 +46,10 @@ from tests.runtimes.test_contract import (  # the contract, collected here for t
     test_cancel_stops_a_running_job_within_a_second,
     test_cannot_read_another_jobs_directory,
     test_cannot_write_outside_output_dir,
+    test_dangerous_system_calls_are_refused,
     test_exception_is_model_error,
     test_failing_setup_is_model_error,
+    test_filling_tmp_is_a_clear_model_error,
     test_fork_bomb_is_contained,
     test_import_error_fails_the_build,
     test_interpreter_crash,
@@ -56,6 +58,8 @@ from tests.runtimes.test_contract import (  # the contract, collected here for t
     test_non_json_result_is_model_error,
     test_noop_job_and_warm_worker,
     test_out_of_memory,
+    test_private_tmp_is_writable_and_emptied_between_jobs,
+    test_processes_and_command_lines_show_nothing_of_the_host,
     test_timeout,
 )
 
@@ -66,8 +70,10 @@ __all__ = [
     "test_cancel_stops_a_running_job_within_a_second",
     "test_cannot_read_another_jobs_directory",
     "test_cannot_write_outside_output_dir",
+    "test_dangerous_system_calls_are_refused",
     "test_exception_is_model_error",
     "test_failing_setup_is_model_error",
+    "test_filling_tmp_is_a_clear_model_error",
     "test_fork_bomb_is_contained",
     "test_import_error_fails_the_build",
     "test_interpreter_crash",
@@ -76,6 +82,8 @@ __all__ = [
     "test_non_json_result_is_model_error",
     "test_noop_job_and_warm_worker",
     "test_out_of_memory",
+    "test_private_tmp_is_writable_and_emptied_between_jobs",
+    "test_processes_and_command_lines_show_nothing_of_the_host",
     "test_timeout",
 ]
 
@@ -111,6 +119,7 @@ def config(work_dir: Path, **overrides: Any) -> DockerRuntimeConfig:
         "docker_host": DOCKER_HOST,
         "work_dir": work_dir,
         "memory_mb": 256,
+        "tmpfs_mb": 32,  # a tmpfs is the container's memory: the /tmp filler stays under 256
         "pids_limit": 64,
         "idle_timeout_s": 60.0,
         "max_workers_per_version": 2,
@@ -347,7 +356,9 @@ async def test_worker_container_is_locked_down(runtime: DockerRuntime, tmp_path:
     assert host["NetworkMode"] == "none"
     assert host["ReadonlyRootfs"] is True
     assert host["CapDrop"] == ["ALL"]
-    assert host["SecurityOpt"] == ["no-new-privileges"]
+    no_new_privileges, seccomp = host["SecurityOpt"]  # never seccomp=unconfined
+    assert no_new_privileges == "no-new-privileges"
+    assert seccomp.startswith("seccomp=") and json.loads(seccomp.removeprefix("seccomp="))
     assert host["Memory"] == 256 * 1024 * 1024 and host["MemorySwap"] == host["Memory"]
     assert host["PidsLimit"] == 64
     assert host["NanoCpus"] == 1_000_000_000
@@ -360,8 +371,8 @@ async def test_jobs_go_over_fifos_and_older_images_still_run_over_stdio(
     runtime: DockerRuntime, tmp_path: Path, work_root: Path
 ) -> None:
     artifact = await build(runtime, "noop")
-    assert artifact.details["runner_revision"] == "2"
-    assert artifact.details["image"].endswith("-r2")
+    assert artifact.details["runner_revision"] == "3"
+    assert artifact.details["image"].endswith("-r3")
     assert (await runtime.run_job(artifact, make_job(tmp_path))).ok
     # A version built before revision 2 has no runner_revision: attached stdin/stdout.
     older = msgspec.structs.replace(

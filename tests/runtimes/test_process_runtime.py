@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from services.runtime_factory import make_runtime
 from services.runtimes.base import BuildFailedError, RuntimeUnavailableError
 from services.runtimes.process import ProcessRuntime
 from services.sandbox_setup import check_bwrap
+from services.settings import Settings
 from tests._infra import wait_until
 from tests.runtimes.conftest import (
     PACKAGES,
@@ -240,3 +242,16 @@ async def test_crash_while_importing_fails_the_build(work_root: Path) -> None:
     await runtime.close()
     assert "died while loading predict.py" in info.value.message
     assert "SIGSEGV" in info.value.message
+
+
+@needs_bwrap
+async def test_tmp_size_is_the_worker_tmp_setting(tmp_path: Path) -> None:
+    settings = Settings.from_env({}, data_dir=tmp_path / "data", worker_tmp_mb=8)
+    runtime = await make_runtime(settings)
+    try:
+        artifact = await build(runtime, "scratch")
+        outcome = await runtime.run_job(artifact, make_job(tmp_path, mode="fill"))
+    finally:
+        await runtime.close()
+    assert outcome.kind == "model_error", outcome
+    assert "/tmp is full: it holds at most 8 MiB" in outcome.message, outcome.message
