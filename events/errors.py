@@ -7,6 +7,7 @@ __all__ = [
     "EventStoreError",
     "ServerTooOldError",
     "StreamUnavailableError",
+    "UnstorableTextError",
 ]
 
 
@@ -38,3 +39,16 @@ class StreamUnavailableError(EventStoreError):
 
 class ServerTooOldError(EventStoreError):
     """The NATS server is older than the minimum version ClinAI needs."""
+
+
+class UnstorableTextError(EventStoreError):
+    """An event holds text the read models cannot store (a NUL character or a lone
+    surrogate): it is refused before it reaches the log. `where` names the field."""
+
+    def __init__(self, event_type: str, where: str) -> None:
+        super().__init__(
+            f"{event_type}: {where}, which cannot be stored",
+            hint="remove the NUL character or lone surrogate from that text",
+        )
+        self.event_type = event_type
+        self.where = where

@@ -164,8 +164,10 @@ class EventStore:
         batch_id = items[0][0].id
         last = len(items)
         reply: dict[str, Any] | None = None
+        # Encoded first: an event refused by the codec stops the batch before anything is sent.
+        encoded = [(event, expected, encode_event(event)) for event, expected in items]
         try:
-            for n, (event, expected) in enumerate(items, start=1):
+            for n, (event, expected, payload) in enumerate(encoded, start=1):
                 subject = event_subject(event.aggregate, event.aggregate_id, event.type)
                 headers = {
                     _MSG_ID: event.id,
@@ -177,7 +179,6 @@ class EventStore:
                     headers[_EXPECTED_SUBJECT] = aggregate_filter(
                         event.aggregate, event.aggregate_id
                     )
-                payload = encode_event(event)
                 if n < last:
                     await self._nc.publish(subject, payload, headers=headers)
                 else:

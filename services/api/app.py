@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from events import ConcurrencyConflictError, StreamUnavailableError
+from events import ConcurrencyConflictError, StreamUnavailableError, UnstorableTextError
 from projections.db import create_pool
 from projections.queries import InvalidCursorError
 from projections.watermark import ProjectionWatermark
@@ -91,6 +91,15 @@ async def _conflict(request: Request, exc: Exception) -> Response:
     )
 
 
+async def _unstorable(request: Request, exc: Exception) -> Response:
+    where = exc.where if isinstance(exc, UnstorableTextError) else str(exc)
+    return problem_response(
+        422,
+        "Invalid text",
+        f"{where}, which cannot be stored; remove the NUL character or lone surrogate and retry",
+    )
+
+
 async def _bad_cursor(request: Request, exc: Exception) -> Response:
     return problem_response(422, "Invalid cursor", f"{exc}")
 
@@ -161,6 +170,7 @@ def create_app(settings: Settings, *, blobs: BlobStore | None = None) -> Starlet
             HTTPException: _http_exception,
             StreamUnavailableError: _unavailable,
             ConcurrencyConflictError: _conflict,
+            UnstorableTextError: _unstorable,
             InvalidCursorError: _bad_cursor,
             Exception: _internal,
         },

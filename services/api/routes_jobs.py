@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from events import JobWebhook
+from events import JobWebhook, json_problem
 from projections import queries
 from services.aggregates import TERMINAL_JOB_STATUSES
 from services.api.auth import Principal
@@ -23,6 +23,8 @@ from services.api.deps import (
     page_limit,
     readable_model,
     services,
+    text_param,
+    unstorable_text,
     visible_model,
 )
 from services.api.problems import ApiError
@@ -55,8 +57,8 @@ async def create_job(request: Request) -> Response:
             raise ApiError(
                 422, "Input missing", "send the input file in the multipart field 'input'"
             )
+        params = _params(form)  # before any lookup: a bad form is refused at once
         version = await _runnable_version(svc, caller, form)
-        params = _params(form)
         timeout_s = _timeout(svc, form)
         webhook = _webhook(svc, form)
         job_id = ctx.resource_id("job")
@@ -111,8 +113,9 @@ async def create_job(request: Request) -> Response:
 async def _runnable_version(
     svc: ApiServices, caller: Principal, form: ReceivedForm
 ) -> queries.VersionView:
-    version_id = form.fields.get("version", "").strip()
-    model_id = form.fields.get("model", "").strip()
+    version_id = text_param(form.fields.get("version", ""), "version") or ""
+    model_id = text_param(form.fields.get("model", ""), "model") or ""
+    version_id, model_id = version_id.strip(), model_id.strip()
     if not version_id and not model_id:
         raise ApiError(
             422,
@@ -162,6 +165,8 @@ def _params(form: ReceivedForm) -> dict[str, Any]:
         raise ApiError(422, "Invalid params", f"'params' must be a JSON object: {err}") from err
     if not isinstance(params, dict):
         raise ApiError(422, "Invalid params", "'params' must be a JSON object")
+    if (where := json_problem(params)) is not None:
+        raise unstorable_text("'params'", where)
     return params
 
 
@@ -180,7 +185,7 @@ def _timeout(svc: ApiServices, form: ReceivedForm) -> float:
 
 
 def _webhook(svc: ApiServices, form: ReceivedForm) -> JobWebhook | None:
-    url = form.fields.get("webhook", "").strip()
+    url = (text_param(form.fields.get("webhook"), "webhook") or "").strip()
     if not url:
         return None
     try:
@@ -240,8 +245,8 @@ async def list_jobs(request: Request) -> Response:
     page = await queries.list_jobs(
         svc.pool,
         owner=owner,
-        status=request.query_params.get("status"),
-        model_id=request.query_params.get("model_id"),
+        status=text_param(request.query_params.get("status"), "status"),
+        model_id=text_param(request.query_params.get("model_id"), "model_id"),
         limit=limit,
         cursor=request.query_params.get("cursor"),
     )

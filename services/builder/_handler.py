@@ -23,6 +23,7 @@ from events import (
     EventStoreError,
     VersionBuilt,
     VersionUploaded,
+    scrub_text,
 )
 from services.aggregates import VersionState, fold_version
 from services.blobstore import BlobError, BlobNotFoundError, BlobStore
@@ -174,8 +175,8 @@ class BuildHandler:
             if isinstance(result, _Failure):
                 final = BuildFailed(
                     **envelope,
-                    reason=result.reason,
-                    log_tail=result.log_tail or build_log.tail(),
+                    reason=scrub_text(result.reason),
+                    log_tail=scrub_text(result.log_tail or build_log.tail()),
                     log_key=log_key,
                     duration_s=duration,
                 )
@@ -240,7 +241,7 @@ class BuildHandler:
             state = await self._read(version_id)
             if state.status in ("ready", "failed"):
                 return
-            event = BuildFailed(**self._envelope(state.uploaded), reason=reason)
+            event = BuildFailed(**self._envelope(state.uploaded), reason=scrub_text(reason))
             try:
                 await self._store.append(event, expected=state.last_seq)
                 return

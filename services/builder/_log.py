@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from events import BuildLogAppended, ConcurrencyConflictError, EventStore
+from events import BuildLogAppended, ConcurrencyConflictError, EventStore, scrub_text
 
 __all__ = ["BuildLog", "SupersededError"]
 
@@ -92,6 +92,7 @@ class BuildLog:
             raise self._error
         if not text:
             return
+        text = scrub_text(text)  # build output is kept whatever it holds
         if self._file is not None:
             self._file.write(text.encode(errors="replace"))
         self._tail.extend(text.splitlines())

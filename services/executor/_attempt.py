@@ -16,6 +16,7 @@ from typing import Any, TypeVar, cast
 import msgspec
 
 from events import JobRequested, OutputFile
+from events.text import json_problem
 from services.blobstore import BlobError, BlobNotFoundError, BlobStore, FileBlobStore
 from services.executor._files import job_log_key, local_input_name, upload_outputs
 from services.runtimes.base import Artifact, FailureKind, JobOutcome, JobSpec, Runtime
@@ -152,6 +153,19 @@ class Attempt:
         log_key = job_log_key(self.job_id) if outcome.log else None
         put_log = self._store_log(log_key, outcome.log)
         setup_s = fetch_s + outcome.setup_s
+        if outcome.ok and (problem := json_problem(outcome.result)) is not None:
+            # The runner refuses these too, but the host does not trust the sandbox: an
+            # event Postgres cannot store must not reach the log (nor its outputs the store).
+            refused = outcome
+            outcome = msgspec.structs.replace(
+                refused,
+                ok=False,
+                kind="model_error",
+                message=f"run() returned a result in which {problem}, which cannot be "
+                "stored: remove it (or encode binary data, e.g. as base64)",
+                outputs=(),
+            )
+            await asyncio.to_thread(_discard, [copy.path for copy in refused.outputs])
         if outcome.ok:
             # The log and the outputs are stored side by side, not one after the other.
             _, outputs = await _both(
@@ -178,6 +192,11 @@ class Attempt:
         """A model that printed nothing has no log to store (`key` None)."""
         if key is not None:
             await self._blobs.put_bytes(key, text.encode(), "text/plain; charset=utf-8")
+
+
+def _discard(paths: list[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
 
 
 async def _both(first: Awaitable[_A], second: Awaitable[_B]) -> tuple[_A, _B]:

@@ -32,6 +32,7 @@ from events import (
     JobSucceeded,
     JobTimings,
 )
+from events.text import scrub_text
 from services.aggregates import JobState, VersionState, fold_job, fold_version
 from services.blobstore import BlobStore
 from services.consumer import Delivery, Poison, RetryLater, reaction_envelope
@@ -295,12 +296,14 @@ class JobHandler:
                 log_key=result.log_key,
             )
         if result.kind == "canceled":
-            return JobCanceled(**envelope, message=result.message or "canceled on request")
+            return JobCanceled(
+                **envelope, message=scrub_text(result.message) or "canceled on request"
+            )
         return JobFailed(
             **envelope,
             kind=result.kind,
-            message=result.message,
-            traceback=result.traceback,
+            message=scrub_text(result.message),
+            traceback=None if result.traceback is None else scrub_text(result.traceback),
             timings=timings,
             log_key=result.log_key,
             attempts=started.attempt,
