@@ -11,19 +11,23 @@ backup is dropped afterwards.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 
 import asyncpg
 import msgspec
 
-from events import EventStore
+from events import EventStore, StoredEvent
 from projections._pipeline import PipelinedApplier
-from projections.apply import PROJECTION
+from projections.apply import PROJECTION, read_checkpoint
 from projections.db import LIVE_SCHEMA, check_schema_name, connect, lock_key, notify_channel
 from projections.migrate import apply_migrations
+from projections.quarantine import UNSTORABLE, isolate
 
 __all__ = ["RebuildReport", "rebuild", "replay"]
+
+log = logging.getLogger("clinai.rebuild")
 
 
 class RebuildReport(msgspec.Struct, frozen=True, kw_only=True):
@@ -45,21 +49,41 @@ async def replay(
     """Apply the events after sequence `after` up to `until` onto the connection's
     schema (whose checkpoint must be `after`), a transaction per batch, each batch's
     fold overlapping the previous one's write (see `projections._pipeline`); return
-    the new checkpoint (`until`, or `after` when there was nothing to do)."""
-    if until <= after:
-        return after
-    applier = PipelinedApplier(conn, after)
-    reader = store.read_batches(after + 1, max_batch=max_batch)
-    try:
-        async for batch in reader:
-            events = [e for e in batch if applier.submitted < e.seq <= until]
-            await applier.submit(events)
-            if applier.submitted >= until or (batch and batch[-1].seq >= until):
-                break
-        return await applier.drain()
-    finally:
-        await applier.close()
-        await reader.aclose()
+    the new checkpoint (`until`, or `after` when there was nothing to do). Events that
+    cannot be stored are quarantined as the projector does (`projections.quarantine`)."""
+    checkpoint = after
+    while checkpoint < until:
+        failed: int | None = None
+        applier = PipelinedApplier(conn, checkpoint)
+        reader = store.read_batches(checkpoint + 1, max_batch=max_batch)
+        try:
+            async for batch in reader:
+                events = [e for e in batch if applier.submitted < e.seq <= until]
+                await applier.submit(events)
+                if applier.submitted >= until or (batch and batch[-1].seq >= until):
+                    break
+            return await applier.drain()
+        except UNSTORABLE:
+            failed = applier.submitted
+        finally:
+            await applier.close()
+            await reader.aclose()
+        checkpoint = await isolate(
+            conn,
+            store,
+            after=await read_checkpoint(conn),
+            until=failed,
+            max_batch=max_batch,
+            on_quarantine=_report_quarantined,
+        )
+    return checkpoint
+
+
+def _report_quarantined(stored: StoredEvent, error: str) -> None:
+    log.error(
+        "rebuild: event seq %s (%s %s) cannot be stored and is quarantined, skipped: %s",
+        stored.seq, stored.event.type, stored.event.aggregate_id, error,
+    )  # fmt: skip
 
 
 async def rebuild(
