@@ -7,7 +7,6 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 
-import asyncpg
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -19,13 +18,14 @@ from projections.db import create_pool
 from projections.queries import InvalidCursorError
 from projections.watermark import ProjectionWatermark
 from services.api import (
+    readiness,
     routes_events,
     routes_jobs,
     routes_keys,
     routes_models,
     routes_webhooks,
 )
-from services.api.deps import ApiServices, json_response, services
+from services.api.deps import ApiServices, json_response
 from services.api.problems import ApiError, handle_api_error, problem_response
 from services.blobstore import SIGNED_BLOB_ROUTE, BlobStore, FileBlobStore, signed_blob_endpoint
 from services.notifier.commands import WebhookCommands
@@ -41,27 +41,6 @@ log = logging.getLogger("clinai.api")
 
 async def healthz(request: Request) -> Response:
     return json_response({"status": "ok"})
-
-
-async def readyz(request: Request) -> Response:
-    svc = services(request)
-    problems = []
-    if not svc.store_connected():
-        problems.append("NATS is not connected")
-    try:
-        async with svc.pool.acquire() as conn:
-            await conn.fetchval("select 1")
-    except (OSError, asyncpg.PostgresError) as err:
-        problems.append(f"Postgres is not reachable: {err}")
-    if problems:
-        return problem_response(503, "Not ready", "; ".join(problems), headers={"Retry-After": "1"})
-    return json_response(
-        {
-            "status": "ready",
-            "projection_seq": svc.watermark.checkpoint,
-            "long_polls_waiting": svc.job_waits.waiting,
-        }
-    )
 
 
 async def _http_exception(request: Request, exc: Exception) -> Response:
@@ -130,6 +109,7 @@ def create_app(settings: Settings, *, blobs: BlobStore | None = None) -> Starlet
         watermark = await ProjectionWatermark.open(database_url)
         try:
             store = await open_event_store(settings, nc)
+            app.state.readiness = readiness.Readiness.from_settings(settings, nc, pool)
             app.state.services = ApiServices(
                 settings=settings,
                 store=store,
@@ -153,7 +133,7 @@ def create_app(settings: Settings, *, blobs: BlobStore | None = None) -> Starlet
 
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
-        Route("/readyz", readyz, methods=["GET"]),
+        Route("/readyz", readiness.readyz, methods=["GET"]),
         *routes_models.routes,
         *routes_jobs.routes,
         *routes_keys.routes,
