@@ -23,7 +23,7 @@ from projections._pipeline import PipelinedApplier
 from projections.apply import PROJECTION, read_checkpoint
 from projections.db import LIVE_SCHEMA, check_schema_name, connect, lock_key, notify_channel
 from projections.migrate import apply_migrations
-from projections.quarantine import UNSTORABLE, isolate
+from projections.quarantine import UNSTORABLE, count_quarantined, isolate
 
 __all__ = ["RebuildReport", "rebuild", "replay"]
 
@@ -36,6 +36,7 @@ class RebuildReport(msgspec.Struct, frozen=True, kw_only=True):
     seconds: float  # the bulk replay's wall time
     events_per_s: float
     checkpoint: int  # the live checkpoint right after the swap
+    quarantined: int = 0  # events that could not be stored (see projections.quarantine)
 
 
 async def replay(
@@ -132,6 +133,7 @@ async def rebuild(
                 replayed = checkpoint
             if await conn.fetchval("SELECT to_regnamespace($1) IS NOT NULL", schema):
                 await conn.execute(f"ALTER SCHEMA {schema} RENAME TO {backup}")
+            quarantined = await count_quarantined(conn)
             await conn.execute(f"ALTER SCHEMA {fresh} RENAME TO {schema}")
             await conn.execute("SELECT pg_notify($1, $2)", notify_channel(schema), str(checkpoint))
         await conn.execute(f"DROP SCHEMA IF EXISTS {backup} CASCADE")
@@ -147,4 +149,5 @@ async def rebuild(
         seconds=seconds,
         events_per_s=bulk / seconds if seconds > 0 else 0.0,
         checkpoint=checkpoint,
+        quarantined=quarantined,
     )

@@ -46,3 +46,8 @@ async def rebuild_command(settings: Settings) -> None:
         f"rebuilt the read models from {report.events} events in {report.seconds:.2f}s "
         f"({report.events_per_s:,.0f} events/s) and swapped them in"
     )
+    if report.quarantined:
+        print(
+            f"{report.quarantined} event(s) could not be stored and are quarantined: "
+            "SELECT * FROM read_model.quarantine"
+        )
