@@ -9,6 +9,7 @@ from events.errors import (
     EventStoreError,
     ServerTooOldError,
     StreamUnavailableError,
+    UndecodableEventError,
     UnstorableTextError,
 )
 from events.ids import event_id_for_key, new_event_id, new_id
@@ -25,6 +26,7 @@ __all__ = [
     "ServerTooOldError",
     "StoredEvent",
     "StreamUnavailableError",
+    "UndecodableEventError",
     "UnstorableTextError",
     "aggregate_filter",
     "decode_event",

@@ -6,11 +6,12 @@ from typing import Any
 
 import msgspec
 
+from events._stored import StoredEvent
 from events.catalogue import AnyEvent, Event
-from events.errors import UnstorableTextError
+from events.errors import UndecodableEventError, UnstorableTextError
 from events.text import NUL_ESCAPE, json_problem
 
-__all__ = ["decode_event", "encode_event", "event_to_builtins"]
+__all__ = ["decode_event", "decode_stored", "encode_event", "event_to_builtins"]
 
 _encoder = msgspec.json.Encoder()
 _decoder: msgspec.json.Decoder[AnyEvent] = msgspec.json.Decoder(AnyEvent)
@@ -36,6 +37,14 @@ def encode_event(event: Event) -> bytes:
 def decode_event(data: bytes) -> AnyEvent:
     """Raises msgspec.ValidationError naming the bad field's path."""
     return _decoder.decode(data)
+
+
+def decode_stored(seq: int, subject: str, data: bytes) -> StoredEvent:
+    """The event stored at `seq`; UndecodableEventError (naming it) when it is none."""
+    try:
+        return StoredEvent(seq, _decoder.decode(data))
+    except (msgspec.DecodeError, msgspec.ValidationError) as err:
+        raise UndecodableEventError(seq, subject, str(err)) from err
 
 
 def event_to_builtins(event: Event) -> dict[str, Any]:

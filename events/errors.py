@@ -7,6 +7,7 @@ __all__ = [
     "EventStoreError",
     "ServerTooOldError",
     "StreamUnavailableError",
+    "UndecodableEventError",
     "UnstorableTextError",
 ]
 
@@ -52,3 +53,18 @@ class UnstorableTextError(EventStoreError):
         )
         self.event_type = event_type
         self.where = where
+
+
+class UndecodableEventError(EventStoreError):
+    """A stored message at `seq` is not an event this version can decode (a hand-made
+    append, a schema this version does not know). Readers raise it after handing over
+    every event before it, so a caller can record it and read on from `seq + 1`."""
+
+    def __init__(self, seq: int, subject: str, reason: str) -> None:
+        super().__init__(
+            f"the message at sequence {seq} ({subject}) is not an event: {reason}",
+            hint="read on from the next sequence, or upgrade to a version that knows it",
+        )
+        self.seq = seq
+        self.subject = subject
+        self.reason = reason

@@ -28,7 +28,7 @@ from typing import Any, Final
 
 import asyncpg
 
-from events import EventStore, StoredEvent
+from events import EventStore, StoredEvent, UndecodableEventError
 from projections._pipeline import (
     BatchHook,
     CheckpointMovedError,
@@ -43,7 +43,7 @@ from projections.db import (
     notify_channel,
 )
 from projections.migrate import apply_migrations
-from projections.quarantine import UNSTORABLE, isolate
+from projections.quarantine import UNSTORABLE, isolate, skip_undecodable
 
 __all__ = ["BatchHook", "Projector"]
 
@@ -171,17 +171,28 @@ class Projector:
                 )
                 isolate_until: int | None = None
                 try:
-                    await self._follow(conn, reader, stopping, swap_lock)
-                except _Reseek as reseek:
-                    self.checkpoint = reseek.checkpoint
-                except _Isolate as failed:
-                    isolate_until = failed.until
-                finally:
-                    await reader.aclose()
-                if isolate_until is not None:
-                    await self._isolate(conn, swap_lock, isolate_until)
+                    try:
+                        await self._follow(conn, reader, stopping, swap_lock)
+                    except _Reseek as reseek:
+                        self.checkpoint = reseek.checkpoint
+                    except _Isolate as failed:
+                        isolate_until = failed.until
+                    finally:
+                        await reader.aclose()
+                    if isolate_until is not None:
+                        await self._isolate(conn, swap_lock, isolate_until)
+                except UndecodableEventError as bad:
+                    await self._skip(conn, swap_lock, bad)
         finally:
             stopping.cancel()
+
+    async def _skip(
+        self, conn: asyncpg.Connection, swap_lock: str, bad: UndecodableEventError
+    ) -> None:
+        """Quarantine a message that is no event: every event before it is committed
+        (`_follow` drained, `isolate` commits one by one)."""
+        if await skip_undecodable(conn, bad, swap_lock=swap_lock, channel=self._channel):
+            self._on_quarantine(bad.seq, bad.subject, f"not an event: {bad.reason}")
 
     async def _isolate(self, conn: asyncpg.Connection, swap_lock: str, until: int) -> None:
         """Apply the events of the failed batches one by one, quarantining what cannot
@@ -197,18 +208,22 @@ class Projector:
                 channel=self._channel,
                 before_commit=self._before_commit,
                 after_commit=self._committed,
-                on_quarantine=self._on_quarantine,
+                on_quarantine=self._quarantined,
             )
         except CheckpointMovedError:
             pass  # a rebuild swapped schemas: the next turn reads the stored checkpoint
 
-    def _on_quarantine(self, stored: StoredEvent, error: str) -> None:
-        self.checkpoint = stored.seq
+    def _quarantined(self, stored: StoredEvent, error: str) -> None:
+        event = stored.event
+        self._on_quarantine(stored.seq, f"{event.type} {event.aggregate_id}", error)
+
+    def _on_quarantine(self, seq: int, what: str, error: str) -> None:
+        self.checkpoint = seq
         self.quarantined += 1
         log.error(
-            "projector: event seq %s (%s %s) cannot be stored and is quarantined, skipped: "
+            "projector: event seq %s (%s) cannot be stored and is quarantined, skipped: "
             "%s (see the quarantine table)",
-            stored.seq, stored.event.type, stored.event.aggregate_id, error,
+            seq, what, error,
         )  # fmt: skip
 
     async def _follow(
@@ -244,6 +259,10 @@ class Projector:
                     if stopping.done():
                         break
                     continue
+                if (failure := receiving.exception()) is not None:
+                    # The reader ends here (a message it cannot decode): commit what it gave.
+                    await self._pipelined(applier, applier.drain())
+                    raise failure
                 batch, receiving = receiving.result(), None
                 if await self._pace(batch):
                     # What came in while the batch was held joins it: the reader hands over

@@ -8,6 +8,9 @@ table, in the same transaction as the checkpoint moving past it, and skipped. It
 stay as the events before it left them. The projector and the rebuild do the same, so a
 rebuilt schema holds the same rows and the same quarantine.
 
+A message a reader cannot decode at all (`UndecodableEventError`: a hand-made append, a
+schema this version does not know) is quarantined the same way (`skip_undecodable`).
+
 Text such events would carry is refused before it reaches the log (`events.text`); this
 is what keeps the read models going when one got there all the same (an older writer, a
 hand-made append, a bug).
@@ -21,7 +24,7 @@ from typing import Final
 import asyncpg
 import orjson
 
-from events import EventStore, StoredEvent, scrub_text
+from events import EventStore, StoredEvent, UndecodableEventError, scrub_text
 from events.subjects import PREFIX
 from projections._pipeline import (
     BatchHook,
@@ -32,7 +35,7 @@ from projections._pipeline import (
 from projections.apply import advance_checkpoint
 from projections.notice import commit_notice
 
-__all__ = ["UNSTORABLE", "OnQuarantine", "count_quarantined", "isolate"]
+__all__ = ["UNSTORABLE", "OnQuarantine", "count_quarantined", "isolate", "skip_undecodable"]
 
 # Errors that applying the same events again would raise again.
 UNSTORABLE: Final = (
@@ -129,6 +132,27 @@ async def _record(
         )
         if found is not None:
             raise CheckpointMovedError(expected, found)
+
+
+async def skip_undecodable(
+    conn: asyncpg.Connection,
+    bad: UndecodableEventError,
+    *,
+    swap_lock: str | None = None,
+    channel: str | None = None,
+) -> bool:
+    """Quarantine the message a reader could not decode, if the checkpoint is right
+    before it: True when done; False when the checkpoint is elsewhere (nothing changed:
+    read on from the stored checkpoint, which leads back to it)."""
+    seq = bad.seq
+    async with batch_transaction(conn, swap_lock):
+        found = await advance_checkpoint(
+            conn, seq - 1, seq, channel=channel, notice=f"{seq} {seq - 1}"
+        )
+        if found is None:
+            error = scrub_text(f"not an event: {bad.reason}")
+            await conn.execute(_RECORD_SQL, seq, scrub_text(bad.subject), None, None, error)
+    return found is None
 
 
 async def count_quarantined(conn: asyncpg.Connection | asyncpg.Pool) -> int:

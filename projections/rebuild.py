@@ -18,12 +18,12 @@ from collections.abc import Callable
 import asyncpg
 import msgspec
 
-from events import EventStore, StoredEvent
+from events import EventStore, StoredEvent, UndecodableEventError
 from projections._pipeline import PipelinedApplier
 from projections.apply import PROJECTION, read_checkpoint
 from projections.db import LIVE_SCHEMA, check_schema_name, connect, lock_key, notify_channel
 from projections.migrate import apply_migrations
-from projections.quarantine import UNSTORABLE, count_quarantined, isolate
+from projections.quarantine import UNSTORABLE, count_quarantined, isolate, skip_undecodable
 
 __all__ = ["RebuildReport", "rebuild", "replay"]
 
@@ -55,28 +55,45 @@ async def replay(
     checkpoint = after
     while checkpoint < until:
         failed: int | None = None
+        undecodable: UndecodableEventError | None = None
         applier = PipelinedApplier(conn, checkpoint)
         reader = store.read_batches(checkpoint + 1, max_batch=max_batch)
         try:
-            async for batch in reader:
-                events = [e for e in batch if applier.submitted < e.seq <= until]
-                await applier.submit(events)
-                if applier.submitted >= until or (batch and batch[-1].seq >= until):
-                    break
-            return await applier.drain()
+            try:
+                async for batch in reader:
+                    events = [e for e in batch if applier.submitted < e.seq <= until]
+                    await applier.submit(events)
+                    if applier.submitted >= until or (batch and batch[-1].seq >= until):
+                        break
+            except UndecodableEventError as err:
+                undecodable = err  # after the events before it
+            checkpoint = await applier.drain()
         except UNSTORABLE:
             failed = applier.submitted
         finally:
             await applier.close()
             await reader.aclose()
-        checkpoint = await isolate(
-            conn,
-            store,
-            after=await read_checkpoint(conn),
-            until=failed,
-            max_batch=max_batch,
-            on_quarantine=_report_quarantined,
-        )
+        if failed is not None:
+            try:
+                checkpoint = await isolate(
+                    conn,
+                    store,
+                    after=await read_checkpoint(conn),
+                    until=failed,
+                    max_batch=max_batch,
+                    on_quarantine=_report_quarantined,
+                )
+            except UndecodableEventError as err:
+                undecodable = err
+        if undecodable is not None and undecodable.seq <= until:
+            if await skip_undecodable(conn, undecodable):
+                log.error(
+                    "rebuild: message seq %s (%s) is no event and is quarantined, skipped: %s",
+                    undecodable.seq, undecodable.subject, undecodable.reason,
+                )  # fmt: skip
+            checkpoint = await read_checkpoint(conn)
+        elif failed is None:
+            return checkpoint
     return checkpoint
 
 
