@@ -28,6 +28,8 @@ from events import (
 )
 from projections import Projector
 from projections.rebuild import rebuild
+from services.projector import status_command
+from services.settings import Settings
 from tests.projections._support import append_all, dump, running, user_created, wait_checkpoint
 
 
@@ -82,6 +84,8 @@ async def test_an_event_postgres_cannot_store_is_quarantined_and_skipped(
     store: EventStore,
     db: asyncpg.Connection,
     caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+    nats_url: str,
 ) -> None:
     good = [user_created() for _ in range(3)]
     await append_all(store, good[:2])
@@ -130,6 +134,15 @@ async def test_an_event_postgres_cannot_store_is_quarantined_and_skipped(
     assert (report.checkpoint, report.quarantined) == (last, 4)
     assert await dump(db, "read_model") == live
     assert await _quarantine(db, "read_model") == quarantined
+
+    # The operator's view: `clinai projections status`.
+    settings = Settings(nats_url=nats_url, database_url=database_url)
+    await status_command(settings)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"read models at sequence {last} of {last} (0 behind); 4 event(s) quarantined"
+    assert out[1].startswith(
+        f"  seq {bad_user_seq} clinai.user.{bad_user.aggregate_id}.UserCreated: "
+    )
 
 
 async def test_a_rebuild_quarantines_what_the_live_projector_never_saw(
