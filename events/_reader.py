@@ -27,11 +27,13 @@ from collections.abc import AsyncIterator
 from typing import Any, Final, cast
 from urllib.parse import ParseResult
 
+import msgspec
 import orjson
 from nats.aio.client import Client as NATS
 
 from events._stored import StoredEvent
-from events.codec import decode_stored
+from events.codec import decode_event
+from events.errors import UndecodableEventError
 
 __all__ = ["BulkReader", "open_bulk_reader"]
 
@@ -140,9 +142,13 @@ class _Protocol(asyncio.Protocol):
         if dseq != self._dseq + 1:  # a gap: the caller resumes after the last one taken
             raise _ReaderGone(f"delivery sequence {dseq} after {self._dseq}")
         self._dseq = dseq
-        # An undecodable message stops the reader: `batches` hands over the events before
-        # it, then raises UndecodableEventError.
-        self.ready.append(decode_stored(int(ack[5]), subject.decode(errors="replace"), payload))
+        seq = int(ack[5])
+        try:
+            event = decode_event(payload)
+        except (msgspec.DecodeError, msgspec.ValidationError) as err:
+            # It stops the reader: `batches` hands over the events before it, then raises.
+            raise UndecodableEventError(seq, subject.decode(errors="replace"), str(err)) from err
+        self.ready.append(StoredEvent(seq, event))
         if ack[8] == b"0":
             self.caught_up = True
 
