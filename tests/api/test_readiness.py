@@ -13,15 +13,18 @@ import aiohttp
 import msgspec
 import nats
 import pytest
+from nats.aio.client import Client as NATS
 
-from events import event_subject
+from events import EventStore, event_subject
+from projections import LIVE_SCHEMA, apply_migrations, connect, create_pool
+from services.api.readiness import Readiness, ReadinessReport
 from services.durables import EXECUTOR_DURABLE
 from services.sandbox_setup import check_bwrap
 from services.settings import Settings
 from services.stack import ensure_admin_key
 from tests._infra import wait_until
 from tests.api.conftest import free_port, start_services, stop_services, wait_key_works
-from tests.projections._support import user_created
+from tests.projections._support import append_all, user_created
 
 EVENTS = 20_000
 
@@ -123,3 +126,37 @@ async def test_ready_waits_for_the_projection_and_the_executors_consumer(
             assert time.monotonic() - started < 2
     finally:
         stop_services(procs)
+
+
+async def test_the_projection_counts_as_stalled_only_past_the_allowed_lag_and_age(
+    nc: NATS, store: EventStore, database_url: str
+) -> None:
+    last = await append_all(store, [user_created() for _ in range(10)])
+    conn = await connect(database_url)
+    try:
+        await apply_migrations(conn, LIVE_SCHEMA)
+        await conn.execute("INSERT INTO checkpoint VALUES ('read_models', 2)")
+    finally:
+        await conn.close()
+    pool = await create_pool(database_url, min_size=1, max_size=2)
+    later = time.time() + 60  # a clock a minute ahead: every event is a minute old
+
+    def stalled(report: ReadinessReport) -> list[str]:
+        return [p for p in report.problems if "projector is stopped or failing" in p]
+
+    try:
+        checks = Readiness(
+            nc, pool, stream=store.stream, max_lag=8, stall_s=30, clock=lambda: later
+        )
+        report = await checks.check()
+        assert (report.projection_seq, report.stream_seq, stalled(report)) == (2, last, [])
+        checks = Readiness(
+            nc, pool, stream=store.stream, max_lag=7, stall_s=30, clock=lambda: later
+        )
+        [problem] = stalled(await checks.check())
+        assert problem.startswith("the read models are at sequence 2, 8 events behind the log")
+        assert "have lacked sequence 10 for 6" in problem and "s (limit 30 s" in problem
+        checks = Readiness(nc, pool, stream=store.stream, max_lag=0, stall_s=30)  # the real clock
+        assert stalled(await checks.check()) == []  # every event is younger than 30 s
+    finally:
+        await pool.close()
