@@ -49,6 +49,7 @@ _STATE_SQL: Final = (
     "SELECT (SELECT last_seq FROM checkpoint WHERE projection = $1) AS checkpoint, "
     "(SELECT count(*) FROM quarantine) AS quarantined"
 )
+_CHECKPOINT_SQL: Final = "SELECT last_seq FROM checkpoint WHERE projection = $1"
 _SETTINGS_HINT: Final = "CLINAI_READY_PROJECTION_LAG / CLINAI_READY_PROJECTION_STALL_S"
 
 
@@ -158,8 +159,12 @@ class Readiness:
             async with self._pool.acquire(timeout=self._timeout_s) as conn:
                 try:
                     row = await conn.fetchrow(_STATE_SQL, PROJECTION, timeout=self._timeout_s)
-                except asyncpg.UndefinedTableError:  # the projector has not migrated yet
-                    return 0, 0
+                except asyncpg.UndefinedTableError:  # the projector has not migrated (yet)
+                    try:
+                        seq = await conn.fetchval(_CHECKPOINT_SQL, PROJECTION)
+                    except asyncpg.UndefinedTableError:
+                        seq = 0
+                    return int(seq or 0), 0
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
             problems.append(f"Postgres is not reachable: {err or type(err).__name__}")
             return None
