@@ -10,10 +10,13 @@ from events.errors import (
     EventTooLargeError,
     ServerTooOldError,
     StreamUnavailableError,
+    UndecodableEventError,
+    UnstorableTextError,
 )
 from events.ids import event_id_for_key, new_event_id, new_id
 from events.store import AggregateHistory, EventStore, StoredEvent
 from events.subjects import aggregate_filter, event_subject, parse_subject
+from events.text import json_problem, scrub_text, text_problem
 
 __all__ = [
     *_catalogue_all,
@@ -25,13 +28,18 @@ __all__ = [
     "ServerTooOldError",
     "StoredEvent",
     "StreamUnavailableError",
+    "UndecodableEventError",
+    "UnstorableTextError",
     "aggregate_filter",
     "decode_event",
     "encode_event",
     "event_id_for_key",
     "event_subject",
     "event_to_builtins",
+    "json_problem",
     "new_event_id",
     "new_id",
     "parse_subject",
+    "scrub_text",
+    "text_problem",
 ]

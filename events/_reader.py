@@ -27,11 +27,13 @@ from collections.abc import AsyncIterator
 from typing import Any, Final, cast
 from urllib.parse import ParseResult
 
+import msgspec
 import orjson
 from nats.aio.client import Client as NATS
 
 from events._stored import StoredEvent
 from events.codec import decode_event
+from events.errors import UndecodableEventError
 
 __all__ = ["BulkReader", "open_bulk_reader"]
 
@@ -103,7 +105,7 @@ class _Protocol(asyncio.Protocol):
                 if buf[start + _STATUS_AT] == 0x20:  # "NATS/1.0 100 ...": a control message
                     self._control(args, buf[start : start + header_len])
                 else:
-                    self._message(args[2], buf[start + header_len : end])
+                    self._message(args[0], args[2], buf[start + header_len : end])
                 pos = end + 2
             elif buf.startswith(b"MSG ", pos):  # subject, sid, [reply], size
                 args = buf[pos + 4 : eol].split()
@@ -115,7 +117,7 @@ class _Protocol(asyncio.Protocol):
                     if not self.api_reply.done():
                         self.api_reply.set_result(buf[start:end])
                 elif len(args) == 4:  # a message stored without headers
-                    self._message(args[2], buf[start:end])
+                    self._message(args[0], args[2], buf[start:end])
                 pos = end + 2
             elif self._handshaking:
                 self._lines.put_nowait(buf[pos:eol])
@@ -131,7 +133,7 @@ class _Protocol(asyncio.Protocol):
             self.wakeup.set()
         return pos
 
-    def _message(self, reply: bytes, payload: bytes) -> None:
+    def _message(self, subject: bytes, reply: bytes, payload: bytes) -> None:
         """One delivered message: `$JS.ACK.<stream>.<consumer>.<n>.<sseq>.<dseq>.<ts>.<pending>`."""
         ack = reply.split(b".")
         if len(ack) != 9 or ack[0] != b"$JS":
@@ -140,7 +142,13 @@ class _Protocol(asyncio.Protocol):
         if dseq != self._dseq + 1:  # a gap: the caller resumes after the last one taken
             raise _ReaderGone(f"delivery sequence {dseq} after {self._dseq}")
         self._dseq = dseq
-        self.ready.append(StoredEvent(int(ack[5]), decode_event(payload)))
+        seq = int(ack[5])
+        try:
+            event = decode_event(payload)
+        except (msgspec.DecodeError, msgspec.ValidationError) as err:
+            # It stops the reader: `batches` hands over the events before it, then raises.
+            raise UndecodableEventError(seq, subject.decode(errors="replace"), str(err)) from err
+        self.ready.append(StoredEvent(seq, event))
         if ack[8] == b"0":
             self.caught_up = True
 
@@ -203,7 +211,8 @@ class BulkReader:
         """Lists of `max_batch` events (the last one may be shorter), in order, from
         `start_seq` up to the stream's tail as it was when the last one was delivered.
         Stops early (without raising) when the reader cannot go on: the caller carries
-        on from the next sequence another way. An event that does not decode raises."""
+        on from the next sequence another way. A message that does not decode raises
+        UndecodableEventError, after the events before it."""
         p = self._p
         if not await self._subscribe(start_seq):
             return

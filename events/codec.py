@@ -6,21 +6,45 @@ from typing import Any
 
 import msgspec
 
+from events._stored import StoredEvent
 from events.catalogue import AnyEvent, Event
+from events.errors import UndecodableEventError, UnstorableTextError
+from events.text import NUL_ESCAPE, json_problem
 
-__all__ = ["decode_event", "encode_event", "event_to_builtins"]
+__all__ = ["decode_event", "decode_stored", "encode_event", "event_to_builtins"]
 
 _encoder = msgspec.json.Encoder()
 _decoder: msgspec.json.Decoder[AnyEvent] = msgspec.json.Decoder(AnyEvent)
 
 
 def encode_event(event: Event) -> bytes:
-    return _encoder.encode(event)
+    """The event as JSON. Raises UnstorableTextError for text the read models cannot
+    store (see `events.text`): such an event never reaches the log. Costs one search of
+    the encoded bytes; only a hit (or a lone surrogate) walks the event."""
+    try:
+        data = _encoder.encode(event)
+    except UnicodeEncodeError:
+        data = b""  # a lone surrogate: find where
+    else:
+        if NUL_ESCAPE not in data:
+            return data
+    where = json_problem(msgspec.to_builtins(event, str_keys=True))
+    if where is None:  # a literal backslash before "u0000": the text is fine
+        return data
+    raise UnstorableTextError(event.type, where)
 
 
 def decode_event(data: bytes) -> AnyEvent:
     """Raises msgspec.ValidationError naming the bad field's path."""
     return _decoder.decode(data)
+
+
+def decode_stored(seq: int, subject: str, data: bytes) -> StoredEvent:
+    """The event stored at `seq`; UndecodableEventError (naming it) when it is none."""
+    try:
+        return StoredEvent(seq, _decoder.decode(data))
+    except (msgspec.DecodeError, msgspec.ValidationError) as err:
+        raise UndecodableEventError(seq, subject, str(err)) from err
 
 
 def event_to_builtins(event: Event) -> dict[str, Any]:

@@ -8,6 +8,8 @@ __all__ = [
     "EventTooLargeError",
     "ServerTooOldError",
     "StreamUnavailableError",
+    "UndecodableEventError",
+    "UnstorableTextError",
 ]
 
 
@@ -55,3 +57,31 @@ class EventTooLargeError(EventStoreError):
         self.aggregate_id = aggregate_id
         self.size = size
         self.limit = limit
+
+
+class UnstorableTextError(EventStoreError):
+    """An event holds text the read models cannot store (a NUL character or a lone
+    surrogate): it is refused before it reaches the log. `where` names the field."""
+
+    def __init__(self, event_type: str, where: str) -> None:
+        super().__init__(
+            f"{event_type}: {where}, which cannot be stored",
+            hint="remove the NUL character or lone surrogate from that text",
+        )
+        self.event_type = event_type
+        self.where = where
+
+
+class UndecodableEventError(EventStoreError):
+    """A stored message at `seq` is not an event this version can decode (a hand-made
+    append, a schema this version does not know). Readers raise it after handing over
+    every event before it, so a caller can record it and read on from `seq + 1`."""
+
+    def __init__(self, seq: int, subject: str, reason: str) -> None:
+        super().__init__(
+            f"the message at sequence {seq} ({subject}) is not an event: {reason}",
+            hint="read on from the next sequence, or upgrade to a version that knows it",
+        )
+        self.seq = seq
+        self.subject = subject
+        self.reason = reason

@@ -30,13 +30,14 @@ from nats.js.errors import APIError, NotFoundError
 from events._reader import open_bulk_reader
 from events._stored import StoredEvent
 from events.catalogue import Event
-from events.codec import decode_event, encode_event
+from events.codec import decode_event, decode_stored, encode_event
 from events.errors import (
     ConcurrencyConflictError,
     EventStoreError,
     EventTooLargeError,
     ServerTooOldError,
     StreamUnavailableError,
+    UndecodableEventError,
 )
 from events.subjects import PREFIX, aggregate_filter, event_subject
 
@@ -199,7 +200,7 @@ class EventStore:
                 headers[_EXPECTED_SUBJECT] = aggregate_filter(event.aggregate, event.aggregate_id)
             if n == last:
                 headers["Nats-Batch-Commit"] = "1"
-            # Every message is checked before the first is sent: all or none.
+            # Every message is encoded and checked (size, text) before the first is sent.
             messages.append((subject, self._checked_payload(event, headers), headers))
         reply: dict[str, Any] | None = None
         try:
@@ -390,7 +391,15 @@ class EventStore:
                 if not received:
                     ready.clear()
                 drained.set()
-                yield [StoredEvent(_stream_seq(msg), decode_event(msg.data)) for msg in taken]
+                batch: list[StoredEvent] = []
+                try:
+                    for msg in taken:
+                        batch.append(decode_stored(_stream_seq(msg), msg.subject, msg.data))
+                except UndecodableEventError:
+                    if batch:  # the events before it first; the error at the next step
+                        yield batch
+                    raise
+                yield batch
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()

@@ -12,18 +12,23 @@ batch starts at most every `busy_interval_s` and the events arriving while it is
 commit with it, not with the batch after it: an event waits at most one interval. A
 batch of one aggregate's events (a job run on its own) is never held back, nor is a
 full batch (a backlog being read).
+
+A batch that fails with an error its events would raise again (Postgres refusing a
+value) is applied again one event per transaction, and each event that still fails is
+quarantined and skipped (`projections.quarantine`): the projector never wedges on one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Sequence
 from typing import Any, Final
 
 import asyncpg
 
-from events import EventStore, StoredEvent
+from events import EventStore, StoredEvent, UndecodableEventError
 from projections._pipeline import (
     BatchHook,
     CheckpointMovedError,
@@ -38,8 +43,11 @@ from projections.db import (
     notify_channel,
 )
 from projections.migrate import apply_migrations
+from projections.quarantine import UNSTORABLE, isolate, skip_undecodable
 
 __all__ = ["BatchHook", "Projector"]
+
+log = logging.getLogger("clinai.projector")
 
 _LOCK_SQL: Final = "SELECT pg_try_advisory_lock(hashtextextended($1, 0))"
 _ASYNC_COMMIT_SQL: Final = "SET synchronous_commit TO off"
@@ -52,6 +60,14 @@ class _Reseek(Exception):
     def __init__(self, checkpoint: int) -> None:
         super().__init__(f"checkpoint is {checkpoint}")
         self.checkpoint = checkpoint
+
+
+class _Isolate(Exception):
+    """A batch up to `until` holds an event the read models cannot store."""
+
+    def __init__(self, until: int) -> None:
+        super().__init__(f"an event up to {until} cannot be stored")
+        self.until = until
 
 
 class Projector:
@@ -92,6 +108,7 @@ class Projector:
         self.is_leader = False
         self.checkpoint = 0  # the last sequence this projector committed (or found)
         self.batches = 0
+        self.quarantined = 0  # events this projector quarantined (see projections.quarantine)
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Wait for leadership, then project until `stop` is set (or the task is
@@ -152,14 +169,62 @@ class Projector:
                 reader: AsyncGenerator[list[StoredEvent], None] = self._store.read_batches(
                     self.checkpoint + 1, max_batch=self._max_batch
                 )
+                isolate_until: int | None = None
                 try:
-                    await self._follow(conn, reader, stopping, swap_lock)
-                except _Reseek as reseek:
-                    self.checkpoint = reseek.checkpoint
-                finally:
-                    await reader.aclose()
+                    try:
+                        await self._follow(conn, reader, stopping, swap_lock)
+                    except _Reseek as reseek:
+                        self.checkpoint = reseek.checkpoint
+                    except _Isolate as failed:
+                        isolate_until = failed.until
+                    finally:
+                        await reader.aclose()
+                    if isolate_until is not None:
+                        await self._isolate(conn, swap_lock, isolate_until)
+                except UndecodableEventError as bad:
+                    await self._skip(conn, swap_lock, bad)
         finally:
             stopping.cancel()
+
+    async def _skip(
+        self, conn: asyncpg.Connection, swap_lock: str, bad: UndecodableEventError
+    ) -> None:
+        """Quarantine a message that is no event: every event before it is committed
+        (`_follow` drained, `isolate` commits one by one)."""
+        if await skip_undecodable(conn, bad, swap_lock=swap_lock, channel=self._channel):
+            self._on_quarantine(bad.seq, bad.subject, f"not an event: {bad.reason}")
+
+    async def _isolate(self, conn: asyncpg.Connection, swap_lock: str, until: int) -> None:
+        """Apply the events of the failed batches one by one, quarantining what cannot
+        be stored; then the next turn goes on in batches from the stored checkpoint."""
+        try:
+            await isolate(
+                conn,
+                self._store,
+                after=await read_checkpoint(conn),
+                until=until,
+                max_batch=self._max_batch,
+                swap_lock=swap_lock,
+                channel=self._channel,
+                before_commit=self._before_commit,
+                after_commit=self._committed,
+                on_quarantine=self._quarantined,
+            )
+        except CheckpointMovedError:
+            pass  # a rebuild swapped schemas: the next turn reads the stored checkpoint
+
+    def _quarantined(self, stored: StoredEvent, error: str) -> None:
+        event = stored.event
+        self._on_quarantine(stored.seq, f"{event.type} {event.aggregate_id}", error)
+
+    def _on_quarantine(self, seq: int, what: str, error: str) -> None:
+        self.checkpoint = seq
+        self.quarantined += 1
+        log.error(
+            "projector: event seq %s (%s) cannot be stored and is quarantined, skipped: "
+            "%s (see the quarantine table)",
+            seq, what, error,
+        )  # fmt: skip
 
     async def _follow(
         self,
@@ -189,11 +254,15 @@ class Projector:
                     waiters.append(applier.in_flight)
                 await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
                 if applier.in_flight is not None and applier.in_flight.done():
-                    await self._pipelined(applier.drain())  # surface its error now, if any
+                    await self._pipelined(applier, applier.drain())  # surface its error now
                 if not receiving.done():
                     if stopping.done():
                         break
                     continue
+                if (failure := receiving.exception()) is not None:
+                    # The reader ends here (a message it cannot decode): commit what it gave.
+                    await self._pipelined(applier, applier.drain())
+                    raise failure
                 batch, receiving = receiving.result(), None
                 if await self._pace(batch):
                     # What came in while the batch was held joins it: the reader hands over
@@ -205,9 +274,10 @@ class Projector:
                         if len(batch) + len(more) <= self._max_batch:
                             batch, receiving = batch + more, None
                 await self._pipelined(
-                    applier.submit([e for e in batch if e.seq > applier.submitted])
+                    applier, applier.submit([e for e in batch if e.seq > applier.submitted])
                 )
-            await self._pipelined(applier.drain())  # stopping: let the batch in flight commit
+            # Stopping: let the batch in flight commit.
+            await self._pipelined(applier, applier.drain())
         finally:
             if receiving is not None and not receiving.done():
                 receiving.cancel()
@@ -235,11 +305,13 @@ class Projector:
             await self._after_commit(events)
 
     @staticmethod
-    async def _pipelined(step: Awaitable[object]) -> None:
+    async def _pipelined(applier: PipelinedApplier, step: Awaitable[object]) -> None:
         try:
             await step
         except CheckpointMovedError as moved:
             raise _Reseek(moved.found) from moved
+        except UNSTORABLE as err:
+            raise _Isolate(applier.submitted) from err
 
 
 def _several_aggregates(batch: Sequence[StoredEvent]) -> bool:

@@ -15,6 +15,7 @@ from typing import Any, Final
 
 import msgspec
 
+from events import text_problem
 from projections.apply import PROJECTION
 
 __all__ = [
@@ -159,9 +160,12 @@ def _encode_cursor(created_at: datetime, id_: str) -> str:
 def _decode_cursor(cursor: str) -> _Cursor:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        return _cursor_decoder.decode(raw)
+        created_at, id_ = _cursor_decoder.decode(raw)
     except (ValueError, msgspec.DecodeError) as err:
         raise InvalidCursorError(f"invalid cursor {cursor!r}: pass back a next_cursor") from err
+    if text_problem(id_) is not None:  # Postgres would refuse it
+        raise InvalidCursorError(f"invalid cursor {cursor!r}: pass back a next_cursor")
+    return created_at, id_
 
 
 def _check_limit(limit: int) -> None:

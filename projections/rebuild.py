@@ -11,19 +11,23 @@ backup is dropped afterwards.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 
 import asyncpg
 import msgspec
 
-from events import EventStore
+from events import EventStore, StoredEvent, UndecodableEventError
 from projections._pipeline import PipelinedApplier
-from projections.apply import PROJECTION
+from projections.apply import PROJECTION, read_checkpoint
 from projections.db import LIVE_SCHEMA, check_schema_name, connect, lock_key, notify_channel
 from projections.migrate import apply_migrations
+from projections.quarantine import UNSTORABLE, count_quarantined, isolate, skip_undecodable
 
 __all__ = ["RebuildReport", "rebuild", "replay"]
+
+log = logging.getLogger("clinai.rebuild")
 
 
 class RebuildReport(msgspec.Struct, frozen=True, kw_only=True):
@@ -32,6 +36,7 @@ class RebuildReport(msgspec.Struct, frozen=True, kw_only=True):
     seconds: float  # the bulk replay's wall time
     events_per_s: float
     checkpoint: int  # the live checkpoint right after the swap
+    quarantined: int = 0  # events that could not be stored (see projections.quarantine)
 
 
 async def replay(
@@ -45,21 +50,58 @@ async def replay(
     """Apply the events after sequence `after` up to `until` onto the connection's
     schema (whose checkpoint must be `after`), a transaction per batch, each batch's
     fold overlapping the previous one's write (see `projections._pipeline`); return
-    the new checkpoint (`until`, or `after` when there was nothing to do)."""
-    if until <= after:
-        return after
-    applier = PipelinedApplier(conn, after)
-    reader = store.read_batches(after + 1, max_batch=max_batch)
-    try:
-        async for batch in reader:
-            events = [e for e in batch if applier.submitted < e.seq <= until]
-            await applier.submit(events)
-            if applier.submitted >= until or (batch and batch[-1].seq >= until):
-                break
-        return await applier.drain()
-    finally:
-        await applier.close()
-        await reader.aclose()
+    the new checkpoint (`until`, or `after` when there was nothing to do). Events that
+    cannot be stored are quarantined as the projector does (`projections.quarantine`)."""
+    checkpoint = after
+    while checkpoint < until:
+        failed: int | None = None
+        undecodable: UndecodableEventError | None = None
+        applier = PipelinedApplier(conn, checkpoint)
+        reader = store.read_batches(checkpoint + 1, max_batch=max_batch)
+        try:
+            try:
+                async for batch in reader:
+                    events = [e for e in batch if applier.submitted < e.seq <= until]
+                    await applier.submit(events)
+                    if applier.submitted >= until or (batch and batch[-1].seq >= until):
+                        break
+            except UndecodableEventError as err:
+                undecodable = err  # after the events before it
+            checkpoint = await applier.drain()
+        except UNSTORABLE:
+            failed = applier.submitted
+        finally:
+            await applier.close()
+            await reader.aclose()
+        if failed is not None:
+            try:
+                checkpoint = await isolate(
+                    conn,
+                    store,
+                    after=await read_checkpoint(conn),
+                    until=failed,
+                    max_batch=max_batch,
+                    on_quarantine=_report_quarantined,
+                )
+            except UndecodableEventError as err:
+                undecodable = err
+        if undecodable is not None and undecodable.seq <= until:
+            if await skip_undecodable(conn, undecodable):
+                log.error(
+                    "rebuild: message seq %s (%s) is no event and is quarantined, skipped: %s",
+                    undecodable.seq, undecodable.subject, undecodable.reason,
+                )  # fmt: skip
+            checkpoint = await read_checkpoint(conn)
+        elif failed is None:
+            return checkpoint
+    return checkpoint
+
+
+def _report_quarantined(stored: StoredEvent, error: str) -> None:
+    log.error(
+        "rebuild: event seq %s (%s %s) cannot be stored and is quarantined, skipped: %s",
+        stored.seq, stored.event.type, stored.event.aggregate_id, error,
+    )  # fmt: skip
 
 
 async def rebuild(
@@ -108,6 +150,7 @@ async def rebuild(
                 replayed = checkpoint
             if await conn.fetchval("SELECT to_regnamespace($1) IS NOT NULL", schema):
                 await conn.execute(f"ALTER SCHEMA {schema} RENAME TO {backup}")
+            quarantined = await count_quarantined(conn)
             await conn.execute(f"ALTER SCHEMA {fresh} RENAME TO {schema}")
             await conn.execute("SELECT pg_notify($1, $2)", notify_channel(schema), str(checkpoint))
         await conn.execute(f"DROP SCHEMA IF EXISTS {backup} CASCADE")
@@ -123,4 +166,5 @@ async def rebuild(
         seconds=seconds,
         events_per_s=bulk / seconds if seconds > 0 else 0.0,
         checkpoint=checkpoint,
+        quarantined=quarantined,
     )

@@ -76,9 +76,46 @@ def _check_result(result: object) -> str | None:
     if not isinstance(result, dict):
         return f"run() must return a dict of JSON values, it returned {type(result).__name__}"
     try:
-        json.dumps(result, allow_nan=False)
+        text = json.dumps(result, allow_nan=False, ensure_ascii=False)
     except (TypeError, ValueError) as err:
         return f"run() returned a result that is not JSON-serialisable: {err}"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        pass  # a lone surrogate: find where
+    else:
+        if "\\u0000" not in text:
+            return None
+    where = _unstorable(result, "$")
+    if where is None:
+        return None
+    return (
+        f"run() returned a result in which {where}, which cannot be stored: "
+        "remove it (or encode binary data, e.g. as base64)"
+    )
+
+
+def _unstorable(value: object, path: str) -> str | None:
+    """Where `value` holds text the platform cannot store (a NUL or a lone surrogate):
+    the host's rule (`events.text`), which the runner cannot import."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            return f"{path} contains a NUL character (\\u0000)"
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return f"{path} contains a lone surrogate"
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = _unstorable(key, f"a key in {path}") or _unstorable(item, f"{path}.{key}")
+            if found is not None:
+                return found
+    elif isinstance(value, list | tuple):
+        for n, item in enumerate(value):
+            found = _unstorable(item, f"{path}[{n}]")
+            if found is not None:
+                return found
     return None
 
 

@@ -1,4 +1,4 @@
-"""The `clinai` command: `up`, `serve <service>`, `projections rebuild`, `tail`."""
+"""The `clinai` command: `up`, `serve <service>`, `projections rebuild|status`, `tail`."""
 
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     projections = sub.add_parser("projections", help="manage the read models")
     proj_sub = projections.add_subparsers(dest="action", required=True)
     proj_sub.add_parser("rebuild", help="replay the stream into fresh tables and swap them in")
+    proj_sub.add_parser("status", help="how far the read models are; the quarantined events")
 
     tail = sub.add_parser(
         "tail",
@@ -67,9 +68,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "serve":
             return _serve(args.service, Settings.from_env())
         elif args.command == "projections":
-            from services.projector import rebuild_command
+            from services.projector import rebuild_command, status_command
 
-            asyncio.run(rebuild_command(Settings.from_env()))
+            command = status_command if args.action == "status" else rebuild_command
+            asyncio.run(command(Settings.from_env()))
         elif args.command == "tail":
             return _tail(args, Settings.from_env(data_dir=args.data_dir))
     except SettingsError as err:

@@ -5,12 +5,17 @@ from __future__ import annotations
 import asyncio
 import signal
 
+import asyncpg
+
 from projections import Projector
+from projections.db import connect
+from projections.quarantine import count_quarantined
+from projections.queries import checkpoint
 from projections.rebuild import rebuild
 from services.resources import connect_nats, open_event_store
 from services.settings import Settings, SettingsError
 
-__all__ = ["rebuild_command", "run_projector"]
+__all__ = ["rebuild_command", "run_projector", "status_command"]
 
 
 def _dsn(settings: Settings) -> str:
@@ -46,3 +51,38 @@ async def rebuild_command(settings: Settings) -> None:
         f"rebuilt the read models from {report.events} events in {report.seconds:.2f}s "
         f"({report.events_per_s:,.0f} events/s) and swapped them in"
     )
+    if report.quarantined:
+        print(
+            f"{report.quarantined} event(s) could not be stored and are quarantined: "
+            "SELECT * FROM read_model.quarantine"
+        )
+
+
+_QUARANTINE_SQL = "SELECT seq, subject, error FROM quarantine ORDER BY seq DESC LIMIT $1"
+
+
+async def status_command(settings: Settings, *, shown: int = 20) -> None:
+    """`clinai projections status`: how far the read models are, and what they skipped."""
+    nc = await connect_nats(settings, name="projections-status")
+    try:
+        stream_seq = await (await open_event_store(settings, nc)).stream_last_seq()
+    finally:
+        await nc.drain()
+    conn = await connect(_dsn(settings))
+    try:
+        try:
+            projected = await checkpoint(conn)
+        except asyncpg.UndefinedTableError:  # the projector has not started yet
+            projected = 0
+        quarantined = await count_quarantined(conn)
+        rows = await conn.fetch(_QUARANTINE_SQL, shown) if quarantined else []
+    finally:
+        await conn.close()
+    print(
+        f"read models at sequence {projected} of {stream_seq} "
+        f"({max(stream_seq - projected, 0)} behind); {quarantined} event(s) quarantined"
+    )
+    for row in reversed(rows):
+        print(f"  seq {row['seq']} {row['subject']}: {row['error']}")
+    if quarantined > len(rows):
+        print(f"  ... and {quarantined - len(rows)} earlier: SELECT * FROM read_model.quarantine")

@@ -51,6 +51,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Read models: while concurrent work comes in, the projector commits at most this
     # often (more events per transaction, a little later); a job run alone never waits.
     projection_busy_interval_s: float = 0.02
+    # /readyz: not ready once the read models lack an event more than this many events
+    # behind the log's last one that was stored more than ready_projection_stall_s ago.
+    ready_projection_lag: int = 0
+    ready_projection_stall_s: float = 15.0
     # Processes run under SCHED_BATCH: a woken one does not preempt a busy one (see
     # services/scheduling.py).
     sched_batch: bool = True
@@ -133,6 +137,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise SettingsError("CLINAI_STREAM_REPLICAS must be 1, 3 or 5")
         if not 0 <= settings.projection_busy_interval_s <= 1:
             raise SettingsError("CLINAI_PROJECTION_BUSY_INTERVAL_S must be from 0 to 1 (seconds)")
+        if settings.ready_projection_lag < 0 or settings.ready_projection_stall_s <= 0:
+            raise SettingsError(
+                "CLINAI_READY_PROJECTION_LAG must not be negative and "
+                "CLINAI_READY_PROJECTION_STALL_S must be positive"
+            )
         if settings.job_timeout_s > settings.job_timeout_max_s:
             raise SettingsError("CLINAI_JOB_TIMEOUT_S must not exceed CLINAI_JOB_TIMEOUT_MAX_S")
         if not 1024 <= settings.result_inline_bytes <= _MAX_RESULT_INLINE_BYTES:

@@ -7,18 +7,18 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 
-import asyncpg
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from events import ConcurrencyConflictError, EventTooLargeError
+from events import ConcurrencyConflictError, EventTooLargeError, UnstorableTextError
 from projections.db import create_pool
 from projections.queries import InvalidCursorError
 from projections.watermark import ProjectionWatermark
 from services.api import (
+    readiness,
     routes_events,
     routes_jobs,
     routes_keys,
@@ -26,7 +26,7 @@ from services.api import (
     routes_webhooks,
 )
 from services.api._unavailable import unavailable_handlers
-from services.api.deps import ApiServices, json_response, services
+from services.api.deps import ApiServices, json_response
 from services.api.problems import ApiError, handle_api_error, problem_response
 from services.blobstore import SIGNED_BLOB_ROUTE, BlobStore, FileBlobStore, signed_blob_endpoint
 from services.notifier.commands import WebhookCommands
@@ -42,27 +42,6 @@ log = logging.getLogger("clinai.api")
 
 async def healthz(request: Request) -> Response:
     return json_response({"status": "ok"})
-
-
-async def readyz(request: Request) -> Response:
-    svc = services(request)
-    problems = []
-    if not svc.store_connected():
-        problems.append("NATS is not connected")
-    try:
-        async with svc.pool.acquire() as conn:
-            await conn.fetchval("select 1")
-    except (OSError, asyncpg.PostgresError) as err:
-        problems.append(f"Postgres is not reachable: {err}")
-    if problems:
-        return problem_response(503, "Not ready", "; ".join(problems), headers={"Retry-After": "1"})
-    return json_response(
-        {
-            "status": "ready",
-            "projection_seq": svc.watermark.checkpoint,
-            "long_polls_waiting": svc.job_waits.waiting,
-        }
-    )
 
 
 async def _http_exception(request: Request, exc: Exception) -> Response:
@@ -90,6 +69,15 @@ async def _too_large(request: Request, exc: Exception) -> Response:
         "Request too large",
         f"the request would record an event of {size} bytes, more than the event log "
         "takes; send shorter fields",
+    )
+
+
+async def _unstorable(request: Request, exc: Exception) -> Response:
+    where = exc.where if isinstance(exc, UnstorableTextError) else str(exc)
+    return problem_response(
+        422,
+        "Invalid text",
+        f"{where}, which cannot be stored; remove the NUL character or lone surrogate and retry",
     )
 
 
@@ -123,6 +111,7 @@ def create_app(settings: Settings, *, blobs: BlobStore | None = None) -> Starlet
         watermark = await ProjectionWatermark.open(database_url)
         try:
             store = await open_event_store(settings, nc)
+            app.state.readiness = readiness.Readiness.from_settings(settings, nc, pool)
             app.state.services = ApiServices(
                 settings=settings,
                 store=store,
@@ -146,7 +135,7 @@ def create_app(settings: Settings, *, blobs: BlobStore | None = None) -> Starlet
 
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
-        Route("/readyz", readyz, methods=["GET"]),
+        Route("/readyz", readiness.readyz, methods=["GET"]),
         *routes_models.routes,
         *routes_jobs.routes,
         *routes_keys.routes,
@@ -163,6 +152,7 @@ def create_app(settings: Settings, *, blobs: BlobStore | None = None) -> Starlet
             HTTPException: _http_exception,
             ConcurrencyConflictError: _conflict,
             EventTooLargeError: _too_large,
+            UnstorableTextError: _unstorable,
             InvalidCursorError: _bad_cursor,
             **unavailable_handlers(fallback=_internal),
             Exception: _internal,

@@ -16,6 +16,7 @@ from starlette.responses import Response
 
 from events import EventStore
 from events.ids import ID_SHAPE, is_valid_id
+from events.text import NUL_ESCAPE, json_problem, text_problem
 from projections import queries
 from projections.queries import ModelView
 from projections.watermark import ProjectionWatermark
@@ -47,6 +48,8 @@ __all__ = [
     "path_id",
     "projected",
     "services",
+    "text_param",
+    "unstorable_text",
     "visible_model",
     "wait_for_projection",
 ]
@@ -129,7 +132,7 @@ def json_response(body: Any, status: int = 200, *, seq: int | None = None) -> Re
 async def decode_body(request: Request, kind: type[T]) -> T:
     raw = await read_body(request, 1024 * 1024, "JSON bodies")
     try:
-        return msgspec.json.decode(raw or b"{}", type=kind)
+        body = msgspec.json.decode(raw or b"{}", type=kind)
     except msgspec.ValidationError as err:
         raise ApiError(422, "Invalid body", f"{err}; fix that field and retry") from err
     except msgspec.DecodeError as err:
@@ -142,6 +145,28 @@ async def decode_body(request: Request, kind: type[T]) -> T:
             "Invalid body",
             f"the body is not valid UTF-8 (byte {err.start}); send JSON encoded as UTF-8",
         ) from err
+
+    # JSON writes U+0000 as an escape; lone surrogates do not decode at all.
+    if NUL_ESCAPE in raw and (where := json_problem(msgspec.json.decode(raw))) is not None:
+        raise unstorable_text("the body", where)
+    return body
+
+
+def text_param(value: str | None, name: str) -> str | None:
+    """A text query parameter or form field that reaches Postgres: 422 when it holds
+    text Postgres cannot store (see `events.text`)."""
+    if value is not None and (problem := text_problem(value)) is not None:
+        raise unstorable_text(f"'{name}'", f"it {problem}")
+    return value
+
+
+def unstorable_text(what: str, where: str) -> ApiError:
+    return ApiError(
+        422,
+        "Invalid text",
+        f"{what}: {where}, which cannot be stored; remove the NUL character or lone "
+        "surrogate and retry",
+    )
 
 
 _ID_NAMES = {

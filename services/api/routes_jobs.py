@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from events import JobWebhook
+from events import JobWebhook, json_problem
 from projections import queries
 from services.aggregates import TERMINAL_JOB_STATUSES
 from services.api._job_result import job_response, result_response
@@ -28,6 +28,8 @@ from services.api.deps import (
     projected,
     readable_model,
     services,
+    text_param,
+    unstorable_text,
     visible_model,
 )
 from services.api.problems import ApiError, joined_detail
@@ -65,8 +67,8 @@ async def create_job(request: Request) -> Response:
             raise ApiError(
                 422, "Input missing", "send the input file in the multipart field 'input'"
             )
+        params = _params(form)  # before any lookup: a bad form is refused at once
         version = await _runnable_version(svc, caller, form)
-        params = _params(form)
         timeout_s = _timeout(svc, form)
         webhook = _webhook(svc, form)
         job_id = ctx.resource_id("job")
@@ -121,8 +123,9 @@ async def create_job(request: Request) -> Response:
 async def _runnable_version(
     svc: ApiServices, caller: Principal, form: ReceivedForm
 ) -> queries.VersionView:
-    version_id = form.fields.get("version", "").strip()
-    model_id = form.fields.get("model", "").strip()
+    version_id = text_param(form.fields.get("version", ""), "version") or ""
+    model_id = text_param(form.fields.get("model", ""), "model") or ""
+    version_id, model_id = version_id.strip(), model_id.strip()
     if not version_id and not model_id:
         raise ApiError(
             422,
@@ -182,6 +185,8 @@ def _params(form: ReceivedForm) -> dict[str, Any]:
         raise ApiError(422, "Invalid params", f"'params' must be a JSON object: {err}") from err
     if not isinstance(params, dict):
         raise ApiError(422, "Invalid params", "'params' must be a JSON object")
+    if (where := json_problem(params)) is not None:
+        raise unstorable_text("'params'", where)
     return params
 
 
@@ -200,7 +205,7 @@ def _timeout(svc: ApiServices, form: ReceivedForm) -> float:
 
 
 def _webhook(svc: ApiServices, form: ReceivedForm) -> JobWebhook | None:
-    url = form.fields.get("webhook", "").strip()
+    url = (text_param(form.fields.get("webhook"), "webhook") or "").strip()
     if not url:
         return None
     try:

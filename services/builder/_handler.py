@@ -23,6 +23,7 @@ from events import (
     EventStoreError,
     VersionBuilt,
     VersionUploaded,
+    scrub_text,
 )
 from services.aggregates import VersionState, fold_version
 from services.blobstore import BlobError, BlobNotFoundError, BlobStore
@@ -178,8 +179,8 @@ class BuildHandler:
                 tail = build_log.hidden(result.log_tail)[-_MAX_TAIL_CHARS:]
                 final = BuildFailed(
                     **envelope,
-                    reason=build_log.hidden(result.reason)[:_MAX_REASON_CHARS],
-                    log_tail=tail or build_log.tail(),
+                    reason=scrub_text(build_log.hidden(result.reason))[:_MAX_REASON_CHARS],
+                    log_tail=scrub_text(tail or build_log.tail()),
                     log_key=log_key,
                     duration_s=duration,
                 )
@@ -244,7 +245,7 @@ class BuildHandler:
             state = await self._read(version_id)
             if state.status in ("ready", "failed"):
                 return
-            event = BuildFailed(**self._envelope(state.uploaded), reason=reason)
+            event = BuildFailed(**self._envelope(state.uploaded), reason=scrub_text(reason))
             try:
                 await self._store.append(event, expected=state.last_seq)
                 return

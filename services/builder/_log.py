@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from events import BuildLogAppended, ConcurrencyConflictError, EventStore
+from events import BuildLogAppended, ConcurrencyConflictError, EventStore, scrub_text
 
 __all__ = ["BuildLog", "SupersededError"]
 
@@ -97,7 +97,7 @@ class BuildLog:
             raise self._error
         if not text:
             return
-        text = self.hidden(text)
+        text = scrub_text(self.hidden(text))  # build output is kept whatever it holds
         if self._file is not None:
             self._file.write(text.encode(errors="replace"))
         self._tail.extend(text.splitlines())

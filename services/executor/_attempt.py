@@ -16,6 +16,7 @@ from typing import Any, TypeVar, cast
 import msgspec
 
 from events import BlobRef, JobRequested, OutputFile
+from events.text import json_problem
 from services.blobstore import BlobError, BlobNotFoundError, BlobStore, FileBlobStore
 from services.executor._claims import (
     ResultLimits,
@@ -163,6 +164,19 @@ class Attempt:
         log_key = job_log_key(self.job_id) if outcome.log else None
         put_log = self._store_log(log_key, outcome.log)
         setup_s = fetch_s + outcome.setup_s
+        if outcome.ok and (problem := json_problem(outcome.result)) is not None:
+            # The runner refuses these too, but the host does not trust the sandbox: an
+            # event Postgres cannot store must not reach the log (nor its outputs the store).
+            refused = outcome
+            outcome = msgspec.structs.replace(
+                refused,
+                ok=False,
+                kind="model_error",
+                message=f"run() returned a result in which {problem}, which cannot be "
+                "stored: remove it (or encode binary data, e.g. as base64)",
+                outputs=(),
+            )
+            await discard_copies(refused.outputs)
         kind, message = outcome.kind, outcome.message
         if outcome.ok:
             result = outcome.result or {}

@@ -33,6 +33,7 @@ from events import (
     JobTimings,
     new_event_id,
 )
+from events.text import scrub_text
 from services.aggregates import JobState, VersionState, fold_job, fold_version
 from services.blobstore import BlobStore
 from services.consumer import Delivery, Poison, RetryLater, reaction_envelope
@@ -306,14 +307,16 @@ class JobHandler:
                 outputs_blob=result.outputs_blob,
             )
         if result.kind == "canceled":
-            return JobCanceled(**envelope, message=result.message or "canceled on request")
+            return JobCanceled(
+                **envelope, message=scrub_text(result.message) or "canceled on request"
+            )
         return JobFailed(
             **envelope,
             kind=result.kind,
-            message=_clip(result.message, _MAX_MESSAGE_CHARS),
+            message=scrub_text(_clip(result.message, _MAX_MESSAGE_CHARS)),
             traceback=None
             if result.traceback is None
-            else _clip(result.traceback, _MAX_TRACEBACK_CHARS),
+            else scrub_text(_clip(result.traceback, _MAX_TRACEBACK_CHARS)),
             timings=timings,
             log_key=result.log_key,
             attempts=started.attempt,

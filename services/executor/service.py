@@ -12,6 +12,7 @@ import uuid
 
 from events.subjects import PREFIX
 from services.consumer import ConsumerOptions, run_consumer, stop_on_signals
+from services.durables import EXECUTOR_DURABLE
 from services.executor._claims import ResultLimits
 from services.executor._handler import JobHandler
 from services.executor._local import LocalJobs
@@ -24,7 +25,6 @@ __all__ = ["EXECUTOR_DURABLE", "EXECUTOR_SUBJECTS", "run_executor"]
 
 log = logging.getLogger("clinai.executor")
 
-EXECUTOR_DURABLE = "executor"
 EXECUTOR_SUBJECTS = (
     f"{PREFIX}.job.*.JobRequested",
     f"{PREFIX}.job.*.JobCancelRequested",

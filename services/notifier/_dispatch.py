@@ -28,6 +28,7 @@ from events import (
     WebhookDeliveryAttempted,
     WebhookDisabled,
     new_event_id,
+    scrub_text,
 )
 from projections import webhook_queries
 from services.notifier._sender import AttemptResult, Sender
@@ -269,7 +270,7 @@ class Dispatcher:
             outcome=outcome,  # type: ignore[arg-type]
             status_code=result.status_code,
             latency_ms=result.latency_ms,
-            error=result.error,
+            error=None if result.error is None else scrub_text(result.error),
             next_attempt_at=next_at,
         )
         try:

@@ -16,11 +16,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
+import nats
 import pytest
 
+from events import EventStore
 from projections import LIVE_SCHEMA, apply_migrations
 from projections.db import connect
+from services.consumer import ConsumerOptions, ensure_consumer
+from services.durables import EXECUTOR_DURABLE
 from services.embedded import EmbeddedNats
+from services.executor.service import EXECUTOR_SUBJECTS
 from services.settings import Settings
 from services.stack import ensure_admin_key
 from tests._infra import create_database, drop_database
@@ -72,6 +77,19 @@ def wait_key_works(url: str, key: str, timeout: float = 30.0) -> None:
     raise TimeoutError(f"the admin key did not become usable in {timeout}s")
 
 
+async def ensure_executor_consumer(nats_url: str) -> None:
+    """The stream and the executor's durable consumer, as a running executor makes them:
+    /readyz waits for it (a job must be picked up), and most stacks here run none."""
+    nc = await nats.connect(nats_url)
+    try:
+        store = await EventStore.open(nc, stream=Settings().stream_name)
+        await ensure_consumer(
+            nc.jetstream(), store.stream, EXECUTOR_DURABLE, EXECUTOR_SUBJECTS, ConsumerOptions()
+        )
+    finally:
+        await nc.drain()
+
+
 def start_services(env: dict[str, str], services: list[str]) -> list[subprocess.Popen[bytes]]:
     return [
         subprocess.Popen([sys.executable, "-m", "services.cli", "serve", name], env=env)
@@ -105,6 +123,7 @@ def stack_env(
             await apply_migrations(conn, LIVE_SCHEMA)
         finally:
             await conn.close()
+        await ensure_executor_consumer(nats_url)
 
     env = {
         **os.environ,

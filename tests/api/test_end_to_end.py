@@ -245,3 +245,25 @@ async def test_the_result_of_a_job_without_one_is_a_409_that_says_why(full_stack
     assert ended.body["status"] == "canceled"
     canceled = await alice.get(f"/v1/jobs/{created['id']}/result")
     assert canceled.status == 409 and "error_kind" in canceled.body["detail"]
+
+
+async def test_a_result_with_a_nul_fails_the_job_and_everyone_carries_on(full_stack: Stack) -> None:
+    """`return {"x": "a\\x00b"}` used to succeed, and the projector then failed on that
+    event forever: every user's reads froze while /readyz said ready."""
+    alice = await new_user(full_stack.url, full_stack.admin_key, "alice")
+    version_id = await _upload(alice, zip_folder(PACKAGES / "bad_result"))
+    assert (await _wait_version(alice, version_id))["status"] == "ready"
+    # Refused by the runner, and by the host when the model switches the runner's check off.
+    for kind, where in [("nul", "$.text[1]"), ("unchecked_nul", "$.x")]:
+        job = await _run(alice, version_id, _png(), params=f'{{"kind": "{kind}"}}')
+        assert (job["status"], job["error_kind"]) == ("failed", "model_error"), job
+        assert (
+            f"{where} contains a NUL character (\\u0000), which cannot be stored"
+            in (job["error_message"])
+        )
+    async with aiohttp.ClientSession() as http, http.get(f"{full_stack.url}/readyz") as resp:
+        assert resp.status == 200 and (await resp.json())["quarantined_events"] == 0
+    bob = await new_user(full_stack.url, full_stack.admin_key, "bob")
+    noop = await _upload(bob, zip_folder(PACKAGES / "noop"))
+    assert (await _wait_version(bob, noop))["status"] == "ready"
+    assert (await _run(bob, noop, _png()))["status"] == "succeeded"

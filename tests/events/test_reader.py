@@ -8,12 +8,19 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import msgspec
 import pytest
 from nats.aio.client import Client as NATS
 
 import events.store
-from events import EventStore, JobStarted, StoredEvent, encode_event, new_event_id, new_id
+from events import (
+    EventStore,
+    JobStarted,
+    StoredEvent,
+    UndecodableEventError,
+    encode_event,
+    new_event_id,
+    new_id,
+)
 from events._reader import BulkReader, open_bulk_reader
 
 
@@ -146,16 +153,17 @@ async def test_an_event_that_does_not_decode_raises(nc: NATS, store: EventStore)
     assert bulk is not None
     seqs: list[int] = []
     try:
-        with pytest.raises(msgspec.ValidationError):
+        with pytest.raises(UndecodableEventError) as caught:
             async with asyncio.timeout(2):  # raised by the bulk reader, not after a timeout
                 async for batch in bulk.batches(1, max_batch=100):
                     seqs.extend(s.seq for s in batch)
     finally:
         bulk.close()
     assert seqs == [1, 2, 3, 4, 5]  # the events before it are delivered first
+    assert (caught.value.seq, caught.value.subject) == (6, "clinai.job.job_x.JobStarted")
     reader = store.read_batches(1)
     try:
-        with pytest.raises(msgspec.ValidationError):
+        with pytest.raises(UndecodableEventError):
             await _take(reader, 6)
     finally:
         await reader.aclose()

@@ -168,6 +168,9 @@ async def test_batches_of_several_aggregates_start_at_most_every_busy_interval(
 
     projector = Projector(database_url, store, busy_interval_s=interval, before_commit=record)
     async with running(projector):
+        # Started (leader, tables migrated) before anything is timed: a busy machine can
+        # take longer than the intervals below for that.
+        await wait_checkpoint(database_url, await store.append(user_created(), expected=None))
         # One aggregate's events, one at a time (a job run on its own): never held back.
         log = BuildLogAppended(
             id=new_event_id(),

@@ -184,6 +184,24 @@ async def test_a_result_larger_than_a_frame_is_output_limit(
     await assert_healthy(runtime, tmp_path)
 
 
+@pytest.mark.parametrize(
+    ("kind", "where"),
+    [
+        ("nul", "$.text[1] contains a NUL character (\\u0000)"),
+        ("surrogate", "$.text contains a lone surrogate"),
+    ],
+)
+async def test_result_with_text_postgres_cannot_store_is_model_error(
+    runtime: Runtime, tmp_path: Path, kind: str, where: str
+) -> None:
+    outcome = await runtime.run_job(
+        await build(runtime, "bad_result"), make_job(tmp_path, kind=kind)
+    )
+    assert outcome.kind == "model_error", outcome
+    assert f"run() returned a result in which {where}, which cannot be stored" in outcome.message
+    await assert_healthy(runtime, tmp_path)
+
+
 @pytest.mark.parametrize("how", ["exit", "segfault"])
 async def test_interpreter_crash(runtime: Runtime, tmp_path: Path, how: str) -> None:
     outcome = await runtime.run_job(await build(runtime, "crash"), make_job(tmp_path, how=how))

@@ -247,3 +247,51 @@ async def test_a_job_whose_executor_dies_ends_exactly_once(
     assert len(ended) == 1 and isinstance(ended[0], JobSucceeded), ended
     attempts = [s.event.attempt for s in history if isinstance(s.event, JobStarted)]
     assert attempts == [1, 2]
+
+
+UNCHECKED_NUL_MODEL = {
+    "predict.py": """
+import os
+import sys
+
+# A hostile model switches the runner's own result check off: the host must refuse the
+# result by itself.
+for name in ("__main__", "runner.worker"):
+    module = sys.modules.get(name)
+    if module is not None and hasattr(module, "_check_result"):
+        module._check_result = lambda result: None
+
+
+def run(input_path, output_dir):
+    with open(os.path.join(output_dir, "kept.txt"), "w") as f:
+        f.write("an output of a job that fails")
+    return {"x": "a\\x00b"}
+""",
+    "requirements.txt": "",
+}
+
+
+async def test_a_result_postgres_cannot_store_fails_the_job_on_the_host(
+    tmp_path: Path,
+    store: EventStore,
+    commands: Commands,
+    blobs: FileBlobStore,
+    services: Services,
+) -> None:
+    services.builder()
+    services.executor()
+    model_id, version_id, _ = await upload_version(
+        commands, blobs, ModelPackage(tmp_path, UNCHECKED_NUL_MODEL)
+    )
+    job_id = await request_job(commands, blobs, model_id=model_id, version_id=version_id)
+    await _ended(store, job_id, timeout_s=60)
+
+    events = await events_of(store, "job", job_id)
+    assert [type(e).__name__ for e in events] == ["JobRequested", "JobStarted", "JobFailed"]
+    failed = events[-1]
+    assert isinstance(failed, JobFailed) and failed.kind == "model_error"
+    assert failed.message == (
+        "run() returned a result in which $.x contains a NUL character (\\u0000), which "
+        "cannot be stored: remove it (or encode binary data, e.g. as base64)"
+    )
+    assert not list(blobs.root.rglob("kept.txt"))  # nothing stored, no copy left behind
