@@ -123,7 +123,11 @@ def stack_env(
             await apply_migrations(conn, LIVE_SCHEMA)
         finally:
             await conn.close()
-        await ensure_executor_consumer(nats_url)
+        nc = await nats.connect(nats_url)  # the stream, as the first service would make it
+        try:
+            await EventStore.open(nc, stream=Settings().stream_name)
+        finally:
+            await nc.drain()
 
     env = {
         **os.environ,
@@ -151,6 +155,8 @@ def running_stack(env: dict[str, str], services: list[str]) -> Iterator[Stack]:
     admin_key = asyncio.run(ensure_admin_key(settings)) or (
         (settings.data_dir / "admin.key").read_text().strip()
     )
+    if "executor" not in services:
+        asyncio.run(ensure_executor_consumer(env["CLINAI_NATS_URL"]))
     procs = start_services(env, services)
     try:
         wait_ready(settings.api_url, procs)

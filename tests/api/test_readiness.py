@@ -6,6 +6,7 @@ projector (every read stale)."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -36,7 +37,8 @@ async def _fill(nats_url: str, count: int) -> int:
     try:
         js = nc.jetstream()
         # The executor has not run on this log yet: no durable consumer of its own.
-        await js.delete_consumer(Settings().stream_name, EXECUTOR_DURABLE)
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await js.delete_consumer(Settings().stream_name, EXECUTOR_DURABLE)
         for _ in range(count):
             event = user_created()
             subject = event_subject(event.aggregate, event.aggregate_id, event.type)
