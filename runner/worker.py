@@ -17,6 +17,7 @@ import os
 import platform
 import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -82,6 +83,15 @@ def _kill_strays() -> None:
             return
 
 
+def _live_threads() -> int:
+    """The OS threads of this process, the runner's own included: any other one is the
+    model's (or a library's) and may still touch the job's files."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:  # no /proc: the threads Python knows of
+        return threading.active_count()
+
+
 def _serve_job(
     run: RunFn, takes_params: bool, req: dict[str, Any], main_pid: int, idle_log: str
 ) -> dict[str, Any]:
@@ -145,6 +155,7 @@ def _serve(stream: BinaryIO, out_fd: int, run: RunFn, idle_log: str, sandboxed: 
         response = _serve_job(run, takes_params, req, main_pid, idle_log)
         if sandboxed:
             _kill_strays()
+        response["threads"] = _live_threads()
         _send(out_fd, response)
 
 

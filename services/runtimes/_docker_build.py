@@ -56,7 +56,8 @@ WORKER_LOG = f"{JOB_DIR}/worker.log"  # what the model prints outside jobs (setu
 RUNNER_ARGV = (f"{VENV}/bin/python", "-m", "runner", "--sandboxed", "--log", WORKER_LOG)
 # Images carry the runner: bump when it changes how it talks to the host. Revision 2
 # speaks over FIFOs in the worker directory (`--channel`); 1 only over attached stdio.
-RUNNER_REVISION = 2
+# Revision 3 reports the threads left running after each job.
+RUNNER_REVISION = 3
 ENTRYPOINT = json.dumps([*RUNNER_ARGV, MODEL_DIR])
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")

@@ -18,13 +18,20 @@ __all__ = [
     "JobSpec",
     "LogSink",
     "OutputCopy",
+    "OutputLimits",
     "Runtime",
     "RuntimeError_",
     "RuntimeUnavailableError",
 ]
 
 FailureKind = Literal[
-    "model_error", "timeout", "out_of_memory", "crashed", "canceled", "infrastructure"
+    "model_error",
+    "timeout",
+    "out_of_memory",
+    "crashed",
+    "canceled",
+    "infrastructure",
+    "output_limit",
 ]
 
 # Receives build output as it is produced (already decoded, may hold several lines).
@@ -40,6 +47,15 @@ class Artifact(msgspec.Struct, frozen=True, kw_only=True):
     details: dict[str, str] = {}
 
 
+class OutputLimits(msgspec.Struct, frozen=True, kw_only=True):
+    """What a job may leave in its output folder; more fails it with kind `output_limit`.
+    Each is a setting (named in the failure's message)."""
+
+    max_files: int = 1000  # entries of any kind (files, folders, links) in the whole tree
+    max_file_bytes: int = 256 * 1024 * 1024  # one file's apparent size (st_size)
+    max_total_bytes: int = 1024 * 1024 * 1024  # all files' apparent sizes together
+
+
 class JobSpec(msgspec.Struct, frozen=True, kw_only=True):
     job_id: str
     version_id: str
@@ -48,6 +64,7 @@ class JobSpec(msgspec.Struct, frozen=True, kw_only=True):
     output_dir: Path  # existing host folder for a copy of each file the model wrote
     params: dict[str, Any] = {}
     timeout_s: float = 60.0
+    output_limits: OutputLimits = OutputLimits()
 
     @property
     def file_name(self) -> str:

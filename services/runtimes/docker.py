@@ -37,6 +37,7 @@ from services.runtimes._docker_outcomes import (
 )
 from services.runtimes._docker_worker import ContainerLimits, ContainerWorker, WorkerStartError
 from services.runtimes._framing import JobRequest, JobResponse, ProtocolError
+from services.runtimes._harvest import HarvestError, harvest_deadline, harvest_failure_kind
 from services.runtimes._jobdir import read_tail
 from services.runtimes._pool import PoolClosedError, WorkerPool
 from services.runtimes.base import (
@@ -350,7 +351,7 @@ class DockerRuntime:
                 setup_s=setup_s,
                 message=f"could not prepare the job's files: {err}",
             )
-        begun = time.perf_counter()
+        begun, started_at = time.perf_counter(), time.monotonic()
         answer = await self._exchange(worker, request, job, canceled)
         run_s = time.perf_counter() - begun
         if isinstance(answer, JobResponse):
@@ -359,12 +360,35 @@ class DockerRuntime:
             outcome = answer
         limit = self._config.log_limit_bytes
         outputs: list[OutputCopy] = []
+        harvest = worker.alive and outcome.ok
+        if harvest and isinstance(answer, JobResponse) and answer.left_running:
+            if await asyncio.to_thread(files.has_outputs):
+                # What the model left running could still change out/: it ends with
+                # the container before out/ is read (the job still succeeds; the next
+                # one gets a fresh worker).
+                await worker.terminate()
         try:
-            if worker.alive:
-                dest = job.output_dir if outcome.ok else None
-                log, outputs = await files.harvest(dest, limit)
+            if harvest:
+                log, outputs = await files.harvest(
+                    job.output_dir,
+                    limit,
+                    limits=job.output_limits,
+                    deadline=harvest_deadline(started_at, job.timeout_s),
+                    uid=self._limits.host_uid,
+                )
+            elif worker.alive:
+                log, _ = await files.harvest(None, limit, limits=job.output_limits)
             else:  # killed or dead: its directory goes with it
                 log = await asyncio.to_thread(read_tail, files.log, limit)
+        except HarvestError as err:  # not ok: the worker is not reused
+            return JobOutcome(
+                ok=False,
+                kind=harvest_failure_kind(err),
+                message=err.message,
+                setup_s=setup_s,
+                run_s=run_s,
+                log=await asyncio.to_thread(read_tail, files.log, limit),
+            )
         except OSError as err:  # not ok: the worker is not reused
             return JobOutcome(
                 ok=False,

@@ -358,8 +358,8 @@ async def test_jobs_go_over_fifos_and_older_images_still_run_over_stdio(
     runtime: DockerRuntime, tmp_path: Path, work_root: Path
 ) -> None:
     artifact = await build(runtime, "noop")
-    assert artifact.details["runner_revision"] == "2"
-    assert artifact.details["image"].endswith("-r2")
+    assert artifact.details["runner_revision"] == "3"
+    assert artifact.details["image"].endswith("-r3")
     assert (await runtime.run_job(artifact, make_job(tmp_path))).ok
     # A version built before revision 2 has no runner_revision: attached stdin/stdout.
     older = msgspec.structs.replace(
