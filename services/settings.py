@@ -65,6 +65,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     job_timeout_s: float = 60.0
     job_timeout_max_s: float = 3600.0
     job_max_attempts: int = 3
+    # What a job may leave in its output folder (entries of any kind; apparent sizes);
+    # more fails it with kind `output_limit`.
+    max_output_files: int = 1000
+    max_output_file_bytes: int = 256 * 1024 * 1024
+    max_output_bytes: int = 1024 * 1024 * 1024
     worker_memory_mb: int = 1024
     worker_max_processes: int = 64
     worker_idle_timeout_s: float = 300.0
@@ -120,6 +125,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise SettingsError("CLINAI_PROJECTION_BUSY_INTERVAL_S must be from 0 to 1 (seconds)")
         if settings.job_timeout_s > settings.job_timeout_max_s:
             raise SettingsError("CLINAI_JOB_TIMEOUT_S must not exceed CLINAI_JOB_TIMEOUT_MAX_S")
+        if (
+            min(
+                settings.max_output_files, settings.max_output_file_bytes, settings.max_output_bytes
+            )
+            < 0
+        ):
+            raise SettingsError(
+                "CLINAI_MAX_OUTPUT_FILES, CLINAI_MAX_OUTPUT_FILE_BYTES and "
+                "CLINAI_MAX_OUTPUT_BYTES must not be negative"
+            )
         if settings.webhook_timeout_s <= 0 or settings.webhook_retry_base_s <= 0:
             raise SettingsError(
                 "CLINAI_WEBHOOK_TIMEOUT_S and CLINAI_WEBHOOK_RETRY_BASE_S must be positive"

@@ -50,6 +50,7 @@ class BlobKeyError(BlobError, ValueError):
             "without '..', empty segments or a leading '/'.",
         )
         self.key = key
+        self.problem = problem
 
 
 class BlobNotFoundError(BlobError):

@@ -17,8 +17,21 @@ import msgspec
 
 from events import JobRequested, OutputFile
 from services.blobstore import BlobError, BlobNotFoundError, BlobStore, FileBlobStore
-from services.executor._files import job_log_key, local_input_name, upload_outputs
-from services.runtimes.base import Artifact, FailureKind, JobOutcome, JobSpec, Runtime
+from services.executor._files import (
+    discard_outputs,
+    job_log_key,
+    local_input_name,
+    unstorable_outputs,
+    upload_outputs,
+)
+from services.runtimes.base import (
+    Artifact,
+    FailureKind,
+    JobOutcome,
+    JobSpec,
+    OutputLimits,
+    Runtime,
+)
 
 __all__ = ["Attempt", "AttemptResult"]
 
@@ -51,6 +64,7 @@ class Attempt:
         artifact: Artifact,
         directory: Path,
         timeout_s: float,
+        output_limits: OutputLimits | None = None,
     ) -> None:
         self._blobs = blobs
         self._runtime = runtime
@@ -58,6 +72,7 @@ class Attempt:
         self._artifact = artifact
         self._dir = directory
         self._timeout_s = timeout_s
+        self._output_limits = output_limits or OutputLimits()
         self._made_dir = False
 
     @property
@@ -92,6 +107,7 @@ class Attempt:
             output_dir=output_dir,
             params=requested.params,
             timeout_s=self._timeout_s,
+            output_limits=self._output_limits,
         )
         outcome = await self._run_cancellable(spec, cancel)
         try:
@@ -149,6 +165,15 @@ class Attempt:
                     await run
 
     async def _collect(self, outcome: JobOutcome, fetch_s: float) -> AttemptResult:
+        if outcome.ok and outcome.outputs:
+            # Checked before anything is stored: a job fails whole, never with outputs
+            # silently left out.
+            problem = unstorable_outputs(self.job_id, outcome.outputs)
+            if problem is not None:
+                await discard_outputs(outcome.outputs)
+                outcome = msgspec.structs.replace(
+                    outcome, ok=False, kind="output_limit", message=problem, outputs=()
+                )
         log_key = job_log_key(self.job_id) if outcome.log else None
         put_log = self._store_log(log_key, outcome.log)
         setup_s = fetch_s + outcome.setup_s

@@ -37,7 +37,7 @@ from services.blobstore import BlobStore
 from services.consumer import Delivery, Poison, RetryLater, reaction_envelope
 from services.executor._attempt import Attempt, AttemptResult
 from services.executor._local import LocalJobs
-from services.runtimes.base import Artifact, FailureKind, Runtime
+from services.runtimes.base import Artifact, FailureKind, OutputLimits, Runtime
 
 __all__ = ["ACTOR", "JobHandler"]
 
@@ -63,6 +63,7 @@ class JobHandler:
         worker_id: str,
         max_attempts: int,
         max_timeout_s: float,
+        output_limits: OutputLimits | None = None,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
         if max_attempts < 1:
@@ -75,6 +76,7 @@ class JobHandler:
         self._worker_id = worker_id
         self._max_attempts = max_attempts
         self._max_timeout_s = max_timeout_s
+        self._output_limits = output_limits or OutputLimits()
         self._clock = clock
         self._built_versions: dict[str, VersionState] = {}
 
@@ -266,6 +268,7 @@ class JobHandler:
             artifact=artifact,
             directory=directory,
             timeout_s=min(requested.timeout_s, self._max_timeout_s),
+            output_limits=self._output_limits,
         )
         try:
             result = await attempt.run(cancel)

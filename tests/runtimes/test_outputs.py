@@ -4,9 +4,13 @@ limits (collected for the Docker runtime in test_docker_runtime.py)."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
+from typing import Any
 
-from services.runtimes.base import Runtime
+import msgspec
+
+from services.runtimes.base import JobOutcome, JobSpec, OutputLimits, Runtime
 from tests.runtimes.conftest import build, make_job
 
 SECRET = b"the platform's admin key"
@@ -34,3 +38,70 @@ async def test_a_model_swapping_an_output_folder_for_a_symlink_never_gets_a_host
         assert outcome.outputs  # the decoy and the other files came back
         for output in outcome.outputs:
             assert SECRET not in output.path.read_bytes(), output.name
+
+
+async def _run_writer(
+    runtime: Runtime, tmp_path: Path, limits: OutputLimits | None = None, **params: Any
+) -> tuple[JobOutcome, JobSpec]:
+    artifact = await build(runtime, "write_outputs")
+    job = make_job(tmp_path, **params)
+    if limits is not None:
+        job = msgspec.structs.replace(job, output_limits=limits)
+    return await runtime.run_job(artifact, job), job
+
+
+async def test_more_outputs_than_the_count_limit_fail_the_job_and_leave_no_copy(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    outcome, job = await _run_writer(runtime, tmp_path, OutputLimits(max_files=10), empty_files=11)
+    assert outcome.kind == "output_limit", outcome
+    assert "more than 10 files and folders" in outcome.message
+    assert "CLINAI_MAX_OUTPUT_FILES" in outcome.message
+    assert outcome.outputs == () and list(job.output_dir.iterdir()) == []
+    # at the limit, all come back
+    outcome, _ = await _run_writer(runtime, tmp_path, OutputLimits(max_files=10), empty_files=10)
+    assert outcome.ok and len(outcome.outputs) == 10, outcome
+
+
+async def test_many_empty_files_end_the_job_quickly_at_the_default_count_limit(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    began = time.monotonic()
+    outcome, job = await _run_writer(runtime, tmp_path, empty_files=1500)
+    assert outcome.kind == "output_limit", outcome
+    assert "more than 1000 files" in outcome.message
+    assert list(job.output_dir.iterdir()) == []
+    assert time.monotonic() - began < job.timeout_s
+
+
+async def test_a_sparse_file_over_the_size_limit_fails_the_job_at_its_apparent_size(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    files = [{"name": f"big{i}.bin", "size": 1000 * 1000 * 1000, "sparse": True} for i in range(3)]
+    outcome, job = await _run_writer(runtime, tmp_path, files=files)
+    assert outcome.kind == "output_limit", outcome
+    assert "CLINAI_MAX_OUTPUT_FILE_BYTES" in outcome.message
+    assert list(job.output_dir.iterdir()) == []
+
+
+async def test_outputs_over_the_total_size_limit_fail_the_job(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    files = [{"name": f"part{i}.bin", "size": 600} for i in range(2)]
+    outcome, job = await _run_writer(
+        runtime, tmp_path, OutputLimits(max_total_bytes=1000), files=files
+    )
+    assert outcome.kind == "output_limit", outcome
+    assert "CLINAI_MAX_OUTPUT_BYTES" in outcome.message
+    assert list(job.output_dir.iterdir()) == []
+
+
+async def test_outputs_with_any_name_come_back_for_the_caller_to_judge(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    files = [{"name": "new\nline.txt"}, {"name_hex": b"bad-\xff.txt".hex()}, {"name": "ok.txt"}]
+    outcome, _ = await _run_writer(runtime, tmp_path, files=files)
+    assert outcome.ok, outcome
+    assert sorted(o.name for o in outcome.outputs) == sorted(
+        ["new\nline.txt", os.fsdecode(b"bad-\xff.txt"), "ok.txt"]
+    )
