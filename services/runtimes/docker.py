@@ -27,6 +27,7 @@ from services.runtimes._docker_build import (
     PipOptions,
     dockerfile,
     find_runner_dir,
+    runner_digest,
     write_context,
 )
 from services.runtimes._docker_images import build_image, ensure_base_image, image_id, push_image
@@ -111,6 +112,7 @@ class DockerRuntime:
         self._docker = docker
         self._config = config
         self._runner_dir = runner_dir
+        self._runner_digest: str | None = None  # of runner_dir's files, on the first build
         self._limits = ContainerLimits(
             memory_mb=config.memory_mb,
             cpus=config.cpus,
@@ -168,8 +170,14 @@ class DockerRuntime:
     async def _build(
         self, package_dir: Path, package_hash: str, requirements_hash: str, log: LogSink
     ) -> Artifact:
-        # The runner revision is in the tag: an image with an older runner is not reused.
-        tag = f"{self._config.image_repository}:{package_hash[:20]}-r{RUNNER_REVISION}"
+        # The runner (revision and files) is in the tag: an image with another runner
+        # is not reused.
+        if self._runner_digest is None:
+            self._runner_digest = await asyncio.to_thread(runner_digest, self._runner_dir)
+        tag = (
+            f"{self._config.image_repository}:{package_hash[:20]}"
+            f"-r{RUNNER_REVISION}-{self._runner_digest}"
+        )
         async with self._build_locks.setdefault(package_hash, asyncio.Lock()):
             built = await image_id(self._docker, tag, package_hash)
             if built is not None:
