@@ -65,6 +65,7 @@ from tests.runtimes.test_contract import (  # the contract, collected here for t
 from tests.runtimes.test_outputs import (  # the output contract, for this adapter too
     test_a_model_swapping_an_output_folder_for_a_symlink_never_gets_a_host_file,
     test_a_sparse_file_over_the_size_limit_fails_the_job_at_its_apparent_size,
+    test_a_worker_that_left_a_thread_running_is_replaced_one_that_did_not_stays_warm,
     test_many_empty_files_end_the_job_quickly_at_the_default_count_limit,
     test_more_outputs_than_the_count_limit_fail_the_job_and_leave_no_copy,
     test_outputs_over_the_total_size_limit_fail_the_job,
@@ -76,6 +77,7 @@ pytestmark = pytest.mark.docker
 __all__ = [
     "test_a_model_swapping_an_output_folder_for_a_symlink_never_gets_a_host_file",
     "test_a_sparse_file_over_the_size_limit_fails_the_job_at_its_apparent_size",
+    "test_a_worker_that_left_a_thread_running_is_replaced_one_that_did_not_stays_warm",
     "test_cancel_stops_a_running_job_within_a_second",
     "test_cannot_read_another_jobs_directory",
     "test_cannot_write_outside_output_dir",

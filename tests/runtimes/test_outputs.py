@@ -105,3 +105,22 @@ async def test_outputs_with_any_name_come_back_for_the_caller_to_judge(
     assert sorted(o.name for o in outcome.outputs) == sorted(
         ["new\nline.txt", os.fsdecode(b"bad-\xff.txt"), "ok.txt"]
     )
+
+
+async def test_a_worker_that_left_a_thread_running_is_replaced_one_that_did_not_stays_warm(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    writer = await build(runtime, "write_outputs")
+    files = [{"name": "a.txt", "size": 10}]
+    first = await runtime.run_job(writer, make_job(tmp_path, files=files))
+    second = await runtime.run_job(writer, make_job(tmp_path, files=files))
+    assert first.ok and second.ok, (first, second)
+    assert second.setup_s == 0.0  # the same warm worker served it
+
+    swapper = await build(runtime, "swap_outputs")
+    secret = _secret_dir(tmp_path)
+    job = make_job(tmp_path, secret_dir=str(secret), seconds=60, files=2)
+    outcome = await runtime.run_job(swapper, job)
+    assert outcome.ok and len(outcome.outputs) == 3, outcome  # the job still succeeds
+    after = await runtime.run_job(swapper, make_job(tmp_path, secret_dir=str(secret), files=2))
+    assert after.ok and after.setup_s > 0.0, after  # on a new worker: the thread is gone
