@@ -124,8 +124,8 @@ def collect_outputs(
     each under a new unique name; returns each one's path relative to out/ with its
     copy. `job_root` is the host's own folder (the model cannot replace it); `uid` the
     model's, whose permissions apply when we are root; `deadline` a `time.monotonic()`
-    value. Raises OutputLimitError / HarvestTimeoutError (no copy is left then) or
-    OSError."""
+    value. Raises OutputLimitError, HarvestTimeoutError or HarvestError (an output the
+    model cannot read itself) with no copy left behind, or OSError."""
     budget = _Budget(limits, deadline)
     copies: list[OutputCopy] = []
     dest_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)

@@ -15,6 +15,7 @@ link, a truncate and a few unlinks do not, and the unlinks run between jobs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import stat
@@ -25,7 +26,7 @@ from services.runtimes._framing import JobRequest
 from services.runtimes._harvest import collect_outputs
 from services.runtimes.base import JobSpec, OutputCopy, OutputLimits
 
-__all__ = ["JobFiles", "read_tail"]
+__all__ = ["JobFiles", "read_tail", "remove_tree"]
 
 _INLINE_LOG_BYTES = 16 * 1024
 
@@ -187,6 +188,16 @@ def _link_readable(source: Path, target: Path) -> bool:
     except OSError:  # another file system, or links not allowed
         return False
     return True
+
+
+async def remove_tree(path: Path, wait_s: float = 1.0) -> None:
+    """Remove a dead worker's folder. One holding many files (a model that filled out/
+    before it was stopped) takes longer than `wait_s` to remove and is left to finish in
+    its thread, so that it never holds up the end of a job; the interpreter waits for
+    that thread before it exits."""
+    removal = asyncio.ensure_future(asyncio.to_thread(shutil.rmtree, path, True))
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.shield(removal), wait_s)
 
 
 def read_tail(path: Path, limit: int) -> str:

@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import signal
 from collections.abc import Callable
 from pathlib import Path
 
 from services.runtimes._framing import WorkerChannel
-from services.runtimes._jobdir import JobFiles
+from services.runtimes._jobdir import JobFiles, remove_tree
 
 __all__ = ["ProcessWorker", "describe_exit"]
 
@@ -102,9 +101,10 @@ class ProcessWorker:
         await self.stop()
         if not self._cleaned:
             self._cleaned = True
-            await asyncio.to_thread(shutil.rmtree, self.directory, True)
+            # Its processes are dead: its uid is free even while its files are removed.
             if self._on_cleanup is not None:
                 self._on_cleanup()
+            await remove_tree(self.directory)
 
     async def stop(self) -> None:
         """Kill the worker (its whole sandbox) and wait for its end, but keep its
