@@ -22,9 +22,9 @@ Worker -> host, one per job::
      "error_type": "ValueError", "message": "...", "traceback": "...", "duration_s": 0.5,
      "threads": 1}
 
-``threads`` counts the worker's OS threads once ``run`` returned (and, in a sandbox, its
-stray processes were killed), the runner's own included: more than 1 means the model
-left something running that may still touch its output folder.
+``threads`` counts the worker's OS threads once ``run`` returned, the runner's own
+included: more than 1 means the model left something running that may still touch its
+output folder. In a sandbox every other process is killed after that count.
 
 ``error_type`` is the exception class name, or ``InvalidResult`` when ``run`` returned
 something that is not a JSON-serialisable dict. The host closes stdin to stop a worker.

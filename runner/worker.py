@@ -153,9 +153,11 @@ def _serve(stream: BinaryIO, out_fd: int, run: RunFn, idle_log: str, sandboxed: 
         if req.get("type") != "job":
             raise ProtocolError(f"unexpected frame type {req.get('type')!r}")
         response = _serve_job(run, takes_params, req, main_pid, idle_log)
+        # Counted first: with no other thread left, no process can be started after the
+        # strays are killed (one that a thread started before it ended is killed too).
+        response["threads"] = _live_threads()
         if sandboxed:
             _kill_strays()
-        response["threads"] = _live_threads()
         _send(out_fd, response)
 
 
