@@ -36,6 +36,7 @@ __all__ = [
     "HarvestTimeoutError",
     "OutputLimitError",
     "collect_outputs",
+    "count_outputs",
     "harvest_deadline",
     "harvest_failure_kind",
 ]
@@ -112,6 +113,40 @@ class _Budget:
             )
 
 
+def count_outputs(
+    job_root: Path,
+    *,
+    limits: OutputLimits,
+    deadline: float | None = None,
+    uid: int | None = None,
+) -> None:
+    """Raise like `collect_outputs` when the outputs under `job_root`/out break the
+    limits; copy nothing."""
+    root_fd = os.open(job_root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        with _fs_identity(uid):
+            out_fd = _open_out(root_fd)
+            if out_fd is not None:
+                try:
+                    _walk(out_fd, "", _Budget(limits, deadline), None)
+                finally:
+                    os.close(out_fd)
+    finally:
+        os.close(root_fd)
+
+
+def _open_out(root_fd: int) -> int | None:
+    """out/ below the job folder; None when the model removed it or made it a symlink."""
+    try:
+        return os.open("out", _DIR_FLAGS, dir_fd=root_fd)
+    except (FileNotFoundError, NotADirectoryError):
+        return None  # the model removed it (same uid as ours): nothing to copy
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return None
+        raise
+
+
 def collect_outputs(
     job_root: Path,
     dest: Path,
@@ -133,14 +168,9 @@ def collect_outputs(
         root_fd = os.open(job_root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             with _fs_identity(uid):
-                try:
-                    out_fd = os.open("out", _DIR_FLAGS, dir_fd=root_fd)
-                except (FileNotFoundError, NotADirectoryError):
-                    return []  # the model removed it (same uid as ours): nothing to copy
-                except OSError as err:  # ELOOP: the model made it a symlink
-                    if err.errno == errno.ELOOP:
-                        return []
-                    raise
+                out_fd = _open_out(root_fd)
+                if out_fd is None:
+                    return []
                 try:
                     # Counted first (names and sizes only), so that a job over a limit
                     # fails before a byte is copied; the copying walk counts again.

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from services.runtimes._framing import JobRequest
-from services.runtimes._harvest import collect_outputs
+from services.runtimes._harvest import HarvestError, collect_outputs, count_outputs
 from services.runtimes.base import JobSpec, OutputCopy, OutputLimits
 
 __all__ = ["JobFiles", "read_tail", "remove_tree"]
@@ -96,16 +96,27 @@ class JobFiles:
         """The job's log tail and, unless `dest` is None, a copy of each output in
         `dest`, made within `limits` by `deadline` (`time.monotonic()`) with the
         permissions of `uid` (see `_harvest.collect_outputs`, whose errors it raises).
+        With `dest` None (a failed job) the outputs are only counted: more than the
+        limits allow raise too, as they would take long to clear.
         A job that wrote no output and a short log is read inline, others in a thread.
         Emptying in/ and out/ for the next job runs in the background (the next
-        `prepare` waits for it), or inline when it is one unlink of the input's link."""
+        `prepare` waits for it), or inline when it is one unlink of the input's link.
+        After an error nothing is emptied: the worker must not serve another job (its
+        next `prepare` would raise)."""
         no_outputs = not _has_entries(self.out)
+        over = False
         try:
             if no_outputs and _is_short(self.log):
                 return read_tail(self.log, log_limit), []
             return await asyncio.to_thread(self._collect, dest, log_limit, limits, deadline, uid)
+        except HarvestError:
+            over = True
+            raise
         finally:
-            if self._linked and no_outputs:
+            if over:
+                self._clearing = asyncio.get_running_loop().create_future()
+                self._clearing.set_exception(OSError("the last job's files were not cleared"))
+            elif self._linked and no_outputs:
                 self._clearing = _done(self._clear)
             else:
                 self._clearing = asyncio.ensure_future(asyncio.to_thread(self._clear))
@@ -138,6 +149,7 @@ class JobFiles:
     ) -> tuple[str, list[OutputCopy]]:
         log = read_tail(self.log, log_limit)
         if dest is None:
+            count_outputs(self.root, limits=limits, deadline=deadline, uid=uid)
             return log, []
         return log, collect_outputs(self.root, dest, limits=limits, deadline=deadline, uid=uid)
 

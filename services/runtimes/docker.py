@@ -385,7 +385,11 @@ class DockerRuntime:
                     uid=self._limits.host_uid,
                 )
             elif worker.alive:
-                log, _ = await files.harvest(None, limit, limits=job.output_limits)
+                try:
+                    log, _ = await files.harvest(None, limit, limits=job.output_limits)
+                except HarvestError:  # the model failed and left too much to clear
+                    await worker.terminate()
+                    log = await asyncio.to_thread(read_tail, files.log, limit)
             else:  # killed or dead: its directory goes with it
                 log = await asyncio.to_thread(read_tail, files.log, limit)
         except HarvestError as err:  # not ok: the worker is not reused

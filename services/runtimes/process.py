@@ -418,8 +418,13 @@ class ProcessRuntime:
                     deadline=harvest_deadline(started_at, job.timeout_s),
                     uid=worker.uid,
                 )
-            except HarvestError as err:  # not ok: the worker is not reused
+            except HarvestError as err:  # the worker is not reused
                 log = await asyncio.to_thread(read_tail, files.log, limit)
+                if not response.ok:  # the model failed and left too much to clear
+                    await worker.stop()
+                    return from_response(
+                        response, log=log, memory_limit_mb=self._config.memory_limit_mb
+                    )
                 return _fail(harvest_failure_kind(err), err.message, log=log, run_s=elapsed)
             except OSError as err:
                 return _fail("infrastructure", f"could not collect the outputs: {err}")

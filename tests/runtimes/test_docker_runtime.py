@@ -63,6 +63,7 @@ from tests.runtimes.test_contract import (  # the contract, collected here for t
     test_timeout,
 )
 from tests.runtimes.test_outputs import (  # the output contract, for this adapter too
+    test_a_failed_job_that_left_too_many_files_to_clear_does_not_keep_its_worker,
     test_a_model_swapping_an_output_folder_for_a_symlink_never_gets_a_host_file,
     test_a_sparse_file_over_the_size_limit_fails_the_job_at_its_apparent_size,
     test_a_worker_that_left_a_thread_running_is_replaced_one_that_did_not_stays_warm,
@@ -75,6 +76,7 @@ from tests.runtimes.test_outputs import (  # the output contract, for this adapt
 pytestmark = pytest.mark.docker
 
 __all__ = [
+    "test_a_failed_job_that_left_too_many_files_to_clear_does_not_keep_its_worker",
     "test_a_model_swapping_an_output_folder_for_a_symlink_never_gets_a_host_file",
     "test_a_sparse_file_over_the_size_limit_fails_the_job_at_its_apparent_size",
     "test_a_worker_that_left_a_thread_running_is_replaced_one_that_did_not_stays_warm",

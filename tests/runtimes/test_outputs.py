@@ -124,3 +124,16 @@ async def test_a_worker_that_left_a_thread_running_is_replaced_one_that_did_not_
     assert outcome.ok and len(outcome.outputs) == 3, outcome  # the job still succeeds
     after = await runtime.run_job(swapper, make_job(tmp_path, secret_dir=str(secret), files=2))
     assert after.ok and after.setup_s > 0.0, after  # on a new worker: the thread is gone
+
+
+async def test_a_failed_job_that_left_too_many_files_to_clear_does_not_keep_its_worker(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    limits = OutputLimits(max_files=10)
+    few, _ = await _run_writer(runtime, tmp_path, limits, empty_files=3, fail=True)
+    again, _ = await _run_writer(runtime, tmp_path, limits, empty_files=11, fail=True)
+    assert few.kind == again.kind == "model_error", (few, again)
+    assert again.setup_s == 0.0  # a failed job with a few files keeps the warm worker
+    assert "failed after writing" in again.message
+    after, _ = await _run_writer(runtime, tmp_path, limits, empty_files=1)
+    assert after.ok and after.setup_s > 0.0, after  # too many: the worker was replaced

@@ -1,5 +1,5 @@
 """Writes the outputs its params describe: `files` (each {"name" or "name_hex", "size",
-"sparse"}) and `empty_files` empty files named e0, e1, ..."""
+"sparse"}) and `empty_files` empty files named e0, e1, ...; then raises if `fail`."""
 
 import os
 
@@ -17,4 +17,6 @@ def run(input_path: str, output_dir: str, params: dict) -> dict:
                 f.write(b"x" * spec.get("size", 0))
     for i in range(params.get("empty_files", 0)):
         os.close(os.open(os.path.join(output_dir, f"e{i}"), os.O_CREAT | os.O_WRONLY, 0o644))
+    if params.get("fail"):
+        raise ValueError("failed after writing its outputs")
     return {"written": True}
