@@ -16,9 +16,15 @@ Host -> worker, one per job (the worker serves one job at a time)::
 
 Worker -> host, one per job::
 
-    {"type": "result", "job_id": "...", "ok": true, "result": {...}, "duration_s": 0.5}
+    {"type": "result", "job_id": "...", "ok": true, "result": {...}, "duration_s": 0.5,
+     "threads": 1}
     {"type": "result", "job_id": "...", "ok": false, "result": null,
-     "error_type": "ValueError", "message": "...", "traceback": "...", "duration_s": 0.5}
+     "error_type": "ValueError", "message": "...", "traceback": "...", "duration_s": 0.5,
+     "threads": 1}
+
+``threads`` counts the worker's OS threads once ``run`` returned, the runner's own
+included: more than 1 means the model left something running that may still touch its
+output folder. In a sandbox every other process is killed after that count.
 
 ``error_type`` is the exception class name, or ``InvalidResult`` when ``run`` returned
 something that is not a JSON-serialisable dict, or ``ResultTooLarge`` when the response

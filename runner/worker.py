@@ -20,6 +20,7 @@ import shutil
 import signal
 import stat
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -184,6 +185,15 @@ def _scratch_full_hint(err: BaseException) -> str:
     )
 
 
+def _live_threads() -> int:
+    """The OS threads of this process, the runner's own included: any other one is the
+    model's (or a library's) and may still touch the job's files."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:  # no /proc: the threads Python knows of
+        return threading.active_count()
+
+
 def _serve_job(
     run: RunFn, takes_params: bool, req: dict[str, Any], main_pid: int, idle_log: str
 ) -> dict[str, Any]:
@@ -255,6 +265,9 @@ def _serve(stream: BinaryIO, out_fd: int, run: RunFn, idle_log: str, sandboxed: 
         if req.get("type") != "job":
             raise ProtocolError(f"unexpected frame type {req.get('type')!r}")
         response = _serve_job(run, takes_params, req, main_pid, idle_log)
+        # Counted first: with no other thread left, no process can be started after the
+        # strays are killed (one that a thread started before it ended is killed too).
+        response["threads"] = _live_threads()
         if sandboxed:
             _kill_strays()
             _empty_scratch(keep)

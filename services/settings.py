@@ -79,6 +79,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # than result_max_bytes fails the job with kind output_limit.
     result_inline_bytes: int = 64 * 1024
     result_max_bytes: int = 8 * 1024 * 1024
+    # What a job may leave in its output folder (entries of any kind; apparent sizes);
+    # more fails it with kind `output_limit`.
+    max_output_files: int = 1000
+    max_output_file_bytes: int = 256 * 1024 * 1024
+    max_output_bytes: int = 1024 * 1024 * 1024
     worker_memory_mb: int = 1024
     worker_max_processes: int = 64
     worker_tmp_mb: int = 256  # each worker's private /tmp (a tmpfs: memory), emptied per job
@@ -156,6 +161,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             )
         if settings.worker_tmp_mb < 1:
             raise SettingsError("CLINAI_WORKER_TMP_MB must be at least 1 (MiB)")
+        if (
+            min(
+                settings.max_output_files, settings.max_output_file_bytes, settings.max_output_bytes
+            )
+            < 0
+        ):
+            raise SettingsError(
+                "CLINAI_MAX_OUTPUT_FILES, CLINAI_MAX_OUTPUT_FILE_BYTES and "
+                "CLINAI_MAX_OUTPUT_BYTES must not be negative"
+            )
         if settings.webhook_timeout_s <= 0 or settings.webhook_retry_base_s <= 0:
             raise SettingsError(
                 "CLINAI_WEBHOOK_TIMEOUT_S and CLINAI_WEBHOOK_RETRY_BASE_S must be positive"

@@ -51,6 +51,7 @@ class BlobKeyError(BlobError, ValueError):
             "without '..', empty segments or a leading '/'.",
         )
         self.key = key
+        self.problem = problem
 
 
 class BlobNotFoundError(BlobError):

@@ -22,11 +22,23 @@ from services.executor._claims import (
     ResultLimits,
     ResultTooLargeError,
     claim_check,
-    discard_copies,
     encode_result,
 )
-from services.executor._files import job_log_key, local_input_name, upload_outputs
-from services.runtimes.base import Artifact, FailureKind, JobOutcome, JobSpec, Runtime
+from services.executor._files import (
+    discard_outputs,
+    job_log_key,
+    local_input_name,
+    unstorable_outputs,
+    upload_outputs,
+)
+from services.runtimes.base import (
+    Artifact,
+    FailureKind,
+    JobOutcome,
+    JobSpec,
+    OutputLimits,
+    Runtime,
+)
 
 __all__ = ["Attempt", "AttemptResult"]
 
@@ -62,6 +74,7 @@ class Attempt:
         directory: Path,
         timeout_s: float,
         limits: ResultLimits,
+        output_limits: OutputLimits | None = None,
     ) -> None:
         self._blobs = blobs
         self._limits = limits
@@ -70,6 +83,7 @@ class Attempt:
         self._artifact = artifact
         self._dir = directory
         self._timeout_s = timeout_s
+        self._output_limits = output_limits or OutputLimits()
         self._made_dir = False
 
     @property
@@ -104,6 +118,7 @@ class Attempt:
             output_dir=output_dir,
             params=requested.params,
             timeout_s=self._timeout_s,
+            output_limits=self._output_limits,
         )
         outcome = await self._run_cancellable(spec, cancel)
         try:
@@ -161,6 +176,15 @@ class Attempt:
                     await run
 
     async def _collect(self, outcome: JobOutcome, fetch_s: float) -> AttemptResult:
+        if outcome.ok and outcome.outputs:
+            # Checked before anything is stored: a job fails whole, never with outputs
+            # silently left out.
+            problem = unstorable_outputs(self.job_id, outcome.outputs)
+            if problem is not None:
+                await discard_outputs(outcome.outputs)
+                outcome = msgspec.structs.replace(
+                    outcome, ok=False, kind="output_limit", message=problem, outputs=()
+                )
         log_key = job_log_key(self.job_id) if outcome.log else None
         put_log = self._store_log(log_key, outcome.log)
         setup_s = fetch_s + outcome.setup_s
@@ -176,14 +200,14 @@ class Attempt:
                 "stored: remove it (or encode binary data, e.g. as base64)",
                 outputs=(),
             )
-            await discard_copies(refused.outputs)
+            await discard_outputs(refused.outputs)
         kind, message = outcome.kind, outcome.message
         if outcome.ok:
             result = outcome.result or {}
             try:
                 result_json = encode_result(result, self._limits)
             except ResultTooLargeError as err:  # checked first: then nothing is stored
-                await discard_copies(outcome.outputs)
+                await discard_outputs(outcome.outputs)
                 kind, message = "output_limit", str(err)
             else:
                 # The log and the outputs are stored side by side, not one after the other.

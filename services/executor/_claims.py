@@ -7,21 +7,19 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine
 from typing import Any
 
 import msgspec
 
 from events import BlobRef, OutputFile
 from services.blobstore import BlobStore
-from services.runtimes.base import OutputCopy
 
 __all__ = [
     "Claimed",
     "ResultLimits",
     "ResultTooLargeError",
     "claim_check",
-    "discard_copies",
     "encode_result",
 ]
 
@@ -104,13 +102,3 @@ def _ref(job_id: str, what: str, data: bytes) -> BlobRef:
     return BlobRef(
         key=f"results/{job_id}/{what}-{digest}.json", size_bytes=len(data), sha256=digest
     )
-
-
-async def discard_copies(copies: Sequence[OutputCopy]) -> None:
-    """Remove the runtime's output copies of a job whose outputs are not stored."""
-
-    def remove() -> None:
-        for copy in copies:
-            copy.path.unlink(missing_ok=True)
-
-    await asyncio.to_thread(remove)

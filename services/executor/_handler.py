@@ -40,7 +40,7 @@ from services.consumer import Delivery, Poison, RetryLater, reaction_envelope
 from services.executor._attempt import Attempt, AttemptResult
 from services.executor._claims import ResultLimits
 from services.executor._local import LocalJobs
-from services.runtimes.base import Artifact, FailureKind, Runtime
+from services.runtimes.base import Artifact, FailureKind, OutputLimits, Runtime
 
 __all__ = ["ACTOR", "JobHandler"]
 
@@ -71,6 +71,7 @@ class JobHandler:
         max_attempts: int,
         max_timeout_s: float,
         result_limits: ResultLimits | None = None,
+        output_limits: OutputLimits | None = None,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
         if max_attempts < 1:
@@ -84,6 +85,7 @@ class JobHandler:
         self._max_attempts = max_attempts
         self._max_timeout_s = max_timeout_s
         self._limits = result_limits or ResultLimits()
+        self._output_limits = output_limits or OutputLimits()
         self._clock = clock
         self._built_versions: dict[str, VersionState] = {}
 
@@ -276,6 +278,7 @@ class JobHandler:
             directory=directory,
             timeout_s=min(requested.timeout_s, self._max_timeout_s),
             limits=self._limits,
+            output_limits=self._output_limits,
         )
         try:
             result = await attempt.run(cancel)

@@ -18,7 +18,7 @@ from services.executor._handler import JobHandler
 from services.executor._local import LocalJobs
 from services.resources import connect_nats, open_blob_store, open_event_store
 from services.runtime_factory import make_runtime, service_work_dir
-from services.runtimes.base import Runtime
+from services.runtimes.base import OutputLimits, Runtime
 from services.settings import Settings
 
 __all__ = ["EXECUTOR_DURABLE", "EXECUTOR_SUBJECTS", "run_executor"]
@@ -63,6 +63,11 @@ async def run_executor(
             max_timeout_s=settings.job_timeout_max_s,
             result_limits=ResultLimits(
                 inline_bytes=settings.result_inline_bytes, max_bytes=settings.result_max_bytes
+            ),
+            output_limits=OutputLimits(
+                max_files=settings.max_output_files,
+                max_file_bytes=settings.max_output_file_bytes,
+                max_total_bytes=settings.max_output_bytes,
             ),
         )
         log.info("executor %s consuming %s (%s)", worker_id, EXECUTOR_SUBJECTS, runtime.name)

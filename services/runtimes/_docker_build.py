@@ -14,6 +14,7 @@ runner, package code. A code-only change therefore rebuilds two COPY layers.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import io
 import json
@@ -41,6 +42,7 @@ __all__ = [
     "PipOptions",
     "dockerfile",
     "find_runner_dir",
+    "runner_digest",
     "write_context",
 ]
 
@@ -56,7 +58,7 @@ WORKER_LOG = f"{JOB_DIR}/worker.log"  # what the model prints outside jobs (setu
 RUNNER_ARGV = (f"{VENV}/bin/python", "-m", "runner", "--sandboxed", "--log", WORKER_LOG)
 # Images carry the runner: bump when it changes how it talks to the host. Revision 2
 # speaks over FIFOs in the worker directory (`--channel`); 1 only over attached stdio.
-# Revision 3 empties /tmp after each job.
+# Revision 3 empties /tmp and reports the threads left running after each job.
 RUNNER_REVISION = 3
 ENTRYPOINT = json.dumps([*RUNNER_ARGV, MODEL_DIR])
 
@@ -119,6 +121,17 @@ def find_runner_dir() -> Path:
             "the `runner` package cannot be found", hint="install clinai with its runner/"
         )
     return Path(next(iter(spec.submodule_search_locations)))
+
+
+def runner_digest(runner_dir: Path) -> str:
+    """A short hash of the runner's files: image tags carry it, so an image holding
+    another runner (an older build, another branch on a shared engine) is never reused
+    for this one, whether or not RUNNER_REVISION was bumped."""
+    digest = hashlib.sha256()
+    for path in _walk(runner_dir):
+        digest.update(path.relative_to(runner_dir).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()[:12]
 
 
 def _walk(root: Path) -> Iterable[Path]:

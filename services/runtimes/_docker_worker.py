@@ -36,7 +36,7 @@ from services.runtimes._docker_jobs import (
     make_worker_dir,
 )
 from services.runtimes._framing import ProtocolError, Ready, WorkerChannel
-from services.runtimes._jobdir import JobFiles, read_tail
+from services.runtimes._jobdir import JobFiles, read_tail, remove_tree
 
 __all__ = ["ContainerLimits", "ContainerWorker", "WorkerStartError"]
 
@@ -320,7 +320,7 @@ class ContainerWorker:
         """SIGKILL the container, remove it and its directory. Idempotent; never raises
         for a container that is already gone. Protected from cancellation."""
         await asyncio.shield(self._kill())
-        await asyncio.shield(asyncio.to_thread(shutil.rmtree, self.dir, True))
+        await asyncio.shield(remove_tree(self.dir))
 
     async def terminate(self) -> None:
         """Like `kill`, but keep the worker directory (a failed job's outputs and log

@@ -52,6 +52,12 @@ class JobResponse(msgspec.Struct, frozen=True, kw_only=True):
     message: str = ""
     traceback: str | None = None
     duration_s: float = 0.0
+    threads: int = 0  # the worker's live threads after run(); 0: not reported (older runner)
+
+    @property
+    def left_running(self) -> bool:
+        """Whether the model may have left a thread running (or cannot say)."""
+        return self.threads != 1
 
 
 class _Writer(Protocol):

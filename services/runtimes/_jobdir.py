@@ -4,7 +4,8 @@ its sandbox or container at `inside`:
 
   in/<input>   the job's input, read-only for the model: a hard link to the stored
                file when the model runs as another user (it cannot write it), else a copy
-  out/         where the model writes its outputs; copied out after a job, then emptied
+  out/         where the model writes its outputs; copied out after a job (safely and
+               within the job's limits: see `_harvest`), then emptied
   log          what the model prints during a job; emptied before each job
 
 Making and removing folders per job cost more than the job itself on some disks; a
@@ -14,17 +15,18 @@ link, a truncate and a few unlinks do not, and the unlinks run between jobs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import stat
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 from services.runtimes._framing import JobRequest
-from services.runtimes.base import JobSpec, OutputCopy
+from services.runtimes._harvest import HarvestError, collect_outputs, count_outputs
+from services.runtimes.base import JobSpec, OutputCopy, OutputLimits
 
-__all__ = ["JobFiles", "collect_outputs", "read_tail"]
+__all__ = ["JobFiles", "read_tail", "remove_tree"]
 
 _INLINE_LOG_BYTES = 16 * 1024
 
@@ -78,18 +80,43 @@ class JobFiles:
             params=job.params,
         )
 
-    async def harvest(self, dest: Path | None, log_limit: int) -> tuple[str, list[OutputCopy]]:
+    def has_outputs(self) -> bool:
+        """Whether out/ holds anything (a model running as our own uid may remove it)."""
+        return _has_entries(self.out)
+
+    async def harvest(
+        self,
+        dest: Path | None,
+        log_limit: int,
+        *,
+        limits: OutputLimits,
+        deadline: float | None = None,
+        uid: int | None = None,
+    ) -> tuple[str, list[OutputCopy]]:
         """The job's log tail and, unless `dest` is None, a copy of each output in
-        `dest`. A job that wrote no output and a short log is read inline, others in a
-        thread. Emptying in/ and out/ for the next job runs in the background (the next
-        `prepare` waits for it), or inline when it is one unlink of the input's link."""
+        `dest`, made within `limits` by `deadline` (`time.monotonic()`) with the
+        permissions of `uid` (see `_harvest.collect_outputs`, whose errors it raises).
+        With `dest` None (a failed job) the outputs are only counted: more than the
+        limits allow raise too, as they would take long to clear.
+        A job that wrote no output and a short log is read inline, others in a thread.
+        Emptying in/ and out/ for the next job runs in the background (the next
+        `prepare` waits for it), or inline when it is one unlink of the input's link.
+        After an error nothing is emptied: the worker must not serve another job (its
+        next `prepare` would raise)."""
         no_outputs = not _has_entries(self.out)
+        over = False
         try:
             if no_outputs and _is_short(self.log):
                 return read_tail(self.log, log_limit), []
-            return await asyncio.to_thread(self._collect, dest, log_limit)
+            return await asyncio.to_thread(self._collect, dest, log_limit, limits, deadline, uid)
+        except HarvestError:
+            over = True
+            raise
         finally:
-            if self._linked and no_outputs:
+            if over:
+                self._clearing = asyncio.get_running_loop().create_future()
+                self._clearing.set_exception(OSError("the last job's files were not cleared"))
+            elif self._linked and no_outputs:
                 self._clearing = _done(self._clear)
             else:
                 self._clearing = asyncio.ensure_future(asyncio.to_thread(self._clear))
@@ -112,9 +139,19 @@ class JobFiles:
         os.truncate(self.log, 0)
         return True
 
-    def _collect(self, dest: Path | None, log_limit: int) -> tuple[str, list[OutputCopy]]:
+    def _collect(
+        self,
+        dest: Path | None,
+        log_limit: int,
+        limits: OutputLimits,
+        deadline: float | None,
+        uid: int | None,
+    ) -> tuple[str, list[OutputCopy]]:
         log = read_tail(self.log, log_limit)
-        return log, ([] if dest is None else collect_outputs(self.out, dest))
+        if dest is None:
+            count_outputs(self.root, limits=limits, deadline=deadline, uid=uid)
+            return log, []
+        return log, collect_outputs(self.root, dest, limits=limits, deadline=deadline, uid=uid)
 
     def _clear(self) -> None:
         for folder in (self.in_dir, self.out):
@@ -165,29 +202,14 @@ def _link_readable(source: Path, target: Path) -> bool:
     return True
 
 
-def collect_outputs(out: Path, dest: Path) -> list[OutputCopy]:
-    """Copy the regular files under `out` into the existing folder `dest`, each under a
-    new unique name; never follows a symlink (the model could point one at a host
-    file). Returns each output's path relative to `out` with its copy."""
-    copies: list[OutputCopy] = []
-    for dirpath, dirs, files in os.walk(out, followlinks=False):
-        rel_dir = Path(dirpath).relative_to(out)
-        dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(dirpath, d))]
-        for name in files:
-            source = os.path.join(dirpath, name)
-            try:
-                # O_NONBLOCK: a FIFO the model made must not hang us here
-                fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-            except OSError:
-                continue  # a symlink or something that vanished
-            with os.fdopen(fd, "rb") as src:
-                if not stat.S_ISREG(os.fstat(src.fileno()).st_mode):
-                    continue
-                copy = dest / f"output-{uuid.uuid4().hex}"
-                with open(copy, "xb") as dst:
-                    shutil.copyfileobj(src, dst)
-            copies.append(OutputCopy(name=(rel_dir / name).as_posix(), path=copy))
-    return copies
+async def remove_tree(path: Path, wait_s: float = 1.0) -> None:
+    """Remove a dead worker's folder. One holding many files (a model that filled out/
+    before it was stopped) takes longer than `wait_s` to remove and is left to finish in
+    its thread, so that it never holds up the end of a job; the interpreter waits for
+    that thread before it exits."""
+    removal = asyncio.ensure_future(asyncio.to_thread(shutil.rmtree, path, True))
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.shield(removal), wait_s)
 
 
 def read_tail(path: Path, limit: int) -> str:

@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import signal
 from collections.abc import Callable
 from pathlib import Path
 
 from services.runtimes._framing import WorkerChannel
-from services.runtimes._jobdir import JobFiles
+from services.runtimes._jobdir import JobFiles, remove_tree
 
 __all__ = ["ProcessWorker", "describe_exit"]
 
@@ -33,6 +32,27 @@ def describe_exit(code: int | None, *, sandboxed: bool) -> tuple[str, int | None
             name = f"signal {signo}"
         return f"killed by {name}", signo
     return f"exit code {code}", None
+
+
+def _descendants(pid: int) -> list[int]:
+    """The processes below `pid`, as /proc lists them ([] where it cannot)."""
+    found: list[int] = []
+    parents = [pid]
+    while parents:
+        parent = parents.pop()
+        try:
+            tasks = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue
+        for task in tasks:  # a child is listed under the thread that forked it
+            try:
+                with open(f"/proc/{parent}/task/{task}/children") as f:
+                    children = [int(child) for child in f.read().split()]
+            except (OSError, ValueError):
+                continue
+            found.extend(children)
+            parents.extend(children)
+    return found
 
 
 class ProcessWorker:
@@ -78,8 +98,25 @@ class ProcessWorker:
 
     async def kill(self) -> None:
         """Kill the worker (its whole sandbox) and remove its directory. Idempotent."""
+        await self.stop()
+        if not self._cleaned:
+            self._cleaned = True
+            # Its processes are dead: its uid is free even while its files are removed.
+            if self._on_cleanup is not None:
+                self._on_cleanup()
+            await remove_tree(self.directory)
+
+    async def stop(self) -> None:
+        """Kill the worker (its whole sandbox) and wait for its end, but keep its
+        directory (a job's outputs are still harvested from it); `kill` removes it."""
         if self.proc.returncode is None:
             self.killed_by_host = True
+            # Each process of the sandbox gets its own SIGKILL first: those in the
+            # sandbox's session (the model's) would otherwise die only once its pid 1
+            # has, a moment after the worker's end is reported to us.
+            for pid in _descendants(self.proc.pid):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
             with contextlib.suppress(ProcessLookupError):
@@ -87,8 +124,3 @@ class ProcessWorker:
         await self.proc.wait()
         if self.proc.stdin is not None:
             self.proc.stdin.close()
-        if not self._cleaned:
-            self._cleaned = True
-            await asyncio.to_thread(shutil.rmtree, self.directory, True)
-            if self._on_cleanup is not None:
-                self._on_cleanup()

@@ -18,6 +18,7 @@ __all__ = [
     "JobSpec",
     "LogSink",
     "OutputCopy",
+    "OutputLimits",
     "Runtime",
     "RuntimeError_",
     "RuntimeUnavailableError",
@@ -46,6 +47,15 @@ class Artifact(msgspec.Struct, frozen=True, kw_only=True):
     details: dict[str, str] = {}
 
 
+class OutputLimits(msgspec.Struct, frozen=True, kw_only=True):
+    """What a job may leave in its output folder; more fails it with kind `output_limit`.
+    Each is a setting (named in the failure's message)."""
+
+    max_files: int = 1000  # entries of any kind (files, folders, links) in the whole tree
+    max_file_bytes: int = 256 * 1024 * 1024  # one file's apparent size (st_size)
+    max_total_bytes: int = 1024 * 1024 * 1024  # all files' apparent sizes together
+
+
 class JobSpec(msgspec.Struct, frozen=True, kw_only=True):
     job_id: str
     version_id: str
@@ -54,6 +64,7 @@ class JobSpec(msgspec.Struct, frozen=True, kw_only=True):
     output_dir: Path  # existing host folder for a copy of each file the model wrote
     params: dict[str, Any] = {}
     timeout_s: float = 60.0
+    output_limits: OutputLimits = OutputLimits()
 
     @property
     def file_name(self) -> str:

@@ -27,6 +27,7 @@ from services.runtimes._docker_build import (
     PipOptions,
     dockerfile,
     find_runner_dir,
+    runner_digest,
     write_context,
 )
 from services.runtimes._docker_images import build_image, ensure_base_image, image_id, push_image
@@ -37,6 +38,7 @@ from services.runtimes._docker_outcomes import (
 )
 from services.runtimes._docker_worker import ContainerLimits, ContainerWorker, WorkerStartError
 from services.runtimes._framing import JobRequest, JobResponse, ProtocolError
+from services.runtimes._harvest import HarvestError, harvest_deadline, harvest_failure_kind
 from services.runtimes._jobdir import read_tail
 from services.runtimes._pool import PoolClosedError, WorkerPool
 from services.runtimes._seccomp import docker_profile
@@ -113,6 +115,7 @@ class DockerRuntime:
         self._docker = docker
         self._config = config
         self._runner_dir = runner_dir
+        self._runner_digest: str | None = None  # of runner_dir's files, on the first build
         self._limits = ContainerLimits(
             memory_mb=config.memory_mb,
             cpus=config.cpus,
@@ -178,8 +181,14 @@ class DockerRuntime:
     async def _build(
         self, package_dir: Path, package_hash: str, requirements_hash: str, log: LogSink
     ) -> Artifact:
-        # The runner revision is in the tag: an image with an older runner is not reused.
-        tag = f"{self._config.image_repository}:{package_hash[:20]}-r{RUNNER_REVISION}"
+        # The runner (revision and files) is in the tag: an image with another runner
+        # is not reused.
+        if self._runner_digest is None:
+            self._runner_digest = await asyncio.to_thread(runner_digest, self._runner_dir)
+        tag = (
+            f"{self._config.image_repository}:{package_hash[:20]}"
+            f"-r{RUNNER_REVISION}-{self._runner_digest}"
+        )
         async with self._build_locks.setdefault(package_hash, asyncio.Lock()):
             built = await image_id(self._docker, tag, package_hash)
             if built is not None:
@@ -361,7 +370,7 @@ class DockerRuntime:
                 setup_s=setup_s,
                 message=f"could not prepare the job's files: {err}",
             )
-        begun = time.perf_counter()
+        begun, started_at = time.perf_counter(), time.monotonic()
         answer = await self._exchange(worker, request, job, canceled)
         run_s = time.perf_counter() - begun
         if isinstance(answer, JobResponse):
@@ -370,12 +379,39 @@ class DockerRuntime:
             outcome = answer
         limit = self._config.log_limit_bytes
         outputs: list[OutputCopy] = []
+        harvest = worker.alive and outcome.ok
+        if harvest and isinstance(answer, JobResponse) and answer.left_running:
+            if await asyncio.to_thread(files.has_outputs):
+                # What the model left running could still change out/: it ends with
+                # the container before out/ is read (the job still succeeds; the next
+                # one gets a fresh worker).
+                await worker.terminate()
         try:
-            if worker.alive:
-                dest = job.output_dir if outcome.ok else None
-                log, outputs = await files.harvest(dest, limit)
+            if harvest:
+                log, outputs = await files.harvest(
+                    job.output_dir,
+                    limit,
+                    limits=job.output_limits,
+                    deadline=harvest_deadline(started_at, job.timeout_s),
+                    uid=self._limits.host_uid,
+                )
+            elif worker.alive:
+                try:
+                    log, _ = await files.harvest(None, limit, limits=job.output_limits)
+                except HarvestError:  # the model failed and left too much to clear
+                    await worker.terminate()
+                    log = await asyncio.to_thread(read_tail, files.log, limit)
             else:  # killed or dead: its directory goes with it
                 log = await asyncio.to_thread(read_tail, files.log, limit)
+        except HarvestError as err:  # not ok: the worker is not reused
+            return JobOutcome(
+                ok=False,
+                kind=harvest_failure_kind(err),
+                message=err.message,
+                setup_s=setup_s,
+                run_s=run_s,
+                log=await asyncio.to_thread(read_tail, files.log, limit),
+            )
         except OSError as err:  # not ok: the worker is not reused
             return JobOutcome(
                 ok=False,

@@ -17,6 +17,7 @@ import msgspec
 
 from services.runtimes import _build
 from services.runtimes._framing import ProtocolError, WorkerChannel
+from services.runtimes._harvest import HarvestError, harvest_deadline, harvest_failure_kind
 from services.runtimes._jobdir import JobFiles, read_tail
 from services.runtimes._outcomes import fail as _fail
 from services.runtimes._outcomes import from_death, from_ready, from_response
@@ -396,7 +397,7 @@ class ProcessRuntime:
             request = await files.prepare(job)
         except OSError as err:
             return _fail("infrastructure", f"could not prepare the job's files: {err}")
-        started = time.perf_counter()
+        started, started_at = time.perf_counter(), time.monotonic()
         task = asyncio.ensure_future(worker.channel.request(request))
         try:
             done, _ = await asyncio.wait({task}, timeout=job.timeout_s)
@@ -418,9 +419,29 @@ class ProcessRuntime:
                 log = read_tail(files.log, self._config.log_tail_bytes)
                 return await self._died(worker, running, log, elapsed)
             dest = job.output_dir if response.ok else None
+            if dest is not None and response.left_running and files.has_outputs():
+                # What the model left running could still change out/: it ends with the
+                # worker before out/ is read (the job still succeeds; the next one
+                # gets a fresh worker).
+                await worker.stop()
+            limit = self._config.log_tail_bytes
             try:
-                log, outputs = await files.harvest(dest, self._config.log_tail_bytes)
-            except OSError as err:  # not ok: the worker is not reused
+                log, outputs = await files.harvest(
+                    dest,
+                    limit,
+                    limits=job.output_limits,
+                    deadline=harvest_deadline(started_at, job.timeout_s),
+                    uid=worker.uid,
+                )
+            except HarvestError as err:  # the worker is not reused
+                log = await asyncio.to_thread(read_tail, files.log, limit)
+                if not response.ok:  # the model failed and left too much to clear
+                    await worker.stop()
+                    return from_response(
+                        response, log=log, memory_limit_mb=self._config.memory_limit_mb
+                    )
+                return _fail(harvest_failure_kind(err), err.message, log=log, run_s=elapsed)
+            except OSError as err:
                 return _fail("infrastructure", f"could not collect the outputs: {err}")
             outcome = from_response(response, log=log, memory_limit_mb=self._config.memory_limit_mb)
             return msgspec.structs.replace(outcome, outputs=tuple(outputs))

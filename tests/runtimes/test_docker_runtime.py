@@ -26,7 +26,12 @@ import pytest
 import uvloop
 from aiodocker import Docker, DockerError
 
-from services.runtimes._docker_build import PipOptions, find_runner_dir, write_context
+from services.runtimes._docker_build import (
+    PipOptions,
+    find_runner_dir,
+    runner_digest,
+    write_context,
+)
 from services.runtimes.base import BuildFailedError, RuntimeUnavailableError
 from services.runtimes.docker import (
     DEBIAN_CA_BUNDLE,
@@ -62,11 +67,25 @@ from tests.runtimes.test_contract import (  # the contract, collected here for t
     test_processes_and_command_lines_show_nothing_of_the_host,
     test_timeout,
 )
+from tests.runtimes.test_outputs import (  # the output contract, for this adapter too
+    test_a_failed_job_that_left_too_many_files_to_clear_does_not_keep_its_worker,
+    test_a_model_swapping_an_output_folder_for_a_symlink_never_gets_a_host_file,
+    test_a_sparse_file_over_the_size_limit_fails_the_job_at_its_apparent_size,
+    test_a_worker_that_left_a_thread_running_is_replaced_one_that_did_not_stays_warm,
+    test_many_empty_files_end_the_job_quickly_at_the_default_count_limit,
+    test_more_outputs_than_the_count_limit_fail_the_job_and_leave_no_copy,
+    test_outputs_over_the_total_size_limit_fail_the_job,
+    test_outputs_with_any_name_come_back_for_the_caller_to_judge,
+)
 
 pytestmark = pytest.mark.docker
 
 __all__ = [
+    "test_a_failed_job_that_left_too_many_files_to_clear_does_not_keep_its_worker",
+    "test_a_model_swapping_an_output_folder_for_a_symlink_never_gets_a_host_file",
     "test_a_result_larger_than_a_frame_is_output_limit",
+    "test_a_sparse_file_over_the_size_limit_fails_the_job_at_its_apparent_size",
+    "test_a_worker_that_left_a_thread_running_is_replaced_one_that_did_not_stays_warm",
     "test_cancel_stops_a_running_job_within_a_second",
     "test_cannot_read_another_jobs_directory",
     "test_cannot_write_outside_output_dir",
@@ -78,10 +97,14 @@ __all__ = [
     "test_import_error_fails_the_build",
     "test_interpreter_crash",
     "test_loud_model_keeps_protocol_intact",
+    "test_many_empty_files_end_the_job_quickly_at_the_default_count_limit",
+    "test_more_outputs_than_the_count_limit_fail_the_job_and_leave_no_copy",
     "test_no_network",
     "test_non_json_result_is_model_error",
     "test_noop_job_and_warm_worker",
     "test_out_of_memory",
+    "test_outputs_over_the_total_size_limit_fail_the_job",
+    "test_outputs_with_any_name_come_back_for_the_caller_to_judge",
     "test_private_tmp_is_writable_and_emptied_between_jobs",
     "test_processes_and_command_lines_show_nothing_of_the_host",
     "test_timeout",
@@ -372,7 +395,7 @@ async def test_jobs_go_over_fifos_and_older_images_still_run_over_stdio(
 ) -> None:
     artifact = await build(runtime, "noop")
     assert artifact.details["runner_revision"] == "3"
-    assert artifact.details["image"].endswith("-r3")
+    assert f"-r3-{runner_digest(find_runner_dir())}" in artifact.details["image"]
     assert (await runtime.run_job(artifact, make_job(tmp_path))).ok
     # A version built before revision 2 has no runner_revision: attached stdin/stdout.
     older = msgspec.structs.replace(
