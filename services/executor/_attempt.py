@@ -87,6 +87,7 @@ class Attempt:
         spec = JobSpec(
             job_id=self.job_id,
             version_id=requested.version_id,
+            owner=requested.owner,
             input_path=input_path,
             input_name=name,
             output_dir=output_dir,

@@ -1,8 +1,11 @@
 """A warm worker pool, generic over the worker type (process or container).
 
-Workers are keyed (one key per artifact). At most `max_per_key` jobs run at once per key
-and at most `max_total` workers live at once; when full, an idle worker of another key is
-evicted, or the caller waits. Idle workers are stopped after `idle_timeout_s`.
+Workers are keyed (one key per artifact) and belong to one owner (whose jobs they
+serve): a worker keeps module globals, threads and files from job to job, so it never
+serves two owners' jobs. At most `max_per_key` jobs run at once per key, whatever their
+owners, and at most `max_total` workers live at once; when full, an idle worker of
+another key or owner is evicted, or the caller waits. Idle workers are stopped after
+`idle_timeout_s`.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ class WorkerPool(Generic[W]):
         self._idle_timeout_s = idle_timeout_s
         self._clock = clock
         self._slots: dict[str, asyncio.Semaphore] = {}
-        self._idle: dict[str, list[tuple[W, float]]] = {}
+        self._idle: dict[tuple[str, str], list[tuple[W, float]]] = {}  # (key, owner)
         self._live: set[W] = set()
         self._total = 0  # live workers + workers being started
         self._cond: asyncio.Condition | None = None
@@ -69,9 +72,11 @@ class WorkerPool(Generic[W]):
         before the next acquire cleans it up)."""
         return sum(1 for worker in self._live if worker.alive)
 
-    async def acquire(self, key: str, start: Callable[[], Awaitable[W]]) -> tuple[W, bool]:
-        """A worker for `key` (warm if one is idle) and whether it was just started.
-        Hand it back with `release`."""
+    async def acquire(
+        self, key: str, start: Callable[[], Awaitable[W]], *, owner: str
+    ) -> tuple[W, bool]:
+        """A worker for `key` that has served `owner`'s jobs only (warm if one is idle),
+        and whether it was just started. Hand it back with `release`."""
         if self._closed:
             raise PoolClosedError("the worker pool is closed")
         cond = self._condition()
@@ -83,7 +88,7 @@ class WorkerPool(Generic[W]):
                 while True:
                     if self._closed:
                         raise PoolClosedError("the worker pool is closed")
-                    warm = self._pop_idle(key)
+                    warm = self._pop_idle((key, owner))
                     if warm is not None:
                         return warm, False
                     if self._total < self._max_total:
@@ -93,9 +98,9 @@ class WorkerPool(Generic[W]):
                         break
                     await cond.wait()
                 self._total += 1
-            if victim is not None:
-                await victim.kill()
             try:
+                if victim is not None:
+                    await victim.kill()
                 worker = await start()
             except BaseException:
                 async with cond:
@@ -108,13 +113,14 @@ class WorkerPool(Generic[W]):
             slots.release()
             raise
 
-    async def release(self, key: str, worker: W, *, reuse: bool) -> None:
-        """Give a worker back: idle for reuse, or stopped."""
+    async def release(self, key: str, worker: W, *, owner: str, reuse: bool) -> None:
+        """Give a worker back (with the `key` and `owner` it was acquired for): idle for
+        reuse by the same owner's jobs, or stopped."""
         cond = self._condition()
         keep = reuse and worker.alive and not self._closed
         async with cond:
             if keep:
-                self._idle.setdefault(key, []).append((worker, self._clock()))
+                self._idle.setdefault((key, owner), []).append((worker, self._clock()))
             else:
                 self._forget(worker)
             cond.notify_all()
@@ -127,8 +133,13 @@ class WorkerPool(Generic[W]):
             self._live.discard(worker)
             self._total -= 1
 
-    def _pop_idle(self, key: str) -> W | None:
-        idle = self._idle.get(key, [])
+    def _pop_idle(self, slot: tuple[str, str]) -> W | None:
+        idle = self._idle.get(slot)
+        if idle is None:
+            return None
+        if not idle:  # many owners come and go: keep no empty lists
+            del self._idle[slot]
+            return None
         while idle:
             worker, _ = idle.pop()
             if worker.alive:
@@ -140,7 +151,7 @@ class WorkerPool(Generic[W]):
         return None
 
     def _pop_oldest_idle(self) -> W | None:
-        oldest: tuple[str, int, float] | None = None
+        oldest: tuple[tuple[str, str], int, float] | None = None
         for key, idle in self._idle.items():
             for index, (_, since) in enumerate(idle):
                 if oldest is None or since < oldest[2]:
@@ -159,10 +170,13 @@ class WorkerPool(Generic[W]):
             expired: list[W] = []
             async with cond:
                 now = self._clock()
-                for key, idle in self._idle.items():
+                for slot, idle in list(self._idle.items()):
                     keep = [(w, t) for w, t in idle if w.alive and now - t < self._idle_timeout_s]
                     expired.extend(w for w, t in idle if (w, t) not in keep)
-                    self._idle[key] = keep
+                    if keep:
+                        self._idle[slot] = keep
+                    else:
+                        del self._idle[slot]
                 for worker in expired:
                     self._forget(worker)
                 if expired:

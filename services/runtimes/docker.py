@@ -312,7 +312,9 @@ class DockerRuntime:
         key = artifact.reference
         started = time.perf_counter()
         try:
-            worker, fresh = await self._pool.acquire(key, lambda: self._start_worker(artifact))
+            worker, fresh = await self._pool.acquire(
+                key, lambda: self._start_worker(artifact), owner=job.owner
+            )
         except WorkerStartError as err:
             return start_failure_outcome(
                 err, time.perf_counter() - started, memory_mb=self._config.memory_mb
@@ -335,7 +337,7 @@ class DockerRuntime:
             reuse = outcome.ok or outcome.kind == "model_error"
             return outcome
         finally:
-            await self._pool.release(key, worker, reuse=reuse and worker.alive)
+            await self._pool.release(key, worker, owner=job.owner, reuse=reuse and worker.alive)
 
     async def _serve(
         self, worker: ContainerWorker, job: JobSpec, canceled: asyncio.Event, setup_s: float

@@ -355,7 +355,9 @@ class ProcessRuntime:
             raise ValueError(f"job {job.job_id} is already running")
         key = artifact.reference
         try:
-            worker, fresh = await self._pool.acquire(key, lambda: self._start_worker(artifact))
+            worker, fresh = await self._pool.acquire(
+                key, lambda: self._start_worker(artifact), owner=job.owner
+            )
         except _StartFailed as err:
             return err.outcome
         except PoolClosedError:
@@ -373,7 +375,7 @@ class ProcessRuntime:
             return outcome
         finally:
             del self._running[job.job_id]
-            await self._pool.release(key, worker, reuse=reuse and worker.alive)
+            await self._pool.release(key, worker, owner=job.owner, reuse=reuse and worker.alive)
 
     async def _run_on(self, worker: ProcessWorker, job: JobSpec, running: _Running) -> JobOutcome:
         files = worker.files

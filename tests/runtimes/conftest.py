@@ -76,7 +76,9 @@ async def build(runtime: Runtime, name: str, lines: list[str] | None = None) -> 
     )
 
 
-def make_job(tmp_path: Path, *, timeout_s: float = 30.0, **params: Any) -> JobSpec:
+def make_job(
+    tmp_path: Path, *, timeout_s: float = 30.0, owner: str = "usr_a", **params: Any
+) -> JobSpec:
     job_id = f"job-{uuid.uuid4().hex[:12]}"
     input_path = tmp_path / f"{job_id}-input.txt"
     input_path.write_text("some input")
@@ -85,6 +87,7 @@ def make_job(tmp_path: Path, *, timeout_s: float = 30.0, **params: Any) -> JobSp
     return JobSpec(
         job_id=job_id,
         version_id="v1",
+        owner=owner,
         input_path=input_path,
         output_dir=output_dir,
         params=params,

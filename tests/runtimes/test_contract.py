@@ -150,6 +150,21 @@ async def test_cannot_read_another_jobs_directory(
     assert later.result["in_listing"] == [later_job.input_path.name], later.result
 
 
+async def test_a_warm_worker_serves_one_owner_only(runtime: Runtime, tmp_path: Path) -> None:
+    """A public model's worker must not carry one caller's data into another's job."""
+    artifact = await build(runtime, "remember")
+    first = await runtime.run_job(artifact, make_job(tmp_path, owner="usr_a", secret="a-secret"))
+    other = await runtime.run_job(artifact, make_job(tmp_path, owner="usr_b"))
+    again = await runtime.run_job(artifact, make_job(tmp_path, owner="usr_a"))
+    assert first.ok and other.ok and again.ok, (first, other, again)
+    assert first.result is not None and other.result is not None and again.result is not None
+    assert other.result["seen"] == [], other.result  # usr_a's module global is not there
+    assert other.result["worker"] != first.result["worker"]
+    # The same owner's next job still gets the warm worker.
+    assert again.result == {"worker": first.result["worker"], "seen": ["a-secret"]}
+    assert again.setup_s == 0.0
+
+
 async def test_loud_model_keeps_protocol_intact(runtime: Runtime, tmp_path: Path) -> None:
     artifact = await build(runtime, "loud")
     outcome = await runtime.run_job(artifact, make_job(tmp_path))

@@ -42,6 +42,7 @@ from tests.runtimes.conftest import (
     tree_hash,
 )
 from tests.runtimes.test_contract import (  # the contract, collected here for this adapter
+    test_a_warm_worker_serves_one_owner_only,
     test_cancel_stops_a_running_job_within_a_second,
     test_cannot_read_another_jobs_directory,
     test_cannot_write_outside_output_dir,
@@ -61,6 +62,7 @@ from tests.runtimes.test_contract import (  # the contract, collected here for t
 pytestmark = pytest.mark.docker
 
 __all__ = [
+    "test_a_warm_worker_serves_one_owner_only",
     "test_cancel_stops_a_running_job_within_a_second",
     "test_cannot_read_another_jobs_directory",
     "test_cannot_write_outside_output_dir",
