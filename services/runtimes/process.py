@@ -31,6 +31,7 @@ from services.runtimes._sandbox import (
     limits_preexec,
     sandbox_env,
 )
+from services.runtimes._uids import UidRange, claim_uid_range
 from services.runtimes._worker import ProcessWorker
 from services.runtimes.base import (
     Artifact,
@@ -67,7 +68,10 @@ class ProcessRuntimeConfig(msgspec.Struct, frozen=True, kw_only=True):
     max_workers_per_version: int = 2
     max_workers_total: int = 8
     tmp_size_mb: int = 256
-    sandbox_uid_base: int = 62000  # workers use uids base .. base + max_workers_total + 16
+    # Workers use max_workers_total + 16 uids from the first free range at or above
+    # sandbox_uid_base (a multiple of 8), held with a lock in uid_lock_dir (see _uids).
+    sandbox_uid_base: int = 62000
+    uid_lock_dir: str = "/run/clinai"
     log_tail_bytes: int = 64 * 1024
     bwrap: str = "bwrap"
     unsafe_no_sandbox: bool = False
@@ -105,9 +109,8 @@ class ProcessRuntime:
         self._as_root = os.geteuid() == 0
         self._runner_lib: Path | None = None
         self._found_tools: tuple[str, str | None] | None = None
-        self._free_uids = list(
-            range(config.sandbox_uid_base, config.sandbox_uid_base + config.max_workers_total + 16)
-        )
+        self._uid_range: UidRange | None = None  # claimed with the first worker
+        self._free_uids: list[int] = []
 
     # -- availability ------------------------------------------------------------------
 
@@ -208,8 +211,28 @@ class ProcessRuntime:
 
     # -- workers -----------------------------------------------------------------------
 
-    def _take_uid(self) -> int | None:
+    @property
+    def sandbox_uids(self) -> range | None:
+        """The uids this runtime's workers run as (held by no other runtime on the
+        host); None until the first worker starts, or when workers keep our own uid."""
+        return None if self._uid_range is None else self._uid_range.uids
+
+    def claim_uids(self) -> range | None:
+        """Claim this runtime's uid range now (else the first worker does); None when
+        workers do not drop to their own uids (not root, or not sandboxed)."""
         if not (self._as_root and self.sandboxed):
+            return None
+        if self._uid_range is None:
+            self._uid_range = claim_uid_range(
+                first=self._config.sandbox_uid_base,
+                count=self._config.max_workers_total + 16,
+                lock_dir=Path(self._config.uid_lock_dir),
+            )
+            self._free_uids = list(self._uid_range.uids)
+        return self._uid_range.uids
+
+    def _take_uid(self) -> int | None:
+        if self.claim_uids() is None:
             return None
         if not self._free_uids:
             raise RuntimeError_("no free sandbox uid", hint="raise max_workers_total")
@@ -441,3 +464,6 @@ class ProcessRuntime:
 
     async def close(self) -> None:
         await self._pool.close()
+        if self._uid_range is not None:  # every worker is dead: the range is free
+            self._uid_range.release()
+            self._uid_range = None
