@@ -50,7 +50,13 @@ __all__ = [
 
 Visibility = Literal["private", "public"]
 FailureKind = Literal[
-    "model_error", "timeout", "out_of_memory", "crashed", "canceled", "infrastructure"
+    "model_error",
+    "timeout",
+    "setup_timeout",
+    "out_of_memory",
+    "crashed",
+    "canceled",
+    "infrastructure",
 ]
 
 

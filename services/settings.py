@@ -65,6 +65,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     job_timeout_s: float = 60.0
     job_timeout_max_s: float = 3600.0
     job_max_attempts: int = 3
+    setup_timeout_s: float = 120.0  # a worker's import + setup(); then kind "setup_timeout"
     worker_memory_mb: int = 1024
     worker_max_processes: int = 64
     worker_idle_timeout_s: float = 300.0
@@ -120,6 +121,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise SettingsError("CLINAI_PROJECTION_BUSY_INTERVAL_S must be from 0 to 1 (seconds)")
         if settings.job_timeout_s > settings.job_timeout_max_s:
             raise SettingsError("CLINAI_JOB_TIMEOUT_S must not exceed CLINAI_JOB_TIMEOUT_MAX_S")
+        if settings.setup_timeout_s <= 0:
+            raise SettingsError("CLINAI_SETUP_TIMEOUT_S must be positive (seconds)")
         if settings.webhook_timeout_s <= 0 or settings.webhook_retry_base_s <= 0:
             raise SettingsError(
                 "CLINAI_WEBHOOK_TIMEOUT_S and CLINAI_WEBHOOK_RETRY_BASE_S must be positive"

@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Generic, Protocol, TypeVar
 
-__all__ = ["PoolClosedError", "PooledWorker", "WorkerPool"]
+__all__ = ["AcquireCanceledError", "PoolClosedError", "PooledWorker", "WorkerPool"]
 
 
 class PooledWorker(Protocol):
@@ -31,6 +31,10 @@ W = TypeVar("W", bound=PooledWorker)
 
 class PoolClosedError(Exception):
     """The pool was closed."""
+
+
+class AcquireCanceledError(Exception):
+    """The caller's cancel event was set before a worker was ready for it."""
 
 
 class WorkerPool(Generic[W]):
@@ -57,7 +61,7 @@ class WorkerPool(Generic[W]):
         self._cond: asyncio.Condition | None = None
         self._reaper: asyncio.Task[None] | None = None
         self._closed = False
-        self._cleanups: set[asyncio.Task[None]] = set()
+        self._cleanups: set[asyncio.Future[object]] = set()
 
     def _condition(self) -> asyncio.Condition:
         if self._cond is None:
@@ -73,10 +77,67 @@ class WorkerPool(Generic[W]):
         return sum(1 for worker in self._live if worker.alive)
 
     async def acquire(
-        self, key: str, start: Callable[[], Awaitable[W]], *, owner: str
+        self,
+        key: str,
+        start: Callable[[], Awaitable[W]],
+        *,
+        owner: str,
+        cancel: asyncio.Event | None = None,
     ) -> tuple[W, bool]:
         """A worker for `key` that has served `owner`'s jobs only (warm if one is idle),
-        and whether it was just started. Hand it back with `release`."""
+        and whether it was just started. Hand it back with `release`.
+
+        Setting `cancel` stops the wait for a slot or the worker's start (which kills
+        the worker being started): AcquireCanceledError is raised at once."""
+        if cancel is None or self._warm_now(key, owner):  # nothing to wait for
+            return await self._acquire(key, start, owner)
+        if cancel.is_set():
+            raise AcquireCanceledError("canceled before a worker was ready")
+        task = asyncio.ensure_future(self._acquire(key, start, owner))
+        stop = asyncio.ensure_future(cancel.wait())
+        try:
+            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:  # our caller is stopped: so is the acquire
+            self._abandon(task, key, owner)
+            raise
+        finally:
+            stop.cancel()
+        if cancel.is_set():
+            self._abandon(task, key, owner)
+            raise AcquireCanceledError("canceled before a worker was ready")
+        return task.result()
+
+    def _warm_now(self, key: str, owner: str) -> bool:
+        """Whether `_acquire` would hand out an idle worker without waiting at all."""
+        slots = self._slots.get(key)
+        idle = self._idle.get((key, owner))
+        if slots is None or slots.locked() or self._cond is None or self._cond.locked():
+            return False
+        return idle is not None and bool(idle) and idle[-1][0].alive
+
+    def _abandon(self, task: asyncio.Future[tuple[W, bool]], key: str, owner: str) -> None:
+        """Stop an acquire nobody waits for any more, without waiting for it: a worker
+        being started is killed in the background (`close` waits for that), and a
+        worker it got anyway goes back idle."""
+
+        def settle(done: asyncio.Future[tuple[W, bool]]) -> None:
+            if done.cancelled() or done.exception() is not None:
+                return
+            worker, _ = done.result()
+            self._background(self.release(key, worker, owner=owner, reuse=True))
+
+        task.cancel()
+        task.add_done_callback(settle)
+        self._background(task)
+
+    def _background(self, work: Awaitable[object]) -> None:
+        future = asyncio.ensure_future(work)
+        self._cleanups.add(future)
+        future.add_done_callback(self._cleanups.discard)
+
+    async def _acquire(
+        self, key: str, start: Callable[[], Awaitable[W]], owner: str
+    ) -> tuple[W, bool]:
         if self._closed:
             raise PoolClosedError("the worker pool is closed")
         cond = self._condition()
@@ -145,9 +206,7 @@ class WorkerPool(Generic[W]):
             if worker.alive:
                 return worker
             self._forget(worker)  # died while idle: clean it up in the background
-            task = asyncio.create_task(worker.kill())
-            self._cleanups.add(task)
-            task.add_done_callback(self._cleanups.discard)
+            self._background(worker.kill())
         return None
 
     def _pop_oldest_idle(self) -> W | None:

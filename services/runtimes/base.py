@@ -24,7 +24,13 @@ __all__ = [
 ]
 
 FailureKind = Literal[
-    "model_error", "timeout", "out_of_memory", "crashed", "canceled", "infrastructure"
+    "model_error",
+    "timeout",
+    "setup_timeout",
+    "out_of_memory",
+    "crashed",
+    "canceled",
+    "infrastructure",
 ]
 
 # Receives build output as it is produced (already decoded, may hold several lines).

@@ -38,7 +38,7 @@ from services.runtimes._docker_outcomes import (
 from services.runtimes._docker_worker import ContainerLimits, ContainerWorker, WorkerStartError
 from services.runtimes._framing import JobRequest, JobResponse, ProtocolError
 from services.runtimes._jobdir import read_tail
-from services.runtimes._pool import PoolClosedError, WorkerPool
+from services.runtimes._pool import AcquireCanceledError, PoolClosedError, WorkerPool
 from services.runtimes.base import (
     Artifact,
     BuildFailedError,
@@ -76,7 +76,7 @@ class DockerRuntimeConfig(msgspec.Struct, frozen=True, kw_only=True):
     idle_timeout_s: float = 300.0
     max_workers_per_version: int = 2
     max_workers_total: int = 8
-    ready_timeout_s: float = 600.0  # import predict.py + setup()
+    ready_timeout_s: float = 120.0  # import predict.py + setup(): then "setup_timeout"
     build_timeout_s: float = 1800.0
     # Bound into containers: must be a path the engine sees (a local engine).
     work_dir: Path = Path("/tmp/clinai-docker")
@@ -280,7 +280,12 @@ class DockerRuntime:
         try:
             worker = await self._start_worker(artifact, check=True)
         except WorkerStartError as err:
-            outcome = start_failure_outcome(err, 0.0, memory_mb=self._config.memory_mb)
+            outcome = start_failure_outcome(
+                err,
+                0.0,
+                memory_mb=self._config.memory_mb,
+                setup_timeout_s=self._config.ready_timeout_s,
+            )
             tail = "\n".join(part for part in (outcome.traceback, outcome.log) if part)
             raise BuildFailedError(
                 f"smoke check failed: {outcome.message}",
@@ -313,11 +318,18 @@ class DockerRuntime:
         started = time.perf_counter()
         try:
             worker, fresh = await self._pool.acquire(
-                key, lambda: self._start_worker(artifact), owner=job.owner
+                key, lambda: self._start_worker(artifact), owner=job.owner, cancel=canceled
+            )
+        except AcquireCanceledError:  # while it waited for a slot, or its worker started
+            return JobOutcome(
+                ok=False, kind="canceled", message="the job was canceled before it started running"
             )
         except WorkerStartError as err:
             return start_failure_outcome(
-                err, time.perf_counter() - started, memory_mb=self._config.memory_mb
+                err,
+                time.perf_counter() - started,
+                memory_mb=self._config.memory_mb,
+                setup_timeout_s=self._config.ready_timeout_s,
             )
         except PoolClosedError:
             return JobOutcome(ok=False, kind="infrastructure", message="the runtime is closed")

@@ -19,8 +19,8 @@ from services.runtimes import _build
 from services.runtimes._framing import ProtocolError, WorkerChannel
 from services.runtimes._jobdir import JobFiles, read_tail
 from services.runtimes._outcomes import fail as _fail
-from services.runtimes._outcomes import from_death, from_ready, from_response
-from services.runtimes._pool import PoolClosedError, WorkerPool
+from services.runtimes._outcomes import from_death, from_ready, from_response, setup_timeout
+from services.runtimes._pool import AcquireCanceledError, PoolClosedError, WorkerPool
 from services.runtimes._sandbox import (
     SANDBOX_ENV,
     SANDBOX_JOB_ROOT,
@@ -63,7 +63,7 @@ class ProcessRuntimeConfig(msgspec.Struct, frozen=True, kw_only=True):
     cpu_time_limit_s: int | None = 3600  # RLIMIT_CPU over a worker's whole life
     max_file_mb: int | None = 1024  # RLIMIT_FSIZE: caps every file a worker writes (logs too)
     idle_timeout_s: float = 300.0
-    setup_timeout_s: float = 300.0  # worker start + import + setup()
+    setup_timeout_s: float = 120.0  # worker start + import + setup(): then "setup_timeout"
     build_timeout_s: float = 1800.0
     max_workers_per_version: int = 2
     max_workers_total: int = 8
@@ -84,9 +84,12 @@ class _StartFailed(Exception):
 
 
 class _Running:
-    def __init__(self, worker: ProcessWorker) -> None:
-        self.worker = worker
-        self.canceled = False
+    """A job from the moment run_job is called: cancel reaches it while it waits for a
+    worker, while its worker starts (import, setup()) and while it runs."""
+
+    def __init__(self) -> None:
+        self.worker: ProcessWorker | None = None
+        self.canceled = asyncio.Event()
 
 
 class ProcessRuntime:
@@ -317,10 +320,13 @@ class ProcessRuntime:
                 start_new_session=True,
                 preexec_fn=preexec,
             )
-        except OSError as err:
+        except BaseException as err:  # canceled too: the job was, while its worker started
             release_uid()
             shutil.rmtree(directory, ignore_errors=True)
-            raise _StartFailed(_fail("infrastructure", f"could not start a worker: {err}")) from err
+            if isinstance(err, OSError):
+                message = f"could not start a worker: {err}"
+                raise _StartFailed(_fail("infrastructure", message)) from err
+            raise
         if proc.stdout is None or proc.stdin is None:
             raise RuntimeError("stdin/stdout are not pipes")
         worker = ProcessWorker(
@@ -351,12 +357,7 @@ class ProcessRuntime:
     async def _start_failure(self, worker: ProcessWorker, err: BaseException) -> JobOutcome:
         log = read_tail(worker.directory / "setup.log", self._config.log_tail_bytes)
         if isinstance(err, TimeoutError):
-            return _fail(
-                "timeout",
-                f"the worker did not start within "
-                f"{self._config.setup_timeout_s:.0f} s (import + setup())",
-                log=log,
-            )
+            return setup_timeout(self._config.setup_timeout_s, log)
         status, _ = await worker.exit_status()
         stderr = await worker.stderr_tail()
         # bwrap/setpriv/interpreter failures print to stderr before the runner redirects it.
@@ -376,19 +377,29 @@ class ProcessRuntime:
             self._tools()
         if job.job_id in self._running:
             raise ValueError(f"job {job.job_id} is already running")
+        running = self._running[job.job_id] = _Running()
+        try:
+            return await self._acquire_and_run(artifact, job, running)
+        finally:
+            del self._running[job.job_id]
+
+    async def _acquire_and_run(
+        self, artifact: Artifact, job: JobSpec, running: _Running
+    ) -> JobOutcome:
         key = artifact.reference
         try:
             worker, fresh = await self._pool.acquire(
-                key, lambda: self._start_worker(artifact), owner=job.owner
+                key, lambda: self._start_worker(artifact), owner=job.owner, cancel=running.canceled
             )
+        except AcquireCanceledError:
+            return _fail("canceled", "the job was canceled before it started running")
         except _StartFailed as err:
             return err.outcome
         except PoolClosedError:
             return _fail("infrastructure", "the runtime is closed")
         except (RuntimeError_, OSError) as err:
             return _fail("infrastructure", f"could not start a worker: {err}")
-        running = _Running(worker)
-        self._running[job.job_id] = running
+        running.worker = worker
         reuse = False
         try:
             outcome = await self._run_on(worker, job, running)
@@ -397,7 +408,6 @@ class ProcessRuntime:
                 outcome = msgspec.structs.replace(outcome, setup_s=worker.setup_s)
             return outcome
         finally:
-            del self._running[job.job_id]
             await self._pool.release(key, worker, owner=job.owner, reuse=reuse and worker.alive)
 
     async def _run_on(self, worker: ProcessWorker, job: JobSpec, running: _Running) -> JobOutcome:
@@ -411,9 +421,9 @@ class ProcessRuntime:
         try:
             done, _ = await asyncio.wait({task}, timeout=job.timeout_s)
             elapsed = time.perf_counter() - started
-            if running.canceled or not done:
+            if running.canceled.is_set() or not done:
                 log = read_tail(files.log, self._config.log_tail_bytes)
-                if running.canceled:
+                if running.canceled.is_set():
                     return _fail("canceled", "the job was canceled", log=log, run_s=elapsed)
                 await worker.kill()
                 return _fail(
@@ -443,7 +453,7 @@ class ProcessRuntime:
         self, worker: ProcessWorker, running: _Running, log: str, elapsed: float
     ) -> JobOutcome:
         status, signo = await worker.exit_status()
-        if running.canceled:
+        if running.canceled.is_set():
             return _fail("canceled", "the job was canceled", log=log, run_s=elapsed)
         return from_death(
             status=status,
@@ -458,8 +468,9 @@ class ProcessRuntime:
         running = self._running.get(job_id)
         if running is None:
             return False
-        running.canceled = True
-        await running.worker.kill()
+        running.canceled.set()  # stops a wait for a worker, or a worker's start
+        if running.worker is not None:
+            await running.worker.kill()
         return True
 
     async def close(self) -> None:

@@ -17,6 +17,7 @@ from services.sandbox_setup import check_bwrap
 
 PACKAGES = Path(__file__).resolve().parents[1] / "packages"
 ADAPTERS = ["process"]
+SHORT_SETUP_S = 3.0  # `short_setup_runtime`'s limit on a worker's import + setup()
 
 
 def process_config(work_root: Path, **overrides: Any) -> ProcessRuntimeConfig:
@@ -51,6 +52,32 @@ async def runtime(request: pytest.FixtureRequest, work_root: Path) -> AsyncItera
         yield rt
     finally:
         await rt.close()
+
+
+@pytest.fixture
+async def short_setup_runtime(work_root: Path) -> AsyncIterator[Runtime]:
+    """A process runtime whose workers get SHORT_SETUP_S for import + setup() (test
+    modules of other adapters override it, like `runtime`)."""
+    reason = check_bwrap()
+    if reason:
+        pytest.skip(reason)
+    rt = ProcessRuntime(process_config(work_root, setup_timeout_s=SHORT_SETUP_S))
+    try:
+        yield rt
+    finally:
+        await rt.close()
+
+
+def setup_printed(work_root: Path, text: str) -> bool:
+    """Whether a worker's setup log (what it printed outside jobs) holds `text`.
+    Adapters keep it in <work_root>/workers/<worker>/ on the host."""
+    for log in work_root.glob("workers/*/*.log"):
+        try:
+            if text in log.read_text(errors="replace"):
+                return True
+        except OSError:  # its worker was just removed
+            continue
+    return False
 
 
 def tree_hash(directory: Path) -> str:

@@ -12,9 +12,11 @@ import pytest
 from services.runtimes.base import BuildFailedError, Runtime
 from tests._infra import outputs_written, wait_until
 from tests.runtimes.conftest import (
+    SHORT_SETUP_S,
     assert_healthy,
     build,
     make_job,
+    setup_printed,
 )
 
 pytestmark = pytest.mark.sandbox
@@ -227,4 +229,65 @@ async def test_failing_setup_is_model_error(runtime: Runtime, tmp_path: Path) ->
     assert outcome.kind == "model_error", outcome
     assert "setup()" in outcome.message and "weights not found" in outcome.message
     assert outcome.traceback
+    await assert_healthy(runtime, tmp_path)
+
+
+async def test_a_hanging_setup_fails_with_setup_timeout(
+    short_setup_runtime: Runtime, tmp_path: Path
+) -> None:
+    """setup() has its own limit, whatever the job's timeout: a model that hangs in it
+    holds a worker slot for the setting's seconds, not longer."""
+    runtime = short_setup_runtime
+    artifact = await build(runtime, "hanging_setup")
+    began = time.monotonic()
+    outcome = await runtime.run_job(artifact, make_job(tmp_path, timeout_s=600))
+    elapsed = time.monotonic() - began
+    assert outcome.kind == "setup_timeout", outcome
+    assert SHORT_SETUP_S <= elapsed < SHORT_SETUP_S + 5, elapsed
+    assert "CLINAI_SETUP_TIMEOUT_S" in outcome.message, outcome.message
+    assert "loading the weights" in outcome.message  # the setup log's tail
+    await assert_healthy(runtime, tmp_path)
+
+
+async def test_cancel_during_setup_ends_the_job_within_a_second(
+    runtime: Runtime, tmp_path: Path, work_root: Path
+) -> None:
+    artifact = await build(runtime, "hanging_setup")
+    job = make_job(tmp_path, timeout_s=600)
+    task = asyncio.create_task(runtime.run_job(artifact, job))
+    await wait_until(
+        lambda: setup_printed(work_root, "loading the weights"),
+        timeout_s=30,
+        what="the worker to run setup()",
+    )
+    started = time.monotonic()
+    assert await runtime.cancel_job(job.job_id)
+    outcome = await task
+    assert time.monotonic() - started < 1.0
+    assert outcome.kind == "canceled", outcome
+    await assert_healthy(runtime, tmp_path)
+
+
+async def test_cancel_while_waiting_for_a_worker_slot_ends_within_a_second(
+    runtime: Runtime, tmp_path: Path, work_root: Path
+) -> None:
+    artifact = await build(runtime, "sleeper")
+    busy = [make_job(tmp_path, timeout_s=30) for _ in range(2)]  # every slot of the version
+    running = [asyncio.create_task(runtime.run_job(artifact, job)) for job in busy]
+    await wait_until(
+        lambda: len(outputs_written(work_root, "started")) == len(busy),
+        timeout_s=30,
+        what="both slots to be busy",
+    )
+    waiting = make_job(tmp_path, timeout_s=30)
+    task = asyncio.create_task(runtime.run_job(artifact, waiting))
+    # True once the runtime knows the job: it is then waiting for a slot.
+    await wait_until(lambda: runtime.cancel_job(waiting.job_id), timeout_s=10, what="cancel")
+    started = time.monotonic()
+    outcome = await task
+    assert time.monotonic() - started < 1.0
+    assert outcome.kind == "canceled", outcome
+    for job in busy:
+        assert await runtime.cancel_job(job.job_id)
+    assert [(await t).kind for t in running] == ["canceled", "canceled"]
     await assert_healthy(runtime, tmp_path)

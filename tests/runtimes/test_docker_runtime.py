@@ -37,13 +37,17 @@ from services.runtimes.docker import (
 from tests._infra import outputs_written, wait_until
 from tests.runtimes.conftest import (
     PACKAGES,
+    SHORT_SETUP_S,
     build,
     make_job,
     tree_hash,
 )
 from tests.runtimes.test_contract import (  # the contract, collected here for this adapter
+    test_a_hanging_setup_fails_with_setup_timeout,
     test_a_warm_worker_serves_one_owner_only,
+    test_cancel_during_setup_ends_the_job_within_a_second,
     test_cancel_stops_a_running_job_within_a_second,
+    test_cancel_while_waiting_for_a_worker_slot_ends_within_a_second,
     test_cannot_read_another_jobs_directory,
     test_cannot_write_outside_output_dir,
     test_exception_is_model_error,
@@ -62,8 +66,11 @@ from tests.runtimes.test_contract import (  # the contract, collected here for t
 pytestmark = pytest.mark.docker
 
 __all__ = [
+    "test_a_hanging_setup_fails_with_setup_timeout",
     "test_a_warm_worker_serves_one_owner_only",
+    "test_cancel_during_setup_ends_the_job_within_a_second",
     "test_cancel_stops_a_running_job_within_a_second",
+    "test_cancel_while_waiting_for_a_worker_slot_ends_within_a_second",
     "test_cannot_read_another_jobs_directory",
     "test_cannot_write_outside_output_dir",
     "test_exception_is_model_error",
@@ -137,6 +144,16 @@ def work_root(tmp_path: Path) -> Path:
 async def runtime(engine: None, work_root: Path) -> AsyncIterator[DockerRuntime]:
     """Overrides conftest's `runtime`: the contract tests above run on DockerRuntime."""
     rt = await DockerRuntime.connect(config(work_root / "workers"))
+    try:
+        yield rt
+    finally:
+        await rt.close()
+
+
+@pytest.fixture
+async def short_setup_runtime(engine: None, work_root: Path) -> AsyncIterator[DockerRuntime]:
+    """Overrides conftest's: workers get SHORT_SETUP_S for import + setup()."""
+    rt = await DockerRuntime.connect(config(work_root / "workers", ready_timeout_s=SHORT_SETUP_S))
     try:
         yield rt
     finally:
