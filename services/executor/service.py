@@ -49,7 +49,6 @@ async def run_executor(
         store = await open_event_store(settings, nc)
         if runtime is None:
             runtime = await make_runtime(settings)
-        await local.listen(nc)
         worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         handler = JobHandler(
             store=store,
@@ -61,6 +60,7 @@ async def run_executor(
             max_attempts=settings.job_max_attempts,
             max_timeout_s=settings.job_timeout_max_s,
         )
+        await local.listen(nc, on_elsewhere=handler.on_cancel_heard)
         log.info("executor %s consuming %s (%s)", worker_id, EXECUTOR_SUBJECTS, runtime.name)
         await run_consumer(
             nc,
