@@ -29,9 +29,10 @@ async def make_runtime(settings: Settings, *, sandbox_uid_base: int | None = Non
     """Open the configured runtime; the caller closes it. The docker adapter (and its
     aiodocker dependency) is imported only when selected.
 
-    `sandbox_uid_base` (process runtime, host running as root): processes on one host
-    that run workers at the same time need disjoint uid ranges, e.g. the builder's
-    smoke checks and the executor's workers."""
+    `sandbox_uid_base` (process runtime, host running as root): where the search for a
+    free range of sandbox uids starts. Every runtime on a host holds a range of its own
+    (claimed with a lock, see services/runtimes/_uids.py); distinct starts keep, e.g.,
+    the builder's smoke checks and the executor's workers apart without a search."""
     if settings.runtime == "process":
         from services.runtimes.process import ProcessRuntime, ProcessRuntimeConfig
 
