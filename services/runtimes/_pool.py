@@ -160,8 +160,8 @@ class WorkerPool(Generic[W]):
                     await cond.wait()
                 self._total += 1
             try:
-                if victim is not None:
-                    await victim.kill()
+                if victim is not None:  # shielded: a canceled acquire still stops it
+                    await asyncio.shield(victim.kill())
                 worker = await start()
             except BaseException:
                 async with cond:
