@@ -75,7 +75,9 @@ async def test_sandbox_is_unprivileged_and_bare(work_root: Path, tmp_path: Path)
 async def test_fork_bomb_stopped_by_the_workers_own_process_limit(
     work_root: Path, tmp_path: Path
 ) -> None:
-    runtime = ProcessRuntime(process_config(work_root))
+    # Searched from 64000: runtimes that predate the uid locks (other checkouts on this
+    # host) take 61000 and 62000 without asking.
+    runtime = ProcessRuntime(process_config(work_root, sandbox_uid_base=64000))
     try:
         outcome = await runtime.run_job(await build(runtime, "fork_bomb"), make_job(tmp_path))
         # Only this runtime's uids: other runtimes on the host hold other ranges.
