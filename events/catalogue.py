@@ -53,6 +53,7 @@ Visibility = Literal["private", "public"]
 FailureKind = Literal[
     "model_error",
     "timeout",
+    "setup_timeout",
     "out_of_memory",
     "crashed",
     "canceled",

@@ -29,9 +29,10 @@ async def make_runtime(settings: Settings, *, sandbox_uid_base: int | None = Non
     """Open the configured runtime; the caller closes it. The docker adapter (and its
     aiodocker dependency) is imported only when selected.
 
-    `sandbox_uid_base` (process runtime, host running as root): processes on one host
-    that run workers at the same time need disjoint uid ranges, e.g. the builder's
-    smoke checks and the executor's workers."""
+    `sandbox_uid_base` (process runtime, host running as root): where the search for a
+    free range of sandbox uids starts. Every runtime on a host holds a range of its own
+    (claimed with a lock, see services/runtimes/_uids.py); distinct starts keep, e.g.,
+    the builder's smoke checks and the executor's workers apart without a search."""
     if settings.runtime == "process":
         from services.runtimes.process import ProcessRuntime, ProcessRuntimeConfig
 
@@ -41,6 +42,7 @@ async def make_runtime(settings: Settings, *, sandbox_uid_base: int | None = Non
             max_processes=settings.worker_max_processes,
             tmp_size_mb=settings.worker_tmp_mb,
             idle_timeout_s=settings.worker_idle_timeout_s,
+            setup_timeout_s=settings.setup_timeout_s,
             max_workers_per_version=settings.workers_per_version,
             max_workers_total=settings.workers_total,
             unsafe_no_sandbox=settings.unsafe_no_sandbox,
@@ -67,6 +69,7 @@ async def make_runtime(settings: Settings, *, sandbox_uid_base: int | None = Non
         pids_limit=settings.worker_max_processes,
         tmpfs_mb=settings.worker_tmp_mb,
         idle_timeout_s=settings.worker_idle_timeout_s,
+        ready_timeout_s=settings.setup_timeout_s,
         max_workers_per_version=settings.workers_per_version,
         max_workers_total=settings.workers_total,
         work_dir=runtime_work_dir(settings),

@@ -84,6 +84,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_output_files: int = 1000
     max_output_file_bytes: int = 256 * 1024 * 1024
     max_output_bytes: int = 1024 * 1024 * 1024
+    setup_timeout_s: float = 120.0  # a worker's import + setup(); then kind "setup_timeout"
     worker_memory_mb: int = 1024
     worker_max_processes: int = 64
     worker_tmp_mb: int = 256  # each worker's private /tmp (a tmpfs: memory), emptied per job
@@ -171,6 +172,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 "CLINAI_MAX_OUTPUT_FILES, CLINAI_MAX_OUTPUT_FILE_BYTES and "
                 "CLINAI_MAX_OUTPUT_BYTES must not be negative"
             )
+        if settings.setup_timeout_s <= 0:
+            raise SettingsError("CLINAI_SETUP_TIMEOUT_S must be positive (seconds)")
         if settings.webhook_timeout_s <= 0 or settings.webhook_retry_base_s <= 0:
             raise SettingsError(
                 "CLINAI_WEBHOOK_TIMEOUT_S and CLINAI_WEBHOOK_RETRY_BASE_S must be positive"

@@ -106,6 +106,8 @@ class Attempt:
         except (BlobError, OSError) as err:
             return AttemptResult(kind="infrastructure", message=f"could not fetch the input: {err}")
         fetch_s = time.monotonic() - began
+        if cancel.is_set():  # canceled while its input came in: no worker is taken
+            return AttemptResult(kind="canceled", message="the job was canceled before it ran")
         try:
             output_dir = await self._output_dir()
         except OSError as err:
@@ -113,6 +115,7 @@ class Attempt:
         spec = JobSpec(
             job_id=self.job_id,
             version_id=requested.version_id,
+            owner=requested.owner,
             input_path=input_path,
             input_name=name,
             output_dir=output_dir,

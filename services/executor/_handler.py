@@ -54,6 +54,8 @@ _BUILT_VERSIONS_KEPT = 1024
 # megabytes (an exception holding its input); the event keeps the start and the end.
 _MAX_MESSAGE_CHARS = 8 * 1024
 _MAX_TRACEBACK_CHARS = 64 * 1024
+_HEARD_READS = 5  # a cancel heard on core NATS: reads until the log shows it
+_HEARD_READ_DELAY_S = 0.05
 
 Terminal = JobSucceeded | JobFailed | JobCanceled
 
@@ -127,6 +129,25 @@ class JobHandler:
             except ConcurrencyConflictError:
                 continue
         raise RetryLater(f"job {cancel.aggregate_id} keeps changing concurrently")
+
+    async def on_cancel_heard(self, cancel: JobCancelRequested) -> None:
+        """A cancel request heard on core NATS, for a job that does not run here. Every
+        executor hears it at once, while the durable consumer's copy waits behind every
+        job queued before it (for a free handler): a job not started anywhere is ended
+        now. What a core subscriber hears may not be in the log (yet, or ever, if the
+        append was refused): act only once a read shows the request."""
+        job_id = cancel.aggregate_id
+        try:
+            for _ in range(_HEARD_READS):
+                state = await self._read(job_id)
+                if state.terminal or state.status == "running" or job_id in self._local:
+                    return  # ended, or stopped by the executor that runs it
+                if state.cancel_requested:
+                    await self._on_cancel(cancel)
+                    return
+                await asyncio.sleep(_HEARD_READ_DELAY_S)
+        except Exception as err:  # the durable consumer's copy still ends the job
+            log.warning("job %s: could not act on its cancel request at once: %r", job_id, err)
 
     # -- run ---------------------------------------------------------------------------
 

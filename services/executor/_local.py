@@ -2,20 +2,23 @@
 
 Every executor subscribes (plain core NATS, not the shared durable) to
 `clinai.job.*.JobCancelRequested`: whichever process runs the job hears the request
-within a network round trip. The durable consumer's copy of the same event covers a
-job that is not running anywhere yet.
+within a network round trip, and a job not running anywhere yet is handed to
+`on_elsewhere` (which ends it if it has not started). The durable consumer's copy of the
+same event covers whatever a process missed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
+import msgspec
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from events import parse_subject
+from events import JobCancelRequested, decode_event, parse_subject
 from events.subjects import PREFIX
 
 __all__ = ["CANCEL_SUBJECTS", "LocalJob", "LocalJobs"]
@@ -36,6 +39,7 @@ class LocalJobs:
     def __init__(self) -> None:
         self._jobs: dict[str, LocalJob] = {}
         self._sub: Subscription | None = None
+        self._elsewhere: set[asyncio.Future[None]] = set()
 
     def __contains__(self, job_id: object) -> bool:
         return job_id in self._jobs
@@ -58,7 +62,9 @@ class LocalJobs:
         job.cancel.set()
         return True
 
-    async def listen(self, nc: NATS) -> None:
+    async def listen(
+        self, nc: NATS, on_elsewhere: Callable[[JobCancelRequested], Awaitable[None]]
+    ) -> None:
         async def on_msg(msg: Msg) -> None:
             try:
                 _, job_id, _ = parse_subject(msg.subject)
@@ -66,6 +72,15 @@ class LocalJobs:
                 return
             if self.request_cancel(job_id):
                 log.info("cancel requested for job %s, running here", job_id)
+                return
+            try:
+                event = decode_event(msg.data)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                return
+            if isinstance(event, JobCancelRequested):  # in a task: never hold up the others
+                task = asyncio.ensure_future(on_elsewhere(event))
+                self._elsewhere.add(task)
+                task.add_done_callback(self._elsewhere.discard)
 
         self._sub = await nc.subscribe(CANCEL_SUBJECTS, cb=on_msg)
 
@@ -73,3 +88,6 @@ class LocalJobs:
         if self._sub is not None:
             await self._sub.unsubscribe()
             self._sub = None
+        for task in list(self._elsewhere):
+            task.cancel()
+        await asyncio.gather(*self._elsewhere, return_exceptions=True)

@@ -50,7 +50,6 @@ async def run_executor(
         store = await open_event_store(settings, nc)
         if runtime is None:
             runtime = await make_runtime(settings)
-        await local.listen(nc)
         worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         handler = JobHandler(
             store=store,
@@ -70,6 +69,7 @@ async def run_executor(
                 max_total_bytes=settings.max_output_bytes,
             ),
         )
+        await local.listen(nc, on_elsewhere=handler.on_cancel_heard)
         log.info("executor %s consuming %s (%s)", worker_id, EXECUTOR_SUBJECTS, runtime.name)
         await run_consumer(
             nc,

@@ -8,6 +8,7 @@ import msgspec
 
 from services.runtimes._docker_worker import WorkerStartError
 from services.runtimes._framing import JobResponse
+from services.runtimes._outcomes import setup_timeout
 from services.runtimes._worker import describe_exit
 from services.runtimes.base import FailureKind, JobOutcome
 
@@ -44,7 +45,9 @@ def death_outcome(
     return JobOutcome(ok=False, kind=kind, message=message, log=log, setup_s=setup_s)
 
 
-def start_failure_outcome(err: WorkerStartError, elapsed: float, *, memory_mb: int) -> JobOutcome:
+def start_failure_outcome(
+    err: WorkerStartError, elapsed: float, *, memory_mb: int, setup_timeout_s: float
+) -> JobOutcome:
     """The outcome of a job whose worker did not start: import or setup() failed, it
     timed out, or its container died."""
     ready = err.ready
@@ -65,7 +68,7 @@ def start_failure_outcome(err: WorkerStartError, elapsed: float, *, memory_mb: i
             setup_s=elapsed,
         )
     if err.timed_out:
-        return JobOutcome(ok=False, kind="timeout", message=str(err), log=err.log, setup_s=elapsed)
+        return msgspec.structs.replace(setup_timeout(setup_timeout_s, err.log), setup_s=elapsed)
     outcome = death_outcome(
         err.state, memory_mb=memory_mb, stderr=err.stderr, log=err.log, setup_s=elapsed
     )

@@ -10,7 +10,10 @@ import msgspec
 from services.runtimes._framing import JobResponse, Ready
 from services.runtimes.base import FailureKind, JobOutcome
 
-__all__ = ["fail", "from_death", "from_ready", "from_response"]
+__all__ = ["fail", "from_death", "from_ready", "from_response", "setup_timeout"]
+
+
+_SETUP_TAIL_CHARS = 2000  # of the setup log, in a setup_timeout's message
 
 
 def fail(kind: FailureKind, message: str, **fields: object) -> JobOutcome:
@@ -65,3 +68,19 @@ def from_ready(ready: Ready, *, log: str) -> JobOutcome:
         message = ready.message
     kind: FailureKind = "out_of_memory" if ready.error_type == "MemoryError" else "model_error"
     return fail(kind, message, traceback=ready.traceback, log=log)
+
+
+def setup_timeout(limit_s: float, log: str) -> JobOutcome:
+    """A worker that did not finish importing predict.py and setup() within `limit_s`;
+    the message ends with the last lines it printed meanwhile."""
+    message = (
+        f"the worker did not finish importing predict.py and running setup() within "
+        f"{limit_s:g} s (the operator's CLINAI_SETUP_TIMEOUT_S): make setup() faster, or "
+        "load less at start"
+    )
+    tail = log.strip()[-_SETUP_TAIL_CHARS:]
+    if tail:
+        message += f"; the end of what it printed:\n{tail}"
+    else:
+        message += "; it printed nothing"
+    return fail("setup_timeout", message, log=log)

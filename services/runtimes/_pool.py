@@ -1,8 +1,11 @@
 """A warm worker pool, generic over the worker type (process or container).
 
-Workers are keyed (one key per artifact). At most `max_per_key` jobs run at once per key
-and at most `max_total` workers live at once; when full, an idle worker of another key is
-evicted, or the caller waits. Idle workers are stopped after `idle_timeout_s`.
+Workers are keyed (one key per artifact) and belong to one owner (whose jobs they
+serve): a worker keeps module globals, threads and files from job to job, so it never
+serves two owners' jobs. At most `max_per_key` jobs run at once per key, whatever their
+owners, and at most `max_total` workers live at once; when full, an idle worker of
+another key or owner is evicted, or the caller waits. Idle workers are stopped after
+`idle_timeout_s`.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Generic, Protocol, TypeVar
 
-__all__ = ["PoolClosedError", "PooledWorker", "WorkerPool"]
+__all__ = ["AcquireCanceledError", "PoolClosedError", "PooledWorker", "WorkerPool"]
 
 
 class PooledWorker(Protocol):
@@ -28,6 +31,10 @@ W = TypeVar("W", bound=PooledWorker)
 
 class PoolClosedError(Exception):
     """The pool was closed."""
+
+
+class AcquireCanceledError(Exception):
+    """The caller's cancel event was set before a worker was ready for it."""
 
 
 class WorkerPool(Generic[W]):
@@ -48,13 +55,13 @@ class WorkerPool(Generic[W]):
         self._idle_timeout_s = idle_timeout_s
         self._clock = clock
         self._slots: dict[str, asyncio.Semaphore] = {}
-        self._idle: dict[str, list[tuple[W, float]]] = {}
+        self._idle: dict[tuple[str, str], list[tuple[W, float]]] = {}  # (key, owner)
         self._live: set[W] = set()
         self._total = 0  # live workers + workers being started
         self._cond: asyncio.Condition | None = None
         self._reaper: asyncio.Task[None] | None = None
         self._closed = False
-        self._cleanups: set[asyncio.Task[None]] = set()
+        self._cleanups: set[asyncio.Future[object]] = set()
 
     def _condition(self) -> asyncio.Condition:
         if self._cond is None:
@@ -69,9 +76,68 @@ class WorkerPool(Generic[W]):
         before the next acquire cleans it up)."""
         return sum(1 for worker in self._live if worker.alive)
 
-    async def acquire(self, key: str, start: Callable[[], Awaitable[W]]) -> tuple[W, bool]:
-        """A worker for `key` (warm if one is idle) and whether it was just started.
-        Hand it back with `release`."""
+    async def acquire(
+        self,
+        key: str,
+        start: Callable[[], Awaitable[W]],
+        *,
+        owner: str,
+        cancel: asyncio.Event | None = None,
+    ) -> tuple[W, bool]:
+        """A worker for `key` that has served `owner`'s jobs only (warm if one is idle),
+        and whether it was just started. Hand it back with `release`.
+
+        Setting `cancel` stops the wait for a slot or the worker's start (which kills
+        the worker being started): AcquireCanceledError is raised at once."""
+        if cancel is None or self._warm_now(key, owner):  # nothing to wait for
+            return await self._acquire(key, start, owner)
+        if cancel.is_set():
+            raise AcquireCanceledError("canceled before a worker was ready")
+        task = asyncio.ensure_future(self._acquire(key, start, owner))
+        stop = asyncio.ensure_future(cancel.wait())
+        try:
+            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:  # our caller is stopped: so is the acquire
+            self._abandon(task, key, owner)
+            raise
+        finally:
+            stop.cancel()
+        if cancel.is_set():
+            self._abandon(task, key, owner)
+            raise AcquireCanceledError("canceled before a worker was ready")
+        return task.result()
+
+    def _warm_now(self, key: str, owner: str) -> bool:
+        """Whether `_acquire` would hand out an idle worker without waiting at all."""
+        slots = self._slots.get(key)
+        idle = self._idle.get((key, owner))
+        if slots is None or slots.locked() or self._cond is None or self._cond.locked():
+            return False
+        return idle is not None and bool(idle) and idle[-1][0].alive
+
+    def _abandon(self, task: asyncio.Future[tuple[W, bool]], key: str, owner: str) -> None:
+        """Stop an acquire nobody waits for any more, without waiting for it: a worker
+        being started is killed in the background (`close` waits for that), and a
+        worker it got anyway goes back idle."""
+
+        def settle(done: asyncio.Future[tuple[W, bool]]) -> None:
+            if done.cancelled() or done.exception() is not None:
+                return
+            worker, _ = done.result()
+            self._background(self.release(key, worker, owner=owner, reuse=True))
+
+        task.cancel()
+        task.add_done_callback(settle)
+        self._background(task)
+
+    def _background(self, work: Awaitable[object]) -> None:
+        future = asyncio.ensure_future(work)
+        self._cleanups.add(future)
+        future.add_done_callback(self._cleanups.discard)
+
+    async def _acquire(
+        self, key: str, start: Callable[[], Awaitable[W]], owner: str
+    ) -> tuple[W, bool]:
         if self._closed:
             raise PoolClosedError("the worker pool is closed")
         cond = self._condition()
@@ -83,7 +149,7 @@ class WorkerPool(Generic[W]):
                 while True:
                     if self._closed:
                         raise PoolClosedError("the worker pool is closed")
-                    warm = self._pop_idle(key)
+                    warm = self._pop_idle((key, owner))
                     if warm is not None:
                         return warm, False
                     if self._total < self._max_total:
@@ -93,9 +159,9 @@ class WorkerPool(Generic[W]):
                         break
                     await cond.wait()
                 self._total += 1
-            if victim is not None:
-                await victim.kill()
             try:
+                if victim is not None:  # shielded: a canceled acquire still stops it
+                    await asyncio.shield(victim.kill())
                 worker = await start()
             except BaseException:
                 async with cond:
@@ -108,13 +174,14 @@ class WorkerPool(Generic[W]):
             slots.release()
             raise
 
-    async def release(self, key: str, worker: W, *, reuse: bool) -> None:
-        """Give a worker back: idle for reuse, or stopped."""
+    async def release(self, key: str, worker: W, *, owner: str, reuse: bool) -> None:
+        """Give a worker back (with the `key` and `owner` it was acquired for): idle for
+        reuse by the same owner's jobs, or stopped."""
         cond = self._condition()
         keep = reuse and worker.alive and not self._closed
         async with cond:
             if keep:
-                self._idle.setdefault(key, []).append((worker, self._clock()))
+                self._idle.setdefault((key, owner), []).append((worker, self._clock()))
             else:
                 self._forget(worker)
             cond.notify_all()
@@ -127,20 +194,23 @@ class WorkerPool(Generic[W]):
             self._live.discard(worker)
             self._total -= 1
 
-    def _pop_idle(self, key: str) -> W | None:
-        idle = self._idle.get(key, [])
+    def _pop_idle(self, slot: tuple[str, str]) -> W | None:
+        idle = self._idle.get(slot)
+        if idle is None:
+            return None
+        if not idle:  # many owners come and go: keep no empty lists
+            del self._idle[slot]
+            return None
         while idle:
             worker, _ = idle.pop()
             if worker.alive:
                 return worker
             self._forget(worker)  # died while idle: clean it up in the background
-            task = asyncio.create_task(worker.kill())
-            self._cleanups.add(task)
-            task.add_done_callback(self._cleanups.discard)
+            self._background(worker.kill())
         return None
 
     def _pop_oldest_idle(self) -> W | None:
-        oldest: tuple[str, int, float] | None = None
+        oldest: tuple[tuple[str, str], int, float] | None = None
         for key, idle in self._idle.items():
             for index, (_, since) in enumerate(idle):
                 if oldest is None or since < oldest[2]:
@@ -159,10 +229,13 @@ class WorkerPool(Generic[W]):
             expired: list[W] = []
             async with cond:
                 now = self._clock()
-                for key, idle in self._idle.items():
+                for slot, idle in list(self._idle.items()):
                     keep = [(w, t) for w, t in idle if w.alive and now - t < self._idle_timeout_s]
                     expired.extend(w for w, t in idle if (w, t) not in keep)
-                    self._idle[key] = keep
+                    if keep:
+                        self._idle[slot] = keep
+                    else:
+                        del self._idle[slot]
                 for worker in expired:
                     self._forget(worker)
                 if expired:

@@ -27,6 +27,7 @@ __all__ = [
 FailureKind = Literal[
     "model_error",
     "timeout",
+    "setup_timeout",
     "out_of_memory",
     "crashed",
     "canceled",
@@ -59,6 +60,9 @@ class OutputLimits(msgspec.Struct, frozen=True, kw_only=True):
 class JobSpec(msgspec.Struct, frozen=True, kw_only=True):
     job_id: str
     version_id: str
+    # Whose job it is: a warm worker serves the jobs of one owner only (it keeps module
+    # globals, threads and files from job to job). Jobs with the same owner share workers.
+    owner: str = ""
     input_path: Path  # host path of the input file; the runtime links or copies it in
     input_name: str = ""  # its file name for the model; "" means input_path's name
     output_dir: Path  # existing host folder for a copy of each file the model wrote

@@ -40,7 +40,7 @@ from services.runtimes._docker_worker import ContainerLimits, ContainerWorker, W
 from services.runtimes._framing import JobRequest, JobResponse, ProtocolError
 from services.runtimes._harvest import HarvestError, harvest_deadline, harvest_failure_kind
 from services.runtimes._jobdir import read_tail
-from services.runtimes._pool import PoolClosedError, WorkerPool
+from services.runtimes._pool import AcquireCanceledError, PoolClosedError, WorkerPool
 from services.runtimes._seccomp import docker_profile
 from services.runtimes.base import (
     Artifact,
@@ -79,7 +79,7 @@ class DockerRuntimeConfig(msgspec.Struct, frozen=True, kw_only=True):
     idle_timeout_s: float = 300.0
     max_workers_per_version: int = 2
     max_workers_total: int = 8
-    ready_timeout_s: float = 600.0  # import predict.py + setup()
+    ready_timeout_s: float = 120.0  # import predict.py + setup(): then "setup_timeout"
     build_timeout_s: float = 1800.0
     # Bound into containers: must be a path the engine sees (a local engine).
     work_dir: Path = Path("/tmp/clinai-docker")
@@ -300,7 +300,12 @@ class DockerRuntime:
         try:
             worker = await self._start_worker(artifact, check=True)
         except WorkerStartError as err:
-            outcome = start_failure_outcome(err, 0.0, memory_mb=self._config.memory_mb)
+            outcome = start_failure_outcome(
+                err,
+                0.0,
+                memory_mb=self._config.memory_mb,
+                setup_timeout_s=self._config.ready_timeout_s,
+            )
             tail = "\n".join(part for part in (outcome.traceback, outcome.log) if part)
             raise BuildFailedError(
                 f"smoke check failed: {outcome.message}",
@@ -332,10 +337,19 @@ class DockerRuntime:
         key = artifact.reference
         started = time.perf_counter()
         try:
-            worker, fresh = await self._pool.acquire(key, lambda: self._start_worker(artifact))
+            worker, fresh = await self._pool.acquire(
+                key, lambda: self._start_worker(artifact), owner=job.owner, cancel=canceled
+            )
+        except AcquireCanceledError:  # while it waited for a slot, or its worker started
+            return JobOutcome(
+                ok=False, kind="canceled", message="the job was canceled before it started running"
+            )
         except WorkerStartError as err:
             return start_failure_outcome(
-                err, time.perf_counter() - started, memory_mb=self._config.memory_mb
+                err,
+                time.perf_counter() - started,
+                memory_mb=self._config.memory_mb,
+                setup_timeout_s=self._config.ready_timeout_s,
             )
         except PoolClosedError:
             return JobOutcome(ok=False, kind="infrastructure", message="the runtime is closed")
@@ -355,7 +369,7 @@ class DockerRuntime:
             reuse = outcome.ok or outcome.kind == "model_error"
             return outcome
         finally:
-            await self._pool.release(key, worker, reuse=reuse and worker.alive)
+            await self._pool.release(key, worker, owner=job.owner, reuse=reuse and worker.alive)
 
     async def _serve(
         self, worker: ContainerWorker, job: JobSpec, canceled: asyncio.Event, setup_s: float

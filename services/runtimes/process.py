@@ -20,8 +20,8 @@ from services.runtimes._framing import ProtocolError, WorkerChannel
 from services.runtimes._harvest import HarvestError, harvest_deadline, harvest_failure_kind
 from services.runtimes._jobdir import JobFiles, read_tail
 from services.runtimes._outcomes import fail as _fail
-from services.runtimes._outcomes import from_death, from_ready, from_response
-from services.runtimes._pool import PoolClosedError, WorkerPool
+from services.runtimes._outcomes import from_death, from_ready, from_response, setup_timeout
+from services.runtimes._pool import AcquireCanceledError, PoolClosedError, WorkerPool
 from services.runtimes._sandbox import (
     SANDBOX_ENV,
     SANDBOX_JOB_ROOT,
@@ -34,6 +34,7 @@ from services.runtimes._sandbox import (
     sandbox_env,
 )
 from services.runtimes._seccomp import bpf_program
+from services.runtimes._uids import UidRange, claim_uid_range
 from services.runtimes._worker import ProcessWorker
 from services.runtimes.base import (
     Artifact,
@@ -65,12 +66,15 @@ class ProcessRuntimeConfig(msgspec.Struct, frozen=True, kw_only=True):
     cpu_time_limit_s: int | None = 3600  # RLIMIT_CPU over a worker's whole life
     max_file_mb: int | None = 1024  # RLIMIT_FSIZE: caps every file a worker writes (logs too)
     idle_timeout_s: float = 300.0
-    setup_timeout_s: float = 300.0  # worker start + import + setup()
+    setup_timeout_s: float = 120.0  # worker start + import + setup(): then "setup_timeout"
     build_timeout_s: float = 1800.0
     max_workers_per_version: int = 2
     max_workers_total: int = 8
     tmp_size_mb: int = 256
-    sandbox_uid_base: int = 62000  # workers use uids base .. base + max_workers_total + 16
+    # Workers use max_workers_total + 16 uids from the first free range at or above
+    # sandbox_uid_base (a multiple of 8), held with a lock in uid_lock_dir (see _uids).
+    sandbox_uid_base: int = 62000
+    uid_lock_dir: str = "/run/clinai"
     log_tail_bytes: int = 64 * 1024
     bwrap: str = "bwrap"
     unsafe_no_sandbox: bool = False
@@ -83,9 +87,12 @@ class _StartFailed(Exception):
 
 
 class _Running:
-    def __init__(self, worker: ProcessWorker) -> None:
-        self.worker = worker
-        self.canceled = False
+    """A job from the moment run_job is called: cancel reaches it while it waits for a
+    worker, while its worker starts (import, setup()) and while it runs."""
+
+    def __init__(self) -> None:
+        self.worker: ProcessWorker | None = None
+        self.canceled = asyncio.Event()
 
 
 class ProcessRuntime:
@@ -111,9 +118,8 @@ class ProcessRuntime:
         self._runner_lib: Path | None = None
         self._found_tools: tuple[str, str | None] | None = None
         self._seccomp: bytes | None = None  # the workers' compiled filter, built once
-        self._free_uids = list(
-            range(config.sandbox_uid_base, config.sandbox_uid_base + config.max_workers_total + 16)
-        )
+        self._uid_range: UidRange | None = None  # claimed with the first worker
+        self._free_uids: list[int] = []
 
     # -- availability ------------------------------------------------------------------
 
@@ -214,8 +220,28 @@ class ProcessRuntime:
 
     # -- workers -----------------------------------------------------------------------
 
-    def _take_uid(self) -> int | None:
+    @property
+    def sandbox_uids(self) -> range | None:
+        """The uids this runtime's workers run as (held by no other runtime on the
+        host); None until the first worker starts, or when workers keep our own uid."""
+        return None if self._uid_range is None else self._uid_range.uids
+
+    def claim_uids(self) -> range | None:
+        """Claim this runtime's uid range now (else the first worker does); None when
+        workers do not drop to their own uids (not root, or not sandboxed)."""
         if not (self._as_root and self.sandboxed):
+            return None
+        if self._uid_range is None:
+            self._uid_range = claim_uid_range(
+                first=self._config.sandbox_uid_base,
+                count=self._config.max_workers_total + 16,
+                lock_dir=Path(self._config.uid_lock_dir),
+            )
+            self._free_uids = list(self._uid_range.uids)
+        return self._uid_range.uids
+
+    def _take_uid(self) -> int | None:
+        if self.claim_uids() is None:
             return None
         if not self._free_uids:
             raise RuntimeError_("no free sandbox uid", hint="raise max_workers_total")
@@ -308,10 +334,13 @@ class ProcessRuntime:
                 preexec_fn=preexec,
                 pass_fds=launch.fds,
             )
-        except OSError as err:
+        except BaseException as err:  # canceled too: the job was, while its worker started
             release_uid()
             shutil.rmtree(directory, ignore_errors=True)
-            raise _StartFailed(_fail("infrastructure", f"could not start a worker: {err}")) from err
+            if isinstance(err, OSError):
+                message = f"could not start a worker: {err}"
+                raise _StartFailed(_fail("infrastructure", message)) from err
+            raise
         finally:
             launch.close()  # the child has its own copies
         if proc.stdout is None or proc.stdin is None:
@@ -344,12 +373,7 @@ class ProcessRuntime:
     async def _start_failure(self, worker: ProcessWorker, err: BaseException) -> JobOutcome:
         log = read_tail(worker.directory / "setup.log", self._config.log_tail_bytes)
         if isinstance(err, TimeoutError):
-            return _fail(
-                "timeout",
-                f"the worker did not start within "
-                f"{self._config.setup_timeout_s:.0f} s (import + setup())",
-                log=log,
-            )
+            return setup_timeout(self._config.setup_timeout_s, log)
         status, _ = await worker.exit_status()
         stderr = await worker.stderr_tail()
         # bwrap/setpriv/interpreter failures print to stderr before the runner redirects it.
@@ -369,17 +393,29 @@ class ProcessRuntime:
             self._tools()
         if job.job_id in self._running:
             raise ValueError(f"job {job.job_id} is already running")
+        running = self._running[job.job_id] = _Running()
+        try:
+            return await self._acquire_and_run(artifact, job, running)
+        finally:
+            del self._running[job.job_id]
+
+    async def _acquire_and_run(
+        self, artifact: Artifact, job: JobSpec, running: _Running
+    ) -> JobOutcome:
         key = artifact.reference
         try:
-            worker, fresh = await self._pool.acquire(key, lambda: self._start_worker(artifact))
+            worker, fresh = await self._pool.acquire(
+                key, lambda: self._start_worker(artifact), owner=job.owner, cancel=running.canceled
+            )
+        except AcquireCanceledError:
+            return _fail("canceled", "the job was canceled before it started running")
         except _StartFailed as err:
             return err.outcome
         except PoolClosedError:
             return _fail("infrastructure", "the runtime is closed")
         except (RuntimeError_, OSError) as err:
             return _fail("infrastructure", f"could not start a worker: {err}")
-        running = _Running(worker)
-        self._running[job.job_id] = running
+        running.worker = worker
         reuse = False
         try:
             outcome = await self._run_on(worker, job, running)
@@ -388,8 +424,7 @@ class ProcessRuntime:
                 outcome = msgspec.structs.replace(outcome, setup_s=worker.setup_s)
             return outcome
         finally:
-            del self._running[job.job_id]
-            await self._pool.release(key, worker, reuse=reuse and worker.alive)
+            await self._pool.release(key, worker, owner=job.owner, reuse=reuse and worker.alive)
 
     async def _run_on(self, worker: ProcessWorker, job: JobSpec, running: _Running) -> JobOutcome:
         files = worker.files
@@ -402,9 +437,9 @@ class ProcessRuntime:
         try:
             done, _ = await asyncio.wait({task}, timeout=job.timeout_s)
             elapsed = time.perf_counter() - started
-            if running.canceled or not done:
+            if running.canceled.is_set() or not done:
                 log = read_tail(files.log, self._config.log_tail_bytes)
-                if running.canceled:
+                if running.canceled.is_set():
                     return _fail("canceled", "the job was canceled", log=log, run_s=elapsed)
                 await worker.kill()
                 return _fail(
@@ -454,7 +489,7 @@ class ProcessRuntime:
         self, worker: ProcessWorker, running: _Running, log: str, elapsed: float
     ) -> JobOutcome:
         status, signo = await worker.exit_status()
-        if running.canceled:
+        if running.canceled.is_set():
             return _fail("canceled", "the job was canceled", log=log, run_s=elapsed)
         return from_death(
             status=status,
@@ -469,9 +504,13 @@ class ProcessRuntime:
         running = self._running.get(job_id)
         if running is None:
             return False
-        running.canceled = True
-        await running.worker.kill()
+        running.canceled.set()  # stops a wait for a worker, or a worker's start
+        if running.worker is not None:
+            await running.worker.kill()
         return True
 
     async def close(self) -> None:
         await self._pool.close()
+        if self._uid_range is not None:  # every worker is dead: the range is free
+            self._uid_range.release()
+            self._uid_range = None

@@ -17,6 +17,7 @@ from services.sandbox_setup import check_bwrap
 
 PACKAGES = Path(__file__).resolve().parents[1] / "packages"
 ADAPTERS = ["process"]
+SHORT_SETUP_S = 3.0  # `short_setup_runtime`'s limit on a worker's import + setup()
 
 
 def process_config(work_root: Path, **overrides: Any) -> ProcessRuntimeConfig:
@@ -54,6 +55,32 @@ async def runtime(request: pytest.FixtureRequest, work_root: Path) -> AsyncItera
         await rt.close()
 
 
+@pytest.fixture
+async def short_setup_runtime(work_root: Path) -> AsyncIterator[Runtime]:
+    """A process runtime whose workers get SHORT_SETUP_S for import + setup() (test
+    modules of other adapters override it, like `runtime`)."""
+    reason = check_bwrap()
+    if reason:
+        pytest.skip(reason)
+    rt = ProcessRuntime(process_config(work_root, setup_timeout_s=SHORT_SETUP_S))
+    try:
+        yield rt
+    finally:
+        await rt.close()
+
+
+def setup_printed(work_root: Path, text: str) -> bool:
+    """Whether a worker's setup log (what it printed outside jobs) holds `text`.
+    Adapters keep it in <work_root>/workers/<worker>/ on the host."""
+    for log in work_root.glob("workers/*/*.log"):
+        try:
+            if text in log.read_text(errors="replace"):
+                return True
+        except OSError:  # its worker was just removed
+            continue
+    return False
+
+
 def tree_hash(directory: Path) -> str:
     digest = hashlib.sha256()
     for path in sorted(p for p in directory.rglob("*") if p.is_file()):
@@ -77,7 +104,9 @@ async def build(runtime: Runtime, name: str, lines: list[str] | None = None) -> 
     )
 
 
-def make_job(tmp_path: Path, *, timeout_s: float = 30.0, **params: Any) -> JobSpec:
+def make_job(
+    tmp_path: Path, *, timeout_s: float = 30.0, owner: str = "usr_a", **params: Any
+) -> JobSpec:
     job_id = f"job-{uuid.uuid4().hex[:12]}"
     input_path = tmp_path / f"{job_id}-input.txt"
     input_path.write_text("some input")
@@ -86,6 +115,7 @@ def make_job(tmp_path: Path, *, timeout_s: float = 30.0, **params: Any) -> JobSp
     return JobSpec(
         job_id=job_id,
         version_id="v1",
+        owner=owner,
         input_path=input_path,
         output_dir=output_dir,
         params=params,

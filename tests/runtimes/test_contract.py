@@ -12,9 +12,11 @@ import pytest
 from services.runtimes.base import BuildFailedError, Runtime
 from tests._infra import outputs_written, wait_until
 from tests.runtimes.conftest import (
+    SHORT_SETUP_S,
     assert_healthy,
     build,
     make_job,
+    setup_printed,
 )
 
 pytestmark = pytest.mark.sandbox
@@ -148,6 +150,21 @@ async def test_cannot_read_another_jobs_directory(
     assert later.ok and later.result is not None
     assert later.result["out_listing"] == [], later.result
     assert later.result["in_listing"] == [later_job.input_path.name], later.result
+
+
+async def test_a_warm_worker_serves_one_owner_only(runtime: Runtime, tmp_path: Path) -> None:
+    """A public model's worker must not carry one caller's data into another's job."""
+    artifact = await build(runtime, "remember")
+    first = await runtime.run_job(artifact, make_job(tmp_path, owner="usr_a", secret="a-secret"))
+    other = await runtime.run_job(artifact, make_job(tmp_path, owner="usr_b"))
+    again = await runtime.run_job(artifact, make_job(tmp_path, owner="usr_a"))
+    assert first.ok and other.ok and again.ok, (first, other, again)
+    assert first.result is not None and other.result is not None and again.result is not None
+    assert other.result["seen"] == [], other.result  # usr_a's module global is not there
+    assert other.result["worker"] != first.result["worker"]
+    # The same owner's next job still gets the warm worker.
+    assert again.result == {"worker": first.result["worker"], "seen": ["a-secret"]}
+    assert again.setup_s == 0.0
 
 
 async def test_loud_model_keeps_protocol_intact(runtime: Runtime, tmp_path: Path) -> None:
@@ -298,3 +315,64 @@ async def test_filling_tmp_is_a_clear_model_error(runtime: Runtime, tmp_path: Pa
     after = await runtime.run_job(artifact, make_job(tmp_path, mode="use", marker="after"))
     assert after.ok and after.result is not None, after
     assert after.result["found"] == ["from-setup"], after.result  # the full /tmp was emptied
+
+
+async def test_a_hanging_setup_fails_with_setup_timeout(
+    short_setup_runtime: Runtime, tmp_path: Path
+) -> None:
+    """setup() has its own limit, whatever the job's timeout: a model that hangs in it
+    holds a worker slot for the setting's seconds, not longer."""
+    runtime = short_setup_runtime
+    artifact = await build(runtime, "hanging_setup")
+    began = time.monotonic()
+    outcome = await runtime.run_job(artifact, make_job(tmp_path, timeout_s=600))
+    elapsed = time.monotonic() - began
+    assert outcome.kind == "setup_timeout", outcome
+    assert SHORT_SETUP_S <= elapsed < SHORT_SETUP_S + 5, elapsed
+    assert "CLINAI_SETUP_TIMEOUT_S" in outcome.message, outcome.message
+    assert "loading the weights" in outcome.message  # the setup log's tail
+    await assert_healthy(runtime, tmp_path)
+
+
+async def test_cancel_during_setup_ends_the_job_within_a_second(
+    runtime: Runtime, tmp_path: Path, work_root: Path
+) -> None:
+    artifact = await build(runtime, "hanging_setup")
+    job = make_job(tmp_path, timeout_s=600)
+    task = asyncio.create_task(runtime.run_job(artifact, job))
+    await wait_until(
+        lambda: setup_printed(work_root, "loading the weights"),
+        timeout_s=30,
+        what="the worker to run setup()",
+    )
+    started = time.monotonic()
+    assert await runtime.cancel_job(job.job_id)
+    outcome = await task
+    assert time.monotonic() - started < 1.0
+    assert outcome.kind == "canceled", outcome
+    await assert_healthy(runtime, tmp_path)
+
+
+async def test_cancel_while_waiting_for_a_worker_slot_ends_within_a_second(
+    runtime: Runtime, tmp_path: Path, work_root: Path
+) -> None:
+    artifact = await build(runtime, "sleeper")
+    busy = [make_job(tmp_path, timeout_s=30) for _ in range(2)]  # every slot of the version
+    running = [asyncio.create_task(runtime.run_job(artifact, job)) for job in busy]
+    await wait_until(
+        lambda: len(outputs_written(work_root, "started")) == len(busy),
+        timeout_s=30,
+        what="both slots to be busy",
+    )
+    waiting = make_job(tmp_path, timeout_s=30)
+    task = asyncio.create_task(runtime.run_job(artifact, waiting))
+    # True once the runtime knows the job: it is then waiting for a slot.
+    await wait_until(lambda: runtime.cancel_job(waiting.job_id), timeout_s=10, what="cancel")
+    started = time.monotonic()
+    outcome = await task
+    assert time.monotonic() - started < 1.0
+    assert outcome.kind == "canceled", outcome
+    for job in busy:
+        assert await runtime.cancel_job(job.job_id)
+    assert [(await t).kind for t in running] == ["canceled", "canceled"]
+    await assert_healthy(runtime, tmp_path)

@@ -42,13 +42,18 @@ from services.runtimes.docker import (
 from tests._infra import outputs_written, wait_until
 from tests.runtimes.conftest import (
     PACKAGES,
+    SHORT_SETUP_S,
     build,
     make_job,
     tree_hash,
 )
 from tests.runtimes.test_contract import (  # the contract, collected here for this adapter
+    test_a_hanging_setup_fails_with_setup_timeout,
     test_a_result_larger_than_a_frame_is_output_limit,
+    test_a_warm_worker_serves_one_owner_only,
+    test_cancel_during_setup_ends_the_job_within_a_second,
     test_cancel_stops_a_running_job_within_a_second,
+    test_cancel_while_waiting_for_a_worker_slot_ends_within_a_second,
     test_cannot_read_another_jobs_directory,
     test_cannot_write_outside_output_dir,
     test_dangerous_system_calls_are_refused,
@@ -82,11 +87,15 @@ pytestmark = pytest.mark.docker
 
 __all__ = [
     "test_a_failed_job_that_left_too_many_files_to_clear_does_not_keep_its_worker",
+    "test_a_hanging_setup_fails_with_setup_timeout",
     "test_a_model_swapping_an_output_folder_for_a_symlink_never_gets_a_host_file",
     "test_a_result_larger_than_a_frame_is_output_limit",
     "test_a_sparse_file_over_the_size_limit_fails_the_job_at_its_apparent_size",
+    "test_a_warm_worker_serves_one_owner_only",
     "test_a_worker_that_left_a_thread_running_is_replaced_one_that_did_not_stays_warm",
+    "test_cancel_during_setup_ends_the_job_within_a_second",
     "test_cancel_stops_a_running_job_within_a_second",
+    "test_cancel_while_waiting_for_a_worker_slot_ends_within_a_second",
     "test_cannot_read_another_jobs_directory",
     "test_cannot_write_outside_output_dir",
     "test_dangerous_system_calls_are_refused",
@@ -169,6 +178,16 @@ def work_root(tmp_path: Path) -> Path:
 async def runtime(engine: None, work_root: Path) -> AsyncIterator[DockerRuntime]:
     """Overrides conftest's `runtime`: the contract tests above run on DockerRuntime."""
     rt = await DockerRuntime.connect(config(work_root / "workers"))
+    try:
+        yield rt
+    finally:
+        await rt.close()
+
+
+@pytest.fixture
+async def short_setup_runtime(engine: None, work_root: Path) -> AsyncIterator[DockerRuntime]:
+    """Overrides conftest's: workers get SHORT_SETUP_S for import + setup()."""
+    rt = await DockerRuntime.connect(config(work_root / "workers", ready_timeout_s=SHORT_SETUP_S))
     try:
         yield rt
     finally:

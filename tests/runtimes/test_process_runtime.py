@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from services.runtime_factory import make_runtime
+from services.runtimes._uids import BLOCK, LAST_UID, claim_uid_range
 from services.runtimes.base import BuildFailedError, RuntimeUnavailableError
 from services.runtimes.process import ProcessRuntime
 from services.sandbox_setup import check_bwrap
@@ -76,11 +77,15 @@ async def test_sandbox_is_unprivileged_and_bare(work_root: Path, tmp_path: Path)
 async def test_fork_bomb_stopped_by_the_workers_own_process_limit(
     work_root: Path, tmp_path: Path
 ) -> None:
-    config = process_config(work_root)
-    runtime = ProcessRuntime(config)
-    uids = (config.sandbox_uid_base, config.max_workers_total + 16)
+    # Searched from 64000: runtimes that predate the uid locks (other checkouts on this
+    # host) take 61000 and 62000 without asking.
+    runtime = ProcessRuntime(process_config(work_root, sandbox_uid_base=64000))
     try:
         outcome = await runtime.run_job(await build(runtime, "fork_bomb"), make_job(tmp_path))
+        # Only this runtime's uids: other runtimes on the host hold other ranges.
+        held = runtime.sandbox_uids
+        assert held is not None
+        uids = (held.start, len(held))
         assert outcome.kind == "model_error", outcome
         assert "Resource temporarily unavailable" in outcome.message  # EAGAIN from RLIMIT_NPROC
         # The strays were killed: only the (single) warm worker runs as a sandbox uid.
@@ -97,6 +102,44 @@ async def test_fork_bomb_stopped_by_the_workers_own_process_limit(
     await wait_until(
         lambda: not sandbox_uid_processes(*uids), timeout_s=10, what="every worker to be gone"
     )
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="per-worker uids are used when running as root")
+async def test_each_runtime_holds_a_uid_range_of_its_own(tmp_path: Path) -> None:
+    """Two runtimes on one host (two executors) never share a sandbox uid, so neither's
+    fork bomb can use up the other's process limit; a closed runtime's range is free."""
+    config = process_config(tmp_path / "work", uid_lock_dir=str(tmp_path / "locks"))
+    first, second = ProcessRuntime(config), ProcessRuntime(config)
+    try:
+        mine, theirs = first.claim_uids(), second.claim_uids()
+        assert mine is not None and theirs is not None
+        assert len(mine) == len(theirs) == config.max_workers_total + 16
+        assert set(mine).isdisjoint(theirs), (mine, theirs)
+        assert first.sandbox_uids == mine and first.claim_uids() == mine  # held, not re-claimed
+        await first.close()
+        third = ProcessRuntime(config)
+        try:
+            assert third.claim_uids() == mine  # released at close
+        finally:
+            await third.close()
+    finally:
+        await first.close()
+        await second.close()
+
+
+def test_no_free_uid_range_is_a_clear_refusal(tmp_path: Path) -> None:
+    locks = tmp_path / "locks"
+    held = claim_uid_range(first=LAST_UID + 1 - 2 * BLOCK, count=2 * BLOCK, lock_dir=locks)
+    try:
+        with pytest.raises(RuntimeUnavailableError) as info:
+            claim_uid_range(first=LAST_UID + 1 - 2 * BLOCK, count=1, lock_dir=locks)
+        assert "other ClinAI runtimes on this host hold them" in info.value.message
+        assert "CLINAI_WORKERS_TOTAL" in info.value.hint
+    finally:
+        held.release()
+    again = claim_uid_range(first=LAST_UID + 1 - 2 * BLOCK, count=1, lock_dir=locks)
+    assert again.uids == range(LAST_UID + 1 - 2 * BLOCK, LAST_UID + 2 - 2 * BLOCK)
+    again.release()
 
 
 @needs_bwrap

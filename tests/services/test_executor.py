@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from events import (
@@ -20,11 +22,14 @@ from events import (
 )
 from services.blobstore import FileBlobStore
 from services.commands import Commands
-from services.runtime_factory import runtime_work_dir
+from services.executor import run_executor
+from services.runtime_factory import make_runtime, runtime_work_dir
+from services.runtimes.base import Runtime
 from services.settings import Settings
 from tests._infra import outputs_written, wait_until
 from tests.services._support import (
     ADMIN,
+    FAST_CONSUMER,
     ModelPackage,
     events_of,
     job_state,
@@ -295,3 +300,102 @@ async def test_a_result_postgres_cannot_store_fails_the_job_on_the_host(
         "cannot be stored: remove it (or encode binary data, e.g. as base64)"
     )
     assert not list(blobs.root.rglob("kept.txt"))  # nothing stored, no copy left behind
+
+
+HANGING_SETUP = {
+    "predict.py": """
+import time
+
+
+def setup():
+    print("loading the weights", flush=True)
+    time.sleep(3600)
+
+
+def run(input_path, output_dir):
+    return {}
+""",
+    "requirements.txt": "",
+}
+
+
+@contextlib.asynccontextmanager
+async def _executor(settings: Settings, runtime: Runtime) -> AsyncIterator[None]:
+    """An executor with settings of the test's own, stopped (gracefully) on exit."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        run_executor(settings, runtime=runtime, stop=stop, consumer=FAST_CONSUMER)
+    )
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)
+
+
+async def test_cancel_of_a_job_queued_behind_busy_executors_ends_within_a_second(
+    settings: Settings,
+    store: EventStore,
+    commands: Commands,
+    blobs: FileBlobStore,
+    runtime: Runtime,
+    version: tuple[str, str],
+) -> None:
+    """Its JobCancelRequested waits in the durable consumer behind the queued job itself;
+    every executor also hears it at once and ends a job that has not started."""
+    model_id, version_id = version
+    async with _executor(msgspec.structs.replace(settings, workers_total=1), runtime):
+        busy = await request_job(
+            commands, blobs, model_id=model_id, version_id=version_id, params={"mode": "sleep"}
+        )
+        await _running_model(store, settings, busy)
+        queued = await request_job(commands, blobs, model_id=model_id, version_id=version_id)
+
+        began = time.monotonic()
+        await commands.cancel_job(ADMIN, queued)
+        elapsed = time.monotonic() - began + await _ended(store, queued, timeout_s=5)
+        assert elapsed < 1.0, f"cancel took {elapsed:.2f} s"
+        events = await events_of(store, "job", queued)
+        assert not any(isinstance(e, JobStarted) for e in events), events
+        assert isinstance(events[-1], JobCanceled)
+        assert (await job_state(store, busy)).status == "running"  # the other job runs on
+
+        await commands.cancel_job(ADMIN, busy)
+        await _ended(store, busy, timeout_s=5)
+    assert isinstance((await events_of(store, "job", queued))[-1], JobCanceled)  # only once
+
+
+async def test_a_hanging_setup_fails_the_job_with_setup_timeout(
+    tmp_path: Path,
+    settings: Settings,
+    store: EventStore,
+    commands: Commands,
+    blobs: FileBlobStore,
+    services: Services,
+) -> None:
+    services.builder()
+    model_id, version_id, _ = await upload_version(
+        commands, blobs, ModelPackage(tmp_path, HANGING_SETUP)
+    )
+
+    async def built() -> bool:
+        return (await version_state(store, version_id)).status in ("ready", "failed")
+
+    await wait_until(built, timeout_s=60, what="the build")  # the smoke check skips setup()
+    quick = msgspec.structs.replace(settings, setup_timeout_s=2.0)
+    runtime = await make_runtime(quick)
+    try:
+        async with _executor(quick, runtime):
+            job_id = await request_job(
+                commands, blobs, model_id=model_id, version_id=version_id, timeout_s=600
+            )
+            waited = await _ended(store, job_id, timeout_s=20)
+    finally:
+        await runtime.close()
+    assert waited < 10, waited
+    events = await events_of(store, "job", job_id)
+    failed = events[-1]
+    assert isinstance(failed, JobFailed), failed
+    assert failed.kind == "setup_timeout" and failed.attempts == 1, failed  # not retried
+    assert "CLINAI_SETUP_TIMEOUT_S" in failed.message
+    assert "loading the weights" in failed.message
