@@ -316,6 +316,23 @@ class ContainerWorker:
         state = info.get("State")
         return state if isinstance(state, dict) else {}
 
+    async def pause(self) -> bool:
+        """Freeze every process of the container (the engine's cgroup freezer) until
+        `unpause`; False when the engine could not."""
+        try:
+            await self.container.pause()
+        except (DockerError, aiohttp.ClientError, OSError):
+            return False
+        return True
+
+    async def unpause(self) -> None:
+        """Let a paused container go on; one that cannot is killed (kept for `kill`
+        like `terminate`): it must not serve another job frozen."""
+        try:
+            await self.container.unpause()
+        except (DockerError, aiohttp.ClientError, OSError):
+            await self.terminate()
+
     async def kill(self) -> None:
         """SIGKILL the container, remove it and its directory. Idempotent; never raises
         for a container that is already gone. Protected from cancellation."""

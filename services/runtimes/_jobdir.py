@@ -124,6 +124,13 @@ class JobFiles:
             # the next `prepare` still raises it.
             self._clearing.add_done_callback(lambda task: task.cancelled() or task.exception())
 
+    async def cleared(self) -> None:
+        """Wait until emptying in/ and out/ after `harvest` has ended, whether or not it
+        worked (the next `prepare` raises what went wrong)."""
+        if self._clearing is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._clearing)
+
     def _stage(self, job: JobSpec, *, link_only: bool) -> bool:
         """Put the input at in/<name> and empty the log; False (nothing done) when
         `link_only` and the input cannot be linked."""

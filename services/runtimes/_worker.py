@@ -10,9 +10,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from services.runtimes._framing import WorkerChannel
+from services.runtimes._freeze import Frozen, descendants, freeze
 from services.runtimes._jobdir import JobFiles, remove_tree
 
-__all__ = ["ProcessWorker", "describe_exit"]
+__all__ = ["FREEZE_TIMEOUT_S", "ProcessWorker", "describe_exit"]
+
+# How long stopping a sandbox may take: a thread finishes its system call first (a
+# large write, say) before it stops.
+FREEZE_TIMEOUT_S = 2.0
 
 
 def describe_exit(code: int | None, *, sandboxed: bool) -> tuple[str, int | None]:
@@ -32,27 +37,6 @@ def describe_exit(code: int | None, *, sandboxed: bool) -> tuple[str, int | None
             name = f"signal {signo}"
         return f"killed by {name}", signo
     return f"exit code {code}", None
-
-
-def _descendants(pid: int) -> list[int]:
-    """The processes below `pid`, as /proc lists them ([] where it cannot)."""
-    found: list[int] = []
-    parents = [pid]
-    while parents:
-        parent = parents.pop()
-        try:
-            tasks = os.listdir(f"/proc/{parent}/task")
-        except OSError:
-            continue
-        for task in tasks:  # a child is listed under the thread that forked it
-            try:
-                with open(f"/proc/{parent}/task/{task}/children") as f:
-                    children = [int(child) for child in f.read().split()]
-            except (OSError, ValueError):
-                continue
-            found.extend(children)
-            parents.extend(children)
-    return found
 
 
 class ProcessWorker:
@@ -96,6 +80,13 @@ class ProcessWorker:
             return ""
         return data.decode(errors="replace")
 
+    async def freeze(self, timeout_s: float = FREEZE_TIMEOUT_S) -> Frozen | None:
+        """Stop every process of the sandbox (every thread of each) until the returned
+        `Frozen` is thawed; None when they could not all be stopped (see `_freeze`)."""
+        if self.proc.returncode is not None:
+            return None
+        return await freeze(self.proc.pid, timeout_s)
+
     async def kill(self) -> None:
         """Kill the worker (its whole sandbox) and remove its directory. Idempotent."""
         await self.stop()
@@ -114,7 +105,7 @@ class ProcessWorker:
             # Each process of the sandbox gets its own SIGKILL first: those in the
             # sandbox's session (the model's) would otherwise die only once its pid 1
             # has, a moment after the worker's end is reported to us.
-            for pid in _descendants(self.proc.pid):
+            for pid in descendants(self.proc.pid):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGKILL)
             with contextlib.suppress(ProcessLookupError, PermissionError):

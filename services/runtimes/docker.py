@@ -391,15 +391,40 @@ class DockerRuntime:
             outcome = response_outcome(answer, memory_mb=self._config.memory_mb)
         else:
             outcome = answer
+        harvest = worker.alive and outcome.ok
+        paused = False
+        if worker.alive and isinstance(answer, JobResponse) and answer.left_running:
+            if await asyncio.to_thread(files.has_outputs):
+                # What the model left running could change out/ while it is read and
+                # emptied: the container is paused until then (or, if it cannot be,
+                # ends, and the next job gets a fresh worker).
+                paused = await worker.pause()
+                if not paused:
+                    await worker.terminate()
+        try:
+            return await self._collect(worker, job, outcome, harvest, started_at, setup_s, run_s)
+        finally:
+            if paused:
+                try:
+                    await files.cleared()
+                finally:
+                    await worker.unpause()
+
+    async def _collect(
+        self,
+        worker: ContainerWorker,
+        job: JobSpec,
+        outcome: JobOutcome,
+        harvest: bool,
+        started_at: float,
+        setup_s: float,
+        run_s: float,
+    ) -> JobOutcome:
+        """The job's outcome with its log and, when `harvest`, its outputs, read from
+        the worker's folder, which is emptied for the next job."""
+        files = worker.files
         limit = self._config.log_limit_bytes
         outputs: list[OutputCopy] = []
-        harvest = worker.alive and outcome.ok
-        if harvest and isinstance(answer, JobResponse) and answer.left_running:
-            if await asyncio.to_thread(files.has_outputs):
-                # What the model left running could still change out/: it ends with
-                # the container before out/ is read (the job still succeeds; the next
-                # one gets a fresh worker).
-                await worker.terminate()
         try:
             if harvest:
                 log, outputs = await files.harvest(

@@ -16,7 +16,8 @@ from pathlib import Path
 import msgspec
 
 from services.runtimes import _build
-from services.runtimes._framing import ProtocolError, WorkerChannel
+from services.runtimes._framing import JobResponse, ProtocolError, WorkerChannel
+from services.runtimes._freeze import Frozen
 from services.runtimes._harvest import HarvestError, harvest_deadline, harvest_failure_kind
 from services.runtimes._jobdir import JobFiles, read_tail
 from services.runtimes._outcomes import fail as _fail
@@ -453,37 +454,60 @@ class ProcessRuntime:
             except ProtocolError:
                 log = read_tail(files.log, self._config.log_tail_bytes)
                 return await self._died(worker, running, log, elapsed)
-            dest = job.output_dir if response.ok else None
-            if dest is not None and response.left_running and files.has_outputs():
-                # What the model left running could still change out/: it ends with the
-                # worker before out/ is read (the job still succeeds; the next one
-                # gets a fresh worker).
-                await worker.stop()
-            limit = self._config.log_tail_bytes
-            try:
-                log, outputs = await files.harvest(
-                    dest,
-                    limit,
-                    limits=job.output_limits,
-                    deadline=harvest_deadline(started_at, job.timeout_s),
-                    uid=worker.uid,
-                )
-            except HarvestError as err:  # the worker is not reused
-                log = await asyncio.to_thread(read_tail, files.log, limit)
-                if not response.ok:  # the model failed and left too much to clear
+            frozen: Frozen | None = None
+            if response.left_running and files.has_outputs():
+                # What the model left running could change out/ while it is read and
+                # emptied: it is stopped until then (or, if it cannot be, ends with the
+                # worker, and the next job gets a fresh one).
+                frozen = await worker.freeze()
+                if frozen is None:
                     await worker.stop()
-                    return from_response(
-                        response, log=log, memory_limit_mb=self._config.memory_limit_mb
-                    )
-                return _fail(harvest_failure_kind(err), err.message, log=log, run_s=elapsed)
-            except OSError as err:
-                return _fail("infrastructure", f"could not collect the outputs: {err}")
-            outcome = from_response(response, log=log, memory_limit_mb=self._config.memory_limit_mb)
-            return msgspec.structs.replace(outcome, outputs=tuple(outputs))
+            try:
+                return await self._collect(worker, job, response, started_at, elapsed)
+            finally:
+                if frozen is not None:
+                    try:
+                        await files.cleared()
+                    finally:
+                        frozen.thaw()
         finally:
             if not task.done():
                 task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+
+    async def _collect(
+        self,
+        worker: ProcessWorker,
+        job: JobSpec,
+        response: JobResponse,
+        started_at: float,
+        elapsed: float,
+    ) -> JobOutcome:
+        """The job's outcome with its log and outputs (none for a failed job), read
+        from the worker's folder, which is emptied for the next job."""
+        files = worker.files
+        dest = job.output_dir if response.ok else None
+        limit = self._config.log_tail_bytes
+        try:
+            log, outputs = await files.harvest(
+                dest,
+                limit,
+                limits=job.output_limits,
+                deadline=harvest_deadline(started_at, job.timeout_s),
+                uid=worker.uid,
+            )
+        except HarvestError as err:  # the worker is not reused
+            log = await asyncio.to_thread(read_tail, files.log, limit)
+            if not response.ok:  # the model failed and left too much to clear
+                await worker.stop()
+                return from_response(
+                    response, log=log, memory_limit_mb=self._config.memory_limit_mb
+                )
+            return _fail(harvest_failure_kind(err), err.message, log=log, run_s=elapsed)
+        except OSError as err:
+            return _fail("infrastructure", f"could not collect the outputs: {err}")
+        outcome = from_response(response, log=log, memory_limit_mb=self._config.memory_limit_mb)
+        return msgspec.structs.replace(outcome, outputs=tuple(outputs))
 
     async def _died(
         self, worker: ProcessWorker, running: _Running, log: str, elapsed: float

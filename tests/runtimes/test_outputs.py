@@ -107,7 +107,7 @@ async def test_outputs_with_any_name_come_back_for_the_caller_to_judge(
     )
 
 
-async def test_a_worker_that_left_a_thread_running_is_replaced_one_that_did_not_stays_warm(
+async def test_a_worker_that_left_a_thread_running_stays_warm_and_keeps_its_thread(
     runtime: Runtime, tmp_path: Path
 ) -> None:
     writer = await build(runtime, "write_outputs")
@@ -121,9 +121,37 @@ async def test_a_worker_that_left_a_thread_running_is_replaced_one_that_did_not_
     secret = _secret_dir(tmp_path)
     job = make_job(tmp_path, secret_dir=str(secret), seconds=60, files=2)
     outcome = await runtime.run_job(swapper, job)
-    assert outcome.ok and len(outcome.outputs) == 3, outcome  # the job still succeeds
+    assert outcome.ok and len(outcome.outputs) == 3, outcome
     after = await runtime.run_job(swapper, make_job(tmp_path, secret_dir=str(secret), files=2))
-    assert after.ok and after.setup_s > 0.0, after  # on a new worker: the thread is gone
+    assert after.ok and after.setup_s == 0.0, after  # the same worker, its thread let go on
+    for output in (*outcome.outputs, *after.outputs):
+        assert SECRET not in output.path.read_bytes(), output.name
+
+
+def _ticks(outcome: JobOutcome) -> list[int]:
+    (log,) = [o for o in outcome.outputs if o.name == "ticks.log"]
+    return [int(line) for line in log.path.read_text().split()]
+
+
+async def test_a_thread_left_running_is_stopped_while_out_is_read_and_emptied(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    """The model's thread appends numbered ticks to out/ticks.log all the time. Had it
+    run while the host copied and emptied out/, ticks written after the log was copied
+    would be lost with it; frozen, every tick is in one job's copy or the next's."""
+    ticker = await build(runtime, "ticking_outputs")
+    first = await runtime.run_job(ticker, make_job(tmp_path, files=40))
+    assert first.ok and len(first.outputs) == 41, first
+    copied = _ticks(first)
+    assert copied == list(range(len(copied))), "the log was copied while being written"
+    report = await runtime.run_job(ticker, make_job(tmp_path, report=True))
+    assert report.ok and report.setup_s == 0.0, report  # the same warm worker
+    assert report.result is not None and report.result["alive"], report.result
+    later = _ticks(report)
+    assert later and later[0] > copied[-1], "the thread did not go on after the job"
+    written = set(range(report.result["ticks"])) - set(report.result["unlinked"])
+    lost = sorted(written - set(copied) - set(later))
+    assert lost == [], f"ticks written while out/ was read and emptied: {lost[:20]}"
 
 
 async def test_a_failed_job_that_left_too_many_files_to_clear_does_not_keep_its_worker(
