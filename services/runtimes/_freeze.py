@@ -110,9 +110,15 @@ def _is_stopped(pid: int) -> bool:
 async def freeze(root: int, timeout_s: float) -> Frozen | None:
     """Stop every process below `root` (not `root` itself) and wait until all their
     threads are stopped; None (after letting them go on) when that takes longer than
-    `timeout_s`, e.g. a thread that stays in an uninterruptible wait."""
+    `timeout_s` (e.g. a thread that stays in an uninterruptible wait) or fails."""
     frozen = Frozen()
-    if await frozen._stop_all(root, time.monotonic() + timeout_s):
-        return frozen
+    try:
+        if await frozen._stop_all(root, time.monotonic() + timeout_s):
+            return frozen
+    except OSError:  # no pidfds (a kernel before 5.3), out of file descriptors...
+        pass
+    except BaseException:
+        frozen.thaw()
+        raise
     frozen.thaw()
     return None
