@@ -4,7 +4,8 @@ away is made again). A tick written into a log already removed is noted (`unlink
 the host emptied out/ between the open and the write, and nobody can read it.
 
 run() writes `files` outputs of 256 KiB into out/data/ and starts the thread (once per
-worker, for `seconds`); with `report` it returns the thread's count and those ticks."""
+worker, for `seconds`); with `report` it returns, once the thread has ticked during
+this job, the thread's count and those ticks."""
 
 import os
 import threading
@@ -35,6 +36,10 @@ def _tick(output_dir: str, stop_at: float, first: threading.Event) -> None:
 def run(input_path: str, output_dir: str, params: dict) -> dict:
     thread = _state["thread"]
     if params.get("report"):
+        seen = _state["ticks"]
+        deadline = time.monotonic() + 10
+        while _state["ticks"] < seen + 2 and time.monotonic() < deadline:
+            time.sleep(0.001)  # a tick of this job is in out/ticks.log
         return {
             "ticks": _state["ticks"],
             "unlinked": list(_state["unlinked"]),
