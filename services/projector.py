@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
 import signal
 
 from projections import Projector
 from projections.rebuild import rebuild
+from services.outages import Outage
 from services.resources import connect_nats, open_event_store
 from services.settings import Settings, SettingsError
 
 __all__ = ["rebuild_command", "run_projector"]
+
+log = logging.getLogger("clinai.projector")
 
 
 def _dsn(settings: Settings) -> str:
@@ -20,20 +25,40 @@ def _dsn(settings: Settings) -> str:
 
 
 async def run_projector(settings: Settings, stop: asyncio.Event | None = None) -> None:
-    """Project until SIGTERM/SIGINT (or `stop`); a standby waits for the leader's lock."""
+    """Project until SIGTERM/SIGINT (or `stop`); a standby waits for the leader's lock.
+
+    The ordered consumer that follows the log lives on the NATS server it was created
+    on: when the connection comes back (a restarted server has lost it, and nats.py
+    does not notice), the projector stops and follows again from its checkpoint."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    nc = await connect_nats(settings, name="projector")
+    nats_outage = Outage("NATS", log)
+    nc = await connect_nats(settings, name="projector", outage=nats_outage)
     try:
         store = await open_event_store(settings, nc)
         projector = Projector(
             _dsn(settings), store, busy_interval_s=settings.projection_busy_interval_s
         )
-        await projector.run(stop)
+        while not stop.is_set():
+            round_over = asyncio.Event()
+            nats_outage.on_recovered(round_over.set)
+            watch = asyncio.ensure_future(stop.wait())
+            watch.add_done_callback(functools.partial(_set, round_over))
+            try:
+                await projector.run(round_over)
+            finally:
+                watch.cancel()
+                nats_outage.forget(round_over.set)
+            if not stop.is_set():
+                log.warning("following the log again from sequence %s", projector.checkpoint + 1)
     finally:
         await nc.drain()
+
+
+def _set(event: asyncio.Event, _: object) -> None:
+    event.set()
 
 
 async def rebuild_command(settings: Settings) -> None:

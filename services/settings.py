@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from services.embedded.nats import validate_sync
+
 __all__ = ["Settings", "SettingsError"]
 
 _DEBIAN_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
@@ -35,6 +37,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     database_url: str | None = None
     stream_name: str = "CLINAI"
     stream_replicas: int = 1
+    # The embedded NATS's JetStream sync_interval: "always" fsyncs each append before it
+    # is acknowledged (survives a power loss); a duration such as "2m" flushes that often.
+    nats_sync: str = "always"
     # HTTP API
     host: str = "127.0.0.1"
     port: int = 8000
@@ -116,6 +121,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             ) from err
         if settings.stream_replicas not in (1, 3, 5):
             raise SettingsError("CLINAI_STREAM_REPLICAS must be 1, 3 or 5")
+        try:
+            validate_sync(settings.nats_sync)
+        except ValueError as err:
+            raise SettingsError(f"CLINAI_NATS_SYNC: {err}") from err
         if not 0 <= settings.projection_busy_interval_s <= 1:
             raise SettingsError("CLINAI_PROJECTION_BUSY_INTERVAL_S must be from 0 to 1 (seconds)")
         if settings.job_timeout_s > settings.job_timeout_max_s:

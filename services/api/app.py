@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import uuid
@@ -31,6 +32,7 @@ from services.blobstore import SIGNED_BLOB_ROUTE, BlobStore, FileBlobStore, sign
 from services.notifier.commands import WebhookCommands
 from services.notifier.destinations import DestinationPolicy
 from services.notifier.signing import master_key
+from services.outages import Outage, report_library_failures
 from services.resources import connect_nats, open_blob_store, open_event_store
 from services.settings import Settings, SettingsError
 
@@ -38,8 +40,29 @@ __all__ = ["begin_stop", "create_app"]
 
 log = logging.getLogger("clinai.api")
 
+_HEALTH_TIMEOUT_S = 2.0
+
+
+async def _dependency_problems(svc: ApiServices) -> list[str]:
+    problems = []
+    if not svc.store_connected():
+        problems.append("NATS is not connected")
+    try:
+        async with asyncio.timeout(_HEALTH_TIMEOUT_S), svc.pool.acquire() as conn:
+            await conn.fetchval("select 1")
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as err:
+        problems.append(f"Postgres is not reachable: {err or type(err).__name__}")
+    return problems
+
 
 async def healthz(request: Request) -> Response:
+    """Whether the stack can work now: this process answers and reaches NATS and
+    Postgres. 503 names what is down (under `clinai up` it is restarted by itself;
+    elsewhere, an operator's alert). Readiness (`/readyz`) asks more: whether a command
+    will be appended and a job picked up."""
+    problems = await _dependency_problems(services(request))
+    if problems:
+        return problem_response(503, "Unhealthy", "; ".join(problems), headers={"Retry-After": "1"})
     return json_response({"status": "ok"})
 
 
@@ -117,7 +140,11 @@ def create_app(settings: Settings, *, blobs: BlobStore | None = None) -> Starlet
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         nc = await connect_nats(settings, name="api")
-        pool = await create_pool(database_url, reset_sessions=False)  # queries only
+        postgres = Outage("Postgres", log)
+        report_library_failures(logging.getLogger("asyncpg.pool"), postgres)
+        pool = await create_pool(  # queries only
+            database_url, reset_sessions=False, on_connect=postgres.recovered
+        )
         watermark = await ProjectionWatermark.open(database_url)
         try:
             store = await open_event_store(settings, nc)

@@ -4,10 +4,11 @@
 from services.embedded._process import (
     AlreadyRunningError,
     EmbeddedError,
+    EmbeddedServer,
     StartupError,
     StartupTimeoutError,
 )
-from services.embedded.nats import EmbeddedNats, find_nats_server
+from services.embedded.nats import EmbeddedNats, find_nats_server, validate_sync
 from services.embedded.postgres import (
     POSTGRES_SYSTEM_USER,
     EmbeddedPostgres,
@@ -20,8 +21,10 @@ __all__ = [
     "EmbeddedError",
     "EmbeddedNats",
     "EmbeddedPostgres",
+    "EmbeddedServer",
     "StartupError",
     "StartupTimeoutError",
     "find_nats_server",
     "find_postgres_bin",
+    "validate_sync",
 ]
