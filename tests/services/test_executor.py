@@ -247,3 +247,77 @@ async def test_a_job_whose_executor_dies_ends_exactly_once(
     assert len(ended) == 1 and isinstance(ended[0], JobSucceeded), ended
     attempts = [s.event.attempt for s in history if isinstance(s.event, JobStarted)]
     assert attempts == [1, 2]
+
+
+async def test_a_crashed_executors_job_runs_again_within_5_s(
+    tmp_path: Path,
+    settings: Settings,
+    store: EventStore,
+    commands: Commands,
+    blobs: FileBlobStore,
+    version: tuple[str, str],
+) -> None:
+    """With the default consumer options: the first ack wait is short, and the running
+    handler's heartbeats keep a live executor's job from being redelivered."""
+    model_id, version_id = version
+    env = {
+        **os.environ,
+        "CLINAI_DATA_DIR": str(settings.data_dir),
+        "CLINAI_NATS_URL": str(settings.nats_url),
+        "CLINAI_BLOB_DIR": str(settings.blob_root),
+        "CLINAI_SIGNING_KEY": SIGNING_KEY,
+        "CLINAI_WORKERS_TOTAL": str(settings.workers_total),
+        "CLINAI_WORKER_MEMORY_MB": str(settings.worker_memory_mb),
+    }
+
+    async def executor(name: str) -> asyncio.subprocess.Process:
+        with (tmp_path / f"{name}.log").open("wb") as out:
+            return await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "tests.services._executor_main", "--default-consumer",
+                cwd=ROOT, env=env, stdout=out, stderr=out,
+            )  # fmt: skip
+
+    first = await executor("first")
+    second: asyncio.subprocess.Process | None = None
+    try:
+        job_id = await request_job(
+            commands,
+            blobs,
+            model_id=model_id,
+            version_id=version_id,
+            params={"mode": "sleep", "seconds": 8},
+        )
+        await _running_model(store, settings, job_id)
+        second = await executor("second")
+        # Longer than the first ack wait: heartbeats keep the job where it runs.
+        await wait_until(
+            lambda: (tmp_path / "second.log").read_text().count("consuming") > 0,
+            timeout_s=30,
+            what="the second executor to consume",
+        )
+        started = time.monotonic()
+        await wait_until(lambda: time.monotonic() - started > 4, what="4 s", timeout_s=10)
+        attempts = [
+            e.attempt for e in await events_of(store, "job", job_id) if isinstance(e, JobStarted)
+        ]
+        assert attempts == [1]
+
+        first.kill()
+        await first.wait()
+        killed = time.monotonic()
+
+        async def started_again() -> bool:
+            events = await events_of(store, "job", job_id)
+            return any(isinstance(e, JobStarted) and e.attempt == 2 for e in events)
+
+        await wait_until(started_again, timeout_s=30, what="the job to start again")
+        assert time.monotonic() - killed < 5.0
+        await _ended(store, job_id, timeout_s=30)
+        assert isinstance(
+            terminal_events((await store.read_aggregate("job", job_id)).events)[0], JobSucceeded
+        )
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.returncode is None:
+                proc.kill()
+                await proc.wait()
