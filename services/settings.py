@@ -46,6 +46,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     public_url: str | None = None  # how clients reach the API; signed URLs use it
     max_package_bytes: int = 512 * 1024 * 1024
     max_input_bytes: int = 100 * 1024 * 1024
+    # An input stored for a submission whose job was never appended is removed once it
+    # is this old, by a sweep every input_sweep_interval_s in each API process.
+    input_orphan_age_s: float = 3600.0
+    input_sweep_interval_s: float = 900.0
     read_your_writes_timeout_s: float = 5.0
     max_long_poll_s: float = 60.0
     # Read models: while concurrent work comes in, the projector commits at most this
@@ -127,6 +131,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise SettingsError(f"CLINAI_NATS_SYNC: {err}") from err
         if not 0 <= settings.projection_busy_interval_s <= 1:
             raise SettingsError("CLINAI_PROJECTION_BUSY_INTERVAL_S must be from 0 to 1 (seconds)")
+        if settings.input_orphan_age_s <= 0 or settings.input_sweep_interval_s <= 0:
+            raise SettingsError(
+                "CLINAI_INPUT_ORPHAN_AGE_S and CLINAI_INPUT_SWEEP_INTERVAL_S must be positive"
+            )
         if settings.job_timeout_s > settings.job_timeout_max_s:
             raise SettingsError("CLINAI_JOB_TIMEOUT_S must not exceed CLINAI_JOB_TIMEOUT_MAX_S")
         if settings.webhook_timeout_s <= 0 or settings.webhook_retry_base_s <= 0:

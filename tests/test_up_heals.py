@@ -123,7 +123,7 @@ def _state(pid: int) -> str:
         return ""
 
 
-async def _noop_version(admin: Client) -> str:
+async def noop_version(admin: Client) -> str:
     model = (await admin.post("/v1/models", json={"name": "noop"})).body
     package = zip_folder(NOOP)
     reply = await admin.upload(f"/v1/models/{model['id']}/versions", "package", "p.zip", package)
@@ -175,7 +175,7 @@ async def test_up_heals_after_kill_9_of_nats_and_of_postgres() -> None:
         up = UpStack(tmp / "data")
         try:
             admin = await up.wait_up()
-            version_id = await _noop_version(admin)
+            version_id = await noop_version(admin)
 
             nats_pid = up.nats_pid()
             healed = await _kill_and_heal(up, admin, version_id, nats_pid)

@@ -26,6 +26,7 @@ from services.api import (
     routes_models,
     routes_webhooks,
 )
+from services.api._input_sweep import InputSweep
 from services.api.deps import ApiServices, json_response, services
 from services.api.problems import ApiError, handle_api_error, problem_response
 from services.blobstore import SIGNED_BLOB_ROUTE, BlobStore, FileBlobStore, signed_blob_endpoint
@@ -162,7 +163,22 @@ def create_app(settings: Settings, *, blobs: BlobStore | None = None) -> Starlet
                     rotation_grace_s=settings.webhook_rotation_grace_s,
                 ),
             )
-            yield
+            sweep = InputSweep(
+                blob_store,
+                store,
+                pool,
+                min_age_s=settings.input_orphan_age_s,
+                interval_s=settings.input_sweep_interval_s,
+            )
+            app.state.input_sweep = sweep
+            sweeping = asyncio.create_task(sweep.run())
+            try:
+                yield
+            finally:
+                sweep.close()
+                sweeping.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sweeping
         finally:
             await watermark.stop()
             await pool.close()
