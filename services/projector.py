@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import signal
+
+import asyncpg
 
 from projections import Projector
 from projections.rebuild import rebuild
@@ -16,6 +19,17 @@ from services.settings import Settings, SettingsError
 __all__ = ["rebuild_command", "run_projector"]
 
 log = logging.getLogger("clinai.projector")
+
+_MIN_BACKOFF_S = 0.2
+_MAX_BACKOFF_S = 2.0
+# Postgres is away (refused, shutting down, the connection lost): wait and project again.
+_POSTGRES_AWAY = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+)
 
 
 def _dsn(settings: Settings) -> str:
@@ -41,13 +55,26 @@ async def run_projector(settings: Settings, stop: asyncio.Event | None = None) -
         projector = Projector(
             _dsn(settings), store, busy_interval_s=settings.projection_busy_interval_s
         )
+        postgres = Outage("Postgres", log)
+        backoff = _MIN_BACKOFF_S
         while not stop.is_set():
             round_over = asyncio.Event()
             nats_outage.on_recovered(round_over.set)
             watch = asyncio.ensure_future(stop.wait())
             watch.add_done_callback(functools.partial(_set, round_over))
             try:
+                if postgres.down:
+                    await (await asyncpg.connect(_dsn(settings))).close()
+                    postgres.recovered()
+                    backoff = _MIN_BACKOFF_S
                 await projector.run(round_over)
+            except _POSTGRES_AWAY as err:
+                # Wait for it here rather than exit: one line when it goes, one when back.
+                postgres.failed(err)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), backoff)
+                backoff = min(backoff * 2, _MAX_BACKOFF_S)
+                continue
             finally:
                 watch.cancel()
                 nats_outage.forget(round_over.set)

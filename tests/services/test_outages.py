@@ -23,6 +23,7 @@ from services.outages import Outage
 from services.settings import Settings
 from services.stack import ensure_admin_key
 from tests._infra import short_tmp_dir, wait_until
+from tests.api._client import Client
 from tests.api.conftest import free_port, stop_services, wait_key_works, wait_ready
 
 _SERVICES = ["api", "projector", "builder", "executor", "notifier"]
@@ -80,6 +81,7 @@ class _Stack:
         self.log_path = tmp / "services.log"
         self.procs: list[subprocess.Popen[bytes]] = []
         self.url = ""
+        self.key = ""
 
     def start(self, tmp: Path) -> None:
         nats_url = self.nats.start_blocking()
@@ -104,6 +106,7 @@ class _Stack:
         settings.data_dir.mkdir()
         key = asyncio.run(ensure_admin_key(settings))
         assert key is not None
+        self.key = key
         self.url = settings.api_url
         with open(self.log_path, "wb") as log:
             self.procs = [
@@ -175,3 +178,22 @@ async def test_a_postgres_outage_is_bounded_in_the_logs_and_healthz_says_so(
     outage_stack: _Stack,
 ) -> None:
     await _outage(outage_stack, outage_stack.postgres, "Postgres")
+    # The pools reconnected, and said so once; the projector waited for Postgres
+    # instead of exiting, and projects again.
+    assert all(proc.poll() is None for proc in outage_stack.procs)
+    lines = outage_stack.lines()
+    for service in ("api", "notifier"):
+
+        def back(service: str = service) -> bool:
+            return any(
+                f"clinai.{service} WARNING Postgres is reachable again" in line
+                for line in outage_stack.lines()
+            )
+
+        await wait_until(back, what=f"{service} to see Postgres back", timeout_s=15)
+        assert any(f"clinai.{service} WARNING Postgres is unreachable" in line for line in lines)
+    reply = await Client(outage_stack.url, outage_stack.key).post(
+        "/v1/users", json={"name": "after-the-outage"}
+    )
+    assert reply.status == 201, reply.body
+    await asyncio.to_thread(wait_key_works, outage_stack.url, reply.body["api_key"]["secret"])
