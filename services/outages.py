@@ -102,7 +102,10 @@ class _ToOutage(logging.Filter):
 
 def report_library_failures(logger: logging.Logger, outage: Outage) -> None:
     """Failures a library logs with a traceback at each retry (asyncpg's pool, restoring
-    its connections) are counted by `outage` instead of logged."""
+    its connections) are counted by `outage` instead of logged. It replaces an earlier
+    call's `outage` (a process that opened the service again)."""
+    for earlier in [f for f in logger.filters if isinstance(f, _ToOutage)]:
+        logger.removeFilter(earlier)
     logger.addFilter(_ToOutage(outage))
 
 

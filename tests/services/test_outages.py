@@ -19,7 +19,7 @@ import pytest
 from projections import LIVE_SCHEMA, apply_migrations
 from projections.db import connect
 from services.embedded import EmbeddedNats, EmbeddedPostgres
-from services.outages import Outage
+from services.outages import Outage, report_library_failures
 from services.settings import Settings
 from services.stack import ensure_admin_key
 from tests._infra import short_tmp_dir, wait_until
@@ -64,6 +64,27 @@ def test_an_outage_is_logged_once_down_and_once_back_with_the_count(
     assert all(record.exc_info is None for record in caplog.records)
     assert back == [True]
     assert not outage.down and outage.failures == 0
+
+
+def test_a_librarys_retry_tracebacks_are_counted_not_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    library = logging.getLogger("clinai.test.library")
+    outage = Outage("Postgres", logging.getLogger("clinai.test"))
+    report_library_failures(library, Outage("Postgres", logging.getLogger("clinai.old")))
+    report_library_failures(library, outage)  # replaces the earlier one
+    with caplog.at_level(logging.INFO):
+        for _ in range(50):
+            try:
+                raise ConnectionRefusedError(111, "Connection refused")
+            except OSError:
+                library.warning("Failed to restore the pool connection floor", exc_info=True)
+        library.warning("a warning without a traceback")
+    assert [(r.name, r.getMessage()[:30]) for r in caplog.records] == [
+        ("clinai.test", "Postgres is unreachable: Conne"),
+        ("clinai.test.library", "a warning without a traceback"),
+    ]
+    assert outage.failures == 50
 
 
 def _health(url: str) -> tuple[int, dict]:  # type: ignore[type-arg]
