@@ -140,8 +140,12 @@ def create_app(settings: Settings, *, blobs: BlobStore | None = None) -> Starlet
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        nc = await connect_nats(settings, name="api")
+        # Each dependency's outage is logged once down and once back: exception handlers
+        # report a request that failed on one with `app.state.outages[name].failed(err)`.
+        nats_outage = Outage("NATS", log)
         postgres = Outage("Postgres", log)
+        app.state.outages = {"NATS": nats_outage, "Postgres": postgres}
+        nc = await connect_nats(settings, name="api", outage=nats_outage)
         report_library_failures(logging.getLogger("asyncpg.pool"), postgres)
         pool = await create_pool(  # queries only
             database_url, reset_sessions=False, on_connect=postgres.recovered

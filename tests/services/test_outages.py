@@ -190,9 +190,16 @@ async def _outage(stack: _Stack, server: EmbeddedNats | EmbeddedPostgres, name: 
 async def test_a_nats_outage_is_logged_once_and_healthz_says_so(outage_stack: _Stack) -> None:
     await _outage(outage_stack, outage_stack.nats, "NATS")
     lines = outage_stack.lines()
-    for service in ("api", "projector", "builder", "executor", "notifier"):
+    for service in _SERVICES:
         assert any(f"clinai.{service} WARNING NATS is unreachable" in line for line in lines)
-        assert any(f"clinai.{service} WARNING NATS is reachable again" in line for line in lines)
+
+        def back(service: str = service) -> bool:
+            return any(
+                f"clinai.{service} WARNING NATS is reachable again" in line
+                for line in outage_stack.lines()
+            )
+
+        await wait_until(back, what=f"{service} to see NATS back", timeout_s=15)
 
 
 async def test_a_postgres_outage_is_bounded_in_the_logs_and_healthz_says_so(
