@@ -9,6 +9,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -141,6 +142,16 @@ class _Stack:
             ]
         wait_ready(self.url, self.procs, timeout=60)
         wait_key_works(self.url, key)
+        deadline = time.monotonic() + 60
+        # Every consumer has started (an outage during a start is a failed start).
+        while not all(
+            any(f"clinai.{name} INFO {name}" in line and "consuming" in line for line in lines)
+            for lines in [self.lines()]
+            for name in ("builder", "executor", "notifier")
+        ):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the consumers did not start: {self.lines()}")
+            time.sleep(0.05)  # polling interval, not synchronisation
 
     def lines(self) -> list[str]:
         return self.log_path.read_text(errors="replace").splitlines()
