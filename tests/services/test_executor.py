@@ -20,7 +20,11 @@ from events import (
 )
 from services.blobstore import FileBlobStore
 from services.commands import Commands
+from services.consumer import Delivery
+from services.executor._handler import JobHandler
+from services.executor._local import LocalJobs
 from services.runtime_factory import runtime_work_dir
+from services.runtimes.base import Runtime
 from services.settings import Settings
 from tests._infra import outputs_written, wait_until
 from tests.services._support import (
@@ -321,3 +325,51 @@ async def test_a_crashed_executors_job_runs_again_within_5_s(
             if proc is not None and proc.returncode is None:
                 proc.kill()
                 await proc.wait()
+
+
+async def test_a_job_redelivered_while_it_runs_here_is_decided_when_that_run_ends(
+    tmp_path: Path,
+    settings: Settings,
+    store: EventStore,
+    commands: Commands,
+    blobs: FileBlobStore,
+    runtime: Runtime,
+    version: tuple[str, str],
+) -> None:
+    """The redelivery is not acked at once: had that run then failed to append its end
+    (NATS restarting under it), its nak would answer the older delivery, which the
+    server ignores, and the job would be lost. It waits for the run, then reads the log."""
+    model_id, version_id = version
+    handler = JobHandler(
+        store=store,
+        blobs=blobs,
+        runtime=runtime,
+        local=LocalJobs(),
+        work_dir=tmp_path / "work",
+        worker_id="test",
+        max_attempts=3,
+        max_timeout_s=60,
+    )
+    job_id = await request_job(
+        commands,
+        blobs,
+        model_id=model_id,
+        version_id=version_id,
+        params={"mode": "sleep", "seconds": 2},
+    )
+    history = (await store.read_aggregate("job", job_id)).events
+    requested = history[0]
+
+    def delivery(n: int) -> Delivery:
+        return Delivery(event=requested.event, seq=requested.seq, num_delivered=n, max_deliver=5)
+
+    first = asyncio.create_task(handler(delivery(1)))
+    await _running_model(store, settings, job_id)
+    second = asyncio.create_task(handler(delivery(2)))
+    done, _ = await asyncio.wait({second}, timeout=0.5)
+    assert not done  # it waits for the run here instead of being acked
+    await asyncio.wait_for(first, 30)
+    await asyncio.wait_for(second, 30)
+    history = (await store.read_aggregate("job", job_id)).events
+    assert [type(e) for e in terminal_events(history)] == [JobSucceeded]
+    assert [s.event.attempt for s in history if isinstance(s.event, JobStarted)] == [1]
