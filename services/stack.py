@@ -106,7 +106,7 @@ async def _keep_running(server: EmbeddedServer, what: str, supervisor: Superviso
             try:
                 await server.restart()
                 break
-            except EmbeddedError as err:
+            except (EmbeddedError, OSError) as err:
                 log.error("%s did not restart (%s); trying again in %.1f s", what, err, backoff)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, longest)
