@@ -158,8 +158,11 @@ class UpStack:
     """`clinai up` in a fresh data directory on a free port. Leaving the `with` stops it;
     `remove()` deletes its data directory."""
 
-    def __init__(self, runtime: str, parent: Path = DATA_PARENT) -> None:
+    def __init__(
+        self, runtime: str, parent: Path = DATA_PARENT, env: Mapping[str, str] | None = None
+    ) -> None:
         self.runtime = runtime
+        self.env = dict(env or {})
         parent.mkdir(parents=True, exist_ok=True)
         self.dir = Path(tempfile.mkdtemp(prefix=f"bench-{runtime}-", dir=parent))
         self.proc: subprocess.Popen[str] | None = None
@@ -174,6 +177,7 @@ class UpStack:
             port = s.getsockname()[1]
         env = {k: v for k, v in os.environ.items() if not k.startswith("CLINAI_")}
         env["CLINAI_RUNTIME"] = self.runtime
+        env.update(self.env)
         env["CLINAI_WORKERS_PER_VERSION"] = "2"
         env["CLINAI_DOCKER_BASE_IMAGE"] = os.environ.get(
             "CLINAI_DOCKER_BASE_IMAGE", "clinai/python:3.11-slim"
@@ -342,7 +346,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--data-parent", type=Path, default=DATA_PARENT, help="folder for the stacks' data"
     )
+    parser.add_argument(
+        "--nats-sync-ab",
+        metavar="A,B",
+        help="instead: the no-op job path under two CLINAI_NATS_SYNC values (e.g. always,2m), "
+        "one stack each, measured in alternating bursts (--rounds)",
+    )
+    parser.add_argument("--rounds", type=int, default=4, help="bursts per setting (A/B)")
     args = parser.parse_args(argv)
+    if args.nats_sync_ab:
+        from bench._sync_ab import run_ab
+
+        run_ab(args.nats_sync_ab.split(","), args)
+        return
     runtimes = ["process", "docker"] if args.runtime == "both" else [args.runtime]
     results = {}
     stacks: list[UpStack] = []

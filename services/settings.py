@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from services.embedded.nats import validate_sync
+
 __all__ = ["Settings", "SettingsError"]
 
 _DEBIAN_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
@@ -37,12 +39,19 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     database_url: str | None = None
     stream_name: str = "CLINAI"
     stream_replicas: int = 1
+    # The embedded NATS's JetStream sync_interval: "always" fsyncs each append before it
+    # is acknowledged (survives a power loss); a duration such as "2m" flushes that often.
+    nats_sync: str = "always"
     # HTTP API
     host: str = "127.0.0.1"
     port: int = 8000
     public_url: str | None = None  # how clients reach the API; signed URLs use it
     max_package_bytes: int = 512 * 1024 * 1024
     max_input_bytes: int = 100 * 1024 * 1024
+    # An input stored for a submission whose job was never appended is removed once it
+    # is this old, by a sweep every input_sweep_interval_s in each API process.
+    input_orphan_age_s: float = 3600.0
+    input_sweep_interval_s: float = 900.0
     read_your_writes_timeout_s: float = 5.0
     max_long_poll_s: float = 60.0
     # A request's head (request line and headers): larger ones are answered 431.
@@ -141,12 +150,20 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             )
         if settings.stream_replicas not in (1, 3, 5):
             raise SettingsError("CLINAI_STREAM_REPLICAS must be 1, 3 or 5")
+        try:
+            validate_sync(settings.nats_sync)
+        except ValueError as err:
+            raise SettingsError(f"CLINAI_NATS_SYNC: {err}") from err
         if not 0 <= settings.projection_busy_interval_s <= 1:
             raise SettingsError("CLINAI_PROJECTION_BUSY_INTERVAL_S must be from 0 to 1 (seconds)")
         if settings.ready_projection_lag < 0 or settings.ready_projection_stall_s <= 0:
             raise SettingsError(
                 "CLINAI_READY_PROJECTION_LAG must not be negative and "
                 "CLINAI_READY_PROJECTION_STALL_S must be positive"
+            )
+        if settings.input_orphan_age_s <= 0 or settings.input_sweep_interval_s <= 0:
+            raise SettingsError(
+                "CLINAI_INPUT_ORPHAN_AGE_S and CLINAI_INPUT_SWEEP_INTERVAL_S must be positive"
             )
         if settings.job_timeout_s > settings.job_timeout_max_s:
             raise SettingsError("CLINAI_JOB_TIMEOUT_S must not exceed CLINAI_JOB_TIMEOUT_MAX_S")
