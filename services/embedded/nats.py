@@ -47,9 +47,12 @@ def validate_sync(sync: str) -> str:
     return sync
 
 
-def _write_config(path: Path, sync: str) -> None:
+def _write_config(path: Path, sync: str, max_payload: int | None) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(f'jetstream {{\n  sync_interval: "{sync}"\n}}\n')
+    text = f'jetstream {{\n  sync_interval: "{sync}"\n}}\n'
+    if max_payload is not None:
+        text += f"max_payload: {max_payload}\n"
+    tmp.write_text(text)
     tmp.replace(path)
 
 
@@ -134,12 +137,16 @@ class EmbeddedNats(EmbeddedServer):
         *,
         binary: Path | None = None,
         sync: str = "always",
+        max_payload: int | None = None,
         startup_timeout: float = 15.0,
         stop_timeout: float = 10.0,
     ) -> None:
         super().__init__(data_dir, port, startup_timeout=startup_timeout, stop_timeout=stop_timeout)
         self._binary = binary
         self.sync = validate_sync(sync)
+        if max_payload is not None and max_payload < 1024:
+            raise ValueError(f"max_payload must be at least 1024 bytes, got {max_payload}")
+        self.max_payload = max_payload  # None: the server's default (1 MiB)
         self._url: str | None = None
 
     @property
@@ -158,7 +165,7 @@ class EmbeddedNats(EmbeddedServer):
             self._refuse_if_running(pid_file, store)
             port_file = self.data_dir / "port"
             config = self.data_dir / "nats-server.conf"
-            _write_config(config, self.sync)
+            _write_config(config, self.sync, self.max_payload)
 
             def build(port: int) -> ManagedProcess:
                 argv = [str(binary), "--config", str(config)]
