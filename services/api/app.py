@@ -22,6 +22,7 @@ from services.api import (
     routes_events,
     routes_jobs,
     routes_keys,
+    routes_limits,
     routes_models,
     routes_webhooks,
 )
@@ -135,6 +136,7 @@ def create_app(settings: Settings, *, blobs: BlobStore | None = None) -> Starlet
                     rotation_grace_s=settings.webhook_rotation_grace_s,
                 ),
             )
+            await app.state.services.rate_limiter.open()
             yield
         finally:
             await watermark.stop()
@@ -148,6 +150,7 @@ def create_app(settings: Settings, *, blobs: BlobStore | None = None) -> Starlet
         *routes_models.routes,
         *routes_jobs.routes,
         *routes_keys.routes,
+        *routes_limits.routes,
         *routes_webhooks.routes,
         *routes_events.routes,
     ]

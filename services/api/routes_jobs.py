@@ -43,6 +43,7 @@ async def create_job(request: Request) -> Response:
     svc = services(request)
     caller = await svc.caller(request)
     wait = _wait_s(svc, request)
+    await svc.admission.check(caller.user_id)
     started = time.monotonic()
     ctx = svc.context(request, caller)
     blobs = svc.blobs
@@ -83,6 +84,7 @@ async def create_job(request: Request) -> Response:
             )
         except CommandError as err:
             raise command_error(err) from err
+        svc.admission.submitted(caller.user_id, seq)
     finally:
         form.discard()  # unless it was moved into the store
     deadline = started + wait

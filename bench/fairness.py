@@ -1,0 +1,202 @@
+"""One owner floods the queue: another owner's single job, during the flood and idle.
+
+    python -m bench.fairness [--flood 500] [--samples 100] [--window N] [--runtime process]
+
+On a `clinai up` stack (as `bench.jobs` starts it), users A and B each get a private
+copy of the no-op model (`bench/noop-model`). Idle: B runs `--samples` jobs one after
+another (submit, then long poll until it has ended). Flood: A submits `--flood` no-op
+jobs as fast as 32 connections carry them, without waiting for them; meanwhile B runs
+jobs one after another until A's last job has ended. Floods repeat until B has
+`--samples` jobs measured during one. Printed: B's latency p50/p99 idle and during the
+flood, how long A's flood took to drain (what B would wait in a first-come queue), the
+no-op job's run time at the executor (median started -> finished of A's jobs), and the
+target: flood p99 <= 2 x idle p99 + one job's run time.
+
+`--window N` sets `CLINAI_EXECUTOR_WINDOW` (default: the setting's default); the smallest
+window, `--window 8` (the executor's slots), takes jobs first come, first served.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+import uuid
+from datetime import datetime
+from typing import Any
+
+from bench._http import HttpClient
+from bench.jobs import NOOP, Api, UpStack, _pct, _png
+from services.package_zip import zip_folder
+
+__all__ = ["main"]
+
+_FLOOD_CONNECTIONS = 32
+_ENDED = frozenset({"succeeded", "failed", "canceled"})
+
+
+async def _user(admin: Api, url: str, name: str) -> tuple[HttpClient, Api]:
+    created = await admin.call("POST", "/v1/users", json={"name": f"{name}-{uuid.uuid4().hex[:6]}"})
+    http = HttpClient(url, headers={"Authorization": f"Bearer {created['api_key']['secret']}"})
+    api = Api(http)
+    await api.call("GET", "/v1/me", params={"after_seq": str(created["seq"])})
+    return http, api
+
+
+async def _noop_version(api: Api) -> str:
+    model = await api.call("POST", "/v1/models", json={"name": f"noop-{uuid.uuid4().hex[:8]}"})
+    version = await api.wait_built(await api.upload(model["id"], zip_folder(NOOP)))
+    return str(version["id"])
+
+
+async def _flood(api: Api, version_id: str, png: bytes, jobs: int) -> list[str]:
+    """Submit `jobs` jobs over many connections; their ids, in submission order."""
+    headers, body = api.form(version_id, png)
+    ids: list[str] = []
+    remaining = jobs
+
+    async def submitter() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            created = await api.call("POST", "/v1/jobs", headers=headers, body=body)
+            ids.append(created["id"])
+
+    await asyncio.gather(*(submitter() for _ in range(_FLOOD_CONNECTIONS)))
+    return ids
+
+
+class _Sample:
+    """One of B's jobs: seconds to the submission's answer, in the executor's queue,
+    and in all (submit to ended, seen through the API)."""
+
+    def __init__(self, submit: float, queued: float, total: float) -> None:
+        self.submit, self.queued, self.total = submit, queued, total
+
+
+async def _job(api: Api, version_id: str, png: bytes) -> _Sample:
+    headers, body = api.form(version_id, png)
+    started = time.perf_counter()
+    created = await api.call("POST", "/v1/jobs", headers=headers, body=body)
+    submit = time.perf_counter() - started
+    job = created
+    while job["status"] not in _ENDED:
+        job = await api.call("GET", f"/v1/jobs/{created['id']}?wait=30&after_seq={created['seq']}")
+    total = time.perf_counter() - started
+    if job["status"] != "succeeded":
+        raise RuntimeError(f"job {job['status']}: {job.get('error_message')}")
+    return _Sample(submit, float((job.get("timings") or {}).get("queued_s", 0.0)), total)
+
+
+async def _ended(api: Api, job_id: str) -> dict[str, Any]:
+    while True:
+        job = await api.call("GET", f"/v1/jobs/{job_id}", params={"wait": "30"})
+        if job["status"] in _ENDED:
+            return dict(job)
+
+
+async def _run_seconds(api: Api, job_ids: list[str]) -> list[float]:
+    """Started -> finished of each job, at the executor (its slot's hold time)."""
+    seconds = []
+    for job_id in job_ids:
+        job = await api.call("GET", f"/v1/jobs/{job_id}")
+        if job.get("started_at") and job.get("finished_at"):
+            started = datetime.fromisoformat(job["started_at"])
+            finished = datetime.fromisoformat(job["finished_at"])
+            seconds.append((finished - started).total_seconds())
+    return seconds
+
+
+async def _measure(url: str, key: str, flood: int, samples: int) -> dict[str, float]:
+    png = _png()
+    out: dict[str, float] = {}
+    async with HttpClient(url, headers={"Authorization": f"Bearer {key}"}) as admin_http:
+        admin = Api(admin_http)
+        a_http, a = await _user(admin, url, "flooder")
+        b_http, b = await _user(admin, url, "bystander")
+        try:
+            a_version, b_version = await _noop_version(a), await _noop_version(b)
+            for _ in range(8):  # warm both owners' workers
+                await asyncio.gather(a.job(a_version, png), b.job(b_version, png))
+
+            idle = [await _job(b, b_version, png) for _ in range(samples)]
+            during: list[_Sample] = []
+            drains: list[float] = []
+            run_s: list[float] = []
+            while len(during) < samples:
+                started = time.perf_counter()
+                submitting = asyncio.ensure_future(_flood(a, a_version, png, flood))
+                # B starts once A's flood is under way.
+                await asyncio.sleep(0.05)  # let the flood's first submissions land
+                while not submitting.done():
+                    during.append(await _job(b, b_version, png))
+                ids = submitting.result()
+                last = asyncio.ensure_future(_ended(a, ids[-1]))
+                while not last.done():
+                    during.append(await _job(b, b_version, png))
+                await last
+                drains.append(time.perf_counter() - started)
+                run_s += await _run_seconds(a, ids[:: max(1, len(ids) // 100)])
+        finally:
+            await a_http.close()
+            await b_http.close()
+    for name, sampled in (("idle", idle), ("flood", during)):
+        for part in ("total", "submit", "queued"):
+            values = [getattr(s, part) for s in sampled]
+            suffix = "" if part == "total" else f"_{part}"
+            out[f"{name}{suffix}_p50_ms"] = statistics.median(values) * 1000
+            out[f"{name}{suffix}_p99_ms"] = _pct(values, 0.99) * 1000
+    out["flood_samples"] = float(len(during))
+    out["flood_drain_s"] = statistics.median(drains)
+    out["run_ms"] = statistics.median(run_s) * 1000 if run_s else 0.0
+    out["target_ms"] = 2 * out["idle_p99_ms"] + out["run_ms"]
+    return out
+
+
+def _print(flood: int, result: dict[str, float]) -> None:
+    rows = [
+        ("B's job, idle stack, p50 (ms)", "idle_p50_ms", "{:.1f}"),
+        ("B's job, idle stack, p99 (ms)", "idle_p99_ms", "{:.1f}"),
+        (f"B's job, during A's flood of {flood}, p50 (ms)", "flood_p50_ms", "{:.1f}"),
+        (f"B's job, during A's flood of {flood}, p99 (ms)", "flood_p99_ms", "{:.1f}"),
+        ("  B's jobs measured during floods", "flood_samples", "{:.0f}"),
+        ("  of which submission answered, idle p50/p99", "idle_submit", "pair"),
+        ("  of which submission answered, flood p50/p99", "flood_submit", "pair"),
+        ("  of which in the executor's queue, idle p50/p99", "idle_queued", "pair"),
+        ("  of which in the executor's queue, flood p50/p99", "flood_queued", "pair"),
+        ("A's flood, submit to last job ended (s)", "flood_drain_s", "{:.2f}"),
+        ("no-op job's run time at the executor (ms)", "run_ms", "{:.1f}"),
+        ("target: 2 x idle p99 + run time (ms)", "target_ms", "{:.1f}"),
+    ]
+    for label, key, fmt in rows:
+        if fmt == "pair":
+            cell = f"{result[key + '_p50_ms']:.1f} / {result[key + '_p99_ms']:.1f}"
+        else:
+            cell = fmt.format(result[key])
+        print(f"{label:52}{cell:>16}")
+    verdict = "met" if result["flood_p99_ms"] <= result["target_ms"] else "NOT met"
+    print(f"{'target':52}{verdict:>16}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--runtime", choices=["process", "docker"], default="process")
+    parser.add_argument("--flood", type=int, default=500, help="jobs A submits at once")
+    parser.add_argument("--samples", type=int, default=100, help="B's jobs per measurement")
+    parser.add_argument("--window", type=int, default=None, help="CLINAI_EXECUTOR_WINDOW")
+    args = parser.parse_args(argv)
+    env: dict[str, str] = {}
+    if args.window is not None:
+        env["CLINAI_EXECUTOR_WINDOW"] = str(args.window)
+    stack = UpStack(args.runtime, env=env)
+    try:
+        with stack:
+            result = asyncio.run(_measure(stack.url, stack.key, args.flood, args.samples))
+    finally:
+        stack.remove()
+    _print(args.flood, result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""Commands per API key: a token bucket (GCRA, the generic cell rate algorithm), held
+in Postgres so that every API process shares it.
+
+A key may send `burst` commands at once, then one every `1 / rate` seconds. The bucket
+is one number per key, its theoretical arrival time (TAT), updated by one atomic
+`INSERT ... ON CONFLICT DO UPDATE ... WHERE` on the database's clock: no round trip
+more than that one statement, no clock skew between API hosts, no lost update between
+processes. The table is UNLOGGED (no WAL, no fsync: a crash of Postgres empties it,
+which only resets the buckets) in its own schema, apart from the read models.
+
+Why not the `limits` package: it offers fixed, moving and sliding windows, not a token
+bucket, and stores counters in Redis, Memcached or MongoDB only; a storage adapter for
+Postgres would take several round trips per hit where GCRA takes one statement.
+"""
+
+from __future__ import annotations
+
+import math
+
+import asyncpg
+import msgspec
+
+from services.api.problems import ApiError
+
+__all__ = ["RateDecision", "RateLimiter"]
+
+_SCHEMA = "clinai_api"
+
+_CREATE = f"""
+CREATE SCHEMA IF NOT EXISTS {_SCHEMA};
+CREATE UNLOGGED TABLE IF NOT EXISTS {_SCHEMA}.rate_buckets (
+    key text PRIMARY KEY,
+    tat double precision NOT NULL  -- seconds since the epoch, the database's clock
+);
+"""
+
+# $1 key, $2 emission interval T (s), $3 burst tolerance tau = T * burst (s).
+# Allowed when max(tat, now) + T - now <= tau; then tat := max(tat, now) + T. The final
+# SELECT reads the table as it was before the statement: the TAT that refused it.
+_HIT = f"""
+WITH clock AS (SELECT extract(epoch FROM clock_timestamp())::double precision AS now),
+hit AS (
+    INSERT INTO {_SCHEMA}.rate_buckets AS b (key, tat)
+    SELECT $1, clock.now + $2 FROM clock
+    ON CONFLICT (key) DO UPDATE
+        SET tat = greatest(b.tat, EXCLUDED.tat - $2) + $2
+        WHERE greatest(b.tat, EXCLUDED.tat - $2) + $2 - (EXCLUDED.tat - $2) <= $3
+    RETURNING tat
+)
+SELECT (SELECT now FROM clock) AS now, (SELECT tat FROM hit) AS granted,
+       (SELECT tat FROM {_SCHEMA}.rate_buckets WHERE key = $1) AS before
+"""
+
+
+class RateDecision(msgspec.Struct, frozen=True):
+    allowed: bool
+    limit: int  # the burst: commands that may be sent at once
+    remaining: int  # commands that may be sent now
+    reset_s: float  # until the bucket is full again
+    retry_after_s: float  # until the next command is allowed (0 when allowed)
+
+    def headers(self) -> dict[str, str]:
+        headers = {
+            "RateLimit-Limit": str(self.limit),
+            "RateLimit-Remaining": str(self.remaining),
+            "RateLimit-Reset": str(math.ceil(self.reset_s)),
+        }
+        if not self.allowed:
+            headers["Retry-After"] = str(max(1, math.ceil(self.retry_after_s)))
+        return headers
+
+
+class RateLimiter:
+    """`rate_per_s` commands a second per key, `burst` at once; 0: no limit."""
+
+    def __init__(self, pool: asyncpg.Pool, *, rate_per_s: float, burst: int) -> None:
+        if rate_per_s < 0 or burst < 1:
+            raise ValueError("rate_per_s must not be negative and burst must be at least 1")
+        self._pool = pool
+        self._burst = burst
+        self._interval = 1.0 / rate_per_s if rate_per_s else 0.0
+        self._tolerance = self._interval * burst
+        self.enabled = rate_per_s > 0
+
+    async def open(self) -> None:
+        """Create the buckets' table (once, whichever API process comes first)."""
+        if not self.enabled:
+            return
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", _SCHEMA)
+            await conn.execute(_CREATE)
+
+    async def hit(self, key: str) -> RateDecision:
+        row = await self._pool.fetchrow(_HIT, key, self._interval, self._tolerance)
+        now, granted, before = row["now"], row["granted"], row["before"]
+        t, tau = self._interval, self._tolerance
+        if granted is not None:
+            remaining = int((tau - (granted - now)) / t + 1e-9)
+            return RateDecision(True, self._burst, remaining, max(0.0, granted - now), 0.0)
+        return RateDecision(
+            False, self._burst, 0, max(0.0, before - now), max(0.0, before + t - tau - now)
+        )
+
+    async def check(self, key: str) -> RateDecision:
+        """The decision for one command of `key`; 429 when it is over the limit."""
+        decision = await self.hit(key)
+        if not decision.allowed:
+            raise ApiError(
+                429,
+                "Too many requests",
+                f"this API key may send {self._burst} commands at once and then "
+                f"{1 / self._interval:g} a second (settings CLINAI_RATE_LIMIT_BURST and "
+                f"CLINAI_RATE_LIMIT_PER_S); retry after {decision.headers()['Retry-After']} s",
+                headers=decision.headers(),
+                extra={"limit": "rate_limit", "setting": "CLINAI_RATE_LIMIT_PER_S"},
+            )
+        return decision
