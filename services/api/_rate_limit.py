@@ -16,15 +16,18 @@ Postgres would take several round trips per hit where GCRA takes one statement.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import asyncpg
 import msgspec
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.api.problems import ApiError
 
-__all__ = ["RateDecision", "RateLimiter"]
+__all__ = ["RATE_STATE", "RateDecision", "RateLimitHeaders", "RateLimiter"]
 
 _SCHEMA = "clinai_api"
+RATE_STATE = "rate_limit"  # where a request's decision is kept in `request.state`
 
 _CREATE = f"""
 CREATE SCHEMA IF NOT EXISTS {_SCHEMA};
@@ -115,3 +118,33 @@ class RateLimiter:
                 extra={"limit": "rate_limit", "setting": "CLINAI_RATE_LIMIT_PER_S"},
             )
         return decision
+
+
+class RateLimitHeaders:
+    """ASGI middleware: a command's response carries its key's `RateLimit-*` headers
+    (the decision `request.state.rate_limit`). Queries pass straight through."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD"):
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                state: dict[str, Any] = scope.get("state") or {}
+                decision = state.get(RATE_STATE)
+                headers = list(message.get("headers", ()))
+                if isinstance(decision, RateDecision) and not any(
+                    name.lower() == b"ratelimit-limit" for name, _ in headers
+                ):
+                    headers += [
+                        (name.lower().encode(), value.encode())
+                        for name, value in decision.headers().items()
+                    ]
+                    message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -26,6 +27,7 @@ from services.api import (
     routes_models,
     routes_webhooks,
 )
+from services.api._rate_limit import RateLimitHeaders
 from services.api.deps import ApiServices, json_response, services
 from services.api.problems import ApiError, handle_api_error, problem_response
 from services.blobstore import SIGNED_BLOB_ROUTE, BlobStore, FileBlobStore, signed_blob_endpoint
@@ -159,6 +161,7 @@ def create_app(settings: Settings, *, blobs: BlobStore | None = None) -> Starlet
     return Starlette(
         routes=routes,
         lifespan=lifespan,
+        middleware=[Middleware(RateLimitHeaders)],
         exception_handlers={
             ApiError: handle_api_error,
             HTTPException: _http_exception,

@@ -21,7 +21,7 @@ from projections.watermark import ProjectionWatermark
 from services.access import can_read_model
 from services.api._admission import JobAdmission
 from services.api._job_waits import JobWaits
-from services.api._rate_limit import RateLimiter
+from services.api._rate_limit import RATE_STATE, RateLimiter
 from services.api._ready_versions import ReadyVersions
 from services.api.auth import KeyCache, Principal, authenticate
 from services.api.bodies import read_body
@@ -100,7 +100,8 @@ class ApiServices:
         await wait_for_projection(request)
         principal = await authenticate(request, self.keys)
         if request.method not in _QUERY_METHODS and self.rate_limiter.enabled:
-            await self.rate_limiter.check(principal.key_id)
+            decision = await self.rate_limiter.check(principal.key_id)
+            setattr(request.state, RATE_STATE, decision)  # see RateLimitHeaders
         return principal
 
     def context(self, request: Request, principal: Principal) -> CommandContext:

@@ -129,6 +129,10 @@ async def test_the_rate_limit_holds_across_two_api_processes(limits_stack: Stack
         assert (await other.get("/v1/models")).status == 200
     statuses = [r.status for r in replies]
     assert statuses == [201] * BURST + [429, 429], statuses
+    # Every command's answer says what is left, whichever process answered it.
+    remaining = [int(r.headers["ratelimit-remaining"]) for r in replies[:BURST]]
+    assert remaining == list(range(BURST - 1, -1, -1)), remaining
+    assert "ratelimit-limit" not in (await rita.get("/v1/me")).headers
     refused = replies[-1]
     assert int(refused.headers["retry-after"]) >= 1
     assert refused.headers["ratelimit-limit"] == str(BURST)
