@@ -6,6 +6,8 @@ from typing import Any
 
 import msgspec
 
+from projections.apply import PROJECTION
+
 __all__ = ["OwnerQueue", "UserLimitsView", "get_user_limits", "owner_queue"]
 
 
@@ -19,17 +21,25 @@ class UserLimitsView(msgspec.Struct, frozen=True, kw_only=True):
 class OwnerQueue(msgspec.Struct, frozen=True, kw_only=True):
     queued: int  # jobs of the owner waiting to start
     max_queued_jobs: int | None  # the user's own limit; None: the default
+    checkpoint: int  # the last event the count includes (the same snapshot)
 
 
 async def owner_queue(db: Any, owner: str) -> OwnerQueue:
-    """One round trip: the owner's queued jobs (a partial index holds only queued ones)
-    and their own queued-jobs limit."""
+    """One round trip: the owner's queued jobs (a partial index holds the jobs not
+    started), their own queued-jobs limit, and the checkpoint of that snapshot."""
     row = await db.fetchrow(
-        "SELECT (SELECT count(*) FROM jobs WHERE owner = $1 AND status = 'queued') AS queued, "
-        "(SELECT max_queued_jobs FROM users WHERE id = $1) AS max_queued_jobs",
+        "SELECT (SELECT count(*) FROM jobs WHERE owner = $1 AND started_at IS NULL "
+        "AND status = 'queued') AS queued, "
+        "(SELECT max_queued_jobs FROM users WHERE id = $1) AS max_queued_jobs, "
+        "(SELECT last_seq FROM checkpoint WHERE projection = $2) AS checkpoint",
         owner,
+        PROJECTION,
     )
-    return OwnerQueue(queued=int(row["queued"]), max_queued_jobs=row["max_queued_jobs"])
+    return OwnerQueue(
+        queued=int(row["queued"]),
+        max_queued_jobs=row["max_queued_jobs"],
+        checkpoint=int(row["checkpoint"] or 0),
+    )
 
 
 async def get_user_limits(db: Any, user_id: str) -> UserLimitsView | None:
