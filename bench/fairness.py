@@ -8,7 +8,8 @@ another (submit, then long poll until it has ended). Flood: A submits `--flood` 
 jobs as fast as 32 connections carry them, without waiting for them; meanwhile B runs
 jobs one after another, counted under "while A submits" until A's last submission is
 answered, then under "while A's backlog drains" until A's last job has ended. Floods
-repeat until B has `--samples` jobs measured while a backlog drains. Printed per phase:
+repeat until B has `--samples` jobs measured while a backlog drains (while A submits or
+its backlog drains, `--rate-limited`). Printed per phase:
 B's latency p50/p99 in all, to the submission's answer and in the executor's queue;
 how long A's flood took (what B would wait in a first-come queue); the no-op job's run
 time at the executor; and the target: p99 <= 2 x idle p99 + one job's run time.
@@ -52,11 +53,13 @@ async def _noop_version(api: Api) -> str:
     return str(version["id"])
 
 
-async def _flood(api: Api, version_id: str, png: bytes, jobs: int, rate_limited: bool) -> list[str]:
-    """Submit `jobs` jobs over many connections; their ids, in the order answered.
+async def _flood(
+    api: Api, version_id: str, png: bytes, jobs: int, rate_limited: bool
+) -> list[tuple[str, int]]:
+    """Submit `jobs` jobs over many connections; their (id, seq), in the order answered.
     `rate_limited`: a submission refused with 429 is sent again a second later."""
     headers, body = api.form(version_id, png)
-    ids: list[str] = []
+    ids: list[tuple[str, int]] = []
     remaining = jobs
 
     async def submitter() -> None:
@@ -70,7 +73,8 @@ async def _flood(api: Api, version_id: str, png: bytes, jobs: int, rate_limited:
                 await asyncio.sleep(1.0)  # as Retry-After says
             if reply.status >= 400:
                 raise RuntimeError(f"POST /v1/jobs: {reply.status} {reply.json()}")
-            ids.append(reply.json()["id"])
+            created = reply.json()
+            ids.append((created["id"], created["seq"]))
 
     await asyncio.gather(*(submitter() for _ in range(_FLOOD_CONNECTIONS)))
     return ids
@@ -98,9 +102,11 @@ async def _job(api: Api, version_id: str, png: bytes) -> _Sample:
     return _Sample(submit, float((job.get("timings") or {}).get("queued_s", 0.0)), total)
 
 
-async def _ended(api: Api, job_id: str) -> dict[str, Any]:
+async def _ended(api: Api, job_id: str, seq: int) -> dict[str, Any]:
     while True:
-        job = await api.call("GET", f"/v1/jobs/{job_id}", params={"wait": "30"})
+        job = await api.call(
+            "GET", f"/v1/jobs/{job_id}", params={"wait": "30", "after_seq": str(seq)}
+        )
         if job["status"] in _ENDED:
             return dict(job)
 
@@ -134,19 +140,21 @@ async def _measure(
             phases["idle"] = [await _job(b, b_version, png) for _ in range(samples)]
             drains: list[float] = []
             run_s: list[float] = []
-            while len(phases["draining"]) < samples:
+            # Rate-limited, A's backlog hardly outlives its submissions: count both phases.
+            counted = ("submitting", "draining") if rate_limited else ("draining",)
+            while sum(len(phases[p]) for p in counted) < samples:
                 started = time.perf_counter()
                 submitting = asyncio.ensure_future(_flood(a, a_version, png, flood, rate_limited))
                 await asyncio.sleep(0.05)  # B starts once A's flood is under way
                 while not submitting.done():
                     phases["submitting"].append(await _job(b, b_version, png))
                 ids = submitting.result()
-                last = asyncio.ensure_future(_ended(a, ids[-1]))
+                last = asyncio.ensure_future(_ended(a, *ids[-1]))
                 while not last.done():
                     phases["draining"].append(await _job(b, b_version, png))
                 await last
                 drains.append(time.perf_counter() - started)
-                run_s += await _run_seconds(a, ids[:: max(1, len(ids) // 100)])
+                run_s += await _run_seconds(a, [job for job, _ in ids[:: max(1, len(ids) // 100)]])
         finally:
             await a_http.close()
             await b_http.close()

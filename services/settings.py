@@ -84,6 +84,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # rate_limit_per_s holding up to rate_limit_burst; 0 turns the limit off.
     rate_limit_per_s: float = 50.0
     rate_limit_burst: int = 200
+    # Commands of one key in progress at once in one API process (the others wait their
+    # turn), so that one key's burst does not queue every other caller behind it; 0: none.
+    max_concurrent_commands_per_key: int = 4
     docker_base_image: str = "python:3.11-slim"
     docker_host: str | None = None
     registry: str | None = None  # CLINAI_REGISTRY: push docker images there, run by digest
@@ -150,6 +153,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             )
         if settings.executor_window < settings.workers_total:
             raise SettingsError("CLINAI_EXECUTOR_WINDOW must be at least CLINAI_WORKERS_TOTAL")
+        if settings.max_concurrent_commands_per_key < 0:
+            raise SettingsError("CLINAI_MAX_CONCURRENT_COMMANDS_PER_KEY must not be negative")
         if settings.rate_limit_per_s < 0 or settings.rate_limit_burst < 1:
             raise SettingsError(
                 "CLINAI_RATE_LIMIT_PER_S must not be negative (0: no limit) and "

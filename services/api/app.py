@@ -27,6 +27,7 @@ from services.api import (
     routes_models,
     routes_webhooks,
 )
+from services.api._key_slots import ReleaseKeySlot
 from services.api._rate_limit import RateLimitHeaders
 from services.api.deps import ApiServices, json_response, services
 from services.api.problems import ApiError, handle_api_error, problem_response
@@ -161,7 +162,7 @@ def create_app(settings: Settings, *, blobs: BlobStore | None = None) -> Starlet
     return Starlette(
         routes=routes,
         lifespan=lifespan,
-        middleware=[Middleware(RateLimitHeaders)],
+        middleware=[Middleware(ReleaseKeySlot), Middleware(RateLimitHeaders)],
         exception_handlers={
             ApiError: handle_api_error,
             HTTPException: _http_exception,

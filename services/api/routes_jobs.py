@@ -87,6 +87,7 @@ async def create_job(request: Request) -> Response:
         svc.admission.submitted(caller.user_id, seq)
     finally:
         form.discard()  # unless it was moved into the store
+        svc.command_done(request)  # ?wait= below waits without holding the key's slot
     deadline = started + wait
     if wait > 0:
         # No read of the job before it has ended: it is queued until the notices say.
