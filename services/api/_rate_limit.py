@@ -16,6 +16,7 @@ Postgres would take several round trips per hit where GCRA takes one statement.
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import asyncpg
@@ -37,22 +38,41 @@ CREATE UNLOGGED TABLE IF NOT EXISTS {_SCHEMA}.rate_buckets (
 );
 """
 
-# $1 key, $2 emission interval T (s), $3 burst tolerance tau = T * burst (s).
-# Allowed when max(tat, now) + T - now <= tau; then tat := max(tat, now) + T. The final
-# SELECT reads the table as it was before the statement: the TAT that refused it.
+# $1 key, $2 emission interval T (s), $3 burst tolerance tau = T * burst (s), $4 the
+# tokens wanted, n (at most the burst). A command fits when max(tat, now) + T - now <=
+# tau; k = min(n, the commands that fit) are granted: tat := max(tat, now) + k * T.
+# The row proposed for a new key carries now + n * T, so EXCLUDED.tat - n * T is the
+# statement's clock. The final SELECT reads the table as it was before the statement.
+_NOW = "(EXCLUDED.tat - $4::integer * $2::double precision)"
+_FIT = f"floor(($3::double precision - (greatest(b.tat, {_NOW}) - {_NOW})) / $2 + 1e-9)"
 _HIT = f"""
 WITH clock AS (SELECT extract(epoch FROM clock_timestamp())::double precision AS now),
 hit AS (
     INSERT INTO {_SCHEMA}.rate_buckets AS b (key, tat)
-    SELECT $1, clock.now + $2 FROM clock
+    SELECT $1::text, clock.now + $4::integer * $2::double precision FROM clock
     ON CONFLICT (key) DO UPDATE
-        SET tat = greatest(b.tat, EXCLUDED.tat - $2) + $2
-        WHERE greatest(b.tat, EXCLUDED.tat - $2) + $2 - (EXCLUDED.tat - $2) <= $3
+        SET tat = greatest(b.tat, {_NOW}) + least($4, {_FIT}) * $2
+        WHERE {_FIT} >= 1
     RETURNING tat
 )
 SELECT (SELECT now FROM clock) AS now, (SELECT tat FROM hit) AS granted,
        (SELECT tat FROM {_SCHEMA}.rate_buckets WHERE key = $1) AS before
 """
+# How long tokens taken ahead stay usable in this process, and the most taken at once
+# (as a share of the burst).
+_LEASE_S = 0.25
+_LEASE_SHARE = 4
+_LEASES_KEPT = 10_000
+
+
+class _Lease(msgspec.Struct):
+    """Tokens this process took ahead for a key, to spend without asking Postgres."""
+
+    tokens: int  # left to spend
+    until: float  # monotonic time they stop being usable
+    size: int  # how many were taken
+    remaining: int  # the bucket's own remaining when they were taken
+    reset_at: float  # monotonic time the bucket is full again (without more commands)
 
 
 class RateDecision(msgspec.Struct, frozen=True):
@@ -83,6 +103,8 @@ class RateLimiter:
         self._burst = burst
         self._interval = 1.0 / rate_per_s if rate_per_s else 0.0
         self._tolerance = self._interval * burst
+        self._max_lease = max(1, min(burst // _LEASE_SHARE, int(rate_per_s * _LEASE_S)))
+        self._leases: dict[str, _Lease] = {}
         self.enabled = rate_per_s > 0
 
     async def open(self) -> None:
@@ -94,15 +116,51 @@ class RateLimiter:
             await conn.execute(_CREATE)
 
     async def hit(self, key: str) -> RateDecision:
-        row = await self._pool.fetchrow(_HIT, key, self._interval, self._tolerance)
-        now, granted, before = row["now"], row["granted"], row["before"]
+        """One token for `key`: from this process's lease while it lasts, else from the
+        bucket in Postgres. A key that used up its last lease in time takes twice as
+        many next time, up to a quarter of the burst or of a second's rate; its tokens
+        not spent within `_LEASE_S` are lost (a key whose pace drops loses at most that
+        quarter second's refill)."""
+        now = time.monotonic()
+        lease = self._leases.get(key)
+        if lease is not None and lease.tokens and now < lease.until:
+            lease.tokens -= 1
+            return RateDecision(
+                True,
+                self._burst,
+                lease.remaining + lease.tokens,
+                max(0.0, lease.reset_at - now),
+                0.0,
+            )
+        wanted = 1
+        if lease is not None and not lease.tokens and now < lease.until:
+            wanted = min(2 * lease.size, self._max_lease)  # spent in time: take more
+        row = await self._pool.fetchrow(_HIT, key, self._interval, self._tolerance, wanted)
+        db_now, granted, before = row["now"], row["granted"], row["before"]
         t, tau = self._interval, self._tolerance
-        if granted is not None:
-            remaining = int((tau - (granted - now)) / t + 1e-9)
-            return RateDecision(True, self._burst, remaining, max(0.0, granted - now), 0.0)
-        return RateDecision(
-            False, self._burst, 0, max(0.0, before - now), max(0.0, before + t - tau - now)
+        if granted is None:
+            self._leases.pop(key, None)
+            return RateDecision(
+                False,
+                self._burst,
+                0,
+                max(0.0, before - db_now),
+                max(0.0, before + t - tau - db_now),
+            )
+        start = db_now if before is None else max(before, db_now)
+        size = max(1, round((granted - start) / t))
+        remaining = int((tau - (granted - db_now)) / t + 1e-9)
+        reset_s = max(0.0, granted - db_now)
+        if len(self._leases) >= _LEASES_KEPT:
+            self._leases.clear()
+        self._leases[key] = _Lease(
+            tokens=size - 1,
+            until=now + _LEASE_S,
+            size=size,
+            remaining=remaining,
+            reset_at=now + reset_s,
         )
+        return RateDecision(True, self._burst, remaining + size - 1, reset_s, 0.0)
 
     async def check(self, key: str) -> RateDecision:
         """The decision for one command of `key`; 429 when it is over the limit."""
