@@ -84,8 +84,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # rate_limit_per_s holding up to rate_limit_burst; 0 turns the limit off.
     rate_limit_per_s: float = 50.0
     rate_limit_burst: int = 200
-    # Commands of one key in progress at once in one API process (the others wait their
-    # turn), so that one key's burst does not queue every other caller behind it; 0: none.
+    # While other keys' requests are in progress, commands of one key in progress at once
+    # in one API process (the others wait their turn), so that one key's burst does not
+    # queue every other caller behind it; a key alone is not held back. 0: no limit.
     max_concurrent_commands_per_key: int = 4
     docker_base_image: str = "python:3.11-slim"
     docker_host: str | None = None

@@ -1,15 +1,17 @@
-"""Commands of one API key in progress at once, per API process.
+"""Commands of one API key in progress at once, per API process, while others wait.
 
 An API process handles requests on one event loop: a key sending 32 commands at once
-would have every other caller's request wait behind its 32. With at most `limit` of a
-key's commands in progress (the others wait their turn here, before their bodies are
-read), another key's request waits behind at most that many. A key's throughput does
-not suffer: one process works on a few requests at a time either way.
+would have every other caller's request wait behind its 32. While requests of other
+keys are in progress or waiting, at most `limit` of a key's commands proceed (the
+others wait their turn here, before their bodies are read), so another key's request
+waits behind at most that many. A key alone is not held back: its throughput needs
+many requests in flight (each waits on NATS and Postgres round trips).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Callable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -24,41 +26,73 @@ class KeySlots:
         if limit < 0:
             raise ValueError(f"limit must not be negative (0: none), got {limit}")
         self._limit = limit
-        self._semaphores: dict[str, asyncio.Semaphore] = {}
-        self._users: dict[str, int] = {}  # key -> requests holding or awaiting its semaphore
+        self._active: dict[str, int] = {}  # key -> its commands in progress
+        self._waiting: dict[str, deque[asyncio.Future[None]]] = {}
 
     async def acquire(self, key: str) -> Callable[[], None]:
-        """Wait for one of `key`'s slots; returns the release, which may be called more
-        than once (only the first call counts)."""
+        """Wait for `key`'s turn; returns the release, which may be called more than
+        once (only the first call counts)."""
         if not self._limit:
             return _nothing
-        semaphore = self._semaphores.get(key)
-        if semaphore is None:
-            semaphore = self._semaphores[key] = asyncio.Semaphore(self._limit)
-        self._users[key] = self._users.get(key, 0) + 1
-        try:
-            await semaphore.acquire()
-        except BaseException:
-            self._leave(key)
-            raise
+        if not self._waiting.get(key) and self._may_start(key):
+            self._start(key)
+        else:
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiting.setdefault(key, deque()).append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self._finish(key)  # started as we were cancelled: hand it on
+                else:
+                    self._forget(key, waiter)
+                raise
         released = False
 
         def release() -> None:
             nonlocal released
             if not released:
                 released = True
-                semaphore.release()
-                self._leave(key)
+                self._finish(key)
 
         return release
 
-    def _leave(self, key: str) -> None:
-        users = self._users[key] - 1
-        if users:
-            self._users[key] = users
-        else:  # nobody holds or waits: forget the key
-            del self._users[key]
-            del self._semaphores[key]
+    def _may_start(self, key: str) -> bool:
+        if self._active.get(key, 0) < self._limit:
+            return True
+        others = any(k != key for k in self._active) or any(k != key for k in self._waiting)
+        return not others
+
+    def _start(self, key: str) -> None:
+        self._active[key] = self._active.get(key, 0) + 1
+
+    def _finish(self, key: str) -> None:
+        count = self._active[key] - 1
+        if count:
+            self._active[key] = count
+        else:
+            del self._active[key]
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        for key in list(self._waiting):
+            queue = self._waiting[key]
+            while queue and self._may_start(key):
+                waiter = queue.popleft()
+                if waiter.done():
+                    continue
+                self._start(key)
+                waiter.set_result(None)
+            if not queue:
+                del self._waiting[key]
+
+    def _forget(self, key: str, waiter: asyncio.Future[None]) -> None:
+        queue = self._waiting.get(key)
+        if queue is not None and waiter in queue:
+            queue.remove(waiter)
+            if not queue:
+                del self._waiting[key]
+                self._dispatch()  # a key over its limit may go on alone now
 
 
 def _nothing() -> None:

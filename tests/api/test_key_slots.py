@@ -1,4 +1,5 @@
-"""Commands of one API key in progress at once (`services.api._key_slots`)."""
+"""Commands of one API key in progress at once while others wait
+(`services.api._key_slots`)."""
 
 from __future__ import annotations
 
@@ -7,37 +8,50 @@ import asyncio
 from services.api._key_slots import KeySlots
 
 
-async def test_a_keys_commands_past_its_slots_wait_while_other_keys_go_on() -> None:
+async def test_a_key_alone_is_not_held_back() -> None:
     slots = KeySlots(2)
-    first = await slots.acquire("a")
-    await slots.acquire("a")
-    third = asyncio.ensure_future(slots.acquire("a"))
-    other = await asyncio.wait_for(slots.acquire("b"), 1)  # not behind a's commands
-    await asyncio.sleep(0)  # let the third reach the semaphore (no timing involved)
-    assert not third.done()
-    first()
-    first()  # a second release changes nothing
-    release_third = await asyncio.wait_for(third, 1)
-    fourth = asyncio.ensure_future(slots.acquire("a"))
+    for _ in range(10):
+        await asyncio.wait_for(slots.acquire("a"), 1)
+
+
+async def test_a_busy_key_waits_at_its_limit_while_another_key_has_work() -> None:
+    slots = KeySlots(2)
+    a_releases = [await slots.acquire("a") for _ in range(5)]  # alone: all five start
+    b = await asyncio.wait_for(slots.acquire("b"), 1)  # never behind a's commands
+    sixth = asyncio.ensure_future(slots.acquire("a"))
+    await asyncio.sleep(0)  # let it reach its place (no timing involved)
+    for release in a_releases[:3]:
+        release()
+        release()  # a second release changes nothing
     await asyncio.sleep(0)
-    assert not fourth.done()  # still two in progress: the second and the third
-    release_third()
-    (await asyncio.wait_for(fourth, 1))()
-    other()
+    assert not sixth.done()  # a still has 2 in progress while b works
+    a_releases[3]()
+    seventh_release = await asyncio.wait_for(sixth, 1)  # below its limit again
+    eighth = asyncio.ensure_future(slots.acquire("a"))
+    await asyncio.sleep(0)
+    assert not eighth.done()
+    b()  # b is done: a goes on alone
+    (await asyncio.wait_for(eighth, 1))()
+    seventh_release()
+    a_releases[4]()
 
 
 async def test_a_cancelled_wait_gives_its_place_back() -> None:
     slots = KeySlots(1)
     held = await slots.acquire("a")
+    other = await slots.acquire("b")
     waiting = asyncio.ensure_future(slots.acquire("a"))
+    later = asyncio.ensure_future(slots.acquire("a"))
     await asyncio.sleep(0)
     waiting.cancel()
     await asyncio.gather(waiting, return_exceptions=True)
     held()
-    (await asyncio.wait_for(slots.acquire("a"), 1))()
+    (await asyncio.wait_for(later, 1))()
+    other()
 
 
 async def test_no_limit_never_waits() -> None:
     slots = KeySlots(0)
+    await asyncio.wait_for(slots.acquire("b"), 1)
     for _ in range(100):
         await asyncio.wait_for(slots.acquire("a"), 1)
