@@ -15,7 +15,8 @@ async def test_a_key_alone_is_not_held_back() -> None:
 
 
 async def test_a_busy_key_waits_at_its_limit_while_another_key_has_work() -> None:
-    slots = KeySlots(2)
+    now = [0.0]
+    slots = KeySlots(2, recent_s=1.0, clock=lambda: now[0])
     a_releases = [await slots.acquire("a") for _ in range(5)]  # alone: all five start
     b = await asyncio.wait_for(slots.acquire("b"), 1)  # never behind a's commands
     sixth = asyncio.ensure_future(slots.acquire("a"))
@@ -26,14 +27,18 @@ async def test_a_busy_key_waits_at_its_limit_while_another_key_has_work() -> Non
     await asyncio.sleep(0)
     assert not sixth.done()  # a still has 2 in progress while b works
     a_releases[3]()
-    seventh_release = await asyncio.wait_for(sixth, 1)  # below its limit again
-    eighth = asyncio.ensure_future(slots.acquire("a"))
+    sixth_release = await asyncio.wait_for(sixth, 1)  # below its limit again
+    seventh = asyncio.ensure_future(slots.acquire("a"))
     await asyncio.sleep(0)
-    assert not eighth.done()
-    b()  # b is done: a goes on alone
-    (await asyncio.wait_for(eighth, 1))()
-    seventh_release()
+    b()
+    await asyncio.sleep(0)
+    assert not seventh.done()  # b sent a command within the last second
+    now[0] += 2.0  # b has been quiet long enough: a goes on alone
+    sixth_release()
+    (await asyncio.wait_for(seventh, 1))()
     a_releases[4]()
+    for _ in range(5):
+        await asyncio.wait_for(slots.acquire("a"), 1)
 
 
 async def test_a_cancelled_wait_gives_its_place_back() -> None:
