@@ -100,6 +100,24 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     worker_idle_timeout_s: float = 300.0
     workers_per_version: int = 2
     workers_total: int = 8
+    # Limits per owner (an admin overrides them per user: PUT /v1/users/{id}/limits).
+    # Queued: jobs waiting to start, over it POST /v1/jobs answers 429. Running: jobs
+    # of one owner running at once on one executor (0: no cap; slots are shared in turn
+    # between owners with jobs waiting either way).
+    max_queued_jobs_per_owner: int = 1000
+    max_running_jobs_per_owner: int = 0
+    # How many requested jobs an executor holds ahead of its slots (unacknowledged, kept
+    # alive by heartbeats), to share its slots between owners in turn: another owner's
+    # job is seen while fewer than this many jobs are queued ahead of it.
+    executor_window: int = 2000
+    # Commands (POST/PUT/PATCH/DELETE) per API key: a token bucket refilled at
+    # rate_limit_per_s holding up to rate_limit_burst; 0 turns the limit off.
+    rate_limit_per_s: float = 50.0
+    rate_limit_burst: int = 200
+    # While other keys' requests are in progress, commands of one key in progress at once
+    # in one API process (the others wait their turn), so that one key's burst does not
+    # queue every other caller behind it; a key alone is not held back. 0: no limit.
+    max_concurrent_commands_per_key: int = 4
     docker_base_image: str = "python:3.11-slim"
     docker_host: str | None = None
     registry: str | None = None  # CLINAI_REGISTRY: push docker images there, run by digest
@@ -199,5 +217,19 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise SettingsError(
                 "CLINAI_WEBHOOK_ENDPOINT_CONCURRENCY must be at least 1 and "
                 "CLINAI_SSE_HEARTBEAT_S positive"
+            )
+        if settings.max_queued_jobs_per_owner < 0 or settings.max_running_jobs_per_owner < 0:
+            raise SettingsError(
+                "CLINAI_MAX_QUEUED_JOBS_PER_OWNER and CLINAI_MAX_RUNNING_JOBS_PER_OWNER must "
+                "not be negative (0 running: no cap)"
+            )
+        if settings.executor_window < settings.workers_total:
+            raise SettingsError("CLINAI_EXECUTOR_WINDOW must be at least CLINAI_WORKERS_TOTAL")
+        if settings.max_concurrent_commands_per_key < 0:
+            raise SettingsError("CLINAI_MAX_CONCURRENT_COMMANDS_PER_KEY must not be negative")
+        if settings.rate_limit_per_s < 0 or settings.rate_limit_burst < 1:
+            raise SettingsError(
+                "CLINAI_RATE_LIMIT_PER_S must not be negative (0: no limit) and "
+                "CLINAI_RATE_LIMIT_BURST must be at least 1"
             )
         return settings

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -24,10 +25,13 @@ from services.api import (
     routes_events,
     routes_jobs,
     routes_keys,
+    routes_limits,
     routes_models,
     routes_webhooks,
 )
 from services.api._input_sweep import InputSweep
+from services.api._key_slots import ReleaseKeySlot
+from services.api._rate_limit import RateLimitHeaders
 from services.api._unavailable import unavailable_handlers
 from services.api.deps import ApiServices, json_response, services
 from services.api.problems import ApiError, handle_api_error, problem_response
@@ -168,6 +172,7 @@ def create_app(settings: Settings, *, blobs: BlobStore | None = None) -> Starlet
             )
             app.state.input_sweep = sweep
             sweeping = asyncio.create_task(sweep.run())
+            await app.state.services.rate_limiter.open()
             try:
                 yield
             finally:
@@ -187,6 +192,7 @@ def create_app(settings: Settings, *, blobs: BlobStore | None = None) -> Starlet
         *routes_models.routes,
         *routes_jobs.routes,
         *routes_keys.routes,
+        *routes_limits.routes,
         *routes_webhooks.routes,
         *routes_events.routes,
     ]
@@ -195,6 +201,7 @@ def create_app(settings: Settings, *, blobs: BlobStore | None = None) -> Starlet
     return Starlette(
         routes=routes,
         lifespan=lifespan,
+        middleware=[Middleware(ReleaseKeySlot), Middleware(RateLimitHeaders)],
         exception_handlers={
             ApiError: handle_api_error,
             HTTPException: _http_exception,

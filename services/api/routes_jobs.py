@@ -55,6 +55,7 @@ async def create_job(request: Request) -> Response:
     svc = services(request)
     caller = await svc.caller(request)
     wait = _wait_s(svc, request)
+    await svc.admission.check(caller.user_id)
     started = time.monotonic()
     ctx = svc.context(request, caller)
     blobs = svc.blobs
@@ -102,8 +103,10 @@ async def create_job(request: Request) -> Response:
             if isinstance(err, CommandError):
                 raise command_error(err) from err
             raise
+        svc.admission.submitted(caller.user_id, seq)
     finally:
         form.discard()  # unless it was moved into the store
+        svc.command_done(request)  # ?wait= below waits without holding the key's slot
     deadline = started + wait
     if wait > 0:
         # No read of the job before it has ended: it is queued until the notices say.
