@@ -127,7 +127,7 @@ class Api:
                 return dict(body)
             await asyncio.sleep(0.02)  # polling interval
 
-    def _form(self, version_id: str, png: bytes) -> tuple[dict[str, str], bytes]:
+    def form(self, version_id: str, png: bytes) -> tuple[dict[str, str], bytes]:
         """The submission's headers and multipart body, built once per version and input."""
         form = self._forms.get((version_id, png))
         if form is None:
@@ -141,7 +141,7 @@ class Api:
         """Seconds from submit to a terminal status visible through the API: a submission,
         then long polls; or, `wait_on_submit`, a submission that waits (`?wait=`)."""
         started = time.perf_counter()
-        headers, body = self._form(version_id, png)
+        headers, body = self.form(version_id, png)
         params = {"wait": "30"} if wait_on_submit else None
         created = await self.call("POST", "/v1/jobs", params=params, headers=headers, body=body)
         job = created
@@ -158,8 +158,11 @@ class UpStack:
     """`clinai up` in a fresh data directory on a free port. Leaving the `with` stops it;
     `remove()` deletes its data directory."""
 
-    def __init__(self, runtime: str, parent: Path = DATA_PARENT) -> None:
+    def __init__(
+        self, runtime: str, parent: Path = DATA_PARENT, env: Mapping[str, str] | None = None
+    ) -> None:
         self.runtime = runtime
+        self.env = dict(env or {})
         parent.mkdir(parents=True, exist_ok=True)
         self.dir = Path(tempfile.mkdtemp(prefix=f"bench-{runtime}-", dir=parent))
         self.proc: subprocess.Popen[str] | None = None
@@ -178,6 +181,9 @@ class UpStack:
         env["CLINAI_DOCKER_BASE_IMAGE"] = os.environ.get(
             "CLINAI_DOCKER_BASE_IMAGE", "clinai/python:3.11-slim"
         )
+        # The rate limiter stays on the path, with room for the benchmark's clients.
+        env["CLINAI_RATE_LIMIT_PER_S"] = env["CLINAI_RATE_LIMIT_BURST"] = "1000000"
+        env.update(self.env)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "services.cli", "up", "--data-dir", str(self.dir / "data"),
              "--port", str(port)],
@@ -342,7 +348,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--data-parent", type=Path, default=DATA_PARENT, help="folder for the stacks' data"
     )
+    parser.add_argument(
+        "--nats-sync-ab",
+        metavar="A,B",
+        help="instead: the no-op job path under two CLINAI_NATS_SYNC values (e.g. always,2m), "
+        "one stack each, measured in alternating bursts (--rounds)",
+    )
+    parser.add_argument("--rounds", type=int, default=4, help="bursts per setting (A/B)")
     args = parser.parse_args(argv)
+    if args.nats_sync_ab:
+        from bench._sync_ab import run_ab
+
+        run_ab(args.nats_sync_ab.split(","), args)
+        return
     runtimes = ["process", "docker"] if args.runtime == "both" else [args.runtime]
     results = {}
     stacks: list[UpStack] = []

@@ -36,6 +36,7 @@ __all__ = [
     "ModelVersionAdded",
     "OutputFile",
     "UserCreated",
+    "UserLimitsSet",
     "VersionBuilt",
     "VersionUploaded",
     "WebhookCreated",
@@ -87,6 +88,15 @@ class UserCreated(Event, frozen=True, kw_only=True):
     aggregate: ClassVar[str] = "user"
     name: str
     is_admin: bool = False
+
+
+class UserLimitsSet(Event, frozen=True, kw_only=True):
+    """An admin's per-user limits, replacing any earlier ones; None: the operator's
+    default (settings `max_queued_jobs_per_owner`, `max_running_jobs_per_owner`)."""
+
+    aggregate: ClassVar[str] = "user"
+    max_queued_jobs: int | None = None
+    max_running_jobs: int | None = None
 
 
 class ApiKeyIssued(Event, frozen=True, kw_only=True):
@@ -364,6 +374,7 @@ class WebhookRedeliveryRequested(Event, frozen=True, kw_only=True):
 
 AnyEvent = (
     UserCreated
+    | UserLimitsSet
     | ApiKeyIssued
     | ApiKeyRevoked
     | ModelNameClaimed

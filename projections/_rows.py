@@ -39,7 +39,18 @@ def _q(column: str) -> str:
     return f'"{column}"'
 
 
-USERS: Final = TableSpec("users", ("id", "name", "is_admin", "created_at", "last_seq"))
+USERS: Final = TableSpec(
+    "users",
+    (
+        "id",
+        "name",
+        "is_admin",
+        "created_at",
+        "max_queued_jobs",
+        "max_running_jobs",
+        "last_seq",
+    ),
+)
 API_KEYS: Final = TableSpec(
     "api_keys",
     (

@@ -37,6 +37,7 @@ from events import (
     ModelVersionAdded,
     StoredEvent,
     UserCreated,
+    UserLimitsSet,
     VersionBuilt,
     VersionUploaded,
 )
@@ -70,6 +71,7 @@ Tables = dict[str, dict[Any, Row]]
 # Event type -> (table, creates the row). Events that create a row need no load.
 _TARGET: Final[dict[type[AnyEvent], tuple[str, bool]]] = {
     UserCreated: ("users", True),
+    UserLimitsSet: ("users", False),
     ApiKeyIssued: ("api_keys", True),
     ApiKeyRevoked: ("api_keys", False),
     ModelCreated: ("models", True),
@@ -133,9 +135,18 @@ def fold(events: Iterable[StoredEvent], tables: Tables) -> set[tuple[str, Any]]:
                     "name": event.name,
                     "is_admin": event.is_admin,
                     "created_at": at,
+                    "max_queued_jobs": None,
+                    "max_running_jobs": None,
                     "last_seq": seq,
                 }
                 touched.add(("users", rid))
+            case UserLimitsSet():
+                row = users.get(rid)
+                if row is not None:
+                    row["max_queued_jobs"] = event.max_queued_jobs
+                    row["max_running_jobs"] = event.max_running_jobs
+                    row["last_seq"] = seq
+                    touched.add(("users", rid))
             case ApiKeyIssued():
                 keys[rid] = {
                     "id": rid,

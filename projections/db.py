@@ -7,6 +7,7 @@ when it is opened) picks the live schema, or a fresh one during a rebuild.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any, Final
 
 import asyncpg
@@ -95,19 +96,27 @@ async def create_pool(
     min_size: int = 2,
     max_size: int = 10,
     reset_sessions: bool = True,
+    on_connect: Callable[[], None] | None = None,
 ) -> asyncpg.Pool:
     """The API's pool: every connection has `search_path` set to `schema` and the
     jsonb codec. Close it with `await pool.close()`.
 
     `reset_sessions=False` skips the reset query asyncpg sends on every release
     (advisory unlock, CLOSE ALL, UNLISTEN, RESET ALL): one round trip per query saved,
-    for callers that only run plain queries and never change session state."""
+    for callers that only run plain queries and never change session state.
+    `on_connect` is called for each new connection (after an outage: Postgres is back)."""
+
+    async def init(conn: asyncpg.Connection) -> None:
+        await init_connection(conn)
+        if on_connect is not None:
+            on_connect()
+
     pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
         server_settings={"search_path": check_schema_name(schema)},
-        init=init_connection,
+        init=init,
         reset=None if reset_sessions else _keep_session,
     )
     if pool is None:  # pragma: no cover - create_pool only returns None when not awaited

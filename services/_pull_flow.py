@@ -34,8 +34,8 @@ class PullFlow:
     of messages, not one per message. A request ends when the server has delivered all
     it asked for, or when it expires (status 408, with the number it did not deliver).
     While a request waits, the server sends a heartbeat (status 100) every
-    `idle_heartbeat_s`; when nothing has been heard for two of those, the requests are
-    taken as lost (a reconnect, a consumer deleted) and asked for again."""
+    `idle_heartbeat_s`; when nothing has been heard for two of those, or the client has
+    reconnected, the requests are taken as lost and asked for again."""
 
     def __init__(
         self,
@@ -66,6 +66,7 @@ class PullFlow:
         self._chores: set[asyncio.Task[None]] = set()  # requests and naks being sent
         self._heard = self._loop.time()
         self._lost = False  # a request ended in an error: recreate the consumer
+        self._reconnects = nc.stats["reconnects"]
         self._closing = False
 
     async def start(self) -> None:
@@ -75,6 +76,11 @@ class PullFlow:
     async def check(self) -> None:
         """Ask again for what was requested and is presumed lost; recreate the consumer
         when a request said it was gone."""
+        if not self._nc.is_connected:
+            return  # the client is reconnecting (and logs the outage): nothing to ask yet
+        reconnects = self._nc.stats["reconnects"]
+        if reconnects != self._reconnects:  # open requests died with the old connection
+            self._reconnects, self._lost = reconnects, True
         silent = self._loop.time() - self._heard > self._silence_s
         if not (self._lost or (self._requested and silent)):
             self._top_up()

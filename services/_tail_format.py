@@ -27,6 +27,7 @@ from events import (
     ModelVersionAdded,
     StoredEvent,
     UserCreated,
+    UserLimitsSet,
     VersionBuilt,
     VersionUploaded,
     WebhookCreated,
@@ -84,6 +85,8 @@ def _details(event: AnyEvent) -> str:
     match event:
         case UserCreated():
             return _kv(name=event.name, admin=event.is_admin or None)
+        case UserLimitsSet():
+            return _kv(max_queued=event.max_queued_jobs, max_running=event.max_running_jobs)
         case ApiKeyIssued():
             return _kv(user=event.user_id, name=event.name, prefix=event.prefix)
         case ModelCreated():

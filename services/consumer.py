@@ -12,7 +12,8 @@ hands each message to one of them at a time.
 - `Poison` or an undecodable message: `term` (no redelivery), with a log line.
 - Any other exception: logged with its traceback, then nak with the retry delay.
 - While a handler runs, `in_progress` is sent every `heartbeat_s`, so the server only
-  redelivers a message whose process died (after `redelivery_s[n]` without a heartbeat).
+  redelivers a message whose process died (after `redelivery_s[n]` without a heartbeat:
+  3 s on the first delivery).
 - Messages flow in on pull requests kept open on the server, one request per batch (see
   `services._pull_flow`), not a fetch per message.
 - `stop` set: no more requests; a message still arriving is nak'ed, running handlers
@@ -60,10 +61,12 @@ class ConsumerOptions(msgspec.Struct, frozen=True, kw_only=True):
 
     # The server redelivers an unacked message after redelivery_s[n-1] seconds without a
     # heartbeat on its n-th delivery (the last value repeats). The first value is the
-    # consumer's ack_wait; NATS calls this list `backoff`.
-    redelivery_s: tuple[float, ...] = (30.0, 60.0, 120.0, 240.0)
+    # consumer's ack_wait; NATS calls this list `backoff`. A handler that runs sends a
+    # heartbeat every heartbeat_s, so a short first wait only cuts short the wait for a
+    # message whose process died: it is redelivered ~3 s after the crash, not 30 s.
+    redelivery_s: tuple[float, ...] = (3.0, 30.0, 60.0, 120.0)
     max_deliver: int = 5
-    heartbeat_s: float = 10.0  # in_progress interval while a handler runs
+    heartbeat_s: float = 1.0  # in_progress interval while a handler runs
     retry_delays_s: tuple[float, ...] = (2.0, 10.0, 30.0, 60.0)  # nak delay by delivery
     # A pull request stays open on the server for pull_expires_s; while it waits, the
     # server sends a heartbeat every idle_heartbeat_s, which is also how fast `stop` is

@@ -4,32 +4,42 @@ same way."""
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 from pathlib import Path
 
-import nats
 from nats.aio.client import Client as NATS
 
 from events import EventStore
 from services.blobstore import BlobStore, FileBlobStore
+from services.outages import Outage, nats_callbacks
 from services.settings import Settings, SettingsError
 
 __all__ = ["connect_nats", "open_blob_store", "open_event_store", "signing_key"]
 
 
-async def connect_nats(settings: Settings, *, name: str) -> NATS:
+async def connect_nats(settings: Settings, *, name: str, outage: Outage | None = None) -> NATS:
+    """Connected, reconnecting forever; a lost connection is logged once when it goes
+    and once when it is back (to `outage`, by default one logging to clinai.<name>)."""
     if settings.nats_url is None:
         raise SettingsError(
             "CLINAI_NATS_URL is not set: point it at a NATS server, or use `clinai up`"
         )
-    return await nats.connect(
+    nc = NATS()
+    outage = outage or Outage("NATS", logging.getLogger(f"clinai.{name}"))
+    callbacks = nats_callbacks(outage, nc)
+    await nc.connect(
         settings.nats_url,
         name=f"clinai-{name}",
         max_reconnect_attempts=-1,
-        reconnect_time_wait=0.5,
+        reconnect_time_wait=0.5,  # type: ignore[arg-type]  # annotated int, used as float
         connect_timeout=5,
+        error_cb=callbacks.error_cb,
+        disconnected_cb=callbacks.disconnected_cb,
+        reconnected_cb=callbacks.reconnected_cb,
     )
+    return nc
 
 
 async def open_event_store(settings: Settings, nc: NATS) -> EventStore:

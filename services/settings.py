@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from services.embedded.nats import validate_sync
+
 __all__ = ["Settings", "SettingsError"]
 
 _DEBIAN_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
@@ -37,12 +39,19 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     database_url: str | None = None
     stream_name: str = "CLINAI"
     stream_replicas: int = 1
+    # The embedded NATS's JetStream sync_interval: "always" fsyncs each append before it
+    # is acknowledged (survives a power loss); a duration such as "2m" flushes that often.
+    nats_sync: str = "always"
     # HTTP API
     host: str = "127.0.0.1"
     port: int = 8000
     public_url: str | None = None  # how clients reach the API; signed URLs use it
     max_package_bytes: int = 512 * 1024 * 1024
     max_input_bytes: int = 100 * 1024 * 1024
+    # An input stored for a submission whose job was never appended is removed once it
+    # is this old, by a sweep every input_sweep_interval_s in each API process.
+    input_orphan_age_s: float = 3600.0
+    input_sweep_interval_s: float = 900.0
     read_your_writes_timeout_s: float = 5.0
     max_long_poll_s: float = 60.0
     # A request's head (request line and headers): larger ones are answered 431.
@@ -91,6 +100,24 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     worker_idle_timeout_s: float = 300.0
     workers_per_version: int = 2
     workers_total: int = 8
+    # Limits per owner (an admin overrides them per user: PUT /v1/users/{id}/limits).
+    # Queued: jobs waiting to start, over it POST /v1/jobs answers 429. Running: jobs
+    # of one owner running at once on one executor (0: no cap; slots are shared in turn
+    # between owners with jobs waiting either way).
+    max_queued_jobs_per_owner: int = 1000
+    max_running_jobs_per_owner: int = 0
+    # How many requested jobs an executor holds ahead of its slots (unacknowledged, kept
+    # alive by heartbeats), to share its slots between owners in turn: another owner's
+    # job is seen while fewer than this many jobs are queued ahead of it.
+    executor_window: int = 2000
+    # Commands (POST/PUT/PATCH/DELETE) per API key: a token bucket refilled at
+    # rate_limit_per_s holding up to rate_limit_burst; 0 turns the limit off.
+    rate_limit_per_s: float = 50.0
+    rate_limit_burst: int = 200
+    # While other keys' requests are in progress, commands of one key in progress at once
+    # in one API process (the others wait their turn), so that one key's burst does not
+    # queue every other caller behind it; a key alone is not held back. 0: no limit.
+    max_concurrent_commands_per_key: int = 4
     docker_base_image: str = "python:3.11-slim"
     docker_host: str | None = None
     registry: str | None = None  # CLINAI_REGISTRY: push docker images there, run by digest
@@ -141,12 +168,20 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             )
         if settings.stream_replicas not in (1, 3, 5):
             raise SettingsError("CLINAI_STREAM_REPLICAS must be 1, 3 or 5")
+        try:
+            validate_sync(settings.nats_sync)
+        except ValueError as err:
+            raise SettingsError(f"CLINAI_NATS_SYNC: {err}") from err
         if not 0 <= settings.projection_busy_interval_s <= 1:
             raise SettingsError("CLINAI_PROJECTION_BUSY_INTERVAL_S must be from 0 to 1 (seconds)")
         if settings.ready_projection_lag < 0 or settings.ready_projection_stall_s <= 0:
             raise SettingsError(
                 "CLINAI_READY_PROJECTION_LAG must not be negative and "
                 "CLINAI_READY_PROJECTION_STALL_S must be positive"
+            )
+        if settings.input_orphan_age_s <= 0 or settings.input_sweep_interval_s <= 0:
+            raise SettingsError(
+                "CLINAI_INPUT_ORPHAN_AGE_S and CLINAI_INPUT_SWEEP_INTERVAL_S must be positive"
             )
         if settings.job_timeout_s > settings.job_timeout_max_s:
             raise SettingsError("CLINAI_JOB_TIMEOUT_S must not exceed CLINAI_JOB_TIMEOUT_MAX_S")
@@ -182,5 +217,19 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise SettingsError(
                 "CLINAI_WEBHOOK_ENDPOINT_CONCURRENCY must be at least 1 and "
                 "CLINAI_SSE_HEARTBEAT_S positive"
+            )
+        if settings.max_queued_jobs_per_owner < 0 or settings.max_running_jobs_per_owner < 0:
+            raise SettingsError(
+                "CLINAI_MAX_QUEUED_JOBS_PER_OWNER and CLINAI_MAX_RUNNING_JOBS_PER_OWNER must "
+                "not be negative (0 running: no cap)"
+            )
+        if settings.executor_window < settings.workers_total:
+            raise SettingsError("CLINAI_EXECUTOR_WINDOW must be at least CLINAI_WORKERS_TOTAL")
+        if settings.max_concurrent_commands_per_key < 0:
+            raise SettingsError("CLINAI_MAX_CONCURRENT_COMMANDS_PER_KEY must not be negative")
+        if settings.rate_limit_per_s < 0 or settings.rate_limit_burst < 1:
+            raise SettingsError(
+                "CLINAI_RATE_LIMIT_PER_S must not be negative (0: no limit) and "
+                "CLINAI_RATE_LIMIT_BURST must be at least 1"
             )
         return settings

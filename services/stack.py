@@ -1,12 +1,15 @@
 """`clinai up`: the embedded default on one machine. Starts NATS and Postgres from their
 wheels under the data directory (unless CLINAI_NATS_URL / CLINAI_DATABASE_URL point at
 existing ones), prepares the stream and tables, issues an admin key on first start,
-then runs every service under one supervisor until Ctrl-C."""
+then runs every service under one supervisor until Ctrl-C. An embedded server that dies
+is restarted on its port with a backoff, like the services (which reconnect); the
+services waiting out a backoff then start at once."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 from datetime import UTC, datetime
@@ -18,7 +21,7 @@ import msgspec
 
 from projections import LIVE_SCHEMA, apply_migrations
 from services.commands import CommandContext, Commands, ConflictError
-from services.embedded import EmbeddedNats, EmbeddedPostgres
+from services.embedded import EmbeddedError, EmbeddedNats, EmbeddedPostgres, EmbeddedServer
 from services.resources import connect_nats, open_event_store, signing_key
 from services.settings import Settings
 from services.supervisor import Supervisor
@@ -28,6 +31,9 @@ __all__ = ["SERVICES", "ensure_admin_key", "run_stack"]
 SERVICES = ("api", "projector", "builder", "executor", "notifier")
 ADMIN_USER_ID = "usr_admin"
 _DATABASE = "clinai"
+_RESTART_BACKOFF_S = (0.2, 10.0)  # first and longest wait between restarts of a server
+
+log = logging.getLogger("clinai.stack")
 
 
 async def _ensure_database(admin_dsn: str) -> str:
@@ -86,17 +92,42 @@ async def _wait_ready(url: str, admin_key: str, timeout: float) -> bool:
     return False
 
 
+async def _keep_running(server: EmbeddedServer, what: str, supervisor: Supervisor) -> None:
+    """Restart `server` whenever it ends by itself, on the same port, with a backoff;
+    then let the services that gave up meanwhile start again at once."""
+    while True:
+        code = await server.wait_exit()
+        if code is None:
+            return  # stopped on purpose
+        down = asyncio.get_running_loop().time()
+        log.error("%s exited with status %s; restarting it", what, code)
+        backoff, longest = _RESTART_BACKOFF_S
+        while True:
+            try:
+                await server.restart()
+                break
+            except (EmbeddedError, OSError) as err:
+                log.error("%s did not restart (%s); trying again in %.1f s", what, err, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, longest)
+        took = asyncio.get_running_loop().time() - down
+        log.warning("%s is running again (restarted in %.1f s)", what, took)
+        supervisor.retry_now()
+
+
 async def run_stack(settings: Settings) -> None:
     """`settings.data_dir` must exist and be absolute (the CLI resolves it)."""
     data_dir = settings.data_dir
-    nats_server = postgres = None
+    nats_server: EmbeddedNats | None = None
+    postgres: EmbeddedPostgres | None = None
+    keepers: list[asyncio.Task[None]] = []
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
         if settings.nats_url is None:
-            nats_server = EmbeddedNats(data_dir / "nats")
+            nats_server = EmbeddedNats(data_dir / "nats", sync=settings.nats_sync)
             settings = msgspec.structs.replace(settings, nats_url=await nats_server.start())
         if settings.database_url is None:
             postgres = EmbeddedPostgres(data_dir / "postgres")
@@ -119,6 +150,9 @@ async def run_stack(settings: Settings) -> None:
         }
         supervisor = Supervisor(SERVICES, env)
         supervised = asyncio.create_task(supervisor.run())
+        for server, what in ((nats_server, "nats-server"), (postgres, "postgres")):
+            if server is not None:
+                keepers.append(asyncio.create_task(_keep_running(server, what, supervisor)))
         admin_key = (data_dir / "admin.key").read_text().strip()
         if await _wait_ready(settings.api_url, admin_key, 60):
             print(f"ClinAI is up: {settings.api_url}", flush=True)
@@ -135,6 +169,9 @@ async def run_stack(settings: Settings) -> None:
         supervisor.stop()
         await supervised
     finally:
+        for keeper in keepers:
+            keeper.cancel()
+        await asyncio.gather(*keepers, return_exceptions=True)
         if postgres is not None:
             await postgres.stop()
         if nats_server is not None:

@@ -1,5 +1,6 @@
 """Runs each service as a child process (`clinai serve <name>`), restarts one that dies
-with a backoff, and stops them all on request: SIGTERM, then SIGKILL past a deadline."""
+with a backoff, and stops them all on request: SIGTERM, then SIGKILL past a deadline.
+`retry_now()` ends the backoffs (a dependency they waited for is back)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ class Supervisor:
         self._stop_timeout = stop_timeout
         self._procs: dict[str, asyncio.subprocess.Process] = {}
         self._stopping = asyncio.Event()
+        self._retry = asyncio.Event()
 
     async def run(self) -> None:
         """Start every service and keep it running until `stop()`."""
@@ -43,6 +45,11 @@ class Supervisor:
 
     def stop(self) -> None:
         self._stopping.set()
+
+    def retry_now(self) -> None:
+        """Restart the services waiting out a backoff now, with the backoff reset."""
+        self._retry.set()
+        self._retry = asyncio.Event()
 
     async def _keep(self, name: str) -> None:
         backoff = 0.5
@@ -64,9 +71,23 @@ class Supervisor:
             if time.monotonic() - started > _STABLE_AFTER_S:
                 backoff = 0.5
             log.error("service %s exited with %s; restarting in %.1fs", name, code, backoff)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), backoff)
-            backoff = min(backoff * 2, _MAX_BACKOFF_S)
+            if await self._wait_backoff(backoff):
+                backoff = 0.5
+            else:
+                backoff = min(backoff * 2, _MAX_BACKOFF_S)
+
+    async def _wait_backoff(self, seconds: float) -> bool:
+        """Wait `seconds`, or less on stop or `retry_now()`; True after `retry_now()`."""
+        retry = asyncio.ensure_future(self._retry.wait())
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait(
+                {retry, stopping}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED
+            )
+            return retry.done()
+        finally:
+            retry.cancel()
+            stopping.cancel()
 
     async def _terminate_all(self) -> None:
         running = [p for p in self._procs.values() if p.returncode is None]

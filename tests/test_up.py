@@ -109,6 +109,8 @@ def test_up_starts_stops_and_keeps_its_data(tmp_path: Path) -> None:
         )
         nats_pid = next(pid for pid, c in commands.items() if b"nats-server" in c)
         assert _environ(nats_pid)["GOMAXPROCS"] == "1"
+        # What was answered 202 survives a power loss: JetStream syncs each append.
+        assert 'sync_interval: "always"' in (data_dir / "nats" / "nats-server.conf").read_text()
     finally:
         _stop(proc)
     with pytest.raises(OSError):

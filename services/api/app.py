@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator
 
+import asyncpg
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -22,16 +25,21 @@ from services.api import (
     routes_events,
     routes_jobs,
     routes_keys,
+    routes_limits,
     routes_models,
     routes_webhooks,
 )
+from services.api._input_sweep import InputSweep
+from services.api._key_slots import ReleaseKeySlot
+from services.api._rate_limit import RateLimitHeaders
 from services.api._unavailable import unavailable_handlers
-from services.api.deps import ApiServices, json_response
+from services.api.deps import ApiServices, json_response, services
 from services.api.problems import ApiError, handle_api_error, problem_response
 from services.blobstore import SIGNED_BLOB_ROUTE, BlobStore, FileBlobStore, signed_blob_endpoint
 from services.notifier.commands import WebhookCommands
 from services.notifier.destinations import DestinationPolicy
 from services.notifier.signing import master_key
+from services.outages import Outage, report_library_failures
 from services.resources import connect_nats, open_blob_store, open_event_store
 from services.settings import Settings, SettingsError
 
@@ -39,8 +47,29 @@ __all__ = ["begin_stop", "create_app"]
 
 log = logging.getLogger("clinai.api")
 
+_HEALTH_TIMEOUT_S = 2.0
+
+
+async def _dependency_problems(svc: ApiServices) -> list[str]:
+    problems = []
+    if not svc.store_connected():
+        problems.append("NATS is not connected")
+    try:
+        async with asyncio.timeout(_HEALTH_TIMEOUT_S), svc.pool.acquire() as conn:
+            await conn.fetchval("select 1")
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as err:
+        problems.append(f"Postgres is not reachable: {err or type(err).__name__}")
+    return problems
+
 
 async def healthz(request: Request) -> Response:
+    """Whether the stack can work now: this process answers and reaches NATS and
+    Postgres. 503 names what is down (under `clinai up` it is restarted by itself;
+    elsewhere, an operator's alert). Readiness (`/readyz`) asks more: whether a command
+    will be appended and a job picked up."""
+    problems = await _dependency_problems(services(request))
+    if problems:
+        return problem_response(503, "Unhealthy", "; ".join(problems), headers={"Retry-After": "1"})
     return json_response({"status": "ok"})
 
 
@@ -106,8 +135,16 @@ def create_app(settings: Settings, *, blobs: BlobStore | None = None) -> Starlet
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        nc = await connect_nats(settings, name="api")
-        pool = await create_pool(database_url, reset_sessions=False)  # queries only
+        # Each dependency's outage is logged once down and once back: exception handlers
+        # report a request that failed on one with `app.state.outages[name].failed(err)`.
+        nats_outage = Outage("NATS", log)
+        postgres = Outage("Postgres", log)
+        app.state.outages = {"NATS": nats_outage, "Postgres": postgres}
+        nc = await connect_nats(settings, name="api", outage=nats_outage)
+        report_library_failures(logging.getLogger("asyncpg.pool"), postgres)
+        pool = await create_pool(  # queries only
+            database_url, reset_sessions=False, on_connect=postgres.recovered
+        )
         watermark = await ProjectionWatermark.open(database_url)
         try:
             store = await open_event_store(settings, nc)
@@ -126,7 +163,23 @@ def create_app(settings: Settings, *, blobs: BlobStore | None = None) -> Starlet
                     rotation_grace_s=settings.webhook_rotation_grace_s,
                 ),
             )
-            yield
+            sweep = InputSweep(
+                blob_store,
+                store,
+                pool,
+                min_age_s=settings.input_orphan_age_s,
+                interval_s=settings.input_sweep_interval_s,
+            )
+            app.state.input_sweep = sweep
+            sweeping = asyncio.create_task(sweep.run())
+            await app.state.services.rate_limiter.open()
+            try:
+                yield
+            finally:
+                sweep.close()
+                sweeping.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sweeping
         finally:
             await watermark.stop()
             await pool.close()
@@ -139,6 +192,7 @@ def create_app(settings: Settings, *, blobs: BlobStore | None = None) -> Starlet
         *routes_models.routes,
         *routes_jobs.routes,
         *routes_keys.routes,
+        *routes_limits.routes,
         *routes_webhooks.routes,
         *routes_events.routes,
     ]
@@ -147,6 +201,7 @@ def create_app(settings: Settings, *, blobs: BlobStore | None = None) -> Starlet
     return Starlette(
         routes=routes,
         lifespan=lifespan,
+        middleware=[Middleware(ReleaseKeySlot), Middleware(RateLimitHeaders)],
         exception_handlers={
             ApiError: handle_api_error,
             HTTPException: _http_exception,

@@ -21,7 +21,10 @@ from projections import queries
 from projections.queries import ModelView
 from projections.watermark import ProjectionWatermark
 from services.access import can_read_model
+from services.api._admission import JobAdmission
 from services.api._job_waits import JobWaits
+from services.api._key_slots import SLOT_STATE, KeySlots
+from services.api._rate_limit import RATE_STATE, RateLimiter
 from services.api._ready_versions import ReadyVersions
 from services.api.auth import KeyCache, Principal, authenticate
 from services.api.bodies import read_body
@@ -57,6 +60,7 @@ __all__ = [
 T = TypeVar("T")
 
 SEQ_HEADER = "X-Clinai-Seq"
+_QUERY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 class ApiServices:
@@ -83,6 +87,11 @@ class ApiServices:
         self.keys = KeyCache(pool)
         self.job_waits = JobWaits(pool, watermark)
         self.ready_versions = ReadyVersions(pool, watermark)
+        self.admission = JobAdmission(pool, watermark, settings)
+        self.command_slots = KeySlots(settings.max_concurrent_commands_per_key)
+        self.rate_limiter = RateLimiter(
+            pool, rate_per_s=settings.rate_limit_per_s, burst=settings.rate_limit_burst
+        )
         self.webhooks = webhooks
         self.stopping = asyncio.Event()
 
@@ -95,9 +104,24 @@ class ApiServices:
 
     async def caller(self, request: Request) -> Principal:
         """The authenticated caller, once the read models have the caller's `after_seq`
-        (so a key, model or version created just before is seen by this request)."""
+        (so a key, model or version created just before is seen by this request). A
+        command (any method but GET/HEAD) takes a token from the key's rate limit, then
+        one of the key's slots in this process (freed when it is answered)."""
         await wait_for_projection(request)
-        return await authenticate(request, self.keys)
+        principal = await authenticate(request, self.keys)
+        if request.method not in _QUERY_METHODS:
+            if self.rate_limiter.enabled:
+                decision = await self.rate_limiter.check(principal.key_id)
+                setattr(request.state, RATE_STATE, decision)  # see RateLimitHeaders
+            release = await self.command_slots.acquire(principal.key_id)
+            setattr(request.state, SLOT_STATE, release)  # see ReleaseKeySlot
+        return principal
+
+    def command_done(self, request: Request) -> None:
+        """The command's work is done (what follows is waiting): free its key's slot."""
+        release = getattr(request.state, SLOT_STATE, None)
+        if release is not None:
+            release()
 
     def context(self, request: Request, principal: Principal) -> CommandContext:
         correlation = request.headers.get("x-correlation-id") or str(uuid.uuid4())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import tempfile
 import time
@@ -16,6 +17,7 @@ from starlette.routing import Route
 from events import JobWebhook, json_problem
 from projections import queries
 from services.aggregates import TERMINAL_JOB_STATUSES
+from services.api._input_sweep import InputSweep, input_key
 from services.api._job_result import job_response, result_response
 from services.api.auth import Principal
 from services.api.deps import (
@@ -53,6 +55,7 @@ async def create_job(request: Request) -> Response:
     svc = services(request)
     caller = await svc.caller(request)
     wait = _wait_s(svc, request)
+    await svc.admission.check(caller.user_id)
     started = time.monotonic()
     ctx = svc.context(request, caller)
     blobs = svc.blobs
@@ -72,11 +75,11 @@ async def create_job(request: Request) -> Response:
         timeout_s = _timeout(svc, form)
         webhook = _webhook(svc, form)
         job_id = ctx.resource_id("job")
-        input_key = f"inputs/{job_id}"  # one file, no folder per job; its name is in the event
+        key = input_key(job_id)  # one file, no folder per job; its name is in the event
         if isinstance(blobs, FileBlobStore):
-            await blobs.move_in(input_key, received.path, received.content_type)
+            await blobs.move_in(key, received.path, received.content_type)
         else:
-            await blobs.put_file(input_key, received.path, received.content_type)
+            await blobs.put_file(key, received.path, received.content_type)
         # Read before the append: the commit notices after it tell the job's whole life.
         seen = svc.watermark.checkpoint
         try:
@@ -86,17 +89,24 @@ async def create_job(request: Request) -> Response:
                 owner=caller.user_id,
                 model_id=version.model_id,
                 version_id=version.id,
-                input_key=input_key,
+                input_key=key,
                 input_filename=received.filename,
                 input_size_bytes=received.size,
                 params=params,
                 timeout_s=timeout_s,
                 webhook=webhook,
             )
-        except CommandError as err:
-            raise command_error(err) from err
+        except BaseException as err:
+            # Not appended (or not known to be): the input goes unless the log has the job.
+            sweep: InputSweep = request.app.state.input_sweep
+            await asyncio.shield(sweep.discard(job_id, connected=svc.store_connected))
+            if isinstance(err, CommandError):
+                raise command_error(err) from err
+            raise
+        svc.admission.submitted(caller.user_id, seq)
     finally:
         form.discard()  # unless it was moved into the store
+        svc.command_done(request)  # ?wait= below waits without holding the key's slot
     deadline = started + wait
     if wait > 0:
         # No read of the job before it has ended: it is queued until the notices say.

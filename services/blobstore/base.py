@@ -137,6 +137,15 @@ class BlobStore(Protocol):
         lists everything), sorted."""
         ...
 
+    async def list_older(self, prefix: str, before: float) -> builtins.list[str]:
+        """Like `list`, only the blobs last written before `before` (seconds since the
+        epoch), for sweeps of what was left behind."""
+        ...
+
+    async def delete(self, key: str) -> None:
+        """Remove the blob; a missing one is no error (deletes may be repeated)."""
+        ...
+
     async def open_stream(self, key: str) -> BlobStream:
         """Open the blob for streaming; raises `BlobNotFoundError` here, before the
         first chunk, so that a server can still answer 404."""

@@ -294,6 +294,28 @@ class FileBlobStore:
         validate_prefix(prefix)
         return await asyncio.to_thread(self._list, prefix)
 
+    async def list_older(self, prefix: str, before: float) -> builtins.list[str]:
+        validate_prefix(prefix)
+
+        def older() -> builtins.list[str]:
+            found = []
+            for key in self._list(prefix):
+                with contextlib.suppress(FileNotFoundError):  # deleted meanwhile
+                    if self._blob_path(key).stat().st_mtime < before:
+                        found.append(key)
+            return found
+
+        return await asyncio.to_thread(older)
+
+    async def delete(self, key: str) -> None:
+        validate_key(key)
+
+        def remove() -> None:
+            self._blob_path(key).unlink(missing_ok=True)
+            self._meta_path(key).unlink(missing_ok=True)
+
+        await asyncio.to_thread(remove)
+
     async def open_stream(self, key: str) -> FileBlobStream:
         validate_key(key)
 

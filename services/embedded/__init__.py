@@ -4,10 +4,16 @@
 from services.embedded._process import (
     AlreadyRunningError,
     EmbeddedError,
+    EmbeddedServer,
     StartupError,
     StartupTimeoutError,
 )
-from services.embedded.nats import EmbeddedNats, find_nats_server, running_nats_url
+from services.embedded.nats import (
+    EmbeddedNats,
+    find_nats_server,
+    running_nats_url,
+    validate_sync,
+)
 from services.embedded.postgres import (
     POSTGRES_SYSTEM_USER,
     EmbeddedPostgres,
@@ -20,9 +26,11 @@ __all__ = [
     "EmbeddedError",
     "EmbeddedNats",
     "EmbeddedPostgres",
+    "EmbeddedServer",
     "StartupError",
     "StartupTimeoutError",
     "find_nats_server",
     "find_postgres_bin",
     "running_nats_url",
+    "validate_sync",
 ]

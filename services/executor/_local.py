@@ -33,6 +33,7 @@ class LocalJob:
         self.job_id = job_id
         self.attempt = attempt
         self.cancel = asyncio.Event()
+        self.ended = asyncio.Event()  # set when it is unregistered
 
 
 class LocalJobs:
@@ -50,9 +51,13 @@ class LocalJobs:
         job = self._jobs[job_id] = LocalJob(job_id, attempt)
         return job
 
+    def get(self, job_id: str) -> LocalJob | None:
+        return self._jobs.get(job_id)
+
     def unregister(self, job: LocalJob) -> None:
         if self._jobs.get(job.job_id) is job:
             del self._jobs[job.job_id]
+        job.ended.set()
 
     def request_cancel(self, job_id: str) -> bool:
         """Signal the job's runner; True when the job runs here."""

@@ -10,12 +10,16 @@ import os
 import socket
 import uuid
 
+import msgspec
+
 from events.subjects import PREFIX
 from services.consumer import ConsumerOptions, run_consumer, stop_on_signals
 from services.durables import EXECUTOR_DURABLE
 from services.executor._claims import ResultLimits
+from services.executor._fair import FairSlots
 from services.executor._handler import JobHandler
 from services.executor._local import LocalJobs
+from services.executor._owners import FairGate, RunningCaps
 from services.resources import connect_nats, open_blob_store, open_event_store
 from services.runtime_factory import make_runtime, service_work_dir
 from services.runtimes.base import OutputLimits, Runtime
@@ -38,14 +42,16 @@ async def run_executor(
     stop: asyncio.Event | None = None,
     consumer: ConsumerOptions | None = None,
 ) -> None:
-    """Run until `stop` is set (or SIGTERM/SIGINT when no `stop` is given), handling up
-    to `settings.workers_total` messages at once. A given `runtime` is used and left
-    open; otherwise one is made from the settings and closed."""
+    """Run until `stop` is set (or SIGTERM/SIGINT when no `stop` is given), running up
+    to `settings.workers_total` jobs at once, shared in turn between their owners, out
+    of up to `settings.executor_window` requested jobs held (see `_fair`). A given
+    `runtime` is used and left open; otherwise one is made from the settings and closed."""
     stop = stop or stop_on_signals()
     nc = await connect_nats(settings, name="executor")
     own_runtime = runtime is None
     local = LocalJobs()
     blobs = open_blob_store(settings)
+    closing: asyncio.Future[None] | None = None
     try:
         store = await open_event_store(settings, nc)
         if runtime is None:
@@ -69,6 +75,9 @@ async def run_executor(
                 max_total_bytes=settings.max_output_bytes,
             ),
         )
+        slots = FairSlots(settings.workers_total)
+        gate = FairGate(handler, slots, RunningCaps(store, settings.max_running_jobs_per_owner))
+        closing = asyncio.ensure_future(_close_on(stop, slots))
         await local.listen(nc, on_elsewhere=handler.on_cancel_heard)
         log.info("executor %s consuming %s (%s)", worker_id, EXECUTOR_SUBJECTS, runtime.name)
         await run_consumer(
@@ -76,12 +85,14 @@ async def run_executor(
             stream=settings.stream_name,
             durable=EXECUTOR_DURABLE,
             filter_subjects=EXECUTOR_SUBJECTS,
-            handler=handler,
-            concurrency=settings.workers_total,
+            handler=gate,
+            concurrency=settings.executor_window,
             stop=stop,
-            options=consumer,
+            options=_holding(consumer or ConsumerOptions(), settings.executor_window),
         )
     finally:
+        if closing is not None:
+            closing.cancel()
         with contextlib.suppress(Exception):
             await local.close()
         if own_runtime and runtime is not None:
@@ -89,3 +100,18 @@ async def run_executor(
         await blobs.close()
         with contextlib.suppress(Exception):
             await nc.drain()
+
+
+async def _close_on(stop: asyncio.Event, slots: FairSlots) -> None:
+    """Once stopping, no waiting job starts: its message goes back to the server."""
+    await stop.wait()
+    slots.close()
+
+
+def _holding(options: ConsumerOptions, window: int) -> ConsumerOptions:
+    """`options` with room on the server for ten executors' windows of unacknowledged
+    messages (the durable's max_ack_pending is shared by every executor on it)."""
+    wanted = 10 * window
+    if options.max_ack_pending >= wanted:
+        return options
+    return msgspec.structs.replace(options, max_ack_pending=wanted)

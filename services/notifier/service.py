@@ -47,6 +47,7 @@ from services.notifier.event_types import (
     webhook_type,
 )
 from services.notifier.signing import master_key
+from services.outages import Outage, report_library_failures
 from services.resources import connect_nats, open_blob_store, open_event_store
 from services.settings import Settings, SettingsError
 
@@ -294,7 +295,11 @@ async def run_notifier(
     master = master_key(settings)
     nc = await connect_nats(settings, name="notifier")
     # Queries only: no session state to reset between them.
-    pool: asyncpg.Pool = await create_pool(settings.database_url, min_size=1, reset_sessions=False)
+    postgres = Outage("Postgres", log)
+    report_library_failures(logging.getLogger("asyncpg.pool"), postgres)
+    pool: asyncpg.Pool = await create_pool(
+        settings.database_url, min_size=1, reset_sessions=False, on_connect=postgres.recovered
+    )
     watermark = await ProjectionWatermark.open(settings.database_url)
     blobs = open_blob_store(settings)
     sender = await Sender.open(

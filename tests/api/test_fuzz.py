@@ -27,7 +27,12 @@ from starlette.routing import Route
 from services.api.app import create_app
 from services.settings import Settings
 from services.stack import ensure_admin_key
-from tests.api.conftest import stop_services, wait_key_works, wait_ready
+from tests.api.conftest import (
+    ensure_executor_consumer,
+    stop_services,
+    wait_key_works,
+    wait_ready,
+)
 
 EXAMPLES_PER_ROUTE = 25
 
@@ -49,6 +54,7 @@ def api(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> 
         (app_settings.data_dir / "admin.key").read_text().strip()
     )
     log = tmp_path_factory.mktemp("fuzz") / "api.log"
+    asyncio.run(ensure_executor_consumer(stack_env["CLINAI_NATS_URL"]))  # /readyz needs it
     procs: list[subprocess.Popen[bytes]] = []
     try:
         with log.open("wb") as out:

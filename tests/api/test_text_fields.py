@@ -49,7 +49,9 @@ async def test_job_form_fields_and_query_parameters_with_a_nul_are_refused(stack
     _refused(reply, "'params': $.p[0] contains a NUL character")
     reply = await alice.upload("/v1/jobs", "input", "in.png", b"x", version="ver_\x00x")
     _refused(reply, "'version': it contains a NUL character")
+    # Query parameters with a fixed shape (an id, a status) are refused by their own rule,
+    # which no NUL passes either.
     reply = await alice.get("/v1/jobs", params={"model_id": "mdl_\x00"})
-    _refused(reply, "'model_id': it contains a NUL character")
+    assert (reply.status, reply.body["title"]) == (422, "Invalid model id"), reply.body
     reply = await alice.get("/v1/jobs", params={"status": "\x00"})
-    _refused(reply, "'status': it contains a NUL character")
+    assert (reply.status, reply.body["title"]) == (422, "Invalid status"), reply.body

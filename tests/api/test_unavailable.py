@@ -22,7 +22,13 @@ from services.settings import Settings
 from services.stack import ensure_admin_key
 from tests._infra import short_tmp_dir, wait_until
 from tests.api._client import Client
-from tests.api.conftest import free_port, stop_services, wait_key_works, wait_ready
+from tests.api.conftest import (
+    ensure_executor_consumer,
+    free_port,
+    stop_services,
+    wait_key_works,
+    wait_ready,
+)
 
 
 class _Outage:
@@ -63,6 +69,7 @@ def outage(tmp_path: Path) -> Iterator[_Outage]:
             settings.data_dir.mkdir(parents=True)
             admin_key = asyncio.run(ensure_admin_key(settings))
             assert admin_key is not None
+            asyncio.run(ensure_executor_consumer(nats_url))  # /readyz needs it
             api_log = tmp_path / "api.log"
             with api_log.open("wb") as log:
                 for service in ("projector", "api"):

@@ -6,6 +6,7 @@ S3/MinIO endpoint is configured.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -115,6 +116,26 @@ async def test_list(store: BlobStore) -> None:
     assert await store.list("inputs/j1") == ["inputs/j1/a", "inputs/j1/sub/b", "inputs/j10/c"]
     assert await store.list("") == sorted(keys)
     assert await store.list("nothing/here/") == []
+
+
+async def test_list_older(store: BlobStore) -> None:
+    await store.put_bytes("inputs/j1", b"a", "text/plain")
+    await store.put_bytes("outputs/j1/x", b"b", "text/plain")
+    assert await store.list_older("inputs/", time.time() + 60) == ["inputs/j1"]
+    assert await store.list_older("inputs/", time.time() - 3600) == []
+
+
+async def test_delete(store: BlobStore) -> None:
+    await store.put_bytes("inputs/j1", b"a", "text/plain")
+    await store.put_bytes("inputs/j2", b"b", "text/plain")
+    await store.delete("inputs/j1")
+    await store.delete("inputs/j1")  # again: no error
+    assert not await store.exists("inputs/j1")
+    assert await store.list("inputs/") == ["inputs/j2"]
+    with pytest.raises(BlobNotFoundError):
+        await store.get_bytes("inputs/j1")
+    with pytest.raises(BlobKeyError):
+        await store.delete("a/../b")
 
 
 async def test_unicode_and_space_keys(store: BlobStore) -> None:

@@ -12,6 +12,7 @@ import nats
 import pytest
 
 from services.embedded import AlreadyRunningError, EmbeddedNats, EmbeddedPostgres
+from services.settings import Settings, SettingsError
 from tests._infra import short_tmp_dir
 
 
@@ -89,6 +90,43 @@ async def test_nats_restart_keeps_port_and_streams(tmp_path: Path) -> None:
             await nc.close()
     finally:
         await server.stop()
+
+
+def _config_of(pid: int) -> str:
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    return Path(argv[argv.index("--config") + 1]).read_text()
+
+
+async def test_nats_fsyncs_every_append_by_default(tmp_path: Path) -> None:
+    """JetStream's own default (flush every 2 minutes) loses acknowledged appends in a
+    power loss: the embedded server syncs each one unless told otherwise."""
+    server = EmbeddedNats(tmp_path / "durable")
+    await server.start()
+    try:
+        assert server.pid is not None
+        assert 'sync_interval: "always"' in _config_of(server.pid)
+    finally:
+        await server.stop()
+    async with EmbeddedNats(tmp_path / "fast", sync="2m") as url:
+        nc = await nats.connect(url, allow_reconnect=False)
+        try:
+            await nc.jetstream().account_info()
+        finally:
+            await nc.close()
+    assert 'sync_interval: "2m"' in (tmp_path / "fast" / "nats-server.conf").read_text()
+
+
+@pytest.mark.parametrize("sync", ["", "soon", "2 m", "always; x", "10"])
+def test_nats_sync_must_be_always_or_a_duration(tmp_path: Path, sync: str) -> None:
+    with pytest.raises(ValueError, match="always"):
+        EmbeddedNats(tmp_path, sync=sync)
+    with pytest.raises(SettingsError, match="CLINAI_NATS_SYNC"):
+        Settings.from_env({"CLINAI_NATS_SYNC": sync or " "})
+
+
+def test_nats_sync_setting() -> None:
+    assert Settings.from_env({}).nats_sync == "always"
+    assert Settings.from_env({"CLINAI_NATS_SYNC": "500ms"}).nats_sync == "500ms"
 
 
 # --- Postgres ---------------------------------------------------------------------

@@ -12,6 +12,7 @@ import pytest
 
 from events import BuildLogAppended, EventStore, StoredEvent, new_event_id, new_id
 from projections import Projector, queries
+from tests._infra import wait_until
 from tests.projections._support import (
     dump,
     running,
@@ -142,6 +143,8 @@ async def test_one_writer_and_standby_takeover(
     task_b = asyncio.create_task(b.run(stop_b))
     second_last = await _fill(store, 500)
     await wait_checkpoint(database_url, second_last)
+    # after_commit runs just after the commit the checkpoint query already sees.
+    await wait_until(lambda: written["a"] == second_last, what="a's callbacks to run")
     assert a.is_leader and not b.is_leader
     assert (written["a"], written["b"]) == (second_last, 0)
 
@@ -149,6 +152,7 @@ async def test_one_writer_and_standby_takeover(
     await asyncio.wait_for(task_a, 30)
     third_last = await _fill(store, 500)
     await wait_checkpoint(database_url, third_last)
+    await wait_until(lambda: written["b"] >= third_last - second_last, what="b's callbacks")
     assert b.is_leader
     assert written["b"] == third_last - second_last
     stop_b.set()

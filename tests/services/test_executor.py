@@ -22,7 +22,10 @@ from events import (
 )
 from services.blobstore import FileBlobStore
 from services.commands import Commands
+from services.consumer import Delivery
 from services.executor import run_executor
+from services.executor._handler import JobHandler
+from services.executor._local import LocalJobs
 from services.runtime_factory import make_runtime, runtime_work_dir
 from services.runtimes.base import Runtime
 from services.settings import Settings
@@ -399,3 +402,125 @@ async def test_a_hanging_setup_fails_the_job_with_setup_timeout(
     assert failed.kind == "setup_timeout" and failed.attempts == 1, failed  # not retried
     assert "CLINAI_SETUP_TIMEOUT_S" in failed.message
     assert "loading the weights" in failed.message
+
+
+async def test_a_crashed_executors_job_runs_again_within_5_s(
+    tmp_path: Path,
+    settings: Settings,
+    store: EventStore,
+    commands: Commands,
+    blobs: FileBlobStore,
+    version: tuple[str, str],
+) -> None:
+    """With the default consumer options: the first ack wait is short, and the running
+    handler's heartbeats keep a live executor's job from being redelivered."""
+    model_id, version_id = version
+    env = {
+        **os.environ,
+        "CLINAI_DATA_DIR": str(settings.data_dir),
+        "CLINAI_NATS_URL": str(settings.nats_url),
+        "CLINAI_BLOB_DIR": str(settings.blob_root),
+        "CLINAI_SIGNING_KEY": SIGNING_KEY,
+        "CLINAI_WORKERS_TOTAL": str(settings.workers_total),
+        "CLINAI_WORKER_MEMORY_MB": str(settings.worker_memory_mb),
+    }
+
+    async def executor(name: str) -> asyncio.subprocess.Process:
+        with (tmp_path / f"{name}.log").open("wb") as out:
+            return await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "tests.services._executor_main", "--default-consumer",
+                cwd=ROOT, env=env, stdout=out, stderr=out,
+            )  # fmt: skip
+
+    first = await executor("first")
+    second: asyncio.subprocess.Process | None = None
+    try:
+        job_id = await request_job(
+            commands,
+            blobs,
+            model_id=model_id,
+            version_id=version_id,
+            params={"mode": "sleep", "seconds": 8},
+        )
+        await _running_model(store, settings, job_id)
+        second = await executor("second")
+        # Longer than the first ack wait: heartbeats keep the job where it runs.
+        await wait_until(
+            lambda: (tmp_path / "second.log").read_text().count("consuming") > 0,
+            timeout_s=30,
+            what="the second executor to consume",
+        )
+        started = time.monotonic()
+        await wait_until(lambda: time.monotonic() - started > 4, what="4 s", timeout_s=10)
+        attempts = [
+            e.attempt for e in await events_of(store, "job", job_id) if isinstance(e, JobStarted)
+        ]
+        assert attempts == [1]
+
+        first.kill()
+        await first.wait()
+        killed = time.monotonic()
+
+        async def started_again() -> bool:
+            events = await events_of(store, "job", job_id)
+            return any(isinstance(e, JobStarted) and e.attempt == 2 for e in events)
+
+        await wait_until(started_again, timeout_s=30, what="the job to start again")
+        assert time.monotonic() - killed < 5.0
+        await _ended(store, job_id, timeout_s=30)
+        assert isinstance(
+            terminal_events((await store.read_aggregate("job", job_id)).events)[0], JobSucceeded
+        )
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+
+
+async def test_a_job_redelivered_while_it_runs_here_is_decided_when_that_run_ends(
+    tmp_path: Path,
+    settings: Settings,
+    store: EventStore,
+    commands: Commands,
+    blobs: FileBlobStore,
+    runtime: Runtime,
+    version: tuple[str, str],
+) -> None:
+    """The redelivery is not acked at once: had that run then failed to append its end
+    (NATS restarting under it), its nak would answer the older delivery, which the
+    server ignores, and the job would be lost. It waits for the run, then reads the log."""
+    model_id, version_id = version
+    handler = JobHandler(
+        store=store,
+        blobs=blobs,
+        runtime=runtime,
+        local=LocalJobs(),
+        work_dir=tmp_path / "work",
+        worker_id="test",
+        max_attempts=3,
+        max_timeout_s=60,
+    )
+    job_id = await request_job(
+        commands,
+        blobs,
+        model_id=model_id,
+        version_id=version_id,
+        params={"mode": "sleep", "seconds": 2},
+    )
+    history = (await store.read_aggregate("job", job_id)).events
+    requested = history[0]
+
+    def delivery(n: int) -> Delivery:
+        return Delivery(event=requested.event, seq=requested.seq, num_delivered=n, max_deliver=5)
+
+    first = asyncio.create_task(handler(delivery(1)))
+    await _running_model(store, settings, job_id)
+    second = asyncio.create_task(handler(delivery(2)))
+    done, _ = await asyncio.wait({second}, timeout=0.5)
+    assert not done  # it waits for the run here instead of being acked
+    await asyncio.wait_for(first, 30)
+    await asyncio.wait_for(second, 30)
+    history = (await store.read_aggregate("job", job_id)).events
+    assert [type(e) for e in terminal_events(history)] == [JobSucceeded]
+    assert [s.event.attempt for s in history if isinstance(s.event, JobStarted)] == [1]

@@ -1,0 +1,150 @@
+"""Inputs stored for jobs that were never appended.
+
+A submission moves its input into the store (`inputs/<job>`), then appends the job's
+`JobRequested`. When that append fails, `InputSweep.discard` removes the input unless
+the log has the job (an append whose answer was lost may have been stored): at once,
+or, while NATS is away (which is when appends fail), once it is back, for up to
+`_RETRY_FOR_S`. What is left even so (the process stopped meanwhile), the sweep removes
+later: every
+`interval_s`, each API process removes the inputs older than `min_age_s` whose job
+exists neither in the read models nor, asked one by one, in the log. (The read models
+answer for almost every input in one query per chunk; the log has the last word, so a
+lagging projection cannot cost a job its input.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import asyncpg
+import nats.errors
+
+from events import EventStore, EventStoreError
+from projections import queries
+from services.blobstore import BlobError, BlobStore
+
+__all__ = ["InputSweep", "input_key"]
+
+log = logging.getLogger("clinai.api")
+
+_PREFIX = "inputs/"
+_CHUNK = 5_000  # job ids per read-model query
+_RETRY_FOR_S = 600.0  # a failed submission's input is discarded once NATS is back
+_RETRY_EVERY_S = 1.0
+_UNREACHABLE = (EventStoreError, nats.errors.Error, BlobError, OSError, TimeoutError)
+
+
+def input_key(job_id: str) -> str:
+    return f"{_PREFIX}{job_id}"
+
+
+def _job_id(key: str) -> str:
+    return key[len(_PREFIX) :].split("/", 1)[0]
+
+
+async def _in_log(store: EventStore, job_id: str) -> bool:
+    return bool((await store.read_aggregate("job", job_id)).events)
+
+
+async def _discard(store: EventStore, blobs: BlobStore, job_id: str) -> bool:
+    """Remove the job's input unless the log has the job; False if that could not be
+    decided (NATS or the store unreachable)."""
+    try:
+        if not await _in_log(store, job_id):
+            await blobs.delete(input_key(job_id))
+    except _UNREACHABLE:
+        return False
+    return True
+
+
+class InputSweep:
+    """Removes old inputs without a job; `run` repeats `sweep` until cancelled."""
+
+    def __init__(
+        self,
+        blobs: BlobStore,
+        store: EventStore,
+        pool: asyncpg.Pool,
+        *,
+        min_age_s: float,
+        interval_s: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if min_age_s <= 0 or interval_s <= 0:
+            raise ValueError("InputSweep: min_age_s and interval_s must be positive")
+        self._blobs = blobs
+        self._store = store
+        self._pool = pool
+        self._min_age_s = min_age_s
+        self._interval_s = interval_s
+        self._clock = clock
+        self._pending: set[asyncio.Task[None]] = set()
+
+    async def discard(self, job_id: str, *, connected: Callable[[], bool]) -> None:
+        """After a failed append: remove the job's input unless the log has the job; if
+        NATS is away now, try again in the background once it is back."""
+        if connected() and await _discard(self._store, self._blobs, job_id):
+            return
+        task = asyncio.create_task(self._discard_later(job_id, connected))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _discard_later(self, job_id: str, connected: Callable[[], bool]) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _RETRY_FOR_S
+        while loop.time() < deadline:
+            await asyncio.sleep(_RETRY_EVERY_S)  # a polling period while NATS is away
+            if connected() and await _discard(self._store, self._blobs, job_id):
+                return
+        # Left for the sweep.
+
+    def close(self) -> None:
+        """Stop the pending discards (the sweep will find their inputs)."""
+        for task in self._pending:
+            task.cancel()
+
+    async def sweep(self) -> int:
+        """One pass; the number of inputs removed."""
+        old = await self._blobs.list_older(_PREFIX, self._clock() - self._min_age_s)
+        by_job: dict[str, list[str]] = {}
+        for key in old:
+            by_job.setdefault(_job_id(key), []).append(key)
+        orphans = await self._not_projected(list(by_job))
+        removed = 0
+        for job_id in orphans:
+            if await _in_log(self._store, job_id):
+                continue  # the projection lags; the job is real
+            for key in by_job[job_id]:
+                await self._blobs.delete(key)
+                removed += 1
+        if removed:
+            log.warning(
+                "removed %d input(s) older than %.0f s without a job", removed, self._min_age_s
+            )
+        return removed
+
+    async def _not_projected(self, job_ids: Sequence[str]) -> list[str]:
+        missing: list[str] = []
+        for start in range(0, len(job_ids), _CHUNK):
+            chunk = job_ids[start : start + _CHUNK]
+            async with self._pool.acquire() as conn:
+                known: dict[str, Any] = await queries.job_seqs(conn, chunk)
+            missing += [job_id for job_id in chunk if job_id not in known]
+        return missing
+
+    async def run(self) -> None:
+        """Sweep every `interval_s` (the first after a random part of it, so that API
+        processes started together do not sweep together) until cancelled."""
+        delay = random.uniform(0.5, 1.0) * self._interval_s
+        while True:
+            await asyncio.sleep(delay)  # a period, not a synchronisation
+            delay = self._interval_s
+            try:
+                await self.sweep()
+            except (*_UNREACHABLE, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
+                log.warning("input sweep skipped (%r); next in %.0f s", err, self._interval_s)

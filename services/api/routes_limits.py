@@ -1,0 +1,67 @@
+"""A user's job limits: an admin sets them (`PUT`); the user or an admin reads them
+(`GET`), with the limits in force (their own, else the operator's defaults)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from projections.limit_queries import get_user_limits
+from services.api.deps import command_error, decode_body, json_response, services
+from services.api.problems import ApiError
+from services.commands import CommandError
+from services.limits import MAX_LIMIT, UserLimits, effective_limits, set_user_limits
+from services.settings import Settings
+
+__all__ = ["routes"]
+
+Limit = Annotated[int, msgspec.Meta(ge=0, le=MAX_LIMIT)]
+
+
+class LimitsBody(msgspec.Struct, forbid_unknown_fields=True):
+    """null (or absent): the operator's default."""
+
+    max_queued_jobs: Limit | None = None
+    max_running_jobs: Limit | None = None
+
+
+def _view(user_id: str, own: UserLimits, settings: Settings) -> dict[str, Any]:
+    return {
+        "user_id": user_id,
+        "own": msgspec.to_builtins(own),
+        "in_force": msgspec.to_builtins(effective_limits(settings, own)),
+    }
+
+
+async def set_limits(request: Request) -> Response:
+    svc = services(request)
+    caller = await svc.caller(request)
+    body = await decode_body(request, LimitsBody)
+    user_id = request.path_params["user_id"]
+    own = UserLimits(max_queued_jobs=body.max_queued_jobs, max_running_jobs=body.max_running_jobs)
+    try:
+        seq = await set_user_limits(svc.store, svc.context(request, caller), user_id, own)
+    except CommandError as err:
+        raise command_error(err) from err
+    return json_response(_view(user_id, own, svc.settings), seq=seq)
+
+
+async def get_limits(request: Request) -> Response:
+    svc = services(request)
+    caller = await svc.caller(request)
+    user_id = request.path_params["user_id"]
+    found = await get_user_limits(svc.pool, user_id)
+    if found is None or (user_id != caller.user_id and not caller.is_admin):
+        raise ApiError(404, "Not found", f"user {user_id} not found; check the user id")
+    own = UserLimits(max_queued_jobs=found.max_queued_jobs, max_running_jobs=found.max_running_jobs)
+    return json_response(_view(user_id, own, svc.settings))
+
+
+routes = [
+    Route("/v1/users/{user_id}/limits", set_limits, methods=["PUT"]),
+    Route("/v1/users/{user_id}/limits", get_limits, methods=["GET"]),
+]

@@ -1,0 +1,84 @@
+"""The gate in front of the executor's job handler: a requested job waits for a slot
+shared fairly between owners (`FairSlots`), within its owner's running cap."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import nats.errors
+
+from events import EventStore, EventStoreError, JobRequested
+from services.consumer import Delivery, Handler
+from services.executor._fair import FairSlots
+from services.limits import fold_user_limits
+
+__all__ = ["FairGate", "RunningCaps"]
+
+log = logging.getLogger("clinai.executor")
+
+_CAPS_KEPT = 10_000
+
+
+class RunningCaps:
+    """How many jobs of an owner may run at once here: the user's own limit read from
+    the log (kept for `ttl_s`, so an admin's change applies within that), else
+    `default` (0: no cap)."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        default: int,
+        *,
+        ttl_s: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._store = store
+        self._default = default
+        self._ttl_s = ttl_s
+        self._clock = clock
+        self._known: dict[str, tuple[float, int]] = {}
+
+    async def cap(self, owner: str) -> int:
+        now = self._clock()
+        known = self._known.get(owner)
+        if known is not None and known[0] > now:
+            return known[1]
+        try:
+            own = fold_user_limits((await self._store.read_aggregate("user", owner)).events)
+        except ValueError:  # not a user id the log can hold: no limits of its own
+            own = None
+        except (EventStoreError, nats.errors.Error, TimeoutError) as err:
+            # The log is away: keep what we knew.
+            log.warning("could not read the limits of owner %s (%r)", owner, err)
+            return known[1] if known is not None else self._default
+        cap = self._default
+        if own is not None and own.max_running_jobs is not None:
+            cap = own.max_running_jobs
+        if len(self._known) >= _CAPS_KEPT:
+            self._known.clear()
+        self._known[owner] = (now + self._ttl_s, cap)
+        return cap
+
+
+class FairGate:
+    """Wraps the job handler: `JobRequested` runs once its owner's turn has come,
+    anything else (a cancel request) at once."""
+
+    def __init__(self, handler: Handler, slots: FairSlots, caps: RunningCaps) -> None:
+        self._handler = handler
+        self._slots = slots
+        self._caps = caps
+
+    async def __call__(self, delivery: Delivery) -> None:
+        match delivery.event:
+            case JobRequested(owner=owner):
+                cap = await self._caps.cap(owner)
+                await self._slots.acquire(owner, cap)
+                try:
+                    await self._handler(delivery)
+                finally:
+                    self._slots.release(owner)
+            case _:
+                await self._handler(delivery)

@@ -1,0 +1,121 @@
+"""The sweep of inputs whose job was never appended: it removes old inputs without a
+job, and keeps young ones and those of jobs the log has (projected or not yet)."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from events import EventStore
+from projections import LIVE_SCHEMA, apply_migrations
+from projections.db import connect, create_pool
+from projections.queries import job_seqs
+from projections.rebuild import rebuild
+from services.api._input_sweep import InputSweep
+from services.blobstore import FileBlobStore
+from services.commands import CommandContext, Commands
+from tests._infra import wait_until
+
+ADMIN = CommandContext(actor="usr_test", is_admin=True, correlation_id="test")
+_HOUR = 3600.0
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    conn = await connect(database_url)
+    try:
+        await apply_migrations(conn, LIVE_SCHEMA)
+    finally:
+        await conn.close()
+    pool = await create_pool(database_url)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+async def _input(blobs: FileBlobStore, key: str, age_s: float) -> None:
+    await blobs.put_bytes(key, b"input", "text/plain")
+    then = time.time() - age_s
+    os.utime(blobs.root / "blobs" / key, (then, then))
+
+
+async def _request(commands: Commands, job_id: str, key: str) -> None:
+    await commands.request_job(
+        ADMIN,
+        job_id=job_id,
+        owner=ADMIN.actor,
+        model_id="mdl_x",
+        version_id="ver_x",
+        input_key=key,
+        input_filename="in.txt",
+        input_size_bytes=5,
+        params={},
+        timeout_s=30.0,
+        webhook=None,
+    )
+
+
+async def test_the_sweep_removes_only_old_inputs_without_a_job(
+    tmp_path: Path, store: EventStore, pool: asyncpg.Pool, database_url: str
+) -> None:
+    blobs = FileBlobStore(tmp_path / "blobs", "http://testserver", b"k" * 32)
+    commands = Commands(store)
+    await _input(blobs, "inputs/job_orphan", 2 * _HOUR)  # its append failed long ago
+    await _input(blobs, "inputs/job_orphan2/in.txt", 2 * _HOUR)  # the older layout
+    await _input(blobs, "inputs/job_young", 60)  # its append may still be under way
+    await _input(blobs, "inputs/job_projected", 2 * _HOUR)  # in the log and projected
+    await _request(commands, "job_projected", "inputs/job_projected")
+    await rebuild(database_url, store)
+    await _input(blobs, "inputs/job_logged", 2 * _HOUR)  # in the log, not yet projected
+    await _request(commands, "job_logged", "inputs/job_logged")
+    async with pool.acquire() as conn:
+        assert await job_seqs(conn, ["job_projected", "job_logged"]) == {"job_projected": 1}
+    await blobs.put_bytes("outputs/job_orphan/out.txt", b"out", "text/plain")
+
+    sweep = InputSweep(blobs, store, pool, min_age_s=_HOUR, interval_s=600)
+    assert await sweep.sweep() == 2
+    assert await blobs.list("inputs/") == [
+        "inputs/job_logged",
+        "inputs/job_projected",
+        "inputs/job_young",
+    ]
+    assert await blobs.list("outputs/") == ["outputs/job_orphan/out.txt"]  # inputs only
+    assert await sweep.sweep() == 0
+
+
+async def test_sweep_arguments(tmp_path: Path, store: EventStore, pool: asyncpg.Pool) -> None:
+    blobs = FileBlobStore(tmp_path / "blobs", "http://testserver", b"k" * 32)
+    with pytest.raises(ValueError, match="positive"):
+        InputSweep(blobs, store, pool, min_age_s=0, interval_s=600)
+
+
+async def test_a_failed_submissions_input_is_discarded_unless_the_log_has_the_job(
+    tmp_path: Path, store: EventStore, pool: asyncpg.Pool
+) -> None:
+    blobs = FileBlobStore(tmp_path / "blobs", "http://testserver", b"k" * 32)
+    sweep = InputSweep(blobs, store, pool, min_age_s=_HOUR, interval_s=600)
+    await _input(blobs, "inputs/job_refused", 0)
+    await _input(blobs, "inputs/job_landed", 0)  # its append's answer was lost, not it
+    await _request(Commands(store), "job_landed", "inputs/job_landed")
+    await sweep.discard("job_refused", connected=lambda: True)
+    await sweep.discard("job_landed", connected=lambda: True)
+    assert await blobs.list("inputs/") == ["inputs/job_landed"]
+
+    # NATS is away: the input goes once it is back.
+    nats_up = False
+    await _input(blobs, "inputs/job_in_outage", 0)
+    await sweep.discard("job_in_outage", connected=lambda: nats_up)
+    assert await blobs.exists("inputs/job_in_outage")
+    nats_up = True
+
+    async def discarded() -> bool:
+        return not await blobs.exists("inputs/job_in_outage")
+
+    await wait_until(discarded, what="the input to be discarded", timeout_s=10)
+    sweep.close()
