@@ -200,6 +200,7 @@ _ID_NAMES = {
     "key_id": "API key",
     "webhook_id": "webhook",
     "delivery_id": "delivery",
+    "user_id": "user",
 }
 
 

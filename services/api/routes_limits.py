@@ -11,7 +11,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from projections.limit_queries import get_user_limits
-from services.api.deps import command_error, decode_body, json_response, services
+from services.api.deps import command_error, decode_body, json_response, path_id, services
 from services.api.problems import ApiError
 from services.commands import CommandError
 from services.limits import MAX_LIMIT, UserLimits, effective_limits, set_user_limits
@@ -41,7 +41,7 @@ async def set_limits(request: Request) -> Response:
     svc = services(request)
     caller = await svc.caller(request)
     body = await decode_body(request, LimitsBody)
-    user_id = request.path_params["user_id"]
+    user_id = path_id(request, "user_id")
     own = UserLimits(max_queued_jobs=body.max_queued_jobs, max_running_jobs=body.max_running_jobs)
     try:
         seq = await set_user_limits(svc.store, svc.context(request, caller), user_id, own)
@@ -53,7 +53,7 @@ async def set_limits(request: Request) -> Response:
 async def get_limits(request: Request) -> Response:
     svc = services(request)
     caller = await svc.caller(request)
-    user_id = request.path_params["user_id"]
+    user_id = path_id(request, "user_id")
     found = await get_user_limits(svc.pool, user_id)
     if found is None or (user_id != caller.user_id and not caller.is_admin):
         raise ApiError(404, "Not found", f"user {user_id} not found; check the user id")
