@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import msgspec
+
+from events.catalogue import FailureKind  # the kinds a JobFailed records: one list
 
 __all__ = [
     "Artifact",
@@ -22,17 +24,6 @@ __all__ = [
     "Runtime",
     "RuntimeError_",
     "RuntimeUnavailableError",
-]
-
-FailureKind = Literal[
-    "model_error",
-    "timeout",
-    "setup_timeout",
-    "out_of_memory",
-    "crashed",
-    "canceled",
-    "infrastructure",
-    "output_limit",
 ]
 
 # Receives build output as it is produced (already decoded, may hold several lines).
