@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import select
 import signal
 import time
 
@@ -68,16 +69,30 @@ class Frozen:
     async def _stop_all(self, root: int, deadline: float) -> bool:
         confirmed = False  # every process stopped so far is known to be stopped
         while True:
+            self._forget_exited()
             new = [pid for pid in descendants(root) if pid not in self._pidfds]
             if not new and confirmed:
                 return True
             for pid in new:
                 self._stop(pid)
-            while not all(_is_stopped(pid) for pid in self._pidfds):
+            while not self._all_stopped():
                 if time.monotonic() > deadline:
                     return False
                 await asyncio.sleep(_POLL_S)
             confirmed = True
+
+    def _all_stopped(self) -> bool:
+        self._forget_exited()
+        return all(_is_stopped(pid) for pid in self._pidfds)
+
+    def _forget_exited(self) -> None:
+        """Drop the processes that have exited and whose pid already names another,
+        live process (pids wrap quickly under a fork storm): that one must be stopped
+        anew, not judged by the old one's state. A zombie keeps its pid: it stays."""
+        for pid, fd in list(self._pidfds.items()):
+            if _exited(fd) and _state(pid) not in (None, ord("Z"), ord("X")):
+                os.close(fd)
+                del self._pidfds[pid]
 
     def thaw(self) -> None:
         """SIGCONT every process stopped; idempotent."""
@@ -86,6 +101,24 @@ class Frozen:
             with contextlib.suppress(ProcessLookupError):
                 signal.pidfd_send_signal(fd, signal.SIGCONT)
             os.close(fd)
+
+
+def _exited(pidfd: int) -> bool:
+    """Whether the process behind `pidfd` has exited (a pidfd polls readable then)."""
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    return bool(poller.poll(0))
+
+
+def _state(pid: int) -> int | None:
+    """The state letter of process `pid` (its main thread), or None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    end = stat.rfind(b")")  # "pid (comm) S ...": comm may hold anything
+    return stat[end + 2] if 0 <= end and end + 2 < len(stat) else None
 
 
 def _is_stopped(pid: int) -> bool:

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -58,9 +59,15 @@ def hopping() -> Iterator[subprocess.Popen[str]]:
         assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
         yield proc
     finally:
-        for pid in descendants(proc.pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        # Killed below first, until none is left (they fork meanwhile), so that the root,
+        # their subreaper, reaps them all: killed first, it would leave them to pid 1,
+        # which on some hosts never reaps them (zombies that use up the pids).
+        deadline = time.monotonic() + 10
+        while (below := descendants(proc.pid)) and time.monotonic() < deadline:
+            for pid in below:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.01)  # polling interval while the root reaps them
         proc.kill()
         proc.wait()
         if proc.stdout is not None:
