@@ -21,7 +21,8 @@ from services.runtime_factory import make_runtime
 from services.runtimes.base import Runtime
 from services.sandbox_setup import check_bwrap
 from services.settings import Settings
-from tests.services._support import FAST_CONSUMER
+from tests._infra import wait_until
+from tests.services._support import FAST_CONSUMER, ModelPackage, upload_version, version_state
 
 SIGNING_KEY = "k" * 40
 
@@ -138,3 +139,17 @@ async def services(
         yield running
     finally:
         await running.stop_all()
+
+
+async def built_version(
+    package: ModelPackage, store: EventStore, commands: Commands, blobs: FileBlobStore
+) -> tuple[str, str]:
+    """(model_id, version_id) of `package` uploaded and built (a builder must run)."""
+    model_id, version_id, _ = await upload_version(commands, blobs, package)
+
+    async def ended() -> bool:
+        return (await version_state(store, version_id)).status in ("ready", "failed")
+
+    await wait_until(ended, timeout_s=60, what="the build")
+    assert (await version_state(store, version_id)).status == "ready"
+    return model_id, version_id

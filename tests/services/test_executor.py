@@ -41,7 +41,7 @@ from tests.services._support import (
     upload_version,
     version_state,
 )
-from tests.services.conftest import SIGNING_KEY, Services
+from tests.services.conftest import SIGNING_KEY, Services, built_version
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -79,13 +79,9 @@ async def version(
 ) -> AsyncIterator[tuple[str, str]]:
     """(model_id, version_id) of a built version of MODEL; a builder keeps running."""
     services.builder()
-    model_id, version_id, _ = await upload_version(commands, blobs, ModelPackage(tmp_path, MODEL))
-
-    async def ready() -> bool:
-        return (await version_state(store, version_id)).status in ("ready", "failed")
-
-    await wait_until(ready, timeout_s=60, what="the build")
-    assert (await version_state(store, version_id)).status == "ready"
+    model_id, version_id = await built_version(
+        ModelPackage(tmp_path, MODEL), store, commands, blobs
+    )
     yield model_id, version_id
 
 

@@ -20,10 +20,8 @@ from tests.services._support import (
     events_of,
     job_state,
     request_job,
-    upload_version,
-    version_state,
 )
-from tests.services.conftest import Services
+from tests.services.conftest import Services, built_version
 
 MODEL = {
     "predict.py": """
@@ -58,13 +56,9 @@ async def version(
     tmp_path: Path, store: EventStore, commands: Commands, blobs: FileBlobStore, services: Services
 ) -> AsyncIterator[tuple[str, str]]:
     services.builder()
-    model_id, version_id, _ = await upload_version(commands, blobs, ModelPackage(tmp_path, MODEL))
-
-    async def ready() -> bool:
-        return (await version_state(store, version_id)).status in ("ready", "failed")
-
-    await wait_until(ready, timeout_s=60, what="the build")
-    assert (await version_state(store, version_id)).status == "ready"
+    model_id, version_id = await built_version(
+        ModelPackage(tmp_path, MODEL), store, commands, blobs
+    )
     services.executor()
     yield model_id, version_id
 
