@@ -90,11 +90,18 @@ async def ensure_executor_consumer(nats_url: str) -> None:
         await nc.drain()
 
 
-def start_services(env: dict[str, str], services: list[str]) -> list[subprocess.Popen[bytes]]:
-    return [
-        subprocess.Popen([sys.executable, "-m", "services.cli", "serve", name], env=env)
-        for name in services
-    ]
+def start_services(
+    env: dict[str, str], services: list[str], *, api_log: Path | None = None
+) -> list[subprocess.Popen[bytes]]:
+    """The services as processes; the API's stderr goes to `api_log` when given (to look
+    for tracebacks), the others' to the test's."""
+    procs = []
+    for name in services:
+        with contextlib.ExitStack() as files:
+            stderr = files.enter_context(api_log.open("ab")) if api_log and name == "api" else None
+            argv = [sys.executable, "-m", "services.cli", "serve", name]
+            procs.append(subprocess.Popen(argv, env=env, stderr=stderr))
+    return procs
 
 
 def stop_services(procs: list[subprocess.Popen[bytes]]) -> None:

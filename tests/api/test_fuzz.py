@@ -13,7 +13,6 @@ import asyncio
 import re
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote, urlencode, urlsplit
@@ -29,6 +28,7 @@ from services.settings import Settings
 from services.stack import ensure_admin_key
 from tests.api.conftest import (
     ensure_executor_consumer,
+    start_services,
     stop_services,
     wait_key_works,
     wait_ready,
@@ -57,15 +57,7 @@ def api(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> 
     asyncio.run(ensure_executor_consumer(stack_env["CLINAI_NATS_URL"]))  # /readyz needs it
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        with log.open("wb") as out:
-            for service in ("projector", "api"):
-                procs.append(
-                    subprocess.Popen(
-                        [sys.executable, "-m", "services.cli", "serve", service],
-                        env=stack_env,
-                        stderr=out if service == "api" else None,
-                    )
-                )
+        procs += start_services(stack_env, ["projector", "api"], api_log=log)
         wait_ready(app_settings.api_url, procs)
         wait_key_works(app_settings.api_url, admin_key)
         app = create_app(app_settings)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from tests.api._client import Client
 from tests.api.conftest import (
     ensure_executor_consumer,
     free_port,
+    start_services,
     stop_services,
     wait_key_works,
     wait_ready,
@@ -71,15 +71,7 @@ def outage(tmp_path: Path) -> Iterator[_Outage]:
             assert admin_key is not None
             asyncio.run(ensure_executor_consumer(nats_url))  # /readyz needs it
             api_log = tmp_path / "api.log"
-            with api_log.open("wb") as log:
-                for service in ("projector", "api"):
-                    procs.append(
-                        subprocess.Popen(
-                            [sys.executable, "-m", "services.cli", "serve", service],
-                            env=env,
-                            stderr=log if service == "api" else None,
-                        )
-                    )
+            procs += start_services(env, ["projector", "api"], api_log=api_log)
             wait_ready(settings.api_url, procs)
             wait_key_works(settings.api_url, admin_key)
             yield _Outage(settings.api_url, admin_key, postgres, nats_server, api_log)
