@@ -2,6 +2,7 @@
 
     python -m bench.jobs [--runtime process|docker|both] [--jobs 200] [--clients 32]
                          [--seconds 10]
+    python -m bench.jobs --ab-tree OTHER_CHECKOUT [--rounds 6] [--jobs 100] [--seconds 4]
 
 Prints, per runtime: warm job latency (HTTP submit -> terminal status visible through the
 API) p50/p99 for a no-op model (`bench/noop-model`: `run` returns {}), for an echo model
@@ -159,9 +160,14 @@ class UpStack:
     `remove()` deletes its data directory."""
 
     def __init__(
-        self, runtime: str, parent: Path = DATA_PARENT, env: Mapping[str, str] | None = None
+        self,
+        runtime: str,
+        parent: Path = DATA_PARENT,
+        env: Mapping[str, str] | None = None,
+        tree: Path = ROOT,
     ) -> None:
         self.runtime = runtime
+        self.tree = tree
         self.env = dict(env or {})
         parent.mkdir(parents=True, exist_ok=True)
         self.dir = Path(tempfile.mkdtemp(prefix=f"bench-{runtime}-", dir=parent))
@@ -181,13 +187,15 @@ class UpStack:
         env["CLINAI_DOCKER_BASE_IMAGE"] = os.environ.get(
             "CLINAI_DOCKER_BASE_IMAGE", "clinai/python:3.11-slim"
         )
-        # The rate limiter stays on the path, with room for the benchmark's clients.
+        # The rate limiter and the per-key command slots stay on the path, with room for
+        # the benchmark's clients: they all share one key, which the defaults (50 jobs/s,
+        # 4 commands at once per key) are there to hold back.
         env["CLINAI_RATE_LIMIT_PER_S"] = env["CLINAI_RATE_LIMIT_BURST"] = "1000000"
+        env["CLINAI_MAX_CONCURRENT_COMMANDS_PER_KEY"] = "1000"
         env.update(self.env)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "up", "--data-dir", str(self.dir / "data"),
-             "--port", str(port)],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env, cwd=ROOT,
+            [str(self._clinai()), "up", "--data-dir", str(self.dir / "data"), "--port", str(port)],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env, cwd=self.tree,
         )  # fmt: skip
         assert self.proc.stdout is not None
         lines = []
@@ -198,6 +206,12 @@ class UpStack:
         self.url = f"http://127.0.0.1:{port}"
         self.key = (self.dir / "data" / "admin.key").read_text().strip()
         return self
+
+    def _clinai(self) -> Path:
+        """This interpreter's `clinai` for this tree, the other tree's own for another."""
+        if self.tree == ROOT:
+            return Path(sys.executable).with_name("clinai")
+        return self.tree / ".venv" / "bin" / "clinai"
 
     @property
     def pid(self) -> int:
@@ -354,12 +368,29 @@ def main(argv: list[str] | None = None) -> None:
         help="instead: the no-op job path under two CLINAI_NATS_SYNC values (e.g. always,2m), "
         "one stack each, measured in alternating bursts (--rounds)",
     )
-    parser.add_argument("--rounds", type=int, default=4, help="bursts per setting (A/B)")
+    parser.add_argument(
+        "--ab-tree",
+        metavar="DIR",
+        type=Path,
+        help="instead: this code's no-op job path against another checkout's (with its own "
+        ".venv), one stack each, measured in alternating bursts (--rounds)",
+    )
+    parser.add_argument(
+        "--set",
+        metavar="CLINAI_NAME=VALUE",
+        action="append",
+        default=[],
+        help="with --ab-tree: a setting for both stacks (repeatable)",
+    )
+    parser.add_argument("--rounds", type=int, default=4, help="bursts per side (A/B)")
     args = parser.parse_args(argv)
-    if args.nats_sync_ab:
-        from bench._sync_ab import run_ab
+    if args.nats_sync_ab or args.ab_tree:
+        from bench import _ab
 
-        run_ab(args.nats_sync_ab.split(","), args)
+        if args.ab_tree:
+            _ab.run_ab(_ab.tree_stacks(args.ab_tree, args), args)
+        else:
+            _ab.run_ab(_ab.sync_stacks(args.nats_sync_ab.split(","), args), args)
         return
     runtimes = ["process", "docker"] if args.runtime == "both" else [args.runtime]
     results = {}
