@@ -10,10 +10,11 @@ as not ready rather than as a slow probe:
   one thread), and appends time out meanwhile.
 - The executor's durable consumer exists: a job appended now will be delivered.
 - Postgres answers (the read models' checkpoint and quarantine count are read).
+- A projector is running: some session holds its leader lock. Without one, the next
+  write would not be read back, even while the reads are current.
 - The projection is not stalled: it lacks no event more than `max_lag` events behind the
   log's last one that was stored more than `stall_s` ago (the event's time in the
-  stream, read by a direct get). A stopped or crash-looping projector shows here once
-  there is something to project; while nothing is written, its reads are current.
+  stream, read by a direct get). A projector that runs but fails shows here.
 
 `extra` of a ready answer: the projection's and the stream's last sequences, how many
 events the projector quarantined (`projections.quarantine`) and the long polls waiting.
@@ -35,7 +36,9 @@ from nats.js.errors import NotFoundError
 from starlette.requests import Request
 from starlette.responses import Response
 
+from projections import LIVE_SCHEMA
 from projections.apply import PROJECTION
+from projections.db import lock_key
 from services.api.deps import json_response, services
 from services.api.problems import problem_response
 from services.durables import EXECUTOR_DURABLE
@@ -48,6 +51,12 @@ _T = TypeVar("_T")
 _STATE_SQL: Final = (
     "SELECT (SELECT last_seq FROM checkpoint WHERE projection = $1) AS checkpoint, "
     "(SELECT count(*) FROM quarantine) AS quarantined"
+)
+# Whether a session holds the projector's leader lock (`projections.projector`): a
+# one-key advisory lock shows in pg_locks as its high and low 32 bits.
+_LEADER_SQL: Final = (
+    "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted "
+    "AND objsubid = 1 AND ((classid::int8 << 32) | objid::int8) = hashtextextended($1, 0))"
 )
 _CHECKPOINT_SQL: Final = "SELECT last_seq FROM checkpoint WHERE projection = $1"
 _SETTINGS_HINT: Final = "CLINAI_READY_PROJECTION_LAG / CLINAI_READY_PROJECTION_STALL_S"
@@ -73,6 +82,7 @@ class Readiness:
         stall_s: float = 15.0,
         timeout_s: float = 2.0,
         executor_durable: str = EXECUTOR_DURABLE,
+        schema: str = LIVE_SCHEMA,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if max_lag < 0 or stall_s <= 0 or timeout_s <= 0:
@@ -85,6 +95,7 @@ class Readiness:
         self._stall_s = stall_s
         self._timeout_s = timeout_s
         self._durable = executor_durable
+        self._leader_lock = lock_key("projector", schema)
         self._clock = clock
 
     @classmethod
@@ -157,6 +168,12 @@ class Readiness:
     async def _database(self, problems: list[str]) -> tuple[int, int] | None:
         try:
             async with self._pool.acquire(timeout=self._timeout_s) as conn:
+                if not await conn.fetchval(_LEADER_SQL, self._leader_lock):
+                    problems.append(
+                        "no projector is running (no session holds its lock in Postgres): "
+                        "the read models would not show new writes; start one "
+                        "(`clinai serve projector`) or see its log"
+                    )
                 try:
                     row = await conn.fetchrow(_STATE_SQL, PROJECTION, timeout=self._timeout_s)
                 except asyncpg.UndefinedTableError:  # the projector has not migrated (yet)

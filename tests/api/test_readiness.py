@@ -17,7 +17,7 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from events import EventStore, event_subject
-from projections import LIVE_SCHEMA, apply_migrations, connect, create_pool
+from projections import LIVE_SCHEMA, Projector, apply_migrations, connect, create_pool
 from services.api.readiness import Readiness, ReadinessReport
 from services.durables import EXECUTOR_DURABLE
 from services.sandbox_setup import check_bwrap
@@ -25,7 +25,7 @@ from services.settings import Settings
 from services.stack import ensure_admin_key
 from tests._infra import wait_until
 from tests.api.conftest import free_port, start_services, stop_services, wait_key_works
-from tests.projections._support import append_all, user_created
+from tests.projections._support import append_all, running, user_created
 
 EVENTS = 20_000
 
@@ -160,5 +160,36 @@ async def test_the_projection_counts_as_stalled_only_past_the_allowed_lag_and_ag
         assert "have lacked sequence 10 for 6" in problem and "s (limit 30 s" in problem
         checks = Readiness(nc, pool, stream=store.stream, max_lag=0, stall_s=30)  # the real clock
         assert stalled(await checks.check()) == []  # every event is younger than 30 s
+    finally:
+        await pool.close()
+
+
+async def test_not_ready_without_a_running_projector_even_with_nothing_to_project(
+    nc: NATS, store: EventStore, database_url: str
+) -> None:
+    """Before, a stopped or crash-looping projector read as ready while the read models
+    were current: the next write was never read back."""
+    await append_all(store, [user_created() for _ in range(3)])
+    pool = await create_pool(database_url, min_size=1, max_size=2)
+
+    def no_projector(report: ReadinessReport) -> list[str]:
+        return [p for p in report.problems if p.startswith("no projector is running")]
+
+    try:
+        checks = Readiness(nc, pool, stream=store.stream, max_lag=1000, stall_s=30)
+        [problem] = no_projector(await checks.check())
+        assert "clinai serve projector" in problem
+        async with running(Projector(database_url, store)) as task:
+
+            async def led() -> bool:
+                return not no_projector(await checks.check()) or task.done()
+
+            await wait_until(led, what="the projector's lock to show", timeout_s=30)
+            assert not task.done()
+
+        async def gone() -> bool:
+            return bool(no_projector(await checks.check()))
+
+        await wait_until(gone, what="the lock to go with the projector", timeout_s=30)
     finally:
         await pool.close()
