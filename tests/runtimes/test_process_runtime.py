@@ -11,6 +11,7 @@ import pytest
 
 from services.runtime_factory import make_runtime
 from services.runtimes._uids import BLOCK, LAST_UID, claim_uid_range
+from services.runtimes._worker import ProcessWorker
 from services.runtimes.base import BuildFailedError, RuntimeUnavailableError
 from services.runtimes.process import ProcessRuntime
 from services.sandbox_setup import check_bwrap
@@ -298,3 +299,32 @@ async def test_tmp_size_is_the_worker_tmp_setting(tmp_path: Path) -> None:
         await runtime.close()
     assert outcome.kind == "model_error", outcome
     assert "/tmp is full: it holds at most 8 MiB" in outcome.message, outcome.message
+
+
+@needs_bwrap
+async def test_a_worker_that_cannot_be_frozen_is_stopped_before_its_outputs_are_read(
+    work_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fallback when the model left something running that will not stop (a thread
+    in an uninterruptible wait): the worker ends before out/ is read, its outputs still
+    come back, and the next job gets a fresh worker. Freezing itself
+    is stood in for: no model can be made unfreezable reliably."""
+    attempts: list[int] = []
+
+    async def cannot_freeze(worker: ProcessWorker, timeout_s: float = 0.0) -> None:
+        attempts.append(worker.proc.pid)
+
+    monkeypatch.setattr(ProcessWorker, "freeze", cannot_freeze)
+    runtime = ProcessRuntime(process_config(work_root))
+    try:
+        ticker = await build(runtime, "ticking_outputs")
+        first = await runtime.run_job(ticker, make_job(tmp_path, files=5))
+        assert first.ok and len(first.outputs) == 6, first
+        assert len(attempts) == 1
+        with pytest.raises(ProcessLookupError):
+            os.kill(attempts[0], 0)  # the worker (its whole sandbox) is gone
+        second = await runtime.run_job(ticker, make_job(tmp_path, files=1))
+        assert second.ok and second.setup_s > 0.0, second  # a fresh worker
+        assert len(attempts) == 2 and attempts[1] != attempts[0]
+    finally:
+        await runtime.close()
