@@ -187,11 +187,8 @@ class UpStack:
         env["CLINAI_DOCKER_BASE_IMAGE"] = os.environ.get(
             "CLINAI_DOCKER_BASE_IMAGE", "clinai/python:3.11-slim"
         )
-        # The rate limiter and the per-key command slots stay on the path, with room for
-        # the benchmark's clients: they all share one key, which the defaults (50 jobs/s,
-        # 4 commands at once per key) are there to hold back.
+        # The rate limiter stays on the path, with room for the benchmark's clients.
         env["CLINAI_RATE_LIMIT_PER_S"] = env["CLINAI_RATE_LIMIT_BURST"] = "1000000"
-        env["CLINAI_MAX_CONCURRENT_COMMANDS_PER_KEY"] = "1000"
         env.update(self.env)
         self.proc = subprocess.Popen(
             [str(self._clinai()), "up", "--data-dir", str(self.dir / "data"), "--port", str(port)],
