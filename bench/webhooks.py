@@ -34,10 +34,10 @@ from aiohttp import web
 from events import EventStore, JobRequested, JobStarted, encode_event, new_event_id, new_id
 from projections import LIVE_SCHEMA, apply_migrations
 from projections.db import connect
-from services.commands import CommandContext
+from services.domain import CommandContext
+from services.domain.destinations import DestinationPolicy
+from services.domain.webhooks import WebhookCommands
 from services.embedded import EmbeddedNats, EmbeddedPostgres
-from services.notifier import WebhookCommands
-from services.notifier.destinations import DestinationPolicy
 
 __all__ = ["main"]
 

@@ -20,7 +20,7 @@ import asyncpg
 import msgspec
 
 from projections import LIVE_SCHEMA, apply_migrations
-from services.commands import CommandContext, Commands, ConflictError
+from services.domain import CommandContext, Commands, ConflictError
 from services.embedded import EmbeddedError, EmbeddedNats, EmbeddedPostgres, EmbeddedServer
 from services.resources import connect_nats, open_event_store, signing_key
 from services.settings import Settings

@@ -36,9 +36,9 @@ from services.api._unavailable import unavailable_handlers
 from services.api.deps import ApiServices, json_response, services
 from services.api.problems import ApiError, handle_api_error, problem_response
 from services.blobstore import SIGNED_BLOB_ROUTE, BlobStore, FileBlobStore, signed_blob_endpoint
-from services.notifier.commands import WebhookCommands
-from services.notifier.destinations import DestinationPolicy
-from services.notifier.signing import master_key
+from services.domain.destinations import DestinationPolicy
+from services.domain.signing import master_key
+from services.domain.webhooks import WebhookCommands
 from services.outages import Outage, report_library_failures
 from services.resources import connect_nats, open_blob_store, open_event_store
 from services.settings import Settings, SettingsError

@@ -18,7 +18,7 @@ from services.api.deps import (
     path_id,
     services,
 )
-from services.commands import CommandError
+from services.domain import CommandError
 
 __all__ = ["routes"]
 

@@ -27,8 +27,8 @@ from services.api.deps import (
 )
 from services.api.problems import ApiError, joined_detail
 from services.api.uploads import drain_small_body, receive_file
-from services.api.views import model_view, version_view
-from services.commands import CommandError
+from services.domain import CommandError
+from services.domain.views import model_view, version_view
 from services.packages import PackageInvalidError, PackageLimits, inspect_package
 
 __all__ = ["routes"]

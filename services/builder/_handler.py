@@ -25,11 +25,11 @@ from events import (
     VersionUploaded,
     scrub_text,
 )
-from services.aggregates import VersionState, fold_version
 from services.blobstore import BlobError, BlobNotFoundError, BlobStore
 from services.builder._log import BuildLog, SupersededError
 from services.builder._reuse import PACKAGE_HASH_DETAIL, ArtifactIndex
 from services.consumer import Delivery, Poison, RetryLater, reaction_envelope
+from services.domain.aggregates import VersionState, fold_version
 from services.packages import PackageInvalidError, unpack_package
 from services.runtimes.base import Artifact, BuildFailedError, Runtime, RuntimeError_
 

@@ -9,21 +9,21 @@ from datetime import UTC, datetime
 import pytest
 
 from events import JobFailed, JobRequested, JobSucceeded, JobWebhook, ModelCreated
-from services.notifier._dispatch import DispatchOptions, backoff_delay
-from services.notifier._facts import Facts, FactsCache, facts_of
-from services.notifier.destinations import (
+from services.domain.destinations import (
     DestinationPolicy,
     DestinationRefused,
     InvalidDestination,
 )
-from services.notifier.event_types import (
+from services.domain.event_types import (
     InvalidFilterError,
     check_filter,
     job_hook_wants,
     matches,
     webhook_type,
 )
-from services.notifier.signing import derive_secret, sign, signature_header, verify
+from services.domain.signing import derive_secret, sign, signature_header, verify
+from services.notifier._dispatch import DispatchOptions, backoff_delay
+from services.notifier._facts import Facts, FactsCache, facts_of
 
 
 def test_signature_matches_the_standard_webhooks_reference_vector() -> None:

@@ -15,7 +15,7 @@ from nats.aio.client import Client as NATS
 from events import EventStore
 from services.blobstore import FileBlobStore
 from services.builder import run_builder
-from services.commands import Commands
+from services.domain import Commands
 from services.executor import run_executor
 from services.runtime_factory import make_runtime
 from services.runtimes.base import Runtime

@@ -21,8 +21,8 @@ from events import (
     JobSucceeded,
 )
 from services.blobstore import FileBlobStore
-from services.commands import Commands
 from services.consumer import Delivery
+from services.domain import Commands
 from services.executor import run_executor
 from services.executor._handler import JobHandler
 from services.executor._local import LocalJobs
