@@ -203,7 +203,7 @@ def _first_line_s(env: dict[str, str], args: list[str]) -> float:
 
 def _import_s() -> float:
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import services.cli, services.tail"], check=True)
+    subprocess.run([sys.executable, "-c", "import services.cli, services.cli.tail"], check=True)
     return time.perf_counter() - started
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import aiohttp
 
-from services.package_zip import zip_folder
+from services.packages import zip_folder
 from tests._infra import short_tmp_dir, wait_until
 from tests.api._client import Client
 from tests.api.conftest import free_port

@@ -39,8 +39,8 @@ from services.blobstore import SIGNED_BLOB_ROUTE, BlobStore, FileBlobStore, sign
 from services.domain.destinations import DestinationPolicy
 from services.domain.signing import master_key
 from services.domain.webhooks import WebhookCommands
+from services.infra.connections import connect_nats, open_blob_store, open_event_store
 from services.outages import Outage, report_library_failures
-from services.resources import connect_nats, open_blob_store, open_event_store
 from services.settings import Settings, SettingsError
 
 __all__ = ["begin_stop", "create_app"]

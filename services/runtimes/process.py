@@ -51,7 +51,8 @@ __all__ = ["DEBIAN_CA_BUNDLE", "ProcessRuntime", "ProcessRuntimeConfig"]
 
 DEBIAN_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 _INSTALL_HINT = (
-    "install bubblewrap: `apt-get install bubblewrap` (or `python -m services.sandbox_setup`)"
+    "install bubblewrap: `apt-get install bubblewrap` "
+    "(or `python -m services.embedded.sandbox_setup`)"
 )
 
 
