@@ -33,8 +33,8 @@ from services.api._input_sweep import InputSweep
 from services.api._key_slots import ReleaseKeySlot
 from services.api._rate_limit import RateLimitHeaders
 from services.api._unavailable import unavailable_handlers
-from services.api.deps import ApiServices, json_response, services
 from services.api.problems import ApiError, handle_api_error, problem_response
+from services.api.wiring import ApiServices, json_response, services
 from services.blobstore import SIGNED_BLOB_ROUTE, BlobStore, FileBlobStore, signed_blob_endpoint
 from services.domain.destinations import DestinationPolicy
 from services.domain.signing import master_key

@@ -36,8 +36,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from projections.apply import PROJECTION
-from services.api.deps import json_response, services
 from services.api.problems import problem_response
+from services.api.wiring import json_response, services
 from services.durables import EXECUTOR_DURABLE
 from services.settings import Settings
 

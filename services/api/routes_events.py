@@ -39,8 +39,8 @@ from events import (
 from events.subjects import AGGREGATES, PREFIX
 from projections import queries, webhook_queries
 from services.api.auth import Principal
-from services.api.deps import ApiServices, checked_id, path_id, services, visible_model
 from services.api.problems import ApiError
+from services.api.wiring import ApiServices, checked_id, path_id, services, visible_model
 from services.domain.access import can_see_event, can_see_job, event_owner
 
 __all__ = ["event_frame", "routes"]

@@ -19,7 +19,9 @@ from projections import queries
 from services.api._input_sweep import InputSweep, input_key
 from services.api._job_result import job_response, result_response
 from services.api.auth import Principal
-from services.api.deps import (
+from services.api.problems import ApiError, joined_detail
+from services.api.uploads import ReceivedForm, receive_form
+from services.api.wiring import (
     ApiServices,
     checked_id,
     command_error,
@@ -33,8 +35,6 @@ from services.api.deps import (
     unstorable_text,
     visible_model,
 )
-from services.api.problems import ApiError, joined_detail
-from services.api.uploads import ReceivedForm, receive_form
 from services.blobstore import BlobNotFoundError, FileBlobStore
 from services.domain import CommandError
 from services.domain.access import can_see_job, listed_owner

@@ -11,8 +11,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from projections.limit_queries import get_user_limits
-from services.api.deps import command_error, decode_body, json_response, path_id, services
 from services.api.problems import ApiError
+from services.api.wiring import command_error, decode_body, json_response, path_id, services
 from services.domain import CommandError
 from services.domain.access import can_see_user
 from services.domain.limits import MAX_LIMIT, UserLimits, effective_limits, set_user_limits

@@ -14,7 +14,8 @@ from starlette.routing import Route
 
 from projections import webhook_queries
 from services.api.auth import Principal
-from services.api.deps import (
+from services.api.problems import ApiError, joined_detail
+from services.api.wiring import (
     command_error,
     decode_body,
     json_response,
@@ -23,7 +24,6 @@ from services.api.deps import (
     projected,
     services,
 )
-from services.api.problems import ApiError, joined_detail
 from services.domain import CommandError
 from services.domain.access import can_see_webhook, listed_owner
 from services.domain.signing import default_secret, master_key

@@ -44,8 +44,8 @@ from services.domain.signing import master_key
 from services.domain.webhook_aggregates import fold_delivery
 from services.infra.connections import connect_nats, open_blob_store, open_event_store
 from services.notifier._dispatch import Dispatcher, DispatchOptions, PendingDelivery
-from services.notifier._facts import Facts, FactsCache, facts_of
 from services.notifier._payload import Snapshot, Snapshots, webhook_body
+from services.notifier._receivers import Facts, FactsCache, facts_of
 from services.notifier._sender import Sender
 from services.notifier._subscriptions import Subscriptions
 from services.outages import Outage, report_library_failures

@@ -23,7 +23,7 @@ from services.domain.event_types import (
 )
 from services.domain.signing import derive_secret, sign, signature_header, verify
 from services.notifier._dispatch import DispatchOptions, backoff_delay
-from services.notifier._facts import Facts, FactsCache, facts_of
+from services.notifier._receivers import Facts, FactsCache, facts_of
 
 
 def test_signature_matches_the_standard_webhooks_reference_vector() -> None:

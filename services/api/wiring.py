@@ -26,8 +26,8 @@ from services.api._key_slots import SLOT_STATE, KeySlots
 from services.api._rate_limit import RATE_STATE, RateLimiter
 from services.api._ready_versions import ReadyVersions
 from services.api.auth import KeyCache, Principal, authenticate
-from services.api.bodies import read_body
 from services.api.problems import ApiError, joined_detail
+from services.api.request_body import read_body
 from services.blobstore import BlobStore
 from services.domain import (
     CommandContext,
