@@ -3,23 +3,14 @@ zip-entry checks in `_zipcheck` and the source checks in `_sources`), and zippin
 folder into one (`zipping`)."""
 
 from services.packages._zipcheck import PackageInvalidError
-from services.packages.validation import (
-    PackageFile,
-    PackageInfo,
-    PackageLimits,
-    inspect_package,
-    normalise_requirements,
-    unpack_package,
-)
+from services.packages.validation import PackageInfo, PackageLimits, inspect_package, unpack_package
 from services.packages.zipping import zip_folder
 
 __all__ = [
-    "PackageFile",
     "PackageInfo",
     "PackageInvalidError",
     "PackageLimits",
     "inspect_package",
-    "normalise_requirements",
     "unpack_package",
     "zip_folder",
 ]

@@ -61,7 +61,6 @@ __all__ = [
     "PackageInvalidError",
     "PackageLimits",
     "inspect_package",
-    "normalise_requirements",
     "unpack_package",
 ]
 

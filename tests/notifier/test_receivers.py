@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -10,14 +11,20 @@ from events import JobRequested, JobSucceeded, JobWebhook, ModelCreated
 from services.notifier._receivers import Facts, FactsCache, facts_of
 
 
+def _envelope(event_id: str, aggregate_id: str, *, actor: str = "usr_1") -> dict[str, Any]:
+    return {
+        "id": event_id,
+        "aggregate_id": aggregate_id,
+        "occurred_at": datetime(2025, 1, 1, tzinfo=UTC),
+        "actor": actor,
+        "correlation_id": "c",
+        "causation_id": "c",
+    }
+
+
 def _requested(webhook: JobWebhook | None) -> JobRequested:
     return JobRequested(
-        id="evt_1",
-        aggregate_id="job_1",
-        occurred_at=datetime(2025, 1, 1, tzinfo=UTC),
-        actor="usr_1",
-        correlation_id="c",
-        causation_id="c",
+        **_envelope("evt_1", "job_1"),
         owner="usr_1",
         model_id="mdl_1",
         version_id="ver_1",
@@ -34,23 +41,13 @@ def test_facts_come_from_creating_events_only() -> None:
     )
     assert facts_of(_requested(None)) == Facts(owner="usr_1")
     created = ModelCreated(
-        id="evt_2",
-        aggregate_id="mdl_1",
-        occurred_at=datetime(2025, 1, 1, tzinfo=UTC),
-        actor="usr_1",
-        correlation_id="c",
-        causation_id="c",
+        **_envelope("evt_2", "mdl_1"),
         owner="usr_1",
         name="m",
     )
     assert facts_of(created) == Facts(owner="usr_1")
     succeeded = JobSucceeded(
-        id="evt_3",
-        aggregate_id="job_1",
-        occurred_at=datetime(2025, 1, 1, tzinfo=UTC),
-        actor="executor",
-        correlation_id="c",
-        causation_id="c",
+        **_envelope("evt_3", "job_1", actor="executor"),
     )
     assert facts_of(succeeded) is None
 
