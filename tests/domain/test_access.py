@@ -80,57 +80,30 @@ def test_only_an_admin_lists_everyones_resources() -> None:
     assert listed_owner("usr_a", True, everyone=True) is None
 
 
-def _events() -> list[tuple[AnyEvent, str | None]]:
-    return [
-        (
-            JobRequested(
-                id="e1",
-                aggregate_id="job_1",
-                **_ENVELOPE,
-                owner="usr_a",
-                model_id="mdl_1",
-                version_id="ver_1",
-                input_key="inputs/job_1/x",
-                input_filename="x",
-            ),
-            "usr_a",
-        ),
-        (
-            ModelCreated(id="e2", aggregate_id="mdl_1", **_ENVELOPE, owner="usr_a", name="m"),
-            "usr_a",
-        ),
-        (
-            WebhookCreated(
-                id="e3",
-                aggregate_id="whk_1",
-                **_ENVELOPE,
-                owner="usr_a",
-                url="https://x.test",
-                events=("*",),
-            ),
-            "usr_a",
-        ),
-        (
-            ApiKeyIssued(
-                id="e4",
-                aggregate_id="key_1",
-                **_ENVELOPE,
-                user_id="usr_a",
-                name="k",
-                key_hash="h",
-                prefix="p",
-            ),
-            "usr_a",
-        ),
-        (UserCreated(id="e5", aggregate_id="usr_a", **_ENVELOPE, name="a"), "usr_a"),
-        (JobStarted(id="e6", aggregate_id="job_1", **_ENVELOPE, attempt=1), None),
-    ]
+_JOB = {"model_id": "mdl_1", "version_id": "ver_1", "input_key": "k", "input_filename": "x"}
+_KEY = {"user_id": "usr_a", "name": "k", "key_hash": "h", "prefix": "p"}
+_EVENTS: list[tuple[type[Any], str, dict[str, Any], str | None]] = [
+    (JobRequested, "job_1", {"owner": "usr_a", **_JOB}, "usr_a"),
+    (ModelCreated, "mdl_1", {"owner": "usr_a", "name": "m"}, "usr_a"),
+    (
+        WebhookCreated,
+        "whk_1",
+        {"owner": "usr_a", "url": "https://x.test", "events": ("*",)},
+        "usr_a",
+    ),
+    (ApiKeyIssued, "key_1", _KEY, "usr_a"),
+    (UserCreated, "usr_a", {"name": "a"}, "usr_a"),
+    (JobStarted, "job_1", {"attempt": 1}, None),
+]
 
 
-@pytest.mark.parametrize(("event", "owner"), _events(), ids=lambda v: getattr(v, "type", v))
+@pytest.mark.parametrize(
+    ("kind", "aggregate_id", "fields", "owner"), _EVENTS, ids=[e[0].__name__ for e in _EVENTS]
+)
 def test_an_event_names_its_owner_when_it_creates_the_aggregate(
-    event: AnyEvent, owner: str | None
+    kind: type[Any], aggregate_id: str, fields: dict[str, Any], owner: str | None
 ) -> None:
+    event: AnyEvent = kind(id="evt_1", aggregate_id=aggregate_id, **_ENVELOPE, **fields)
     assert event_owner(event) == owner
 
 
