@@ -23,7 +23,7 @@ $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.lock
 	touch $@
 
 up: $(VENV)/.installed
-	@$(BIN)/python -m services.sandbox_setup || true
+	@$(BIN)/python -m services.embedded.sandbox_setup || true
 	$(BIN)/clinai up $(ARGS)
 
 test: $(VENV)/.installed-dev

@@ -21,7 +21,7 @@ from typing import Any
 
 from bench._http import HttpClient
 from bench.jobs import NOOP, Api, UpStack, _flush_disk, _png, _throughput
-from services.package_zip import zip_folder
+from services.packages import zip_folder
 
 __all__ = ["run_ab", "sync_stacks", "tree_stacks"]
 

@@ -31,7 +31,7 @@ from typing import Any
 
 from bench._http import HttpClient
 from bench.jobs import NOOP, Api, UpStack, _pct, _png
-from services.package_zip import zip_folder
+from services.packages import zip_folder
 
 __all__ = ["main"]
 

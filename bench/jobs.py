@@ -46,7 +46,7 @@ from PIL import Image
 
 from bench._http import HttpClient, multipart
 from bench._proc import cpu_by_kind
-from services.package_zip import zip_folder
+from services.packages import zip_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "example-model"

@@ -34,10 +34,10 @@ from aiohttp import web
 from events import EventStore, JobRequested, JobStarted, encode_event, new_event_id, new_id
 from projections import LIVE_SCHEMA, apply_migrations
 from projections.db import connect
-from services.commands import CommandContext
+from services.domain import CommandContext
+from services.domain.destinations import DestinationPolicy
+from services.domain.webhooks import WebhookCommands
 from services.embedded import EmbeddedNats, EmbeddedPostgres
-from services.notifier import WebhookCommands
-from services.notifier.destinations import DestinationPolicy
 
 __all__ = ["main"]
 
@@ -203,7 +203,7 @@ def _first_line_s(env: dict[str, str], args: list[str]) -> float:
 
 def _import_s() -> float:
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import services.cli, services.tail"], check=True)
+    subprocess.run([sys.executable, "-c", "import services.cli, services.cli.tail"], check=True)
     return time.perf_counter() - started
 
 

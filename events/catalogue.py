@@ -294,7 +294,7 @@ class JobCanceled(Event, frozen=True, kw_only=True):
 
 # --- webhooks ------------------------------------------------------------------------------
 # A subscription is a `webhook` aggregate. Its signing secret is never recorded: it is
-# derived from a server key, the webhook id and `generation` (see services.notifier.signing).
+# derived from a server key, the webhook id and `generation` (see services.domain.signing).
 
 
 class WebhookCreated(Event, frozen=True, kw_only=True):

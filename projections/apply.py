@@ -1,10 +1,10 @@
-"""The fold of events onto read-model rows, and the checkpoint of a batch.
+"""The fold of events onto read-model rows.
 
 A batch is applied in three steps (`projections._pipeline.PipelinedApplier` drives
 them): load the rows the batch touches (`rows_to_load`: one `SELECT ... WHERE id =
 ANY($1)` per table, skipping ids the batch itself creates), fold every event onto those
 rows in memory (`fold`), then upsert each table once, with the checkpoint in the same
-transaction (`advance_checkpoint`). Terminal states never regress; an event whose row
+transaction (`projections.checkpoint`). Terminal states never regress; an event whose row
 does not exist is ignored.
 """
 
@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, Final
 
-import asyncpg
 import msgspec
 
 from events import (
@@ -54,9 +53,7 @@ __all__ = [
     "VERSION_TERMINAL",
     "Row",
     "Tables",
-    "advance_checkpoint",
     "fold",
-    "read_checkpoint",
     "rows_to_load",
 ]
 
@@ -363,49 +360,3 @@ def _fold_job(
             row["error_message"] = event.message
             row["finished_at"] = at
     return True
-
-
-async def read_checkpoint(conn: asyncpg.Connection) -> int:
-    """The last applied sequence (0 before the first batch)."""
-    value = await conn.fetchval("SELECT last_seq FROM checkpoint WHERE projection = $1", PROJECTION)
-    return int(value or 0)
-
-
-# Move the checkpoint from $3 to $2 (and NOTIFY $4 with $5), or change nothing when it is
-# not at $3: the check, the write and the notice in one round trip at the end of a batch.
-_FIRST_CHECKPOINT_SQL = (
-    "WITH moved AS (INSERT INTO checkpoint (projection, last_seq) VALUES ($1, $2) "
-    "ON CONFLICT (projection) DO UPDATE SET last_seq = EXCLUDED.last_seq "
-    "WHERE checkpoint.last_seq = $3 RETURNING 1) "
-)
-_NEXT_CHECKPOINT_SQL = (
-    "WITH moved AS (UPDATE checkpoint SET last_seq = $2 "
-    "WHERE projection = $1 AND last_seq = $3 RETURNING 1) "
-)
-
-
-async def advance_checkpoint(
-    conn: asyncpg.Connection,
-    expected: int,
-    last_seq: int,
-    *,
-    channel: str | None = None,
-    notice: str = "",
-) -> int | None:
-    """In the batch's transaction: move the checkpoint from `expected` to `last_seq`
-    and, with a `channel`, NOTIFY it with `notice` (sent when the transaction commits).
-    Returns None when done, else the stored checkpoint that is not `expected` (nothing
-    changed: roll back)."""
-    sql = _FIRST_CHECKPOINT_SQL if expected == 0 else _NEXT_CHECKPOINT_SQL
-    if channel is None:
-        rows = await conn.fetch(sql + "SELECT 1 FROM moved", PROJECTION, last_seq, expected)
-    else:
-        rows = await conn.fetch(
-            sql + "SELECT pg_notify($4, $5) FROM moved",
-            PROJECTION,
-            last_seq,
-            expected,
-            channel,
-            notice,
-        )
-    return None if rows else await read_checkpoint(conn)

@@ -34,7 +34,7 @@ from projections._pipeline import (
     CheckpointMovedError,
     PipelinedApplier,
 )
-from projections.apply import read_checkpoint
+from projections.checkpoint import read_checkpoint
 from projections.db import (
     LIVE_SCHEMA,
     check_schema_name,

@@ -32,7 +32,7 @@ from projections._pipeline import (
     PipelinedApplier,
     batch_transaction,
 )
-from projections.apply import advance_checkpoint
+from projections.checkpoint import advance_checkpoint
 from projections.notice import commit_notice
 
 __all__ = ["UNSTORABLE", "OnQuarantine", "count_quarantined", "isolate", "skip_undecodable"]

@@ -20,7 +20,8 @@ import msgspec
 
 from events import EventStore, StoredEvent, UndecodableEventError
 from projections._pipeline import PipelinedApplier
-from projections.apply import PROJECTION, read_checkpoint
+from projections.apply import PROJECTION
+from projections.checkpoint import read_checkpoint
 from projections.db import LIVE_SCHEMA, check_schema_name, connect, lock_key, notify_channel
 from projections.migrate import apply_migrations
 from projections.quarantine import UNSTORABLE, count_quarantined, isolate, skip_undecodable

@@ -65,7 +65,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     ready_projection_lag: int = 0
     ready_projection_stall_s: float = 15.0
     # Processes run under SCHED_BATCH: a woken one does not preempt a busy one (see
-    # services/scheduling.py).
+    # services/embedded/cpu_policy.py).
     sched_batch: bool = True
     # Blob store
     blob_backend: Literal["file", "s3"] = "file"

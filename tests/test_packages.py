@@ -19,9 +19,9 @@ from services.packages import (
     PackageInvalidError,
     PackageLimits,
     inspect_package,
-    normalise_requirements,
     unpack_package,
 )
+from services.packages._sources import normalise_requirements
 
 PREDICT = b"def setup():\n    pass\n\n\ndef run(input_path, output_dir):\n    return {}\n"
 REQS = b"pillow==13.0.0\n"

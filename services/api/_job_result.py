@@ -13,10 +13,10 @@ import orjson
 from starlette.responses import Response, StreamingResponse
 
 from projections import queries
-from services.api.deps import SEQ_HEADER, json_response
 from services.api.problems import ApiError
-from services.api.views import job_view
+from services.api.wiring import SEQ_HEADER, json_response
 from services.blobstore import BlobNotFoundError, BlobStore, BlobStream
+from services.domain.views import job_view
 
 __all__ = ["job_response", "result_response"]
 

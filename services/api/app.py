@@ -33,14 +33,14 @@ from services.api._input_sweep import InputSweep
 from services.api._key_slots import ReleaseKeySlot
 from services.api._rate_limit import RateLimitHeaders
 from services.api._unavailable import unavailable_handlers
-from services.api.deps import ApiServices, json_response, services
 from services.api.problems import ApiError, handle_api_error, problem_response
+from services.api.wiring import ApiServices, json_response, services
 from services.blobstore import SIGNED_BLOB_ROUTE, BlobStore, FileBlobStore, signed_blob_endpoint
-from services.notifier.commands import WebhookCommands
-from services.notifier.destinations import DestinationPolicy
-from services.notifier.signing import master_key
+from services.domain.destinations import DestinationPolicy
+from services.domain.signing import master_key
+from services.domain.webhooks import WebhookCommands
+from services.infra.connections import connect_nats, open_blob_store, open_event_store
 from services.outages import Outage, report_library_failures
-from services.resources import connect_nats, open_blob_store, open_event_store
 from services.settings import Settings, SettingsError
 
 __all__ = ["begin_stop", "create_app"]

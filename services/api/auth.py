@@ -10,7 +10,7 @@ from starlette.requests import Request
 
 from projections import queries
 from services.api.problems import ApiError
-from services.commands import hash_api_key
+from services.domain import hash_api_key
 
 __all__ = ["KeyCache", "Principal", "authenticate"]
 

@@ -39,8 +39,8 @@ from starlette.responses import Response
 from projections import LIVE_SCHEMA
 from projections.apply import PROJECTION
 from projections.db import lock_key
-from services.api.deps import json_response, services
 from services.api.problems import problem_response
+from services.api.wiring import json_response, services
 from services.durables import EXECUTOR_DURABLE
 from services.settings import Settings
 

@@ -28,29 +28,20 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from events import (
-    AnyEvent,
-    ApiKeyIssued,
     BuildFailed,
     JobCanceled,
     JobFailed,
-    JobRequested,
     JobSucceeded,
-    ModelCreated,
-    ModelNameClaimed,
-    ModelNameReleased,
     StoredEvent,
-    UserCreated,
     VersionBuilt,
-    VersionUploaded,
-    WebhookCreated,
-    WebhookDeliveryQueued,
     event_to_builtins,
 )
 from events.subjects import AGGREGATES, PREFIX
 from projections import queries, webhook_queries
 from services.api.auth import Principal
-from services.api.deps import ApiServices, checked_id, path_id, services, visible_model
 from services.api.problems import ApiError
+from services.api.wiring import ApiServices, checked_id, path_id, services, visible_model
+from services.domain.access import can_see_event, can_see_job, event_owner
 
 __all__ = ["event_frame", "routes"]
 
@@ -71,25 +62,6 @@ def event_frame(stored: StoredEvent) -> bytes:
     return b"id: %d\nevent: %s\ndata: %s\n\n" % (stored.seq, stored.event.type.encode(), data)
 
 
-def _owner_in_event(event: AnyEvent) -> str | None:
-    match event:
-        case (
-            JobRequested()
-            | VersionUploaded()
-            | ModelCreated()
-            | ModelNameClaimed()
-            | ModelNameReleased()
-            | WebhookCreated()
-            | WebhookDeliveryQueued()
-        ):
-            return event.owner
-        case ApiKeyIssued():
-            return event.user_id
-        case UserCreated():
-            return event.aggregate_id
-    return None
-
-
 class _Ownership:
     """Who owns each event's aggregate: from the event itself when it says, else the
     read models (after they have reached the event), remembered per connection."""
@@ -102,7 +74,7 @@ class _Ownership:
     async def __call__(self, stored: StoredEvent) -> bool:
         event = stored.event
         key = (event.aggregate, event.aggregate_id)
-        owner = _owner_in_event(event)
+        owner = event_owner(event)
         if owner is None:
             if key in self._owners:
                 owner = self._owners[key]
@@ -111,7 +83,7 @@ class _Ownership:
         if len(self._owners) > _OWNER_CACHE_LIMIT:
             self._owners.clear()
         self._owners[key] = owner
-        return owner == self._user
+        return can_see_event(owner, self._user, is_admin=False)
 
     async def _lookup(self, key: tuple[str, str], seq: int) -> str | None:
         pool = self._svc.pool
@@ -232,7 +204,7 @@ async def job_events(request: Request) -> Response:
     caller = await svc.caller(request)
     job_id = path_id(request, "job_id")
     job = await queries.get_job(svc.pool, job_id)
-    if job is None or (job.owner != caller.user_id and not caller.is_admin):
+    if job is None or not can_see_job(job.owner, caller.user_id, caller.is_admin):
         raise ApiError(
             404, "Not found", f"job {job_id} not found; list your jobs with GET /v1/jobs"
         )

@@ -16,11 +16,12 @@ from starlette.routing import Route
 
 from events import JobWebhook, json_problem
 from projections import queries
-from services.aggregates import TERMINAL_JOB_STATUSES
 from services.api._input_sweep import InputSweep, input_key
 from services.api._job_result import job_response, result_response
 from services.api.auth import Principal
-from services.api.deps import (
+from services.api.problems import ApiError, joined_detail
+from services.api.uploads import ReceivedForm, receive_form
+from services.api.wiring import (
     ApiServices,
     checked_id,
     command_error,
@@ -34,11 +35,11 @@ from services.api.deps import (
     unstorable_text,
     visible_model,
 )
-from services.api.problems import ApiError, joined_detail
-from services.api.uploads import ReceivedForm, receive_form
-from services.api.views import job_view
 from services.blobstore import BlobNotFoundError, FileBlobStore
-from services.commands import CommandError
+from services.domain import CommandError
+from services.domain.access import can_see_job, listed_owner
+from services.domain.aggregates import TERMINAL_JOB_STATUSES
+from services.domain.views import job_view
 
 __all__ = ["routes"]
 
@@ -282,9 +283,7 @@ async def list_jobs(request: Request) -> Response:
     svc = services(request)
     caller = await svc.caller(request)
     limit = page_limit(request)
-    owner = (
-        None if caller.is_admin and request.query_params.get("all") == "true" else caller.user_id
-    )
+    owner = listed_owner(caller.user_id, caller.is_admin, request.query_params.get("all") == "true")
     page = await queries.list_jobs(
         svc.pool,
         owner=owner,
@@ -353,7 +352,7 @@ async def job_log(request: Request) -> Response:
 
 async def _visible_job(svc: ApiServices, caller: Principal, job_id: str) -> queries.JobView:
     job = await queries.get_job(svc.pool, job_id)
-    if job is None or (job.owner != caller.user_id and not caller.is_admin):
+    if job is None or not can_see_job(job.owner, caller.user_id, caller.is_admin):
         raise ApiError(
             404, "Not found", f"job {job_id} not found; list your jobs with GET /v1/jobs"
         )

@@ -10,7 +10,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from projections import queries
-from services.api.deps import (
+from services.api.wiring import (
     checked_id,
     command_error,
     decode_body,
@@ -18,7 +18,7 @@ from services.api.deps import (
     path_id,
     services,
 )
-from services.commands import CommandError
+from services.domain import CommandError
 
 __all__ = ["routes"]
 

@@ -11,10 +11,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from projections.limit_queries import get_user_limits
-from services.api.deps import command_error, decode_body, json_response, path_id, services
 from services.api.problems import ApiError
-from services.commands import CommandError
-from services.limits import MAX_LIMIT, UserLimits, effective_limits, set_user_limits
+from services.api.wiring import command_error, decode_body, json_response, path_id, services
+from services.domain import CommandError
+from services.domain.access import can_see_user
+from services.domain.limits import MAX_LIMIT, UserLimits, effective_limits, set_user_limits
 from services.settings import Settings
 
 __all__ = ["routes"]
@@ -55,7 +56,7 @@ async def get_limits(request: Request) -> Response:
     caller = await svc.caller(request)
     user_id = path_id(request, "user_id")
     found = await get_user_limits(svc.pool, user_id)
-    if found is None or (user_id != caller.user_id and not caller.is_admin):
+    if found is None or not can_see_user(user_id, caller.user_id, caller.is_admin):
         raise ApiError(404, "Not found", f"user {user_id} not found; check the user id")
     own = UserLimits(max_queued_jobs=found.max_queued_jobs, max_running_jobs=found.max_running_jobs)
     return json_response(_view(user_id, own, svc.settings))

@@ -15,7 +15,9 @@ from starlette.routing import Route
 
 from projections import queries
 from services.api.auth import Principal
-from services.api.deps import (
+from services.api.problems import ApiError, joined_detail
+from services.api.uploads import drain_small_body, receive_file
+from services.api.wiring import (
     command_error,
     decode_body,
     json_response,
@@ -25,10 +27,8 @@ from services.api.deps import (
     services,
     visible_model,
 )
-from services.api.problems import ApiError, joined_detail
-from services.api.uploads import drain_small_body, receive_file
-from services.api.views import model_view, version_view
-from services.commands import CommandError
+from services.domain import CommandError
+from services.domain.views import model_view, version_view
 from services.packages import PackageInvalidError, PackageLimits, inspect_package
 
 __all__ = ["routes"]

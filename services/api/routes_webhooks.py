@@ -1,7 +1,7 @@
 """Webhook subscriptions: create (the signing secret is shown once), list, get, update,
 delete, rotate the secret, re-enable; deliveries with their attempts, and re-sending
 one. `GET /v1/webhooks/default/secret` is the secret that signs a user's per-job
-webhook URLs (see services.notifier.signing)."""
+webhook URLs (see services.domain.signing)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from starlette.routing import Route
 
 from projections import webhook_queries
 from services.api.auth import Principal
-from services.api.deps import (
+from services.api.problems import ApiError, joined_detail
+from services.api.wiring import (
     command_error,
     decode_body,
     json_response,
@@ -23,10 +24,10 @@ from services.api.deps import (
     projected,
     services,
 )
-from services.api.problems import ApiError, joined_detail
-from services.commands import CommandError
-from services.notifier.commands import InvalidWebhookError
-from services.notifier.signing import default_secret, master_key
+from services.domain import CommandError
+from services.domain.access import can_see_webhook, listed_owner
+from services.domain.signing import default_secret, master_key
+from services.domain.webhooks import InvalidWebhookError
 
 __all__ = ["routes"]
 
@@ -68,7 +69,7 @@ async def _visible(request: Request, caller: Principal) -> webhook_queries.Webho
     if (
         hook is None
         or hook.deleted_at is not None
-        or (hook.owner != caller.user_id and not caller.is_admin)
+        or not can_see_webhook(hook.owner, caller.user_id, caller.is_admin)
     ):
         raise ApiError(
             404, "Not found", f"webhook {webhook_id} not found; list yours with GET /v1/webhooks"
@@ -108,8 +109,9 @@ async def create_webhook(request: Request) -> Response:
 async def list_webhooks(request: Request) -> Response:
     svc = services(request)
     caller = await svc.caller(request)
-    everyone = caller.is_admin and request.query_params.get("all") == "true"
-    hooks = await webhook_queries.list_webhooks(svc.pool, None if everyone else caller.user_id)
+    everyone = request.query_params.get("all") == "true"
+    owner = listed_owner(caller.user_id, caller.is_admin, everyone)
+    hooks = await webhook_queries.list_webhooks(svc.pool, owner)
     return json_response({"items": [_view(h) for h in hooks]})
 
 

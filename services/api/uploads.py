@@ -13,8 +13,8 @@ import msgspec
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
-from services.api.bodies import body_chunks
 from services.api.problems import ApiError
+from services.api.request_body import body_chunks
 
 __all__ = ["ReceivedFile", "ReceivedForm", "drain_small_body", "receive_file", "receive_form"]
 

@@ -25,13 +25,13 @@ from events import (
     VersionUploaded,
     scrub_text,
 )
-from services.aggregates import VersionState, fold_version
 from services.blobstore import BlobError, BlobNotFoundError, BlobStore
 from services.builder._log import BuildLog, SupersededError
 from services.builder._reuse import PACKAGE_HASH_DETAIL, ArtifactIndex
 from services.consumer import Delivery, Poison, RetryLater, reaction_envelope
+from services.domain.aggregates import VersionState, fold_version
 from services.packages import PackageInvalidError, unpack_package
-from services.runtimes.base import Artifact, BuildFailedError, Runtime, RuntimeError_
+from services.runtimes.base import Artifact, BuildFailedError, Runtime, SandboxRuntimeError
 
 __all__ = ["ACTOR", "BuildHandler", "build_log_key"]
 
@@ -256,4 +256,4 @@ class BuildHandler:
 # Failures that may pass: retried on a later delivery (a new attempt).
 _MAX_REASON_CHARS = 8 * 1024
 _MAX_TAIL_CHARS = 32 * 1024
-_Retryable = (BlobError, EventStoreError, RuntimeError_, OSError)
+_Retryable = (BlobError, EventStoreError, SandboxRuntimeError, OSError)

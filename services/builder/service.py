@@ -11,8 +11,8 @@ from events.subjects import PREFIX
 from services.builder._handler import BuildHandler
 from services.builder._reuse import LogArtifactIndex
 from services.consumer import ConsumerOptions, run_consumer, stop_on_signals
-from services.resources import connect_nats, open_blob_store, open_event_store
-from services.runtime_factory import make_runtime, service_work_dir
+from services.infra.connections import connect_nats, open_blob_store, open_event_store
+from services.infra.runtime_factory import make_runtime, service_work_dir
 from services.runtimes.base import Runtime
 from services.settings import Settings
 

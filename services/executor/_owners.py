@@ -11,8 +11,8 @@ import nats.errors
 
 from events import EventStore, EventStoreError, JobRequested
 from services.consumer import Delivery, Handler
+from services.domain.limits import fold_user_limits
 from services.executor._fair import FairSlots
-from services.limits import fold_user_limits
 
 __all__ = ["FairGate", "RunningCaps"]
 

@@ -18,10 +18,10 @@ from services.durables import EXECUTOR_DURABLE
 from services.executor._claims import ResultLimits
 from services.executor._fair import FairSlots
 from services.executor._handler import JobHandler
-from services.executor._local import LocalJobs
 from services.executor._owners import FairGate, RunningCaps
-from services.resources import connect_nats, open_blob_store, open_event_store
-from services.runtime_factory import make_runtime, service_work_dir
+from services.executor._running import LocalJobs
+from services.infra.connections import connect_nats, open_blob_store, open_event_store
+from services.infra.runtime_factory import make_runtime, service_work_dir
 from services.runtimes.base import OutputLimits, Runtime
 from services.settings import Settings
 

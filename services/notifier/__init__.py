@@ -1,7 +1,7 @@
-"""The notifier: webhook subscriptions (write side), signing, the SSRF guard, and the
-service that delivers events to subscribers (`clinai serve notifier`)."""
+"""The notifier: the service that delivers events to webhook subscribers
+(`clinai serve notifier`). The subscriptions' write side, signing and the SSRF guard are
+domain rules (`services.domain`), shared with the API."""
 
-from services.notifier.commands import InvalidWebhookError, IssuedSecret, WebhookCommands
 from services.notifier.service import run_notifier
 
-__all__ = ["InvalidWebhookError", "IssuedSecret", "WebhookCommands", "run_notifier"]
+__all__ = ["run_notifier"]

@@ -31,9 +31,9 @@ from events import (
     scrub_text,
 )
 from projections import webhook_queries
+from services.domain.signing import default_secret, derive_secret, signature_header
+from services.domain.webhook_aggregates import fold_webhook
 from services.notifier._sender import AttemptResult, Sender
-from services.notifier._state import fold_webhook
-from services.notifier.signing import default_secret, derive_secret, signature_header
 
 __all__ = ["DispatchOptions", "Dispatcher", "PendingDelivery", "backoff_delay"]
 

@@ -13,8 +13,8 @@ import orjson
 from events import AnyEvent, EventStore, JobRequested, ModelCreated, StoredEvent, VersionUploaded
 from projections import queries
 from projections.apply import Tables, fold
-from services.api.views import job_view, model_view, version_view
 from services.blobstore import BlobStore
+from services.domain.views import job_view, model_view, version_view
 
 __all__ = ["Snapshot", "Snapshots", "webhook_body"]
 

@@ -8,7 +8,7 @@ import time
 import aiohttp
 import msgspec
 
-from services.notifier.destinations import (
+from services.domain.destinations import (
     DestinationPolicy,
     DestinationRefused,
     GuardedResolver,

@@ -33,22 +33,22 @@ from projections import webhook_queries
 from projections.db import create_pool
 from projections.watermark import ProjectionWatermark
 from services.consumer import ConsumerOptions, Delivery, RetryLater, run_consumer, stop_on_signals
-from services.notifier._dispatch import Dispatcher, DispatchOptions, PendingDelivery
-from services.notifier._facts import Facts, FactsCache, facts_of
-from services.notifier._payload import Snapshot, Snapshots, webhook_body
-from services.notifier._sender import Sender
-from services.notifier._state import fold_delivery
-from services.notifier._subscriptions import Subscriptions
-from services.notifier.destinations import DestinationPolicy
-from services.notifier.event_types import (
+from services.domain.destinations import DestinationPolicy
+from services.domain.event_types import (
     SOURCE_SUBJECTS,
     job_hook_wants,
     matches,
     webhook_type,
 )
-from services.notifier.signing import master_key
+from services.domain.signing import master_key
+from services.domain.webhook_aggregates import fold_delivery
+from services.infra.connections import connect_nats, open_blob_store, open_event_store
+from services.notifier._dispatch import Dispatcher, DispatchOptions, PendingDelivery
+from services.notifier._payload import Snapshot, Snapshots, webhook_body
+from services.notifier._receivers import Facts, FactsCache, facts_of
+from services.notifier._sender import Sender
+from services.notifier._subscriptions import Subscriptions
 from services.outages import Outage, report_library_failures
-from services.resources import connect_nats, open_blob_store, open_event_store
 from services.settings import Settings, SettingsError
 
 __all__ = [

@@ -22,8 +22,8 @@ __all__ = [
     "OutputCopy",
     "OutputLimits",
     "Runtime",
-    "RuntimeError_",
     "RuntimeUnavailableError",
+    "SandboxRuntimeError",
 ]
 
 # Receives build output as it is produced (already decoded, may hold several lines).
@@ -83,7 +83,7 @@ class JobOutcome(msgspec.Struct, frozen=True, kw_only=True):
     run_s: float = 0.0
 
 
-class RuntimeError_(Exception):
+class SandboxRuntimeError(Exception):
     """Base of the runtime errors. `hint` says what the caller or operator can do."""
 
     def __init__(self, message: str, *, hint: str = "") -> None:
@@ -92,7 +92,7 @@ class RuntimeError_(Exception):
         self.hint = hint
 
 
-class BuildFailedError(RuntimeError_):
+class BuildFailedError(SandboxRuntimeError):
     """The package could not be built; `log_tail` holds the last lines of the failing step."""
 
     def __init__(self, message: str, *, log_tail: str = "", hint: str = "") -> None:
@@ -100,7 +100,7 @@ class BuildFailedError(RuntimeError_):
         self.log_tail = log_tail
 
 
-class RuntimeUnavailableError(RuntimeError_):
+class RuntimeUnavailableError(SandboxRuntimeError):
     """The runtime cannot work on this host (no bubblewrap, no Docker engine, ...)."""
 
 

@@ -49,8 +49,8 @@ from services.runtimes.base import (
     JobSpec,
     LogSink,
     OutputCopy,
-    RuntimeError_,
     RuntimeUnavailableError,
+    SandboxRuntimeError,
 )
 
 __all__ = ["DEBIAN_CA_BUNDLE", "DEFAULT_DOCKER_SOCKET", "DockerRuntime", "DockerRuntimeConfig"]
@@ -173,7 +173,7 @@ class DockerRuntime:
         try:
             return await self._build(package_dir, package_hash, requirements_hash, log)
         except (DockerError, aiohttp.ClientError, OSError) as err:
-            raise RuntimeError_(
+            raise SandboxRuntimeError(
                 f"the Docker engine failed during the build: {err}",
                 hint="check the engine (docker info) and retry the build",
             ) from err

@@ -43,15 +43,16 @@ from services.runtimes.base import (
     JobOutcome,
     JobSpec,
     LogSink,
-    RuntimeError_,
     RuntimeUnavailableError,
+    SandboxRuntimeError,
 )
 
 __all__ = ["DEBIAN_CA_BUNDLE", "ProcessRuntime", "ProcessRuntimeConfig"]
 
 DEBIAN_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 _INSTALL_HINT = (
-    "install bubblewrap: `apt-get install bubblewrap` (or `python -m services.sandbox_setup`)"
+    "install bubblewrap: `apt-get install bubblewrap` "
+    "(or `python -m services.embedded.sandbox_setup`)"
 )
 
 
@@ -245,7 +246,7 @@ class ProcessRuntime:
         if self.claim_uids() is None:
             return None
         if not self._free_uids:
-            raise RuntimeError_("no free sandbox uid", hint="raise max_workers_total")
+            raise SandboxRuntimeError("no free sandbox uid", hint="raise max_workers_total")
         return self._free_uids.pop(0)
 
     async def _start_worker(self, artifact: Artifact, *, check: bool = False) -> ProcessWorker:
@@ -414,7 +415,7 @@ class ProcessRuntime:
             return err.outcome
         except PoolClosedError:
             return _fail("infrastructure", "the runtime is closed")
-        except (RuntimeError_, OSError) as err:
+        except (SandboxRuntimeError, OSError) as err:
             return _fail("infrastructure", f"could not start a worker: {err}")
         running.worker = worker
         reuse = False

@@ -25,9 +25,9 @@ from projections.db import connect
 from services.consumer import ConsumerOptions, ensure_consumer
 from services.durables import EXECUTOR_DURABLE
 from services.embedded import EmbeddedNats
+from services.embedded.stack import ensure_admin_key
 from services.executor.service import EXECUTOR_SUBJECTS
 from services.settings import Settings
-from services.stack import ensure_admin_key
 from tests._infra import create_database, drop_database
 
 

@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from events import EventStore, JobSucceeded, OutputFile, VersionBuilt, new_event_id
-from services.package_zip import zip_folder
+from services.packages import zip_folder
 from tests.api._client import EXAMPLE_MODEL, Client, new_user
 from tests.api.conftest import Stack
 

@@ -15,8 +15,8 @@ import aiohttp
 import pytest
 from PIL import Image
 
-from services.package_zip import zip_folder
-from services.sandbox_setup import check_bwrap
+from services.embedded.sandbox_setup import check_bwrap
+from services.packages import zip_folder
 from tests.api._client import EXAMPLE_MODEL, Client, new_user
 from tests.api.conftest import Stack, running_stack
 from tests.runtimes.test_docker_runtime import BASE_IMAGE, engine_problem

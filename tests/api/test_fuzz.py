@@ -24,8 +24,8 @@ from hypothesis import strategies as st
 from starlette.routing import Route
 
 from services.api.app import create_app
+from services.embedded.stack import ensure_admin_key
 from services.settings import Settings
-from services.stack import ensure_admin_key
 from tests.api.conftest import (
     ensure_executor_consumer,
     start_services,

@@ -18,7 +18,7 @@ from projections.queries import job_seqs
 from projections.rebuild import rebuild
 from services.api._input_sweep import InputSweep
 from services.blobstore import FileBlobStore
-from services.commands import CommandContext, Commands
+from services.domain import CommandContext, Commands
 from tests._infra import wait_until
 
 ADMIN = CommandContext(actor="usr_test", is_admin=True, correlation_id="test")

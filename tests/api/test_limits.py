@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from services.package_zip import zip_folder
-from services.sandbox_setup import check_bwrap
+from services.embedded.sandbox_setup import check_bwrap
+from services.packages import zip_folder
 from tests.api._client import Client, Reply, new_user
 from tests.api.conftest import Stack, free_port, running_stack, start_services, stop_services
 from tests.api.conftest import wait_ready as wait_api_ready

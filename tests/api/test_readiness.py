@@ -20,9 +20,9 @@ from events import EventStore, event_subject
 from projections import LIVE_SCHEMA, Projector, apply_migrations, connect, create_pool
 from services.api.readiness import Readiness, ReadinessReport
 from services.durables import EXECUTOR_DURABLE
-from services.sandbox_setup import check_bwrap
+from services.embedded.sandbox_setup import check_bwrap
+from services.embedded.stack import ensure_admin_key
 from services.settings import Settings
-from services.stack import ensure_admin_key
 from tests._infra import wait_until
 from tests.api.conftest import free_port, start_services, stop_services, wait_key_works
 from tests.projections._support import append_all, running, user_created

@@ -15,7 +15,7 @@ from events import (
 )
 from projections import webhook_queries
 from projections.db import connect
-from services.commands import CommandContext
+from services.domain import CommandContext
 
 __all__ = ["ctx_of", "deliveries", "job_lifecycle", "request_job"]
 

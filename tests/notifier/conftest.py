@@ -17,9 +17,10 @@ from nats.aio.client import Client as NATS
 from events import EventStore
 from projections import LIVE_SCHEMA, Projector, apply_migrations
 from projections.db import connect
-from services.notifier import WebhookCommands, run_notifier
-from services.notifier.destinations import DestinationPolicy
-from services.notifier.signing import master_key
+from services.domain.destinations import DestinationPolicy
+from services.domain.signing import master_key
+from services.domain.webhooks import WebhookCommands
+from services.notifier import run_notifier
 from services.settings import Settings
 from tests.notifier._receiver import Receiver
 from tests.services._support import FAST_CONSUMER

@@ -4,8 +4,8 @@ receiver that verifies Standard Webhooks signatures."""
 from __future__ import annotations
 
 from events import EventStore, JobWebhook
-from services.notifier import WebhookCommands
-from services.notifier.signing import default_secret, master_key
+from services.domain.signing import default_secret, master_key
+from services.domain.webhooks import WebhookCommands
 from services.settings import Settings
 from tests._infra import wait_until
 from tests.notifier._receiver import Receiver, standard_verify

@@ -11,8 +11,8 @@ import pytest
 from events import EventStore, WebhookDisabled
 from projections import webhook_queries
 from projections.db import connect
-from services.notifier import InvalidWebhookError, WebhookCommands
-from services.notifier.destinations import DestinationPolicy
+from services.domain.destinations import DestinationPolicy
+from services.domain.webhooks import InvalidWebhookError, WebhookCommands
 from services.settings import Settings
 from tests._infra import wait_until
 from tests.notifier._receiver import Receiver, standard_verify

@@ -5,7 +5,7 @@ from __future__ import annotations
 from events import EventStore
 from projections.db import create_pool
 from projections.watermark import ProjectionWatermark
-from services.notifier import WebhookCommands
+from services.domain.webhooks import WebhookCommands
 from services.notifier._subscriptions import Subscriptions
 from services.settings import Settings
 from tests.notifier._support import ctx_of, job_lifecycle, request_job

@@ -8,7 +8,7 @@ import pytest
 from events import EventStore
 from projections import Projector
 from projections._pipeline import CheckpointMovedError, PipelinedApplier
-from projections.apply import advance_checkpoint
+from projections.checkpoint import advance_checkpoint
 from projections.db import connect
 from projections.migrate import apply_migrations
 from tests.projections._support import dump, running, stream_events, wait_checkpoint

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
+from services.embedded.sandbox_setup import check_bwrap
 from services.runtimes.base import Artifact, JobSpec, Runtime
 from services.runtimes.process import ProcessRuntime, ProcessRuntimeConfig
-from services.sandbox_setup import check_bwrap
 
 PACKAGES = Path(__file__).resolve().parents[1] / "packages"
 ADAPTERS = ["process"]

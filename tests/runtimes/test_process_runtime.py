@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from services.runtime_factory import make_runtime
+from services.embedded.sandbox_setup import check_bwrap
+from services.infra.runtime_factory import make_runtime
 from services.runtimes._uids import BLOCK, LAST_UID, claim_uid_range
 from services.runtimes._worker import ProcessWorker
 from services.runtimes.base import BuildFailedError, RuntimeUnavailableError
 from services.runtimes.process import ProcessRuntime
-from services.sandbox_setup import check_bwrap
 from services.settings import Settings
 from tests._infra import wait_until
 from tests.runtimes.conftest import (

@@ -8,10 +8,10 @@ import zipfile
 from pathlib import Path
 
 from events import Event, EventStore, JobCanceled, JobFailed, JobSucceeded, StoredEvent
-from services.aggregates import JobState, VersionState, fold_job, fold_version
 from services.blobstore import BlobStore
-from services.commands import CommandContext, Commands
 from services.consumer import ConsumerOptions
+from services.domain import CommandContext, Commands
+from services.domain.aggregates import JobState, VersionState, fold_job, fold_version
 from services.packages import inspect_package
 
 __all__ = [

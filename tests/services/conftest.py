@@ -15,11 +15,11 @@ from nats.aio.client import Client as NATS
 from events import EventStore
 from services.blobstore import FileBlobStore
 from services.builder import run_builder
-from services.commands import Commands
+from services.domain import Commands
+from services.embedded.sandbox_setup import check_bwrap
 from services.executor import run_executor
-from services.runtime_factory import make_runtime
+from services.infra.runtime_factory import make_runtime
 from services.runtimes.base import Runtime
-from services.sandbox_setup import check_bwrap
 from services.settings import Settings
 from tests._infra import wait_until
 from tests.services._support import FAST_CONSUMER, ModelPackage, upload_version, version_state

@@ -16,7 +16,7 @@ from events import (
     VersionUploaded,
 )
 from services.blobstore import FileBlobStore
-from services.commands import Commands
+from services.domain import Commands
 from services.settings import Settings
 from tests._infra import wait_until
 from tests.services._support import (

@@ -11,8 +11,8 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from events import EventStore
-from services.commands import Commands
 from services.consumer import ConsumerOptions, Delivery, Poison, RetryLater, run_consumer
+from services.domain import Commands
 from services.settings import Settings
 from tests._infra import wait_until
 from tests.services._support import ADMIN, FAST_CONSUMER

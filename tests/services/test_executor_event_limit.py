@@ -12,7 +12,7 @@ import pytest
 
 from events import EventStore, JobFailed
 from services.blobstore import FileBlobStore
-from services.commands import Commands
+from services.domain import Commands
 from services.settings import Settings
 from tests._infra import wait_until
 from tests._small_nats import small_nats

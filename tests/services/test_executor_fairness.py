@@ -15,9 +15,9 @@ import pytest
 
 from events import EventStore, JobStarted
 from services.blobstore import FileBlobStore
-from services.commands import Commands
+from services.domain import Commands
+from services.domain.limits import UserLimits, set_user_limits
 from services.executor import run_executor
-from services.limits import UserLimits, set_user_limits
 from services.runtimes.base import Runtime
 from services.settings import Settings
 from tests._infra import wait_until

@@ -11,7 +11,7 @@ import pytest
 
 from events import EventStore, JobFailed, JobStarted, JobSucceeded
 from services.blobstore import FileBlobStore
-from services.commands import Commands
+from services.domain import Commands
 from services.settings import Settings
 from tests._infra import wait_until
 from tests.services._support import (

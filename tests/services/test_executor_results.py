@@ -13,7 +13,7 @@ import pytest
 
 from events import EventStore, JobFailed, JobSucceeded, encode_event
 from services.blobstore import FileBlobStore
-from services.commands import Commands
+from services.domain import Commands
 from tests._infra import wait_until
 from tests.services._support import (
     ModelPackage,

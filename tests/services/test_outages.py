@@ -20,9 +20,9 @@ import pytest
 from projections import LIVE_SCHEMA, apply_migrations
 from projections.db import connect
 from services.embedded import EmbeddedNats, EmbeddedPostgres
+from services.embedded.stack import ensure_admin_key
 from services.outages import Outage, report_library_failures
 from services.settings import Settings
-from services.stack import ensure_admin_key
 from tests._infra import short_tmp_dir, wait_until
 from tests.api._client import Client
 from tests.api.conftest import free_port, stop_services, wait_key_works, wait_ready

@@ -15,8 +15,8 @@ from projections.db import connect
 from projections.quarantine import count_quarantined
 from projections.queries import checkpoint
 from projections.rebuild import rebuild
+from services.infra.connections import connect_nats, open_event_store
 from services.outages import Outage
-from services.resources import connect_nats, open_event_store
 from services.settings import Settings, SettingsError
 
 __all__ = ["rebuild_command", "run_projector", "status_command"]

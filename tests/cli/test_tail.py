@@ -32,9 +32,9 @@ from events import (
     WebhookDeliveryAttempted,
     decode_event,
 )
-from services._tail_format import format_human
+from services.cli._tail_format import format_human
+from services.cli.tail import TailOptions, parse_duration, tail
 from services.embedded import EmbeddedNats
-from services.tail import TailOptions, parse_duration, tail
 
 T0 = datetime(2025, 3, 4, 5, 6, 7, 890_000, tzinfo=UTC)
 

@@ -28,13 +28,10 @@ Decisions:
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import os
-import re
 import shutil
 import uuid
-import warnings
 import zipfile
 import zlib
 from collections.abc import Callable, Iterable
@@ -43,7 +40,14 @@ from typing import BinaryIO
 
 import msgspec
 
-from services._zipcheck import (
+from services.packages._sources import (
+    PREDICT,
+    REQUIREMENTS,
+    check_predict,
+    decode_requirements,
+    normalise_requirements,
+)
+from services.packages._zipcheck import (
     PackageInvalidError,
     check_entry_kind,
     check_no_overlap,
@@ -57,14 +61,11 @@ __all__ = [
     "PackageInvalidError",
     "PackageLimits",
     "inspect_package",
-    "normalise_requirements",
     "unpack_package",
 ]
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
-PREDICT = "predict.py"
-REQUIREMENTS = "requirements.txt"
 _CHUNK = 1 * MiB
 _FILE_MODE = 0o644
 _DIR_MODE = 0o755
@@ -136,30 +137,6 @@ def unpack_package(zip_path: Path, dest_dir: Path, limits: PackageLimits | None 
         raise
 
 
-def normalise_requirements(text: str) -> tuple[str, ...]:
-    """Requirement lines as pip reads them: continuations joined, comments and blank
-    lines dropped, each line stripped. Order is kept (see the module docstring)."""
-    joined = re.sub(r"\\\r?\n", "", text.lstrip("\ufeff"))
-    lines = (_COMMENT.sub("", line).strip() for line in joined.splitlines())
-    result = tuple(line for line in lines if line)
-    for line in result:
-        if _LOCAL_REF.match(line):
-            raise PackageInvalidError(
-                f"requirements.txt line {line!r} refers to a local file",
-                "List every requirement in requirements.txt itself by name (and version); "
-                "includes (-r, -c) and local paths are not supported.",
-                reason="requirements_local_reference",
-                path=REQUIREMENTS,
-            )
-    return result
-
-
-_COMMENT = re.compile(r"(^|\s+)#.*$")  # pip's own rule: '#' at line start or after space
-_LOCAL_REF = re.compile(
-    r"^(-r|-c|--requirement|--constraint|(-e|--editable)[\s=]*(\.|/|~|file:)|\.|/|~|file:)"
-)
-
-
 def _scan(zip_path: Path, limits: PackageLimits, out_dir: Path | None) -> PackageInfo:
     archive_size = zip_path.stat().st_size
     if archive_size > limits.max_zip_bytes:
@@ -186,9 +163,9 @@ def _scan(zip_path: Path, limits: PackageLimits, out_dir: Path | None) -> Packag
                 "Put predict.py at the top of the zip, or inside one single top-level folder.",
                 reason="no_predict",
             )
-        has_setup = _check_predict(predict_src)
+        has_setup = check_predict(predict_src)
         req_src = _read_small(zf, entries, REQUIREMENTS, limits)
-        requirements = normalise_requirements(_decode_requirements(req_src or b""))
+        requirements = normalise_requirements(decode_requirements(req_src or b""))
         files = _stream_all(zf, entries, limits, out_dir)
     return PackageInfo(
         package_hash=_tree_hash(files),
@@ -360,68 +337,6 @@ def _create_file(root: Path, name: str) -> BinaryIO:
     fd = os.open(target, flags, _FILE_MODE)
     os.fchmod(fd, _FILE_MODE)  # exact mode regardless of umask; never setuid/setgid
     return os.fdopen(fd, "wb")
-
-
-def _check_predict(source: bytes) -> bool:
-    """Parse predict.py (never import it); require a top-level `def run` that takes
-    (input_path, output_dir). Returns whether a top-level `setup` exists."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # e.g. invalid escape sequences in user code
-            tree = ast.parse(source, filename=PREDICT)
-    except (SyntaxError, ValueError, RecursionError, MemoryError) as err:
-        where = f" (line {err.lineno})" if isinstance(err, SyntaxError) and err.lineno else ""
-        raise PackageInvalidError(
-            f"predict.py does not parse{where}: {err}",
-            "Run `python -m py_compile predict.py` locally and fix the error.",
-            reason="predict_syntax",
-            path=PREDICT,
-        ) from err
-    defs = {d.name: d for d in _top_level_defs(tree.body)}
-    run = defs.get("run")
-    if not isinstance(run, ast.FunctionDef):
-        what = "is async" if isinstance(run, ast.AsyncFunctionDef) else "is missing"
-        raise PackageInvalidError(
-            f"predict.py: the top-level function run {what}",
-            "Define `def run(input_path, output_dir):` at the top level of predict.py.",
-            reason="predict_no_run",
-            path=PREDICT,
-        )
-    args = run.args
-    positional = len(args.posonlyargs) + len(args.args)
-    required_kwonly = any(default is None for default in args.kw_defaults)
-    if (positional < 2 and args.vararg is None) or required_kwonly:
-        raise PackageInvalidError(
-            "predict.py: run must accept (input_path, output_dir)",
-            "Define `def run(input_path, output_dir):`; extra parameters need defaults.",
-            reason="predict_run_signature",
-            path=PREDICT,
-        )
-    return "setup" in defs
-
-
-def _top_level_defs(body: Iterable[ast.stmt]) -> Iterable[ast.FunctionDef | ast.AsyncFunctionDef]:
-    """Function definitions at module level, including inside top-level if/try blocks."""
-    for node in body:
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-            yield node
-        elif isinstance(node, ast.If):
-            yield from _top_level_defs([*node.body, *node.orelse])
-        elif isinstance(node, ast.Try | ast.TryStar):
-            handlers = [s for h in node.handlers for s in h.body]
-            yield from _top_level_defs([*node.body, *handlers, *node.orelse, *node.finalbody])
-
-
-def _decode_requirements(raw: bytes) -> str:
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise PackageInvalidError(
-            "requirements.txt is not UTF-8 text",
-            "Save requirements.txt as UTF-8 (pip freeze > requirements.txt does).",
-            reason="requirements_encoding",
-            path=REQUIREMENTS,
-        ) from err
 
 
 def _tree_hash(files: Iterable[PackageFile]) -> str:

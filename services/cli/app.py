@@ -13,7 +13,7 @@ import msgspec
 import uvloop
 
 from events.subjects import AGGREGATES
-from services.scheduling import use_batch_scheduling
+from services.embedded.cpu_policy import use_batch_scheduling
 from services.settings import Settings, SettingsError
 
 __all__ = ["main"]
@@ -57,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         if args.command == "up":
-            from services.stack import run_stack
+            from services.embedded.stack import run_stack
 
             settings = Settings.from_env(data_dir=args.data_dir, port=args.port)
             if settings.sched_batch:
@@ -121,7 +121,7 @@ def _serve(service: str, settings: Settings) -> int:
 
 
 def _tail(args: argparse.Namespace, settings: Settings) -> int:
-    from services.tail import TailOptions, parse_duration, run_tail
+    from services.cli.tail import TailOptions, parse_duration, run_tail
 
     nats_url = settings.nats_url or _local_nats_url(settings.data_dir)
     try:

@@ -1,4 +1,4 @@
-"""`python -m services.sandbox_setup`: make sure bubblewrap (the process runtime's sandbox)
+"""`python -m services.embedded.sandbox_setup`: make sure bubblewrap (the process runtime's sandbox)
 is installed. As root with apt it installs it; otherwise it prints what to do. It never
 fails hard: the exit status is 0 either way, so `make up` can always call it."""
 

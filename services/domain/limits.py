@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 import msgspec
 
 from events import EventStore, StoredEvent, UserCreated, UserLimitsSet
-from services.command_context import (
+from services.domain.context import (
     CommandContext,
     CommandError,
     ForbiddenError,

@@ -5,7 +5,7 @@ No secret is ever stored. Each is derived when needed from a server key:
     whsec_ + base64(HMAC-SHA256(master_key, f"{endpoint}:{generation}"))
 
 `master_key` is CLINAI_WEBHOOK_KEY, or else derived (domain-separated) from the key
-that signs blob URLs (`services.resources.signing_key`: CLINAI_SIGNING_KEY or the one
+that signs blob URLs (`services.infra.connections.signing_key`: CLINAI_SIGNING_KEY or the one
 generated once into the data directory). Events record only a subscription's
 `generation`; rotating the secret bumps it. A job's own webhook URL is signed with its
 owner's *default* secret: endpoint `default.<user id>`, generation 1, which the owner
@@ -23,7 +23,7 @@ import hashlib
 import hmac
 from collections.abc import Sequence
 
-from services.resources import signing_key
+from services.infra.connections import signing_key
 from services.settings import Settings, SettingsError
 
 __all__ = [

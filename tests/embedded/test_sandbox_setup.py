@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.sandbox_setup import check_bwrap, main
+from services.embedded.sandbox_setup import check_bwrap, main
 
 SANDBOX_REASON = check_bwrap()
 

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import aiohttp
 
-from services.package_zip import zip_folder
+from services.packages import zip_folder
 from tests._infra import short_tmp_dir, wait_until
 from tests.api._client import Client
 from tests.api.conftest import free_port
-from tests.test_up import _descendants
+from tests.embedded.test_stack import _descendants
 
-NOOP = Path(__file__).resolve().parents[1] / "bench" / "noop-model"
+NOOP = Path(__file__).resolve().parents[2] / "bench" / "noop-model"
 _ENDED = ("succeeded", "failed", "canceled")
 _HEALED_WITHIN_S = 10.0
 

@@ -20,17 +20,16 @@ from events.text import NUL_ESCAPE, json_problem, text_problem
 from projections import queries
 from projections.queries import ModelView
 from projections.watermark import ProjectionWatermark
-from services.access import can_read_model
 from services.api._admission import JobAdmission
 from services.api._job_waits import JobWaits
 from services.api._key_slots import SLOT_STATE, KeySlots
 from services.api._rate_limit import RATE_STATE, RateLimiter
 from services.api._ready_versions import ReadyVersions
 from services.api.auth import KeyCache, Principal, authenticate
-from services.api.bodies import read_body
 from services.api.problems import ApiError, joined_detail
+from services.api.request_body import read_body
 from services.blobstore import BlobStore
-from services.commands import (
+from services.domain import (
     CommandContext,
     CommandError,
     Commands,
@@ -38,7 +37,8 @@ from services.commands import (
     ForbiddenError,
     NotFoundError,
 )
-from services.notifier.commands import WebhookCommands
+from services.domain.access import can_read_model
+from services.domain.webhooks import WebhookCommands
 from services.settings import Settings
 
 __all__ = [

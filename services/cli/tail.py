@@ -29,7 +29,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from events import StoredEvent, decode_event
 from events.subjects import PREFIX
-from services._tail_format import format_human, format_json
+from services.cli._tail_format import format_human, format_json
 
 __all__ = ["TailOptions", "parse_duration", "run_tail", "tail"]
 

@@ -20,15 +20,16 @@ from events import (
     WebhookSecretRotated,
     WebhookUpdated,
 )
-from services.commands import CommandContext, CommandError, ConflictError, NotFoundError
-from services.notifier._state import WebhookState, fold_delivery, fold_webhook
-from services.notifier.destinations import (
+from services.domain.access import can_see_webhook
+from services.domain.context import CommandContext, CommandError, ConflictError, NotFoundError
+from services.domain.destinations import (
     DestinationPolicy,
     DestinationRefused,
     InvalidDestination,
 )
-from services.notifier.event_types import InvalidFilterError, check_filter
-from services.notifier.signing import derive_secret
+from services.domain.event_types import InvalidFilterError, check_filter
+from services.domain.signing import derive_secret
+from services.domain.webhook_aggregates import WebhookState, fold_delivery, fold_webhook
 
 __all__ = ["InvalidWebhookError", "IssuedSecret", "WebhookCommands"]
 
@@ -84,7 +85,11 @@ class WebhookCommands:
 
     async def load(self, ctx: CommandContext, webhook_id: str) -> WebhookState:
         state = fold_webhook((await self._store.read_aggregate("webhook", webhook_id)).events)
-        if state is None or state.deleted or (state.owner != ctx.actor and not ctx.is_admin):
+        if (
+            state is None
+            or state.deleted
+            or not can_see_webhook(state.owner, ctx.actor, ctx.is_admin)
+        ):
             raise NotFoundError(
                 f"webhook {webhook_id} not found", hint="list yours with GET /v1/webhooks"
             )

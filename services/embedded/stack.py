@@ -20,11 +20,11 @@ import asyncpg
 import msgspec
 
 from projections import LIVE_SCHEMA, apply_migrations
-from services.commands import CommandContext, Commands, ConflictError
+from services.domain import CommandContext, Commands, ConflictError
 from services.embedded import EmbeddedError, EmbeddedNats, EmbeddedPostgres, EmbeddedServer
-from services.resources import connect_nats, open_event_store, signing_key
+from services.embedded.supervisor import Supervisor
+from services.infra.connections import connect_nats, open_event_store, signing_key
 from services.settings import Settings
-from services.supervisor import Supervisor
 
 __all__ = ["SERVICES", "ensure_admin_key", "run_stack"]
 

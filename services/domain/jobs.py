@@ -1,0 +1,64 @@
+"""The commands of the job aggregate: request a job, cancel it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from events import ConcurrencyConflictError, JobCancelRequested, JobRequested, JobWebhook
+from services.domain._command_base import MAX_RETRIES, CommandBase
+from services.domain.access import can_see_job
+from services.domain.aggregates import fold_job
+from services.domain.context import CommandContext, ConflictError, NotFoundError
+
+__all__ = ["JobCommands"]
+
+
+class JobCommands(CommandBase):
+    async def request_job(
+        self,
+        ctx: CommandContext,
+        *,
+        job_id: str,
+        owner: str,
+        model_id: str,
+        version_id: str,
+        input_key: str,
+        input_filename: str,
+        input_size_bytes: int,
+        params: dict[str, Any],
+        timeout_s: float,
+        webhook: JobWebhook | None,
+    ) -> int:
+        event = JobRequested(
+            **self._envelope(ctx, "JobRequested", job_id),
+            owner=owner,
+            model_id=model_id,
+            version_id=version_id,
+            input_key=input_key,
+            input_filename=input_filename,
+            input_size_bytes=input_size_bytes,
+            params=params,
+            timeout_s=timeout_s,
+            webhook=webhook,
+        )
+        return await self._append_new(event)
+
+    async def cancel_job(self, ctx: CommandContext, job_id: str) -> int:
+        for _ in range(MAX_RETRIES):
+            history = await self._store.read_aggregate("job", job_id)
+            state = fold_job(history.events)
+            if state is None or not can_see_job(state.requested.owner, ctx.actor, ctx.is_admin):
+                raise NotFoundError(f"job {job_id} not found")
+            if state.terminal:
+                raise ConflictError(
+                    f"job {job_id} already ended ({state.status})",
+                    hint="nothing to cancel; GET the job for its result",
+                )
+            if state.cancel_requested:
+                return state.last_seq
+            event = JobCancelRequested(**self._envelope(ctx, "JobCancelRequested", job_id))
+            try:
+                return await self._store.append(event, expected=state.last_seq)
+            except ConcurrencyConflictError:
+                continue  # the job moved on (started, finished): decide again
+        raise ConflictError(f"job {job_id} is changing too fast to cancel", hint="retry")
