@@ -20,6 +20,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 
+from events import ClinaiError
+
 __all__ = [
     "AlreadyRunningError",
     "EmbeddedError",
@@ -40,7 +42,7 @@ _POLL_S = 0.005  # readiness poll interval; grows up to _POLL_MAX_S
 _POLL_MAX_S = 0.05
 
 
-class EmbeddedError(Exception):
+class EmbeddedError(ClinaiError):
     """Base of the embedded-server errors. `hint` says what to do next."""
 
     def __init__(self, message: str, *, hint: str = "") -> None:
