@@ -11,9 +11,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from projections.limit_queries import get_user_limits
-from services.api.deps import command_error, decode_body, json_response, path_id, services
+from services.api.deps import decode_body, json_response, path_id, services
 from services.api.problems import ApiError
-from services.commands import CommandError
 from services.limits import MAX_LIMIT, UserLimits, effective_limits, set_user_limits
 from services.settings import Settings
 
@@ -43,10 +42,7 @@ async def set_limits(request: Request) -> Response:
     body = await decode_body(request, LimitsBody)
     user_id = path_id(request, "user_id")
     own = UserLimits(max_queued_jobs=body.max_queued_jobs, max_running_jobs=body.max_running_jobs)
-    try:
-        seq = await set_user_limits(svc.store, svc.context(request, caller), user_id, own)
-    except CommandError as err:
-        raise command_error(err) from err
+    seq = await set_user_limits(svc.store, svc.context(request, caller), user_id, own)
     return json_response(_view(user_id, own, svc.settings), seq=seq)
 
 

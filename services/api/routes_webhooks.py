@@ -15,7 +15,6 @@ from starlette.routing import Route
 from projections import webhook_queries
 from services.api.auth import Principal
 from services.api.deps import (
-    command_error,
     decode_body,
     json_response,
     page_limit,
@@ -23,9 +22,7 @@ from services.api.deps import (
     projected,
     services,
 )
-from services.api.problems import ApiError, joined_detail
-from services.commands import CommandError
-from services.notifier.commands import InvalidWebhookError
+from services.api.problems import ApiError
 from services.notifier.signing import default_secret, master_key
 
 __all__ = ["routes"]
@@ -51,12 +48,6 @@ class UpdateWebhookBody(msgspec.Struct, forbid_unknown_fields=True):
     description: Description | None = None
 
 
-def _error(err: CommandError) -> ApiError:
-    if isinstance(err, InvalidWebhookError):
-        return ApiError(422, "Invalid webhook", joined_detail(err.message, err.hint))
-    return command_error(err)
-
-
 def _view(hook: webhook_queries.WebhookView) -> dict[str, Any]:
     data: dict[str, Any] = msgspec.to_builtins(hook)
     return {k: v for k, v in data.items() if k not in _INTERNAL}
@@ -80,15 +71,12 @@ async def create_webhook(request: Request) -> Response:
     svc = services(request)
     caller = await svc.caller(request)
     body = await decode_body(request, CreateWebhookBody)
-    try:
-        issued = await svc.webhooks.create(
-            svc.context(request, caller),
-            url=body.url,
-            events=body.events,
-            description=body.description,
-        )
-    except CommandError as err:
-        raise _error(err) from err
+    issued = await svc.webhooks.create(
+        svc.context(request, caller),
+        url=body.url,
+        events=body.events,
+        description=body.description,
+    )
     return json_response(
         {
             "id": issued.webhook_id,
@@ -123,16 +111,13 @@ async def update_webhook(request: Request) -> Response:
     caller = await svc.caller(request)
     body = await decode_body(request, UpdateWebhookBody)
     webhook_id = path_id(request, "webhook_id")
-    try:
-        seq = await svc.webhooks.update(
-            svc.context(request, caller),
-            webhook_id,
-            url=body.url,
-            events=body.events,
-            description=body.description,
-        )
-    except CommandError as err:
-        raise _error(err) from err
+    seq = await svc.webhooks.update(
+        svc.context(request, caller),
+        webhook_id,
+        url=body.url,
+        events=body.events,
+        description=body.description,
+    )
     await projected(svc, seq)
     return json_response(_view(await _visible(request, caller)), 202, seq=seq)
 
@@ -141,10 +126,7 @@ async def delete_webhook(request: Request) -> Response:
     svc = services(request)
     caller = await svc.caller(request)
     webhook_id = path_id(request, "webhook_id")
-    try:
-        seq = await svc.webhooks.delete(svc.context(request, caller), webhook_id)
-    except CommandError as err:
-        raise _error(err) from err
+    seq = await svc.webhooks.delete(svc.context(request, caller), webhook_id)
     return json_response({"id": webhook_id, "status": "deleted"}, 202, seq=seq)
 
 
@@ -152,10 +134,7 @@ async def enable_webhook(request: Request) -> Response:
     svc = services(request)
     caller = await svc.caller(request)
     webhook_id = path_id(request, "webhook_id")
-    try:
-        seq = await svc.webhooks.enable(svc.context(request, caller), webhook_id)
-    except CommandError as err:
-        raise _error(err) from err
+    seq = await svc.webhooks.enable(svc.context(request, caller), webhook_id)
     return json_response({"id": webhook_id, "status": "enabled"}, 202, seq=seq)
 
 
@@ -163,10 +142,7 @@ async def rotate_secret(request: Request) -> Response:
     svc = services(request)
     caller = await svc.caller(request)
     webhook_id = path_id(request, "webhook_id")
-    try:
-        issued = await svc.webhooks.rotate(svc.context(request, caller), webhook_id)
-    except CommandError as err:
-        raise _error(err) from err
+    issued = await svc.webhooks.rotate(svc.context(request, caller), webhook_id)
     return json_response(
         {
             "id": webhook_id,
@@ -207,10 +183,7 @@ async def redeliver(request: Request) -> Response:
     caller = await svc.caller(request)
     webhook_id = path_id(request, "webhook_id")
     delivery_id = path_id(request, "delivery_id")
-    try:
-        seq = await svc.webhooks.redeliver(svc.context(request, caller), webhook_id, delivery_id)
-    except CommandError as err:
-        raise _error(err) from err
+    seq = await svc.webhooks.redeliver(svc.context(request, caller), webhook_id, delivery_id)
     return json_response({"id": delivery_id, "status": "queued"}, 202, seq=seq)
 
 
