@@ -43,12 +43,11 @@ _POLL_MAX_S = 0.05
 
 
 class EmbeddedError(ClinaiError):
-    """Base of the embedded-server errors. `hint` says what to do next."""
+    """Base of the embedded-server errors. `hint` says what to do next (and is part of
+    the error's text: these reach an operator's terminal as they are)."""
 
-    def __init__(self, message: str, *, hint: str = "") -> None:
-        super().__init__(f"{message} ({hint})" if hint else message)
-        self.message = message
-        self.hint = hint
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
 
 
 class AlreadyRunningError(EmbeddedError):
