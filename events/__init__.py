@@ -5,6 +5,7 @@ from events.catalogue import *  # noqa: F403
 from events.catalogue import __all__ as _catalogue_all
 from events.codec import decode_event, encode_event, event_to_builtins
 from events.errors import (
+    ClinaiError,
     ConcurrencyConflictError,
     EventStoreError,
     EventTooLargeError,
@@ -21,6 +22,7 @@ from events.text import json_problem, scrub_text, text_problem
 __all__ = [
     *_catalogue_all,
     "AggregateHistory",
+    "ClinaiError",
     "ConcurrencyConflictError",
     "EventStore",
     "EventStoreError",

@@ -33,7 +33,7 @@ from nats.aio.client import Client as NATS
 
 from events._stored import StoredEvent
 from events.codec import decode_event
-from events.errors import UndecodableEventError
+from events.errors import ClinaiError, UndecodableEventError
 
 __all__ = ["BulkReader", "open_bulk_reader"]
 
@@ -45,7 +45,7 @@ _API_SID: Final = b"2"
 _HEARTBEAT_NS: Final = 5_000_000_000
 
 
-class _ReaderGone(Exception):
+class _ReaderGone(ClinaiError):
     """The bulk reader cannot go on; the caller falls back to nats-py."""
 
 

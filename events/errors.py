@@ -1,8 +1,14 @@
-"""The event store's error tree: one base, a subclass per decision a caller makes."""
+"""The project's error base, and the event store's error tree under it: a subclass per
+decision a caller makes.
+
+`ClinaiError` lives here because `events` is the lowest layer: it imports nothing of the
+project, and `projections` and `services` all import it (`runner`, which runs inside the
+sandbox with the standard library only, keeps its own)."""
 
 from __future__ import annotations
 
 __all__ = [
+    "ClinaiError",
     "ConcurrencyConflictError",
     "EventStoreError",
     "EventTooLargeError",
@@ -13,13 +19,18 @@ __all__ = [
 ]
 
 
-class EventStoreError(Exception):
-    """Base of every event-store error. `hint` says what to do next."""
+class ClinaiError(Exception):
+    """Base of every ClinAI error: `message` says what happened, `hint` what to do next.
+    Subclasses are the decisions a caller makes and carry their data as attributes."""
 
-    def __init__(self, message: str, *, hint: str = "") -> None:
+    def __init__(self, message: str = "", *, hint: str = "") -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+
+
+class EventStoreError(ClinaiError):
+    """Base of every event-store error."""
 
 
 class ConcurrencyConflictError(EventStoreError):

@@ -23,7 +23,7 @@ from typing import Any, Final
 
 import asyncpg
 
-from events import StoredEvent
+from events import ClinaiError, StoredEvent
 from projections._rows import TABLES, TableSpec
 from projections._upsert import upsert_rows
 from projections.apply import Tables, fold, rows_to_load
@@ -67,7 +67,7 @@ _FOLD_CHUNK: Final = 64  # events folded between two turns of the event loop
 Writes = list[tuple[TableSpec, list[tuple[Any, ...]]]]
 
 
-class CheckpointMovedError(Exception):
+class CheckpointMovedError(ClinaiError):
     """The stored checkpoint is not the one the batch continues from."""
 
     def __init__(self, expected: int, found: int) -> None:

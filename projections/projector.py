@@ -28,7 +28,7 @@ from typing import Any, Final
 
 import asyncpg
 
-from events import EventStore, StoredEvent, UndecodableEventError
+from events import ClinaiError, EventStore, StoredEvent, UndecodableEventError
 from projections._pipeline import (
     BatchHook,
     CheckpointMovedError,
@@ -54,7 +54,7 @@ _ASYNC_COMMIT_SQL: Final = "SET synchronous_commit TO off"
 _RELEASE_SQL: Final = "SELECT pg_advisory_unlock_all(); RESET synchronous_commit"
 
 
-class _Reseek(Exception):
+class _Reseek(ClinaiError):
     """The stored checkpoint moved under us (a rebuild swapped schemas): re-read."""
 
     def __init__(self, checkpoint: int) -> None:
@@ -62,7 +62,7 @@ class _Reseek(Exception):
         self.checkpoint = checkpoint
 
 
-class _Isolate(Exception):
+class _Isolate(ClinaiError):
     """A batch up to `until` holds an event the read models cannot store."""
 
     def __init__(self, until: int) -> None:

@@ -15,7 +15,7 @@ from typing import Any, Final
 
 import msgspec
 
-from events import text_problem
+from events import ClinaiError, text_problem
 from projections.apply import PROJECTION
 
 __all__ = [
@@ -45,7 +45,7 @@ __all__ = [
 MAX_LIMIT: Final = 500
 
 
-class InvalidCursorError(ValueError):
+class InvalidCursorError(ClinaiError, ValueError):
     """A listing cursor that this module did not produce (HTTP 400)."""
 
 

@@ -38,7 +38,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import DEFAULT_PREFIX, AckPolicy, ConsumerConfig, DeliverPolicy
 
-from events import AnyEvent, Event, decode_event, new_event_id
+from events import AnyEvent, ClinaiError, Event, decode_event, new_event_id
 from services._pull_flow import PullFlow
 
 __all__ = [
@@ -118,7 +118,7 @@ class Delivery(msgspec.Struct, frozen=True, kw_only=True):
         return self.num_delivered >= self.max_deliver
 
 
-class RetryLater(Exception):
+class RetryLater(ClinaiError):
     """The handler could not finish for a reason that may pass (infrastructure)."""
 
     def __init__(self, reason: str, *, delay_s: float | None = None) -> None:
@@ -127,7 +127,7 @@ class RetryLater(Exception):
         self.delay_s = delay_s
 
 
-class Poison(Exception):
+class Poison(ClinaiError):
     """The message can never be handled (permanently invalid): terminate it."""
 
     def __init__(self, reason: str) -> None:

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from events import ClinaiError
 from services.embedded.nats import validate_sync
 
 __all__ = ["Settings", "SettingsError"]
@@ -28,7 +29,7 @@ def _decode_path(kind: type, value: Any) -> Any:
     raise NotImplementedError(f"cannot read {kind!r} from {value!r}")
 
 
-class SettingsError(ValueError):
+class SettingsError(ClinaiError, ValueError):
     """A setting has a value ClinAI cannot use; the message names the variable."""
 
 

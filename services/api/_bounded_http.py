@@ -20,10 +20,12 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from events import ClinaiError
+
 __all__ = ["bounded_httptools"]
 
 
-class _HeadTooLargeError(Exception):
+class _HeadTooLargeError(ClinaiError):
     pass
 
 

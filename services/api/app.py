@@ -5,20 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import uuid
 from collections.abc import AsyncIterator
 
 import asyncpg
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from events import ConcurrencyConflictError, EventTooLargeError, UnstorableTextError
 from projections.db import create_pool
-from projections.queries import InvalidCursorError
 from projections.watermark import ProjectionWatermark
 from services.api import (
     readiness,
@@ -32,8 +28,9 @@ from services.api import (
 from services.api._input_sweep import InputSweep
 from services.api._key_slots import ReleaseKeySlot
 from services.api._rate_limit import RateLimitHeaders
-from services.api._unavailable import unavailable_handlers
-from services.api.problems import ApiError, handle_api_error, problem_response
+from services.api.asyncapi import asyncapi_route
+from services.api.error_handlers import exception_handlers
+from services.api.problems import problem_response
 from services.api.wiring import ApiServices, json_response, services
 from services.blobstore import SIGNED_BLOB_ROUTE, BlobStore, FileBlobStore, signed_blob_endpoint
 from services.domain.destinations import DestinationPolicy
@@ -71,60 +68,6 @@ async def healthz(request: Request) -> Response:
     if problems:
         return problem_response(503, "Unhealthy", "; ".join(problems), headers={"Retry-After": "1"})
     return json_response({"status": "ok"})
-
-
-async def _http_exception(request: Request, exc: Exception) -> Response:
-    if not isinstance(exc, HTTPException):  # pragma: no cover
-        raise exc
-    detail = {404: "no such endpoint; see the README for the API", 405: "method not allowed"}
-    return problem_response(
-        exc.status_code,
-        "Not found" if exc.status_code == 404 else "Request refused",
-        detail.get(exc.status_code, str(exc.detail)),
-        headers=dict(exc.headers or {}),
-    )
-
-
-async def _conflict(request: Request, exc: Exception) -> Response:
-    return problem_response(
-        409, "Conflict", "the resource changed concurrently; re-read it and retry"
-    )
-
-
-async def _too_large(request: Request, exc: Exception) -> Response:
-    size = exc.size if isinstance(exc, EventTooLargeError) else 0
-    return problem_response(
-        413,
-        "Request too large",
-        f"the request would record an event of {size} bytes, more than the event log "
-        "takes; send shorter fields",
-    )
-
-
-async def _unstorable(request: Request, exc: Exception) -> Response:
-    where = exc.where if isinstance(exc, UnstorableTextError) else str(exc)
-    return problem_response(
-        422,
-        "Invalid text",
-        f"{where}, which cannot be stored; remove the NUL character or lone surrogate and retry",
-    )
-
-
-async def _bad_cursor(request: Request, exc: Exception) -> Response:
-    return problem_response(422, "Invalid cursor", f"{exc}")
-
-
-async def _internal(request: Request, exc: Exception) -> Response:
-    incident = str(uuid.uuid4())
-    log.exception(
-        "unhandled error (incident %s) on %s %s", incident, request.method, request.url.path
-    )
-    return problem_response(
-        500,
-        "Internal error",
-        f"something went wrong on our side (incident {incident}); retry, and report the "
-        "incident id if it persists",
-    )
 
 
 def create_app(settings: Settings, *, blobs: BlobStore | None = None) -> Starlette:
@@ -195,6 +138,7 @@ def create_app(settings: Settings, *, blobs: BlobStore | None = None) -> Starlet
         *routes_limits.routes,
         *routes_webhooks.routes,
         *routes_events.routes,
+        asyncapi_route(settings.stream_name),
     ]
     if isinstance(blob_store, FileBlobStore):  # S3 serves its own presigned URLs
         routes.append(Route(SIGNED_BLOB_ROUTE, signed_blob_endpoint(blob_store), methods=["GET"]))
@@ -202,16 +146,7 @@ def create_app(settings: Settings, *, blobs: BlobStore | None = None) -> Starlet
         routes=routes,
         lifespan=lifespan,
         middleware=[Middleware(ReleaseKeySlot), Middleware(RateLimitHeaders)],
-        exception_handlers={
-            ApiError: handle_api_error,
-            HTTPException: _http_exception,
-            ConcurrencyConflictError: _conflict,
-            EventTooLargeError: _too_large,
-            UnstorableTextError: _unstorable,
-            InvalidCursorError: _bad_cursor,
-            **unavailable_handlers(fallback=_internal),
-            Exception: _internal,
-        },
+        exception_handlers=exception_handlers(),
     )
 
 

@@ -8,10 +8,12 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from events import ClinaiError
+
 __all__ = ["ApiError", "joined_detail", "problem_response"]
 
 
-class ApiError(Exception):
+class ApiError(ClinaiError):
     """Raised by handlers; rendered as a problem document."""
 
     def __init__(

@@ -19,12 +19,11 @@ from projections import queries
 from services.api._input_sweep import InputSweep, input_key
 from services.api._job_result import job_response, result_response
 from services.api.auth import Principal
-from services.api.problems import ApiError, joined_detail
+from services.api.problems import ApiError
 from services.api.uploads import ReceivedForm, receive_form
 from services.api.wiring import (
     ApiServices,
     checked_id,
-    command_error,
     json_response,
     page_limit,
     path_id,
@@ -36,7 +35,6 @@ from services.api.wiring import (
     visible_model,
 )
 from services.blobstore import BlobNotFoundError, FileBlobStore
-from services.domain import CommandError
 from services.domain.access import can_see_job, listed_owner
 from services.domain.aggregates import TERMINAL_JOB_STATUSES
 from services.domain.views import job_view
@@ -97,12 +95,10 @@ async def create_job(request: Request) -> Response:
                 timeout_s=timeout_s,
                 webhook=webhook,
             )
-        except BaseException as err:
+        except BaseException:
             # Not appended (or not known to be): the input goes unless the log has the job.
             sweep: InputSweep = request.app.state.input_sweep
             await asyncio.shield(sweep.discard(job_id, connected=svc.store_connected))
-            if isinstance(err, CommandError):
-                raise command_error(err) from err
             raise
         svc.admission.submitted(caller.user_id, seq)
     finally:
@@ -219,10 +215,7 @@ def _webhook(svc: ApiServices, form: ReceivedForm) -> JobWebhook | None:
     url = (text_param(form.fields.get("webhook"), "webhook") or "").strip()
     if not url:
         return None
-    try:
-        svc.webhooks.check_url(url)
-    except CommandError as err:
-        raise ApiError(422, "Invalid webhook", joined_detail(err.message, err.hint)) from err
+    svc.webhooks.check_url(url)  # InvalidWebhookError: 422
     raw_events = form.fields.get("webhook_events", "completed")
     wanted = tuple(e.strip() for e in raw_events.split(",") if e.strip())
     unknown = set(wanted) - _WEBHOOK_EVENTS
@@ -312,10 +305,7 @@ async def cancel_job(request: Request) -> Response:
     svc = services(request)
     caller = await svc.caller(request)
     job_id = path_id(request, "job_id")
-    try:
-        seq = await svc.commands.cancel_job(svc.context(request, caller), job_id)
-    except CommandError as err:
-        raise command_error(err) from err
+    seq = await svc.commands.cancel_job(svc.context(request, caller), job_id)
     await projected(svc, seq)
     job = await _visible_job(svc, caller, job_id)
     return json_response(await job_view(job, svc.blobs), 202, seq=seq)

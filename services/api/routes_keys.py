@@ -12,13 +12,11 @@ from starlette.routing import Route
 from projections import queries
 from services.api.wiring import (
     checked_id,
-    command_error,
     decode_body,
     json_response,
     path_id,
     services,
 )
-from services.domain import CommandError
 
 __all__ = ["routes"]
 
@@ -39,12 +37,9 @@ async def create_user(request: Request) -> Response:
     svc = services(request)
     caller = await svc.caller(request)
     body = await decode_body(request, CreateUserBody)
-    try:
-        user_id, key = await svc.commands.create_user(
-            svc.context(request, caller), name=body.name, is_admin=body.is_admin
-        )
-    except CommandError as err:
-        raise command_error(err) from err
+    user_id, key = await svc.commands.create_user(
+        svc.context(request, caller), name=body.name, is_admin=body.is_admin
+    )
     return json_response(
         {
             "id": user_id,
@@ -68,13 +63,10 @@ async def create_key(request: Request) -> Response:
     svc = services(request)
     caller = await svc.caller(request)
     body = await decode_body(request, CreateKeyBody)
-    try:
-        user_id = caller.user_id if body.user_id is None else checked_id(body.user_id, "user")
-        key = await svc.commands.issue_api_key(
-            svc.context(request, caller), user_id=user_id, name=body.name
-        )
-    except CommandError as err:
-        raise command_error(err) from err
+    user_id = caller.user_id if body.user_id is None else checked_id(body.user_id, "user")
+    key = await svc.commands.issue_api_key(
+        svc.context(request, caller), user_id=user_id, name=body.name
+    )
     return json_response(
         {"id": key.key_id, "name": body.name, "secret": key.secret}, 201, seq=key.seq
     )
@@ -91,10 +83,7 @@ async def revoke_key(request: Request) -> Response:
     svc = services(request)
     caller = await svc.caller(request)
     key_id = path_id(request, "key_id")
-    try:
-        seq = await svc.commands.revoke_api_key(svc.context(request, caller), key_id)
-    except CommandError as err:
-        raise command_error(err) from err
+    seq = await svc.commands.revoke_api_key(svc.context(request, caller), key_id)
     return json_response({"id": key_id, "status": "revoked"}, 202, seq=seq)
 
 

@@ -12,8 +12,7 @@ from starlette.routing import Route
 
 from projections.limit_queries import get_user_limits
 from services.api.problems import ApiError
-from services.api.wiring import command_error, decode_body, json_response, path_id, services
-from services.domain import CommandError
+from services.api.wiring import decode_body, json_response, path_id, services
 from services.domain.access import can_see_user
 from services.domain.limits import MAX_LIMIT, UserLimits, effective_limits, set_user_limits
 from services.settings import Settings
@@ -44,10 +43,7 @@ async def set_limits(request: Request) -> Response:
     body = await decode_body(request, LimitsBody)
     user_id = path_id(request, "user_id")
     own = UserLimits(max_queued_jobs=body.max_queued_jobs, max_running_jobs=body.max_running_jobs)
-    try:
-        seq = await set_user_limits(svc.store, svc.context(request, caller), user_id, own)
-    except CommandError as err:
-        raise command_error(err) from err
+    seq = await set_user_limits(svc.store, svc.context(request, caller), user_id, own)
     return json_response(_view(user_id, own, svc.settings), seq=seq)
 
 

@@ -15,10 +15,9 @@ from starlette.routing import Route
 
 from projections import queries
 from services.api.auth import Principal
-from services.api.problems import ApiError, joined_detail
+from services.api.problems import ApiError
 from services.api.uploads import drain_small_body, receive_file
 from services.api.wiring import (
-    command_error,
     decode_body,
     json_response,
     page_limit,
@@ -29,7 +28,7 @@ from services.api.wiring import (
 )
 from services.domain import CommandError
 from services.domain.views import model_view, version_view
-from services.packages import PackageInvalidError, PackageLimits, inspect_package
+from services.packages import PackageLimits, inspect_package
 
 __all__ = ["routes"]
 
@@ -56,12 +55,9 @@ async def create_model(request: Request) -> Response:
     caller = await svc.caller(request)
     body = await decode_body(request, CreateModelBody)
     ctx = svc.context(request, caller)
-    try:
-        model_id, seq = await svc.commands.create_model(
-            ctx, name=body.name, description=body.description, visibility=body.visibility
-        )
-    except CommandError as err:
-        raise command_error(err) from err
+    model_id, seq = await svc.commands.create_model(
+        ctx, name=body.name, description=body.description, visibility=body.visibility
+    )
     return json_response(
         {
             "id": model_id,
@@ -104,16 +100,13 @@ async def update_model(request: Request) -> Response:
     caller = await svc.caller(request)
     body = await decode_body(request, UpdateModelBody)
     model_id = path_id(request, "model_id")
-    try:
-        seq = await svc.commands.update_model(
-            svc.context(request, caller),
-            model_id,
-            name=body.name,
-            description=body.description,
-            visibility=body.visibility,
-        )
-    except CommandError as err:
-        raise command_error(err) from err
+    seq = await svc.commands.update_model(
+        svc.context(request, caller),
+        model_id,
+        name=body.name,
+        description=body.description,
+        visibility=body.visibility,
+    )
     await projected(svc, seq)
     return json_response(model_view(await _visible_model(request, caller)), 202, seq=seq)
 
@@ -122,10 +115,7 @@ async def delete_model(request: Request) -> Response:
     svc = services(request)
     caller = await svc.caller(request)
     model_id = path_id(request, "model_id")
-    try:
-        seq = await svc.commands.delete_model(svc.context(request, caller), model_id)
-    except CommandError as err:
-        raise command_error(err) from err
+    seq = await svc.commands.delete_model(svc.context(request, caller), model_id)
     return json_response({"id": model_id, "status": "deleted"}, 202, seq=seq)
 
 
@@ -136,38 +126,30 @@ async def upload_version(request: Request) -> Response:
     model_id = path_id(request, "model_id")
     try:
         await svc.commands.load_model(ctx, model_id, write=True)
-    except CommandError as err:
-        await drain_small_body(request)
-        raise command_error(err) from err
+    except CommandError:
+        await drain_small_body(request)  # then answered by its exception handler
+        raise
     limits = PackageLimits(max_zip_bytes=svc.settings.max_package_bytes)
     workdir = Path(tempfile.mkdtemp(prefix="clinai-upload-"))
     try:
         upload = await receive_file(
             request, field="package", limit=svc.settings.max_package_bytes, dest_dir=workdir
         )
-        try:
-            info = await asyncio.to_thread(inspect_package, upload.path, limits)
-        except PackageInvalidError as err:
-            raise ApiError(
-                422, "Invalid model package", joined_detail(err.message, err.hint)
-            ) from err
+        info = await asyncio.to_thread(inspect_package, upload.path, limits)
         version_id = ctx.resource_id("ver")
         package_key = f"packages/{version_id}/package.zip"
         await svc.blobs.put_file(package_key, upload.path, "application/zip")
-        try:
-            number, seq = await svc.commands.add_version(
-                ctx,
-                model_id,
-                version_id=version_id,
-                package_key=package_key,
-                package_hash=info.package_hash,
-                requirements_hash=info.requirements_hash,
-                size_bytes=upload.size,
-                filename=upload.filename,
-                has_setup=info.has_setup,
-            )
-        except CommandError as err:
-            raise command_error(err) from err
+        number, seq = await svc.commands.add_version(
+            ctx,
+            model_id,
+            version_id=version_id,
+            package_key=package_key,
+            package_hash=info.package_hash,
+            requirements_hash=info.requirements_hash,
+            size_bytes=upload.size,
+            filename=upload.filename,
+            has_setup=info.has_setup,
+        )
     finally:
         await asyncio.to_thread(shutil.rmtree, workdir, True)
     return json_response(

@@ -14,9 +14,8 @@ from starlette.routing import Route
 
 from projections import webhook_queries
 from services.api.auth import Principal
-from services.api.problems import ApiError, joined_detail
+from services.api.problems import ApiError
 from services.api.wiring import (
-    command_error,
     decode_body,
     json_response,
     page_limit,
@@ -24,10 +23,8 @@ from services.api.wiring import (
     projected,
     services,
 )
-from services.domain import CommandError
 from services.domain.access import can_see_webhook, listed_owner
 from services.domain.signing import default_secret, master_key
-from services.domain.webhooks import InvalidWebhookError
 
 __all__ = ["routes"]
 
@@ -50,12 +47,6 @@ class UpdateWebhookBody(msgspec.Struct, forbid_unknown_fields=True):
     url: Url | None = None
     events: Patterns | None = None
     description: Description | None = None
-
-
-def _error(err: CommandError) -> ApiError:
-    if isinstance(err, InvalidWebhookError):
-        return ApiError(422, "Invalid webhook", joined_detail(err.message, err.hint))
-    return command_error(err)
 
 
 def _view(hook: webhook_queries.WebhookView) -> dict[str, Any]:
@@ -81,15 +72,12 @@ async def create_webhook(request: Request) -> Response:
     svc = services(request)
     caller = await svc.caller(request)
     body = await decode_body(request, CreateWebhookBody)
-    try:
-        issued = await svc.webhooks.create(
-            svc.context(request, caller),
-            url=body.url,
-            events=body.events,
-            description=body.description,
-        )
-    except CommandError as err:
-        raise _error(err) from err
+    issued = await svc.webhooks.create(
+        svc.context(request, caller),
+        url=body.url,
+        events=body.events,
+        description=body.description,
+    )
     return json_response(
         {
             "id": issued.webhook_id,
@@ -125,16 +113,13 @@ async def update_webhook(request: Request) -> Response:
     caller = await svc.caller(request)
     body = await decode_body(request, UpdateWebhookBody)
     webhook_id = path_id(request, "webhook_id")
-    try:
-        seq = await svc.webhooks.update(
-            svc.context(request, caller),
-            webhook_id,
-            url=body.url,
-            events=body.events,
-            description=body.description,
-        )
-    except CommandError as err:
-        raise _error(err) from err
+    seq = await svc.webhooks.update(
+        svc.context(request, caller),
+        webhook_id,
+        url=body.url,
+        events=body.events,
+        description=body.description,
+    )
     await projected(svc, seq)
     return json_response(_view(await _visible(request, caller)), 202, seq=seq)
 
@@ -143,10 +128,7 @@ async def delete_webhook(request: Request) -> Response:
     svc = services(request)
     caller = await svc.caller(request)
     webhook_id = path_id(request, "webhook_id")
-    try:
-        seq = await svc.webhooks.delete(svc.context(request, caller), webhook_id)
-    except CommandError as err:
-        raise _error(err) from err
+    seq = await svc.webhooks.delete(svc.context(request, caller), webhook_id)
     return json_response({"id": webhook_id, "status": "deleted"}, 202, seq=seq)
 
 
@@ -154,10 +136,7 @@ async def enable_webhook(request: Request) -> Response:
     svc = services(request)
     caller = await svc.caller(request)
     webhook_id = path_id(request, "webhook_id")
-    try:
-        seq = await svc.webhooks.enable(svc.context(request, caller), webhook_id)
-    except CommandError as err:
-        raise _error(err) from err
+    seq = await svc.webhooks.enable(svc.context(request, caller), webhook_id)
     return json_response({"id": webhook_id, "status": "enabled"}, 202, seq=seq)
 
 
@@ -165,10 +144,7 @@ async def rotate_secret(request: Request) -> Response:
     svc = services(request)
     caller = await svc.caller(request)
     webhook_id = path_id(request, "webhook_id")
-    try:
-        issued = await svc.webhooks.rotate(svc.context(request, caller), webhook_id)
-    except CommandError as err:
-        raise _error(err) from err
+    issued = await svc.webhooks.rotate(svc.context(request, caller), webhook_id)
     return json_response(
         {
             "id": webhook_id,
@@ -209,10 +185,7 @@ async def redeliver(request: Request) -> Response:
     caller = await svc.caller(request)
     webhook_id = path_id(request, "webhook_id")
     delivery_id = path_id(request, "delivery_id")
-    try:
-        seq = await svc.webhooks.redeliver(svc.context(request, caller), webhook_id, delivery_id)
-    except CommandError as err:
-        raise _error(err) from err
+    seq = await svc.webhooks.redeliver(svc.context(request, caller), webhook_id, delivery_id)
     return json_response({"id": delivery_id, "status": "queued"}, 202, seq=seq)
 
 

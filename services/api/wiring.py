@@ -26,16 +26,12 @@ from services.api._key_slots import SLOT_STATE, KeySlots
 from services.api._rate_limit import RATE_STATE, RateLimiter
 from services.api._ready_versions import ReadyVersions
 from services.api.auth import KeyCache, Principal, authenticate
-from services.api.problems import ApiError, joined_detail
+from services.api.problems import ApiError
 from services.api.request_body import read_body
 from services.blobstore import BlobStore
 from services.domain import (
     CommandContext,
-    CommandError,
     Commands,
-    ConflictError,
-    ForbiddenError,
-    NotFoundError,
 )
 from services.domain.access import can_read_model
 from services.domain.webhooks import WebhookCommands
@@ -44,7 +40,6 @@ from services.settings import Settings
 __all__ = [
     "ApiServices",
     "checked_id",
-    "command_error",
     "decode_body",
     "json_response",
     "page_limit",
@@ -247,12 +242,6 @@ def page_limit(request: Request) -> int:
     if not 1 <= limit <= 200:
         raise ApiError(422, "Invalid limit", "limit must be an integer from 1 to 200")
     return limit
-
-
-def command_error(err: CommandError) -> ApiError:
-    status = {NotFoundError: 404, ConflictError: 409, ForbiddenError: 403}.get(type(err), 400)
-    title = {404: "Not found", 409: "Conflict", 403: "Forbidden"}.get(status, "Bad request")
-    return ApiError(status, title, joined_detail(err.message, err.hint))
 
 
 async def projected(svc: ApiServices, seq: int) -> None:

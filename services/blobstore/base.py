@@ -14,6 +14,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Literal, Protocol
 
+from events import ClinaiError
+
 __all__ = [
     "BlobError",
     "BlobKeyError",
@@ -32,13 +34,8 @@ MAX_KEY_BYTES = 1024  # S3's limit
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
-class BlobError(Exception):
+class BlobError(ClinaiError):
     """Base of the blob store errors; `hint` says what the caller can do next."""
-
-    def __init__(self, message: str, *, hint: str = "") -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
 
 
 class BlobKeyError(BlobError, ValueError):

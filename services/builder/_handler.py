@@ -17,6 +17,7 @@ from typing import Any
 from events import (
     BuildFailed,
     BuildStarted,
+    ClinaiError,
     ConcurrencyConflictError,
     Event,
     EventStore,
@@ -45,7 +46,7 @@ def build_log_key(version_id: str) -> str:
     return f"logs/builds/{version_id}.log"
 
 
-class _Failure(Exception):
+class _Failure(ClinaiError):
     def __init__(self, reason: str, log_tail: str = "") -> None:
         super().__init__(reason)
         self.reason = reason

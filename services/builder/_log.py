@@ -18,14 +18,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from events import BuildLogAppended, ConcurrencyConflictError, EventStore, scrub_text
+from events import BuildLogAppended, ClinaiError, ConcurrencyConflictError, EventStore, scrub_text
 
 __all__ = ["BuildLog", "SupersededError"]
 
 _MAX_EVENT_TEXT = 64 * 1024  # one event's text; a larger flush is split
 
 
-class SupersededError(Exception):
+class SupersededError(ClinaiError):
     """Another writer appended to the version while this build ran (a newer attempt)."""
 
     def __init__(self, version_id: str) -> None:

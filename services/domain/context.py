@@ -8,7 +8,7 @@ from typing import Any
 
 import msgspec
 
-from events import event_id_for_key, new_event_id, new_id
+from events import ClinaiError, event_id_for_key, new_event_id, new_id
 
 __all__ = [
     "CommandContext",
@@ -19,13 +19,8 @@ __all__ = [
 ]
 
 
-class CommandError(Exception):
+class CommandError(ClinaiError):
     """Base of the command errors; `hint` says what the caller can do."""
-
-    def __init__(self, message: str, *, hint: str = "") -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
 
 
 class NotFoundError(CommandError):

@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
+from events import ClinaiError
+
 __all__ = [
     "DestinationPolicy",
     "DestinationRefused",
@@ -35,7 +37,7 @@ _METADATA = frozenset(
 )
 
 
-class DestinationRefused(OSError):
+class DestinationRefused(ClinaiError, OSError):
     """The destination resolves to an address webhooks may not reach."""
 
     def __init__(self, host: str, address: str, why: str) -> None:
@@ -45,7 +47,7 @@ class DestinationRefused(OSError):
         self.why = why
 
 
-class InvalidDestination(ValueError):
+class InvalidDestination(ClinaiError, ValueError):
     """Not an http(s) URL with a host."""
 
 

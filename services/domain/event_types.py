@@ -17,6 +17,7 @@ from events import (
     AnyEvent,
     BuildFailed,
     BuildStarted,
+    ClinaiError,
     JobCanceled,
     JobCancelRequested,
     JobFailed,
@@ -72,7 +73,7 @@ SOURCE_SUBJECTS: Final = tuple(
 )
 
 
-class InvalidFilterError(ValueError):
+class InvalidFilterError(ClinaiError, ValueError):
     """A filter pattern that matches no webhook type."""
 
 

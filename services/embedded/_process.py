@@ -20,6 +20,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 
+from events import ClinaiError
+
 __all__ = [
     "AlreadyRunningError",
     "EmbeddedError",
@@ -40,13 +42,12 @@ _POLL_S = 0.005  # readiness poll interval; grows up to _POLL_MAX_S
 _POLL_MAX_S = 0.05
 
 
-class EmbeddedError(Exception):
-    """Base of the embedded-server errors. `hint` says what to do next."""
+class EmbeddedError(ClinaiError):
+    """Base of the embedded-server errors. `hint` says what to do next (and is part of
+    the error's text: these reach an operator's terminal as they are)."""
 
-    def __init__(self, message: str, *, hint: str = "") -> None:
-        super().__init__(f"{message} ({hint})" if hint else message)
-        self.message = message
-        self.hint = hint
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
 
 
 class AlreadyRunningError(EmbeddedError):

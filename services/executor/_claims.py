@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from events import BlobRef, OutputFile
+from events import BlobRef, ClinaiError, OutputFile
 from services.blobstore import BlobStore
 
 __all__ = [
@@ -35,7 +35,7 @@ class ResultLimits(msgspec.Struct, frozen=True, kw_only=True):
     max_bytes: int = 8 * 1024 * 1024
 
 
-class ResultTooLargeError(Exception):
+class ResultTooLargeError(ClinaiError):
     """The model's result is larger than `ResultLimits.max_bytes`."""
 
     def __init__(self, size: int, limit: int) -> None:

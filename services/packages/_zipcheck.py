@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
+from events import ClinaiError
+
 __all__ = [
     "ALLOWED_COMPRESSION",
     "IGNORED_NAMES",
@@ -50,7 +52,7 @@ Reason = Literal[
 ]
 
 
-class PackageInvalidError(Exception):
+class PackageInvalidError(ClinaiError):
     """The uploaded package cannot be accepted.
 
     `message` says what is wrong, `hint` what the uploader should do, `reason` is a
@@ -61,9 +63,7 @@ class PackageInvalidError(Exception):
     def __init__(
         self, message: str, hint: str, *, reason: Reason = "corrupt", path: str | None = None
     ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
+        super().__init__(message, hint=hint)
         self.reason: Reason = reason
         self.path = path
 

@@ -27,6 +27,7 @@ from aiodocker import Docker, DockerError
 from aiodocker.containers import DockerContainer
 from aiodocker.stream import Stream
 
+from events import ClinaiError
 from services.runtimes._docker_build import JOB_DIR, MODEL_DIR, RUNNER_ARGV, WORKER_LOG
 from services.runtimes._docker_jobs import (
     REQUESTS_FIFO,
@@ -101,7 +102,7 @@ class ContainerLimits:
         }
 
 
-class WorkerStartError(Exception):
+class WorkerStartError(ClinaiError):
     """The worker did not become ready. `ready` is its failure frame when it sent one
     (import or setup failed); else `timed_out`, or `state` is the dead container's State
     ({} when the engine cannot tell). `log` is what the model printed meanwhile."""

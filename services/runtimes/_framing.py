@@ -13,13 +13,15 @@ from typing import Any, Literal, Protocol
 
 import msgspec
 
+from events import ClinaiError
+
 __all__ = ["MAX_FRAME", "JobRequest", "JobResponse", "ProtocolError", "Ready", "WorkerChannel"]
 
 _HEADER = struct.Struct(">I")
 MAX_FRAME = 16 * 1024 * 1024
 
 
-class ProtocolError(Exception):
+class ProtocolError(ClinaiError):
     """The worker sent something that is not a valid frame, or the stream ended."""
 
 

@@ -29,6 +29,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from events import ClinaiError
 from services.runtimes.base import FailureKind, OutputCopy, OutputLimits
 
 __all__ = [
@@ -49,12 +50,8 @@ _CHUNK = 8 * 1024 * 1024  # bytes copied between two deadline checks
 _MIN_HARVEST_S = 1.0  # a job that ends just before its deadline still has this long
 
 
-class HarvestError(Exception):
+class HarvestError(ClinaiError):
     """The outputs cannot be harvested; `message` says why, for the user."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
 
 class OutputLimitError(HarvestError):

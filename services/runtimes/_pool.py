@@ -16,6 +16,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Generic, Protocol, TypeVar
 
+from events import ClinaiError
+
 __all__ = ["AcquireCanceledError", "PoolClosedError", "PooledWorker", "WorkerPool"]
 
 
@@ -29,11 +31,11 @@ class PooledWorker(Protocol):
 W = TypeVar("W", bound=PooledWorker)
 
 
-class PoolClosedError(Exception):
+class PoolClosedError(ClinaiError):
     """The pool was closed."""
 
 
-class AcquireCanceledError(Exception):
+class AcquireCanceledError(ClinaiError):
     """The caller's cancel event was set before a worker was ready for it."""
 
 

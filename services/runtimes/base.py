@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+from events import ClinaiError
 from events.catalogue import FailureKind  # the kinds a JobFailed records: one list
 
 __all__ = [
@@ -83,13 +84,8 @@ class JobOutcome(msgspec.Struct, frozen=True, kw_only=True):
     run_s: float = 0.0
 
 
-class SandboxRuntimeError(Exception):
+class SandboxRuntimeError(ClinaiError):
     """Base of the runtime errors. `hint` says what the caller or operator can do."""
-
-    def __init__(self, message: str, *, hint: str = "") -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
 
 
 class BuildFailedError(SandboxRuntimeError):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import msgspec
 
+from events import ClinaiError
 from services.runtimes import _build
 from services.runtimes._framing import JobResponse, ProtocolError, WorkerChannel
 from services.runtimes._freeze import Frozen
@@ -82,7 +83,7 @@ class ProcessRuntimeConfig(msgspec.Struct, frozen=True, kw_only=True):
     unsafe_no_sandbox: bool = False
 
 
-class _StartFailed(Exception):
+class _StartFailed(ClinaiError):
     def __init__(self, outcome: JobOutcome) -> None:
         super().__init__(outcome.message)
         self.outcome = outcome
