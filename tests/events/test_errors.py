@@ -22,6 +22,8 @@ def _project_exceptions() -> list[type[BaseException]]:
     for name in _PACKAGES:
         package = importlib.import_module(name)
         for info in pkgutil.walk_packages(package.__path__, f"{name}."):
+            if info.name.endswith(".__main__"):
+                continue  # runs its command when imported
             module = importlib.import_module(info.name)
             for _, value in inspect.getmembers(module, inspect.isclass):
                 if issubclass(value, BaseException) and value.__module__ == info.name:
