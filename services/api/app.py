@@ -35,7 +35,8 @@ from services.api._rate_limit import RateLimitHeaders
 from services.api._unavailable import unavailable_handlers
 from services.api.deps import ApiServices, json_response, services
 from services.api.problems import ApiError, handle_api_error, problem_response
-from services.blobstore import SIGNED_BLOB_ROUTE, BlobStore, FileBlobStore, signed_blob_endpoint
+from services.api.routes_blobs import blob_routes
+from services.blobstore import BlobStore
 from services.notifier.commands import WebhookCommands
 from services.notifier.destinations import DestinationPolicy
 from services.notifier.signing import master_key
@@ -195,9 +196,8 @@ def create_app(settings: Settings, *, blobs: BlobStore | None = None) -> Starlet
         *routes_limits.routes,
         *routes_webhooks.routes,
         *routes_events.routes,
+        *blob_routes(blob_store),
     ]
-    if isinstance(blob_store, FileBlobStore):  # S3 serves its own presigned URLs
-        routes.append(Route(SIGNED_BLOB_ROUTE, signed_blob_endpoint(blob_store), methods=["GET"]))
     return Starlette(
         routes=routes,
         lifespan=lifespan,

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -37,7 +35,7 @@ from services.api.deps import (
 from services.api.problems import ApiError, joined_detail
 from services.api.uploads import ReceivedForm, receive_form
 from services.api.views import job_view
-from services.blobstore import BlobNotFoundError, FileBlobStore
+from services.blobstore import BlobNotFoundError
 from services.commands import CommandError
 
 __all__ = ["routes"]
@@ -46,7 +44,6 @@ _WEBHOOK_EVENTS = frozenset({"start", "output", "completed"})
 _JOB_FIELDS = frozenset(
     {"input", "version", "model", "params", "timeout_s", "webhook", "webhook_events"}
 )
-_TEMP_DIR = Path(tempfile.gettempdir())
 
 
 async def create_job(request: Request) -> Response:
@@ -59,8 +56,8 @@ async def create_job(request: Request) -> Response:
     started = time.monotonic()
     ctx = svc.context(request, caller)
     blobs = svc.blobs
-    # The file backend receives the upload on its own file system and renames it in.
-    spool = await blobs.spool_dir() if isinstance(blobs, FileBlobStore) else _TEMP_DIR
+    # Received where the store takes it over from (the file backend: a rename).
+    spool = await blobs.spool_dir()
     form = await receive_form(
         request, file_limit=svc.settings.max_input_bytes, dest_dir=spool, fields=_JOB_FIELDS
     )
@@ -76,10 +73,7 @@ async def create_job(request: Request) -> Response:
         webhook = _webhook(svc, form)
         job_id = ctx.resource_id("job")
         key = input_key(job_id)  # one file, no folder per job; its name is in the event
-        if isinstance(blobs, FileBlobStore):
-            await blobs.move_in(key, received.path, received.content_type)
-        else:
-            await blobs.put_file(key, received.path, received.content_type)
+        await blobs.move_in(key, received.path, received.content_type)
         # Read before the append: the commit notices after it tell the job's whole life.
         seen = svc.watermark.checkpoint
         try:

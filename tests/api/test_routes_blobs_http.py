@@ -1,5 +1,5 @@
-"""The signed-URL endpoint behind a real HTTP server (the API's own, uvicorn, in a
-subprocess), fetched with the standard library's urllib."""
+"""The signed-URL endpoint (services/api/routes_blobs.py) behind a real HTTP server (the
+API's own, uvicorn, in a subprocess), fetched with the standard library's urllib."""
 
 from __future__ import annotations
 
@@ -26,11 +26,11 @@ APP = textwrap.dedent(
     import os
     from pathlib import Path
     from starlette.applications import Starlette
-    from starlette.routing import Route
-    from services.blobstore import SIGNED_BLOB_ROUTE, FileBlobStore, signed_blob_endpoint
+    from services.api.routes_blobs import blob_routes
+    from services.blobstore import FileBlobStore
 
     store = FileBlobStore(Path(os.environ["BLOB_ROOT"]), os.environ["BASE_URL"], {KEY!r})
-    app = Starlette(routes=[Route(SIGNED_BLOB_ROUTE, signed_blob_endpoint(store))])
+    app = Starlette(routes=blob_routes(store))
     """
 )
 
