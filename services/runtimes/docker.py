@@ -24,22 +24,29 @@ from services.runtimes._docker_build import (
     LABEL_REQUIREMENTS_HASH,
     RUNNER_REVISION,
     BuildStream,
-    PipOptions,
     dockerfile,
     find_runner_dir,
     runner_digest,
     write_context,
 )
 from services.runtimes._docker_images import build_image, ensure_base_image, image_id, push_image
-from services.runtimes._docker_outcomes import (
-    death_outcome,
-    response_outcome,
-    start_failure_outcome,
+from services.runtimes._docker_worker import (
+    ContainerLimits,
+    ContainerWorker,
+    WorkerStartError,
+    container_death,
 )
-from services.runtimes._docker_worker import ContainerLimits, ContainerWorker, WorkerStartError
 from services.runtimes._framing import JobRequest, JobResponse, ProtocolError
 from services.runtimes._harvest import HarvestError, harvest_deadline, harvest_failure_kind
 from services.runtimes._jobdir import read_tail
+from services.runtimes._outcomes import (
+    from_death,
+    from_ready,
+    from_response,
+    job_timeout,
+    setup_timeout,
+)
+from services.runtimes._pip import DEBIAN_CA_BUNDLE, PipOptions
 from services.runtimes._pool import AcquireCanceledError, PoolClosedError, WorkerPool
 from services.runtimes._seccomp import docker_profile
 from services.runtimes.base import (
@@ -57,7 +64,6 @@ __all__ = ["DEBIAN_CA_BUNDLE", "DEFAULT_DOCKER_SOCKET", "DockerRuntime", "Docker
 
 LABEL_INSTANCE = "ai.clinai.runtime-instance"
 
-DEBIAN_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 DEFAULT_DOCKER_SOCKET = "unix:///var/run/docker.sock"
 
 
@@ -228,13 +234,10 @@ class DockerRuntime:
         requirements_hash: str,
         log: LogSink,
     ) -> str:
-        ca = self._config.ca_bundle
-        if ca is None and await asyncio.to_thread(DEBIAN_CA_BUNDLE.is_file):
-            ca = DEBIAN_CA_BUNDLE
-        pip = PipOptions(
+        pip = await PipOptions.with_host_ca(
             index_url=self._config.pip_index_url,
             extra_index_urls=self._config.pip_extra_index_urls,
-            ca_bundle=ca,
+            ca_bundle=self._config.ca_bundle,
         )
         text = dockerfile(
             base_image=self._config.base_image, user=self._config.user, package_hash=package_hash
@@ -300,12 +303,7 @@ class DockerRuntime:
         try:
             worker = await self._start_worker(artifact, check=True)
         except WorkerStartError as err:
-            outcome = start_failure_outcome(
-                err,
-                0.0,
-                memory_mb=self._config.memory_mb,
-                setup_timeout_s=self._config.ready_timeout_s,
-            )
+            outcome = self._start_failure(err, 0.0)
             tail = "\n".join(part for part in (outcome.traceback, outcome.log) if part)
             raise BuildFailedError(
                 f"smoke check failed: {outcome.message}",
@@ -345,12 +343,7 @@ class DockerRuntime:
                 ok=False, kind="canceled", message="the job was canceled before it started running"
             )
         except WorkerStartError as err:
-            return start_failure_outcome(
-                err,
-                time.perf_counter() - started,
-                memory_mb=self._config.memory_mb,
-                setup_timeout_s=self._config.ready_timeout_s,
-            )
+            return self._start_failure(err, time.perf_counter() - started)
         except PoolClosedError:
             return JobOutcome(ok=False, kind="infrastructure", message="the runtime is closed")
         except (DockerError, aiohttp.ClientError, OSError) as err:
@@ -388,7 +381,7 @@ class DockerRuntime:
         answer = await self._exchange(worker, request, job, canceled)
         run_s = time.perf_counter() - begun
         if isinstance(answer, JobResponse):
-            outcome = response_outcome(answer, memory_mb=self._config.memory_mb)
+            outcome = from_response(answer, memory_limit_mb=self._config.memory_mb)
         else:
             outcome = answer
         harvest = worker.alive and outcome.ok
@@ -474,11 +467,9 @@ class DockerRuntime:
             if talk in done:
                 return talk.result()
         except ProtocolError:  # the stream ended: the container died under the job
-            state = await worker.exit_state()
+            death = container_death(await worker.exit_state(), worker.stderr_tail)
             await worker.terminate()
-            return death_outcome(
-                state, memory_mb=self._config.memory_mb, stderr=worker.stderr_tail, log=""
-            )
+            return from_death(death, memory_limit_mb=self._config.memory_mb)
         except BaseException:
             await worker.terminate()
             raise
@@ -491,11 +482,21 @@ class DockerRuntime:
             await talk
         if canceled.is_set():
             return JobOutcome(ok=False, kind="canceled", message="the job was canceled")
-        return JobOutcome(
-            ok=False,
-            kind="timeout",
-            message=f"the job ran longer than its timeout of {job.timeout_s:g}s and was stopped",
-        )
+        return job_timeout(job.timeout_s)
+
+    def _start_failure(self, err: WorkerStartError, elapsed: float) -> JobOutcome:
+        """A worker that did not start: import or setup() failed, it timed out, or its
+        container died."""
+        if err.ready is not None:
+            outcome = from_ready(err.ready, log=err.log)
+        elif err.timed_out:
+            outcome = setup_timeout(self._config.ready_timeout_s, err.log)
+        else:
+            death = container_death(err.state, err.stderr)
+            outcome = from_death(
+                death, memory_limit_mb=self._config.memory_mb, starting=True, log=err.log
+            )
+        return msgspec.structs.replace(outcome, setup_s=elapsed)
 
     async def cancel_job(self, job_id: str) -> bool:
         event = self._running.get(job_id)
