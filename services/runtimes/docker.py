@@ -21,15 +21,18 @@ from aiodocker import Docker, DockerError
 from services.runtimes._build import safe_component
 from services.runtimes._docker_build import (
     LABEL_PACKAGE_HASH,
-    LABEL_REQUIREMENTS_HASH,
     RUNNER_REVISION,
     BuildStream,
-    dockerfile,
     find_runner_dir,
     runner_digest,
-    write_context,
 )
-from services.runtimes._docker_images import build_image, ensure_base_image, image_id, push_image
+from services.runtimes._docker_config import DockerRuntimeConfig
+from services.runtimes._docker_images import (
+    build_package_image,
+    ensure_base_image,
+    image_id,
+    push_image,
+)
 from services.runtimes._docker_worker import (
     ContainerLimits,
     ContainerWorker,
@@ -46,7 +49,7 @@ from services.runtimes._outcomes import (
     job_timeout,
     setup_timeout,
 )
-from services.runtimes._pip import DEBIAN_CA_BUNDLE, PipOptions
+from services.runtimes._pip import DEBIAN_CA_BUNDLE
 from services.runtimes._pool import AcquireCanceledError, PoolClosedError, WorkerPool
 from services.runtimes._seccomp import docker_profile
 from services.runtimes.base import (
@@ -65,51 +68,6 @@ __all__ = ["DEBIAN_CA_BUNDLE", "DEFAULT_DOCKER_SOCKET", "DockerRuntime", "Docker
 LABEL_INSTANCE = "ai.clinai.runtime-instance"
 
 DEFAULT_DOCKER_SOCKET = "unix:///var/run/docker.sock"
-
-
-class DockerRuntimeConfig(msgspec.Struct, frozen=True, kw_only=True):
-    base_image: str = "python:3.11-slim"  # deploy/base-image/build.sh makes one offline
-    docker_host: str | None = None  # None: DOCKER_HOST, then the local socket
-    registry: str | None = None  # push built images there; the artifact is then a digest
-    registry_auth: dict[str, str] | None = None  # {"username": ..., "password": ...}
-    image_repository: str = "clinai-model"
-    pip_index_url: str | None = None  # build time only; may carry credentials
-    pip_extra_index_urls: tuple[str, ...] = ()
-    # Build time only. None: the host's Debian bundle if present, else pip's own.
-    ca_bundle: Path | None = None
-    memory_mb: int = 1024
-    cpus: float = 1.0
-    pids_limit: int = 64
-    tmpfs_mb: int = 256  # the private /tmp (HOME, TMPDIR), emptied after each job
-    user: str = "10001:10001"  # uid:gid inside the container, never 0
-    idle_timeout_s: float = 300.0
-    max_workers_per_version: int = 2
-    max_workers_total: int = 8
-    ready_timeout_s: float = 120.0  # import predict.py + setup(): then "setup_timeout"
-    build_timeout_s: float = 1800.0
-    # Bound into containers: must be a path the engine sees (a local engine).
-    work_dir: Path = Path("/tmp/clinai-docker")
-    log_limit_bytes: int = 64 * 1024
-
-    def __post_init__(self) -> None:
-        checks = {
-            "memory_mb": self.memory_mb >= 16,
-            "cpus": self.cpus > 0,
-            "pids_limit": self.pids_limit >= 8,
-            "tmpfs_mb": self.tmpfs_mb >= 1,
-            "max_workers_per_version": self.max_workers_per_version >= 1,
-            "max_workers_total": self.max_workers_total >= 1,
-            "ready_timeout_s": self.ready_timeout_s > 0,
-            "build_timeout_s": self.build_timeout_s > 0,
-        }
-        for field, ok in checks.items():
-            if not ok:
-                raise ValueError(
-                    f"DockerRuntimeConfig.{field} is out of range: {getattr(self, field)!r}"
-                )
-        uid, sep, gid = self.user.partition(":")
-        if not (uid.isdigit() and sep and gid.isdigit()) or uid == "0":
-            raise ValueError(f"DockerRuntimeConfig.user must be 'uid:gid', not root: {self.user!r}")
 
 
 class DockerRuntime:
@@ -234,34 +192,15 @@ class DockerRuntime:
         requirements_hash: str,
         log: LogSink,
     ) -> str:
-        pip = await PipOptions.with_host_ca(
-            index_url=self._config.pip_index_url,
-            extra_index_urls=self._config.pip_extra_index_urls,
-            ca_bundle=self._config.ca_bundle,
-        )
-        text = dockerfile(
-            base_image=self._config.base_image, user=self._config.user, package_hash=package_hash
-        )
-        context = await asyncio.to_thread(
-            write_context,
-            package_dir=package_dir,
+        self.last_build = await build_package_image(
+            self._docker,
+            self._config,
             runner_dir=self._runner_dir,
-            dockerfile_text=text,
-            pip=pip,
+            package_dir=package_dir,
+            package_hash=package_hash,
+            requirements_hash=requirements_hash,
+            log=log,
         )
-        labels = {LABEL_PACKAGE_HASH: package_hash, LABEL_REQUIREMENTS_HASH: requirements_hash}
-        try:
-            async with asyncio.timeout(self._config.build_timeout_s):
-                self.last_build = await build_image(
-                    self._docker, context=context, labels=labels, log=log
-                )
-        except TimeoutError as err:
-            raise BuildFailedError(
-                f"the build took longer than {self._config.build_timeout_s:g} s",
-                hint="check the package index is reachable, or raise build_timeout_s",
-            ) from err
-        finally:
-            context.close()
         built = self.last_build.image_id
         if built is None:
             raise BuildFailedError(
