@@ -18,15 +18,14 @@ from services.blobstore import (
     BlobError,
     BlobKeyError,
     BlobNotFoundError,
-    BlobSignatureError,
-    BlobSignatureExpiredError,
-    BlobSignatureInvalidError,
     BlobStore,
 )
+from services.blobstore.base import BlobSignatureError, BlobSignatureInvalidError
 
 __all__ = ["SIGNED_BLOB_ROUTE", "blob_routes", "signed_blob_endpoint"]
 
 SIGNED_BLOB_ROUTE = SIGNED_URL_PATH + "{key:path}"
+_TITLES = {"invalid": "Invalid signature", "expired": "Signed URL expired"}
 
 
 def blob_routes(store: BlobStore) -> list[Route]:
@@ -40,15 +39,13 @@ def signed_blob_endpoint(store: BlobStore) -> Callable[[Request], Awaitable[Resp
         filename = params.get("filename")
         try:
             store.verify_signed(key, int(params["expires"]), params["signature"], filename)
-        except (KeyError, ValueError):
-            return _problem(BlobSignatureInvalidError(key), 403, "Invalid signature")
-        except BlobSignatureExpiredError as err:
-            return _problem(err, 403, "Signed URL expired")
+        except (KeyError, ValueError):  # a parameter is missing or not a number
+            return _problem(BlobSignatureInvalidError(key), 403, _TITLES["invalid"])
         except BlobSignatureError as err:
-            return _problem(err, 403, "Invalid signature")
+            return _problem(err, 403, _TITLES[err.reason])
         try:
             stream = await store.open_stream(key)
-        except (BlobNotFoundError, BlobKeyError) as err:
+        except (BlobNotFoundError, BlobKeyError) as err:  # a key no blob has, or can have
             return _problem(err, 404, "Blob not found")
         headers = {
             "Content-Length": str(stream.size),
