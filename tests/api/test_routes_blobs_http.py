@@ -4,11 +4,9 @@ API's own, uvicorn, in a subprocess), fetched with the standard library's urllib
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
 import sys
 import textwrap
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -17,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from services.blobstore import FileBlobStore
+from tests._infra import free_port, serving
 
 REPO = Path(__file__).resolve().parents[2]
 KEY = b"e2e-signing-key-" * 2
@@ -35,44 +34,19 @@ APP = textwrap.dedent(
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     (tmp_path / "blob_app.py").write_text(APP)
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": f"{tmp_path}:{REPO}"}
     env |= {"BLOB_ROOT": str(tmp_path / "root"), "BASE_URL": base_url}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "services.api.server", "blob_app:app", "127.0.0.1", str(port)],
-        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    _, err = proc.communicate(timeout=5)
-                    pytest.fail(f"the server did not start: {err.decode(errors='replace')}")
-                time.sleep(0.1)
+    argv = [sys.executable, "-m", "services.api.server", "blob_app:app", "127.0.0.1", str(port)]
+    with serving(
+        argv, port, what="the server", cwd=tmp_path, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    ):  # fmt: skip
         yield base_url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stderr is not None:
-            proc.stderr.close()
 
 
 def _fetch(url: str) -> tuple[int, dict[str, str], bytes]:

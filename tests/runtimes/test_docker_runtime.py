@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import socket
 import subprocess
 import time
 import uuid
@@ -37,7 +36,7 @@ from services.runtimes.docker import (
     DockerRuntime,
     DockerRuntimeConfig,
 )
-from tests._infra import outputs_written, wait_until
+from tests._infra import free_port, outputs_written, serving, wait_until
 from tests.runtimes.conftest import (
     DOCKER_HOST,
     PACKAGES,
@@ -206,32 +205,17 @@ def registry(engine: None, tmp_path: Path) -> Iterator[str]:
     binary = shutil.which("docker-registry")
     if binary is None:
         pytest.skip("no local registry: apt-get install docker-registry")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     conf = tmp_path / "registry.yml"
     conf.write_text(
         "version: 0.1\n"
         f"storage: {{filesystem: {{rootdirectory: {tmp_path / 'registry'}}}}}\n"
         f"http: {{addr: 127.0.0.1:{port}}}\n"
     )
-    proc = subprocess.Popen(
-        [binary, "serve", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    pytest.fail("the local registry did not start")
-                time.sleep(0.1)
+    argv = [binary, "serve", str(conf)]
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    with serving(argv, port, what="the local registry", **quiet):
         yield f"127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 async def test_push_to_registry_and_run_from_the_digest(registry: str, tmp_path: Path) -> None:
