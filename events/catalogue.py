@@ -7,11 +7,13 @@ default), so every event ever written still decodes.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Final, Literal
 
 import msgspec
 
 __all__ = [
+    "TERMINAL_JOB_STATUSES",
+    "TERMINAL_VERSION_STATUSES",
     "AnyEvent",
     "ApiKeyIssued",
     "ApiKeyRevoked",
@@ -61,6 +63,10 @@ FailureKind = Literal[
     "infrastructure",
     "output_limit",
 ]
+# The statuses a job or a version never leaves, as the write side's folds and the
+# projections both derive them from the events.
+TERMINAL_JOB_STATUSES: Final = frozenset({"succeeded", "failed", "canceled"})
+TERMINAL_VERSION_STATUSES: Final = frozenset({"ready", "failed"})
 
 
 class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag=True):

@@ -16,6 +16,8 @@ from typing import Any, Final
 import msgspec
 
 from events import (
+    TERMINAL_JOB_STATUSES,
+    TERMINAL_VERSION_STATUSES,
     AnyEvent,
     ApiKeyIssued,
     ApiKeyRevoked,
@@ -48,9 +50,7 @@ from projections._fold_webhooks import (
 )
 
 __all__ = [
-    "JOB_TERMINAL",
     "PROJECTION",
-    "VERSION_TERMINAL",
     "Row",
     "Tables",
     "fold",
@@ -58,8 +58,6 @@ __all__ = [
 ]
 
 PROJECTION: Final = "read_models"  # the checkpoint row of this projection
-JOB_TERMINAL: Final = frozenset({"succeeded", "failed", "canceled"})
-VERSION_TERMINAL: Final = frozenset({"ready", "failed"})
 
 Row = dict[str, Any]
 # table name -> key -> row; build_log_chunks is keyed by (version_id, index)
@@ -224,7 +222,7 @@ def fold(events: Iterable[StoredEvent], tables: Tables) -> set[tuple[str, Any]]:
                 touched.add(("build_log_chunks", key))
             case BuildStarted() | VersionBuilt() | BuildFailed():
                 row = versions.get(rid)
-                if row is None or row["status"] in VERSION_TERMINAL:
+                if row is None or row["status"] in TERMINAL_VERSION_STATUSES:
                     continue
                 _fold_build(event, row, at)
                 row["updated_at"] = at
@@ -319,7 +317,7 @@ def _fold_job(
     at: Any,
 ) -> bool:
     """Fold one job event; False when it is ignored (it would leave a terminal state)."""
-    terminal = row["status"] in JOB_TERMINAL
+    terminal = row["status"] in TERMINAL_JOB_STATUSES
     match event:
         case JobStarted():
             if not terminal:

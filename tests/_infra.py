@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 import shutil
+import socket
+import subprocess
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
@@ -96,3 +99,42 @@ def outputs_written(work_root: Path, name: str) -> list[Path]:
     """Where running jobs have written `name` into their output directory. Adapters keep
     a worker's job files at <work_root>/workers/<worker>/out on the host."""
     return list(work_root.glob(f"workers/*/out/{name}"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def serving(
+    argv: list[str], port: int, *, what: str, timeout_s: float = 20.0, **popen: Any
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run a server process for the block, from the moment it accepts connections on
+    127.0.0.1:`port`; it is stopped (terminated, else killed) after the block. Fails
+    with what it printed on stderr (when piped) if it exits or does not listen in time."""
+    proc = subprocess.Popen(argv, **popen)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    proc.kill()
+                    _, err = proc.communicate(timeout=5)
+                    printed = err.decode(errors="replace") if err else ""
+                    raise AssertionError(f"{what} did not start: {printed}") from None
+                time.sleep(0.05)  # polled against the deadline above
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()

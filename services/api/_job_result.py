@@ -18,7 +18,7 @@ from services.api.wiring import SEQ_HEADER, json_response
 from services.blobstore import BlobNotFoundError, BlobStore, BlobStream
 from services.domain.views import job_view
 
-__all__ = ["job_response", "result_response"]
+__all__ = ["job_response", "result_response", "stream_body"]
 
 log = logging.getLogger("clinai.api")
 
@@ -42,7 +42,7 @@ async def job_response(
     if seq is not None:
         headers[SEQ_HEADER] = str(seq)
     return StreamingResponse(
-        _body(prefix, stream, b"}"), status, headers=headers, media_type="application/json"
+        stream_body(prefix, stream, b"}"), status, headers=headers, media_type="application/json"
     )
 
 
@@ -61,7 +61,7 @@ async def result_response(job: queries.JobView, blobs: BlobStore) -> Response:
         )
     headers = {"Content-Length": str(stream.size), **_NO_STORE}
     return StreamingResponse(
-        _body(b"", stream, b""), headers=headers, media_type="application/json"
+        stream_body(b"", stream, b""), headers=headers, media_type="application/json"
     )
 
 
@@ -77,7 +77,9 @@ async def _open_result(job: queries.JobView, blobs: BlobStore) -> BlobStream | N
         return None
 
 
-async def _body(prefix: bytes, stream: BlobStream, suffix: bytes) -> AsyncIterator[bytes]:
+async def stream_body(prefix: bytes, stream: BlobStream, suffix: bytes) -> AsyncIterator[bytes]:
+    """The chunks of `stream` between `prefix` and `suffix`; the stream is closed at
+    the end, or when the response is abandoned."""
     try:
         if prefix:
             yield prefix

@@ -31,8 +31,9 @@ from services.api._rate_limit import RateLimitHeaders
 from services.api.asyncapi import asyncapi_route
 from services.api.error_handlers import exception_handlers
 from services.api.problems import problem_response
+from services.api.routes_blobs import blob_routes
 from services.api.wiring import ApiServices, json_response, services
-from services.blobstore import SIGNED_BLOB_ROUTE, BlobStore, FileBlobStore, signed_blob_endpoint
+from services.blobstore import BlobStore
 from services.domain.destinations import DestinationPolicy
 from services.domain.signing import master_key
 from services.domain.webhooks import WebhookCommands
@@ -139,9 +140,8 @@ def create_app(settings: Settings, *, blobs: BlobStore | None = None) -> Starlet
         *routes_webhooks.routes,
         *routes_events.routes,
         asyncapi_route(settings.stream_name),
+        *blob_routes(blob_store),
     ]
-    if isinstance(blob_store, FileBlobStore):  # S3 serves its own presigned URLs
-        routes.append(Route(SIGNED_BLOB_ROUTE, signed_blob_endpoint(blob_store), methods=["GET"]))
     return Starlette(
         routes=routes,
         lifespan=lifespan,

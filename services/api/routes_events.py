@@ -28,6 +28,8 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from events import (
+    TERMINAL_JOB_STATUSES,
+    TERMINAL_VERSION_STATUSES,
     BuildFailed,
     JobCanceled,
     JobFailed,
@@ -193,7 +195,7 @@ async def _resource_events(
     svc = services(request)
     resume = _resume_after(request)
     start = 1 if resume is None else resume + 1
-    finished = row.status in ("succeeded", "failed", "canceled", "ready")
+    finished = row.status in TERMINAL_JOB_STATUSES | TERMINAL_VERSION_STATUSES
     if finished and start > row.last_seq:
         return Response(status_code=204)  # nothing more will come: stop reconnecting
     return _sse(svc, start, f"{PREFIX}.{aggregate}.{resource_id}.*", None, end_on_terminal=True)

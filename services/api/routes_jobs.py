@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -14,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from events import JobWebhook, json_problem
+from events import TERMINAL_JOB_STATUSES, JobWebhook, json_problem
 from projections import queries
 from services.api._input_sweep import InputSweep, input_key
 from services.api._job_result import job_response, result_response
@@ -34,9 +32,8 @@ from services.api.wiring import (
     unstorable_text,
     visible_model,
 )
-from services.blobstore import BlobNotFoundError, FileBlobStore
+from services.blobstore import BlobNotFoundError
 from services.domain.access import can_see_job, listed_owner
-from services.domain.aggregates import TERMINAL_JOB_STATUSES
 from services.domain.views import job_view
 
 __all__ = ["routes"]
@@ -45,7 +42,6 @@ _WEBHOOK_EVENTS = frozenset({"start", "output", "completed"})
 _JOB_FIELDS = frozenset(
     {"input", "version", "model", "params", "timeout_s", "webhook", "webhook_events"}
 )
-_TEMP_DIR = Path(tempfile.gettempdir())
 
 
 async def create_job(request: Request) -> Response:
@@ -58,8 +54,8 @@ async def create_job(request: Request) -> Response:
     started = time.monotonic()
     ctx = svc.context(request, caller)
     blobs = svc.blobs
-    # The file backend receives the upload on its own file system and renames it in.
-    spool = await blobs.spool_dir() if isinstance(blobs, FileBlobStore) else _TEMP_DIR
+    # Received where the store takes it over from (the file backend: a rename).
+    spool = await blobs.spool_dir()
     form = await receive_form(
         request, file_limit=svc.settings.max_input_bytes, dest_dir=spool, fields=_JOB_FIELDS
     )
@@ -75,10 +71,7 @@ async def create_job(request: Request) -> Response:
         webhook = _webhook(svc, form)
         job_id = ctx.resource_id("job")
         key = input_key(job_id)  # one file, no folder per job; its name is in the event
-        if isinstance(blobs, FileBlobStore):
-            await blobs.move_in(key, received.path, received.content_type)
-        else:
-            await blobs.put_file(key, received.path, received.content_type)
+        await blobs.move_in(key, received.path, received.content_type)
         # Read before the append: the commit notices after it tell the job's whole life.
         seen = svc.watermark.checkpoint
         try:

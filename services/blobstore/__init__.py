@@ -1,5 +1,5 @@
-"""Blob storage: the `BlobStore` port, its errors, and the `file` backend with the
-endpoint that serves its signed URLs. (The `s3` backend will sit beside `file`.)"""
+"""Blob storage: the `BlobStore` port, its errors, and the `file` backend (whose signed
+URLs the API serves under `SIGNED_URL_PATH`). (The `s3` backend will sit beside `file`.)"""
 
 from services.blobstore.base import (
     BlobError,
@@ -13,15 +13,10 @@ from services.blobstore.base import (
     validate_key,
     validate_prefix,
 )
-from services.blobstore.file import (
-    SIGNED_BLOB_ROUTE,
-    FileBlobStore,
-    FileBlobStream,
-    signed_blob_endpoint,
-)
+from services.blobstore.file import SIGNED_URL_PATH, FileBlobStore, FileBlobStream
 
 __all__ = [
-    "SIGNED_BLOB_ROUTE",
+    "SIGNED_URL_PATH",
     "BlobError",
     "BlobKeyError",
     "BlobNotFoundError",
@@ -32,7 +27,6 @@ __all__ = [
     "BlobStream",
     "FileBlobStore",
     "FileBlobStream",
-    "signed_blob_endpoint",
     "validate_key",
     "validate_prefix",
 ]

@@ -117,12 +117,33 @@ class BlobStore(Protocol):
 
     async def put_file(self, key: str, path: Path, content_type: str) -> None: ...
 
+    async def spool_dir(self) -> Path:
+        """An existing local folder where a caller writes a file it will hand to
+        `move_in` (an upload being received, a job's output copies). A backend that
+        keeps blobs on this host's disk gives a folder on that file system, so that
+        `move_in` is a rename; any other gives a local scratch folder."""
+        ...
+
+    async def move_in(self, key: str, path: Path, content_type: str) -> None:
+        """`put_file`, taking the local file over: renamed into place when the store
+        keeps blobs on the same file system, else copied or uploaded, then removed.
+        `path` is gone afterwards, whether or not this succeeded."""
+        ...
+
     async def put_bytes(self, key: str, data: bytes, content_type: str) -> None: ...
 
     async def get_bytes(self, key: str) -> bytes: ...
 
     async def download_to(self, key: str, path: Path) -> None:
         """Write the blob to `path` (atomically; parent folders are created)."""
+        ...
+
+    async def materialize(self, key: str, path: Path) -> Path:
+        """The blob as a file on this host, for a reader that only reads it (a job's
+        input, which the runtime links or copies into the worker's folder). A backend
+        that keeps the blob on this host returns the stored file itself (never write to
+        it, never remove it); any other downloads it to `path` (as `download_to`) and
+        returns `path`, which is then the caller's to remove."""
         ...
 
     async def exists(self, key: str) -> bool: ...
@@ -151,6 +172,15 @@ class BlobStore(Protocol):
     async def signed_url(self, key: str, *, expires_in: int, filename: str | None = None) -> str:
         """A URL that lets anyone holding it download the blob for `expires_in`
         seconds, served with `filename` as the download name when given."""
+        ...
+
+    def verify_signed(
+        self, key: str, expires: int, signature: str, filename: str | None = None
+    ) -> None:
+        """Check a signed URL's parameters before the API serves the blob: raise
+        `BlobSignatureInvalidError` unless this store signed exactly (key, expires,
+        filename), then `BlobSignatureExpiredError` once `expires` has passed. A backend
+        whose URLs point elsewhere (S3 presigns its own) refuses every one as invalid."""
         ...
 
     async def close(self) -> None: ...

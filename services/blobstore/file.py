@@ -1,5 +1,5 @@
 """The `file` blob store backend: blobs under a local directory, signed URLs served by
-the API itself through `signed_blob_endpoint`.
+the API itself (services/api/routes_blobs.py).
 
 Layout under `root`: `blobs/<key>` holds the content, `tmp/` the files being written
 (renamed into place, so readers never see a partial blob). The content type is an
@@ -28,20 +28,17 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 from urllib.parse import quote, urlencode
 
 import msgspec
-from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
 
 from services.blobstore.base import (
     BlobError,
     BlobKeyError,
     BlobNotFoundError,
-    BlobSignatureError,
     BlobSignatureExpiredError,
     BlobSignatureInvalidError,
     validate_filename,
@@ -49,10 +46,10 @@ from services.blobstore.base import (
     validate_prefix,
 )
 
-__all__ = ["SIGNED_BLOB_ROUTE", "FileBlobStore", "FileBlobStream", "signed_blob_endpoint"]
+__all__ = ["SIGNED_URL_PATH", "FileBlobStore", "FileBlobStream"]
 
-# Mount the endpoint as Route(SIGNED_BLOB_ROUTE, signed_blob_endpoint(store), methods=["GET"]).
-SIGNED_BLOB_ROUTE = "/v1/blobs/{key:path}"
+# Where the API serves the signed URLs: `SIGNED_URL_PATH` + the key (quoted).
+SIGNED_URL_PATH = "/v1/blobs/"
 MAX_EXPIRES_IN = 7 * 24 * 3600  # the S3 presigned URL limit, so both backends agree
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 _SIGNATURE_DOMAIN = "clinai-blob-v1"
@@ -148,8 +145,7 @@ class FileBlobStore:
         await asyncio.to_thread(self._put, key, content_type, lambda out: out.write(data))
 
     async def spool_dir(self) -> Path:
-        """A folder on the store's own file system for files that are to be handed to
-        `move_in` (a rename then, not a copy)."""
+        """`tmp/` under the root: a file written there is renamed in by `move_in`."""
         tmp_dir = self.root / "tmp"
         if not self._spool_made:
             await asyncio.to_thread(tmp_dir.mkdir, parents=True, exist_ok=True)
@@ -157,9 +153,8 @@ class FileBlobStore:
         return tmp_dir
 
     async def move_in(self, key: str, path: Path, content_type: str) -> None:
-        """`put_file`, taking the file over: it is renamed into place when it is on the
-        store's file system (see `spool_dir`), copied and removed otherwise. `path` is
-        gone afterwards, whether or not this succeeded."""
+        """Renamed into place from any folder on the root's file system (sealed where it
+        is when it is in `spool_dir`), copied and removed from any other."""
         await asyncio.to_thread(self._move_in, key, path, content_type)
 
     def _move_in(self, key: str, path: Path, content_type: str) -> None:
@@ -269,14 +264,14 @@ class FileBlobStore:
 
         await asyncio.to_thread(self._read_existing, key, copy)
 
-    async def local_path(self, key: str) -> Path:
-        """The stored file itself, for a reader on this host that only reads it (a job's
-        input is hard-linked into its worker's folder, not copied). Never write to it."""
-        path = self._blob_path(validate_key(key))
+    async def materialize(self, key: str, path: Path) -> Path:
+        """The stored file itself (`path` is not used): a job's input is hard-linked
+        into its worker's folder, not copied."""
+        stored = self._blob_path(validate_key(key))
         # One stat of a file written moments ago: cheaper inline than a thread hop.
-        if not path.is_file():
+        if not stored.is_file():
             raise BlobNotFoundError(key)
-        return path
+        return stored
 
     async def exists(self, key: str) -> bool:
         validate_key(key)
@@ -373,7 +368,7 @@ class FileBlobStore:
         query = {"expires": str(expires), "signature": self._sign(key, expires, filename)}
         if filename is not None:
             query["filename"] = filename
-        return f"{self.base_url}/v1/blobs/{quote(key, safe='/')}?{urlencode(query)}"
+        return f"{self.base_url}{SIGNED_URL_PATH}{quote(key, safe='/')}?{urlencode(query)}"
 
     def verify_signed(
         self, key: str, expires: int, signature: str, filename: str | None = None
@@ -391,67 +386,6 @@ class FileBlobStore:
         # A JSON array is an unambiguous encoding of the three fields.
         message = msgspec.json.encode([_SIGNATURE_DOMAIN, key, expires, filename])
         return hmac.new(self._signing_key, message, hashlib.sha256).hexdigest()
-
-
-def signed_blob_endpoint(store: FileBlobStore) -> Callable[[Request], Awaitable[Response]]:
-    """A Starlette endpoint for `SIGNED_BLOB_ROUTE`: verifies the signature and streams
-    the blob as an attachment. 403 (problem+json) for a bad or expired signature, 404
-    when the blob is missing."""
-
-    async def endpoint(request: Request) -> Response:
-        key = str(request.path_params.get("key", ""))
-        params = request.query_params
-        filename = params.get("filename")
-        try:
-            store.verify_signed(key, int(params["expires"]), params["signature"], filename)
-        except (KeyError, ValueError):
-            return _problem(BlobSignatureInvalidError(key), 403, "Invalid signature")
-        except BlobSignatureExpiredError as err:
-            return _problem(err, 403, "Signed URL expired")
-        except BlobSignatureError as err:
-            return _problem(err, 403, "Invalid signature")
-        try:
-            stream = await store.open_stream(key)
-        except (BlobNotFoundError, BlobKeyError) as err:
-            return _problem(err, 404, "Blob not found")
-        headers = {
-            "Content-Length": str(stream.size),
-            "Content-Disposition": _content_disposition(filename or key.rsplit("/", 1)[-1]),
-            "X-Content-Type-Options": "nosniff",
-            # model outputs are user content: never let them run as our origin
-            "Content-Security-Policy": "default-src 'none'; sandbox",
-            "Cache-Control": "private, no-store",
-        }
-        return StreamingResponse(_chunks(stream), headers=headers, media_type=stream.content_type)
-
-    return endpoint
-
-
-async def _chunks(stream: FileBlobStream) -> AsyncIterator[bytes]:
-    try:
-        async for chunk in stream:
-            yield chunk
-    finally:
-        await stream.aclose()
-
-
-def _problem(err: BlobError, status: int, title: str) -> Response:
-    slug = title.lower().replace(" ", "-")
-    body = {
-        "type": f"urn:clinai:problem:{slug}",
-        "title": title,
-        "status": status,
-        "detail": f"{err.message}. {err.hint}".strip(),
-    }
-    return Response(
-        msgspec.json.encode(body), status_code=status, media_type="application/problem+json"
-    )
-
-
-def _content_disposition(filename: str) -> str:
-    filename = filename.replace("/", "_").replace("\\", "_")
-    fallback = "".join(c if 0x20 <= ord(c) < 0x7F and c not in '"%' else "_" for c in filename)
-    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
 def _copy(src: Path, out: BinaryIO) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from events import (
+    TERMINAL_VERSION_STATUSES,
     BuildFailed,
     BuildStarted,
     ClinaiError,
@@ -92,7 +93,7 @@ class BuildHandler:
     async def _on_upload(self, uploaded: VersionUploaded, delivery: Delivery) -> None:
         for _ in range(_MAX_DECISIONS):
             state = await self._read(uploaded.aggregate_id)
-            if state.status in ("ready", "failed"):
+            if state.status in TERMINAL_VERSION_STATUSES:
                 return  # a redelivery of a finished build
             try:
                 if await self._try_reuse(state):
@@ -244,7 +245,7 @@ class BuildHandler:
     async def _fail_for_good(self, version_id: str, reason: str) -> None:
         for _ in range(_MAX_DECISIONS):
             state = await self._read(version_id)
-            if state.status in ("ready", "failed"):
+            if state.status in TERMINAL_VERSION_STATUSES:
                 return
             event = BuildFailed(**self._envelope(state.uploaded), reason=scrub_text(reason))
             try:

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import msgspec
 
 from events import (
+    TERMINAL_JOB_STATUSES,
     ApiKeyIssued,
     ApiKeyRevoked,
     BuildFailed,
@@ -46,8 +47,6 @@ __all__ = [
     "fold_name_claim",
     "fold_version",
 ]
-
-TERMINAL_JOB_STATUSES = frozenset({"succeeded", "failed", "canceled"})
 
 
 class ModelState(msgspec.Struct, kw_only=True):

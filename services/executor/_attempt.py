@@ -17,7 +17,7 @@ import msgspec
 
 from events import BlobRef, JobRequested, OutputFile
 from events.text import json_problem
-from services.blobstore import BlobError, BlobNotFoundError, BlobStore, FileBlobStore
+from services.blobstore import BlobError, BlobNotFoundError, BlobStore
 from services.executor._claims import (
     ResultLimits,
     ResultTooLargeError,
@@ -109,7 +109,7 @@ class Attempt:
         if cancel.is_set():  # canceled while its input came in: no worker is taken
             return AttemptResult(kind="canceled", message="the job was canceled before it ran")
         try:
-            output_dir = await self._output_dir()
+            output_dir = await self._blobs.spool_dir()  # the copies are moved in from there
         except OSError as err:
             return AttemptResult(kind="infrastructure", message=f"no room for the outputs: {err}")
         spec = JobSpec(
@@ -136,25 +136,17 @@ class Attempt:
         if self._made_dir:
             await asyncio.to_thread(shutil.rmtree, self._dir, True)
 
-    async def _output_dir(self) -> Path:
-        """Where the runtime puts the output copies: the file backend's own spool folder
-        (they are renamed into the store from there), else the attempt's folder."""
-        if isinstance(self._blobs, FileBlobStore):
-            return await self._blobs.spool_dir()
-        self._made_dir = True
-        await asyncio.to_thread(self._dir.mkdir, parents=True, exist_ok=True)
-        return self._dir
-
     async def _fetch_input(self, name: str) -> Path:
-        """The input on this host: the stored file itself from the file backend (the
-        runtime links it, read-only), else a download into the attempt's folder."""
-        key = self._requested.input_key
-        if isinstance(self._blobs, FileBlobStore):
-            return await self._blobs.local_path(key)
+        """The input on this host: the stored file itself when the store keeps it here
+        (the runtime links it, read-only), else a download into the attempt's folder."""
         path = self._dir / "in" / name
-        self._made_dir = True
-        await self._blobs.download_to(key, path)
-        return path
+        try:
+            local = await self._blobs.materialize(self._requested.input_key, path)
+        except BaseException:
+            self._made_dir = True  # a download may have begun
+            raise
+        self._made_dir = local == path
+        return local
 
     async def _run_cancellable(self, spec: JobSpec, cancel: asyncio.Event) -> JobOutcome:
         run = asyncio.ensure_future(self._runtime.run_job(self._artifact, spec))

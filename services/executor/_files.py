@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from events import OutputFile
-from services.blobstore import BlobKeyError, BlobStore, FileBlobStore, validate_key
+from services.blobstore import BlobKeyError, BlobStore, validate_key
 from services.runtimes.base import OutputCopy
 
 __all__ = [
@@ -81,18 +81,13 @@ async def upload_outputs(
             key = output_key(job_id, copy.name)
             content_type = mimetypes.guess_type(copy.name)[0] or "application/octet-stream"
             size = copy.path.stat().st_size
-            if isinstance(blobs, FileBlobStore):  # renamed in, not copied
-                await blobs.move_in(key, copy.path, content_type)
-            else:
-                await blobs.put_file(key, copy.path, content_type)
+            await blobs.move_in(key, copy.path, content_type)
             outputs.append(
                 OutputFile(name=copy.name, key=key, size_bytes=size, content_type=content_type)
             )
     except BaseException:
         await asyncio.to_thread(_remove, [copy.path for copy in copies])
         raise
-    if not isinstance(blobs, FileBlobStore):  # put_file copied them
-        await asyncio.to_thread(_remove, [copy.path for copy in copies])
     return tuple(outputs)
 
 

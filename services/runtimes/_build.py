@@ -17,10 +17,10 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
+from services.runtimes._pip import PipOptions
 from services.runtimes.base import BuildFailedError, LogSink
 
 __all__ = [
-    "PipOptions",
     "ensure_runner_lib",
     "ensure_venv",
     "install_package",
@@ -118,48 +118,6 @@ async def run_step(
     return "".join(output)
 
 
-class PipOptions:
-    def __init__(
-        self,
-        *,
-        index_url: str,
-        extra_index_url: str | None,
-        ca_bundle: str | None,
-        cache_dir: Path,
-        timeout_s: float,
-    ) -> None:
-        self.index_url = index_url
-        self.extra_index_url = extra_index_url
-        self.ca_bundle = ca_bundle
-        self.cache_dir = cache_dir
-        self.timeout_s = timeout_s
-
-    def args(self) -> list[str]:
-        args = [
-            "--index-url",
-            self.index_url,
-            "--cache-dir",
-            str(self.cache_dir),
-            "--disable-pip-version-check",
-            "--no-input",
-            "--progress-bar",
-            "off",
-        ]
-        if self.extra_index_url:
-            args += ["--extra-index-url", self.extra_index_url]
-        if self.ca_bundle:
-            args += ["--cert", self.ca_bundle]
-        return args
-
-    @staticmethod
-    def env() -> dict[str, str]:
-        """The host environment without any pip configuration: the index is explicit."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
-        env["PIP_CONFIG_FILE"] = os.devnull
-        env["PYTHONNOUSERSITE"] = "1"
-        return env
-
-
 def _has_requirements(path: Path) -> bool:
     if not path.is_file():
         return False
@@ -184,6 +142,8 @@ async def ensure_venv(
     python: str,
     requirements: Path,
     pip: PipOptions,
+    pip_cache_dir: Path,
+    timeout_s: float,
     log: LogSink,
     lock: asyncio.Lock,
 ) -> tuple[Path, str]:
@@ -199,7 +159,7 @@ async def ensure_venv(
                 str(final): "<environment>",
                 python: Path(python).name,
                 str(requirements): "requirements.txt",
-                str(pip.cache_dir): "<pip cache>",
+                str(pip_cache_dir): "<pip cache>",
                 str(envs_root.parent): "<runtime data>",
             }
         )
@@ -213,7 +173,7 @@ async def ensure_venv(
                     shown=shown,
                 )
                 if _has_requirements(requirements):
-                    pip.cache_dir.mkdir(parents=True, exist_ok=True)
+                    await asyncio.to_thread(pip_cache_dir.mkdir, parents=True, exist_ok=True)
                     await run_step(
                         "pip install",
                         [
@@ -224,12 +184,18 @@ async def ensure_venv(
                             str(tmp / "bin" / "python"),
                             "install",
                             *pip.args(),
+                            "--cache-dir",
+                            str(pip_cache_dir),
+                            "--disable-pip-version-check",
+                            "--no-input",
+                            "--progress-bar",
+                            "off",
                             "-r",
                             str(requirements),
                         ],
                         log,
                         env=PipOptions.env(),
-                        timeout_s=pip.timeout_s,
+                        timeout_s=timeout_s,
                         shown=shown,
                     )
                 else:

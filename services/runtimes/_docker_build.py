@@ -26,8 +26,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any
 
-import msgspec
-
+from services.runtimes._pip import PipOptions
 from services.runtimes.base import BuildFailedError, LogSink
 
 __all__ = [
@@ -39,7 +38,6 @@ __all__ = [
     "RUNNER_REVISION",
     "WORKER_LOG",
     "BuildStream",
-    "PipOptions",
     "dockerfile",
     "find_runner_dir",
     "runner_digest",
@@ -64,14 +62,6 @@ ENTRYPOINT = json.dumps([*RUNNER_ARGV, MODEL_DIR])
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _SKIP_NAMES = frozenset({"__pycache__", ".git", ".venv", ".mypy_cache", ".ruff_cache"})
-
-
-class PipOptions(msgspec.Struct, frozen=True, kw_only=True):
-    """What pip needs at build time only (may hold credentials)."""
-
-    index_url: str | None = None
-    extra_index_urls: tuple[str, ...] = ()
-    ca_bundle: Path | None = None
 
 
 def dockerfile(*, base_image: str, user: str, package_hash: str) -> str:
@@ -100,17 +90,6 @@ COPY --from=deps {VENV} {VENV}
 COPY runner/ {RUNNER_PARENT}/runner/
 COPY package/ {MODEL_DIR}/
 """
-
-
-def _pip_conf(pip: PipOptions, *, has_ca: bool) -> str:
-    lines = ["[global]"]
-    if pip.index_url:
-        lines.append(f"index-url = {pip.index_url}")
-    if pip.extra_index_urls:
-        lines.append("extra-index-url = " + " ".join(pip.extra_index_urls))
-    if has_ca:
-        lines.append(f"cert = {BUILD_DIR}/ca.pem")
-    return "\n".join(lines) + "\n"
 
 
 def find_runner_dir() -> Path:
@@ -183,7 +162,8 @@ def write_context(
                         hint="set ca_bundle to a readable PEM file, or None",
                     ) from err
             _add_bytes(tar, "build/ca.pem", ca, 0o600)
-            _add_bytes(tar, "build/pip.conf", _pip_conf(pip, has_ca=bool(ca)).encode(), 0o600)
+            conf = pip.conf(cert=f"{BUILD_DIR}/ca.pem" if ca else None)
+            _add_bytes(tar, "build/pip.conf", conf.encode(), 0o600)
             _add_tree(tar, runner_dir, "runner")
             _add_tree(tar, package_dir, "package")
     except BaseException:

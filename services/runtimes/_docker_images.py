@@ -3,15 +3,25 @@ base image is there, run a build, push to a registry."""
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
 from typing import IO
 
 import aiohttp
 from aiodocker import Docker, DockerError
 
-from services.runtimes._docker_build import LABEL_PACKAGE_HASH, BuildStream
+from services.runtimes._docker_build import (
+    LABEL_PACKAGE_HASH,
+    LABEL_REQUIREMENTS_HASH,
+    BuildStream,
+    dockerfile,
+    write_context,
+)
+from services.runtimes._docker_config import DockerRuntimeConfig
+from services.runtimes._pip import PipOptions
 from services.runtimes.base import BuildFailedError, LogSink
 
-__all__ = ["build_image", "ensure_base_image", "image_id", "push_image"]
+__all__ = ["build_image", "build_package_image", "ensure_base_image", "image_id", "push_image"]
 
 
 async def image_id(docker: Docker, ref: str, package_hash: str | None = None) -> str | None:
@@ -89,3 +99,43 @@ async def push_image(
     if digest is None:
         raise BuildFailedError(f"the registry returned no digest for {repository}:{name}")
     return f"{repository}@{digest}"
+
+
+async def build_package_image(
+    docker: Docker,
+    config: DockerRuntimeConfig,
+    *,
+    runner_dir: Path,
+    package_dir: Path,
+    package_hash: str,
+    requirements_hash: str,
+    log: LogSink,
+) -> BuildStream:
+    """Build a package's image from the generated Dockerfile, within the configured
+    time; untagged (the caller tags it once it passed its smoke check). The stream
+    holds the image id and which steps ran or came from the cache."""
+    pip = await PipOptions.with_host_ca(
+        index_url=config.pip_index_url,
+        extra_index_urls=config.pip_extra_index_urls,
+        ca_bundle=config.ca_bundle,
+    )
+    text = dockerfile(base_image=config.base_image, user=config.user, package_hash=package_hash)
+    context = await asyncio.to_thread(
+        write_context,
+        package_dir=package_dir,
+        runner_dir=runner_dir,
+        dockerfile_text=text,
+        pip=pip,
+    )
+    labels = {LABEL_PACKAGE_HASH: package_hash, LABEL_REQUIREMENTS_HASH: requirements_hash}
+    try:
+        async with asyncio.timeout(config.build_timeout_s):
+            stream = await build_image(docker, context=context, labels=labels, log=log)
+    except TimeoutError as err:
+        raise BuildFailedError(
+            f"the build took longer than {config.build_timeout_s:g} s",
+            hint="check the package index is reachable, or raise build_timeout_s",
+        ) from err
+    finally:
+        context.close()
+    return stream

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import signal
 import uuid
 from pathlib import Path
 from typing import Any
@@ -38,8 +39,10 @@ from services.runtimes._docker_jobs import (
 )
 from services.runtimes._framing import ProtocolError, Ready, WorkerChannel
 from services.runtimes._jobdir import JobFiles, read_tail, remove_tree
+from services.runtimes._outcomes import WorkerDeath
+from services.runtimes._worker import describe_exit
 
-__all__ = ["ContainerLimits", "ContainerWorker", "WorkerStartError"]
+__all__ = ["ContainerLimits", "ContainerWorker", "WorkerStartError", "container_death"]
 
 _STDERR_TAIL = 16 * 1024
 LABEL_WORKER = "ai.clinai.worker"
@@ -123,6 +126,21 @@ class WorkerStartError(ClinaiError):
         self.stderr = stderr
         self.log = log
         self.timed_out = timed_out
+
+
+def container_death(state: dict[str, Any], stderr: str) -> WorkerDeath:
+    """How a worker container died, from its State ({} when the engine could not tell:
+    then it is the infrastructure's fault)."""
+    code = state.get("ExitCode")
+    if state.get("OOMKilled"):
+        return WorkerDeath(status="killed by SIGKILL", oom_killed=True, stderr=stderr)
+    if not state or state.get("Running") or not isinstance(code, int):
+        return WorkerDeath(status=None, stderr=stderr)
+    status, signo = describe_exit(code, sandboxed=True)
+    # The runner is PID 1 of the container: nothing inside can SIGKILL it, only the
+    # kernel's OOM killer (above) or someone outside (docker kill, an engine restart).
+    outside = signo == signal.SIGKILL
+    return WorkerDeath(status=status, signo=signo, killed_outside=outside, stderr=stderr)
 
 
 class _StdinWriter:

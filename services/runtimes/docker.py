@@ -21,25 +21,35 @@ from aiodocker import Docker, DockerError
 from services.runtimes._build import safe_component
 from services.runtimes._docker_build import (
     LABEL_PACKAGE_HASH,
-    LABEL_REQUIREMENTS_HASH,
     RUNNER_REVISION,
     BuildStream,
-    PipOptions,
-    dockerfile,
     find_runner_dir,
     runner_digest,
-    write_context,
 )
-from services.runtimes._docker_images import build_image, ensure_base_image, image_id, push_image
-from services.runtimes._docker_outcomes import (
-    death_outcome,
-    response_outcome,
-    start_failure_outcome,
+from services.runtimes._docker_config import DockerRuntimeConfig
+from services.runtimes._docker_images import (
+    build_package_image,
+    ensure_base_image,
+    image_id,
+    push_image,
 )
-from services.runtimes._docker_worker import ContainerLimits, ContainerWorker, WorkerStartError
+from services.runtimes._docker_worker import (
+    ContainerLimits,
+    ContainerWorker,
+    WorkerStartError,
+    container_death,
+)
 from services.runtimes._framing import JobRequest, JobResponse, ProtocolError
 from services.runtimes._harvest import HarvestError, harvest_deadline, harvest_failure_kind
 from services.runtimes._jobdir import read_tail
+from services.runtimes._outcomes import (
+    from_death,
+    from_ready,
+    from_response,
+    job_timeout,
+    setup_timeout,
+)
+from services.runtimes._pip import DEBIAN_CA_BUNDLE
 from services.runtimes._pool import AcquireCanceledError, PoolClosedError, WorkerPool
 from services.runtimes._seccomp import docker_profile
 from services.runtimes.base import (
@@ -57,53 +67,7 @@ __all__ = ["DEBIAN_CA_BUNDLE", "DEFAULT_DOCKER_SOCKET", "DockerRuntime", "Docker
 
 LABEL_INSTANCE = "ai.clinai.runtime-instance"
 
-DEBIAN_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 DEFAULT_DOCKER_SOCKET = "unix:///var/run/docker.sock"
-
-
-class DockerRuntimeConfig(msgspec.Struct, frozen=True, kw_only=True):
-    base_image: str = "python:3.11-slim"  # deploy/base-image/build.sh makes one offline
-    docker_host: str | None = None  # None: DOCKER_HOST, then the local socket
-    registry: str | None = None  # push built images there; the artifact is then a digest
-    registry_auth: dict[str, str] | None = None  # {"username": ..., "password": ...}
-    image_repository: str = "clinai-model"
-    pip_index_url: str | None = None  # build time only; may carry credentials
-    pip_extra_index_urls: tuple[str, ...] = ()
-    # Build time only. None: the host's Debian bundle if present, else pip's own.
-    ca_bundle: Path | None = None
-    memory_mb: int = 1024
-    cpus: float = 1.0
-    pids_limit: int = 64
-    tmpfs_mb: int = 256  # the private /tmp (HOME, TMPDIR), emptied after each job
-    user: str = "10001:10001"  # uid:gid inside the container, never 0
-    idle_timeout_s: float = 300.0
-    max_workers_per_version: int = 2
-    max_workers_total: int = 8
-    ready_timeout_s: float = 120.0  # import predict.py + setup(): then "setup_timeout"
-    build_timeout_s: float = 1800.0
-    # Bound into containers: must be a path the engine sees (a local engine).
-    work_dir: Path = Path("/tmp/clinai-docker")
-    log_limit_bytes: int = 64 * 1024
-
-    def __post_init__(self) -> None:
-        checks = {
-            "memory_mb": self.memory_mb >= 16,
-            "cpus": self.cpus > 0,
-            "pids_limit": self.pids_limit >= 8,
-            "tmpfs_mb": self.tmpfs_mb >= 1,
-            "max_workers_per_version": self.max_workers_per_version >= 1,
-            "max_workers_total": self.max_workers_total >= 1,
-            "ready_timeout_s": self.ready_timeout_s > 0,
-            "build_timeout_s": self.build_timeout_s > 0,
-        }
-        for field, ok in checks.items():
-            if not ok:
-                raise ValueError(
-                    f"DockerRuntimeConfig.{field} is out of range: {getattr(self, field)!r}"
-                )
-        uid, sep, gid = self.user.partition(":")
-        if not (uid.isdigit() and sep and gid.isdigit()) or uid == "0":
-            raise ValueError(f"DockerRuntimeConfig.user must be 'uid:gid', not root: {self.user!r}")
 
 
 class DockerRuntime:
@@ -228,37 +192,15 @@ class DockerRuntime:
         requirements_hash: str,
         log: LogSink,
     ) -> str:
-        ca = self._config.ca_bundle
-        if ca is None and await asyncio.to_thread(DEBIAN_CA_BUNDLE.is_file):
-            ca = DEBIAN_CA_BUNDLE
-        pip = PipOptions(
-            index_url=self._config.pip_index_url,
-            extra_index_urls=self._config.pip_extra_index_urls,
-            ca_bundle=ca,
-        )
-        text = dockerfile(
-            base_image=self._config.base_image, user=self._config.user, package_hash=package_hash
-        )
-        context = await asyncio.to_thread(
-            write_context,
-            package_dir=package_dir,
+        self.last_build = await build_package_image(
+            self._docker,
+            self._config,
             runner_dir=self._runner_dir,
-            dockerfile_text=text,
-            pip=pip,
+            package_dir=package_dir,
+            package_hash=package_hash,
+            requirements_hash=requirements_hash,
+            log=log,
         )
-        labels = {LABEL_PACKAGE_HASH: package_hash, LABEL_REQUIREMENTS_HASH: requirements_hash}
-        try:
-            async with asyncio.timeout(self._config.build_timeout_s):
-                self.last_build = await build_image(
-                    self._docker, context=context, labels=labels, log=log
-                )
-        except TimeoutError as err:
-            raise BuildFailedError(
-                f"the build took longer than {self._config.build_timeout_s:g} s",
-                hint="check the package index is reachable, or raise build_timeout_s",
-            ) from err
-        finally:
-            context.close()
         built = self.last_build.image_id
         if built is None:
             raise BuildFailedError(
@@ -300,12 +242,7 @@ class DockerRuntime:
         try:
             worker = await self._start_worker(artifact, check=True)
         except WorkerStartError as err:
-            outcome = start_failure_outcome(
-                err,
-                0.0,
-                memory_mb=self._config.memory_mb,
-                setup_timeout_s=self._config.ready_timeout_s,
-            )
+            outcome = self._start_failure(err, 0.0)
             tail = "\n".join(part for part in (outcome.traceback, outcome.log) if part)
             raise BuildFailedError(
                 f"smoke check failed: {outcome.message}",
@@ -345,12 +282,7 @@ class DockerRuntime:
                 ok=False, kind="canceled", message="the job was canceled before it started running"
             )
         except WorkerStartError as err:
-            return start_failure_outcome(
-                err,
-                time.perf_counter() - started,
-                memory_mb=self._config.memory_mb,
-                setup_timeout_s=self._config.ready_timeout_s,
-            )
+            return self._start_failure(err, time.perf_counter() - started)
         except PoolClosedError:
             return JobOutcome(ok=False, kind="infrastructure", message="the runtime is closed")
         except (DockerError, aiohttp.ClientError, OSError) as err:
@@ -388,7 +320,7 @@ class DockerRuntime:
         answer = await self._exchange(worker, request, job, canceled)
         run_s = time.perf_counter() - begun
         if isinstance(answer, JobResponse):
-            outcome = response_outcome(answer, memory_mb=self._config.memory_mb)
+            outcome = from_response(answer, memory_limit_mb=self._config.memory_mb)
         else:
             outcome = answer
         harvest = worker.alive and outcome.ok
@@ -474,11 +406,9 @@ class DockerRuntime:
             if talk in done:
                 return talk.result()
         except ProtocolError:  # the stream ended: the container died under the job
-            state = await worker.exit_state()
+            death = container_death(await worker.exit_state(), worker.stderr_tail)
             await worker.terminate()
-            return death_outcome(
-                state, memory_mb=self._config.memory_mb, stderr=worker.stderr_tail, log=""
-            )
+            return from_death(death, memory_limit_mb=self._config.memory_mb)
         except BaseException:
             await worker.terminate()
             raise
@@ -491,11 +421,21 @@ class DockerRuntime:
             await talk
         if canceled.is_set():
             return JobOutcome(ok=False, kind="canceled", message="the job was canceled")
-        return JobOutcome(
-            ok=False,
-            kind="timeout",
-            message=f"the job ran longer than its timeout of {job.timeout_s:g}s and was stopped",
-        )
+        return job_timeout(job.timeout_s)
+
+    def _start_failure(self, err: WorkerStartError, elapsed: float) -> JobOutcome:
+        """A worker that did not start: import or setup() failed, it timed out, or its
+        container died."""
+        if err.ready is not None:
+            outcome = from_ready(err.ready, log=err.log)
+        elif err.timed_out:
+            outcome = setup_timeout(self._config.ready_timeout_s, err.log)
+        else:
+            death = container_death(err.state, err.stderr)
+            outcome = from_death(
+                death, memory_limit_mb=self._config.memory_mb, starting=True, log=err.log
+            )
+        return msgspec.structs.replace(outcome, setup_s=elapsed)
 
     async def cancel_job(self, job_id: str) -> bool:
         event = self._running.get(job_id)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import sys
 import time
 import uuid
@@ -21,8 +22,16 @@ from services.runtimes._framing import JobResponse, ProtocolError, WorkerChannel
 from services.runtimes._freeze import Frozen
 from services.runtimes._harvest import HarvestError, harvest_deadline, harvest_failure_kind
 from services.runtimes._jobdir import JobFiles, read_tail
+from services.runtimes._outcomes import (
+    WorkerDeath,
+    from_death,
+    from_ready,
+    from_response,
+    job_timeout,
+    setup_timeout,
+)
 from services.runtimes._outcomes import fail as _fail
-from services.runtimes._outcomes import from_death, from_ready, from_response, setup_timeout
+from services.runtimes._pip import PipOptions
 from services.runtimes._pool import AcquireCanceledError, PoolClosedError, WorkerPool
 from services.runtimes._sandbox import (
     SANDBOX_ENV,
@@ -48,9 +57,8 @@ from services.runtimes.base import (
     SandboxRuntimeError,
 )
 
-__all__ = ["DEBIAN_CA_BUNDLE", "ProcessRuntime", "ProcessRuntimeConfig"]
+__all__ = ["ProcessRuntime", "ProcessRuntimeConfig"]
 
-DEBIAN_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 _INSTALL_HINT = (
     "install bubblewrap: `apt-get install bubblewrap` "
     "(or `python -m services.embedded.sandbox_setup`)"
@@ -169,15 +177,10 @@ class ProcessRuntime:
         _build.safe_component(package_hash, "package_hash")
         _build.safe_component(requirements_hash, "requirements_hash")
         config = self._config
-        ca = config.ca_bundle
-        if ca is None and await asyncio.to_thread(os.path.isfile, DEBIAN_CA_BUNDLE):
-            ca = DEBIAN_CA_BUNDLE
-        pip = _build.PipOptions(
+        pip = await PipOptions.with_host_ca(
             index_url=config.index_url,
-            extra_index_url=config.extra_index_url,
-            ca_bundle=ca,
-            cache_dir=Path(config.wheel_cache_dir or self._root / "wheel-cache"),
-            timeout_s=config.build_timeout_s,
+            extra_index_urls=(config.extra_index_url,) if config.extra_index_url else (),
+            ca_bundle=Path(config.ca_bundle) if config.ca_bundle else None,
         )
         lock = self._build_locks.setdefault(requirements_hash, asyncio.Lock())
         venv, base_prefix = await _build.ensure_venv(
@@ -186,6 +189,8 @@ class ProcessRuntime:
             python=config.python,
             requirements=package_dir / "requirements.txt",
             pip=pip,
+            pip_cache_dir=Path(config.wheel_cache_dir or self._root / "wheel-cache"),
+            timeout_s=config.build_timeout_s,
             log=log,
             lock=lock,
         )
@@ -377,16 +382,17 @@ class ProcessRuntime:
         log = read_tail(worker.directory / "setup.log", self._config.log_tail_bytes)
         if isinstance(err, TimeoutError):
             return setup_timeout(self._config.setup_timeout_s, log)
-        status, _ = await worker.exit_status()
-        stderr = await worker.stderr_tail()
         # bwrap/setpriv/interpreter failures print to stderr before the runner redirects it.
-        if stderr.strip():
-            return _fail(
-                "infrastructure",
-                f"the worker could not start ({status}): {stderr.strip()[-2000:]}",
-                log=log,
-            )
-        return _fail("crashed", f"the worker died while loading predict.py ({status})", log=log)
+        death = await self._death(worker, stderr=await worker.stderr_tail())
+        return from_death(
+            death, memory_limit_mb=self._config.memory_limit_mb, starting=True, log=log
+        )
+
+    async def _death(self, worker: ProcessWorker, *, stderr: str = "") -> WorkerDeath:
+        status, signo = await worker.exit_status()
+        # A SIGKILL the runtime did not send: most likely the out-of-memory killer.
+        oom = signo == signal.SIGKILL and not worker.killed_by_host
+        return WorkerDeath(status=status, signo=signo, oom_killed=oom, stderr=stderr)
 
     # -- jobs ----------------------------------------------------------------------------
 
@@ -445,12 +451,7 @@ class ProcessRuntime:
                 if running.canceled.is_set():
                     return _fail("canceled", "the job was canceled", log=log, run_s=elapsed)
                 await worker.kill()
-                return _fail(
-                    "timeout",
-                    f"the job did not finish within {job.timeout_s:g} s",
-                    log=log,
-                    run_s=elapsed,
-                )
+                return job_timeout(job.timeout_s, log=log, run_s=elapsed)
             try:
                 response = task.result()
             except ProtocolError:
@@ -514,16 +515,15 @@ class ProcessRuntime:
     async def _died(
         self, worker: ProcessWorker, running: _Running, log: str, elapsed: float
     ) -> JobOutcome:
-        status, signo = await worker.exit_status()
+        death = await self._death(worker)
         if running.canceled.is_set():
             return _fail("canceled", "the job was canceled", log=log, run_s=elapsed)
         return from_death(
-            status=status,
-            signo=signo,
-            killed_by_host=worker.killed_by_host,
+            death,
+            memory_limit_mb=self._config.memory_limit_mb,
+            cpu_time_limit_s=self._config.cpu_time_limit_s,
             log=log,
             run_s=elapsed,
-            cpu_time_limit_s=self._config.cpu_time_limit_s,
         )
 
     async def cancel_job(self, job_id: str) -> bool:

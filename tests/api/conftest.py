@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -28,7 +27,7 @@ from services.embedded import EmbeddedNats
 from services.embedded.stack import ensure_admin_key
 from services.executor.service import EXECUTOR_SUBJECTS
 from services.settings import Settings
-from tests._infra import create_database, drop_database
+from tests._infra import create_database, drop_database, free_port
 
 
 class Stack(msgspec.Struct):
@@ -38,12 +37,6 @@ class Stack(msgspec.Struct):
     env: dict[str, str]
     data_dir: Path
     procs: list[subprocess.Popen[bytes]]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_ready(url: str, procs: list[subprocess.Popen[bytes]], timeout: float = 30.0) -> None:

@@ -19,7 +19,7 @@ from services.embedded.sandbox_setup import check_bwrap
 from services.packages import zip_folder
 from tests.api._client import EXAMPLE_MODEL, Client, new_user
 from tests.api.conftest import Stack, running_stack
-from tests.runtimes.test_docker_runtime import BASE_IMAGE, engine_problem
+from tests.runtimes.conftest import BASE_IMAGE, engine_problem
 
 PACKAGES = Path(__file__).resolve().parents[1] / "packages"
 

@@ -15,6 +15,7 @@ import pytest
 from services.blobstore import (
     BlobKeyError,
     BlobNotFoundError,
+    BlobSignatureInvalidError,
     BlobStore,
     FileBlobStore,
 )
@@ -86,6 +87,7 @@ async def test_missing_blob(store: BlobStore, tmp_path: Path) -> None:
         store.size("outputs/none"),
         store.open_stream("outputs/none"),
         store.download_to("outputs/none", tmp_path / "x"),
+        store.materialize("outputs/none", tmp_path / "x"),
     ):
         with pytest.raises(BlobNotFoundError) as exc:
             await call
@@ -157,6 +159,8 @@ async def test_bad_keys_refused(store: BlobStore, key: str, tmp_path: Path) -> N
         store.download_to(key, tmp_path / "out"),
         store.open_stream(key),
         store.signed_url(key, expires_in=60),
+        store.materialize(key, tmp_path / "out"),
+        store.move_in(key, src, "text/plain"),  # last: it takes `src` over
     ]
     for call in calls:
         with pytest.raises(BlobKeyError):
@@ -178,3 +182,62 @@ async def test_signed_url_arguments(store: BlobStore) -> None:
         await store.signed_url("outputs/j1/a.png", expires_in=8 * 24 * 3600)
     with pytest.raises(ValueError):
         await store.signed_url("outputs/j1/a.png", expires_in=60, filename="a\r\nX: y")
+
+
+# -- local files: handing a file to the store, and a blob to a job --------------------
+
+
+async def test_move_in_from_the_spool_dir(store: BlobStore) -> None:
+    spool = await store.spool_dir()
+    assert spool.is_dir()
+    src = spool / "upload-1"
+    src.write_bytes(b"payload")
+    await store.move_in("inputs/j1", src, "image/png")
+    assert not src.exists()
+    assert await store.get_bytes("inputs/j1") == b"payload"
+    stream = await store.open_stream("inputs/j1")
+    assert stream.content_type == "image/png"
+    await stream.aclose()
+    assert await store.list("") == ["inputs/j1"]
+    assert await store.spool_dir() == spool
+
+
+async def test_move_in_from_any_local_folder(store: BlobStore, tmp_path: Path) -> None:
+    src = tmp_path / "elsewhere" / "output-1"
+    src.parent.mkdir()
+    src.write_bytes(b"x" * 200_000)
+    await store.move_in("outputs/j1/a.bin", src, "application/octet-stream")
+    assert not src.exists()
+    assert await store.size("outputs/j1/a.bin") == 200_000
+    src.write_bytes(b"y")
+    await store.move_in("outputs/j1/a.bin", src, "text/plain")  # replaces
+    assert await store.get_bytes("outputs/j1/a.bin") == b"y"
+
+
+async def test_move_in_takes_the_file_even_when_it_fails(store: BlobStore, tmp_path: Path) -> None:
+    for where in (tmp_path, await store.spool_dir()):
+        src = where / "refused"
+        src.write_bytes(b"x")
+        with pytest.raises(BlobKeyError):
+            await store.move_in("a/../b", src, "text/plain")
+        assert not src.exists()
+    assert list((await store.spool_dir()).iterdir()) == []
+    with pytest.raises(FileNotFoundError):
+        await store.move_in("inputs/j1", tmp_path / "never-written", "text/plain")
+    assert await store.list("") == []
+
+
+async def test_materialize_gives_a_readable_local_file(store: BlobStore, tmp_path: Path) -> None:
+    await store.put_bytes("inputs/j1", b"png-bytes", "image/png")
+    target = tmp_path / "job" / "in" / "scan.png"
+    local = await store.materialize("inputs/j1", target)
+    assert local.read_bytes() == b"png-bytes"
+    # Either the stored file itself (then `target` is left alone) or a download there.
+    assert local == target or not target.exists()
+    assert await store.get_bytes("inputs/j1") == b"png-bytes"
+
+
+async def test_verify_signed_refuses_what_the_store_did_not_sign(store: BlobStore) -> None:
+    expires = int(time.time()) + 60
+    with pytest.raises(BlobSignatureInvalidError):
+        store.verify_signed("outputs/j1/a.png", expires, "0" * 64, None)

@@ -1,23 +1,35 @@
-"""Runtime fixtures. `runtime` is parametrised over the adapters of the runtime port so the
-contract suite (test_contract.py) runs against each; add the Docker runtime to `ADAPTERS`."""
+"""Runtime fixtures. `runtime` and `short_setup_runtime` are parametrised over the
+adapters of the runtime port, so the contract suites (test_contract.py, test_outputs.py)
+run against each: `process` (skipped without bubblewrap) and `docker` (skipped without
+an engine and the base image, with the reason)."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hashlib
+import os
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiodocker import Docker, DockerError
 
 from services.embedded.sandbox_setup import check_bwrap
-from services.runtimes.base import Artifact, JobSpec, Runtime
+from services.runtimes.base import Artifact, JobSpec, Runtime, RuntimeUnavailableError
+from services.runtimes.docker import DEFAULT_DOCKER_SOCKET, DockerRuntime, DockerRuntimeConfig
 from services.runtimes.process import ProcessRuntime, ProcessRuntimeConfig
 
 PACKAGES = Path(__file__).resolve().parents[1] / "packages"
-ADAPTERS = ["process"]
+ADAPTERS = [
+    pytest.param("process", marks=pytest.mark.sandbox),
+    pytest.param("docker", marks=pytest.mark.docker),
+]
 SHORT_SETUP_S = 3.0  # `short_setup_runtime`'s limit on a worker's import + setup()
+BASE_IMAGE = os.environ.get("CLINAI_BASE_IMAGE", "clinai/python:3.11-slim")
+DOCKER_HOST = os.environ.get("DOCKER_HOST")  # None: the local socket
 
 
 def process_config(work_root: Path, **overrides: Any) -> ProcessRuntimeConfig:
@@ -34,21 +46,72 @@ def process_config(work_root: Path, **overrides: Any) -> ProcessRuntimeConfig:
     return ProcessRuntimeConfig(**fields)
 
 
+def docker_config(work_dir: Path, **overrides: Any) -> DockerRuntimeConfig:
+    fields: dict[str, Any] = {
+        "base_image": BASE_IMAGE,
+        "docker_host": DOCKER_HOST,
+        "work_dir": work_dir,
+        "memory_mb": 256,
+        "tmpfs_mb": 32,  # a tmpfs is the container's memory: the /tmp filler stays under 256
+        "pids_limit": 64,
+        "idle_timeout_s": 60.0,
+        "max_workers_per_version": 2,
+        "max_workers_total": 6,
+    }
+    fields.update(overrides)
+    return DockerRuntimeConfig(**fields)
+
+
+@functools.cache
+def engine_problem() -> str | None:
+    """Why the Docker tests cannot run here, or None. Never raises: no engine is a skip."""
+
+    async def probe() -> str | None:
+        try:
+            runtime = await DockerRuntime.connect(docker_config(Path("/nonexistent")))
+        except RuntimeUnavailableError as err:
+            return f"{err}: run .ci/docker-setup"
+        await runtime.close()
+        docker = Docker(url=DOCKER_HOST or DEFAULT_DOCKER_SOCKET)  # the engine answers
+        try:
+            await docker.images.inspect(BASE_IMAGE)
+        except DockerError:
+            return f"base image {BASE_IMAGE} is missing: run .ci/docker-setup"
+        finally:
+            await docker.close()
+        return None
+
+    return asyncio.run(probe())
+
+
 @pytest.fixture(scope="session")
 def work_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Shared between tests so environments (keyed by requirements) are built once."""
+    """Shared between tests so environments (keyed by requirements) are built once.
+    Every adapter keeps its workers' folders in <work_root>/workers/<worker>/."""
     return tmp_path_factory.mktemp("runtime-work")
 
 
 @pytest.fixture(params=ADAPTERS)
-async def runtime(request: pytest.FixtureRequest, work_root: Path) -> AsyncIterator[Runtime]:
-    if request.param == "process":
-        reason = check_bwrap()
-        if reason:
-            pytest.skip(reason)
-        rt: Runtime = ProcessRuntime(process_config(work_root))
-    else:  # pragma: no cover - future adapters
-        raise AssertionError(f"unknown adapter {request.param}")
+def adapter(request: pytest.FixtureRequest) -> str:
+    """The runtime adapter under test, or a skip saying why it cannot run here."""
+    name = str(request.param)
+    reason = check_bwrap() if name == "process" else engine_problem()
+    if reason:
+        pytest.skip(reason)
+    return name
+
+
+async def open_runtime(adapter: str, work_root: Path, *, setup_timeout_s: float | None) -> Runtime:
+    if adapter == "process":
+        limit = {} if setup_timeout_s is None else {"setup_timeout_s": setup_timeout_s}
+        return ProcessRuntime(process_config(work_root, **limit))
+    limit = {} if setup_timeout_s is None else {"ready_timeout_s": setup_timeout_s}
+    return await DockerRuntime.connect(docker_config(work_root / "workers", **limit))
+
+
+@pytest.fixture
+async def runtime(adapter: str, work_root: Path) -> AsyncIterator[Runtime]:
+    rt = await open_runtime(adapter, work_root, setup_timeout_s=None)
     try:
         yield rt
     finally:
@@ -56,13 +119,9 @@ async def runtime(request: pytest.FixtureRequest, work_root: Path) -> AsyncItera
 
 
 @pytest.fixture
-async def short_setup_runtime(work_root: Path) -> AsyncIterator[Runtime]:
-    """A process runtime whose workers get SHORT_SETUP_S for import + setup() (test
-    modules of other adapters override it, like `runtime`)."""
-    reason = check_bwrap()
-    if reason:
-        pytest.skip(reason)
-    rt = ProcessRuntime(process_config(work_root, setup_timeout_s=SHORT_SETUP_S))
+async def short_setup_runtime(adapter: str, work_root: Path) -> AsyncIterator[Runtime]:
+    """A runtime whose workers get SHORT_SETUP_S for import + setup()."""
+    rt = await open_runtime(adapter, work_root, setup_timeout_s=SHORT_SETUP_S)
     try:
         yield rt
     finally:

@@ -1,5 +1,6 @@
-"""The runtime port's contract: every adapter (see conftest.ADAPTERS) must pass it.
-Hostile packages live in tests/packages/<name>/; after each, the runtime is still healthy."""
+"""The runtime port's contract: every adapter (conftest.ADAPTERS: process, docker) must
+pass it. Hostile packages live in tests/packages/<name>/; after each, the runtime is
+still healthy."""
 
 from __future__ import annotations
 
@@ -18,8 +19,6 @@ from tests.runtimes.conftest import (
     make_job,
     setup_printed,
 )
-
-pytestmark = pytest.mark.sandbox
 
 
 async def test_noop_job_and_warm_worker(runtime: Runtime, tmp_path: Path) -> None:

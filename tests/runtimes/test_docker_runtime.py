@@ -1,6 +1,7 @@
-"""The `docker` runtime: the runtime contract (tests/runtimes/test_contract.py, run here
-against DockerRuntime), plus what only images and containers have: the build cache,
-image reuse, build-time secrets kept out of the image, the container's lockdown.
+"""The `docker` runtime beyond the runtime contract (tests/runtimes/test_contract.py and
+test_outputs.py run on it through conftest's `runtime`): what only images and containers
+have: the build cache, image reuse, build-time secrets kept out of the image, the
+container's lockdown.
 
 Needs a Docker engine and the base image: `.ci/docker-setup` provides both. Without
 them every test here is skipped with the reason.
@@ -9,11 +10,8 @@ them every test here is skipped with the reason.
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
-import os
 import shutil
-import socket
 import subprocess
 import time
 import uuid
@@ -24,143 +22,32 @@ from typing import Any
 import msgspec
 import pytest
 import uvloop
-from aiodocker import Docker, DockerError
+from aiodocker import Docker
 
 from services.runtimes._docker_build import (
-    PipOptions,
     find_runner_dir,
     runner_digest,
     write_context,
 )
+from services.runtimes._pip import PipOptions
 from services.runtimes.base import BuildFailedError, RuntimeUnavailableError
 from services.runtimes.docker import (
     DEBIAN_CA_BUNDLE,
-    DEFAULT_DOCKER_SOCKET,
     DockerRuntime,
     DockerRuntimeConfig,
 )
-from tests._infra import outputs_written, wait_until
+from tests._infra import free_port, outputs_written, serving, wait_until
 from tests.runtimes.conftest import (
+    DOCKER_HOST,
     PACKAGES,
-    SHORT_SETUP_S,
     build,
+    docker_config,
+    engine_problem,
     make_job,
     tree_hash,
 )
-from tests.runtimes.test_contract import (  # the contract, collected here for this adapter
-    test_a_hanging_setup_fails_with_setup_timeout,
-    test_a_result_larger_than_a_frame_is_output_limit,
-    test_a_warm_worker_serves_one_owner_only,
-    test_cancel_during_setup_ends_the_job_within_a_second,
-    test_cancel_stops_a_running_job_within_a_second,
-    test_cancel_while_waiting_for_a_worker_slot_ends_within_a_second,
-    test_cannot_read_another_jobs_directory,
-    test_cannot_write_outside_output_dir,
-    test_dangerous_system_calls_are_refused,
-    test_exception_is_model_error,
-    test_failing_setup_is_model_error,
-    test_filling_tmp_is_a_clear_model_error,
-    test_fork_bomb_is_contained,
-    test_import_error_fails_the_build,
-    test_interpreter_crash,
-    test_loud_model_keeps_protocol_intact,
-    test_no_network,
-    test_non_json_result_is_model_error,
-    test_noop_job_and_warm_worker,
-    test_out_of_memory,
-    test_private_tmp_is_writable_and_emptied_between_jobs,
-    test_processes_and_command_lines_show_nothing_of_the_host,
-    test_timeout,
-)
-from tests.runtimes.test_outputs import (  # the output contract, for this adapter too
-    test_a_failed_job_that_left_too_many_files_to_clear_does_not_keep_its_worker,
-    test_a_model_swapping_an_output_folder_for_a_symlink_never_gets_a_host_file,
-    test_a_sparse_file_over_the_size_limit_fails_the_job_at_its_apparent_size,
-    test_a_thread_left_running_is_stopped_while_out_is_read_and_emptied,
-    test_a_worker_that_left_a_thread_running_stays_warm_and_keeps_its_thread,
-    test_many_empty_files_end_the_job_quickly_at_the_default_count_limit,
-    test_more_outputs_than_the_count_limit_fail_the_job_and_leave_no_copy,
-    test_outputs_over_the_total_size_limit_fail_the_job,
-    test_outputs_with_any_name_come_back_for_the_caller_to_judge,
-)
 
 pytestmark = pytest.mark.docker
-
-__all__ = [
-    "test_a_failed_job_that_left_too_many_files_to_clear_does_not_keep_its_worker",
-    "test_a_hanging_setup_fails_with_setup_timeout",
-    "test_a_model_swapping_an_output_folder_for_a_symlink_never_gets_a_host_file",
-    "test_a_result_larger_than_a_frame_is_output_limit",
-    "test_a_sparse_file_over_the_size_limit_fails_the_job_at_its_apparent_size",
-    "test_a_thread_left_running_is_stopped_while_out_is_read_and_emptied",
-    "test_a_warm_worker_serves_one_owner_only",
-    "test_a_worker_that_left_a_thread_running_stays_warm_and_keeps_its_thread",
-    "test_cancel_during_setup_ends_the_job_within_a_second",
-    "test_cancel_stops_a_running_job_within_a_second",
-    "test_cancel_while_waiting_for_a_worker_slot_ends_within_a_second",
-    "test_cannot_read_another_jobs_directory",
-    "test_cannot_write_outside_output_dir",
-    "test_dangerous_system_calls_are_refused",
-    "test_exception_is_model_error",
-    "test_failing_setup_is_model_error",
-    "test_filling_tmp_is_a_clear_model_error",
-    "test_fork_bomb_is_contained",
-    "test_import_error_fails_the_build",
-    "test_interpreter_crash",
-    "test_loud_model_keeps_protocol_intact",
-    "test_many_empty_files_end_the_job_quickly_at_the_default_count_limit",
-    "test_more_outputs_than_the_count_limit_fail_the_job_and_leave_no_copy",
-    "test_no_network",
-    "test_non_json_result_is_model_error",
-    "test_noop_job_and_warm_worker",
-    "test_out_of_memory",
-    "test_outputs_over_the_total_size_limit_fail_the_job",
-    "test_outputs_with_any_name_come_back_for_the_caller_to_judge",
-    "test_private_tmp_is_writable_and_emptied_between_jobs",
-    "test_processes_and_command_lines_show_nothing_of_the_host",
-    "test_timeout",
-]
-
-BASE_IMAGE = os.environ.get("CLINAI_BASE_IMAGE", "clinai/python:3.11-slim")
-DOCKER_HOST = os.environ.get("DOCKER_HOST")  # None: the local socket
-
-
-@functools.cache
-def engine_problem() -> str | None:
-    """Why the Docker tests cannot run here, or None. Never raises: no engine is a skip."""
-
-    async def probe() -> str | None:
-        try:
-            runtime = await DockerRuntime.connect(config(Path("/nonexistent")))
-        except RuntimeUnavailableError as err:
-            return f"{err}: run .ci/docker-setup"
-        await runtime.close()
-        docker = Docker(url=DOCKER_HOST or DEFAULT_DOCKER_SOCKET)  # the engine answers
-        try:
-            await docker.images.inspect(BASE_IMAGE)
-        except DockerError:
-            return f"base image {BASE_IMAGE} is missing: run .ci/docker-setup"
-        finally:
-            await docker.close()
-        return None
-
-    return asyncio.run(probe())
-
-
-def config(work_dir: Path, **overrides: Any) -> DockerRuntimeConfig:
-    fields: dict[str, Any] = {
-        "base_image": BASE_IMAGE,
-        "docker_host": DOCKER_HOST,
-        "work_dir": work_dir,
-        "memory_mb": 256,
-        "tmpfs_mb": 32,  # a tmpfs is the container's memory: the /tmp filler stays under 256
-        "pids_limit": 64,
-        "idle_timeout_s": 60.0,
-        "max_workers_per_version": 2,
-        "max_workers_total": 6,
-    }
-    fields.update(overrides)
-    return DockerRuntimeConfig(**fields)
 
 
 @pytest.fixture
@@ -172,24 +59,14 @@ def engine() -> None:
 
 @pytest.fixture
 def work_root(tmp_path: Path) -> Path:
-    """Overrides conftest's: the contract peeks at <work_root>/workers/<worker>/<job>/out."""
+    """Overrides conftest's: each test here peeks at its own runtime's workers only."""
     return tmp_path / "work"
 
 
 @pytest.fixture
 async def runtime(engine: None, work_root: Path) -> AsyncIterator[DockerRuntime]:
-    """Overrides conftest's `runtime`: the contract tests above run on DockerRuntime."""
-    rt = await DockerRuntime.connect(config(work_root / "workers"))
-    try:
-        yield rt
-    finally:
-        await rt.close()
-
-
-@pytest.fixture
-async def short_setup_runtime(engine: None, work_root: Path) -> AsyncIterator[DockerRuntime]:
-    """Overrides conftest's: workers get SHORT_SETUP_S for import + setup()."""
-    rt = await DockerRuntime.connect(config(work_root / "workers", ready_timeout_s=SHORT_SETUP_S))
+    """Overrides conftest's parametrised `runtime`: the tests here are Docker's own."""
+    rt = await DockerRuntime.connect(docker_config(work_root / "workers"))
     try:
         yield rt
     finally:
@@ -268,7 +145,7 @@ async def test_build_secrets_are_not_in_the_image(engine: None, tmp_path: Path) 
     host_ca = DEBIAN_CA_BUNDLE.read_bytes() if DEBIAN_CA_BUNDLE.is_file() else b""
     ca.write_bytes(host_ca + f"\n# {marker}\n".encode())
     rt = await DockerRuntime.connect(
-        config(
+        docker_config(
             tmp_path / "workers",
             ca_bundle=ca,
             pip_extra_index_urls=(f"https://user:{marker}@index.invalid/simple",),
@@ -328,36 +205,21 @@ def registry(engine: None, tmp_path: Path) -> Iterator[str]:
     binary = shutil.which("docker-registry")
     if binary is None:
         pytest.skip("no local registry: apt-get install docker-registry")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     conf = tmp_path / "registry.yml"
     conf.write_text(
         "version: 0.1\n"
         f"storage: {{filesystem: {{rootdirectory: {tmp_path / 'registry'}}}}}\n"
         f"http: {{addr: 127.0.0.1:{port}}}\n"
     )
-    proc = subprocess.Popen(
-        [binary, "serve", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    pytest.fail("the local registry did not start")
-                time.sleep(0.1)
+    argv = [binary, "serve", str(conf)]
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    with serving(argv, port, what="the local registry", **quiet):
         yield f"127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 async def test_push_to_registry_and_run_from_the_digest(registry: str, tmp_path: Path) -> None:
-    cfg = config(tmp_path / "workers", registry=registry)
+    cfg = docker_config(tmp_path / "workers", registry=registry)
     rt = await DockerRuntime.connect(cfg)
     try:
         package = copy_package("noop", tmp_path / "pkg", marker=uuid.uuid4().hex)
@@ -422,7 +284,7 @@ async def test_jobs_go_over_fifos_and_older_images_still_run_over_stdio(
     older = msgspec.structs.replace(
         artifact, details={k: v for k, v in artifact.details.items() if k != "runner_revision"}
     )
-    other = await DockerRuntime.connect(config(work_root / "other-workers"))
+    other = await DockerRuntime.connect(docker_config(work_root / "other-workers"))
     try:
         outcome = await other.run_job(older, make_job(tmp_path))
         assert outcome.ok, outcome
@@ -439,7 +301,7 @@ def test_jobs_run_on_the_services_event_loop(engine: None, tmp_path: Path) -> No
     opened read-write once made the requests vanish)."""
 
     async def two_jobs() -> list[bool]:
-        runtime = await DockerRuntime.connect(config(tmp_path / "workers"))
+        runtime = await DockerRuntime.connect(docker_config(tmp_path / "workers"))
         try:
             artifact = await build(runtime, "noop")
             return [(await runtime.run_job(artifact, make_job(tmp_path))).ok for _ in range(2)]
@@ -480,7 +342,7 @@ async def test_container_killed_from_outside(
 
 
 async def test_idle_worker_is_stopped(engine: None, tmp_path: Path) -> None:
-    rt = await DockerRuntime.connect(config(tmp_path / "workers", idle_timeout_s=0.5))
+    rt = await DockerRuntime.connect(docker_config(tmp_path / "workers", idle_timeout_s=0.5))
     try:
         artifact = await build(rt, "noop")
         assert (await rt.run_job(artifact, make_job(tmp_path))).ok
@@ -500,7 +362,7 @@ async def test_idle_worker_is_stopped(engine: None, tmp_path: Path) -> None:
 
 
 async def test_close_removes_every_container(engine: None, tmp_path: Path) -> None:
-    rt = await DockerRuntime.connect(config(tmp_path / "workers"))
+    rt = await DockerRuntime.connect(docker_config(tmp_path / "workers"))
     artifact = await build(rt, "noop")
     jobs = [rt.run_job(artifact, make_job(tmp_path)) for _ in range(2)]
     assert all(o.ok for o in await asyncio.gather(*jobs))
@@ -513,7 +375,9 @@ async def test_close_removes_every_container(engine: None, tmp_path: Path) -> No
 
 async def test_unreachable_engine_is_runtime_unavailable(tmp_path: Path) -> None:
     with pytest.raises(RuntimeUnavailableError) as info:
-        await DockerRuntime.connect(config(tmp_path, docker_host="unix:///nonexistent/docker.sock"))
+        await DockerRuntime.connect(
+            docker_config(tmp_path, docker_host="unix:///nonexistent/docker.sock")
+        )
     assert "does not answer" in info.value.message and info.value.hint
 
 
@@ -533,5 +397,5 @@ async def test_connect_without_an_engine_is_runtime_unavailable(
     missing = f"unix://{tmp_path}/docker.sock"
     monkeypatch.setattr("services.runtimes.docker.DEFAULT_DOCKER_SOCKET", missing)
     with pytest.raises(RuntimeUnavailableError, match="does not answer") as caught:
-        await DockerRuntime.connect(config(tmp_path, docker_host=None))
+        await DockerRuntime.connect(docker_config(tmp_path, docker_host=None))
     assert missing in str(caught.value)

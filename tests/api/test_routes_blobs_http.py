@@ -1,14 +1,12 @@
-"""The signed-URL endpoint behind a real HTTP server (the API's own, uvicorn, in a
-subprocess), fetched with the standard library's urllib."""
+"""The signed-URL endpoint (services/api/routes_blobs.py) behind a real HTTP server (the
+API's own, uvicorn, in a subprocess), fetched with the standard library's urllib."""
 
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
 import sys
 import textwrap
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -17,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from services.blobstore import FileBlobStore
+from tests._infra import free_port, serving
 
 REPO = Path(__file__).resolve().parents[2]
 KEY = b"e2e-signing-key-" * 2
@@ -26,53 +25,28 @@ APP = textwrap.dedent(
     import os
     from pathlib import Path
     from starlette.applications import Starlette
-    from starlette.routing import Route
-    from services.blobstore import SIGNED_BLOB_ROUTE, FileBlobStore, signed_blob_endpoint
+    from services.api.routes_blobs import blob_routes
+    from services.blobstore import FileBlobStore
 
     store = FileBlobStore(Path(os.environ["BLOB_ROOT"]), os.environ["BASE_URL"], {KEY!r})
-    app = Starlette(routes=[Route(SIGNED_BLOB_ROUTE, signed_blob_endpoint(store))])
+    app = Starlette(routes=blob_routes(store))
     """
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     (tmp_path / "blob_app.py").write_text(APP)
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": f"{tmp_path}:{REPO}"}
     env |= {"BLOB_ROOT": str(tmp_path / "root"), "BASE_URL": base_url}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "services.api.server", "blob_app:app", "127.0.0.1", str(port)],
-        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    _, err = proc.communicate(timeout=5)
-                    pytest.fail(f"the server did not start: {err.decode(errors='replace')}")
-                time.sleep(0.1)
+    argv = [sys.executable, "-m", "services.api.server", "blob_app:app", "127.0.0.1", str(port)]
+    with serving(
+        argv, port, what="the server", cwd=tmp_path, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    ):  # fmt: skip
         yield base_url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stderr is not None:
-            proc.stderr.close()
 
 
 def _fetch(url: str) -> tuple[int, dict[str, str], bytes]:
