@@ -13,6 +13,7 @@ import msgspec
 import uvloop
 
 from events.subjects import AGGREGATES
+from services.embedded import EmbeddedError
 from services.embedded.cpu_policy import use_batch_scheduling
 from services.settings import Settings, SettingsError
 
@@ -77,6 +78,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as err:
         print(f"clinai: {err}", file=sys.stderr)
         return 2
+    except EmbeddedError as err:  # says what to do next
+        print(f"clinai: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     return 0

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -78,13 +79,33 @@ async def ensure_admin_key(settings: Settings) -> str | None:
     return key.secret
 
 
+class PortInUseError(EmbeddedError):
+    """The API's port is taken by another program."""
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Refuse to start on a port another program listens on: the API could never bind
+    it, and a stranger answering there would keep `clinai up` waiting."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as err:
+            raise PortInUseError(
+                f"cannot serve the API on {host}:{port} ({err.strerror})",
+                hint="another program uses that port: stop it, or start ClinAI on another "
+                "port with --port N (or CLINAI_PORT)",
+            ) from err
+
+
 async def _wait_ready(url: str, admin_key: str, timeout: float) -> bool:
     """Until the API answers and the admin key authenticates (the projector has it)."""
     deadline = asyncio.get_running_loop().time() + timeout
     auth = {"Authorization": f"Bearer {admin_key}"}
-    async with aiohttp.ClientSession() as http:
+    per_try = aiohttp.ClientTimeout(total=2)
+    async with aiohttp.ClientSession(timeout=per_try) as http:
         while asyncio.get_running_loop().time() < deadline:
-            with contextlib.suppress(aiohttp.ClientError, OSError):
+            with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
                 async with http.get(f"{url}/v1/me", headers=auth) as resp:
                     if resp.status == 200:
                         return True
@@ -125,6 +146,7 @@ async def run_stack(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    _check_port_free(settings.host, settings.port)
     try:
         if settings.nats_url is None:
             nats_server = EmbeddedNats(data_dir / "nats", sync=settings.nats_sync)
@@ -154,16 +176,22 @@ async def run_stack(settings: Settings) -> None:
             if server is not None:
                 keepers.append(asyncio.create_task(_keep_running(server, what, supervisor)))
         admin_key = (data_dir / "admin.key").read_text().strip()
-        if await _wait_ready(settings.api_url, admin_key, 60):
-            print(f"ClinAI is up: {settings.api_url}", flush=True)
-            if secret is not None:
-                print(f"Admin API key (shown once, also saved to {data_dir / 'admin.key'}):")
-                print(f"  {secret}", flush=True)
+        ready = asyncio.create_task(_wait_ready(settings.api_url, admin_key, 60))
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait((ready, stopping), return_when=asyncio.FIRST_COMPLETED)
+        ready.cancel()  # Ctrl-C or SIGTERM while starting: stop at once
+        stopping.cancel()
+        if ready.done() and not ready.cancelled():
+            if ready.result():
+                print(f"ClinAI is up: {settings.api_url}", flush=True)
+                if secret is not None:
+                    print(f"Admin API key (shown once, also saved to {data_dir / 'admin.key'}):")
+                    print(f"  {secret}", flush=True)
+                else:
+                    print(f"Admin API key: in {data_dir / 'admin.key'}", flush=True)
+                print("Press Ctrl-C to stop.", flush=True)
             else:
-                print(f"Admin API key: in {data_dir / 'admin.key'}", flush=True)
-            print("Press Ctrl-C to stop.", flush=True)
-        else:
-            print("ClinAI did not become ready in 60 s; see the services' output above.")
+                print("ClinAI did not become ready in 60 s; see the services' output above.")
         await stop.wait()
         print("Stopping ClinAI...", flush=True)
         supervisor.stop()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -124,3 +125,21 @@ def test_up_starts_stops_and_keeps_its_data(tmp_path: Path) -> None:
         assert model["name"] == "kept"
     finally:
         _stop(proc)
+
+
+def test_up_on_a_port_another_program_holds_says_so_and_exits(tmp_path: Path) -> None:
+    """Before, it waited forever (for the stranger on the port to answer as the API)
+    and ignored SIGTERM meanwhile."""
+    with socket.socket() as stranger:
+        stranger.bind(("127.0.0.1", 0))
+        stranger.listen()
+        port = stranger.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CLINAI_")}
+        done = subprocess.run(
+            [sys.executable, "-m", "services.cli", "up", "--data-dir", str(tmp_path / "d"),
+             "--port", str(port)],
+            capture_output=True, text=True, env=env, timeout=60,
+        )  # fmt: skip
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert f"cannot serve the API on 127.0.0.1:{port}" in done.stderr, done.stderr
+    assert "--port" in done.stderr and "Traceback" not in done.stderr, done.stderr
