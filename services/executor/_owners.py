@@ -13,6 +13,7 @@ from events import EventStore, EventStoreError, JobRequested
 from services.consumer import Delivery, Handler
 from services.domain.limits import fold_user_limits
 from services.executor._fair import FairSlots
+from services.executor._leases import OwnerLeases
 
 __all__ = ["FairGate", "RunningCaps"]
 
@@ -66,19 +67,34 @@ class FairGate:
     """Wraps the job handler: `JobRequested` runs once its owner's turn has come,
     anything else (a cancel request) at once."""
 
-    def __init__(self, handler: Handler, slots: FairSlots, caps: RunningCaps) -> None:
+    def __init__(
+        self,
+        handler: Handler,
+        slots: FairSlots,
+        caps: RunningCaps,
+        leases: OwnerLeases | None = None,
+    ) -> None:
         self._handler = handler
         self._slots = slots
         self._caps = caps
+        self._leases = leases
 
     async def __call__(self, delivery: Delivery) -> None:
         match delivery.event:
-            case JobRequested(owner=owner):
+            case JobRequested(owner=owner, aggregate_id=job_id):
                 cap = await self._caps.cap(owner)
-                await self._slots.acquire(owner, cap)
+                # A capped owner's place on every executor first (`_leases`), then a
+                # slot here.
+                if cap and self._leases is not None:
+                    await self._leases.take(owner, job_id, cap)
                 try:
-                    await self._handler(delivery)
+                    await self._slots.acquire(owner, cap)
+                    try:
+                        await self._handler(delivery)
+                    finally:
+                        self._slots.release(owner)
                 finally:
-                    self._slots.release(owner)
+                    if cap and self._leases is not None:
+                        await self._leases.give_back(owner, job_id)
             case _:
                 await self._handler(delivery)

@@ -18,6 +18,7 @@ from services.durables import EXECUTOR_DURABLE
 from services.executor._claims import ResultLimits
 from services.executor._fair import FairSlots
 from services.executor._handler import JobHandler
+from services.executor._leases import OwnerLeases
 from services.executor._owners import FairGate, RunningCaps
 from services.executor._running import LocalJobs
 from services.infra.connections import connect_nats, open_blob_store, open_event_store
@@ -52,6 +53,7 @@ async def run_executor(
     local = LocalJobs()
     blobs = open_blob_store(settings)
     closing: asyncio.Future[None] | None = None
+    leases: OwnerLeases | None = None
     try:
         store = await open_event_store(settings, nc)
         if runtime is None:
@@ -76,7 +78,10 @@ async def run_executor(
             ),
         )
         slots = FairSlots(settings.workers_total)
-        gate = FairGate(handler, slots, RunningCaps(store, settings.max_running_jobs_per_owner))
+        leases = await OwnerLeases.open(nc.jetstream(), replicas=settings.stream_replicas)
+        gate = FairGate(
+            handler, slots, RunningCaps(store, settings.max_running_jobs_per_owner), leases
+        )
         closing = asyncio.ensure_future(_close_on(stop, slots))
         await local.listen(nc, on_elsewhere=handler.on_cancel_heard)
         log.info("executor %s consuming %s (%s)", worker_id, EXECUTOR_SUBJECTS, runtime.name)
@@ -93,6 +98,8 @@ async def run_executor(
     finally:
         if closing is not None:
             closing.cancel()
+        if leases is not None:
+            await leases.close()
         with contextlib.suppress(Exception):
             await local.close()
         if own_runtime and runtime is not None:

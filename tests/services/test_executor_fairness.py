@@ -157,3 +157,25 @@ async def test_an_owners_running_cap_holds_and_an_admin_sets_it_per_user(
     spans.sort()
     for (_, ended), (started, _) in itertools.pairwise(spans):
         assert started > ended, spans
+
+
+async def test_an_owners_running_cap_holds_across_two_executors(
+    settings: Settings,
+    runtime: Runtime,
+    store: EventStore,
+    commands: Commands,
+    blobs: FileBlobStore,
+    version: tuple[str, str],
+) -> None:
+    """Before, each executor applied the cap to its own jobs: two ran two at once."""
+    await commands.create_user(ADMIN, name="capped", user_id="usr_capped")
+    await set_user_limits(store, ADMIN, "usr_capped", UserLimits(max_running_jobs=1))
+    async with _executor(settings, runtime), _executor(settings, runtime):
+        jobs = [(await _request(commands, blobs, version, "usr_capped", 0.3))[0] for _ in range(6)]
+        await _all_ended(store, jobs, 120)
+    spans = sorted(
+        (history[1].seq, history[-1].seq)
+        for history in [(await store.read_aggregate("job", job_id)).events for job_id in jobs]
+    )
+    for (_, ended), (started, _) in itertools.pairwise(spans):
+        assert started > ended, spans
