@@ -29,9 +29,9 @@ from services.aggregates import VersionState, fold_version
 from services.blobstore import BlobError, BlobNotFoundError, BlobStore
 from services.builder._log import BuildLog, SupersededError
 from services.builder._reuse import PACKAGE_HASH_DETAIL, ArtifactIndex
-from services.consumer import Delivery, Poison, RetryLater, reaction_envelope
 from services.packages import PackageInvalidError, unpack_package
 from services.runtimes.base import Artifact, BuildFailedError, Runtime, RuntimeError_
+from services.subscribers import Delivery, Poison, RetryLater, reaction_envelope
 
 __all__ = ["ACTOR", "BuildHandler", "build_log_key"]
 

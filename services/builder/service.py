@@ -5,16 +5,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 
 from events.subjects import PREFIX
 from services.builder._handler import BuildHandler
 from services.builder._reuse import LogArtifactIndex
-from services.consumer import ConsumerOptions, run_consumer, stop_on_signals
 from services.resources import connect_nats, open_blob_store, open_event_store
 from services.runtime_factory import make_runtime, service_work_dir
 from services.runtimes.base import Runtime
 from services.settings import Settings
+from services.subscribers import (
+    ConsumerOptions,
+    Durable,
+    durable_route,
+    durable_router,
+    quietly,
+    stop_on_signals,
+    subscribed,
+)
 
 __all__ = ["BUILDER_CONCURRENCY", "BUILDER_DURABLE", "BUILDER_SUBJECTS", "run_builder"]
 
@@ -38,16 +47,18 @@ async def run_builder(
     """Run until `stop` is set (or SIGTERM/SIGINT when no `stop` is given). A given
     `runtime` is used and left open; otherwise one is made from the settings and closed."""
     stop = stop or stop_on_signals()
-    nc = await connect_nats(settings, name="builder")
-    own_runtime = runtime is None
-    index: LogArtifactIndex | None = None
-    blobs = open_blob_store(settings)
-    try:
+    async with contextlib.AsyncExitStack() as stack:
+        nc = await connect_nats(settings, name="builder")
+        stack.push_async_callback(quietly, nc.drain)
+        blobs = open_blob_store(settings)
+        stack.push_async_callback(blobs.close)
         store = await open_event_store(settings, nc)
         if runtime is None:
             runtime = await make_runtime(settings, sandbox_uid_base=BUILDER_SANDBOX_UID_BASE)
+            stack.push_async_callback(runtime.close)
         index = LogArtifactIndex(nc, store)
         await index.start()
+        stack.push_async_callback(index.close)
         handler = BuildHandler(
             store=store,
             blobs=blobs,
@@ -55,22 +66,14 @@ async def run_builder(
             index=index,
             work_dir=service_work_dir(settings, "builder"),
         )
-        log.info("builder consuming %s (runtime %s)", BUILDER_SUBJECTS, runtime.name)
-        await run_consumer(
-            nc,
+        durable = Durable(
             stream=settings.stream_name,
-            durable=BUILDER_DURABLE,
-            filter_subjects=BUILDER_SUBJECTS,
-            handler=handler,
-            concurrency=concurrency,
-            stop=stop,
-            options=consumer,
+            name=BUILDER_DURABLE,
+            subjects=BUILDER_SUBJECTS,
+            options=consumer or ConsumerOptions(),
         )
-    finally:
-        if index is not None:
-            await index.close()
-        if own_runtime and runtime is not None:
-            await runtime.close()
-        await blobs.close()
-        with contextlib.suppress(Exception):
-            await nc.drain()
+        router = durable_router(durable, [durable_route(handler, durable, concurrency=concurrency)])
+        connect = functools.partial(connect_nats, settings, name="builder")
+        await stack.enter_async_context(subscribed(connect, durable, router))
+        log.info("builder consuming %s (runtime %s)", BUILDER_SUBJECTS, runtime.name)
+        await stop.wait()

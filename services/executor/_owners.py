@@ -10,9 +10,9 @@ from collections.abc import Callable
 import nats.errors
 
 from events import EventStore, EventStoreError, JobRequested
-from services.consumer import Delivery, Handler
 from services.executor._fair import FairSlots
 from services.limits import fold_user_limits
+from services.subscribers import Delivery, Handler
 
 __all__ = ["FairGate", "RunningCaps"]
 

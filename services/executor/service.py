@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -13,7 +14,6 @@ import uuid
 import msgspec
 
 from events.subjects import PREFIX
-from services.consumer import ConsumerOptions, run_consumer, stop_on_signals
 from services.durables import EXECUTOR_DURABLE
 from services.executor._claims import ResultLimits
 from services.executor._fair import FairSlots
@@ -24,6 +24,15 @@ from services.resources import connect_nats, open_blob_store, open_event_store
 from services.runtime_factory import make_runtime, service_work_dir
 from services.runtimes.base import OutputLimits, Runtime
 from services.settings import Settings
+from services.subscribers import (
+    ConsumerOptions,
+    Durable,
+    durable_route,
+    durable_router,
+    quietly,
+    stop_on_signals,
+    subscribed,
+)
 
 __all__ = ["EXECUTOR_DURABLE", "EXECUTOR_SUBJECTS", "run_executor"]
 
@@ -47,15 +56,17 @@ async def run_executor(
     of up to `settings.executor_window` requested jobs held (see `_fair`). A given
     `runtime` is used and left open; otherwise one is made from the settings and closed."""
     stop = stop or stop_on_signals()
-    nc = await connect_nats(settings, name="executor")
-    own_runtime = runtime is None
-    local = LocalJobs()
-    blobs = open_blob_store(settings)
-    closing: asyncio.Future[None] | None = None
-    try:
+    async with contextlib.AsyncExitStack() as stack:
+        nc = await connect_nats(settings, name="executor")
+        stack.push_async_callback(quietly, nc.drain)
+        blobs = open_blob_store(settings)
+        stack.push_async_callback(blobs.close)
         store = await open_event_store(settings, nc)
         if runtime is None:
             runtime = await make_runtime(settings)
+            stack.push_async_callback(runtime.close)
+        local = LocalJobs()
+        stack.push_async_callback(quietly, local.close)
         worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         handler = JobHandler(
             store=store,
@@ -77,35 +88,22 @@ async def run_executor(
         )
         slots = FairSlots(settings.workers_total)
         gate = FairGate(handler, slots, RunningCaps(store, settings.max_running_jobs_per_owner))
-        closing = asyncio.ensure_future(_close_on(stop, slots))
         await local.listen(nc, on_elsewhere=handler.on_cancel_heard)
-        log.info("executor %s consuming %s (%s)", worker_id, EXECUTOR_SUBJECTS, runtime.name)
-        await run_consumer(
-            nc,
+        durable = Durable(
             stream=settings.stream_name,
-            durable=EXECUTOR_DURABLE,
-            filter_subjects=EXECUTOR_SUBJECTS,
-            handler=gate,
-            concurrency=settings.executor_window,
-            stop=stop,
+            name=EXECUTOR_DURABLE,
+            subjects=EXECUTOR_SUBJECTS,
             options=_holding(consumer or ConsumerOptions(), settings.executor_window),
         )
-    finally:
-        if closing is not None:
-            closing.cancel()
-        with contextlib.suppress(Exception):
-            await local.close()
-        if own_runtime and runtime is not None:
-            await runtime.close()
-        await blobs.close()
-        with contextlib.suppress(Exception):
-            await nc.drain()
-
-
-async def _close_on(stop: asyncio.Event, slots: FairSlots) -> None:
-    """Once stopping, no waiting job starts: its message goes back to the server."""
-    await stop.wait()
-    slots.close()
+        router = durable_router(
+            durable, [durable_route(gate, durable, concurrency=settings.executor_window)]
+        )
+        connect = functools.partial(connect_nats, settings, name="executor")
+        await stack.enter_async_context(subscribed(connect, durable, router))
+        log.info("executor %s consuming %s (%s)", worker_id, EXECUTOR_SUBJECTS, runtime.name)
+        await stop.wait()
+        # Once stopping, no waiting job starts: its message goes back to the server.
+        slots.close()
 
 
 def _holding(options: ConsumerOptions, window: int) -> ConsumerOptions:

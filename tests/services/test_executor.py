@@ -22,13 +22,13 @@ from events import (
 )
 from services.blobstore import FileBlobStore
 from services.commands import Commands
-from services.consumer import Delivery
 from services.executor import run_executor
 from services.executor._handler import JobHandler
 from services.executor._local import LocalJobs
 from services.runtime_factory import make_runtime, runtime_work_dir
 from services.runtimes.base import Runtime
 from services.settings import Settings
+from services.subscribers import Delivery
 from tests._infra import outputs_written, wait_until
 from tests.services._support import (
     ADMIN,

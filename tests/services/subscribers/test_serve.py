@@ -1,0 +1,114 @@
+"""Running a durable (`services.subscribers.serve`, `route`): concurrency, stopping,
+scale-out on one durable, and a durable made again after it was deleted."""
+
+from __future__ import annotations
+
+import asyncio
+
+from nats.aio.client import Client as NATS
+
+from services.commands import Commands
+from services.subscribers import Delivery
+from tests._infra import wait_until
+from tests.services._support import FAST_CONSUMER
+from tests.services.subscribers.conftest import DURABLE, Run, create_model
+
+
+async def test_stopping_naks_the_running_message_for_another_process(
+    commands: Commands, consume: Run
+) -> None:
+    started = asyncio.Event()
+    deliveries: list[int] = []
+
+    async def slow(delivery: Delivery) -> None:
+        deliveries.append(delivery.num_delivered)
+        started.set()
+        await asyncio.Event().wait()  # never finishes by itself
+
+    stop = consume(slow)
+    await create_model(commands)
+    await asyncio.wait_for(started.wait(), 10)
+
+    async def fast(delivery: Delivery) -> None:
+        deliveries.append(delivery.num_delivered)
+
+    stop.set()  # the grace period runs out; the message is nak'ed, not left to time out
+    consume(fast)
+
+    async def redelivered() -> bool:
+        return deliveries == [1, 2]
+
+    await wait_until(redelivered, timeout_s=FAST_CONSUMER.stop_grace_s + 1.5, what="redelivery")
+
+
+async def test_at_most_concurrency_handlers_run_at_once(commands: Commands, consume: Run) -> None:
+    handled: list[str] = []
+    running = 0
+    most = 0
+
+    async def handler(delivery: Delivery) -> None:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await asyncio.sleep(0.01)  # the work
+        running -= 1
+        handled.append(delivery.event.aggregate_id)
+
+    consume(handler)  # concurrency 2
+    created = set(await asyncio.gather(*(create_model(commands) for _ in range(12))))
+
+    async def all_handled() -> bool:
+        return set(handled) == created
+
+    await wait_until(all_handled, timeout_s=10, what="every message handled")
+    assert len(handled) == len(created) and most == 2
+
+
+async def test_processes_on_one_durable_share_its_messages(
+    commands: Commands, consume: Run
+) -> None:
+    by: dict[str, list[str]] = {"a": [], "b": []}
+
+    def handler(name: str) -> object:
+        async def handle(delivery: Delivery) -> None:
+            await asyncio.sleep(0.05)  # busy: the other process takes the next one
+            by[name].append(delivery.event.aggregate_id)
+
+        return handle
+
+    consume(handler("a"))
+    consume(handler("b"))
+    created = set(await asyncio.gather(*(create_model(commands) for _ in range(12))))
+
+    async def all_handled() -> bool:
+        return set(by["a"]) | set(by["b"]) == created
+
+    await wait_until(all_handled, timeout_s=10, what="every message handled")
+    assert by["a"] and by["b"]
+    assert not set(by["a"]) & set(by["b"])  # each message to one process
+
+
+async def test_a_deleted_consumer_is_made_again_and_messages_flow(
+    nc: NATS, commands: Commands, consume: Run
+) -> None:
+    handled: list[str] = []
+
+    async def handler(delivery: Delivery) -> None:
+        handled.append(delivery.event.aggregate_id)
+
+    consume(handler)
+    first = await create_model(commands)
+
+    async def first_handled() -> bool:
+        return handled == [first]
+
+    await wait_until(first_handled, timeout_s=10, what="the first message")
+    await nc.jetstream().delete_consumer("CLINAI", DURABLE)
+    second = await create_model(commands)
+
+    async def second_handled() -> bool:
+        return second in handled
+
+    # Made again with DeliverPolicy.ALL: the first message comes again too, which every
+    # handler tolerates (redelivery is normal).
+    await wait_until(second_handled, timeout_s=10, what="a message after the consumer was deleted")
