@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 
 from events.subjects import PREFIX
@@ -19,7 +18,6 @@ from services.subscribers import (
     ConsumerOptions,
     Durable,
     durable_route,
-    durable_router,
     quietly,
     stop_on_signals,
     subscribed,
@@ -70,10 +68,9 @@ async def run_builder(
             stream=settings.stream_name,
             name=BUILDER_DURABLE,
             subjects=BUILDER_SUBJECTS,
+            concurrency=concurrency,
             options=consumer or ConsumerOptions(),
         )
-        router = durable_router(durable, [durable_route(handler, durable, concurrency=concurrency)])
-        connect = functools.partial(connect_nats, settings, name="builder")
-        await stack.enter_async_context(subscribed(connect, durable, router))
+        await stack.enter_async_context(subscribed(nc, durable, [durable_route(handler, durable)]))
         log.info("builder consuming %s (runtime %s)", BUILDER_SUBJECTS, runtime.name)
         await stop.wait()

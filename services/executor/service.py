@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import os
 import socket
@@ -28,7 +27,6 @@ from services.subscribers import (
     ConsumerOptions,
     Durable,
     durable_route,
-    durable_router,
     quietly,
     stop_on_signals,
     subscribed,
@@ -93,13 +91,10 @@ async def run_executor(
             stream=settings.stream_name,
             name=EXECUTOR_DURABLE,
             subjects=EXECUTOR_SUBJECTS,
+            concurrency=settings.executor_window,
             options=_holding(consumer or ConsumerOptions(), settings.executor_window),
         )
-        router = durable_router(
-            durable, [durable_route(gate, durable, concurrency=settings.executor_window)]
-        )
-        connect = functools.partial(connect_nats, settings, name="executor")
-        await stack.enter_async_context(subscribed(connect, durable, router))
+        await stack.enter_async_context(subscribed(nc, durable, [durable_route(gate, durable)]))
         log.info("executor %s consuming %s (%s)", worker_id, EXECUTOR_SUBJECTS, runtime.name)
         await stop.wait()
         # Once stopping, no waiting job starts: its message goes back to the server.

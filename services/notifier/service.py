@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import hashlib
 import logging
 import random
@@ -56,7 +55,6 @@ from services.subscribers import (
     Durable,
     RetryLater,
     durable_route,
-    durable_router,
     quietly,
     stop_on_signals,
     subscribed,
@@ -350,11 +348,10 @@ async def run_notifier(
             stream=settings.stream_name,
             name=NOTIFIER_DURABLE,
             subjects=NOTIFIER_SUBJECTS,
+            concurrency=concurrency,
             options=consumer or ConsumerOptions(),
         )
-        router = durable_router(durable, [durable_route(handler, durable, concurrency=concurrency)])
-        connect = functools.partial(connect_nats, settings, name="notifier")
-        await stack.enter_async_context(subscribed(connect, durable, router))
+        await stack.enter_async_context(subscribed(nc, durable, [durable_route(handler, durable)]))
         log.info(
             "notifier consuming %d subjects; %d deliveries re-planned",
             len(NOTIFIER_SUBJECTS),

@@ -4,10 +4,13 @@ executor and notifier share.
 One durable consumer per service on the one stream, filtered to the event types the
 service handles (`Durable`). Scaling out is starting more processes on the same durable:
 JetStream hands each message to one of them at a time. A service lists its handlers as
-routes, `durable_router(durable, [durable_route(handler, durable, concurrency=n)])`, and
-consumes inside `subscribed(...)`. FastStream pulls (one message per request, at most
-`concurrency` handled at once); the one decoder in `events/` turns each body into the
-handler's `Delivery` (`DeliveryDecoder`); one middleware (`Answering`) answers it:
+routes and consumes inside `subscribed(nc, durable, [durable_route(handler, durable)])`,
+which runs them as `NatsRouter(handlers=routes, middlewares=[Answering(...)])` on a
+FastStream broker over the service's own connection. FastStream pulls (`PullSub`: a
+request is answered as soon as a message is there, with up to `Durable.batch`) and
+parses; the one decoder in `events/` turns each body into the handler's `Delivery`
+(`DeliveryDecoder`); one middleware (`Answering`) runs the handler, at most
+`Durable.concurrency` at a time, and answers the message:
 
 - A handler that returns normally: the message is acked.
 - `RetryLater`: nak with a delay (the handler's, else `ConsumerOptions.retry_delays_s`
@@ -26,11 +29,10 @@ handler's `Delivery` (`DeliveryDecoder`); one middleware (`Answering`) answers i
 
 from services.subscribers.delivery import Delivery, Handler, Poison, RetryLater, reaction_envelope
 from services.subscribers.options import ConsumerOptions, ensure_consumer
-from services.subscribers.route import Durable, durable_route, durable_router
-from services.subscribers.serve import Connect, quietly, stop_on_signals, subscribed
+from services.subscribers.route import Durable, durable_route
+from services.subscribers.serve import quietly, stop_on_signals, subscribed
 
 __all__ = [
-    "Connect",
     "ConsumerOptions",
     "Delivery",
     "Durable",
@@ -38,7 +40,6 @@ __all__ = [
     "Poison",
     "RetryLater",
     "durable_route",
-    "durable_router",
     "ensure_consumer",
     "quietly",
     "reaction_envelope",

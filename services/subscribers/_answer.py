@@ -1,6 +1,6 @@
 """The one place a message is answered: a FastStream middleware around every handler
-call that sends `in_progress` while the handler runs, then acks, naks with a delay,
-or terminates the message by how the handler ended."""
+call that runs it (at most `concurrency` at once), sends `in_progress` while it runs,
+then acks, naks with a delay, or terminates the message by how the handler ended."""
 
 from __future__ import annotations
 
@@ -26,27 +26,50 @@ CallNext = Any  # FastStream's `AsyncFuncAny`: the handler call behind this midd
 
 
 class Answering:
-    """The middleware FastStream builds per message (`NatsRouter(middlewares=[...])`),
-    for the durable `durable` driven with `options`."""
+    """The middleware FastStream builds per message (`NatsRouter(middlewares=[...])`)
+    for one durable: each message's handler runs in a task of its own, at most
+    `concurrency` at a time, so that FastStream goes on pulling while handlers run (its
+    pull loop hands a batch over and waits only for room, not for the handlers)."""
 
-    def __init__(self, durable: str, options: ConsumerOptions) -> None:
+    def __init__(self, durable: str, options: ConsumerOptions, concurrency: int) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {concurrency}")
         self.durable = durable
         self.options = options
+        self._room = asyncio.Semaphore(concurrency)
+        self._running: set[asyncio.Task[None]] = set()
 
     def __call__(self, msg: Any, /, *, context: ContextRepo) -> _Answer:
         return _Answer(msg, context=context, answering=self)
 
+    async def close(self) -> None:
+        """Running handlers get `stop_grace_s` to finish; the others are cancelled and
+        their messages nak'ed for another process."""
+        if not self._running:
+            return
+        _, pending = await asyncio.wait(set(self._running), timeout=self.options.stop_grace_s)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
 
-class _Answer(BaseMiddleware[Any, Any]):
-    __slots__ = ("_answering",)
+    async def start(self, call_next: CallNext, msg: StreamMessage[Any]) -> None:
+        try:
+            await self._room.acquire()
+        except asyncio.CancelledError:  # stopping before it started: hand it on at once
+            await asyncio.shield(_respond(msg.raw_message.nak()))
+            raise
+        task = asyncio.get_running_loop().create_task(self._answer(call_next, msg))
+        self._running.add(task)
+        task.add_done_callback(self._done)
 
-    def __init__(self, msg: Any, /, *, context: ContextRepo, answering: Answering) -> None:
-        super().__init__(msg, context=context)
-        self._answering = answering
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        self._room.release()
 
-    async def consume_scope(self, call_next: CallNext, msg: StreamMessage[Any]) -> Any:
+    async def _answer(self, call_next: CallNext, msg: StreamMessage[Any]) -> None:
         raw: Msg = msg.raw_message
-        options, durable = self._answering.options, self._answering.durable
+        options, durable = self.options, self.durable
         meta = raw.metadata
         num_delivered = meta.num_delivered or 1
         seq = meta.sequence.stream
@@ -57,18 +80,29 @@ class _Answer(BaseMiddleware[Any, Any]):
             log.error("consumer %s: terminating message seq %s: %s", durable, seq, err.reason)
             await _respond(raw.term())
         except RetryLater as err:
-            await _nak_or_give_up(raw, self._answering, seq, num_delivered, err.reason, err.delay_s)
+            await _nak_or_give_up(raw, self, seq, num_delivered, err.reason, err.delay_s)
         except asyncio.CancelledError:
             # Stopping: hand the message to another process right away.
             await asyncio.shield(_respond(raw.nak()))
             raise
         except Exception as err:
             log.exception("consumer %s: handler failed on message seq %s", durable, seq)
-            await _nak_or_give_up(raw, self._answering, seq, num_delivered, repr(err), None)
+            await _nak_or_give_up(raw, self, seq, num_delivered, repr(err), None)
         else:
             await _respond(raw.ack())
         finally:
             beat.stop()
+
+
+class _Answer(BaseMiddleware[Any, Any]):
+    __slots__ = ("_answering",)
+
+    def __init__(self, msg: Any, /, *, context: ContextRepo, answering: Answering) -> None:
+        super().__init__(msg, context=context)
+        self._answering = answering
+
+    async def consume_scope(self, call_next: CallNext, msg: StreamMessage[Any]) -> Any:
+        await self._answering.start(call_next, msg)
         return None
 
 

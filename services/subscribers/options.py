@@ -26,6 +26,7 @@ class ConsumerOptions(msgspec.Struct, frozen=True, kw_only=True):
     # A pull request stays open on the server for pull_expires_s, then the next one is
     # sent: a request lost with a reconnect is asked for again within that time.
     pull_expires_s: float = 5.0
+    pull_batch: int = 100  # at most this many messages asked for per pull request
     # How often each process checks that the durable exists, and makes it again if not.
     check_s: float = 2.0
     stop_grace_s: float = 5.0
@@ -42,8 +43,10 @@ class ConsumerOptions(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError("ConsumerOptions.heartbeat_s must be below redelivery_s[0]")
         if not self.retry_delays_s or min(self.retry_delays_s) < 0:
             raise ValueError("ConsumerOptions.retry_delays_s needs non-negative durations")
-        if self.pull_expires_s <= 0 or self.check_s <= 0:
-            raise ValueError("ConsumerOptions: pull_expires_s and check_s must be positive")
+        if self.pull_expires_s <= 0 or self.check_s <= 0 or self.pull_batch < 1:
+            raise ValueError(
+                "ConsumerOptions: pull_expires_s, check_s and pull_batch must be positive"
+            )
         if self.stop_grace_s < 0 or self.max_ack_pending < 1:
             raise ValueError("ConsumerOptions: stop_grace_s, max_ack_pending")
 

@@ -1,5 +1,5 @@
-"""Running a service's durable: a FastStream broker on its own NATS connection, started
-and stopped as one async context, with the durable kept in existence meanwhile."""
+"""Running a service's durable: a FastStream broker on the service's NATS connection,
+started and stopped as one async context, with the durable kept in existence meanwhile."""
 
 from __future__ import annotations
 
@@ -7,61 +7,65 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
 
 import nats.errors
-from faststream.nats import NatsBroker, NatsRouter
+from faststream.nats import NatsBroker, NatsRoute, NatsRouter
 from nats.aio.client import Client as NATS
 from nats.js.errors import NotFoundError
 
+from services.subscribers._answer import Answering
 from services.subscribers.options import ensure_consumer
 from services.subscribers.route import Durable
 
-__all__ = ["Connect", "quietly", "stop_on_signals", "subscribed"]
+__all__ = ["quietly", "stop_on_signals", "subscribed"]
 
 log = logging.getLogger("clinai.consumer")
 
-Connect = Callable[[], Awaitable[NATS]]
-
 
 class _Broker(NatsBroker):
-    """A broker on a connection opened by `connect` (the services' own, which logs an
-    outage once rather than a traceback per reconnect attempt)."""
+    """A broker on the service's own connection: FastStream's acks and pull requests
+    go out with the service's appends, and the connection is the service's to close."""
 
-    def __init__(self, connect: Connect, router: NatsRouter, grace_s: float) -> None:
+    def __init__(self, nc: NATS, router: NatsRouter) -> None:
         super().__init__(
             routers=[router],
             apply_types=False,  # handlers take the decoded `Delivery` as it is
             serializer=None,
             logger=None,  # `Answering` logs what goes wrong; nothing per message
-            graceful_timeout=grace_s,
+            graceful_timeout=None,  # handlers run in `Answering`'s tasks; it waits for them
         )
-        self._open = connect
+        self._nc = nc
 
     async def _connect(self) -> NATS:
-        connection = await self._open()
-        self.config.connect(connection)
-        return connection
+        self.config.connect(self._nc)
+        return self._nc
+
+    async def stop(self, *exc_info: Any) -> None:
+        self._connection = None  # not drained here: the service closes it
+        await super().stop(*exc_info)
 
 
 @contextlib.asynccontextmanager
-async def subscribed(connect: Connect, durable: Durable, router: NatsRouter) -> AsyncIterator[None]:
-    """`router`'s handlers consume `durable` inside the context. On leaving, no more
-    messages are asked for, running handlers get `stop_grace_s` to finish, then they are
+async def subscribed(
+    nc: NATS, durable: Durable, routes: Sequence[NatsRoute]
+) -> AsyncIterator[None]:
+    """`routes` (on `durable`) consume inside the context. On leaving, no more messages
+    are asked for, running handlers get `stop_grace_s` to finish, then they are
     cancelled and their messages nak'ed for another process."""
-    broker = _Broker(connect, router, durable.options.stop_grace_s)
-    nc = await broker.connect()
+    answering = Answering(durable.name, durable.options, durable.concurrency)
+    broker = _Broker(nc, NatsRouter(handlers=routes, middlewares=[answering]))
+    js = nc.jetstream()
+    await ensure_consumer(js, durable.stream, durable.name, durable.subjects, durable.options)
+    await broker.start()
+    keeper = asyncio.create_task(_keep(nc, durable))
     try:
-        js = nc.jetstream()
-        await ensure_consumer(js, durable.stream, durable.name, durable.subjects, durable.options)
-        await broker.start()
-        keeper = asyncio.create_task(_keep(nc, durable))
-        try:
-            yield
-        finally:
-            keeper.cancel()
+        yield
     finally:
+        keeper.cancel()
         await broker.stop()
+        await answering.close()
 
 
 async def _keep(nc: NATS, durable: Durable) -> None:

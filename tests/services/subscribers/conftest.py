@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import nats
 import pytest
-from nats.aio.client import Client as NATS
 
 from services.commands import Commands
 from services.settings import Settings
@@ -19,7 +18,6 @@ from services.subscribers import (
     Delivery,
     Durable,
     durable_route,
-    durable_router,
     subscribed,
 )
 from tests.services._support import ADMIN, FAST_CONSUMER
@@ -36,21 +34,27 @@ async def consume(settings: Settings) -> AsyncIterator[Run]:
     url = settings.nats_url
     assert url is not None
 
-    async def connect() -> NATS:
-        return await nats.connect(url)
-
     async def run(
         durable: Durable, handler: Callable[[Delivery], Awaitable[None]], stop: asyncio.Event
     ) -> None:
-        router = durable_router(durable, [durable_route(handler, durable, concurrency=2)])
-        async with subscribed(connect, durable, router):
-            await stop.wait()
+        nc = await nats.connect(url)  # a process of its own
+        try:
+            async with subscribed(nc, durable, [durable_route(handler, durable)]):
+                await stop.wait()
+        finally:
+            await nc.drain()
 
     def start(
-        handler: Callable[[Delivery], Awaitable[None]], options: ConsumerOptions = FAST_CONSUMER
+        handler: Callable[[Delivery], Awaitable[None]],
+        options: ConsumerOptions = FAST_CONSUMER,
+        concurrency: int = 2,
     ) -> asyncio.Event:
         durable = Durable(
-            stream=settings.stream_name, name=DURABLE, subjects=SUBJECTS, options=options
+            stream=settings.stream_name,
+            name=DURABLE,
+            subjects=SUBJECTS,
+            concurrency=concurrency,
+            options=options,
         )
         stop = asyncio.Event()
         running.append((stop, asyncio.create_task(run(durable, handler, stop))))

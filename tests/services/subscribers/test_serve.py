@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from nats.aio.client import Client as NATS
 
 from services.commands import Commands
@@ -41,7 +42,10 @@ async def test_stopping_naks_the_running_message_for_another_process(
     await wait_until(redelivered, timeout_s=FAST_CONSUMER.stop_grace_s + 1.5, what="redelivery")
 
 
-async def test_at_most_concurrency_handlers_run_at_once(commands: Commands, consume: Run) -> None:
+@pytest.mark.parametrize("concurrency", [2, 8])
+async def test_at_most_concurrency_handlers_run_at_once(
+    commands: Commands, consume: Run, concurrency: int
+) -> None:
     handled: list[str] = []
     running = 0
     most = 0
@@ -50,18 +54,19 @@ async def test_at_most_concurrency_handlers_run_at_once(commands: Commands, cons
         nonlocal running, most
         running += 1
         most = max(most, running)
-        await asyncio.sleep(0.01)  # the work
+        await asyncio.sleep(0.05)  # the work
         running -= 1
         handled.append(delivery.event.aggregate_id)
 
-    consume(handler)  # concurrency 2
-    created = set(await asyncio.gather(*(create_model(commands) for _ in range(12))))
+    # Created before the consumer starts: they come in batches (half the concurrency).
+    created = set(await asyncio.gather(*(create_model(commands) for _ in range(24))))
+    consume(handler, concurrency=concurrency)
 
     async def all_handled() -> bool:
         return set(handled) == created
 
     await wait_until(all_handled, timeout_s=10, what="every message handled")
-    assert len(handled) == len(created) and most == 2
+    assert len(handled) == len(created) and most == concurrency
 
 
 async def test_processes_on_one_durable_share_its_messages(
