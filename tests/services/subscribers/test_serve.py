@@ -9,7 +9,7 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from services.commands import Commands
-from services.subscribers import Delivery
+from services.subscribers import ConsumerOptions, Delivery
 from tests._infra import wait_until
 from tests.services._support import FAST_CONSUMER
 from tests.services.subscribers.conftest import DURABLE, Run, create_model
@@ -40,6 +40,42 @@ async def test_stopping_naks_the_running_message_for_another_process(
         return deliveries == [1, 2]
 
     await wait_until(redelivered, timeout_s=FAST_CONSUMER.stop_grace_s + 1.5, what="redelivery")
+
+
+async def test_stopping_naks_a_message_still_waiting_for_room(
+    nc: NATS, commands: Commands, consume: Run
+) -> None:
+    # A redelivery time far beyond the test: only a nak brings the messages back.
+    options = ConsumerOptions(
+        redelivery_s=(30.0,), max_deliver=3, heartbeat_s=0.5, stop_grace_s=0.2
+    )
+    seen: list[str] = []
+
+    async def stuck(delivery: Delivery) -> None:
+        seen.append(delivery.event.aggregate_id)
+        await asyncio.Event().wait()
+
+    stop = consume(stuck, options, concurrency=1)
+    created = {await create_model(commands) for _ in range(2)}
+
+    async def both_delivered() -> bool:  # one runs, the other waits for its room
+        info = await nc.jetstream().consumer_info("CLINAI", DURABLE)
+        return bool(info.num_ack_pending == 2 and seen)
+
+    await wait_until(both_delivered, timeout_s=10, what="both messages delivered")
+    stop.set()
+    again: list[str] = []
+
+    async def fast(delivery: Delivery) -> None:
+        again.append(delivery.event.aggregate_id)
+
+    consume(fast, options)
+
+    async def both_again() -> bool:
+        return set(again) == created
+
+    await wait_until(both_again, timeout_s=5, what="both messages handed on")
+    assert len(seen) == 1
 
 
 @pytest.mark.parametrize("concurrency", [2, 8])
