@@ -30,10 +30,10 @@ from events import (
 from services.blobstore import BlobError, BlobNotFoundError, BlobStore
 from services.builder._log import BuildLog, SupersededError
 from services.builder._reuse import PACKAGE_HASH_DETAIL, ArtifactIndex
-from services.consumer import Delivery, Poison, RetryLater, reaction_envelope
 from services.domain.aggregates import VersionState, fold_version
 from services.packages import PackageInvalidError, unpack_package
 from services.runtimes.base import Artifact, BuildFailedError, Runtime, SandboxRuntimeError
+from services.subscribers import Delivery, Poison, RetryLater, reaction_envelope
 
 __all__ = ["ACTOR", "BuildHandler", "build_log_key"]
 

@@ -10,11 +10,18 @@ import logging
 from events.subjects import PREFIX
 from services.builder._handler import BuildHandler
 from services.builder._reuse import LogArtifactIndex
-from services.consumer import ConsumerOptions, run_consumer, stop_on_signals
 from services.infra.connections import connect_nats, open_blob_store, open_event_store
 from services.infra.runtime_factory import make_runtime, service_work_dir
 from services.runtimes.base import Runtime
 from services.settings import Settings
+from services.subscribers import (
+    ConsumerOptions,
+    Durable,
+    durable_route,
+    quietly,
+    stop_on_signals,
+    subscribed,
+)
 
 __all__ = ["BUILDER_CONCURRENCY", "BUILDER_DURABLE", "BUILDER_SUBJECTS", "run_builder"]
 
@@ -38,16 +45,18 @@ async def run_builder(
     """Run until `stop` is set (or SIGTERM/SIGINT when no `stop` is given). A given
     `runtime` is used and left open; otherwise one is made from the settings and closed."""
     stop = stop or stop_on_signals()
-    nc = await connect_nats(settings, name="builder")
-    own_runtime = runtime is None
-    index: LogArtifactIndex | None = None
-    blobs = open_blob_store(settings)
-    try:
+    async with contextlib.AsyncExitStack() as stack:
+        nc = await connect_nats(settings, name="builder")
+        stack.push_async_callback(quietly, nc.drain)
+        blobs = open_blob_store(settings)
+        stack.push_async_callback(blobs.close)
         store = await open_event_store(settings, nc)
         if runtime is None:
             runtime = await make_runtime(settings, sandbox_uid_base=BUILDER_SANDBOX_UID_BASE)
+            stack.push_async_callback(runtime.close)
         index = LogArtifactIndex(nc, store)
         await index.start()
+        stack.push_async_callback(index.close)
         handler = BuildHandler(
             store=store,
             blobs=blobs,
@@ -55,22 +64,13 @@ async def run_builder(
             index=index,
             work_dir=service_work_dir(settings, "builder"),
         )
-        log.info("builder consuming %s (runtime %s)", BUILDER_SUBJECTS, runtime.name)
-        await run_consumer(
-            nc,
+        durable = Durable(
             stream=settings.stream_name,
-            durable=BUILDER_DURABLE,
-            filter_subjects=BUILDER_SUBJECTS,
-            handler=handler,
+            name=BUILDER_DURABLE,
+            subjects=BUILDER_SUBJECTS,
             concurrency=concurrency,
-            stop=stop,
-            options=consumer,
+            options=consumer or ConsumerOptions(),
         )
-    finally:
-        if index is not None:
-            await index.close()
-        if own_runtime and runtime is not None:
-            await runtime.close()
-        await blobs.close()
-        with contextlib.suppress(Exception):
-            await nc.drain()
+        await stack.enter_async_context(subscribed(nc, durable, [durable_route(handler, durable)]))
+        log.info("builder consuming %s (runtime %s)", BUILDER_SUBJECTS, runtime.name)
+        await stop.wait()

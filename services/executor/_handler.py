@@ -35,12 +35,12 @@ from events import (
 )
 from events.text import scrub_text
 from services.blobstore import BlobStore
-from services.consumer import Delivery, Poison, RetryLater, reaction_envelope
 from services.domain.aggregates import JobState, VersionState, fold_job, fold_version
 from services.executor._attempt import Attempt, AttemptResult
 from services.executor._claims import ResultLimits
 from services.executor._running import LocalJobs
 from services.runtimes.base import Artifact, FailureKind, OutputLimits, Runtime
+from services.subscribers import Delivery, Poison, RetryLater, reaction_envelope
 
 __all__ = ["ACTOR", "JobHandler"]
 

@@ -10,10 +10,10 @@ from collections.abc import Callable
 import nats.errors
 
 from events import EventStore, EventStoreError, JobRequested
-from services.consumer import Delivery, Handler
 from services.domain.limits import fold_user_limits
 from services.executor._fair import FairSlots
 from services.executor._leases import OwnerLeases
+from services.subscribers import Delivery, Handler
 
 __all__ = ["FairGate", "RunningCaps"]
 

@@ -13,7 +13,6 @@ import uuid
 import msgspec
 
 from events.subjects import PREFIX
-from services.consumer import ConsumerOptions, run_consumer, stop_on_signals
 from services.durables import EXECUTOR_DURABLE
 from services.executor._claims import ResultLimits
 from services.executor._fair import FairSlots
@@ -25,6 +24,14 @@ from services.infra.connections import connect_nats, open_blob_store, open_event
 from services.infra.runtime_factory import make_runtime, service_work_dir
 from services.runtimes.base import OutputLimits, Runtime
 from services.settings import Settings
+from services.subscribers import (
+    ConsumerOptions,
+    Durable,
+    durable_route,
+    quietly,
+    stop_on_signals,
+    subscribed,
+)
 
 __all__ = ["EXECUTOR_DURABLE", "EXECUTOR_SUBJECTS", "run_executor"]
 
@@ -48,16 +55,17 @@ async def run_executor(
     of up to `settings.executor_window` requested jobs held (see `_fair`). A given
     `runtime` is used and left open; otherwise one is made from the settings and closed."""
     stop = stop or stop_on_signals()
-    nc = await connect_nats(settings, name="executor")
-    own_runtime = runtime is None
-    local = LocalJobs()
-    blobs = open_blob_store(settings)
-    closing: asyncio.Future[None] | None = None
-    leases: OwnerLeases | None = None
-    try:
+    async with contextlib.AsyncExitStack() as stack:
+        nc = await connect_nats(settings, name="executor")
+        stack.push_async_callback(quietly, nc.drain)
+        blobs = open_blob_store(settings)
+        stack.push_async_callback(blobs.close)
         store = await open_event_store(settings, nc)
         if runtime is None:
             runtime = await make_runtime(settings)
+            stack.push_async_callback(runtime.close)
+        local = LocalJobs()
+        stack.push_async_callback(quietly, local.close)
         worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         handler = JobHandler(
             store=store,
@@ -79,40 +87,23 @@ async def run_executor(
         )
         slots = FairSlots(settings.workers_total)
         leases = await OwnerLeases.open(nc.jetstream(), replicas=settings.stream_replicas)
+        stack.push_async_callback(leases.close)
         gate = FairGate(
             handler, slots, RunningCaps(store, settings.max_running_jobs_per_owner), leases
         )
-        closing = asyncio.ensure_future(_close_on(stop, slots))
         await local.listen(nc, on_elsewhere=handler.on_cancel_heard)
-        log.info("executor %s consuming %s (%s)", worker_id, EXECUTOR_SUBJECTS, runtime.name)
-        await run_consumer(
-            nc,
+        durable = Durable(
             stream=settings.stream_name,
-            durable=EXECUTOR_DURABLE,
-            filter_subjects=EXECUTOR_SUBJECTS,
-            handler=gate,
+            name=EXECUTOR_DURABLE,
+            subjects=EXECUTOR_SUBJECTS,
             concurrency=settings.executor_window,
-            stop=stop,
             options=_holding(consumer or ConsumerOptions(), settings.executor_window),
         )
-    finally:
-        if closing is not None:
-            closing.cancel()
-        if leases is not None:
-            await leases.close()
-        with contextlib.suppress(Exception):
-            await local.close()
-        if own_runtime and runtime is not None:
-            await runtime.close()
-        await blobs.close()
-        with contextlib.suppress(Exception):
-            await nc.drain()
-
-
-async def _close_on(stop: asyncio.Event, slots: FairSlots) -> None:
-    """Once stopping, no waiting job starts: its message goes back to the server."""
-    await stop.wait()
-    slots.close()
+        await stack.enter_async_context(subscribed(nc, durable, [durable_route(gate, durable)]))
+        log.info("executor %s consuming %s (%s)", worker_id, EXECUTOR_SUBJECTS, runtime.name)
+        await stop.wait()
+        # Once stopping, no waiting job starts: its message goes back to the server.
+        slots.close()
 
 
 def _holding(options: ConsumerOptions, window: int) -> ConsumerOptions:

@@ -32,7 +32,6 @@ from events.subjects import PREFIX
 from projections import webhook_queries
 from projections.db import create_pool
 from projections.watermark import ProjectionWatermark
-from services.consumer import ConsumerOptions, Delivery, RetryLater, run_consumer, stop_on_signals
 from services.domain.destinations import DestinationPolicy
 from services.domain.event_types import (
     SOURCE_SUBJECTS,
@@ -50,6 +49,16 @@ from services.notifier._sender import Sender
 from services.notifier._subscriptions import Subscriptions
 from services.outages import Outage, report_library_failures
 from services.settings import Settings, SettingsError
+from services.subscribers import (
+    ConsumerOptions,
+    Delivery,
+    Durable,
+    RetryLater,
+    durable_route,
+    quietly,
+    stop_on_signals,
+    subscribed,
+)
 
 __all__ = [
     "NOTIFIER_DURABLE",
@@ -293,22 +302,26 @@ async def run_notifier(
     stop = stop or stop_on_signals()
     policy = DestinationPolicy.from_setting(settings.webhook_allow_networks)
     master = master_key(settings)
-    nc = await connect_nats(settings, name="notifier")
-    # Queries only: no session state to reset between them.
-    postgres = Outage("Postgres", log)
-    report_library_failures(logging.getLogger("asyncpg.pool"), postgres)
-    pool: asyncpg.Pool = await create_pool(
-        settings.database_url, min_size=1, reset_sessions=False, on_connect=postgres.recovered
-    )
-    watermark = await ProjectionWatermark.open(settings.database_url)
-    blobs = open_blob_store(settings)
-    sender = await Sender.open(
-        policy,
-        timeout_s=settings.webhook_timeout_s,
-        max_response_bytes=settings.webhook_max_response_bytes,
-    )
-    dispatcher: Dispatcher | None = None
-    try:
+    async with contextlib.AsyncExitStack() as stack:
+        nc = await connect_nats(settings, name="notifier")
+        stack.push_async_callback(quietly, nc.drain)
+        # Queries only: no session state to reset between them.
+        postgres = Outage("Postgres", log)
+        report_library_failures(logging.getLogger("asyncpg.pool"), postgres)
+        pool: asyncpg.Pool = await create_pool(
+            settings.database_url, min_size=1, reset_sessions=False, on_connect=postgres.recovered
+        )
+        stack.push_async_callback(pool.close)
+        watermark = await ProjectionWatermark.open(settings.database_url)
+        stack.push_async_callback(watermark.stop)
+        blobs = open_blob_store(settings)
+        stack.push_async_callback(blobs.close)
+        sender = await Sender.open(
+            policy,
+            timeout_s=settings.webhook_timeout_s,
+            max_response_bytes=settings.webhook_max_response_bytes,
+        )
+        stack.push_async_callback(sender.close)
         store = await open_event_store(settings, nc)
         snapshots = Snapshots(store, blobs)
         dispatcher = Dispatcher(
@@ -321,12 +334,8 @@ async def run_notifier(
             clock=clock,
             rng=rng,
         )
+        stack.push_async_callback(dispatcher.close)
         planned = await replan(store, pool, watermark, dispatcher, clock)
-        log.info(
-            "notifier consuming %d subjects; %d deliveries re-planned",
-            len(NOTIFIER_SUBJECTS),
-            planned,
-        )
         handler = NotifierHandler(
             store=store,
             pool=pool,
@@ -335,22 +344,17 @@ async def run_notifier(
             dispatcher=dispatcher,
             clock=clock,
         )
-        await run_consumer(
-            nc,
+        durable = Durable(
             stream=settings.stream_name,
-            durable=NOTIFIER_DURABLE,
-            filter_subjects=NOTIFIER_SUBJECTS,
-            handler=handler,
+            name=NOTIFIER_DURABLE,
+            subjects=NOTIFIER_SUBJECTS,
             concurrency=concurrency,
-            stop=stop,
-            options=consumer,
+            options=consumer or ConsumerOptions(),
         )
-    finally:
-        if dispatcher is not None:
-            await dispatcher.close()
-        await sender.close()
-        await watermark.stop()
-        await pool.close()
-        await blobs.close()
-        with contextlib.suppress(Exception):
-            await nc.drain()
+        await stack.enter_async_context(subscribed(nc, durable, [durable_route(handler, durable)]))
+        log.info(
+            "notifier consuming %d subjects; %d deliveries re-planned",
+            len(NOTIFIER_SUBJECTS),
+            planned,
+        )
+        await stop.wait()

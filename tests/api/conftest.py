@@ -21,12 +21,12 @@ import pytest
 from events import EventStore
 from projections import LIVE_SCHEMA, apply_migrations
 from projections.db import connect
-from services.consumer import ConsumerOptions, ensure_consumer
 from services.durables import EXECUTOR_DURABLE
 from services.embedded import EmbeddedNats
 from services.embedded.stack import ensure_admin_key
 from services.executor.service import EXECUTOR_SUBJECTS
 from services.settings import Settings
+from services.subscribers import ConsumerOptions, ensure_consumer
 from tests._infra import create_database, drop_database, free_port
 
 

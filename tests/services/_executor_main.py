@@ -8,9 +8,9 @@ import asyncio
 import logging
 import sys
 
-from services.consumer import ConsumerOptions
 from services.executor import run_executor
 from services.settings import Settings
+from services.subscribers import ConsumerOptions
 from tests.services._support import FAST_CONSUMER
 
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 from events import Event, EventStore, JobCanceled, JobFailed, JobSucceeded, StoredEvent
 from services.blobstore import BlobStore
-from services.consumer import ConsumerOptions
 from services.domain import CommandContext, Commands
 from services.domain.aggregates import JobState, VersionState, fold_job, fold_version
 from services.packages import inspect_package
+from services.subscribers import ConsumerOptions
 
 __all__ = [
     "FAST_CONSUMER",
@@ -30,7 +30,8 @@ FAST_CONSUMER = ConsumerOptions(
     redelivery_s=(2.0, 2.0, 2.0, 2.0),
     heartbeat_s=0.5,
     retry_delays_s=(0.2, 0.5, 1.0),
-    idle_heartbeat_s=0.5,
+    pull_expires_s=1.0,
+    check_s=0.5,
     stop_grace_s=2.0,
 )
 

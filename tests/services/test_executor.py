@@ -21,7 +21,6 @@ from events import (
     JobSucceeded,
 )
 from services.blobstore import FileBlobStore
-from services.consumer import Delivery
 from services.domain import Commands
 from services.executor import run_executor
 from services.executor._handler import JobHandler
@@ -29,6 +28,7 @@ from services.executor._running import LocalJobs
 from services.infra.runtime_factory import make_runtime, runtime_work_dir
 from services.runtimes.base import Runtime
 from services.settings import Settings
+from services.subscribers import Delivery
 from tests._infra import outputs_written, wait_until
 from tests.services._support import (
     ADMIN,

@@ -1,0 +1,169 @@
+"""The one place a message is answered: a FastStream middleware around every handler
+call that runs it (at most `concurrency` at once), sends `in_progress` while it runs,
+then acks, naks with a delay, or terminates the message by how the handler ended."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable
+from typing import Any
+
+import nats.errors
+from faststream import ContextRepo
+from faststream.message import StreamMessage
+from faststream.middlewares import BaseMiddleware
+from nats.aio.msg import Msg
+
+from services.subscribers.delivery import Poison, RetryLater
+from services.subscribers.options import ConsumerOptions
+
+__all__ = ["Answering"]
+
+log = logging.getLogger("clinai.consumer")
+
+CallNext = Any  # FastStream's `AsyncFuncAny`: the handler call behind this middleware
+
+
+class Answering:
+    """The middleware FastStream builds per message (`NatsRouter(middlewares=[...])`)
+    for one durable: each message's handler runs in a task of its own, at most
+    `concurrency` at a time, so that FastStream goes on pulling while handlers run (its
+    pull loop hands a batch over and waits only for room, not for the handlers)."""
+
+    def __init__(self, durable: str, options: ConsumerOptions, concurrency: int) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+        self.durable = durable
+        self.options = options
+        self._room = asyncio.Semaphore(concurrency)
+        self._running: set[asyncio.Task[None]] = set()
+
+    def __call__(self, msg: Any, /, *, context: ContextRepo) -> _Answer:
+        return _Answer(msg, context=context, answering=self)
+
+    async def close(self) -> None:
+        """Running handlers get `stop_grace_s` to finish; the others are cancelled and
+        their messages nak'ed for another process."""
+        if not self._running:
+            return
+        _, pending = await asyncio.wait(set(self._running), timeout=self.options.stop_grace_s)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+
+    async def start(self, call_next: CallNext, msg: StreamMessage[Any]) -> None:
+        try:
+            await self._room.acquire()
+        except asyncio.CancelledError:  # stopping before it started: hand it on at once
+            await asyncio.shield(_respond(msg.raw_message.nak()))
+            raise
+        task = asyncio.get_running_loop().create_task(self._answer(call_next, msg))
+        self._running.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        self._room.release()
+
+    async def _answer(self, call_next: CallNext, msg: StreamMessage[Any]) -> None:
+        raw: Msg = msg.raw_message
+        options, durable = self.options, self.durable
+        meta = raw.metadata
+        num_delivered = meta.num_delivered or 1
+        seq = meta.sequence.stream
+        beat = _Heartbeat(raw, options.heartbeat_s)
+        try:
+            await call_next(msg)
+        except Poison as err:
+            log.error("consumer %s: terminating message seq %s: %s", durable, seq, err.reason)
+            await _respond(raw.term())
+        except RetryLater as err:
+            await _nak_or_give_up(raw, self, seq, num_delivered, err.reason, err.delay_s)
+        except asyncio.CancelledError:
+            # Stopping: hand the message to another process right away.
+            await asyncio.shield(_respond(raw.nak()))
+            raise
+        except Exception as err:
+            log.exception("consumer %s: handler failed on message seq %s", durable, seq)
+            await _nak_or_give_up(raw, self, seq, num_delivered, repr(err), None)
+        else:
+            await _respond(raw.ack())
+        finally:
+            beat.stop()
+
+
+class _Answer(BaseMiddleware[Any, Any]):
+    __slots__ = ("_answering",)
+
+    def __init__(self, msg: Any, /, *, context: ContextRepo, answering: Answering) -> None:
+        super().__init__(msg, context=context)
+        self._answering = answering
+
+    async def consume_scope(self, call_next: CallNext, msg: StreamMessage[Any]) -> Any:
+        await self._answering.start(call_next, msg)
+        return None
+
+
+async def _nak_or_give_up(
+    msg: Msg,
+    answering: Answering,
+    seq: int,
+    num_delivered: int,
+    reason: str,
+    delay_s: float | None,
+) -> None:
+    options, durable = answering.options, answering.durable
+    if num_delivered >= options.max_deliver:
+        log.error(
+            "consumer %s: giving up on message seq %s after %s deliveries: %s",
+            durable, seq, num_delivered, reason,
+        )  # fmt: skip
+        await _respond(msg.term())
+        return
+    delay = options.retry_delay(num_delivered) if delay_s is None else delay_s
+    log.warning(
+        "consumer %s: retrying message seq %s in %.1f s (delivery %s): %s",
+        durable, seq, delay, num_delivered, reason,
+    )  # fmt: skip
+    await _respond(msg.nak(delay=delay))
+
+
+async def _respond(reply: Awaitable[None]) -> None:
+    """Ack/nak/term are fire-and-forget publishes; a lost one means a redelivery, which
+    every handler tolerates."""
+    try:
+        await reply
+    except nats.errors.Error as err:
+        log.warning("could not answer a message (%r); it will be redelivered", err)
+
+
+class _Heartbeat:
+    """`in_progress` every `interval_s` until `stop()`. A timer, not a task per message:
+    almost every handler is done long before the first beat."""
+
+    __slots__ = ("_interval_s", "_loop", "_msg", "_sending", "_timer")
+
+    def __init__(self, msg: Msg, interval_s: float) -> None:
+        self._msg = msg
+        self._interval_s = interval_s
+        self._loop = asyncio.get_running_loop()
+        self._timer = self._loop.call_later(interval_s, self._beat)
+        self._sending: asyncio.Task[None] | None = None
+
+    def stop(self) -> None:
+        self._timer.cancel()
+        if self._sending is not None:
+            self._sending.cancel()  # a heartbeat lost now changes nothing
+
+    def _beat(self) -> None:
+        if self._sending is None or self._sending.done():
+            self._sending = self._loop.create_task(self._send())
+        self._timer = self._loop.call_later(self._interval_s, self._beat)
+
+    async def _send(self) -> None:
+        try:
+            await self._msg.in_progress()
+        except nats.errors.Error as err:
+            log.warning("in_progress heartbeat failed: %r", err)
