@@ -9,7 +9,7 @@ from typing import Any
 
 import msgspec
 
-from events import AnyEvent, Event, new_event_id
+from events import AnyEvent, ClinaiError, Event, new_event_id
 
 __all__ = ["Delivery", "Handler", "Poison", "RetryLater", "reaction_envelope"]
 
@@ -32,7 +32,7 @@ class Delivery(msgspec.Struct, frozen=True, kw_only=True):
         return self.num_delivered >= self.max_deliver
 
 
-class RetryLater(Exception):
+class RetryLater(ClinaiError):
     """The handler could not finish for a reason that may pass (infrastructure)."""
 
     def __init__(self, reason: str, *, delay_s: float | None = None) -> None:
@@ -41,7 +41,7 @@ class RetryLater(Exception):
         self.delay_s = delay_s
 
 
-class Poison(Exception):
+class Poison(ClinaiError):
     """The message can never be handled (permanently invalid): terminate it."""
 
     def __init__(self, reason: str) -> None:
