@@ -38,7 +38,7 @@ from services.blobstore import BlobStore
 from services.domain.aggregates import JobState, VersionState, fold_job, fold_version
 from services.executor._attempt import Attempt, AttemptResult
 from services.executor._claims import ResultLimits
-from services.executor._running import LocalJobs
+from services.executor._running import RunningJobs
 from services.runtimes.base import Artifact, FailureKind, OutputLimits, Runtime
 from services.subscribers import Delivery, Poison, RetryLater, reaction_envelope
 
@@ -67,7 +67,7 @@ class JobHandler:
         store: EventStore,
         blobs: BlobStore,
         runtime: Runtime,
-        local: LocalJobs,
+        local: RunningJobs,
         work_dir: Path,
         worker_id: str,
         max_attempts: int,

@@ -21,14 +21,14 @@ from nats.aio.subscription import Subscription
 from events import JobCancelRequested, decode_event, parse_subject
 from events.subjects import PREFIX
 
-__all__ = ["CANCEL_SUBJECTS", "LocalJob", "LocalJobs"]
+__all__ = ["CANCEL_SUBJECTS", "RunningJob", "RunningJobs"]
 
 log = logging.getLogger("clinai.executor")
 
 CANCEL_SUBJECTS = f"{PREFIX}.job.*.JobCancelRequested"
 
 
-class LocalJob:
+class RunningJob:
     def __init__(self, job_id: str, attempt: int) -> None:
         self.job_id = job_id
         self.attempt = attempt
@@ -36,25 +36,25 @@ class LocalJob:
         self.ended = asyncio.Event()  # set when it is unregistered
 
 
-class LocalJobs:
+class RunningJobs:
     def __init__(self) -> None:
-        self._jobs: dict[str, LocalJob] = {}
+        self._jobs: dict[str, RunningJob] = {}
         self._sub: Subscription | None = None
         self._elsewhere: set[asyncio.Future[None]] = set()
 
     def __contains__(self, job_id: object) -> bool:
         return job_id in self._jobs
 
-    def register(self, job_id: str, attempt: int) -> LocalJob:
+    def register(self, job_id: str, attempt: int) -> RunningJob:
         if job_id in self._jobs:
             raise ValueError(f"job {job_id} already runs here")
-        job = self._jobs[job_id] = LocalJob(job_id, attempt)
+        job = self._jobs[job_id] = RunningJob(job_id, attempt)
         return job
 
-    def get(self, job_id: str) -> LocalJob | None:
+    def get(self, job_id: str) -> RunningJob | None:
         return self._jobs.get(job_id)
 
-    def unregister(self, job: LocalJob) -> None:
+    def unregister(self, job: RunningJob) -> None:
         if self._jobs.get(job.job_id) is job:
             del self._jobs[job.job_id]
         job.ended.set()

@@ -19,7 +19,7 @@ from services.executor._fair import FairSlots
 from services.executor._handler import JobHandler
 from services.executor._leases import OwnerLeases
 from services.executor._owners import FairGate, RunningCaps
-from services.executor._running import LocalJobs
+from services.executor._running import RunningJobs
 from services.infra.connections import connect_nats, open_blob_store, open_event_store
 from services.infra.runtime_factory import make_runtime, service_work_dir
 from services.runtimes.base import OutputLimits, Runtime
@@ -64,7 +64,7 @@ async def run_executor(
         if runtime is None:
             runtime = await make_runtime(settings)
             stack.push_async_callback(runtime.close)
-        local = LocalJobs()
+        local = RunningJobs()
         stack.push_async_callback(quietly, local.close)
         worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         handler = JobHandler(

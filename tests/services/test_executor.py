@@ -24,7 +24,7 @@ from services.blobstore import FileBlobStore
 from services.domain import Commands
 from services.executor import run_executor
 from services.executor._handler import JobHandler
-from services.executor._running import LocalJobs
+from services.executor._running import RunningJobs
 from services.infra.runtime_factory import make_runtime, runtime_work_dir
 from services.runtimes.base import Runtime
 from services.settings import Settings
@@ -491,7 +491,7 @@ async def test_a_job_redelivered_while_it_runs_here_is_decided_when_that_run_end
         store=store,
         blobs=blobs,
         runtime=runtime,
-        local=LocalJobs(),
+        local=RunningJobs(),
         work_dir=tmp_path / "work",
         worker_id="test",
         max_attempts=3,

@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import nats
 import pytest
-from services.domain import Commands
 
+from services.domain import Commands
 from services.settings import Settings
 from services.subscribers import (
     ConsumerOptions,

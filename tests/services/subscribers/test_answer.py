@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 
 from nats.aio.client import Client as NATS
-from services.domain import Commands
 
+from services.domain import Commands
 from services.subscribers import ConsumerOptions, Delivery, Poison, RetryLater
 from tests._infra import wait_until
 from tests.services.subscribers.conftest import DURABLE, Run, create_model

@@ -7,8 +7,8 @@ import asyncio
 
 import pytest
 from nats.aio.client import Client as NATS
-from services.domain import Commands
 
+from services.domain import Commands
 from services.subscribers import ConsumerOptions, Delivery
 from tests._infra import wait_until
 from tests.services._support import FAST_CONSUMER
