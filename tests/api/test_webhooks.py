@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime
 
 import nats
 import pytest
 
-from events import EventStore, JobRequested, JobStarted, JobWebhook, new_event_id, new_id
+from events import EventStore, JobRequested, JobStarted, JobWebhook, new_id
+from tests._events import new_event
 from tests.api._client import Client, new_user
 from tests.api.conftest import Stack, running_stack
 from tests.notifier._receiver import Receiver, standard_verify
@@ -45,12 +45,10 @@ async def _job(stack: Stack, owner: str, webhook: JobWebhook | None = None) -> s
     try:
         store = await EventStore.open(nc)
         await store.append(
-            JobRequested(
-                id=new_event_id(),
-                aggregate_id=job_id,
-                occurred_at=datetime.now(UTC),
+            new_event(
+                JobRequested,
+                job_id,
                 actor=owner,
-                correlation_id="test",
                 owner=owner,
                 model_id="mdl_x",
                 version_id="ver_x",
@@ -198,13 +196,7 @@ async def test_a_jobs_own_webhook_uses_the_default_secret(stack: Stack, receiver
     try:
         store = await EventStore.open(nc)
         await store.append(
-            JobStarted(
-                id=new_event_id(),
-                aggregate_id=job_id,
-                occurred_at=datetime.now(UTC),
-                actor="test",
-                correlation_id="test",
-            ),
+            new_event(JobStarted, job_id, actor="test"),
             expected=None,
         )
     finally:

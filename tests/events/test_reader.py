@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -18,21 +17,14 @@ from events import (
     StoredEvent,
     UndecodableEventError,
     encode_event,
-    new_event_id,
     new_id,
 )
 from events._reader import BulkReader, open_bulk_reader
+from tests._events import new_event
 
 
 def _started(job_id: str, n: int) -> JobStarted:
-    return JobStarted(
-        id=new_event_id(),
-        aggregate_id=job_id,
-        occurred_at=datetime.now(UTC),
-        actor="usr_test",
-        correlation_id="corr",
-        worker=f"w{n}",
-    )
+    return new_event(JobStarted, job_id, correlation_id="corr", worker=f"w{n}")
 
 
 async def _append(store: EventStore, n: int) -> list[int]:

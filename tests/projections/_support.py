@@ -5,29 +5,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 
-from events import EventStore, StoredEvent, UserCreated, new_event_id, new_id
+from events import EventStore, StoredEvent, UserCreated, new_id
 from projections import Projector
 from projections._rows import TABLES
 from projections.watermark import ProjectionWatermark
+from tests._events import new_event
 
 __all__ = ["append_all", "dump", "running", "stream_events", "user_created", "wait_checkpoint"]
 
 
 def user_created() -> UserCreated:
     """A new user's first event: an event of a fresh aggregate."""
-    return UserCreated(
-        id=new_event_id(),
-        aggregate_id=new_id("usr"),
-        occurred_at=datetime.now(UTC),
-        actor="t",
-        correlation_id="c",
-        name="u",
-    )
+    return new_event(UserCreated, new_id("usr"), actor="t", correlation_id="c", name="u")
 
 
 async def wait_checkpoint(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from datetime import UTC, datetime
 
 import asyncpg
 import msgspec
@@ -12,6 +11,7 @@ import pytest
 
 from events import BuildLogAppended, EventStore, StoredEvent, new_event_id, new_id
 from projections import Projector, queries
+from tests._events import new_event
 from tests._infra import wait_until
 from tests.projections._support import (
     dump,
@@ -176,14 +176,8 @@ async def test_batches_of_several_aggregates_start_at_most_every_busy_interval(
         # take longer than the intervals below for that.
         await wait_checkpoint(database_url, await store.append(user_created(), expected=None))
         # One aggregate's events, one at a time (a job run on its own): never held back.
-        log = BuildLogAppended(
-            id=new_event_id(),
-            aggregate_id=new_id("ver"),
-            occurred_at=datetime.now(UTC),
-            actor="t",
-            correlation_id="c",
-            index=0,
-            text="x",
+        log = new_event(
+            BuildLogAppended, new_id("ver"), actor="t", correlation_id="c", index=0, text="x"
         )
         for index in range(4):
             chunk = msgspec.structs.replace(log, id=new_event_id(), index=index)
