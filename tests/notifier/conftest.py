@@ -15,24 +15,20 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from events import EventStore
-from projections import LIVE_SCHEMA, Projector, apply_migrations
-from projections.db import connect
+from projections import Projector
 from services.domain.destinations import DestinationPolicy
 from services.domain.signing import master_key
 from services.domain.webhooks import WebhookCommands
 from services.notifier import run_notifier
 from services.settings import Settings
+from tests._infra import migrate
 from tests.notifier._receiver import Receiver
 from tests.services._support import FAST_CONSUMER
 
 
 @pytest.fixture
 async def settings(tmp_path: Path, nats_url: str, database_url: str) -> Settings:
-    conn = await connect(database_url)
-    try:
-        await apply_migrations(conn, LIVE_SCHEMA)
-    finally:
-        await conn.close()
+    await migrate(database_url)
     return Settings(
         data_dir=tmp_path,
         nats_url=nats_url,
