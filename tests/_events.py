@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from events import Event, new_event_id
+from events import Event, JobRequested, new_event_id
 
-__all__ = ["new_event"]
+__all__ = ["job_requested", "new_event"]
 
 E = TypeVar("E", bound=Event)
 
@@ -31,3 +31,17 @@ def new_event(
         correlation_id=correlation_id,
         **fields,
     )
+
+
+def job_requested(job_id: str, owner: str, **fields: Any) -> JobRequested:
+    """A request of job `job_id` by `owner` for a model and version that need not exist
+    (for the tests of what reads the log: the stream, the projection, the webhooks).
+    `fields` set the envelope (`actor`, ...) or override the request's own fields."""
+    request: dict[str, Any] = {
+        "model_id": "mdl_x",
+        "version_id": "ver_x",
+        "input_key": "k",
+        "input_filename": "in.png",
+        **fields,
+    }
+    return new_event(JobRequested, job_id, owner=owner, **request)

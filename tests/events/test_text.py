@@ -7,7 +7,6 @@ import pytest
 
 from events import (
     EventStore,
-    JobRequested,
     ModelCreated,
     UnstorableTextError,
     encode_event,
@@ -16,7 +15,7 @@ from events import (
     scrub_text,
     text_problem,
 )
-from tests._events import new_event
+from tests._events import job_requested, new_event
 
 
 def _model(name: str, description: str = "") -> ModelCreated:
@@ -62,16 +61,8 @@ async def test_an_append_with_a_nul_never_reaches_the_log(store: EventStore) -> 
     before = await store.stream_last_seq()
     with pytest.raises(UnstorableTextError):
         await store.append(_model("a\x00b"), expected=0)
-    requested = new_event(
-        JobRequested,
-        new_id("job"),
-        correlation_id="corr",
-        owner="usr_test",
-        model_id="mdl_x",
-        version_id="ver_x",
-        input_key="k",
-        input_filename="in.png",
-        params={"p": ["\x00"]},
+    requested = job_requested(
+        new_id("job"), "usr_test", correlation_id="corr", params={"p": ["\x00"]}
     )
     with pytest.raises(UnstorableTextError) as caught:
         await store.append_batch([(_model("ok"), 0), (requested, 0)])

@@ -29,7 +29,7 @@ from projections import Projector
 from projections.rebuild import rebuild
 from services.projector import status_command
 from services.settings import Settings
-from tests._events import new_event
+from tests._events import job_requested
 from tests.projections._support import append_all, dump, running, user_created, wait_checkpoint
 
 
@@ -58,17 +58,8 @@ def _bad_user() -> UserCreated:
 
 
 def _bad_job(owner: str) -> JobRequested:
-    return new_event(  # a jsonb column
-        JobRequested,
-        new_id("job"),
-        actor=owner,
-        correlation_id="c",
-        owner=owner,
-        model_id="mdl_x",
-        version_id="ver_x",
-        input_key="k",
-        input_filename="in.png",
-        params={"x": "a\x00b"},
+    return job_requested(  # a jsonb column
+        new_id("job"), owner, actor=owner, correlation_id="c", params={"x": "a\x00b"}
     )
 
 
