@@ -4,13 +4,13 @@ loopback receiver (allowlisted here with CLINAI_WEBHOOK_ALLOW_NETWORKS)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import nats
 import pytest
 
-from events import EventStore, JobRequested, JobStarted, JobWebhook, new_id
-from tests._events import new_event
+from events import EventStore, JobStarted, JobWebhook, new_id
+from tests._events import job_requested, new_event
 from tests.api._client import Client, new_user
 from tests.api.conftest import Stack, running_stack
 from tests.notifier._receiver import Receiver, standard_verify
@@ -30,14 +30,6 @@ def stack(stack_env: dict[str, str]) -> Iterator[Stack]:
         yield running
 
 
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    rx = Receiver()
-    await rx.start()
-    yield rx
-    await rx.stop()
-
-
 async def _job(stack: Stack, owner: str, webhook: JobWebhook | None = None) -> str:
     """A job requested straight in the log (no model needed for webhooks)."""
     job_id = new_id("job")
@@ -45,17 +37,7 @@ async def _job(stack: Stack, owner: str, webhook: JobWebhook | None = None) -> s
     try:
         store = await EventStore.open(nc)
         await store.append(
-            new_event(
-                JobRequested,
-                job_id,
-                actor=owner,
-                owner=owner,
-                model_id="mdl_x",
-                version_id="ver_x",
-                input_key="k",
-                input_filename="in.png",
-                webhook=webhook,
-            ),
+            job_requested(job_id, owner, actor=owner, webhook=webhook),
             expected=0,
         )
     finally:
