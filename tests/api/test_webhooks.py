@@ -116,15 +116,24 @@ async def test_bad_subscriptions_are_422(
     assert needle in reply.body["detail"]
 
 
+async def _failing_hook(
+    client: Client, receiver: Receiver, path: str, status: int
+) -> tuple[str, str]:
+    """(id, secret) of a new subscription to job.created at `path` of the receiver, which
+    answers `status` there until told otherwise."""
+    receiver.status[path] = status
+    created = await client.post(
+        "/v1/webhooks", json={"url": receiver.url(path), "events": ["job.created"]}
+    )
+    assert created.status == 201, created.body
+    return created.body["id"], created.body["secret"]
+
+
 async def test_deliveries_are_listed_with_attempts_and_can_be_resent(
     stack: Stack, receiver: Receiver
 ) -> None:
     alice = await new_user(stack.url, stack.admin_key, "alice")
-    receiver.status["/d"] = 500
-    created = await alice.post(
-        "/v1/webhooks", json={"url": receiver.url("/d"), "events": ["job.created"]}
-    )
-    hook_id, secret = created.body["id"], created.body["secret"]
+    hook_id, secret = await _failing_hook(alice, receiver, "/d", 500)
     await _job(stack, await _user_id(alice))
     await receiver.wait_for(lambda rs: len(rs) >= 2)
     receiver.status["/d"] = 200
@@ -151,11 +160,7 @@ async def test_failing_endpoint_is_disabled_and_can_be_reenabled(
     stack: Stack, receiver: Receiver
 ) -> None:
     alice = await new_user(stack.url, stack.admin_key, "alice")
-    receiver.status["/down"] = 502
-    created = await alice.post(
-        "/v1/webhooks", json={"url": receiver.url("/down"), "events": ["job.created"]}
-    )
-    hook_id = created.body["id"]
+    hook_id, _ = await _failing_hook(alice, receiver, "/down", 502)
     await _job(stack, await _user_id(alice))
     body = await _eventually(alice, f"/v1/webhooks/{hook_id}", lambda b: not b["enabled"])
     assert "consecutive failed" in body["disabled_reason"]  # type: ignore[index]
