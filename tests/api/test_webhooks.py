@@ -116,25 +116,26 @@ async def test_bad_subscriptions_are_422(
     assert needle in reply.body["detail"]
 
 
-async def _failing_hook(
-    client: Client, receiver: Receiver, path: str, status: int
-) -> tuple[str, str]:
-    """(id, secret) of a new subscription to job.created at `path` of the receiver, which
-    answers `status` there until told otherwise."""
+async def _failing_delivery(
+    stack: Stack, receiver: Receiver, path: str, status: int
+) -> tuple[Client, str, str]:
+    """A new user's subscription to job.created at `path` of the receiver, which answers
+    `status` there until told otherwise, and a job of that user's: (the user, the
+    subscription's id, its secret)."""
+    alice = await new_user(stack.url, stack.admin_key, "alice")
     receiver.status[path] = status
-    created = await client.post(
+    created = await alice.post(
         "/v1/webhooks", json={"url": receiver.url(path), "events": ["job.created"]}
     )
     assert created.status == 201, created.body
-    return created.body["id"], created.body["secret"]
+    await _job(stack, await _user_id(alice))
+    return alice, created.body["id"], created.body["secret"]
 
 
 async def test_deliveries_are_listed_with_attempts_and_can_be_resent(
     stack: Stack, receiver: Receiver
 ) -> None:
-    alice = await new_user(stack.url, stack.admin_key, "alice")
-    hook_id, secret = await _failing_hook(alice, receiver, "/d", 500)
-    await _job(stack, await _user_id(alice))
+    alice, hook_id, secret = await _failing_delivery(stack, receiver, "/d", 500)
     await receiver.wait_for(lambda rs: len(rs) >= 2)
     receiver.status["/d"] = 200
     got = await receiver.wait_for(lambda rs: rs[-1].path == "/d" and len(rs) >= 3)
@@ -159,9 +160,7 @@ async def test_deliveries_are_listed_with_attempts_and_can_be_resent(
 async def test_failing_endpoint_is_disabled_and_can_be_reenabled(
     stack: Stack, receiver: Receiver
 ) -> None:
-    alice = await new_user(stack.url, stack.admin_key, "alice")
-    hook_id, _ = await _failing_hook(alice, receiver, "/down", 502)
-    await _job(stack, await _user_id(alice))
+    alice, hook_id, _ = await _failing_delivery(stack, receiver, "/down", 502)
     body = await _eventually(alice, f"/v1/webhooks/{hook_id}", lambda b: not b["enabled"])
     assert "consecutive failed" in body["disabled_reason"]  # type: ignore[index]
     receiver.status["/down"] = 200
