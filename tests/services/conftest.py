@@ -13,7 +13,7 @@ import nats
 import pytest
 from nats.aio.client import Client as NATS
 
-from events import Event, EventStore, JobFailed, JobStarted
+from events import Event, EventStore, JobFailed, JobRequested, JobStarted, JobSucceeded
 from services.blobstore import FileBlobStore
 from services.builder import run_builder
 from services.domain import Commands
@@ -249,12 +249,20 @@ class Rig(msgspec.Struct, frozen=True):
 
 
 def failed_once(events: list[Event], kind: str) -> JobFailed:
-    """A job's last event, checked to be a failure of `kind` on its first and only attempt."""
+    """A job's end, checked to be a failure of `kind` on its first and only attempt."""
+    assert [type(e) for e in events] == [JobRequested, JobStarted, JobFailed], events
     failed = events[-1]
-    assert isinstance(failed, JobFailed), failed
-    assert failed.kind == kind and failed.attempts == 1, failed
-    assert sum(isinstance(e, JobStarted) for e in events) == 1  # not retried
+    assert isinstance(failed, JobFailed) and failed.kind == kind, failed
+    assert failed.attempts == 1, failed
     return failed
+
+
+def succeeded_at_once(events: list[Event]) -> JobSucceeded:
+    """A job's end, checked to be a success of its first attempt."""
+    assert [type(e) for e in events] == [JobRequested, JobStarted, JobSucceeded], events
+    done = events[-1]
+    assert isinstance(done, JobSucceeded)
+    return done
 
 
 @pytest.fixture

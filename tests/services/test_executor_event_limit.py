@@ -45,7 +45,6 @@ async def test_an_outcome_larger_than_the_log_takes_fails_the_job_once(
     rig.services.executor()
     job_id = await rig.request_job(version, {"size": 200 * 1024})
     events = await rig.ended(job_id, 30)
-    assert [type(e).__name__ for e in events] == ["JobRequested", "JobStarted", "JobFailed"]
     failed = failed_once(events, "output_limit")
     assert f"more than the event log takes ({MAX_PAYLOAD} bytes)" in failed.message
     rig.services.check()  # the executor is still running

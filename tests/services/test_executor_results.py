@@ -10,9 +10,9 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from events import JobSucceeded, encode_event
+from events import encode_event
 from tests.services._support import ModelPackage
-from tests.services.conftest import Rig, failed_once
+from tests.services.conftest import Rig, failed_once, succeeded_at_once
 
 MODEL = {
     "predict.py": """
@@ -54,9 +54,7 @@ async def test_a_2_mib_result_is_stored_as_a_blob_and_the_event_stays_small(
 ) -> None:
     job_id = await rig.request_job(version, {"mode": "big", "size": 2 * MiB})
     events = await rig.ended(job_id)
-    assert [type(e).__name__ for e in events] == ["JobRequested", "JobStarted", "JobSucceeded"]
-    done = events[-1]
-    assert isinstance(done, JobSucceeded)
+    done = succeeded_at_once(events)
     assert len(encode_event(done)) < 4096  # the claim check, not the result
     assert done.result == {} and done.result_blob is not None
     ref = done.result_blob
@@ -69,8 +67,7 @@ async def test_a_2_mib_result_is_stored_as_a_blob_and_the_event_stays_small(
 async def test_a_small_result_stays_in_the_event(rig: Rig, version: tuple[str, str]) -> None:
     job_id = await rig.request_job(version, {"mode": "big", "size": 1000})
     events = await rig.ended(job_id)
-    done = events[-1]
-    assert isinstance(done, JobSucceeded)
+    done = succeeded_at_once(events)
     assert done.result_blob is None and done.result["blob"] == "x" * 1000
 
 
@@ -80,7 +77,6 @@ async def test_a_result_above_the_maximum_fails_the_job_once_and_stores_nothing(
     # The default maximum is 8 MiB (CLINAI_RESULT_MAX_BYTES).
     job_id = await rig.request_job(version, {"mode": "big", "size": 9 * MiB})
     events = await rig.ended(job_id)
-    assert [type(e).__name__ for e in events] == ["JobRequested", "JobStarted", "JobFailed"]
     failed = failed_once(events, "output_limit")
     assert "CLINAI_RESULT_MAX_BYTES" in failed.message and str(8 * MiB) in failed.message
     assert await rig.blobs.list(f"results/{job_id}") == []
@@ -93,7 +89,6 @@ async def test_a_huge_error_message_is_cut_to_fit_the_event(
     # ValueError("y" * 3 MiB): the message and the traceback each hold all of it.
     job_id = await rig.request_job(version, {"mode": "raise", "size": 3 * MiB})
     events = await rig.ended(job_id)
-    assert [type(e).__name__ for e in events] == ["JobRequested", "JobStarted", "JobFailed"]
     failed = failed_once(events, "model_error")
     assert len(encode_event(failed)) < 128 * 1024
     assert failed.message.startswith("run() raised ValueError: yyy") and "characters cut" in (
@@ -108,9 +103,7 @@ async def test_hundreds_of_outputs_with_long_names_are_listed_in_a_blob(
     # 900 files in 30 folders: within CLINAI_MAX_OUTPUT_FILES (1000), which counts folders too.
     job_id = await rig.request_job(version, {"mode": "many", "size": 900})
     events = await rig.ended(job_id)
-    assert [type(e).__name__ for e in events] == ["JobRequested", "JobStarted", "JobSucceeded"]
-    done = events[-1]
-    assert isinstance(done, JobSucceeded)
+    done = succeeded_at_once(events)
     assert done.outputs == () and done.outputs_blob is not None
     assert len(encode_event(done)) < 4096
     stored = await rig.blobs.get_bytes(done.outputs_blob.key)
