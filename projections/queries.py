@@ -173,6 +173,29 @@ def _check_limit(limit: int) -> None:
         raise ValueError(f"limit must be in 1..{MAX_LIMIT}, got {limit}")
 
 
+async def _newest_first(
+    db: Any, table: str, where: list[str], args: list[Any], limit: int, cursor: str | None
+) -> tuple[list[Any], str | None]:
+    """One page of `limit` rows of `table` that match every condition in `where` (whose
+    placeholders $1, $2... are `args`), newest first, from after `cursor`: (the rows,
+    the next page's cursor or None)."""
+    _check_limit(limit)
+    params, conditions = list(args), list(where)
+    if cursor is not None:
+        created_at, id_ = _decode_cursor(cursor)
+        params += [created_at, id_]
+        conditions.append(f"(created_at, id) < (${len(params) - 1}, ${len(params)})")
+    clause = f"WHERE {' AND '.join(conditions)} " if conditions else ""
+    params.append(limit + 1)  # one more than the page: is there a next one?
+    rows = await db.fetch(
+        f"SELECT * FROM {table} {clause}ORDER BY created_at DESC, id DESC LIMIT ${len(params)}",
+        *params,
+    )
+    page = rows[:limit]
+    more = len(rows) > limit
+    return page, _encode_cursor(page[-1]["created_at"], page[-1]["id"]) if more else None
+
+
 async def find_api_key_by_hash(db: Any, key_hash: str) -> ApiKeyView | None:
     """The key with this SHA-256 (revoked ones included: check `revoked_at`)."""
     row = await db.fetchrow(
@@ -194,27 +217,13 @@ async def list_models(
     db: Any, viewer: str, is_admin: bool, limit: int = 50, cursor: str | None = None
 ) -> ModelPage:
     """Models not deleted that `viewer` owns or that are public (all for an admin)."""
-    _check_limit(limit)
-    args: list[Any] = [limit + 1]
+    args: list[Any] = []
     where = ["deleted_at IS NULL"]
     if not is_admin:
         args.append(viewer)
         where.append(f"(owner = ${len(args)} OR visibility = 'public')")
-    if cursor is not None:
-        created_at, id_ = _decode_cursor(cursor)
-        args += [created_at, id_]
-        where.append(f"(created_at, id) < (${len(args) - 1}, ${len(args)})")
-    rows = await db.fetch(
-        f"SELECT * FROM models WHERE {' AND '.join(where)} "
-        "ORDER BY created_at DESC, id DESC LIMIT $1",
-        *args,
-    )
-    items = [ModelView(**r) for r in rows[:limit]]
-    more = len(rows) > limit
-    return ModelPage(
-        items=items,
-        next_cursor=_encode_cursor(items[-1].created_at, items[-1].id) if more else None,
-    )
+    rows, next_cursor = await _newest_first(db, "models", where, args, limit, cursor)
+    return ModelPage(items=[ModelView(**r) for r in rows], next_cursor=next_cursor)
 
 
 async def get_version(db: Any, version_id: str) -> VersionView | None:
@@ -271,27 +280,14 @@ async def list_jobs(
     cursor: str | None = None,
 ) -> JobPage:
     """Jobs of `owner` (every owner's when None), optionally of one status and model."""
-    _check_limit(limit)
-    args: list[Any] = [limit + 1]
+    args: list[Any] = []
     where: list[str] = []
     for column, value in (("owner", owner), ("status", status), ("model_id", model_id)):
         if value is not None:
             args.append(value)
             where.append(f"{column} = ${len(args)}")
-    if cursor is not None:
-        created_at, id_ = _decode_cursor(cursor)
-        args += [created_at, id_]
-        where.append(f"(created_at, id) < (${len(args) - 1}, ${len(args)})")
-    clause = f"WHERE {' AND '.join(where)} " if where else ""
-    rows = await db.fetch(
-        f"SELECT * FROM jobs {clause}ORDER BY created_at DESC, id DESC LIMIT $1", *args
-    )
-    items = [JobView(**r) for r in rows[:limit]]
-    more = len(rows) > limit
-    return JobPage(
-        items=items,
-        next_cursor=_encode_cursor(items[-1].created_at, items[-1].id) if more else None,
-    )
+    rows, next_cursor = await _newest_first(db, "jobs", where, args, limit, cursor)
+    return JobPage(items=[JobView(**r) for r in rows], next_cursor=next_cursor)
 
 
 async def build_log(

@@ -16,9 +16,17 @@ from typing import Any
 
 import asyncpg
 
+from projections import LIVE_SCHEMA, apply_migrations
+from projections.db import connect
 from services.embedded import EmbeddedPostgres
 
-__all__ = ["create_database", "drop_database", "session_postgres", "short_tmp_dir"]
+__all__ = [
+    "create_database",
+    "drop_database",
+    "migrate",
+    "session_postgres",
+    "short_tmp_dir",
+]
 
 _database_numbers = itertools.count(1)
 
@@ -64,6 +72,15 @@ async def create_database(admin_dsn: str) -> tuple[str, str]:
     finally:
         await conn.close()
     return name, _with_database(admin_dsn, name)
+
+
+async def migrate(dsn: str) -> None:
+    """Bring the live read-model schema of `dsn` up to date, as the first service would."""
+    conn = await connect(dsn)
+    try:
+        await apply_migrations(conn, LIVE_SCHEMA)
+    finally:
+        await conn.close()
 
 
 async def drop_database(admin_dsn: str, name: str) -> None:

@@ -8,6 +8,8 @@
   dropped WITH (FORCE) after the test.
 - `nc`, `store` (function): a NATS connection to `nats_url` and the event store on it
   (the suites that configure services through `Settings` have their own).
+- `receiver` (function): a webhook receiver on loopback (tests/notifier/_receiver.py),
+  for the notifier's tests and the API's webhook tests.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from nats.aio.client import Client as NATS
 from events import EventStore
 from services.embedded import EmbeddedNats
 from tests._infra import create_database, drop_database, session_postgres
+from tests.notifier._receiver import Receiver
 
 
 @pytest.fixture
@@ -62,3 +65,11 @@ async def database_url(postgres_admin_url: str) -> AsyncIterator[str]:
         yield url
     finally:
         await drop_database(postgres_admin_url, name)
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    rx = Receiver()
+    await rx.start()
+    yield rx
+    await rx.stop()

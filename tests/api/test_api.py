@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 
 import nats
 import orjson
 import pytest
 
-from events import EventStore, JobSucceeded, OutputFile, VersionBuilt, new_event_id
+from events import EventStore, JobSucceeded, OutputFile, VersionBuilt
 from services.packages import zip_folder
+from tests._events import new_event
 from tests.api._client import EXAMPLE_MODEL, Client, new_user
 from tests.api.conftest import Stack
 
@@ -247,12 +247,10 @@ async def _ready_version(stack: Stack, alice: Client) -> dict[str, str]:
         store = await EventStore.open(nc)
         history = await store.read_aggregate("version", version["id"])
         seq = await store.append(
-            VersionBuilt(
-                id=new_event_id(),
-                aggregate_id=version["id"],
-                occurred_at=datetime.now(UTC),
+            new_event(
+                VersionBuilt,
+                version["id"],
                 actor="test",
-                correlation_id="test",
                 runtime="process",
                 artifact="a",
                 duration_s=0.1,
@@ -385,12 +383,10 @@ async def test_long_poll_returns_when_the_job_ends(stack: Stack) -> None:
         store = await EventStore.open(nc)
         history = await store.read_aggregate("job", job_id)
         await store.append(
-            JobSucceeded(
-                id=new_event_id(),
-                aggregate_id=job_id,
-                occurred_at=datetime.now(UTC),
+            new_event(
+                JobSucceeded,
+                job_id,
                 actor="test",
-                correlation_id="test",
                 result={"ok": 1},
                 outputs=(
                     OutputFile(name="out.txt", key=f"outputs/{job_id}/out.txt", size_bytes=2),

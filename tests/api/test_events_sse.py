@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -19,9 +18,9 @@ from events import (
     JobRequested,
     JobStarted,
     JobSucceeded,
-    new_event_id,
     new_id,
 )
+from tests._events import job_requested, new_event
 from tests._infra import wait_until
 from tests.api._client import Client, new_user
 from tests.api.conftest import Stack, free_port, running_stack
@@ -83,16 +82,6 @@ async def _open(
     return await http.get(stack.url + path, headers=headers, **kw)
 
 
-def _env(aggregate_id: str) -> dict[str, Any]:
-    return {
-        "id": new_event_id(),
-        "aggregate_id": aggregate_id,
-        "occurred_at": datetime.now(UTC),
-        "actor": "test",
-        "correlation_id": "test",
-    }
-
-
 async def _append(stack: Stack, events: list[Event]) -> list[int]:
     nc = await nats.connect(stack.settings.nats_url)
     try:
@@ -103,14 +92,7 @@ async def _append(stack: Stack, events: list[Event]) -> list[int]:
 
 
 def _requested(job_id: str, owner: str) -> JobRequested:
-    return JobRequested(
-        **_env(job_id),
-        owner=owner,
-        model_id="mdl_x",
-        version_id="ver_x",
-        input_key="k",
-        input_filename="in.png",
-    )
+    return job_requested(job_id, owner)
 
 
 async def _polls_waiting(http: aiohttp.ClientSession, url: str) -> bool:
@@ -129,15 +111,15 @@ async def test_resume_with_last_event_id_gives_every_event_once_in_order(stack: 
     job, bobs_job = new_id("job"), new_id("job")
     first = await _append(stack, [_requested(job, uid), _requested(bobs_job, bob_id)])
     start = first[0]
-    batch1 = await _append(stack, [JobStarted(**_env(job), attempt=n) for n in range(1, 6)])
-    await _append(stack, [JobStarted(**_env(bobs_job))])
+    batch1 = await _append(stack, [new_event(JobStarted, job, attempt=n) for n in range(1, 6)])
+    await _append(stack, [new_event(JobStarted, bobs_job)])
     expected = [start, *batch1]
     async with aiohttp.ClientSession() as http:
         resp = await _open(http, stack, alice, "/v1/events", params={"from_seq": str(start)})
         assert resp.status == 200 and resp.content_type == "text/event-stream"
         seen = await SseReader(resp).events(3)  # mid-stream: then the connection drops
         resp.close()
-        batch2 = await _append(stack, [JobStarted(**_env(job), attempt=n) for n in range(6, 9)])
+        batch2 = await _append(stack, [new_event(JobStarted, job, attempt=n) for n in range(6, 9)])
         expected += batch2
         resp = await _open(
             http, stack, alice, "/v1/events", headers={"Last-Event-ID": str(seen[-1].id)}
@@ -179,7 +161,7 @@ async def test_one_jobs_events_end_after_its_terminal_event(stack: Stack) -> Non
         reader = SseReader(resp)
         [requested] = await reader.events(1)
         assert requested.id == seq
-        more = await _append(stack, [JobStarted(**_env(job)), JobSucceeded(**_env(job))])
+        more = await _append(stack, [new_event(JobStarted, job), new_event(JobSucceeded, job)])
         got = await reader.events(2)
         assert [m.id for m in got] == more
         with pytest.raises(EOFError):

@@ -12,14 +12,13 @@ import asyncpg
 import pytest
 
 from events import EventStore
-from projections import LIVE_SCHEMA, apply_migrations
-from projections.db import connect, create_pool
+from projections.db import create_pool
 from projections.queries import job_seqs
 from projections.rebuild import rebuild
 from services.api._input_sweep import InputSweep
 from services.blobstore import FileBlobStore
 from services.domain import CommandContext, Commands
-from tests._infra import wait_until
+from tests._infra import migrate, wait_until
 
 ADMIN = CommandContext(actor="usr_test", is_admin=True, correlation_id="test")
 _HOUR = 3600.0
@@ -27,11 +26,7 @@ _HOUR = 3600.0
 
 @pytest.fixture
 async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    conn = await connect(database_url)
-    try:
-        await apply_migrations(conn, LIVE_SCHEMA)
-    finally:
-        await conn.close()
+    await migrate(database_url)
     pool = await create_pool(database_url)
     try:
         yield pool

@@ -57,6 +57,15 @@ def _waits(rows: Rows, mark: FakeWatermark) -> JobWaits:
     return JobWaits(cast(Any, None), cast(Any, mark), lookup=rows)
 
 
+async def _waiting_poll(
+    waits: JobWaits, job_id: str, last_seq: int, checkpoint: int, timeout: float
+) -> asyncio.Task[None]:
+    """A long poll of `job_id`, once it waits (the only poll)."""
+    poll = asyncio.create_task(waits.wait_moved(job_id, last_seq, checkpoint, timeout))
+    await wait_until(lambda: waits.waiting == 1, what="the poll waiting", every_s=0)
+    return poll
+
+
 async def test_one_lookup_per_advance_wakes_only_the_moved_job() -> None:
     mark = FakeWatermark()
     rows = Rows({f"job{i}": 1 for i in range(20)})
@@ -85,8 +94,7 @@ async def test_times_out_when_nothing_moves() -> None:
     mark = FakeWatermark()
     rows = Rows({"job": 5})
     waits = _waits(rows, mark)
-    poll = asyncio.create_task(waits.wait_moved("job", 5, 0, 0.2))
-    await wait_until(lambda: waits.waiting == 1, what="the poll waiting", every_s=0)
+    poll = await _waiting_poll(waits, "job", 5, 0, 0.2)
     mark.advance(1)  # another job's event
     await asyncio.wait_for(poll, 1.0)
     assert rows.lookups == [{"job"}]
@@ -96,8 +104,7 @@ async def test_a_vanished_row_counts_as_moved() -> None:
     mark = FakeWatermark()
     rows = Rows({"job": 5})
     waits = _waits(rows, mark)
-    poll = asyncio.create_task(waits.wait_moved("job", 5, 0, 5.0))
-    await wait_until(lambda: waits.waiting == 1, what="the poll waiting", every_s=0)
+    poll = await _waiting_poll(waits, "job", 5, 0, 5.0)
     del rows.seqs["job"]
     mark.advance(1)
     await asyncio.wait_for(poll, 1.0)
@@ -115,13 +122,11 @@ async def test_a_failed_lookup_is_not_reused() -> None:
         return {"job": 2}
 
     waits = JobWaits(cast(Any, None), cast(Any, mark), lookup=flaky)
-    poll = asyncio.create_task(waits.wait_moved("job", 1, 0, 5.0))
-    await wait_until(lambda: waits.waiting == 1, what="the poll waiting", every_s=0)
+    poll = await _waiting_poll(waits, "job", 1, 0, 5.0)
     mark.advance(1)
     with pytest.raises(OSError):
         await asyncio.wait_for(poll, 1.0)
-    poll = asyncio.create_task(waits.wait_moved("job", 1, 1, 5.0))
-    await wait_until(lambda: waits.waiting == 1, what="the poll waiting", every_s=0)
+    poll = await _waiting_poll(waits, "job", 1, 1, 5.0)
     mark.advance(2)
     await asyncio.wait_for(poll, 1.0)
     assert calls == 2

@@ -14,12 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from projections import LIVE_SCHEMA, apply_migrations
-from projections.db import connect
 from services.embedded import EmbeddedNats, EmbeddedPostgres
 from services.embedded.stack import ensure_admin_key
 from services.settings import Settings
-from tests._infra import short_tmp_dir, wait_until
+from tests._infra import migrate, short_tmp_dir, wait_until
 from tests.api._client import Client
 from tests.api.conftest import (
     ensure_executor_consumer,
@@ -49,15 +47,7 @@ def outage(tmp_path: Path) -> Iterator[_Outage]:
         procs: list[subprocess.Popen[bytes]] = []
         try:
             nats_url = nats_server.start_blocking()
-
-            async def migrate() -> None:
-                conn = await connect(dsn)
-                try:
-                    await apply_migrations(conn, LIVE_SCHEMA)
-                finally:
-                    await conn.close()
-
-            asyncio.run(migrate())
+            asyncio.run(migrate(dsn))
             env = {
                 **os.environ,
                 "CLINAI_DATA_DIR": str(tmp_path / "data"),

@@ -4,13 +4,13 @@ loopback receiver (allowlisted here with CLINAI_WEBHOOK_ALLOW_NETWORKS)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime
+from collections.abc import Iterator
 
 import nats
 import pytest
 
-from events import EventStore, JobRequested, JobStarted, JobWebhook, new_event_id, new_id
+from events import EventStore, JobStarted, JobWebhook, new_id
+from tests._events import job_requested, new_event
 from tests.api._client import Client, new_user
 from tests.api.conftest import Stack, running_stack
 from tests.notifier._receiver import Receiver, standard_verify
@@ -30,14 +30,6 @@ def stack(stack_env: dict[str, str]) -> Iterator[Stack]:
         yield running
 
 
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    rx = Receiver()
-    await rx.start()
-    yield rx
-    await rx.stop()
-
-
 async def _job(stack: Stack, owner: str, webhook: JobWebhook | None = None) -> str:
     """A job requested straight in the log (no model needed for webhooks)."""
     job_id = new_id("job")
@@ -45,19 +37,7 @@ async def _job(stack: Stack, owner: str, webhook: JobWebhook | None = None) -> s
     try:
         store = await EventStore.open(nc)
         await store.append(
-            JobRequested(
-                id=new_event_id(),
-                aggregate_id=job_id,
-                occurred_at=datetime.now(UTC),
-                actor=owner,
-                correlation_id="test",
-                owner=owner,
-                model_id="mdl_x",
-                version_id="ver_x",
-                input_key="k",
-                input_filename="in.png",
-                webhook=webhook,
-            ),
+            job_requested(job_id, owner, actor=owner, webhook=webhook),
             expected=0,
         )
     finally:
@@ -136,16 +116,26 @@ async def test_bad_subscriptions_are_422(
     assert needle in reply.body["detail"]
 
 
+async def _failing_delivery(
+    stack: Stack, receiver: Receiver, path: str, status: int
+) -> tuple[Client, str, str]:
+    """A new user's subscription to job.created at `path` of the receiver, which answers
+    `status` there until told otherwise, and a job of that user's: (the user, the
+    subscription's id, its secret)."""
+    alice = await new_user(stack.url, stack.admin_key, "alice")
+    receiver.status[path] = status
+    created = await alice.post(
+        "/v1/webhooks", json={"url": receiver.url(path), "events": ["job.created"]}
+    )
+    assert created.status == 201, created.body
+    await _job(stack, await _user_id(alice))
+    return alice, created.body["id"], created.body["secret"]
+
+
 async def test_deliveries_are_listed_with_attempts_and_can_be_resent(
     stack: Stack, receiver: Receiver
 ) -> None:
-    alice = await new_user(stack.url, stack.admin_key, "alice")
-    receiver.status["/d"] = 500
-    created = await alice.post(
-        "/v1/webhooks", json={"url": receiver.url("/d"), "events": ["job.created"]}
-    )
-    hook_id, secret = created.body["id"], created.body["secret"]
-    await _job(stack, await _user_id(alice))
+    alice, hook_id, secret = await _failing_delivery(stack, receiver, "/d", 500)
     await receiver.wait_for(lambda rs: len(rs) >= 2)
     receiver.status["/d"] = 200
     got = await receiver.wait_for(lambda rs: rs[-1].path == "/d" and len(rs) >= 3)
@@ -170,13 +160,7 @@ async def test_deliveries_are_listed_with_attempts_and_can_be_resent(
 async def test_failing_endpoint_is_disabled_and_can_be_reenabled(
     stack: Stack, receiver: Receiver
 ) -> None:
-    alice = await new_user(stack.url, stack.admin_key, "alice")
-    receiver.status["/down"] = 502
-    created = await alice.post(
-        "/v1/webhooks", json={"url": receiver.url("/down"), "events": ["job.created"]}
-    )
-    hook_id = created.body["id"]
-    await _job(stack, await _user_id(alice))
+    alice, hook_id, _ = await _failing_delivery(stack, receiver, "/down", 502)
     body = await _eventually(alice, f"/v1/webhooks/{hook_id}", lambda b: not b["enabled"])
     assert "consecutive failed" in body["disabled_reason"]  # type: ignore[index]
     receiver.status["/down"] = 200
@@ -198,13 +182,7 @@ async def test_a_jobs_own_webhook_uses_the_default_secret(stack: Stack, receiver
     try:
         store = await EventStore.open(nc)
         await store.append(
-            JobStarted(
-                id=new_event_id(),
-                aggregate_id=job_id,
-                occurred_at=datetime.now(UTC),
-                actor="test",
-                correlation_id="test",
-            ),
+            new_event(JobStarted, job_id, actor="test"),
             expected=None,
         )
     finally:

@@ -156,15 +156,17 @@ async def test_since_starts_at_the_right_event(nc: NATS, store: EventStore) -> N
         parse_duration("10 minutes")
 
 
-def test_the_cli_prints_ndjson(nats_url: str) -> None:
-    async def seed() -> None:
-        client = await nats.connect(nats_url)
-        try:
-            await (await EventStore.open(client)).append(FIXED[1], expected=None)
-        finally:
-            await client.drain()
+async def _seed(url: str) -> None:
+    """The log of the NATS server at `url` holds FIXED[1]."""
+    client = await nats.connect(url)
+    try:
+        await (await EventStore.open(client)).append(FIXED[1], expected=None)
+    finally:
+        await client.drain()
 
-    asyncio.run(seed())
+
+def test_the_cli_prints_ndjson(nats_url: str) -> None:
+    asyncio.run(_seed(nats_url))
     env = {**os.environ, "CLINAI_NATS_URL": nats_url}
     done = subprocess.run(
         [sys.executable, "-m", "services.cli", "tail", "--from-seq", "1", "--json"],
@@ -190,15 +192,7 @@ def test_the_cli_finds_the_local_stacks_nats_by_itself(tmp_path: Path) -> None:
     server = EmbeddedNats(data_dir / "nats")  # where `clinai up` runs it
     url = server.start_blocking()
     try:
-
-        async def seed() -> None:
-            client = await nats.connect(url)
-            try:
-                await (await EventStore.open(client)).append(FIXED[1], expected=None)
-            finally:
-                await client.drain()
-
-        asyncio.run(seed())
+        asyncio.run(_seed(url))
         env = {k: v for k, v in os.environ.items() if k != "CLINAI_NATS_URL"}
         in_folder = subprocess.run(
             [sys.executable, "-m", "services.cli", "tail", "--json"],

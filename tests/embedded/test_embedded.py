@@ -24,6 +24,15 @@ def _gone(pid: int) -> bool:
     return False
 
 
+async def _fetchval(dsn: str, query: str) -> object:
+    """The first value of `query` on a connection of its own."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await conn.fetchval(query)
+    finally:
+        await conn.close()
+
+
 def _dead_pid() -> int:
     dead = subprocess.Popen(["true"])
     dead.wait()
@@ -149,11 +158,7 @@ async def test_postgres_select_1_and_restart_keeps_rows(pg_dir: Path) -> None:
 
     assert await server.start() == dsn  # same port remembered, no second initdb
     try:
-        conn = await asyncpg.connect(dsn)
-        try:
-            assert await conn.fetchval("select sum(n) from kept") == 3
-        finally:
-            await conn.close()
+        assert await _fetchval(dsn, "select sum(n) from kept") == 3
     finally:
         await server.stop()
 
@@ -172,11 +177,7 @@ async def test_postgres_ignores_stale_postmaster_pid(pg_dir: Path) -> None:
     (server.pgdata / "postmaster.pid").write_text(f"{_dead_pid()}\n{server.pgdata}\n")
     dsn = await server.start()
     try:
-        conn = await asyncpg.connect(dsn)
-        try:
-            assert await conn.fetchval("select 1") == 1
-        finally:
-            await conn.close()
+        assert await _fetchval(dsn, "select 1") == 1
     finally:
         await server.stop()
 

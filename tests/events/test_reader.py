@@ -4,8 +4,8 @@ the hand-over to nats-py's ordered consumer, in order and without gaps or repeat
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -18,21 +18,14 @@ from events import (
     StoredEvent,
     UndecodableEventError,
     encode_event,
-    new_event_id,
     new_id,
 )
 from events._reader import BulkReader, open_bulk_reader
+from tests._events import new_event
 
 
 def _started(job_id: str, n: int) -> JobStarted:
-    return JobStarted(
-        id=new_event_id(),
-        aggregate_id=job_id,
-        occurred_at=datetime.now(UTC),
-        actor="usr_test",
-        correlation_id="corr",
-        worker=f"w{n}",
-    )
+    return new_event(JobStarted, job_id, correlation_id="corr", worker=f"w{n}")
 
 
 async def _append(store: EventStore, n: int) -> list[int]:
@@ -57,13 +50,10 @@ async def _take(reader: AsyncIterator[list[StoredEvent]], until: int) -> list[in
 
 async def test_catches_up_in_bulk_then_follows(store: EventStore) -> None:
     first = await _append(store, 1500)
-    reader = store.read_batches(1, max_batch=400)
-    try:
+    async with contextlib.aclosing(store.read_batches(1, max_batch=400)) as reader:
         assert await _take(reader, max(first)) == list(range(1, 1501))
         more = await _append(store, 20)  # now through the ordered consumer
         assert await _take(reader, max(more)) == list(range(1501, 1521))
-    finally:
-        await reader.aclose()
 
 
 async def test_bulk_reader_reads_to_the_tail_and_stops(nc: NATS, store: EventStore) -> None:
@@ -95,11 +85,8 @@ async def test_without_a_bulk_reader_reads_through_nats_py(
 
     monkeypatch.setattr(events.store, "open_bulk_reader", none)
     seqs = await _append(store, 300)
-    reader = store.read_batches(51, max_batch=64)
-    try:
+    async with contextlib.aclosing(store.read_batches(51, max_batch=64)) as reader:
         assert await _take(reader, max(seqs)) == list(range(51, 301))
-    finally:
-        await reader.aclose()
 
 
 async def test_a_lost_bulk_connection_hands_over_where_it_stopped(
@@ -123,11 +110,8 @@ async def test_a_lost_bulk_connection_hands_over_where_it_stopped(
 
     monkeypatch.setattr(events.store, "open_bulk_reader", flaky)
     seqs = await _append(store, 2000)
-    reader = store.read_batches(1, max_batch=100)
-    try:
+    async with contextlib.aclosing(store.read_batches(1, max_batch=100)) as reader:
         assert await _take(reader, max(seqs)) == list(range(1, 2001))
-    finally:
-        await reader.aclose()
 
 
 async def test_messages_stored_without_headers_are_read(nc: NATS, store: EventStore) -> None:
@@ -161,9 +145,6 @@ async def test_an_event_that_does_not_decode_raises(nc: NATS, store: EventStore)
         bulk.close()
     assert seqs == [1, 2, 3, 4, 5]  # the events before it are delivered first
     assert (caught.value.seq, caught.value.subject) == (6, "clinai.job.job_x.JobStarted")
-    reader = store.read_batches(1)
-    try:
+    async with contextlib.aclosing(store.read_batches(1)) as reader:
         with pytest.raises(UndecodableEventError):
             await _take(reader, 6)
-    finally:
-        await reader.aclose()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
 
 import msgspec
 import pytest
@@ -21,32 +20,26 @@ from events import (
     decode_event,
     encode_event,
     event_id_for_key,
-    new_event_id,
     new_id,
 )
+from tests._events import new_event
 
 
 def _model_created(model_id: str, *, event_id: str | None = None) -> ModelCreated:
-    return ModelCreated(
-        id=event_id or new_event_id(),
-        aggregate_id=model_id,
-        occurred_at=datetime.now(UTC),
-        actor="usr_test",
-        correlation_id="corr",
-        owner="usr_test",
-        name="m",
+    return new_event(
+        ModelCreated, model_id, correlation_id="corr", event_id=event_id, owner="usr_test", name="m"
+    )
+
+
+def _name_claimed(model_id: str) -> ModelNameClaimed:
+    """The claim of one and the same name, for `model_id`."""
+    return new_event(
+        ModelNameClaimed, "owner-name-hash", owner="usr_test", name="m", model_id=model_id
     )
 
 
 def _job_started(job_id: str, worker: str) -> JobStarted:
-    return JobStarted(
-        id=new_event_id(),
-        aggregate_id=job_id,
-        occurred_at=datetime.now(UTC),
-        actor=worker,
-        correlation_id="corr",
-        worker=worker,
-    )
+    return new_event(JobStarted, job_id, actor=worker, correlation_id="corr", worker=worker)
 
 
 async def test_stream_is_created_with_the_architecture_settings(
@@ -109,32 +102,13 @@ async def test_stale_expected_sequence_is_refused(store: EventStore) -> None:
 
 async def test_batch_is_atomic(store: EventStore) -> None:
     model_id = new_id("mdl")
-    claim_id = "owner-name-hash"
-    claim = ModelNameClaimed(
-        id=new_event_id(),
-        aggregate_id=claim_id,
-        occurred_at=datetime.now(UTC),
-        actor="usr_test",
-        correlation_id="c",
-        owner="usr_test",
-        name="m",
-        model_id=model_id,
-    )
+    claim = _name_claimed(model_id)
     created = _model_created(model_id)
     seq = await store.append_batch([(claim, 0), (created, 0)])
     assert seq == await store.stream_last_seq()
     # The second batch conflicts on the claim, so its model event must not be written either.
     other_model = new_id("mdl")
-    claim2 = ModelNameClaimed(
-        id=new_event_id(),
-        aggregate_id=claim_id,
-        occurred_at=datetime.now(UTC),
-        actor="usr_test",
-        correlation_id="c",
-        owner="usr_test",
-        name="m",
-        model_id=other_model,
-    )
+    claim2 = _name_claimed(other_model)
     with pytest.raises(ConcurrencyConflictError):
         await store.append_batch([(claim2, 0), (_model_created(other_model), 0)])
     assert (await store.read_aggregate("model", other_model)).events == []

@@ -3,30 +3,25 @@ text, so that no such event reaches the log."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import pytest
 
 from events import (
     EventStore,
-    JobRequested,
     ModelCreated,
     UnstorableTextError,
     encode_event,
     json_problem,
-    new_event_id,
     new_id,
     scrub_text,
     text_problem,
 )
+from tests._events import job_requested, new_event
 
 
 def _model(name: str, description: str = "") -> ModelCreated:
-    return ModelCreated(
-        id=new_event_id(),
-        aggregate_id=new_id("mdl"),
-        occurred_at=datetime.now(UTC),
-        actor="usr_test",
+    return new_event(
+        ModelCreated,
+        new_id("mdl"),
         correlation_id="corr",
         owner="usr_test",
         name=name,
@@ -66,18 +61,8 @@ async def test_an_append_with_a_nul_never_reaches_the_log(store: EventStore) -> 
     before = await store.stream_last_seq()
     with pytest.raises(UnstorableTextError):
         await store.append(_model("a\x00b"), expected=0)
-    requested = JobRequested(
-        id=new_event_id(),
-        aggregate_id=new_id("job"),
-        occurred_at=datetime.now(UTC),
-        actor="usr_test",
-        correlation_id="corr",
-        owner="usr_test",
-        model_id="mdl_x",
-        version_id="ver_x",
-        input_key="k",
-        input_filename="in.png",
-        params={"p": ["\x00"]},
+    requested = job_requested(
+        new_id("job"), "usr_test", correlation_id="corr", params={"p": ["\x00"]}
     )
     with pytest.raises(UnstorableTextError) as caught:
         await store.append_batch([(_model("ok"), 0), (requested, 0)])

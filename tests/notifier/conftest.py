@@ -1,5 +1,5 @@
-"""Fixtures of the notifier tests: real NATS and Postgres (tests/conftest.py), the
-projector and the notifier as tasks of the test, and a loopback webhook receiver."""
+"""Fixtures of the notifier tests: real NATS, Postgres and the loopback webhook receiver
+(tests/conftest.py), and the projector and the notifier as tasks of the test."""
 
 from __future__ import annotations
 
@@ -10,29 +10,22 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import nats
 import pytest
-from nats.aio.client import Client as NATS
 
 from events import EventStore
-from projections import LIVE_SCHEMA, Projector, apply_migrations
-from projections.db import connect
+from projections import Projector
 from services.domain.destinations import DestinationPolicy
 from services.domain.signing import master_key
 from services.domain.webhooks import WebhookCommands
 from services.notifier import run_notifier
 from services.settings import Settings
-from tests.notifier._receiver import Receiver
+from tests._infra import migrate
 from tests.services._support import FAST_CONSUMER
 
 
 @pytest.fixture
 async def settings(tmp_path: Path, nats_url: str, database_url: str) -> Settings:
-    conn = await connect(database_url)
-    try:
-        await apply_migrations(conn, LIVE_SCHEMA)
-    finally:
-        await conn.close()
+    await migrate(database_url)
     return Settings(
         data_dir=tmp_path,
         nats_url=nats_url,
@@ -48,18 +41,6 @@ async def settings(tmp_path: Path, nats_url: str, database_url: str) -> Settings
 
 
 @pytest.fixture
-async def nc(settings: Settings) -> AsyncIterator[NATS]:
-    client = await nats.connect(settings.nats_url)
-    yield client
-    await client.drain()
-
-
-@pytest.fixture
-async def store(nc: NATS) -> EventStore:
-    return await EventStore.open(nc)
-
-
-@pytest.fixture
 async def projector(settings: Settings, store: EventStore) -> AsyncIterator[None]:
     assert settings.database_url is not None
     stop = asyncio.Event()
@@ -67,14 +48,6 @@ async def projector(settings: Settings, store: EventStore) -> AsyncIterator[None
     yield
     stop.set()
     await asyncio.wait_for(task, 10)
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    rx = Receiver()
-    await rx.start()
-    yield rx
-    await rx.stop()
 
 
 class Notifiers:

@@ -5,29 +5,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 
-from events import EventStore, StoredEvent, UserCreated, new_event_id, new_id
+from events import EventStore, StoredEvent, UserCreated, new_id
 from projections import Projector
 from projections._rows import TABLES
 from projections.watermark import ProjectionWatermark
+from tests._events import new_event
 
-__all__ = ["append_all", "dump", "running", "stream_events", "user_created", "wait_checkpoint"]
+__all__ = [
+    "append_all",
+    "assert_as_a_fresh_replay",
+    "dump",
+    "running",
+    "stream_events",
+    "user_created",
+    "wait_checkpoint",
+]
 
 
 def user_created() -> UserCreated:
     """A new user's first event: an event of a fresh aggregate."""
-    return UserCreated(
-        id=new_event_id(),
-        aggregate_id=new_id("usr"),
-        occurred_at=datetime.now(UTC),
-        actor="t",
-        correlation_id="c",
-        name="u",
-    )
+    return new_event(UserCreated, new_id("usr"), actor="t", correlation_id="c", name="u")
 
 
 async def wait_checkpoint(
@@ -61,6 +62,18 @@ async def dump(conn: asyncpg.Connection, schema: str) -> dict[str, list[tuple[An
     rows = await conn.fetch(f"SELECT * FROM {schema}.checkpoint")
     out["checkpoint"] = [tuple(r.values()) for r in rows]
     return out
+
+
+async def assert_as_a_fresh_replay(
+    dsn: str, store: EventStore, db: asyncpg.Connection, last: int
+) -> dict[str, list[tuple[Any, ...]]]:
+    """Checks that the live read model equals a fresh projection (schema `clean`) of the
+    log up to `last`; returns the live one's dump."""
+    async with running(Projector(dsn, store, schema="clean")):
+        await wait_checkpoint(dsn, last, schema="clean")
+    live = await dump(db, "read_model")
+    assert live == await dump(db, "clean")
+    return live
 
 
 async def append_all(store: EventStore, events: list[Any]) -> int:

@@ -50,7 +50,7 @@ from events import (
     new_id,
 )
 
-__all__ = ["Workload", "append_chains", "make_workload"]
+__all__ = ["Workload", "append_chains", "append_workload", "make_workload"]
 
 Chain = list[AnyEvent]
 
@@ -283,4 +283,12 @@ async def append_chains(
                 await store.append(event, expected=None)
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return await store.stream_last_seq()
+
+
+async def append_workload(store: EventStore, target_events: int, *, seed: int = 7) -> int:
+    """Append `make_workload(target_events, seed=seed)`, wave by wave; return the stream's
+    last sequence."""
+    for wave in make_workload(target_events, seed=seed).waves:
+        await append_chains(store, wave, concurrency=16)
     return await store.stream_last_seq()

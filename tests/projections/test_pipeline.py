@@ -5,27 +5,20 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from events import EventStore
+from events import EventStore, StoredEvent
 from projections import Projector
 from projections._pipeline import CheckpointMovedError, PipelinedApplier
 from projections.checkpoint import advance_checkpoint
 from projections.db import connect
 from projections.migrate import apply_migrations
 from tests.projections._support import dump, running, stream_events, wait_checkpoint
-from tests.projections._workload import append_chains, make_workload
-
-
-async def _fill(store: EventStore, n: int, seed: int) -> int:
-    work = make_workload(n, seed=seed)
-    for wave in work.waves:
-        await append_chains(store, wave, concurrency=16)
-    return await store.stream_last_seq()
+from tests.projections._workload import append_workload
 
 
 async def test_pipelined_batches_equal_the_projector(
     database_url: str, store: EventStore, db: asyncpg.Connection
 ) -> None:
-    last = await _fill(store, 3000, seed=3)
+    last = await append_workload(store, 3000, seed=3)
     async with running(Projector(database_url, store, max_batch=97)):
         await wait_checkpoint(database_url, last)
     events = await stream_events(store, last)
@@ -45,12 +38,19 @@ async def test_pipelined_batches_equal_the_projector(
     assert await dump(db, "piped") == await dump(db, "read_model")
 
 
+async def _logged_onto_empty_tables(
+    store: EventStore, db: asyncpg.Connection, target_events: int, seed: int
+) -> list[StoredEvent]:
+    """A workload appended and read back, with the live tables made (and empty)."""
+    events = await stream_events(store, await append_workload(store, target_events, seed=seed))
+    await apply_migrations(db, "read_model")
+    return events
+
+
 async def test_a_moved_checkpoint_stops_the_applier(
     database_url: str, store: EventStore, db: asyncpg.Connection
 ) -> None:
-    last = await _fill(store, 300, seed=4)
-    events = await stream_events(store, last)
-    await apply_migrations(db, "read_model")
+    events = await _logged_onto_empty_tables(store, db, 300, seed=4)
     assert await advance_checkpoint(db, 0, 5) is None
     applier = PipelinedApplier(db, 0)
     try:
@@ -66,9 +66,7 @@ async def test_a_moved_checkpoint_stops_the_applier(
 async def test_batches_must_continue_in_order(
     database_url: str, store: EventStore, db: asyncpg.Connection
 ) -> None:
-    last = await _fill(store, 200, seed=5)
-    events = await stream_events(store, last)
-    await apply_migrations(db, "read_model")
+    events = await _logged_onto_empty_tables(store, db, 200, seed=5)
     applier = PipelinedApplier(db, 0)
     try:
         await applier.submit(events[:50])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from datetime import UTC, datetime
 
 import asyncpg
 import msgspec
@@ -12,26 +11,20 @@ import pytest
 
 from events import BuildLogAppended, EventStore, StoredEvent, new_event_id, new_id
 from projections import Projector, queries
+from tests._events import new_event
 from tests._infra import wait_until
 from tests.projections._support import (
-    dump,
+    assert_as_a_fresh_replay,
     running,
     stream_events,
     user_created,
     wait_checkpoint,
 )
-from tests.projections._workload import append_chains, make_workload
+from tests.projections._workload import append_workload
 
 
 class Boom(Exception):
     pass
-
-
-async def _fill(store: EventStore, n: int) -> int:
-    work = make_workload(n)
-    for wave in work.waves:
-        await append_chains(store, wave, concurrency=16)
-    return await store.stream_last_seq()
 
 
 def _assert_tiles(committed: list[tuple[int, int]], last: int) -> None:
@@ -46,7 +39,7 @@ def _assert_tiles(committed: list[tuple[int, int]], last: int) -> None:
 async def test_failure_mid_batch_then_restart_applies_each_event_once(
     database_url: str, store: EventStore, db: asyncpg.Connection
 ) -> None:
-    last = await _fill(store, 3000)
+    last = await append_workload(store, 3000)
     committed: list[tuple[int, int]] = []
     batches = 0
 
@@ -73,10 +66,7 @@ async def test_failure_mid_batch_then_restart_applies_each_event_once(
     assert await queries.checkpoint(db) == last
 
     # Identical to a projection that never crashed.
-    async with running(Projector(database_url, store, schema="clean")):
-        await wait_checkpoint(database_url, last, schema="clean")
-    live, clean = await dump(db, "read_model"), await dump(db, "clean")
-    assert live == clean
+    live = await assert_as_a_fresh_replay(database_url, store, db, last)
     appended = [
         s for s in await stream_events(store, last) if isinstance(s.event, BuildLogAppended)
     ]
@@ -87,7 +77,7 @@ async def test_failure_mid_batch_then_restart_applies_each_event_once(
 async def test_cancel_mid_transaction_then_restart(
     database_url: str, store: EventStore, db: asyncpg.Connection
 ) -> None:
-    last = await _fill(store, 2000)
+    last = await append_workload(store, 2000)
     committed: list[tuple[int, int]] = []
     inside = asyncio.Event()
     never = asyncio.Event()
@@ -117,15 +107,13 @@ async def test_cancel_mid_transaction_then_restart(
     async with running(Projector(database_url, store, after_commit=record)):
         await wait_checkpoint(database_url, last)
     _assert_tiles(committed, last)
-    async with running(Projector(database_url, store, schema="clean")):
-        await wait_checkpoint(database_url, last, schema="clean")
-    assert await dump(db, "read_model") == await dump(db, "clean")
+    await assert_as_a_fresh_replay(database_url, store, db, last)
 
 
 async def test_one_writer_and_standby_takeover(
     database_url: str, store: EventStore, db: asyncpg.Connection
 ) -> None:
-    first_last = await _fill(store, 500)
+    first_last = await append_workload(store, 500)
     written: dict[str, int] = {"a": 0, "b": 0}
 
     def counter(name: str):  # type: ignore[no-untyped-def]
@@ -141,7 +129,7 @@ async def test_one_writer_and_standby_takeover(
     await wait_checkpoint(database_url, first_last)
     assert a.is_leader
     task_b = asyncio.create_task(b.run(stop_b))
-    second_last = await _fill(store, 500)
+    second_last = await append_workload(store, 500)
     await wait_checkpoint(database_url, second_last)
     # after_commit runs just after the commit the checkpoint query already sees.
     await wait_until(lambda: written["a"] == second_last, what="a's callbacks to run")
@@ -150,7 +138,7 @@ async def test_one_writer_and_standby_takeover(
 
     stop_a.set()
     await asyncio.wait_for(task_a, 30)
-    third_last = await _fill(store, 500)
+    third_last = await append_workload(store, 500)
     await wait_checkpoint(database_url, third_last)
     await wait_until(lambda: written["b"] >= third_last - second_last, what="b's callbacks")
     assert b.is_leader
@@ -176,14 +164,8 @@ async def test_batches_of_several_aggregates_start_at_most_every_busy_interval(
         # take longer than the intervals below for that.
         await wait_checkpoint(database_url, await store.append(user_created(), expected=None))
         # One aggregate's events, one at a time (a job run on its own): never held back.
-        log = BuildLogAppended(
-            id=new_event_id(),
-            aggregate_id=new_id("ver"),
-            occurred_at=datetime.now(UTC),
-            actor="t",
-            correlation_id="c",
-            index=0,
-            text="x",
+        log = new_event(
+            BuildLogAppended, new_id("ver"), actor="t", correlation_id="c", index=0, text="x"
         )
         for index in range(4):
             chunk = msgspec.structs.replace(log, id=new_event_id(), index=index)

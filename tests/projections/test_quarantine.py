@@ -10,7 +10,6 @@ version refuses them (`events.text`)."""
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
 
 import asyncpg
 import msgspec
@@ -30,6 +29,7 @@ from projections import Projector
 from projections.rebuild import rebuild
 from services.projector import status_command
 from services.settings import Settings
+from tests._events import job_requested
 from tests.projections._support import append_all, dump, running, user_created, wait_checkpoint
 
 
@@ -58,18 +58,8 @@ def _bad_user() -> UserCreated:
 
 
 def _bad_job(owner: str) -> JobRequested:
-    return JobRequested(  # a jsonb column
-        id=new_event_id(),
-        aggregate_id=new_id("job"),
-        occurred_at=datetime.now(UTC),
-        actor=owner,
-        correlation_id="c",
-        owner=owner,
-        model_id="mdl_x",
-        version_id="ver_x",
-        input_key="k",
-        input_filename="in.png",
-        params={"x": "a\x00b"},
+    return job_requested(  # a jsonb column
+        new_id("job"), owner, actor=owner, correlation_id="c", params={"x": "a\x00b"}
     )
 
 

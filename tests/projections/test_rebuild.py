@@ -9,15 +9,8 @@ import asyncpg
 from events import EventStore
 from projections import Projector
 from projections.rebuild import rebuild
-from tests.projections._support import dump, running, wait_checkpoint
-from tests.projections._workload import append_chains, make_workload
-
-
-async def _fill(store: EventStore, n: int, seed: int) -> int:
-    work = make_workload(n, seed=seed)
-    for wave in work.waves:
-        await append_chains(store, wave, concurrency=16)
-    return await store.stream_last_seq()
+from tests.projections._support import assert_as_a_fresh_replay, dump, running, wait_checkpoint
+from tests.projections._workload import append_workload
 
 
 async def _schemas(db: asyncpg.Connection) -> set[str]:
@@ -28,7 +21,7 @@ async def _schemas(db: asyncpg.Connection) -> set[str]:
 async def test_rebuild_equals_live(
     database_url: str, store: EventStore, db: asyncpg.Connection
 ) -> None:
-    last = await _fill(store, 4000, seed=1)
+    last = await append_workload(store, 4000, seed=1)
     projector = Projector(database_url, store)
     async with running(projector):
         await wait_checkpoint(database_url, last)
@@ -42,37 +35,31 @@ async def test_rebuild_equals_live(
         assert await _schemas(db) == {"read_model"}  # fresh renamed, backup dropped
 
         # The live projector writes its next batches into the swapped-in tables.
-        more = await _fill(store, 300, seed=2)
+        more = await append_workload(store, 300, seed=2)
         await wait_checkpoint(database_url, more)
         assert projector.is_leader
-    async with running(Projector(database_url, store, schema="clean")):
-        await wait_checkpoint(database_url, more, schema="clean")
-    assert await dump(db, "read_model") == await dump(db, "clean")
+    await assert_as_a_fresh_replay(database_url, store, db, more)
 
 
 async def test_rebuild_while_events_keep_coming(
     database_url: str, store: EventStore, db: asyncpg.Connection
 ) -> None:
-    await _fill(store, 3000, seed=3)
+    await append_workload(store, 3000, seed=3)
     projector = Projector(database_url, store, max_batch=100)
     async with running(projector):
-        appending = asyncio.create_task(_fill(store, 2000, seed=4))
+        appending = asyncio.create_task(append_workload(store, 2000, seed=4))
         report = await rebuild(database_url, store)
         last = await appending
         await wait_checkpoint(database_url, last)
     assert report.checkpoint > 0
-    async with running(Projector(database_url, store, schema="clean")):
-        await wait_checkpoint(database_url, last, schema="clean")
-    assert await dump(db, "read_model") == await dump(db, "clean")
+    await assert_as_a_fresh_replay(database_url, store, db, last)
 
 
 async def test_rebuild_without_a_live_schema(
     database_url: str, store: EventStore, db: asyncpg.Connection
 ) -> None:
-    last = await _fill(store, 200, seed=5)
+    last = await append_workload(store, 200, seed=5)
     report = await rebuild(database_url, store)
     assert report.checkpoint == last
     assert await _schemas(db) == {"read_model"}
-    async with running(Projector(database_url, store, schema="clean")):
-        await wait_checkpoint(database_url, last, schema="clean")
-    assert await dump(db, "read_model") == await dump(db, "clean")
+    await assert_as_a_fresh_replay(database_url, store, db, last)

@@ -8,11 +8,12 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+import msgspec
 import nats
 import pytest
 from nats.aio.client import Client as NATS
 
-from events import EventStore
+from events import Event, EventStore, JobFailed, JobRequested, JobStarted, JobSucceeded
 from services.blobstore import FileBlobStore
 from services.builder import run_builder
 from services.domain import Commands
@@ -22,7 +23,15 @@ from services.infra.runtime_factory import make_runtime
 from services.runtimes.base import Runtime
 from services.settings import Settings
 from tests._infra import wait_until
-from tests.services._support import FAST_CONSUMER, ModelPackage, upload_version, version_state
+from tests.services._support import (
+    FAST_CONSUMER,
+    ModelPackage,
+    events_of,
+    job_state,
+    request_job,
+    upload_version,
+    version_state,
+)
 
 SIGNING_KEY = "k" * 40
 
@@ -146,10 +155,116 @@ async def built_version(
 ) -> tuple[str, str]:
     """(model_id, version_id) of `package` uploaded and built (a builder must run)."""
     model_id, version_id, _ = await upload_version(commands, blobs, package)
+    await build_ended(store, version_id)
+    assert (await version_state(store, version_id)).status == "ready"
+    return model_id, version_id
+
+
+@contextlib.asynccontextmanager
+async def running_executor(
+    settings: Settings, runtime: Runtime, stop_s: float = 15.0
+) -> AsyncIterator[None]:
+    """An executor with settings of the test's own, stopped (gracefully) on exit."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        run_executor(settings, runtime=runtime, stop=stop, consumer=FAST_CONSUMER)
+    )
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, stop_s)
+
+
+async def build_ended(store: EventStore, version_id: str, timeout_s: float = 60.0) -> float:
+    """Waits until the build of `version_id` is ready or failed; the seconds it took."""
 
     async def ended() -> bool:
         return (await version_state(store, version_id)).status in ("ready", "failed")
 
-    await wait_until(ended, timeout_s=60, what="the build")
-    assert (await version_state(store, version_id)).status == "ready"
-    return model_id, version_id
+    return await wait_until(ended, timeout_s=timeout_s, what=f"the build of {version_id}")
+
+
+async def job_ended(store: EventStore, job_id: str, timeout_s: float = 30.0) -> float:
+    """Waits until job `job_id` is in a terminal state; the seconds it took."""
+
+    async def terminal() -> bool:
+        return (await job_state(store, job_id)).terminal
+
+    return await wait_until(terminal, timeout_s=timeout_s, what=f"job {job_id} to end")
+
+
+class Rig(msgspec.Struct, frozen=True):
+    """What a builder or executor test drives: the log, the write side, the blob store
+    and the services under test."""
+
+    store: EventStore
+    commands: Commands
+    blobs: FileBlobStore
+    services: Services
+
+    async def built(self, package: ModelPackage) -> tuple[str, str]:
+        """(model_id, version_id) of `package`, uploaded and built by a builder started here."""
+        self.services.builder()
+        return await built_version(package, self.store, self.commands, self.blobs)
+
+    async def upload(self, package: ModelPackage, model_id: str | None = None) -> tuple[str, str]:
+        """(model_id, version_id) of `package`, uploaded the way the API does."""
+        model_id, version_id, _ = await upload_version(self.commands, self.blobs, package, model_id)
+        return model_id, version_id
+
+    async def build(
+        self, package: ModelPackage, model_id: str | None = None, wait_s: float = 60.0
+    ) -> tuple[str, str, list[Event]]:
+        """Uploads `package` and waits for its build to end (a builder must run):
+        (model_id, version_id, the version's events)."""
+        model_id, version_id = await self.upload(package, model_id)
+        await build_ended(self.store, version_id, wait_s)
+        return model_id, version_id, await events_of(self.store, "version", version_id)
+
+    async def request_job(
+        self,
+        version: tuple[str, str],
+        params: dict[str, object] | None = None,
+        *,
+        data: bytes = b"hello",
+        timeout_s: float = 30.0,
+    ) -> str:
+        """A job of `version` (model_id, version_id), requested the way the API does."""
+        model_id, version_id = version
+        return await request_job(
+            self.commands,
+            self.blobs,
+            model_id=model_id,
+            version_id=version_id,
+            params=params,
+            data=data,
+            timeout_s=timeout_s,
+        )
+
+    async def ended(self, job_id: str, wait_s: float = 60.0) -> list[Event]:
+        """The events of job `job_id` once it has ended."""
+        await job_ended(self.store, job_id, wait_s)
+        return await events_of(self.store, "job", job_id)
+
+
+def failed_once(events: list[Event], kind: str) -> JobFailed:
+    """A job's end, checked to be a failure of `kind` on its first and only attempt."""
+    assert [type(e) for e in events] == [JobRequested, JobStarted, JobFailed], events
+    failed = events[-1]
+    assert isinstance(failed, JobFailed) and failed.kind == kind, failed
+    assert failed.attempts == 1, failed
+    return failed
+
+
+def succeeded_at_once(events: list[Event]) -> JobSucceeded:
+    """A job's end, checked to be a success of its first attempt."""
+    assert [type(e) for e in events] == [JobRequested, JobStarted, JobSucceeded], events
+    done = events[-1]
+    assert isinstance(done, JobSucceeded)
+    return done
+
+
+@pytest.fixture
+def rig(store: EventStore, commands: Commands, blobs: FileBlobStore, services: Services) -> Rig:
+    return Rig(store=store, commands=commands, blobs=blobs, services=services)

@@ -11,21 +11,15 @@ from events import (
     BuildFailed,
     BuildLogAppended,
     BuildStarted,
-    EventStore,
     VersionBuilt,
     VersionUploaded,
 )
-from services.blobstore import FileBlobStore
-from services.domain import Commands
 from services.settings import Settings
-from tests._infra import wait_until
 from tests.services._support import (
     ModelPackage,
     events_of,
-    upload_version,
-    version_state,
 )
-from tests.services.conftest import Services
+from tests.services.conftest import Rig, build_ended
 
 TINY = {
     "predict.py": (
@@ -38,26 +32,10 @@ TINY = {
 }
 
 
-async def _finished(store: EventStore, version_id: str, timeout_s: float = 60.0) -> float:
-    async def done() -> bool:
-        return (await version_state(store, version_id)).status in ("ready", "failed")
-
-    return await wait_until(done, timeout_s=timeout_s, what=f"the build of {version_id}")
-
-
-async def test_builds_a_tiny_package(
-    tmp_path: Path,
-    store: EventStore,
-    commands: Commands,
-    blobs: FileBlobStore,
-    services: Services,
-) -> None:
-    services.builder()
+async def test_builds_a_tiny_package(tmp_path: Path, rig: Rig) -> None:
+    rig.services.builder()
     package = ModelPackage(tmp_path, TINY)
-    _, version_id, _ = await upload_version(commands, blobs, package)
-    await _finished(store, version_id)
-
-    events = await events_of(store, "version", version_id)
+    _, version_id, events = await rig.build(package)
     types = [type(e) for e in events]
     assert types[0] is VersionUploaded
     assert types[1] is BuildStarted
@@ -73,53 +51,37 @@ async def test_builds_a_tiny_package(
     assert built.reused_from is None
     assert built.causation_id == events[0].id and built.correlation_id == events[0].correlation_id
     assert built.log_key == f"logs/builds/{version_id}.log"
-    assert b"smoke check" in await blobs.get_bytes(built.log_key)
+    assert b"smoke check" in await rig.blobs.get_bytes(built.log_key)
 
 
-async def test_broken_requirements_fail_naming_the_pip_step(
-    tmp_path: Path,
-    store: EventStore,
-    commands: Commands,
-    blobs: FileBlobStore,
-    services: Services,
-) -> None:
-    services.builder()
+async def test_broken_requirements_fail_naming_the_pip_step(tmp_path: Path, rig: Rig) -> None:
+    rig.services.builder()
     files = dict(TINY, **{"requirements.txt": "clinai-no-such-package==1.0\n"})
-    _, version_id, _ = await upload_version(commands, blobs, ModelPackage(tmp_path, files))
-    await _finished(store, version_id)
-
-    events = await events_of(store, "version", version_id)
+    _, _, events = await rig.build(ModelPackage(tmp_path, files))
     failed = events[-1]
     assert isinstance(failed, BuildFailed), failed
     assert "pip install" in failed.reason
     assert "clinai-no-such-package" in failed.log_tail
     assert failed.log_key is not None
-    assert b"clinai-no-such-package" in await blobs.get_bytes(failed.log_key)
+    assert b"clinai-no-such-package" in await rig.blobs.get_bytes(failed.log_key)
     assert not any(isinstance(e, VersionBuilt) for e in events)
 
 
-async def test_identical_package_reuses_the_artifact_fast(
-    tmp_path: Path,
-    store: EventStore,
-    commands: Commands,
-    blobs: FileBlobStore,
-    services: Services,
-) -> None:
-    services.builder()
+async def test_identical_package_reuses_the_artifact_fast(tmp_path: Path, rig: Rig) -> None:
+    rig.services.builder()
     package = ModelPackage(tmp_path, TINY)
-    model_id, first, _ = await upload_version(commands, blobs, package)
-    await _finished(store, first)
-    original = (await events_of(store, "version", first))[-1]
+    model_id, first, history = await rig.build(package)
+    original = history[-1]
     assert isinstance(original, VersionBuilt)
 
     again = ModelPackage(tmp_path, TINY)  # a new zip, same content
     assert again.info.package_hash == package.info.package_hash
     began = time.monotonic()
-    _, second, _ = await upload_version(commands, blobs, again, model_id=model_id)
-    await _finished(store, second, timeout_s=5.0)
+    _, second = await rig.upload(again, model_id)
+    await build_ended(rig.store, second, timeout_s=5.0)
     elapsed = time.monotonic() - began
 
-    events = await events_of(store, "version", second)
+    events = await events_of(rig.store, "version", second)
     assert [type(e) for e in events] == [VersionUploaded, VersionBuilt]
     reused = events[-1]
     assert isinstance(reused, VersionBuilt)
@@ -129,24 +91,17 @@ async def test_identical_package_reuses_the_artifact_fast(
     assert elapsed < 0.2, f"reuse took {elapsed:.3f} s end to end"
 
 
-async def test_a_restarted_builder_reuses_builds_it_did_not_do(
-    tmp_path: Path,
-    store: EventStore,
-    commands: Commands,
-    blobs: FileBlobStore,
-    services: Services,
-) -> None:
+async def test_a_restarted_builder_reuses_builds_it_did_not_do(tmp_path: Path, rig: Rig) -> None:
     """The reuse index is read from the log, not kept in one process's memory."""
-    services.builder()
+    rig.services.builder()
     package = ModelPackage(tmp_path, TINY)
-    model_id, first, _ = await upload_version(commands, blobs, package)
-    await _finished(store, first)
-    await services.stop_all()
+    model_id, first = await rig.upload(package)
+    await build_ended(rig.store, first)
+    await rig.services.stop_all()
 
-    services.builder()
-    _, second, _ = await upload_version(commands, blobs, package, model_id=model_id)
-    await _finished(store, second, timeout_s=10.0)
-    reused = (await events_of(store, "version", second))[-1]
+    rig.services.builder()
+    _, _, history = await rig.build(package, model_id, wait_s=10.0)
+    reused = history[-1]
     assert isinstance(reused, VersionBuilt) and reused.reused_from == first
 
 
@@ -157,31 +112,26 @@ def _host_paths(settings: Settings) -> list[str]:
 
 
 async def test_the_build_log_shows_what_ran_without_host_paths(
-    tmp_path: Path,
-    store: EventStore,
-    commands: Commands,
-    blobs: FileBlobStore,
-    services: Services,
-    settings: Settings,
+    tmp_path: Path, rig: Rig, settings: Settings
 ) -> None:
-    services.builder()
+    rig.services.builder()
     # A requirement no index has: a fresh environment is made, then pip fails.
     broken = dict(TINY, **{"requirements.txt": f"clinai-no-such-{uuid.uuid4().hex[:8]}==1.0\n"})
-    _, failing, _ = await upload_version(commands, blobs, ModelPackage(tmp_path / "a", broken))
+    _, failing = await rig.upload(ModelPackage(tmp_path / "a", broken))
     # A package that builds: its environment is inspected and predict.py smoke-checked.
     fine = dict(TINY, **{"build-id.txt": uuid.uuid4().hex})
-    _, building, _ = await upload_version(commands, blobs, ModelPackage(tmp_path / "b", fine))
-    await _finished(store, failing)
-    await _finished(store, building)
+    _, building = await rig.upload(ModelPackage(tmp_path / "b", fine))
+    await build_ended(rig.store, failing)
+    await build_ended(rig.store, building)
 
     logs = []
     for version_id in (failing, building):
-        events = await events_of(store, "version", version_id)
+        events = await events_of(rig.store, "version", version_id)
         chunks = "".join(e.text for e in events if isinstance(e, BuildLogAppended))
         end = events[-1]
         assert isinstance(end, BuildFailed | VersionBuilt), end
         assert end.log_key is not None
-        stored = (await blobs.get_bytes(end.log_key)).decode()
+        stored = (await rig.blobs.get_bytes(end.log_key)).decode()
         tail = end.log_tail if isinstance(end, BuildFailed) else ""
         logs.append(chunks + stored + tail)
     failed_log, built_log = logs

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import msgspec
@@ -16,13 +14,11 @@ import pytest
 from events import (
     EventStore,
     JobCanceled,
-    JobFailed,
     JobStarted,
     JobSucceeded,
 )
 from services.blobstore import FileBlobStore
 from services.domain import Commands
-from services.executor import run_executor
 from services.executor._handler import JobHandler
 from services.executor._running import RunningJobs
 from services.infra.runtime_factory import make_runtime, runtime_work_dir
@@ -32,16 +28,21 @@ from services.subscribers import Delivery
 from tests._infra import outputs_written, wait_until
 from tests.services._support import (
     ADMIN,
-    FAST_CONSUMER,
     ModelPackage,
     events_of,
     job_state,
     request_job,
     terminal_events,
     upload_version,
-    version_state,
 )
-from tests.services.conftest import SIGNING_KEY, Services, built_version
+from tests.services.conftest import (
+    SIGNING_KEY,
+    Rig,
+    failed_once,
+    job_ended,
+    running_executor,
+    succeeded_at_once,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -74,22 +75,22 @@ def run(input_path, output_dir, params):
 
 
 @pytest.fixture
-async def version(
-    tmp_path: Path, store: EventStore, commands: Commands, blobs: FileBlobStore, services: Services
-) -> AsyncIterator[tuple[str, str]]:
+async def version(tmp_path: Path, rig: Rig) -> tuple[str, str]:
     """(model_id, version_id) of a built version of MODEL; a builder keeps running."""
-    services.builder()
-    model_id, version_id = await built_version(
-        ModelPackage(tmp_path, MODEL), store, commands, blobs
-    )
-    yield model_id, version_id
+    return await rig.built(ModelPackage(tmp_path, MODEL))
 
 
-async def _ended(store: EventStore, job_id: str, timeout_s: float = 30.0) -> float:
-    async def terminal() -> bool:
-        return (await job_state(store, job_id)).terminal
-
-    return await wait_until(terminal, timeout_s=timeout_s, what=f"job {job_id} to end")
+def _executor_env(settings: Settings) -> dict[str, str]:
+    """The environment of an executor in a process of its own, on the test's services."""
+    return {
+        **os.environ,
+        "CLINAI_DATA_DIR": str(settings.data_dir),
+        "CLINAI_NATS_URL": str(settings.nats_url),
+        "CLINAI_BLOB_DIR": str(settings.blob_root),
+        "CLINAI_SIGNING_KEY": SIGNING_KEY,
+        "CLINAI_WORKERS_TOTAL": str(settings.workers_total),
+        "CLINAI_WORKER_MEMORY_MB": str(settings.worker_memory_mb),
+    }
 
 
 def _model_started(settings: Settings, job_id: str) -> bool:
@@ -104,25 +105,12 @@ async def _running_model(store: EventStore, settings: Settings, job_id: str) -> 
     await wait_until(started, timeout_s=30, what=f"job {job_id} to run its model")
 
 
-async def test_runs_a_job_and_stores_its_outputs(
-    store: EventStore,
-    commands: Commands,
-    blobs: FileBlobStore,
-    services: Services,
-    version: tuple[str, str],
-) -> None:
-    services.executor()
-    model_id, version_id = version
-    job_id = await request_job(
-        commands, blobs, model_id=model_id, version_id=version_id, data=b"pixels"
-    )
-    await _ended(store, job_id)
-
-    events = await events_of(store, "job", job_id)
-    assert [type(e).__name__ for e in events] == ["JobRequested", "JobStarted", "JobSucceeded"]
-    started, done = events[1], events[2]
+async def test_runs_a_job_and_stores_its_outputs(rig: Rig, version: tuple[str, str]) -> None:
+    rig.services.executor()
+    job_id = await rig.request_job(version, data=b"pixels")
+    events = await rig.ended(job_id, 30)
+    done, started = succeeded_at_once(events), events[1]
     assert isinstance(started, JobStarted) and started.attempt == 1 and started.worker
-    assert isinstance(done, JobSucceeded)
     assert done.result == {"bytes": 6, "mode": "echo"}
     assert sorted((o.name, o.key, o.size_bytes) for o in done.outputs) == [
         ("echo.txt", f"outputs/{job_id}/echo.txt", 6),
@@ -130,123 +118,71 @@ async def test_runs_a_job_and_stores_its_outputs(
     ]
     echo, size = sorted(done.outputs, key=lambda o: o.name)
     assert echo.content_type == "text/plain"
-    assert await blobs.get_bytes(echo.key) == b"pixels"
-    assert await blobs.get_bytes(size.key) == b"6"
+    assert await rig.blobs.get_bytes(echo.key) == b"pixels"
+    assert await rig.blobs.get_bytes(size.key) == b"6"
     assert done.log_key == f"logs/jobs/{job_id}.log"
-    assert b"ran echo" in await blobs.get_bytes(done.log_key)
+    assert b"ran echo" in await rig.blobs.get_bytes(done.log_key)
     assert done.timings.queued_s >= 0 and done.timings.run_s > 0
     assert done.correlation_id == events[0].correlation_id and done.causation_id == events[0].id
 
 
-async def test_a_model_error_is_final(
-    store: EventStore,
-    commands: Commands,
-    blobs: FileBlobStore,
-    services: Services,
-    version: tuple[str, str],
-) -> None:
-    services.executor()
-    model_id, version_id = version
-    job_id = await request_job(
-        commands, blobs, model_id=model_id, version_id=version_id, params={"mode": "raise"}
-    )
-    await _ended(store, job_id)
-
-    events = await events_of(store, "job", job_id)
-    failed = events[-1]
-    assert isinstance(failed, JobFailed), failed
-    assert failed.kind == "model_error" and failed.attempts == 1
+async def test_a_model_error_is_final(rig: Rig, version: tuple[str, str]) -> None:
+    rig.services.executor()
+    job_id = await rig.request_job(version, {"mode": "raise"})
+    events = await rig.ended(job_id, 30)
+    failed = failed_once(events, "model_error")
     assert "this model always fails" in failed.message
     assert failed.traceback is not None and "ValueError" in failed.traceback
-    assert sum(isinstance(e, JobStarted) for e in events) == 1  # not retried
 
 
 async def test_cancel_while_running_stops_the_job_within_a_second(
-    settings: Settings,
-    store: EventStore,
-    commands: Commands,
-    blobs: FileBlobStore,
-    services: Services,
-    version: tuple[str, str],
+    settings: Settings, rig: Rig, version: tuple[str, str]
 ) -> None:
-    services.executor()
-    model_id, version_id = version
-    job_id = await request_job(
-        commands, blobs, model_id=model_id, version_id=version_id, params={"mode": "sleep"}
-    )
-    await _running_model(store, settings, job_id)
+    rig.services.executor()
+    job_id = await rig.request_job(version, {"mode": "sleep"})
+    await _running_model(rig.store, settings, job_id)
 
     began = time.monotonic()
-    await commands.cancel_job(ADMIN, job_id)
-    await _ended(store, job_id, timeout_s=5)
+    await rig.commands.cancel_job(ADMIN, job_id)
+    await job_ended(rig.store, job_id, timeout_s=5)
     elapsed = time.monotonic() - began
 
-    history = (await store.read_aggregate("job", job_id)).events
+    history = (await rig.store.read_aggregate("job", job_id)).events
     ended = terminal_events(history)
     assert len(ended) == 1 and isinstance(ended[0], JobCanceled), ended
     assert elapsed < 1.5, f"cancel took {elapsed:.2f} s"
 
 
-async def test_cancel_before_start_never_runs_the_job(
-    store: EventStore,
-    commands: Commands,
-    blobs: FileBlobStore,
-    services: Services,
-    version: tuple[str, str],
-) -> None:
-    model_id, version_id = version
-    job_id = await request_job(commands, blobs, model_id=model_id, version_id=version_id)
-    await commands.cancel_job(ADMIN, job_id)
-    services.executor()
-    await _ended(store, job_id)
-
-    events = await events_of(store, "job", job_id)
+async def test_cancel_before_start_never_runs_the_job(rig: Rig, version: tuple[str, str]) -> None:
+    job_id = await rig.request_job(version)
+    await rig.commands.cancel_job(ADMIN, job_id)
+    rig.services.executor()
+    events = await rig.ended(job_id, 30)
     assert not any(isinstance(e, JobStarted) for e in events)
     assert isinstance(events[-1], JobCanceled)
 
 
 async def test_a_job_whose_executor_dies_ends_exactly_once(
-    tmp_path: Path,
-    settings: Settings,
-    store: EventStore,
-    commands: Commands,
-    blobs: FileBlobStore,
-    services: Services,
-    version: tuple[str, str],
+    tmp_path: Path, settings: Settings, rig: Rig, version: tuple[str, str]
 ) -> None:
-    model_id, version_id = version
-    env = {
-        **os.environ,
-        "CLINAI_DATA_DIR": str(settings.data_dir),
-        "CLINAI_NATS_URL": str(settings.nats_url),
-        "CLINAI_BLOB_DIR": str(settings.blob_root),
-        "CLINAI_SIGNING_KEY": SIGNING_KEY,
-        "CLINAI_WORKERS_TOTAL": str(settings.workers_total),
-        "CLINAI_WORKER_MEMORY_MB": str(settings.worker_memory_mb),
-    }
+    env = _executor_env(settings)
     with (tmp_path / "executor.log").open("wb") as out:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "tests.services._executor_main",
             cwd=ROOT, env=env, stdout=out, stderr=out,
         )  # fmt: skip
     try:
-        job_id = await request_job(
-            commands,
-            blobs,
-            model_id=model_id,
-            version_id=version_id,
-            params={"mode": "sleep", "seconds": 2},
-        )
-        await _running_model(store, settings, job_id)
+        job_id = await rig.request_job(version, {"mode": "sleep", "seconds": 2})
+        await _running_model(rig.store, settings, job_id)
     finally:
         proc.kill()
         await proc.wait()
-    assert not (await job_state(store, job_id)).terminal
+    assert not (await job_state(rig.store, job_id)).terminal
 
-    services.executor()  # the message comes back to this one after the ack wait
-    await _ended(store, job_id, timeout_s=30)
+    rig.services.executor()  # the message comes back to this one after the ack wait
+    await job_ended(rig.store, job_id, timeout_s=30)
 
-    history = (await store.read_aggregate("job", job_id)).events
+    history = (await rig.store.read_aggregate("job", job_id)).events
     ended = terminal_events(history)
     assert len(ended) == 1 and isinstance(ended[0], JobSucceeded), ended
     attempts = [s.event.attempt for s in history if isinstance(s.event, JobStarted)]
@@ -276,29 +212,21 @@ def run(input_path, output_dir):
 
 
 async def test_a_result_postgres_cannot_store_fails_the_job_on_the_host(
-    tmp_path: Path,
-    store: EventStore,
-    commands: Commands,
-    blobs: FileBlobStore,
-    services: Services,
+    tmp_path: Path, rig: Rig
 ) -> None:
-    services.builder()
-    services.executor()
+    rig.services.builder()
+    rig.services.executor()
     model_id, version_id, _ = await upload_version(
-        commands, blobs, ModelPackage(tmp_path, UNCHECKED_NUL_MODEL)
+        rig.commands, rig.blobs, ModelPackage(tmp_path, UNCHECKED_NUL_MODEL)
     )
-    job_id = await request_job(commands, blobs, model_id=model_id, version_id=version_id)
-    await _ended(store, job_id, timeout_s=60)
-
-    events = await events_of(store, "job", job_id)
-    assert [type(e).__name__ for e in events] == ["JobRequested", "JobStarted", "JobFailed"]
-    failed = events[-1]
-    assert isinstance(failed, JobFailed) and failed.kind == "model_error"
+    job_id = await rig.request_job((model_id, version_id))
+    events = await rig.ended(job_id)
+    failed = failed_once(events, "model_error")
     assert failed.message == (
         "run() returned a result in which $.x contains a NUL character (\\u0000), which "
         "cannot be stored: remove it (or encode binary data, e.g. as base64)"
     )
-    assert not list(blobs.root.rglob("kept.txt"))  # nothing stored, no copy left behind
+    assert not list(rig.blobs.root.rglob("kept.txt"))  # nothing stored, no copy left behind
 
 
 HANGING_SETUP = {
@@ -318,108 +246,57 @@ def run(input_path, output_dir):
 }
 
 
-@contextlib.asynccontextmanager
-async def _executor(settings: Settings, runtime: Runtime) -> AsyncIterator[None]:
-    """An executor with settings of the test's own, stopped (gracefully) on exit."""
-    stop = asyncio.Event()
-    task = asyncio.create_task(
-        run_executor(settings, runtime=runtime, stop=stop, consumer=FAST_CONSUMER)
-    )
-    try:
-        yield
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 15)
-
-
 async def test_cancel_of_a_job_queued_behind_busy_executors_ends_within_a_second(
-    settings: Settings,
-    store: EventStore,
-    commands: Commands,
-    blobs: FileBlobStore,
-    runtime: Runtime,
-    version: tuple[str, str],
+    settings: Settings, rig: Rig, runtime: Runtime, version: tuple[str, str]
 ) -> None:
     """Its JobCancelRequested waits in the durable consumer behind the queued job itself;
     every executor also hears it at once and ends a job that has not started."""
-    model_id, version_id = version
-    async with _executor(msgspec.structs.replace(settings, workers_total=1), runtime):
-        busy = await request_job(
-            commands, blobs, model_id=model_id, version_id=version_id, params={"mode": "sleep"}
-        )
+    store = rig.store
+    async with running_executor(msgspec.structs.replace(settings, workers_total=1), runtime):
+        busy = await rig.request_job(version, {"mode": "sleep"})
         await _running_model(store, settings, busy)
-        queued = await request_job(commands, blobs, model_id=model_id, version_id=version_id)
+        queued = await rig.request_job(version)
 
         began = time.monotonic()
-        await commands.cancel_job(ADMIN, queued)
-        elapsed = time.monotonic() - began + await _ended(store, queued, timeout_s=5)
+        await rig.commands.cancel_job(ADMIN, queued)
+        elapsed = time.monotonic() - began + await job_ended(store, queued, timeout_s=5)
         assert elapsed < 1.0, f"cancel took {elapsed:.2f} s"
         events = await events_of(store, "job", queued)
         assert not any(isinstance(e, JobStarted) for e in events), events
         assert isinstance(events[-1], JobCanceled)
         assert (await job_state(store, busy)).status == "running"  # the other job runs on
 
-        await commands.cancel_job(ADMIN, busy)
-        await _ended(store, busy, timeout_s=5)
+        await rig.commands.cancel_job(ADMIN, busy)
+        await job_ended(store, busy, timeout_s=5)
     assert isinstance((await events_of(store, "job", queued))[-1], JobCanceled)  # only once
 
 
 async def test_a_hanging_setup_fails_the_job_with_setup_timeout(
-    tmp_path: Path,
-    settings: Settings,
-    store: EventStore,
-    commands: Commands,
-    blobs: FileBlobStore,
-    services: Services,
+    tmp_path: Path, settings: Settings, rig: Rig
 ) -> None:
-    services.builder()
-    model_id, version_id, _ = await upload_version(
-        commands, blobs, ModelPackage(tmp_path, HANGING_SETUP)
-    )
-
-    async def built() -> bool:
-        return (await version_state(store, version_id)).status in ("ready", "failed")
-
-    await wait_until(built, timeout_s=60, what="the build")  # the smoke check skips setup()
+    version = await rig.built(ModelPackage(tmp_path, HANGING_SETUP))  # no setup() in a build
     quick = msgspec.structs.replace(settings, setup_timeout_s=2.0)
     runtime = await make_runtime(quick)
     try:
-        async with _executor(quick, runtime):
-            job_id = await request_job(
-                commands, blobs, model_id=model_id, version_id=version_id, timeout_s=600
-            )
-            waited = await _ended(store, job_id, timeout_s=20)
+        async with running_executor(quick, runtime):
+            job_id = await rig.request_job(version, timeout_s=600)
+            waited = await job_ended(rig.store, job_id, timeout_s=20)
     finally:
         await runtime.close()
     assert waited < 10, waited
-    events = await events_of(store, "job", job_id)
-    failed = events[-1]
-    assert isinstance(failed, JobFailed), failed
-    assert failed.kind == "setup_timeout" and failed.attempts == 1, failed  # not retried
+    events = await events_of(rig.store, "job", job_id)
+    failed = failed_once(events, "setup_timeout")
     assert "CLINAI_SETUP_TIMEOUT_S" in failed.message
     assert "loading the weights" in failed.message
 
 
 async def test_a_crashed_executors_job_runs_again_within_5_s(
-    tmp_path: Path,
-    settings: Settings,
-    store: EventStore,
-    commands: Commands,
-    blobs: FileBlobStore,
-    version: tuple[str, str],
+    tmp_path: Path, settings: Settings, rig: Rig, version: tuple[str, str]
 ) -> None:
     """With the default consumer options: the first ack wait is short, and the running
     handler's heartbeats keep a live executor's job from being redelivered."""
-    model_id, version_id = version
-    env = {
-        **os.environ,
-        "CLINAI_DATA_DIR": str(settings.data_dir),
-        "CLINAI_NATS_URL": str(settings.nats_url),
-        "CLINAI_BLOB_DIR": str(settings.blob_root),
-        "CLINAI_SIGNING_KEY": SIGNING_KEY,
-        "CLINAI_WORKERS_TOTAL": str(settings.workers_total),
-        "CLINAI_WORKER_MEMORY_MB": str(settings.worker_memory_mb),
-    }
+    store = rig.store
+    env = _executor_env(settings)
 
     async def executor(name: str) -> asyncio.subprocess.Process:
         with (tmp_path / f"{name}.log").open("wb") as out:
@@ -431,13 +308,7 @@ async def test_a_crashed_executors_job_runs_again_within_5_s(
     first = await executor("first")
     second: asyncio.subprocess.Process | None = None
     try:
-        job_id = await request_job(
-            commands,
-            blobs,
-            model_id=model_id,
-            version_id=version_id,
-            params={"mode": "sleep", "seconds": 8},
-        )
+        job_id = await rig.request_job(version, {"mode": "sleep", "seconds": 8})
         await _running_model(store, settings, job_id)
         second = await executor("second")
         # Longer than the first ack wait: heartbeats keep the job where it runs.
@@ -463,7 +334,7 @@ async def test_a_crashed_executors_job_runs_again_within_5_s(
 
         await wait_until(started_again, timeout_s=30, what="the job to start again")
         assert time.monotonic() - killed < 5.0
-        await _ended(store, job_id, timeout_s=30)
+        await job_ended(store, job_id, timeout_s=30)
         assert isinstance(
             terminal_events((await store.read_aggregate("job", job_id)).events)[0], JobSucceeded
         )

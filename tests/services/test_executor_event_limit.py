@@ -10,21 +10,12 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from events import EventStore, JobFailed
-from services.blobstore import FileBlobStore
-from services.domain import Commands
 from services.settings import Settings
-from tests._infra import wait_until
 from tests._small_nats import small_nats
 from tests.services._support import (
     ModelPackage,
-    events_of,
-    job_state,
-    request_job,
-    upload_version,
-    version_state,
 )
-from tests.services.conftest import Services
+from tests.services.conftest import Rig, failed_once
 
 MAX_PAYLOAD = 128 * 1024
 MODEL = {
@@ -47,33 +38,13 @@ def settings(settings: Settings) -> Settings:
 
 
 async def test_an_outcome_larger_than_the_log_takes_fails_the_job_once(
-    tmp_path: Path,
-    store: EventStore,
-    commands: Commands,
-    blobs: FileBlobStore,
-    services: Services,
+    tmp_path: Path, rig: Rig
 ) -> None:
-    assert store.max_message_bytes == MAX_PAYLOAD
-    services.builder()
-    model_id, version_id, _ = await upload_version(commands, blobs, ModelPackage(tmp_path, MODEL))
-
-    async def built() -> bool:
-        return (await version_state(store, version_id)).status in ("ready", "failed")
-
-    await wait_until(built, timeout_s=60, what="the build")
-    services.executor()
-    job_id = await request_job(
-        commands, blobs, model_id=model_id, version_id=version_id, params={"size": 200 * 1024}
-    )
-
-    async def ended() -> bool:
-        return (await job_state(store, job_id)).terminal
-
-    await wait_until(ended, timeout_s=30, what=f"job {job_id} to end")
-    events = await events_of(store, "job", job_id)
-    assert [type(e).__name__ for e in events] == ["JobRequested", "JobStarted", "JobFailed"]
-    failed = events[-1]
-    assert isinstance(failed, JobFailed) and failed.kind == "output_limit"
-    assert failed.attempts == 1
+    assert rig.store.max_message_bytes == MAX_PAYLOAD
+    version = await rig.built(ModelPackage(tmp_path, MODEL))
+    rig.services.executor()
+    job_id = await rig.request_job(version, {"size": 200 * 1024})
+    events = await rig.ended(job_id, 30)
+    failed = failed_once(events, "output_limit")
     assert f"more than the event log takes ({MAX_PAYLOAD} bytes)" in failed.message
-    services.check()  # the executor is still running
+    rig.services.check()  # the executor is still running

@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import itertools
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import msgspec
@@ -17,19 +16,15 @@ from events import EventStore, JobStarted
 from services.blobstore import FileBlobStore
 from services.domain import Commands
 from services.domain.limits import UserLimits, set_user_limits
-from services.executor import run_executor
 from services.runtimes.base import Runtime
 from services.settings import Settings
 from tests._infra import wait_until
 from tests.services._support import (
     ADMIN,
-    FAST_CONSUMER,
     ModelPackage,
     job_state,
-    upload_version,
-    version_state,
 )
-from tests.services.conftest import Services
+from tests.services.conftest import Rig, running_executor
 
 SLOTS = 2
 
@@ -47,32 +42,13 @@ def run(input_path, output_dir, params):
 
 
 @pytest.fixture
-async def version(
-    tmp_path: Path, store: EventStore, commands: Commands, blobs: FileBlobStore, services: Services
-) -> tuple[str, str]:
-    services.builder()
-    model_id, version_id, _ = await upload_version(commands, blobs, ModelPackage(tmp_path, MODEL))
-
-    async def ready() -> bool:
-        return (await version_state(store, version_id)).status in ("ready", "failed")
-
-    await wait_until(ready, timeout_s=60, what="the build")
-    assert (await version_state(store, version_id)).status == "ready"
-    return model_id, version_id
+async def version(tmp_path: Path, rig: Rig) -> tuple[str, str]:
+    return await rig.built(ModelPackage(tmp_path, MODEL))
 
 
-@contextlib.asynccontextmanager
-async def _executor(settings: Settings, runtime: Runtime) -> AsyncIterator[None]:
-    stop = asyncio.Event()
+def _executor(settings: Settings, runtime: Runtime) -> contextlib.AbstractAsyncContextManager[None]:
     narrow = msgspec.structs.replace(settings, workers_total=SLOTS, workers_per_version=SLOTS)
-    task = asyncio.create_task(
-        run_executor(narrow, runtime=runtime, stop=stop, consumer=FAST_CONSUMER)
-    )
-    try:
-        yield
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
+    return running_executor(narrow, runtime, stop_s=30)
 
 
 async def _request(
@@ -111,13 +87,9 @@ async def _all_ended(store: EventStore, job_ids: list[str], timeout_s: float) ->
 
 
 async def test_a_flood_by_one_owner_does_not_hold_up_anothers_job(
-    settings: Settings,
-    runtime: Runtime,
-    store: EventStore,
-    commands: Commands,
-    blobs: FileBlobStore,
-    version: tuple[str, str],
+    settings: Settings, runtime: Runtime, rig: Rig, version: tuple[str, str]
 ) -> None:
+    store, commands, blobs = rig.store, rig.commands, rig.blobs
     async with _executor(settings, runtime):
         # Warm both workers, so the flood below queues behind running jobs only.
         warm = [(await _request(commands, blobs, version, "usr_a", 0))[0] for _ in range(SLOTS)]
@@ -137,13 +109,9 @@ async def test_a_flood_by_one_owner_does_not_hold_up_anothers_job(
 
 
 async def test_an_owners_running_cap_holds_and_an_admin_sets_it_per_user(
-    settings: Settings,
-    runtime: Runtime,
-    store: EventStore,
-    commands: Commands,
-    blobs: FileBlobStore,
-    version: tuple[str, str],
+    settings: Settings, runtime: Runtime, rig: Rig, version: tuple[str, str]
 ) -> None:
+    store, commands, blobs = rig.store, rig.commands, rig.blobs
     await commands.create_user(ADMIN, name="capped", user_id="usr_capped")
     await set_user_limits(store, ADMIN, "usr_capped", UserLimits(max_running_jobs=1))
     async with _executor(settings, runtime):

@@ -5,23 +5,14 @@ kind (real NATS, file blob store, sandboxed process runtime)."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import msgspec
 import pytest
 
-from events import EventStore, JobFailed, JobSucceeded, encode_event
-from services.blobstore import FileBlobStore
-from services.domain import Commands
-from tests._infra import wait_until
-from tests.services._support import (
-    ModelPackage,
-    events_of,
-    job_state,
-    request_job,
-)
-from tests.services.conftest import Services, built_version
+from events import encode_event
+from tests.services._support import ModelPackage
+from tests.services.conftest import Rig, failed_once, succeeded_at_once
 
 MODEL = {
     "predict.py": """
@@ -52,84 +43,53 @@ MiB = 1024 * 1024
 
 
 @pytest.fixture
-async def version(
-    tmp_path: Path, store: EventStore, commands: Commands, blobs: FileBlobStore, services: Services
-) -> AsyncIterator[tuple[str, str]]:
-    services.builder()
-    model_id, version_id = await built_version(
-        ModelPackage(tmp_path, MODEL), store, commands, blobs
-    )
-    services.executor()
-    yield model_id, version_id
-
-
-async def _run(
-    store: EventStore,
-    commands: Commands,
-    blobs: FileBlobStore,
-    version: tuple[str, str],
-    params: dict[str, object],
-) -> tuple[str, list[object]]:
-    model_id, version_id = version
-    job_id = await request_job(
-        commands, blobs, model_id=model_id, version_id=version_id, params=params
-    )
-
-    async def ended() -> bool:
-        return (await job_state(store, job_id)).terminal
-
-    await wait_until(ended, timeout_s=60, what=f"job {job_id} to end")
-    return job_id, list(await events_of(store, "job", job_id))
+async def version(tmp_path: Path, rig: Rig) -> tuple[str, str]:
+    built = await rig.built(ModelPackage(tmp_path, MODEL))
+    rig.services.executor()
+    return built
 
 
 async def test_a_2_mib_result_is_stored_as_a_blob_and_the_event_stays_small(
-    store: EventStore, commands: Commands, blobs: FileBlobStore, version: tuple[str, str]
+    rig: Rig, version: tuple[str, str]
 ) -> None:
-    job_id, events = await _run(store, commands, blobs, version, {"mode": "big", "size": 2 * MiB})
-    assert [type(e).__name__ for e in events] == ["JobRequested", "JobStarted", "JobSucceeded"]
-    done = events[-1]
-    assert isinstance(done, JobSucceeded)
+    job_id = await rig.request_job(version, {"mode": "big", "size": 2 * MiB})
+    events = await rig.ended(job_id)
+    done = succeeded_at_once(events)
     assert len(encode_event(done)) < 4096  # the claim check, not the result
     assert done.result == {} and done.result_blob is not None
     ref = done.result_blob
     assert ref.key.startswith(f"results/{job_id}/")
-    stored = await blobs.get_bytes(ref.key)
+    stored = await rig.blobs.get_bytes(ref.key)
     assert len(stored) == ref.size_bytes and hashlib.sha256(stored).hexdigest() == ref.sha256
     assert msgspec.json.decode(stored) == {"blob": "x" * 2 * MiB, "end": "here"}
 
 
-async def test_a_small_result_stays_in_the_event(
-    store: EventStore, commands: Commands, blobs: FileBlobStore, version: tuple[str, str]
-) -> None:
-    _, events = await _run(store, commands, blobs, version, {"mode": "big", "size": 1000})
-    done = events[-1]
-    assert isinstance(done, JobSucceeded)
+async def test_a_small_result_stays_in_the_event(rig: Rig, version: tuple[str, str]) -> None:
+    job_id = await rig.request_job(version, {"mode": "big", "size": 1000})
+    events = await rig.ended(job_id)
+    done = succeeded_at_once(events)
     assert done.result_blob is None and done.result["blob"] == "x" * 1000
 
 
 async def test_a_result_above_the_maximum_fails_the_job_once_and_stores_nothing(
-    store: EventStore, commands: Commands, blobs: FileBlobStore, version: tuple[str, str]
+    rig: Rig, version: tuple[str, str]
 ) -> None:
     # The default maximum is 8 MiB (CLINAI_RESULT_MAX_BYTES).
-    job_id, events = await _run(store, commands, blobs, version, {"mode": "big", "size": 9 * MiB})
-    assert [type(e).__name__ for e in events] == ["JobRequested", "JobStarted", "JobFailed"]
-    failed = events[-1]
-    assert isinstance(failed, JobFailed) and failed.kind == "output_limit"
-    assert failed.attempts == 1
+    job_id = await rig.request_job(version, {"mode": "big", "size": 9 * MiB})
+    events = await rig.ended(job_id)
+    failed = failed_once(events, "output_limit")
     assert "CLINAI_RESULT_MAX_BYTES" in failed.message and str(8 * MiB) in failed.message
-    assert await blobs.list(f"results/{job_id}") == []
-    assert await blobs.list(f"outputs/{job_id}") == []
+    assert await rig.blobs.list(f"results/{job_id}") == []
+    assert await rig.blobs.list(f"outputs/{job_id}") == []
 
 
 async def test_a_huge_error_message_is_cut_to_fit_the_event(
-    store: EventStore, commands: Commands, blobs: FileBlobStore, version: tuple[str, str]
+    rig: Rig, version: tuple[str, str]
 ) -> None:
     # ValueError("y" * 3 MiB): the message and the traceback each hold all of it.
-    _, events = await _run(store, commands, blobs, version, {"mode": "raise", "size": 3 * MiB})
-    assert [type(e).__name__ for e in events] == ["JobRequested", "JobStarted", "JobFailed"]
-    failed = events[-1]
-    assert isinstance(failed, JobFailed) and failed.kind == "model_error"
-    assert failed.attempts == 1
+    job_id = await rig.request_job(version, {"mode": "raise", "size": 3 * MiB})
+    events = await rig.ended(job_id)
+    failed = failed_once(events, "model_error")
     assert len(encode_event(failed)) < 128 * 1024
     assert failed.message.startswith("run() raised ValueError: yyy") and "characters cut" in (
         failed.message
@@ -138,16 +98,15 @@ async def test_a_huge_error_message_is_cut_to_fit_the_event(
 
 
 async def test_hundreds_of_outputs_with_long_names_are_listed_in_a_blob(
-    store: EventStore, commands: Commands, blobs: FileBlobStore, version: tuple[str, str]
+    rig: Rig, version: tuple[str, str]
 ) -> None:
     # 900 files in 30 folders: within CLINAI_MAX_OUTPUT_FILES (1000), which counts folders too.
-    job_id, events = await _run(store, commands, blobs, version, {"mode": "many", "size": 900})
-    assert [type(e).__name__ for e in events] == ["JobRequested", "JobStarted", "JobSucceeded"]
-    done = events[-1]
-    assert isinstance(done, JobSucceeded)
+    job_id = await rig.request_job(version, {"mode": "many", "size": 900})
+    events = await rig.ended(job_id)
+    done = succeeded_at_once(events)
     assert done.outputs == () and done.outputs_blob is not None
     assert len(encode_event(done)) < 4096
-    stored = await blobs.get_bytes(done.outputs_blob.key)
+    stored = await rig.blobs.get_bytes(done.outputs_blob.key)
     assert hashlib.sha256(stored).hexdigest() == done.outputs_blob.sha256
     listed = msgspec.json.decode(stored)
     assert len(listed) == 900 and len(stored) > 1024 * 1024  # more than a NATS message

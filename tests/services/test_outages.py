@@ -17,13 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from projections import LIVE_SCHEMA, apply_migrations
-from projections.db import connect
 from services.embedded import EmbeddedNats, EmbeddedPostgres
 from services.embedded.stack import ensure_admin_key
 from services.outages import Outage, report_library_failures
 from services.settings import Settings
-from tests._infra import short_tmp_dir, wait_until
+from tests._infra import migrate, short_tmp_dir, wait_until
 from tests.api._client import Client
 from tests.api.conftest import free_port, stop_services, wait_key_works, wait_ready
 
@@ -108,15 +106,7 @@ class _Stack:
     def start(self, tmp: Path) -> None:
         nats_url = self.nats.start_blocking()
         dsn = self.postgres.start_blocking()
-
-        async def migrate() -> None:
-            conn = await connect(dsn)
-            try:
-                await apply_migrations(conn, LIVE_SCHEMA)
-            finally:
-                await conn.close()
-
-        asyncio.run(migrate())
+        asyncio.run(migrate(dsn))
         env = {k: v for k, v in os.environ.items() if not k.startswith("CLINAI_")}
         env |= {
             "CLINAI_DATA_DIR": str(tmp / "data"),
