@@ -86,9 +86,9 @@ def signed_upload_endpoint(store: BlobStore) -> Callable[[Request], Awaitable[Re
                 key, int(params["expires"]), max_bytes, content_type, params["signature"]
             )
         except (KeyError, ValueError):  # a parameter is missing or not a number
-            return _problem(BlobSignatureInvalidError(key), 403, _TITLES["invalid"])
+            return _upload_refused(BlobSignatureInvalidError(key))
         except BlobSignatureError as err:
-            return _problem(err, 403, _TITLES[err.reason])
+            return _upload_refused(err)
         if await store.exists(key):
             await drain_small_body(request)
             raise ApiError(
@@ -129,6 +129,15 @@ async def _receive(request: Request, path: Path, limit: int) -> None:
             await asyncio.to_thread(fh.write, chunk)
     finally:
         await asyncio.to_thread(fh.close)
+
+
+def _upload_refused(err: BlobSignatureError) -> Response:
+    detail = joined_detail(
+        err.message,
+        "use the upload URL exactly as POST /v1/uploads returned it, before it "
+        "expires; or create a new upload with POST /v1/uploads",
+    )
+    return problem_response(403, _TITLES[err.reason], detail)
 
 
 def _problem(err: BlobError, status: int, title: str) -> Response:
