@@ -38,7 +38,7 @@ from services.api.wiring import (
 )
 from services.blobstore import BlobNotFoundError
 from services.domain.access import can_see_job, listed_owner
-from services.domain.context import ConflictError
+from services.domain.context import CommandContext, ConflictError
 from services.domain.destinations import DestinationPolicy, DestinationRefused, InvalidDestination
 from services.domain.views import job_view
 
@@ -78,39 +78,21 @@ async def create_job(request: Request) -> Response:
                 "send the input file in the multipart field 'input' "
                 "(or a JSON body naming an upload or a URL)",
             )
-        params = _params(form.fields)  # before any lookup: a bad form is refused at once
-        version = await _runnable_version(svc, caller, form.fields)
-        timeout_s = _timeout(svc, form.fields)
-        webhook = _webhook(svc, form.fields)
+        job = await _checked(svc, caller, form.fields)
         job_id = ctx.resource_id("job")
         key = input_key(job_id)  # one file, no folder per job; its name is in the event
         await blobs.move_in(key, received.path, received.content_type)
-        # Read before the append: the commit notices after it tell the job's whole life.
-        seen = svc.watermark.checkpoint
+        given = _JobInput(key=key, filename=received.filename, size=received.size)
         try:
-            seq = await svc.commands.request_job(
-                ctx,
-                job_id=job_id,
-                owner=caller.user_id,
-                model_id=version.model_id,
-                version_id=version.id,
-                input_key=key,
-                input_filename=received.filename,
-                input_size_bytes=received.size,
-                params=params,
-                timeout_s=timeout_s,
-                webhook=webhook,
-            )
+            created = await _append(svc, ctx, caller, job, job_id, given)
         except BaseException:
             # Not appended (or not known to be): the input goes unless the log has the job.
             sweep: InputSweep = request.app.state.input_sweep
             await asyncio.shield(sweep.discard(job_id, connected=svc.store_connected))
             raise
-        svc.admission.submitted(caller.user_id, seq)
     finally:
         form.discard()  # unless it was moved into the store
         svc.command_done(request)  # ?wait= below waits without holding the key's slot
-    created = _Created(job_id, seq, seen, version, received.filename, params, timeout_s)
     return await _created_response(svc, caller, created, started + wait)
 
 
@@ -141,14 +123,62 @@ class _JobBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         return fields
 
 
+class _Job(msgspec.Struct, frozen=True):
+    """What a submission asks for, checked: the same from a form or a JSON body."""
+
+    version: queries.VersionView
+    params: dict[str, Any]
+    timeout_s: float
+    webhook: JobWebhook | None
+
+
+class _JobInput(msgspec.Struct, frozen=True, kw_only=True):
+    key: str  # empty for an input by URL
+    filename: str
+    size: int
+    url: str | None = None
+
+
 class _Created(msgspec.Struct, frozen=True):
     job_id: str
     seq: int
     seen: int
-    version: queries.VersionView
+    job: _Job
     input_filename: str
-    params: dict[str, Any]
-    timeout_s: float
+
+
+async def _checked(svc: ApiServices, caller: Principal, fields: dict[str, str]) -> _Job:
+    params = _params(fields)  # before any lookup: a bad form is refused at once
+    version = await _runnable_version(svc, caller, fields)
+    return _Job(version, params, _timeout(svc, fields), _webhook(svc, fields))
+
+
+async def _append(
+    svc: ApiServices,
+    ctx: CommandContext,
+    caller: Principal,
+    job: _Job,
+    job_id: str,
+    given: _JobInput,
+) -> _Created:
+    # Read before the append: the commit notices after it tell the job's whole life.
+    seen = svc.watermark.checkpoint
+    seq = await svc.commands.request_job(
+        ctx,
+        job_id=job_id,
+        owner=caller.user_id,
+        model_id=job.version.model_id,
+        version_id=job.version.id,
+        input_key=given.key,
+        input_filename=given.filename,
+        input_size_bytes=given.size,
+        params=job.params,
+        timeout_s=job.timeout_s,
+        webhook=job.webhook,
+        input_url=given.url,
+    )
+    svc.admission.submitted(caller.user_id, seq)
+    return _Created(job_id, seq, seen, job, given.filename)
 
 
 async def _create_from_json(
@@ -164,44 +194,25 @@ async def _create_from_json(
                 "name the input: 'input' (an upload id from POST /v1/uploads) or "
                 "'input_url' (an http(s) URL the executor fetches), one of the two",
             )
-        fields = body.fields()
-        params = _params(fields)
-        version = await _runnable_version(svc, caller, fields)
-        timeout_s = _timeout(svc, fields)
-        webhook = _webhook(svc, fields)
+        job = await _checked(svc, caller, body.fields())
         ctx = svc.context(request, caller)
-        url: str | None = None
         if body.input is not None:
             upload = await claim_upload(svc, caller.user_id, body.input)
-            job_id, key, filename, size = upload.job_id, upload.key, upload.filename, upload.size
+            job_id = upload.job_id
+            given = _JobInput(key=upload.key, filename=upload.filename, size=upload.size)
         else:
             url = _input_url(svc, body.input_url or "")
-            job_id, key, size = ctx.resource_id("job"), "", 0
-            filename = safe_filename(unquote(urlsplit(url).path.rsplit("/", 1)[-1]), "input")
-        seen = svc.watermark.checkpoint
+            job_id = ctx.resource_id("job")
+            name = safe_filename(unquote(urlsplit(url).path.rsplit("/", 1)[-1]), "input")
+            given = _JobInput(key="", filename=name, size=0, url=url)
         try:
-            seq = await svc.commands.request_job(
-                ctx,
-                job_id=job_id,
-                owner=caller.user_id,
-                model_id=version.model_id,
-                version_id=version.id,
-                input_key=key,
-                input_filename=filename,
-                input_size_bytes=size,
-                params=params,
-                timeout_s=timeout_s,
-                webhook=webhook,
-                input_url=url,
-            )
+            created = await _append(svc, ctx, caller, job, job_id, given)
         except ConflictError as err:
             if body.input is not None:  # the upload's one job exists
                 raise upload_used(body.input) from err
             raise
-        svc.admission.submitted(caller.user_id, seq)
     finally:
         svc.command_done(request)
-    created = _Created(job_id, seq, seen, version, filename, params, timeout_s)
     return await _created_response(svc, caller, created, started + wait)
 
 
@@ -250,11 +261,11 @@ async def _created_response(
         {
             "id": job_id,
             "status": "queued",
-            "model_id": created.version.model_id,
-            "version_id": created.version.id,
+            "model_id": created.job.version.model_id,
+            "version_id": created.job.version.id,
             "input_filename": created.input_filename,
-            "params": created.params,
-            "timeout_s": created.timeout_s,
+            "params": created.job.params,
+            "timeout_s": created.job.timeout_s,
         },
         202,
         seq=seq,
