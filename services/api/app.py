@@ -120,7 +120,7 @@ def create_app(settings: Settings, *, blobs: BlobStore | None = None) -> Starlet
                 blob_store,
                 store,
                 pool,
-                min_age_s=settings.upload_ttl_s,
+                min_age_s=settings.upload_ttl_s + routes_uploads.SWEEP_GRACE_S,
                 interval_s=settings.input_sweep_interval_s,
                 prefix=routes_uploads.UPLOAD_PREFIX,
                 job_of=routes_uploads.upload_job_of_key,

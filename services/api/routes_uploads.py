@@ -33,6 +33,7 @@ from services.blobstore.file import MAX_EXPIRES_IN
 from services.domain.access import can_use_upload
 
 __all__ = [
+    "SWEEP_GRACE_S",
     "UPLOAD_PREFIX",
     "ClaimedUpload",
     "claim_upload",
@@ -43,6 +44,9 @@ __all__ = [
 ]
 
 UPLOAD_PREFIX = "uploads/"
+# The sweep removes an unused upload this long after it expired, so that a job that
+# claimed it just before is in the log by then (the sweep keeps the uploads of jobs).
+SWEEP_GRACE_S = 300.0
 _ID_PREFIX = "upload_"
 _NEW_UPLOAD = "create a new upload with POST /v1/uploads and send its bytes"
 

@@ -2,7 +2,8 @@
 through the webhooks' address guard (`services.domain.destinations`: the addresses DNS
 gives are checked in the connector's resolver, each redirect's URL before it is
 followed), within a size cap and a time limit. Any failure is `InputUnavailableError`,
-which fails the job with kind `input_unavailable`."""
+which fails the job with kind `input_unavailable`; an error of this host's disk is an
+`OSError`, an infrastructure failure that is retried."""
 
 from __future__ import annotations
 
@@ -79,8 +80,9 @@ class UrlInputs:
             if isinstance(err.os_error, DestinationRefused):
                 raise _refused(err.os_error) from err
             raise _unreachable(host, err) from err
-        except (aiohttp.ClientError, OSError) as err:
+        except aiohttp.ClientError as err:
             raise _unreachable(host, err) from err
+        # Any other OSError is this host's (writing the file): an infrastructure failure.
 
     async def _fetch(self, url: str, path: Path) -> int:
         connector = aiohttp.TCPConnector(resolver=GuardedResolver(self.policy), use_dns_cache=False)
