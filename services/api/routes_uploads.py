@@ -111,7 +111,6 @@ async def create_upload(request: Request) -> Response:
     target = await svc.blobs.upload_target(
         _data_key(upload_id), content_type=content_type, max_bytes=max_bytes, expires_in=ttl
     )
-    svc.command_done(request)
     return json_response(
         {
             "id": upload_id,

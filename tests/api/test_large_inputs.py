@@ -67,8 +67,8 @@ def version_id(full_stack: Stack) -> str:
 
 @pytest.fixture
 async def files() -> AsyncIterator[tuple[str, dict[str, bytes]]]:
-    """A real HTTP server on loopback serving `files[path]`; '/slow' never answers,
-    '/hop' redirects to '/in.bin'."""
+    """A real HTTP server on loopback serving `files[path]`; '/hop' redirects to
+    '/in.bin'."""
     served: dict[str, bytes] = {}
 
     async def handle(request: web.Request) -> web.StreamResponse:
