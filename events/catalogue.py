@@ -62,6 +62,7 @@ FailureKind = Literal[
     "canceled",
     "infrastructure",
     "output_limit",
+    "input_unavailable",
 ]
 # The statuses a job or a version never leaves, as the write side's folds and the
 # projections both derive them from the events.
@@ -257,6 +258,8 @@ class JobRequested(Event, frozen=True, kw_only=True):
     params: dict[str, Any] = {}
     timeout_s: float = 60.0
     webhook: JobWebhook | None = None
+    # Set: the executor fetches the input from this URL (`input_key` is then empty).
+    input_url: str | None = None
 
 
 class JobStarted(Event, frozen=True, kw_only=True):

@@ -53,6 +53,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # is this old, by a sweep every input_sweep_interval_s in each API process.
     input_orphan_age_s: float = 3600.0
     input_sweep_interval_s: float = 900.0
+    # Direct uploads (POST /v1/uploads): one unused after upload_ttl_s is removed.
+    upload_ttl_s: float = 24 * 3600.0
+    # Inputs by URL, fetched by the executor (at most max_input_bytes, within
+    # input_url_timeout_s) through the webhooks' address guard; these CIDRs are exempt.
+    input_url_timeout_s: float = 60.0
+    input_url_allow_networks: str = ""
     read_your_writes_timeout_s: float = 5.0
     max_long_poll_s: float = 60.0
     # A request's head (request line and headers): larger ones are answered 431.
@@ -183,6 +189,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         if settings.input_orphan_age_s <= 0 or settings.input_sweep_interval_s <= 0:
             raise SettingsError(
                 "CLINAI_INPUT_ORPHAN_AGE_S and CLINAI_INPUT_SWEEP_INTERVAL_S must be positive"
+            )
+        if settings.upload_ttl_s <= 0 or settings.input_url_timeout_s <= 0:
+            raise SettingsError(
+                "CLINAI_UPLOAD_TTL_S and CLINAI_INPUT_URL_TIMEOUT_S must be positive"
             )
         if settings.job_timeout_s > settings.job_timeout_max_s:
             raise SettingsError("CLINAI_JOB_TIMEOUT_S must not exceed CLINAI_JOB_TIMEOUT_MAX_S")

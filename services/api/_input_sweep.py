@@ -10,6 +10,9 @@ later: every
 exists neither in the read models nor, asked one by one, in the log. (The read models
 answer for almost every input in one query per chunk; the log has the last word, so a
 lagging projection cannot cost a job its input.)
+
+Direct uploads (`uploads/<upload>/...`) are swept the same way by a second instance:
+`job_of` names the job an upload feeds, and `min_age_s` is their time to live.
 """
 
 from __future__ import annotations
@@ -63,7 +66,8 @@ async def _discard(store: EventStore, blobs: BlobStore, job_id: str) -> bool:
 
 
 class InputSweep:
-    """Removes old inputs without a job; `run` repeats `sweep` until cancelled."""
+    """Removes old inputs without a job; `run` repeats `sweep` until cancelled. The
+    blobs swept are those under `prefix`; `job_of` names the job a key belongs to."""
 
     def __init__(
         self,
@@ -74,6 +78,8 @@ class InputSweep:
         min_age_s: float,
         interval_s: float,
         clock: Callable[[], float] = time.time,
+        prefix: str = _PREFIX,
+        job_of: Callable[[str], str] = _job_id,
     ) -> None:
         if min_age_s <= 0 or interval_s <= 0:
             raise ValueError("InputSweep: min_age_s and interval_s must be positive")
@@ -83,6 +89,8 @@ class InputSweep:
         self._min_age_s = min_age_s
         self._interval_s = interval_s
         self._clock = clock
+        self._prefix = prefix
+        self._job_of = job_of
         self._pending: set[asyncio.Task[None]] = set()
 
     async def discard(self, job_id: str, *, connected: Callable[[], bool]) -> None:
@@ -110,10 +118,10 @@ class InputSweep:
 
     async def sweep(self) -> int:
         """One pass; the number of inputs removed."""
-        old = await self._blobs.list_older(_PREFIX, self._clock() - self._min_age_s)
+        old = await self._blobs.list_older(self._prefix, self._clock() - self._min_age_s)
         by_job: dict[str, list[str]] = {}
         for key in old:
-            by_job.setdefault(_job_id(key), []).append(key)
+            by_job.setdefault(self._job_of(key), []).append(key)
         orphans = await self._not_projected(list(by_job))
         removed = 0
         for job_id in orphans:
@@ -124,7 +132,10 @@ class InputSweep:
                 removed += 1
         if removed:
             log.warning(
-                "removed %d input(s) older than %.0f s without a job", removed, self._min_age_s
+                "removed %d blob(s) under %s older than %.0f s without a job",
+                removed,
+                self._prefix,
+                self._min_age_s,
             )
         return removed
 

@@ -23,6 +23,7 @@ from services.api import (
     routes_keys,
     routes_limits,
     routes_models,
+    routes_uploads,
     routes_webhooks,
 )
 from services.api._input_sweep import InputSweep
@@ -115,15 +116,26 @@ def create_app(settings: Settings, *, blobs: BlobStore | None = None) -> Starlet
                 interval_s=settings.input_sweep_interval_s,
             )
             app.state.input_sweep = sweep
+            upload_sweep = InputSweep(
+                blob_store,
+                store,
+                pool,
+                min_age_s=settings.upload_ttl_s + routes_uploads.SWEEP_GRACE_S,
+                interval_s=settings.input_sweep_interval_s,
+                prefix=routes_uploads.UPLOAD_PREFIX,
+                job_of=routes_uploads.upload_job_of_key,
+            )
             sweeping = asyncio.create_task(sweep.run())
+            sweeping_uploads = asyncio.create_task(upload_sweep.run())
             await app.state.services.rate_limiter.open()
             try:
                 yield
             finally:
                 sweep.close()
-                sweeping.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await sweeping
+                for task in (sweeping, sweeping_uploads):
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
         finally:
             await watermark.stop()
             await pool.close()
@@ -135,6 +147,7 @@ def create_app(settings: Settings, *, blobs: BlobStore | None = None) -> Starlet
         Route("/readyz", readiness.readyz, methods=["GET"]),
         *routes_models.routes,
         *routes_jobs.routes,
+        *routes_uploads.routes,
         *routes_keys.routes,
         *routes_limits.routes,
         *routes_webhooks.routes,

@@ -1,10 +1,15 @@
-"""Signed blob downloads (`GET /v1/blobs/{key}`): the URLs a store signs for the API to
-serve (the `file` backend's). The store checks the signature; the blob is streamed as
-an attachment. 403 for a bad or expired signature, 404 when the blob is missing."""
+"""Signed blob downloads (`GET /v1/blobs/{key}`) and direct uploads (`PUT`): the URLs a
+store signs for the API to serve (the `file` backend's). The store checks the
+signature; a download is streamed as an attachment, an upload streamed to disk. 403 for
+a bad or expired signature, 404 when the blob to download is missing, 409 when the blob
+to upload was already sent, 413 past the upload's size cap."""
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from urllib.parse import quote
 
 from starlette.requests import Request
@@ -12,7 +17,9 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from services.api._job_result import stream_body
-from services.api.problems import joined_detail, problem_response
+from services.api.problems import ApiError, joined_detail, problem_response
+from services.api.request_body import body_chunks
+from services.api.uploads import drain_small_body
 from services.blobstore import (
     SIGNED_URL_PATH,
     BlobError,
@@ -22,14 +29,17 @@ from services.blobstore import (
 )
 from services.blobstore.base import BlobSignatureError, BlobSignatureInvalidError
 
-__all__ = ["SIGNED_BLOB_ROUTE", "blob_routes", "signed_blob_endpoint"]
+__all__ = ["SIGNED_BLOB_ROUTE", "blob_routes", "signed_blob_endpoint", "signed_upload_endpoint"]
 
 SIGNED_BLOB_ROUTE = SIGNED_URL_PATH + "{key:path}"
 _TITLES = {"invalid": "Invalid signature", "expired": "Signed URL expired"}
 
 
 def blob_routes(store: BlobStore) -> list[Route]:
-    return [Route(SIGNED_BLOB_ROUTE, signed_blob_endpoint(store), methods=["GET"])]
+    return [
+        Route(SIGNED_BLOB_ROUTE, signed_blob_endpoint(store), methods=["GET"]),
+        Route(SIGNED_BLOB_ROUTE, signed_upload_endpoint(store), methods=["PUT"]),
+    ]
 
 
 def signed_blob_endpoint(store: BlobStore) -> Callable[[Request], Awaitable[Response]]:
@@ -60,6 +70,74 @@ def signed_blob_endpoint(store: BlobStore) -> Callable[[Request], Awaitable[Resp
         )
 
     return endpoint
+
+
+def signed_upload_endpoint(store: BlobStore) -> Callable[[Request], Awaitable[Response]]:
+    """The body of a signed PUT (`BlobStore.upload_target`), streamed into the spool
+    folder with its size cap, then moved into the store; one write per key."""
+
+    async def endpoint(request: Request) -> Response:
+        key = str(request.path_params.get("key", ""))
+        params = request.query_params
+        try:
+            max_bytes = int(params["max_bytes"])
+            content_type = params["content_type"]
+            store.verify_upload(
+                key, int(params["expires"]), max_bytes, content_type, params["signature"]
+            )
+        except (KeyError, ValueError):  # a parameter is missing or not a number
+            return _upload_refused(BlobSignatureInvalidError(key))
+        except BlobSignatureError as err:
+            return _upload_refused(err)
+        if await store.exists(key):
+            await drain_small_body(request)
+            raise ApiError(
+                409,
+                "Already uploaded",
+                "these bytes were already sent; an upload takes one PUT: "
+                "create a new upload with POST /v1/uploads to send other bytes",
+            )
+        path = (await store.spool_dir()) / f"put-{uuid.uuid4().hex}"
+        try:
+            await _receive(request, path, max_bytes)
+            await store.move_in(key, path, content_type)
+        finally:
+            await asyncio.to_thread(path.unlink, missing_ok=True)
+        return Response(status_code=200)
+
+    return endpoint
+
+
+async def _receive(request: Request, path: Path, limit: int) -> None:
+    """The body to `path`; 413 as soon as it is longer than `limit` bytes."""
+    too_large = ApiError(
+        413,
+        "Upload too large",
+        f"the upload is larger than the limit of {limit} bytes; "
+        "send a smaller file or ask the operator to raise the limit",
+    )
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    size = 0
+    fh = await asyncio.to_thread(path.open, "xb")
+    try:
+        async for chunk in body_chunks(request):
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            await asyncio.to_thread(fh.write, chunk)
+    finally:
+        await asyncio.to_thread(fh.close)
+
+
+def _upload_refused(err: BlobSignatureError) -> Response:
+    detail = joined_detail(
+        err.message,
+        "use the upload URL exactly as POST /v1/uploads returned it, before it "
+        "expires; or create a new upload with POST /v1/uploads",
+    )
+    return problem_response(403, _TITLES[err.reason], detail)
 
 
 def _problem(err: BlobError, status: int, title: str) -> Response:

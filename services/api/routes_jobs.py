@@ -6,7 +6,9 @@ import asyncio
 import math
 import time
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
+import msgspec
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
@@ -18,10 +20,12 @@ from services.api._input_sweep import InputSweep, input_key
 from services.api._job_result import job_response, result_response
 from services.api.auth import Principal
 from services.api.problems import ApiError
-from services.api.uploads import ReceivedForm, receive_form
+from services.api.routes_uploads import claim_upload, upload_used
+from services.api.uploads import receive_form, safe_filename
 from services.api.wiring import (
     ApiServices,
     checked_id,
+    decode_body,
     json_response,
     page_limit,
     path_id,
@@ -34,24 +38,30 @@ from services.api.wiring import (
 )
 from services.blobstore import BlobNotFoundError
 from services.domain.access import can_see_job, listed_owner
+from services.domain.context import CommandContext, ConflictError
+from services.domain.destinations import DestinationPolicy, DestinationRefused, InvalidDestination
 from services.domain.views import job_view
 
 __all__ = ["routes"]
 
 _WEBHOOK_EVENTS = frozenset({"start", "output", "completed"})
+_MAX_URL_CHARS = 4096
 _JOB_FIELDS = frozenset(
     {"input", "version", "model", "params", "timeout_s", "webhook", "webhook_events"}
 )
 
 
 async def create_job(request: Request) -> Response:
-    """`?wait=S`: answer once the job has ended (200), or after S seconds with the job as
+    """The input as a multipart file, or (a JSON body) a direct upload's id or a URL.
+    `?wait=S`: answer once the job has ended (200), or after S seconds with the job as
     it is then (202), saving a client the long poll that would follow."""
     svc = services(request)
     caller = await svc.caller(request)
     wait = _wait_s(svc, request)
     await svc.admission.check(caller.user_id)
     started = time.monotonic()
+    if _media_type(request) == "application/json":
+        return await _create_from_json(request, svc, caller, wait, started)
     ctx = svc.context(request, caller)
     blobs = svc.blobs
     # Received where the store takes it over from (the file backend: a rename).
@@ -63,44 +73,186 @@ async def create_job(request: Request) -> Response:
         received = form.files.get("input")
         if received is None:
             raise ApiError(
-                422, "Input missing", "send the input file in the multipart field 'input'"
+                422,
+                "Input missing",
+                "send the input file in the multipart field 'input' "
+                "(or a JSON body naming an upload or a URL)",
             )
-        params = _params(form)  # before any lookup: a bad form is refused at once
-        version = await _runnable_version(svc, caller, form)
-        timeout_s = _timeout(svc, form)
-        webhook = _webhook(svc, form)
+        job = await _checked(svc, caller, form.fields)
         job_id = ctx.resource_id("job")
         key = input_key(job_id)  # one file, no folder per job; its name is in the event
         await blobs.move_in(key, received.path, received.content_type)
-        # Read before the append: the commit notices after it tell the job's whole life.
-        seen = svc.watermark.checkpoint
+        given = _JobInput(key=key, filename=received.filename, size=received.size)
         try:
-            seq = await svc.commands.request_job(
-                ctx,
-                job_id=job_id,
-                owner=caller.user_id,
-                model_id=version.model_id,
-                version_id=version.id,
-                input_key=key,
-                input_filename=received.filename,
-                input_size_bytes=received.size,
-                params=params,
-                timeout_s=timeout_s,
-                webhook=webhook,
-            )
+            created = await _append(svc, ctx, caller, job, job_id, given)
         except BaseException:
             # Not appended (or not known to be): the input goes unless the log has the job.
             sweep: InputSweep = request.app.state.input_sweep
             await asyncio.shield(sweep.discard(job_id, connected=svc.store_connected))
             raise
-        svc.admission.submitted(caller.user_id, seq)
     finally:
         form.discard()  # unless it was moved into the store
         svc.command_done(request)  # ?wait= below waits without holding the key's slot
-    deadline = started + wait
-    if wait > 0:
+    return await _created_response(svc, caller, created, started + wait)
+
+
+class _JobBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """`POST /v1/jobs` as JSON: the form's fields, with `input` an upload id, or
+    `input_url` instead."""
+
+    input: str | None = None
+    input_url: str | None = None
+    version: str = ""
+    model: str = ""
+    params: dict[str, Any] = {}
+    timeout_s: float | None = None
+    webhook: str | None = None
+    webhook_events: list[str] | str | None = None
+
+    def fields(self) -> dict[str, str]:
+        """As the form's text fields, which the form's checks read."""
+        fields = {"version": self.version, "model": self.model}
+        fields["params"] = orjson.dumps(self.params).decode() if self.params else ""
+        if self.timeout_s is not None:
+            fields["timeout_s"] = repr(self.timeout_s)
+        if self.webhook is not None:
+            fields["webhook"] = self.webhook
+        if self.webhook_events is not None:
+            events = self.webhook_events
+            fields["webhook_events"] = events if isinstance(events, str) else ",".join(events)
+        return fields
+
+
+class _Job(msgspec.Struct, frozen=True):
+    """What a submission asks for, checked: the same from a form or a JSON body."""
+
+    version: queries.VersionView
+    params: dict[str, Any]
+    timeout_s: float
+    webhook: JobWebhook | None
+
+
+class _JobInput(msgspec.Struct, frozen=True, kw_only=True):
+    key: str  # empty for an input by URL
+    filename: str
+    size: int
+    url: str | None = None
+
+
+class _Created(msgspec.Struct, frozen=True):
+    job_id: str
+    seq: int
+    seen: int
+    job: _Job
+    input_filename: str
+
+
+async def _checked(svc: ApiServices, caller: Principal, fields: dict[str, str]) -> _Job:
+    params = _params(fields)  # before any lookup: a bad form is refused at once
+    version = await _runnable_version(svc, caller, fields)
+    return _Job(version, params, _timeout(svc, fields), _webhook(svc, fields))
+
+
+async def _append(
+    svc: ApiServices,
+    ctx: CommandContext,
+    caller: Principal,
+    job: _Job,
+    job_id: str,
+    given: _JobInput,
+) -> _Created:
+    # Read before the append: the commit notices after it tell the job's whole life.
+    seen = svc.watermark.checkpoint
+    seq = await svc.commands.request_job(
+        ctx,
+        job_id=job_id,
+        owner=caller.user_id,
+        model_id=job.version.model_id,
+        version_id=job.version.id,
+        input_key=given.key,
+        input_filename=given.filename,
+        input_size_bytes=given.size,
+        params=job.params,
+        timeout_s=job.timeout_s,
+        webhook=job.webhook,
+        input_url=given.url,
+    )
+    svc.admission.submitted(caller.user_id, seq)
+    return _Created(job_id, seq, seen, job, given.filename)
+
+
+async def _create_from_json(
+    request: Request, svc: ApiServices, caller: Principal, wait: float, started: float
+) -> Response:
+    """A job on a direct upload (`input`) or a URL (`input_url`): no bytes in the body."""
+    try:
+        body = await decode_body(request, _JobBody)
+        if (body.input is None) == (body.input_url is None):
+            raise ApiError(
+                422,
+                "Input missing",
+                "name the input: 'input' (an upload id from POST /v1/uploads) or "
+                "'input_url' (an http(s) URL the executor fetches), one of the two",
+            )
+        job = await _checked(svc, caller, body.fields())
+        ctx = svc.context(request, caller)
+        if body.input is not None:
+            upload = await claim_upload(svc, caller.user_id, body.input)
+            job_id = upload.job_id
+            given = _JobInput(key=upload.key, filename=upload.filename, size=upload.size)
+        else:
+            url = _input_url(svc, body.input_url or "")
+            job_id = ctx.resource_id("job")
+            name = safe_filename(unquote(urlsplit(url).path.rsplit("/", 1)[-1]), "input")
+            given = _JobInput(key="", filename=name, size=0, url=url)
+        try:
+            created = await _append(svc, ctx, caller, job, job_id, given)
+        except ConflictError as err:
+            if body.input is not None:  # the upload's one job exists
+                raise upload_used(body.input) from err
+            raise
+    finally:
+        svc.command_done(request)
+    return await _created_response(svc, caller, created, started + wait)
+
+
+def _input_url(svc: ApiServices, url: str) -> str:
+    """An http(s) URL, not to a guarded literal address (the executor checks the
+    addresses DNS gives when it fetches)."""
+    url = (text_param(url, "input_url") or "").strip()
+    if len(url) > _MAX_URL_CHARS:
+        raise ApiError(422, "Invalid input_url", f"input_url is at most {_MAX_URL_CHARS} chars")
+    policy = DestinationPolicy.from_setting(
+        svc.settings.input_url_allow_networks, "CLINAI_INPUT_URL_ALLOW_NETWORKS"
+    )
+    try:
+        policy.check_url(url, "an input URL")
+    except InvalidDestination as err:
+        raise ApiError(422, "Invalid input_url", str(err)) from err
+    except DestinationRefused as err:
+        raise ApiError(
+            422,
+            "Input URL refused",
+            f"{err}: inputs by URL come from public addresses only; "
+            "upload the file instead (POST /v1/uploads)",
+        ) from err
+    return url
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+async def _created_response(
+    svc: ApiServices, caller: Principal, created: _Created, deadline: float
+) -> Response:
+    """202 with the queued job, or with `?wait=` the job once ended (or at `deadline`)."""
+    job_id, seq = created.job_id, created.seq
+    if deadline > time.monotonic():
         # No read of the job before it has ended: it is queued until the notices say.
-        await svc.job_waits.wait_moved(job_id, seq, seen, deadline - time.monotonic(), ended=True)
+        await svc.job_waits.wait_moved(
+            job_id, seq, created.seen, deadline - time.monotonic(), ended=True
+        )
         if svc.watermark.checkpoint >= seq:  # else its row may not exist yet
             job = await _settled_job(svc, caller, job_id, deadline)
             ended = job.status in TERMINAL_JOB_STATUSES
@@ -109,11 +261,11 @@ async def create_job(request: Request) -> Response:
         {
             "id": job_id,
             "status": "queued",
-            "model_id": version.model_id,
-            "version_id": version.id,
-            "input_filename": received.filename,
-            "params": params,
-            "timeout_s": timeout_s,
+            "model_id": created.job.version.model_id,
+            "version_id": created.job.version.id,
+            "input_filename": created.input_filename,
+            "params": created.job.params,
+            "timeout_s": created.job.timeout_s,
         },
         202,
         seq=seq,
@@ -121,10 +273,10 @@ async def create_job(request: Request) -> Response:
 
 
 async def _runnable_version(
-    svc: ApiServices, caller: Principal, form: ReceivedForm
+    svc: ApiServices, caller: Principal, fields: dict[str, str]
 ) -> queries.VersionView:
-    version_id = text_param(form.fields.get("version", ""), "version") or ""
-    model_id = text_param(form.fields.get("model", ""), "model") or ""
+    version_id = text_param(fields.get("version", ""), "version") or ""
+    model_id = text_param(fields.get("model", ""), "model") or ""
     version_id, model_id = version_id.strip(), model_id.strip()
     if not version_id and not model_id:
         raise ApiError(
@@ -175,8 +327,8 @@ async def _runnable_version(
     return version
 
 
-def _params(form: ReceivedForm) -> dict[str, Any]:
-    raw = form.fields.get("params")
+def _params(fields: dict[str, str]) -> dict[str, Any]:
+    raw = fields.get("params")
     if raw is None or not raw.strip():
         return {}
     try:
@@ -190,8 +342,8 @@ def _params(form: ReceivedForm) -> dict[str, Any]:
     return params
 
 
-def _timeout(svc: ApiServices, form: ReceivedForm) -> float:
-    raw = form.fields.get("timeout_s")
+def _timeout(svc: ApiServices, fields: dict[str, str]) -> float:
+    raw = fields.get("timeout_s")
     if raw is None or not raw.strip():
         return svc.settings.job_timeout_s
     try:
@@ -204,12 +356,12 @@ def _timeout(svc: ApiServices, form: ReceivedForm) -> float:
     return value
 
 
-def _webhook(svc: ApiServices, form: ReceivedForm) -> JobWebhook | None:
-    url = (text_param(form.fields.get("webhook"), "webhook") or "").strip()
+def _webhook(svc: ApiServices, fields: dict[str, str]) -> JobWebhook | None:
+    url = (text_param(fields.get("webhook"), "webhook") or "").strip()
     if not url:
         return None
     svc.webhooks.check_url(url)  # InvalidWebhookError: 422
-    raw_events = form.fields.get("webhook_events", "completed")
+    raw_events = fields.get("webhook_events", "completed")
     wanted = tuple(e.strip() for e in raw_events.split(",") if e.strip())
     unknown = set(wanted) - _WEBHOOK_EVENTS
     if unknown or not wanted:

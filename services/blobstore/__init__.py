@@ -10,6 +10,7 @@ from services.blobstore.base import (
     BlobSignatureInvalidError,
     BlobStore,
     BlobStream,
+    UploadTarget,
     validate_key,
     validate_prefix,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "BlobStream",
     "FileBlobStore",
     "FileBlobStream",
+    "UploadTarget",
     "validate_key",
     "validate_prefix",
 ]

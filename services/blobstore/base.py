@@ -14,6 +14,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Literal, Protocol
 
+import msgspec
+
 from events import ClinaiError
 
 __all__ = [
@@ -25,6 +27,7 @@ __all__ = [
     "BlobSignatureInvalidError",
     "BlobStore",
     "BlobStream",
+    "UploadTarget",
     "validate_filename",
     "validate_key",
     "validate_prefix",
@@ -89,6 +92,17 @@ class BlobSignatureInvalidError(BlobSignatureError):
             hint="Use the URL exactly as the API returned it, without changing any part.",
         )
         self.key = key
+
+
+class UploadTarget(msgspec.Struct, frozen=True, kw_only=True):
+    """Where a client sends an upload's bytes itself: one `method` request (a PUT) to
+    `url` with `headers` (exactly these; the signature may cover them) and the bytes as
+    the body, before `expires` (seconds since the epoch)."""
+
+    url: str
+    method: str = "PUT"
+    headers: dict[str, str] = {}
+    expires: int
 
 
 class BlobStream(Protocol):
@@ -181,6 +195,26 @@ class BlobStore(Protocol):
         `BlobSignatureInvalidError` unless this store signed exactly (key, expires,
         filename), then `BlobSignatureExpiredError` once `expires` has passed. A backend
         whose URLs point elsewhere (S3 presigns its own) refuses every one as invalid."""
+        ...
+
+    async def upload_target(
+        self, key: str, *, content_type: str, max_bytes: int, expires_in: int
+    ) -> UploadTarget:
+        """Where a client sends the bytes of the blob `key` straight to storage (a
+        direct upload), valid for `expires_in` seconds: the API never carries them. The
+        body is stored under `key` with `content_type`. The target accepts one write
+        while `key` holds no blob (a second one must be refused, not replace the
+        first), and refuses a body larger than `max_bytes` where the storage can (the
+        API checks the stored size again before using the blob). The `file` backend
+        gives a signed PUT to the API (`verify_upload`); S3 a presigned PUT."""
+        ...
+
+    def verify_upload(
+        self, key: str, expires: int, max_bytes: int, content_type: str, signature: str
+    ) -> None:
+        """Check a signed upload URL's parameters before the API receives the bytes:
+        as `verify_signed`, for the URLs `upload_target` made. A backend whose targets
+        point elsewhere refuses every one as invalid."""
         ...
 
     async def close(self) -> None: ...

@@ -41,6 +41,7 @@ from services.blobstore.base import (
     BlobNotFoundError,
     BlobSignatureExpiredError,
     BlobSignatureInvalidError,
+    UploadTarget,
     validate_filename,
     validate_key,
     validate_prefix,
@@ -53,6 +54,7 @@ SIGNED_URL_PATH = "/v1/blobs/"
 MAX_EXPIRES_IN = 7 * 24 * 3600  # the S3 presigned URL limit, so both backends agree
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 _SIGNATURE_DOMAIN = "clinai-blob-v1"
+_UPLOAD_SIGNATURE_DOMAIN = "clinai-blob-put-v1"
 _T = TypeVar("_T")
 _XATTR = "user.clinai.content_type"
 _NO_XATTRS = frozenset({errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM})
@@ -381,6 +383,43 @@ class FileBlobStore:
             raise BlobSignatureInvalidError(key)
         if self._clock() >= expires:
             raise BlobSignatureExpiredError(key, expires)
+
+    async def upload_target(
+        self, key: str, *, content_type: str, max_bytes: int, expires_in: int
+    ) -> UploadTarget:
+        """A signed PUT to the API (`SIGNED_URL_PATH` + the key), which streams the body
+        to disk, refuses it past `max_bytes` and refuses a key that holds a blob."""
+        validate_key(key)
+        if not 0 < expires_in <= MAX_EXPIRES_IN:
+            raise ValueError(f"expires_in must be between 1 and {MAX_EXPIRES_IN} seconds")
+        if max_bytes <= 0:
+            raise ValueError("max_bytes must be positive")
+        expires = int(self._clock()) + expires_in
+        query = {
+            "expires": str(expires),
+            "max_bytes": str(max_bytes),
+            "content_type": content_type,
+            "signature": self._sign_upload(key, expires, max_bytes, content_type),
+        }
+        url = f"{self.base_url}{SIGNED_URL_PATH}{quote(key, safe='/')}?{urlencode(query)}"
+        return UploadTarget(
+            url=url, method="PUT", headers={"Content-Type": content_type}, expires=expires
+        )
+
+    def verify_upload(
+        self, key: str, expires: int, max_bytes: int, content_type: str, signature: str
+    ) -> None:
+        expected = self._sign_upload(key, expires, max_bytes, content_type)
+        if not hmac.compare_digest(expected, signature.lower()):
+            raise BlobSignatureInvalidError(key)
+        if self._clock() >= expires:
+            raise BlobSignatureExpiredError(key, expires)
+
+    def _sign_upload(self, key: str, expires: int, max_bytes: int, content_type: str) -> str:
+        message = msgspec.json.encode(
+            [_UPLOAD_SIGNATURE_DOMAIN, key, expires, max_bytes, content_type]
+        )
+        return hmac.new(self._signing_key, message, hashlib.sha256).hexdigest()
 
     def _sign(self, key: str, expires: int, filename: str | None) -> str:
         # A JSON array is an unambiguous encoding of the three fields.

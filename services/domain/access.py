@@ -7,7 +7,8 @@ and the caller (`user_id`, `is_admin`), so every caller asks the same question.
   version is readable when its model is; changing a model is for its owner or an admin.
 - A user's settings (limits) are theirs and an admin's.
 - Jobs (with their result, outputs, log and events), webhooks (with their deliveries)
-  and API keys are private: their owner's and an admin's only.
+  and API keys are private: their owner's and an admin's only. A direct upload is its
+  owner's alone.
 - Of the event stream, a caller sees the events of the aggregates they own; an admin
   sees all.
 """
@@ -36,6 +37,7 @@ __all__ = [
     "can_see_job",
     "can_see_user",
     "can_see_webhook",
+    "can_use_upload",
     "event_owner",
     "listed_owner",
 ]
@@ -71,6 +73,11 @@ def can_see_user(user: str, user_id: str, is_admin: bool) -> bool:
 def can_see_webhook(owner: str, user_id: str, is_admin: bool) -> bool:
     """A webhook subscription and its deliveries (and every change to them)."""
     return _own_or_admin(owner, user_id, is_admin)
+
+
+def can_use_upload(owner: str, user_id: str) -> bool:
+    """A direct upload feeds a job of its owner's only: not even an admin's."""
+    return owner == user_id
 
 
 def can_see_api_key(owner: str, user_id: str, is_admin: bool) -> bool:

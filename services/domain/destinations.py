@@ -1,9 +1,10 @@
-"""Where webhooks may go: the SSRF guard.
+"""Where webhooks may go, and where inputs by URL may come from: the SSRF guard.
 
 By default a destination that is not a global unicast address is refused: loopback,
 private, link-local (169.254.169.254, the cloud metadata address, is one), shared
 (100.64/10), unspecified, multicast and reserved ranges, and IPv4-mapped IPv6 forms of
-them. `CLINAI_WEBHOOK_ALLOW_NETWORKS` exempts CIDRs (tests, internal deployments).
+them. `CLINAI_WEBHOOK_ALLOW_NETWORKS` (`CLINAI_INPUT_URL_ALLOW_NETWORKS` for inputs)
+exempts CIDRs (tests, internal deployments).
 
 The check runs at delivery time on the addresses DNS returned, inside the resolver the
 HTTP connector uses: the connection goes to exactly the addresses that were checked,
@@ -58,17 +59,18 @@ class DestinationPolicy:
         self.allow = allow
 
     @classmethod
-    def from_setting(cls, value: str) -> DestinationPolicy:
-        """From CLINAI_WEBHOOK_ALLOW_NETWORKS: comma-separated CIDRs."""
+    def from_setting(
+        cls, value: str, name: str = "CLINAI_WEBHOOK_ALLOW_NETWORKS"
+    ) -> DestinationPolicy:
+        """From the setting `name` (CLINAI_WEBHOOK_ALLOW_NETWORKS, or
+        CLINAI_INPUT_URL_ALLOW_NETWORKS for inputs by URL): comma-separated CIDRs."""
         nets: list[IPNetwork] = []
         for part in value.split(","):
             if part.strip():
                 try:
                     nets.append(ipaddress.ip_network(part.strip(), strict=False))
                 except ValueError as err:
-                    raise ValueError(
-                        f"CLINAI_WEBHOOK_ALLOW_NETWORKS: {part.strip()!r} is not a CIDR"
-                    ) from err
+                    raise ValueError(f"{name}: {part.strip()!r} is not a CIDR") from err
         return cls(tuple(nets))
 
     def refusal(self, address: IPAddress) -> str | None:
@@ -97,11 +99,11 @@ class DestinationPolicy:
         if why is not None:
             raise DestinationRefused(host, address, why)
 
-    def check_url(self, url: str) -> str:
+    def check_url(self, url: str, what: str = "a webhook URL") -> str:
         """Validate an http(s) URL; refuse a literal IP host now. Returns the host."""
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise InvalidDestination("a webhook URL is http:// or https:// with a host")
+            raise InvalidDestination(f"{what} is http:// or https:// with a host")
         host = parts.hostname
         try:
             literal = ipaddress.ip_address(host)

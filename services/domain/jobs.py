@@ -28,6 +28,7 @@ class JobCommands(CommandBase):
         params: dict[str, Any],
         timeout_s: float,
         webhook: JobWebhook | None,
+        input_url: str | None = None,
     ) -> int:
         event = JobRequested(
             **self._envelope(ctx, "JobRequested", job_id),
@@ -40,6 +41,7 @@ class JobCommands(CommandBase):
             params=params,
             timeout_s=timeout_s,
             webhook=webhook,
+            input_url=input_url,
         )
         return await self._append_new(event)
 

@@ -31,6 +31,7 @@ from services.executor._files import (
     unstorable_outputs,
     upload_outputs,
 )
+from services.executor._input_url import InputUnavailableError, UrlInputs
 from services.runtimes.base import (
     Artifact,
     FailureKind,
@@ -75,8 +76,10 @@ class Attempt:
         timeout_s: float,
         limits: ResultLimits,
         output_limits: OutputLimits | None = None,
+        url_inputs: UrlInputs | None = None,
     ) -> None:
         self._blobs = blobs
+        self._url_inputs = url_inputs
         self._limits = limits
         self._runtime = runtime
         self._requested = requested
@@ -96,6 +99,8 @@ class Attempt:
         began = time.monotonic()
         try:
             input_path = await self._fetch_input(name)
+        except InputUnavailableError as err:
+            return AttemptResult(kind="input_unavailable", message=str(err))
         except BlobNotFoundError:
             return AttemptResult(
                 kind="infrastructure",
@@ -140,6 +145,11 @@ class Attempt:
         """The input on this host: the stored file itself when the store keeps it here
         (the runtime links it, read-only), else a download into the attempt's folder."""
         path = self._dir / "in" / name
+        if self._requested.input_url is not None:
+            self._made_dir = True
+            fetcher = self._url_inputs or UrlInputs.from_settings()
+            await fetcher.fetch(self._requested.input_url, path)
+            return path
         try:
             local = await self._blobs.materialize(self._requested.input_key, path)
         except BaseException:

@@ -38,6 +38,7 @@ from services.blobstore import BlobStore
 from services.domain.aggregates import JobState, VersionState, fold_job, fold_version
 from services.executor._attempt import Attempt, AttemptResult
 from services.executor._claims import ResultLimits
+from services.executor._input_url import UrlInputs
 from services.executor._running import RunningJobs
 from services.runtimes.base import Artifact, FailureKind, OutputLimits, Runtime
 from services.subscribers import Delivery, Poison, RetryLater, reaction_envelope
@@ -74,6 +75,7 @@ class JobHandler:
         max_timeout_s: float,
         result_limits: ResultLimits | None = None,
         output_limits: OutputLimits | None = None,
+        url_inputs: UrlInputs | None = None,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
         if max_attempts < 1:
@@ -88,6 +90,7 @@ class JobHandler:
         self._max_timeout_s = max_timeout_s
         self._limits = result_limits or ResultLimits()
         self._output_limits = output_limits or OutputLimits()
+        self._url_inputs = url_inputs
         self._clock = clock
         self._built_versions: dict[str, VersionState] = {}
 
@@ -305,6 +308,7 @@ class JobHandler:
             timeout_s=min(requested.timeout_s, self._max_timeout_s),
             limits=self._limits,
             output_limits=self._output_limits,
+            url_inputs=self._url_inputs,
         )
         try:
             result = await attempt.run(cancel)

@@ -17,6 +17,7 @@ from services.durables import EXECUTOR_DURABLE
 from services.executor._claims import ResultLimits
 from services.executor._fair import FairSlots
 from services.executor._handler import JobHandler
+from services.executor._input_url import UrlInputs
 from services.executor._leases import OwnerLeases
 from services.executor._owners import FairGate, RunningCaps
 from services.executor._running import RunningJobs
@@ -84,6 +85,7 @@ async def run_executor(
                 max_file_bytes=settings.max_output_file_bytes,
                 max_total_bytes=settings.max_output_bytes,
             ),
+            url_inputs=UrlInputs.from_settings(settings),
         )
         slots = FairSlots(settings.workers_total)
         leases = await OwnerLeases.open(nc.jetstream(), replicas=settings.stream_replicas)

@@ -11,11 +11,12 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from events import EventStore
+from events import EventStore, new_id
 from projections.db import create_pool
 from projections.queries import job_seqs
 from projections.rebuild import rebuild
 from services.api._input_sweep import InputSweep
+from services.api.routes_uploads import UPLOAD_PREFIX, upload_job_id, upload_job_of_key
 from services.blobstore import FileBlobStore
 from services.domain import CommandContext, Commands
 from tests._infra import migrate, wait_until
@@ -114,3 +115,30 @@ async def test_a_failed_submissions_input_is_discarded_unless_the_log_has_the_jo
 
     await wait_until(discarded, what="the input to be discarded", timeout_s=10)
     sweep.close()
+
+
+async def test_the_upload_sweep_removes_unused_uploads_once_expired(
+    tmp_path: Path, store: EventStore, pool: asyncpg.Pool
+) -> None:
+    blobs = FileBlobStore(tmp_path / "blobs", "http://testserver", b"k" * 32)
+    used, unused, young = (new_id("upload") for _ in range(3))
+    for upload_id, age in ((used, 2 * _HOUR), (unused, 2 * _HOUR), (young, 60)):
+        await _input(blobs, f"uploads/{upload_id}/meta.json", age)
+        await _input(blobs, f"uploads/{upload_id}/data", age)
+    await _request(Commands(store), upload_job_id(used), f"uploads/{used}/data")
+
+    sweep = InputSweep(
+        blobs,
+        store,
+        pool,
+        min_age_s=_HOUR,  # CLINAI_UPLOAD_TTL_S
+        interval_s=600,
+        prefix=UPLOAD_PREFIX,
+        job_of=upload_job_of_key,
+    )
+    assert await sweep.sweep() == 2
+    assert await blobs.list("uploads/") == sorted(
+        f"uploads/{upload_id}/{name}"
+        for upload_id in (used, young)
+        for name in ("data", "meta.json")
+    )

@@ -153,3 +153,35 @@ async def test_invalid_beats_expired(tmp_path: Path) -> None:
     store = make_store(tmp_path, Clock(NOW + 10_000))
     with pytest.raises(BlobSignatureInvalidError):
         store.verify_signed("outputs/j1/a", int(NOW), "0" * 64, None)
+
+
+async def test_upload_targets_are_signed_puts_to_the_api(tmp_path: Path) -> None:
+    clock = Clock(NOW)
+    store = make_store(tmp_path, clock)
+    target = await store.upload_target(
+        "uploads/u1/data", content_type="image/png", max_bytes=1000, expires_in=600
+    )
+    assert target.method == "PUT" and target.headers == {"Content-Type": "image/png"}
+    assert target.expires == int(NOW) + 600
+    parts = urlsplit(target.url)
+    assert target.url.startswith("https://api.example/v1/blobs/uploads/u1/data?")
+    query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+    args = ("uploads/u1/data", target.expires, 1000, "image/png", query["signature"])
+    assert query["max_bytes"] == "1000" and query["content_type"] == "image/png"
+    store.verify_upload(*args)
+    for tampered in (
+        ("uploads/u2/data", *args[1:]),
+        (args[0], args[1], 10**9, *args[3:]),
+        (*args[:3], "text/html", args[4]),
+        (args[0], args[1] + 1, *args[2:]),
+    ):
+        with pytest.raises(BlobSignatureInvalidError):
+            store.verify_upload(*tampered)
+    # A download signature is not an upload one, nor the other way round.
+    with pytest.raises(BlobSignatureInvalidError):
+        store.verify_signed("uploads/u1/data", target.expires, query["signature"], None)
+    clock.now = target.expires
+    with pytest.raises(BlobSignatureExpiredError):
+        store.verify_upload(*args)
+    with pytest.raises(ValueError, match="max_bytes"):
+        await store.upload_target("uploads/u1/data", content_type="x", max_bytes=0, expires_in=5)

@@ -1,0 +1,237 @@
+"""Direct uploads (`POST /v1/uploads`, the bytes sent to the upload URL, then a JSON job
+naming the upload) and inputs by URL (fetched by the executor from a real local HTTP
+server), with every service running as `clinai up` runs them (file backend, process
+runtime)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import msgspec
+import pytest
+from aiohttp import web
+
+from events import new_id
+from services.embedded.sandbox_setup import check_bwrap
+from services.packages import zip_folder
+from tests._infra import free_port
+from tests.api._client import Client, new_user
+from tests.api.conftest import Stack, running_stack
+
+PACKAGES = Path(__file__).resolve().parents[1] / "packages"
+MAX_INPUT = 1024 * 1024  # CLINAI_MAX_INPUT_BYTES in the stack (tests/api/conftest.py)
+
+
+@pytest.fixture(scope="module")
+def full_stack(stack_env: dict[str, str]) -> Iterator[Stack]:
+    reason = check_bwrap()
+    if reason is not None:
+        pytest.skip(f"the process runtime needs bubblewrap: {reason}")
+    # The test's HTTP server listens on loopback, which the guard refuses unless exempt.
+    env = {**stack_env, "CLINAI_INPUT_URL_ALLOW_NETWORKS": "127.0.0.0/8"}
+    with running_stack(env, ["projector", "api", "builder", "executor"]) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def version_id(full_stack: Stack) -> str:
+    """A ready version of the echo model (tests/packages/noop: echo.txt = the input)."""
+
+    async def build() -> str:
+        owner = await new_user(full_stack.url, full_stack.admin_key, "modeller")
+        name = f"echo-{uuid.uuid4().hex[:8]}"
+        model = (await owner.post("/v1/models", json={"name": name, "visibility": "public"})).body
+        package = zip_folder(PACKAGES / "noop")
+        reply = await owner.upload(
+            f"/v1/models/{model['id']}/versions", "package", "p.zip", package
+        )
+        assert reply.status == 201, reply.body
+        deadline = time.monotonic() + 240
+        while (version := (await owner.get(f"/v1/versions/{reply.body['id']}")).body)[
+            "status"
+        ] not in ("ready", "failed"):
+            assert time.monotonic() < deadline, version
+            await asyncio.sleep(0.2)  # polling interval for a build that takes seconds
+        assert version["status"] == "ready", version
+        return str(version["id"])
+
+    return asyncio.run(build())
+
+
+@pytest.fixture
+async def files() -> AsyncIterator[tuple[str, dict[str, bytes]]]:
+    """A real HTTP server on loopback serving `files[path]`; '/hop' redirects to
+    '/in.bin'."""
+    served: dict[str, bytes] = {}
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        if request.path == "/hop":
+            raise web.HTTPFound("/in.bin")
+        if request.path not in served:
+            raise web.HTTPNotFound()
+        return web.Response(body=served[request.path])
+
+    app = web.Application()
+    app.router.add_route("GET", "/{tail:.*}", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}", served
+    finally:
+        await runner.cleanup()
+
+
+async def _new_upload(client: Client, filename: str = "in.txt") -> dict[str, Any]:
+    reply = await client.post(
+        "/v1/uploads", json={"filename": filename, "content_type": "text/plain"}
+    )
+    assert reply.status == 201, reply.body
+    return reply.body  # type: ignore[no-any-return]
+
+
+async def _send(upload: dict[str, Any], data: bytes) -> tuple[int, Any]:
+    """The bytes to the upload URL, as any HTTP client would send them (no API key)."""
+    async with (
+        aiohttp.ClientSession() as http,
+        http.request(
+            upload["method"], upload["url"], data=io.BytesIO(data), headers=upload["headers"]
+        ) as resp,
+    ):
+        body = await resp.read()
+        return resp.status, msgspec.json.decode(body) if body else None
+
+
+async def _job(client: Client, body: dict[str, Any]) -> dict[str, Any]:
+    created = await client.post("/v1/jobs", json=body, params={"wait": "60"})
+    assert created.status in (200, 202), created.body
+    job = created.body
+    if job["status"] not in ("succeeded", "failed", "canceled"):
+        job = (await client.get(f"/v1/jobs/{job['id']}", params={"wait": "60"})).body
+    return job  # type: ignore[no-any-return]
+
+
+async def _output(job: dict[str, Any]) -> bytes:
+    [output] = job["outputs"]
+    async with aiohttp.ClientSession() as http, http.get(output["url"]) as resp:
+        assert resp.status == 200
+        return await resp.read()
+
+
+async def test_a_direct_upload_feeds_one_job(full_stack: Stack, version_id: str) -> None:
+    alice = await new_user(full_stack.url, full_stack.admin_key, "alice")
+    upload = await _new_upload(alice, "scan.txt")
+    assert upload["id"].startswith("upload_") and upload["method"] == "PUT"
+    assert upload["max_bytes"] == MAX_INPUT
+    data = b"bytes sent straight to storage\n" * 1000
+    status, _ = await _send(upload, data)
+    assert status == 200
+
+    job = await _job(alice, {"version": version_id, "input": upload["id"]})
+    assert job["status"] == "succeeded", job
+    assert job["input_filename"] == "scan.txt"
+    assert job["result"]["bytes"] == len(data)
+    assert await _output(job) == data
+
+    # One upload, one job: a second use is refused, saying what to do.
+    again = await alice.post("/v1/jobs", json={"version": version_id, "input": upload["id"]})
+    assert again.status == 409, again.body
+    assert "POST /v1/uploads" in again.body["detail"]
+    # And its bytes cannot be replaced under the job.
+    status, problem = await _send(upload, b"other bytes")
+    assert status == 409 and "POST /v1/uploads" in problem["detail"]
+
+
+async def test_uploads_are_refused_clearly(full_stack: Stack, version_id: str) -> None:
+    alice = await new_user(full_stack.url, full_stack.admin_key, "alice")
+    mallory = await new_user(full_stack.url, full_stack.admin_key, "mallory")
+    upload = await _new_upload(alice)
+
+    # Not sent yet: 409, naming where to send the bytes.
+    early = await alice.post("/v1/jobs", json={"version": version_id, "input": upload["id"]})
+    assert early.status == 409, early.body
+    assert "upload's URL" in early.body["detail"]
+
+    status, problem = await _send(upload, b"x" * (MAX_INPUT + 1))
+    assert status == 413 and str(MAX_INPUT) in problem["detail"]
+    status, _ = await _send(upload, b"alice's bytes")
+    assert status == 200
+
+    # Someone else's upload does not exist for them.
+    stolen = await mallory.post("/v1/jobs", json={"version": version_id, "input": upload["id"]})
+    assert stolen.status == 404, stolen.body
+    missing = await alice.post("/v1/jobs", json={"version": version_id, "input": new_id("upload")})
+    assert missing.status == 404 and "POST /v1/uploads" in missing.body["detail"]
+    both = await alice.post(
+        "/v1/jobs",
+        json={"version": version_id, "input": upload["id"], "input_url": "https://example.com/a"},
+    )
+    assert both.status == 422 and "one of the two" in both.body["detail"]
+    unknown = await alice.post("/v1/jobs", json={"version": version_id, "inptu": upload["id"]})
+    assert unknown.status == 422, unknown.body
+
+    # A tampered upload URL is refused.
+    status, _ = await _send(
+        {**upload, "url": upload["url"].replace("max_bytes=", "max_bytes=9")}, b""
+    )
+    assert status == 403
+
+    # Expired (its record aged past CLINAI_UPLOAD_TTL_S, 24 h by default): 410.
+    meta_path = full_stack.data_dir / "blobs" / "blobs" / "uploads" / upload["id"] / "meta.json"
+    meta = msgspec.json.decode(meta_path.read_bytes())
+    meta_path.write_bytes(msgspec.json.encode({**meta, "created_at": time.time() - 25 * 3600}))
+    expired = await alice.post("/v1/jobs", json={"version": version_id, "input": upload["id"]})
+    assert expired.status == 410 and "POST /v1/uploads" in expired.body["detail"]
+
+
+async def test_an_input_by_url_is_fetched_by_the_executor(
+    full_stack: Stack, version_id: str, files: tuple[str, dict[str, bytes]]
+) -> None:
+    base, served = files
+    alice = await new_user(full_stack.url, full_stack.admin_key, "alice")
+    served["/in.bin"] = data = b"fetched by the executor\n" * 500
+    job = await _job(alice, {"version": version_id, "input_url": f"{base}/in.bin"})
+    assert job["status"] == "succeeded", job
+    assert job["input_filename"] == "in.bin"
+    assert await _output(job) == data
+    # Redirects are followed (each hop guarded).
+    hop = await _job(alice, {"version": version_id, "input_url": f"{base}/hop"})
+    assert hop["status"] == "succeeded", hop
+    assert await _output(hop) == data
+
+
+async def test_an_input_url_that_fails_fails_the_job_as_input_unavailable(
+    full_stack: Stack, version_id: str, files: tuple[str, dict[str, bytes]]
+) -> None:
+    base, served = files
+    alice = await new_user(full_stack.url, full_stack.admin_key, "alice")
+    gone = await _job(alice, {"version": version_id, "input_url": f"{base}/missing"})
+    assert gone["status"] == "failed", gone
+    assert gone["error_kind"] == "input_unavailable"
+    assert "HTTP 404" in gone["error_message"]
+
+    served["/big.bin"] = b"x" * (MAX_INPUT + 1)
+    big = await _job(alice, {"version": version_id, "input_url": f"{base}/big.bin"})
+    assert big["status"] == "failed" and big["error_kind"] == "input_unavailable", big
+    assert str(MAX_INPUT) in big["error_message"]
+    assert "CLINAI_MAX_INPUT_BYTES" in big["error_message"]
+
+
+async def test_an_input_url_to_a_guarded_address_is_refused(
+    full_stack: Stack, version_id: str
+) -> None:
+    alice = await new_user(full_stack.url, full_stack.admin_key, "alice")
+    for url in ("http://169.254.169.254/latest/meta-data/", "http://10.1.2.3/in.png"):
+        reply = await alice.post("/v1/jobs", json={"version": version_id, "input_url": url})
+        assert reply.status == 422, reply.body
+        assert "public addresses only" in reply.body["detail"]
+    bad = await alice.post("/v1/jobs", json={"version": version_id, "input_url": "ftp://x/y"})
+    assert bad.status == 422 and "http://" in bad.body["detail"]
