@@ -99,16 +99,18 @@ def _check_port_free(host: str, port: int) -> None:
 
 
 async def _wait_ready(url: str, admin_key: str, timeout: float) -> bool:
-    """Until the API answers and the admin key authenticates (the projector has it)."""
+    """Until the admin key authenticates (the projector has it) and /readyz says ready
+    (every service is up: a job submitted now is picked up)."""
     deadline = asyncio.get_running_loop().time() + timeout
     auth = {"Authorization": f"Bearer {admin_key}"}
     per_try = aiohttp.ClientTimeout(total=2)
     async with aiohttp.ClientSession(timeout=per_try) as http:
         while asyncio.get_running_loop().time() < deadline:
             with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
-                async with http.get(f"{url}/v1/me", headers=auth) as resp:
-                    if resp.status == 200:
-                        return True
+                async with http.get(f"{url}/v1/me", headers=auth) as me:
+                    async with http.get(f"{url}/readyz") as ready:
+                        if me.status == 200 and ready.status == 200:
+                            return True
             await asyncio.sleep(0.1)  # polling interval while the services start
     return False
 

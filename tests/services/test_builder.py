@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -67,7 +66,9 @@ async def test_broken_requirements_fail_naming_the_pip_step(tmp_path: Path, rig:
     assert not any(isinstance(e, VersionBuilt) for e in events)
 
 
-async def test_identical_package_reuses_the_artifact_fast(tmp_path: Path, rig: Rig) -> None:
+async def test_identical_package_reuses_the_artifact_without_building(
+    tmp_path: Path, rig: Rig
+) -> None:
     rig.services.builder()
     package = ModelPackage(tmp_path, TINY)
     model_id, first, history = await rig.build(package)
@@ -76,19 +77,17 @@ async def test_identical_package_reuses_the_artifact_fast(tmp_path: Path, rig: R
 
     again = ModelPackage(tmp_path, TINY)  # a new zip, same content
     assert again.info.package_hash == package.info.package_hash
-    began = time.monotonic()
     _, second = await rig.upload(again, model_id)
-    await build_ended(rig.store, second, timeout_s=5.0)
-    elapsed = time.monotonic() - began
+    await build_ended(rig.store, second)
 
     events = await events_of(rig.store, "version", second)
+    # No BuildStarted, no log: nothing ran (how fast that is: bench.jobs, "identical re-upload").
     assert [type(e) for e in events] == [VersionUploaded, VersionBuilt]
     reused = events[-1]
     assert isinstance(reused, VersionBuilt)
     assert reused.reused_from == first
     assert reused.artifact == original.artifact
     assert reused.artifact_details == original.artifact_details
-    assert elapsed < 0.2, f"reuse took {elapsed:.3f} s end to end"
 
 
 async def test_a_restarted_builder_reuses_builds_it_did_not_do(tmp_path: Path, rig: Rig) -> None:
