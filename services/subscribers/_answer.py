@@ -15,6 +15,7 @@ from faststream.message import StreamMessage
 from faststream.middlewares import BaseMiddleware
 from nats.aio.msg import Msg
 
+from services.subscribers._decode import DeliveryDecoder, parse_message
 from services.subscribers.delivery import Poison, RetryLater
 from services.subscribers.options import ConsumerOptions
 
@@ -36,6 +37,7 @@ class Answering:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
         self.durable = durable
         self.options = options
+        self.decoder = DeliveryDecoder(options.max_deliver)
         self._room = asyncio.Semaphore(concurrency)
         self._running: set[asyncio.Task[None]] = set()
 
@@ -101,8 +103,19 @@ class _Answer(BaseMiddleware[Any, Any]):
         super().__init__(msg, context=context)
         self._answering = answering
 
-    async def consume_scope(self, call_next: CallNext, msg: StreamMessage[Any]) -> Any:
-        await self._answering.start(call_next, msg)
+    async def consume_scope(self, call_next: CallNext, batch: StreamMessage[list[Msg]]) -> Any:
+        """A fetched batch: each message goes to the handler (`call_next`) on its own,
+        decoded by the one event decoder, as room frees up."""
+        answering, raws = self._answering, batch.raw_message
+        for index, raw in enumerate(raws):
+            msg = parse_message(raw)
+            msg.set_decoder(answering.decoder)
+            try:
+                await answering.start(call_next, msg)
+            except asyncio.CancelledError:  # stopping: the rest goes to another process
+                for rest in raws[index + 1 :]:
+                    await asyncio.shield(_respond(rest.nak()))
+                raise
         return None
 
 

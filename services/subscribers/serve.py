@@ -16,7 +16,7 @@ from nats.aio.client import Client as NATS
 from nats.js.errors import NotFoundError
 
 from services.subscribers._answer import Answering
-from services.subscribers._pull import use_fast_pull
+from services.subscribers._pull import use_fast_batch_pull
 from services.subscribers.options import ensure_consumer
 from services.subscribers.route import Durable
 
@@ -57,7 +57,7 @@ async def subscribed(
     cancelled and their messages nak'ed for another process."""
     answering = Answering(durable.name, durable.options, durable.concurrency)
     router = NatsRouter(handlers=routes, middlewares=[answering])
-    use_fast_pull(router)
+    use_fast_batch_pull(router)
     broker = _Broker(nc, router)
     js = nc.jetstream()
     await ensure_consumer(js, durable.stream, durable.name, durable.subjects, durable.options)
