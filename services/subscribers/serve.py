@@ -57,7 +57,7 @@ async def subscribed(
     cancelled and their messages nak'ed for another process."""
     answering = Answering(durable.name, durable.options, durable.concurrency)
     router = NatsRouter(handlers=routes, middlewares=[answering])
-    use_fast_batch_pull(router)
+    use_fast_batch_pull(router, durable.options.pull_linger_s)
     broker = _Broker(nc, router)
     js = nc.jetstream()
     await ensure_consumer(js, durable.stream, durable.name, durable.subjects, durable.options)
