@@ -6,10 +6,12 @@ service handles (`Durable`). Scaling out is starting more processes on the same 
 JetStream hands each message to one of them at a time. A service lists its handlers as
 routes and consumes inside `subscribed(nc, durable, [durable_route(handler, durable)])`,
 which runs them as `NatsRouter(handlers=routes, middlewares=[Answering(...)])` on a
-FastStream broker over the service's own connection. FastStream pulls (`PullSub`: a
-request is answered as soon as a message is there, with up to `Durable.batch`) and
-parses; the one decoder in `events/` turns each body into the handler's `Delivery`
-(`DeliveryDecoder`); one middleware (`Answering`) runs the handler, at most
+FastStream broker over the service's own connection. FastStream pulls batches
+(`PullSub(batch=True)`, one fetch per batch in `FastBatchPull`: a request is answered as
+soon as a message is there, with up to `Durable.batch`; the notifier lingers
+`pull_linger_s` after a short batch) and runs its pipeline once per batch; one
+middleware (`Answering`) hands each message on, its body turned into the handler's
+`Delivery` by the one decoder in `events/` (`DeliveryDecoder`), runs the handler, at most
 `Durable.concurrency` at a time, and answers the message:
 
 - A handler that returns normally: the message is acked.

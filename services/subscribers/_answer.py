@@ -15,6 +15,7 @@ from faststream.message import StreamMessage
 from faststream.middlewares import BaseMiddleware
 from nats.aio.msg import Msg
 
+from services.subscribers._decode import DeliveryDecoder, parse_message
 from services.subscribers.delivery import Poison, RetryLater
 from services.subscribers.options import ConsumerOptions
 
@@ -26,7 +27,7 @@ CallNext = Any  # FastStream's `AsyncFuncAny`: the handler call behind this midd
 
 
 class Answering:
-    """The middleware FastStream builds per message (`NatsRouter(middlewares=[...])`)
+    """The middleware FastStream builds per batch (`NatsRouter(middlewares=[...])`)
     for one durable: each message's handler runs in a task of its own, at most
     `concurrency` at a time, so that FastStream goes on pulling while handlers run (its
     pull loop hands a batch over and waits only for room, not for the handlers)."""
@@ -36,8 +37,10 @@ class Answering:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
         self.durable = durable
         self.options = options
+        self.decoder = DeliveryDecoder(options.max_deliver)
         self._room = asyncio.Semaphore(concurrency)
         self._running: set[asyncio.Task[None]] = set()
+        self._beats = _Heartbeats(options.heartbeat_s)
 
     def __call__(self, msg: Any, /, *, context: ContextRepo) -> _Answer:
         return _Answer(msg, context=context, answering=self)
@@ -46,12 +49,14 @@ class Answering:
         """Running handlers get `stop_grace_s` to finish; the others are cancelled and
         their messages nak'ed for another process."""
         if not self._running:
+            self._beats.close()
             return
         _, pending = await asyncio.wait(set(self._running), timeout=self.options.stop_grace_s)
         for task in pending:
             task.cancel()
         if pending:
             await asyncio.wait(pending)
+        self._beats.close()
 
     async def start(self, call_next: CallNext, msg: StreamMessage[Any]) -> None:
         try:
@@ -69,11 +74,12 @@ class Answering:
 
     async def _answer(self, call_next: CallNext, msg: StreamMessage[Any]) -> None:
         raw: Msg = msg.raw_message
-        options, durable = self.options, self.durable
+        durable = self.durable
         meta = raw.metadata
         num_delivered = meta.num_delivered or 1
         seq = meta.sequence.stream
-        beat = _Heartbeat(raw, options.heartbeat_s)
+        beats = self._beats
+        beats.add(raw)
         try:
             await call_next(msg)
         except Poison as err:
@@ -91,7 +97,7 @@ class Answering:
         else:
             await _respond(raw.ack())
         finally:
-            beat.stop()
+            beats.discard(raw)
 
 
 class _Answer(BaseMiddleware[Any, Any]):
@@ -101,8 +107,19 @@ class _Answer(BaseMiddleware[Any, Any]):
         super().__init__(msg, context=context)
         self._answering = answering
 
-    async def consume_scope(self, call_next: CallNext, msg: StreamMessage[Any]) -> Any:
-        await self._answering.start(call_next, msg)
+    async def consume_scope(self, call_next: CallNext, batch: StreamMessage[list[Msg]]) -> Any:
+        """A fetched batch: each message goes to the handler (`call_next`) on its own,
+        decoded by the one event decoder, as room frees up."""
+        answering, raws = self._answering, batch.raw_message
+        for index, raw in enumerate(raws):
+            msg = parse_message(raw)
+            msg.set_decoder(answering.decoder)
+            try:
+                await answering.start(call_next, msg)
+            except asyncio.CancelledError:  # stopping: the rest goes to another process
+                for rest in raws[index + 1 :]:
+                    await asyncio.shield(_respond(rest.nak()))
+                raise
         return None
 
 
@@ -139,31 +156,63 @@ async def _respond(reply: Awaitable[None]) -> None:
         log.warning("could not answer a message (%r); it will be redelivered", err)
 
 
-class _Heartbeat:
-    """`in_progress` every `interval_s` until `stop()`. A timer, not a task per message:
-    almost every handler is done long before the first beat."""
+class _Heartbeats:
+    """`in_progress` for every message whose handler runs, at least every `interval_s`
+    (the first within `interval_s` of its start): one timer for all of them, ticking
+    every quarter interval while any runs, not a timer per message (almost every
+    handler is done long before its first beat)."""
 
-    __slots__ = ("_interval_s", "_loop", "_msg", "_sending", "_timer")
+    __slots__ = ("_heard", "_interval_s", "_loop", "_sending", "_tick_s", "_timer")
 
-    def __init__(self, msg: Msg, interval_s: float) -> None:
-        self._msg = msg
+    def __init__(self, interval_s: float) -> None:
         self._interval_s = interval_s
-        self._loop = asyncio.get_running_loop()
-        self._timer = self._loop.call_later(interval_s, self._beat)
-        self._sending: asyncio.Task[None] | None = None
+        self._tick_s = interval_s / 4
+        # id(running message) -> it and when it last beat (or began); a Msg is no key
+        self._heard: dict[int, tuple[Msg, float]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._sending: set[asyncio.Task[None]] = set()
 
-    def stop(self) -> None:
-        self._timer.cancel()
-        if self._sending is not None:
-            self._sending.cancel()  # a heartbeat lost now changes nothing
+    def add(self, msg: Msg) -> None:
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        self._heard[id(msg)] = (msg, loop.time())
+        if self._timer is None:
+            self._timer = loop.call_later(self._tick_s, self._tick)
 
-    def _beat(self) -> None:
-        if self._sending is None or self._sending.done():
-            self._sending = self._loop.create_task(self._send())
-        self._timer = self._loop.call_later(self._interval_s, self._beat)
+    def discard(self, msg: Msg) -> None:
+        self._heard.pop(id(msg), None)  # a beat being sent for it now changes nothing
 
-    async def _send(self) -> None:
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for task in self._sending:
+            task.cancel()
+
+    def _tick(self) -> None:
+        loop, heard = self._loop, self._heard
+        if loop is None or not heard:
+            self._timer = None
+            return
+        now = loop.time()
+        # Beat what would go a tick past its interval without one: beats at least
+        # every interval, at most every three quarters of it.
+        due_before = now - (self._interval_s - self._tick_s)
+        due = [msg for msg, last in heard.values() if last <= due_before]
+        if due:
+            for msg in due:
+                heard[id(msg)] = (msg, now)
+            task = loop.create_task(_send_beats(due))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+        self._timer = loop.call_later(self._tick_s, self._tick)
+
+
+async def _send_beats(msgs: list[Msg]) -> None:
+    for msg in msgs:
         try:
-            await self._msg.in_progress()
+            await msg.in_progress()
         except nats.errors.Error as err:
             log.warning("in_progress heartbeat failed: %r", err)

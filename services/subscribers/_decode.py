@@ -8,20 +8,28 @@ from typing import Any
 
 import msgspec
 from faststream.message import StreamMessage
-from faststream.nats.message import NatsMessage
+from faststream.nats.message import NatsBatchMessage, NatsMessage
 from nats.aio.msg import Msg
 
 from events import decode_event
 from services.subscribers.delivery import Delivery, Poison
 
-__all__ = ["DeliveryDecoder", "parse_message"]
+__all__ = ["DeliveryDecoder", "parse_batch", "parse_message"]
 
 
-async def parse_message(msg: Msg) -> NatsMessage:
-    """`parser=` of a durable's route. Events carry their ids in the body; the reply
+def parse_message(msg: Msg) -> NatsMessage:
+    """One message of a batch, for its handler. Events carry their ids in the body; the reply
     subject (stream, consumer, sequences) names this delivery, so FastStream does not
     make a uuid per message."""
     return NatsMessage(raw_message=msg, body=msg.data, correlation_id=msg.reply)
+
+
+async def parse_batch(msgs: list[Msg]) -> NatsBatchMessage:
+    """`parser=` of a durable's route: a fetched batch as it is (`Answering` reads each
+    message with `parse_message` and `DeliveryDecoder`)."""
+    return NatsBatchMessage(
+        raw_message=msgs, body=[], correlation_id=msgs[0].reply if msgs else "batch"
+    )
 
 
 class DeliveryDecoder:

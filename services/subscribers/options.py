@@ -27,6 +27,11 @@ class ConsumerOptions(msgspec.Struct, frozen=True, kw_only=True):
     # sent: a request lost with a reconnect is asked for again within that time.
     pull_expires_s: float = 5.0
     pull_batch: int = 100  # at most this many messages asked for per pull request
+    # After a pull that did not fill its batch, wait this long before the next: messages
+    # gather into fewer, larger batches (one pull request and one pass of FastStream's
+    # pipeline each), each held up to this long. For a consumer whose latency does not
+    # matter (the notifier); 0: pull again at once.
+    pull_linger_s: float = 0.0
     # How often each process checks that the durable exists, and makes it again if not.
     check_s: float = 2.0
     stop_grace_s: float = 5.0
@@ -43,6 +48,8 @@ class ConsumerOptions(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError("ConsumerOptions.heartbeat_s must be below redelivery_s[0]")
         if not self.retry_delays_s or min(self.retry_delays_s) < 0:
             raise ValueError("ConsumerOptions.retry_delays_s needs non-negative durations")
+        if self.pull_linger_s < 0 or self.pull_linger_s >= self.pull_expires_s:
+            raise ValueError("ConsumerOptions.pull_linger_s must be in [0, pull_expires_s)")
         if self.pull_expires_s <= 0 or self.check_s <= 0 or self.pull_batch < 1:
             raise ValueError(
                 "ConsumerOptions: pull_expires_s, check_s and pull_batch must be positive"

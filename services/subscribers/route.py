@@ -8,7 +8,7 @@ from faststream.middlewares import AckPolicy
 from faststream.nats import JStream, NatsRoute, PullSub
 from nats.js.api import ConsumerConfig
 
-from services.subscribers._decode import DeliveryDecoder, parse_message
+from services.subscribers._decode import parse_batch
 from services.subscribers.delivery import Handler
 from services.subscribers.options import ConsumerOptions
 
@@ -51,9 +51,10 @@ def durable_route(handler: Handler, durable: Durable) -> NatsRoute:
         config=ConsumerConfig(filter_subjects=list(durable.subjects)),
         durable=durable.name,
         stream=JStream(durable.stream, declare=False),
-        pull_sub=PullSub(batch_size=durable.batch, timeout=options.pull_expires_s),
+        # One pass of FastStream's pipeline per fetched batch; `Answering` hands each
+        # message to `handler`, decoded by `DeliveryDecoder`, and answers it.
+        pull_sub=PullSub(batch_size=durable.batch, timeout=options.pull_expires_s, batch=True),
         ack_policy=AckPolicy.MANUAL,  # answered by `Answering`, by how the handler ended
-        parser=parse_message,
-        decoder=DeliveryDecoder(options.max_deliver),
+        parser=parse_batch,
         include_in_schema=False,
     )

@@ -16,6 +16,7 @@ from nats.aio.client import Client as NATS
 from nats.js.errors import NotFoundError
 
 from services.subscribers._answer import Answering
+from services.subscribers._pull import use_fast_batch_pull
 from services.subscribers.options import ensure_consumer
 from services.subscribers.route import Durable
 
@@ -55,7 +56,9 @@ async def subscribed(
     are asked for, running handlers get `stop_grace_s` to finish, then they are
     cancelled and their messages nak'ed for another process."""
     answering = Answering(durable.name, durable.options, durable.concurrency)
-    broker = _Broker(nc, NatsRouter(handlers=routes, middlewares=[answering]))
+    router = NatsRouter(handlers=routes, middlewares=[answering])
+    use_fast_batch_pull(router, durable.options.pull_linger_s)
+    broker = _Broker(nc, router)
     js = nc.jetstream()
     await ensure_consumer(js, durable.stream, durable.name, durable.subjects, durable.options)
     await broker.start()
