@@ -5,7 +5,6 @@ an attachment. 403 for a bad or expired signature, 404 when the blob is missing.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from urllib.parse import quote
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -20,7 +19,11 @@ from services.blobstore import (
     BlobNotFoundError,
     BlobStore,
 )
-from services.blobstore.base import BlobSignatureError, BlobSignatureInvalidError
+from services.blobstore.base import (
+    BlobSignatureError,
+    BlobSignatureInvalidError,
+    content_disposition,
+)
 
 __all__ = ["SIGNED_BLOB_ROUTE", "blob_routes", "signed_blob_endpoint"]
 
@@ -49,7 +52,7 @@ def signed_blob_endpoint(store: BlobStore) -> Callable[[Request], Awaitable[Resp
             return _problem(err, 404, "Blob not found")
         headers = {
             "Content-Length": str(stream.size),
-            "Content-Disposition": _content_disposition(filename or key.rsplit("/", 1)[-1]),
+            "Content-Disposition": content_disposition(filename or key.rsplit("/", 1)[-1]),
             "X-Content-Type-Options": "nosniff",
             # model outputs are user content: never let them run as our origin
             "Content-Security-Policy": "default-src 'none'; sandbox",
@@ -64,9 +67,3 @@ def signed_blob_endpoint(store: BlobStore) -> Callable[[Request], Awaitable[Resp
 
 def _problem(err: BlobError, status: int, title: str) -> Response:
     return problem_response(status, title, joined_detail(err.message, err.hint))
-
-
-def _content_disposition(filename: str) -> str:
-    filename = filename.replace("/", "_").replace("\\", "_")
-    fallback = "".join(c if 0x20 <= ord(c) < 0x7F and c not in '"%' else "_" for c in filename)
-    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"

@@ -12,7 +12,7 @@ from pathlib import Path
 from nats.aio.client import Client as NATS
 
 from events import EventStore
-from services.blobstore import BlobStore, FileBlobStore
+from services.blobstore import BlobStore, FileBlobStore, S3BlobStore
 from services.outages import Outage, nats_callbacks
 from services.settings import Settings, SettingsError
 
@@ -70,8 +70,16 @@ def signing_key(settings: Settings) -> bytes:
 
 
 def open_blob_store(settings: Settings) -> BlobStore:
-    if settings.blob_backend == "file":
-        return FileBlobStore(settings.blob_root, settings.api_url, signing_key(settings))
-    raise SettingsError(
-        f"blob backend {settings.blob_backend!r} is not available yet: use CLINAI_BLOB_BACKEND=file"
-    )
+    """The store CLINAI_BLOB_BACKEND names (no I/O: connections are made on first use).
+    The s3 backend's local scratch folder (uploads being received, job outputs) is
+    `<data_dir>/spool`."""
+    if settings.blob_backend == "s3":
+        return S3BlobStore(
+            bucket=settings.s3_bucket,
+            region=settings.s3_region,
+            prefix=settings.s3_prefix,
+            endpoint_url=settings.s3_endpoint_url,
+            public_endpoint_url=settings.s3_public_endpoint_url,
+            spool=settings.data_dir / "spool",
+        )
+    return FileBlobStore(settings.blob_root, settings.api_url, signing_key(settings))

@@ -1,0 +1,79 @@
+"""A real S3 server for the tests: moto's server mode on a free port (it speaks the S3
+HTTP protocol, so aiobotocore's own client code runs), plus a bucket per test."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from aiobotocore.session import AioSession, get_session
+
+from services.blobstore import S3BlobStore
+from tests._infra import free_port, serving
+
+__all__ = [
+    "ACCESS_KEY",
+    "SECRET_KEY",
+    "create_bucket",
+    "s3_server",
+    "s3_session",
+    "s3_store",
+]
+
+# moto takes any credentials unless its IAM checks are on (`s3_server(auth=True)`).
+ACCESS_KEY = "clinai-test-key"
+SECRET_KEY = "clinai-test-secret"
+_buckets = itertools.count(1)
+
+
+@contextmanager
+def s3_server(*, auth: bool = False) -> Iterator[str]:
+    """`http://127.0.0.1:PORT` of a moto S3 server for the block. `auth`: it checks
+    credentials (every access key is then unknown to it: refused)."""
+    port = free_port()
+    env = {**os.environ, "MOTO_PORT": str(port)}
+    if auth:
+        env["INITIAL_NO_AUTH_ACTION_COUNT"] = "0"
+    argv = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    with serving(
+        argv,
+        port,
+        what="the moto S3 server",
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    ):
+        yield f"http://127.0.0.1:{port}"
+
+
+def s3_session(access_key: str = ACCESS_KEY, secret_key: str = SECRET_KEY) -> AioSession:
+    session = get_session()
+    session.set_credentials(access_key, secret_key)
+    return session
+
+
+async def create_bucket(endpoint: str, name: str | None = None) -> str:
+    """A new bucket on the server (a fresh name unless given); its name."""
+    name = name or f"clinai-test-{os.getpid()}-{next(_buckets)}"
+    async with s3_session().create_client(
+        "s3", region_name="us-east-1", endpoint_url=endpoint
+    ) as client:
+        await client.create_bucket(Bucket=name)
+    return name
+
+
+async def s3_store(endpoint: str, spool: Path, **options: object) -> S3BlobStore:
+    """A store on a fresh bucket of the server at `endpoint`."""
+    bucket = await create_bucket(endpoint)
+    return S3BlobStore(
+        bucket=bucket,
+        spool=spool,
+        endpoint_url=endpoint,
+        session=s3_session(),
+        **options,  # type: ignore[arg-type]
+    )
