@@ -20,6 +20,7 @@ __all__ = [
     "ACCESS_KEY",
     "SECRET_KEY",
     "create_bucket",
+    "s3_env",
     "s3_server",
     "s3_session",
     "s3_store",
@@ -45,8 +46,10 @@ def s3_server(*, auth: bool = False) -> Iterator[str]:
         port,
         what="the moto S3 server",
         env=env,
+        # Not a pipe: moto logs every request there, and a pipe nobody reads fills up
+        # and stops the server.
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
     ):
         yield f"http://127.0.0.1:{port}"
 
@@ -65,6 +68,17 @@ async def create_bucket(endpoint: str, name: str | None = None) -> str:
     ) as client:
         await client.create_bucket(Bucket=name)
     return name
+
+
+def s3_env(endpoint: str, bucket: str) -> dict[str, str]:
+    """The environment of services on the s3 backend (credentials the AWS way)."""
+    return {
+        "CLINAI_BLOB_BACKEND": "s3",
+        "CLINAI_S3_ENDPOINT_URL": endpoint,
+        "CLINAI_S3_BUCKET": bucket,
+        "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+    }
 
 
 async def s3_store(endpoint: str, spool: Path, **options: object) -> S3BlobStore:

@@ -20,7 +20,12 @@ from services.executor._fair import FairSlots
 from services.executor._handler import JobHandler
 from services.executor._owners import FairGate, RunningCaps
 from services.executor._running import LocalJobs
-from services.infra.connections import connect_nats, open_blob_store, open_event_store
+from services.infra.connections import (
+    connect_nats,
+    open_blob_store,
+    open_event_store,
+    report_blob_store,
+)
 from services.infra.runtime_factory import make_runtime, service_work_dir
 from services.runtimes.base import OutputLimits, Runtime
 from services.settings import Settings
@@ -56,6 +61,7 @@ async def run_executor(
         store = await open_event_store(settings, nc)
         if runtime is None:
             runtime = await make_runtime(settings)
+        await report_blob_store(blobs, log)
         worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         handler = JobHandler(
             store=store,

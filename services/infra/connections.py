@@ -12,11 +12,17 @@ from pathlib import Path
 from nats.aio.client import Client as NATS
 
 from events import EventStore
-from services.blobstore import BlobStore, FileBlobStore, S3BlobStore
+from services.blobstore import BlobStore, BlobUnavailableError, FileBlobStore, S3BlobStore
 from services.outages import Outage, nats_callbacks
 from services.settings import Settings, SettingsError
 
-__all__ = ["connect_nats", "open_blob_store", "open_event_store", "signing_key"]
+__all__ = [
+    "connect_nats",
+    "open_blob_store",
+    "open_event_store",
+    "report_blob_store",
+    "signing_key",
+]
 
 
 async def connect_nats(settings: Settings, *, name: str, outage: Outage | None = None) -> NATS:
@@ -83,3 +89,13 @@ def open_blob_store(settings: Settings) -> BlobStore:
             spool=settings.data_dir / "spool",
         )
     return FileBlobStore(settings.blob_root, settings.api_url, signing_key(settings))
+
+
+async def report_blob_store(blobs: BlobStore, log: logging.Logger) -> None:
+    """At a service's start: say clearly when the blob store cannot be used (S3
+    unreachable, its bucket missing, the credentials refused). The service starts all
+    the same: what needs the store fails as an outage until it is back."""
+    try:
+        await blobs.check()
+    except BlobUnavailableError as err:
+        log.error("%s; %s", err.message, err.hint)
