@@ -100,23 +100,22 @@ class S3BlobStore:
         self._session = session
         self._part_size = part_size
         self._chunk = chunk_size
-        self._config = AioConfig(
-            connect_timeout=connect_timeout_s,
-            read_timeout=read_timeout_s,
-            signature_version="s3v4",  # presigned URLs too (every region and MinIO take it)
-            retries={"max_attempts": max_attempts, "mode": "standard"},
-            max_pool_connections=64,
-            # Our own SHA-256 covers the content; no second checksum on every request.
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
-            # MinIO and other self-hosted servers are addressed by path, not by DNS name.
-            s3={"addressing_style": "path" if self._endpoint else "auto"},
+        self._config = _config(
+            connect_timeout_s, read_timeout_s, max_attempts, path_style=bool(self._endpoint)
+        )
+        # `check` asks once, at once: a health probe must answer within its own deadline.
+        self._probe_config = _config(
+            min(connect_timeout_s, 1.0),
+            min(read_timeout_s, 2.0),
+            1,
+            path_style=bool(self._endpoint),
         )
         self._target = S3Target(self._endpoint, bucket)
         self._exit = AsyncExitStack()
         self._lock = asyncio.Lock()
         self._s3: Any = None
         self._presigner: Any = None
+        self._prober: Any = None
         self._spool_made = False
 
     # -- clients -------------------------------------------------------------------
@@ -137,11 +136,18 @@ class S3BlobStore:
                     self._presigner = await self._open(self._public_endpoint)
         return self._presigner
 
-    async def _open(self, endpoint: str | None) -> Any:
+    async def _probe_client(self) -> Any:
+        if self._prober is None:
+            async with self._lock:
+                if self._prober is None:
+                    self._prober = await self._open(self._endpoint, self._probe_config)
+        return self._prober
+
+    async def _open(self, endpoint: str | None, config: AioConfig | None = None) -> Any:
         session = self._session or get_session()
         self._session = session
         context = session.create_client(
-            "s3", region_name=self._region, endpoint_url=endpoint, config=self._config
+            "s3", region_name=self._region, endpoint_url=endpoint, config=config or self._config
         )
         return await self._exit.enter_async_context(context)
 
@@ -353,8 +359,9 @@ class S3BlobStore:
     # -- health --------------------------------------------------------------------
 
     async def check(self) -> None:
-        """One HEAD of the bucket: it exists, answers, and takes the credentials."""
-        s3 = await self._client()
+        """One HEAD of the bucket, not retried: it exists, answers, and takes the
+        credentials."""
+        s3 = await self._probe_client()
         async with mapped(self._target):
             try:
                 await s3.head_bucket(Bucket=self.bucket)
@@ -365,7 +372,24 @@ class S3BlobStore:
 
     async def close(self) -> None:
         await self._exit.aclose()
-        self._s3 = self._presigner = None
+        self._s3 = self._presigner = self._prober = None
+
+
+def _config(
+    connect_timeout_s: float, read_timeout_s: float, max_attempts: int, *, path_style: bool
+) -> AioConfig:
+    return AioConfig(
+        connect_timeout=connect_timeout_s,
+        read_timeout=read_timeout_s,
+        signature_version="s3v4",  # presigned URLs too (every region and MinIO take it)
+        retries={"total_max_attempts": max_attempts, "mode": "standard"},
+        max_pool_connections=64,
+        # Our own SHA-256 covers the content; no second checksum on every request.
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+        # MinIO and other self-hosted servers are addressed by path, not by DNS name.
+        s3={"addressing_style": "path" if path_style else "auto"},
+    )
 
 
 def _sha256(data: bytes) -> str:
