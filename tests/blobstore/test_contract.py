@@ -251,3 +251,9 @@ async def test_verify_signed_refuses_what_the_store_did_not_sign(store: BlobStor
     expires = int(time.time()) + 60
     with pytest.raises(BlobSignatureInvalidError):
         store.verify_signed("outputs/j1/a.png", expires, "0" * 64, None)
+
+
+async def test_check_passes_on_a_usable_store(store: BlobStore) -> None:
+    await store.check()
+    await store.put_bytes("inputs/j1", b"x", "text/plain")
+    await store.check()

@@ -12,6 +12,7 @@ from services.blobstore import (
     BlobKeyError,
     BlobSignatureExpiredError,
     BlobSignatureInvalidError,
+    BlobUnavailableError,
     FileBlobStore,
 )
 
@@ -153,3 +154,11 @@ async def test_invalid_beats_expired(tmp_path: Path) -> None:
     store = make_store(tmp_path, Clock(NOW + 10_000))
     with pytest.raises(BlobSignatureInvalidError):
         store.verify_signed("outputs/j1/a", int(NOW), "0" * 64, None)
+
+
+async def test_check_names_a_folder_that_cannot_be_used(tmp_path: Path) -> None:
+    (tmp_path / "root").write_bytes(b"a file where the folder should be")
+    store = make_store(tmp_path)
+    with pytest.raises(BlobUnavailableError) as exc:
+        await store.check()
+    assert str(tmp_path / "root") in str(exc.value) and "CLINAI_BLOB_DIR" in exc.value.hint
