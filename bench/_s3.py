@@ -9,12 +9,13 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from aiobotocore.session import get_session
+
+from bench._proc import wait_listening
 
 __all__ = ["s3_stack_env"]
 
@@ -30,15 +31,7 @@ def _moto() -> Iterator[str]:
     argv = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the moto S3 server did not start") from None
-                time.sleep(0.05)  # polled against the deadline
+        wait_listening(proc, port, "the moto S3 server")
         yield f"http://127.0.0.1:{port}"
     finally:
         proc.terminate()

@@ -71,7 +71,7 @@ class S3BlobStore:
         endpoint_url: str | None = None,
         public_endpoint_url: str | None = None,
         session: AioSession | None = None,
-        part_size: int = 16 * 1024 * 1024,
+        part_size: int = 8 * 1024 * 1024,
         chunk_size: int = 1024 * 1024,
         connect_timeout_s: float = 5.0,
         read_timeout_s: float = 60.0,
