@@ -259,10 +259,15 @@ class S3BlobStore:
         return b"".join([chunk async for chunk in stream])
 
     async def download_to(self, key: str, path: Path) -> None:
-        """Streamed into a temporary file beside `path`, checked, then renamed."""
+        """Streamed into a temporary file beside `path`, checked, then renamed (a blob
+        of one chunk is read first, then written by one call in a worker thread)."""
         stream = await self.open_stream(key)
+        if stream.size <= self._chunk:
+            data = b"".join([chunk async for chunk in stream])
+            await asyncio.to_thread(_write_new, path, data)
+            return
         await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
-        tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+        tmp = _tmp_beside(path)
         try:
             fh = await asyncio.to_thread(tmp.open, "xb")
             try:
@@ -384,12 +389,28 @@ def _config(
         signature_version="s3v4",  # presigned URLs too (every region and MinIO take it)
         retries={"total_max_attempts": max_attempts, "mode": "standard"},
         max_pool_connections=64,
+        parameter_validation=False,  # our calls are fixed; skip botocore's check of each
         # Our own SHA-256 covers the content; no second checksum on every request.
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
         # MinIO and other self-hosted servers are addressed by path, not by DNS name.
         s3={"addressing_style": "path" if path_style else "auto"},
     )
+
+
+def _tmp_beside(path: Path) -> Path:
+    return path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    """`data` as the file `path`, put in place whole (its folders made)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_beside(path)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _sha256(data: bytes) -> str:
