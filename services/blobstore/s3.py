@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import hashlib
 import os
-import uuid
 from contextlib import AsyncExitStack, suppress
 from pathlib import Path
 from typing import Any, Final
@@ -37,6 +35,7 @@ from aiobotocore.session import AioSession, get_session
 from botocore.exceptions import ClientError
 
 from services.blobstore._s3_errors import S3Target, error_code, mapped
+from services.blobstore._s3_local import file_sha256, sha256, tmp_beside, write_new
 from services.blobstore._s3_stream import S3BlobStream
 from services.blobstore.base import (
     MAX_EXPIRES_IN,
@@ -162,7 +161,7 @@ class S3BlobStore:
 
     async def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
         validate_key(key)
-        await self._put_object(key, data, hashlib.sha256(data).hexdigest(), content_type)
+        await self._put_object(key, data, sha256(data), content_type)
 
     async def spool_dir(self) -> Path:
         """A local scratch folder: what is written there is uploaded by `move_in`."""
@@ -183,10 +182,10 @@ class S3BlobStore:
         size = (await asyncio.to_thread(path.stat)).st_size
         if size <= self._part_size:  # one PUT: at most one part in memory
             data = await asyncio.to_thread(path.read_bytes)
-            digest = await asyncio.to_thread(_sha256, data)
+            digest = await asyncio.to_thread(sha256, data)
             await self._put_object(key, data, digest, content_type)
             return
-        digest = await asyncio.to_thread(_file_sha256, path, self._chunk)
+        digest = await asyncio.to_thread(file_sha256, path, self._chunk)
         s3 = await self._client()
         args = {"Bucket": self.bucket, "Key": self._key(key)}
         async with mapped(self._target):
@@ -264,10 +263,10 @@ class S3BlobStore:
         stream = await self.open_stream(key)
         if stream.size <= self._chunk:
             data = b"".join([chunk async for chunk in stream])
-            await asyncio.to_thread(_write_new, path, data)
+            await asyncio.to_thread(write_new, path, data)
             return
         await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
-        tmp = _tmp_beside(path)
+        tmp = tmp_beside(path)
         try:
             fh = await asyncio.to_thread(tmp.open, "xb")
             try:
@@ -396,30 +395,3 @@ def _config(
         # MinIO and other self-hosted servers are addressed by path, not by DNS name.
         s3={"addressing_style": "path" if path_style else "auto"},
     )
-
-
-def _tmp_beside(path: Path) -> Path:
-    return path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
-
-
-def _write_new(path: Path, data: bytes) -> None:
-    """`data` as the file `path`, put in place whole (its folders made)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_beside(path)
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _file_sha256(path: Path, chunk: int) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
