@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import time
 from collections import Counter
 from pathlib import Path
 
-__all__ = ["cpu_by_kind", "cpu_seconds", "descendants"]
+__all__ = ["cpu_by_kind", "cpu_seconds", "descendants", "wait_listening"]
 
 _TICK = os.sysconf("SC_CLK_TCK")
 # (what a command line contains, the name it is counted under), first match wins
@@ -63,3 +66,19 @@ def cpu_by_kind(root: int) -> Counter[str]:
     for pid in descendants(root):
         totals[_kind(pid)] += cpu_seconds(pid)
     return totals
+
+
+def wait_listening(
+    proc: subprocess.Popen[bytes], port: int, what: str, timeout_s: float = 30
+) -> None:
+    """Return once 127.0.0.1:`port` accepts connections; exit naming `what` if `proc`
+    ends or does not listen within `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise SystemExit(f"{what} did not start") from None
+            time.sleep(0.05)  # polling interval while the server starts

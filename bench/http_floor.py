@@ -28,7 +28,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from bench._http import HttpClient
-from bench._proc import cpu_seconds, descendants
+from bench._proc import cpu_seconds, descendants, wait_listening
 from bench.jobs import Api, _png
 
 _JOB = {"id": "job_floor", "status": "succeeded", "result": {}, "outputs": []}
@@ -104,15 +104,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise SystemExit("the floor server did not start") from None
-                time.sleep(0.05)  # polling interval while the server starts
+        wait_listening(server, port, "the floor server")
         processes = descendants(server.pid)
         server_before = sum(cpu_seconds(p) for p in processes)
         client_before = time.process_time()

@@ -1,7 +1,7 @@
 """Builds and jobs through the HTTP API of a real `clinai up`, per runtime.
 
     python -m bench.jobs [--runtime process|docker|both] [--jobs 200] [--clients 32]
-                         [--seconds 10]
+                         [--seconds 10] [--blob-backend file|s3 [--s3-endpoint URL]]
     python -m bench.jobs --ab-tree OTHER_CHECKOUT [--rounds 6] [--jobs 100] [--seconds 4]
 
 Prints, per runtime: warm job latency (HTTP submit -> terminal status visible through the
@@ -13,7 +13,11 @@ is also measured submitted with `?wait=`, one call a job. Then the first job aft
 (cold worker); build times: first build of example-model, a rebuild after a code-only
 change, an identical re-upload; and the CPU each no-op job costs during the jobs/s run,
 by process of the stack (the docker runtime's containers are not in that tree) and for
-this benchmark's own client. The client is a lean HTTP/1.1 keep-alive client on httptools
+this benchmark's own client; and a no-op job on a 10 MB input (stored, fetched by the
+executor). `--blob-backend s3` measures each runtime on the `file` backend and then on
+`s3` (a moto server started for the run unless `--s3-endpoint` names one, with
+`--s3-bucket` and the caller's AWS credentials), and prints the s3/file ratios.
+The client is a lean HTTP/1.1 keep-alive client on httptools
 (`bench._http`, one connection per concurrent call, each job's multipart body built once),
 so that its own CPU, which shares the machine with the stack, is small, the way wrk would
 measure the platform's capacity; what it does use is still reported, as "benchmark
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import io
 import os
 import shutil
@@ -46,6 +51,7 @@ from PIL import Image
 
 from bench._http import HttpClient, multipart
 from bench._proc import cpu_by_kind
+from bench._s3 import s3_stack_env
 from services.packages import zip_folder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -275,6 +281,12 @@ async def _measure(
         out["noop_p50_ms"] = statistics.median(noop_lat) * 1000
         out["noop_p99_ms"] = _pct(noop_lat, 0.99) * 1000
 
+        big = os.urandom(10 * 1024 * 1024)
+        await api.job(noop["id"], big)
+        big_lat = [await api.job(noop["id"], big) for _ in range(max(5, jobs // 20))]
+        out["input_10mb_p50_ms"] = statistics.median(big_lat) * 1000
+        out["input_10mb_p99_ms"] = _pct(big_lat, 0.99) * 1000
+
         noop_waiting = [await api.job(noop["id"], png, wait_on_submit=True) for _ in range(jobs)]
         out["noop_wait_p50_ms"] = statistics.median(noop_waiting) * 1000
         out["noop_wait_p99_ms"] = _pct(noop_waiting, 0.99) * 1000
@@ -334,6 +346,8 @@ def _print(results: dict[str, dict[str, float]]) -> None:
         ("warm no-op job, submit ?wait=, p99 (ms)", "noop_wait_p99_ms", "{:.1f}"),
         ("no-op jobs/s, concurrent clients", "noop_jobs_per_s", "{:.0f}"),
         ("  the same, submit ?wait=", "noop_jobs_per_s_wait", "{:.0f}"),
+        ("no-op job on a 10 MB input, p50 (ms)", "input_10mb_p50_ms", "{:.1f}"),
+        ("no-op job on a 10 MB input, p99 (ms)", "input_10mb_p99_ms", "{:.1f}"),
         ("first job after READY (s)", "cold_first_job_s", "{:.2f}"),
         ("first build of example-model (s)", "build_first_s", "{:.2f}"),
         ("rebuild after a code-only change (s)", "rebuild_code_only_s", "{:.2f}"),
@@ -344,10 +358,27 @@ def _print(results: dict[str, dict[str, float]]) -> None:
     rows.append(("CPU per no-op job, all processes (ms)", "cpu_ms_per_job", "{:.1f}"))
     rows += [(f"  {k.split(':', 1)[1]}", k, "{:.2f}") for k in kinds]
     rows.append(("  all processes, submit ?wait=", "cpu_ms_per_job_wait", "{:.1f}"))
-    print(f"{'':40}" + "".join(f"{n:>12}" for n in names))
+    print(f"{'':40}" + "".join(f"{n:>14}" for n in names))
     for label, key, fmt in rows:
         cells = (fmt.format(results[n][key]) if key in results[n] else "-" for n in names)
-        print(f"{label:40}" + "".join(f"{c:>12}" for c in cells))
+        print(f"{label:40}" + "".join(f"{c:>14}" for c in cells))
+    for name in names:
+        file_name = name.replace("/s3", "/file")
+        if name.endswith("/s3") and file_name in results:
+            s3, file = results[name], results[file_name]
+            print(f"\ns3/file ratio ({name.split('/')[0]}):")
+            for label, key in _RATIOS:
+                if file.get(key):
+                    print(f"  {label:38}{s3[key] / file[key]:>14.2f}")
+
+
+_RATIOS = (
+    ("warm no-op job p50", "noop_p50_ms"),
+    ("warm example-model job p50", "example_p50_ms"),
+    ("warm example-model job p99", "example_p99_ms"),
+    ("no-op jobs/s", "noop_jobs_per_s"),
+    ("10 MB input job p50", "input_10mb_p50_ms"),
+)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -380,6 +411,14 @@ def main(argv: list[str] | None = None) -> None:
         help="with --ab-tree: a setting for both stacks (repeatable)",
     )
     parser.add_argument("--rounds", type=int, default=4, help="bursts per side (A/B)")
+    parser.add_argument(
+        "--blob-backend",
+        choices=["file", "s3"],
+        default="file",
+        help="s3: each runtime on the file backend, then on s3, and their ratios",
+    )
+    parser.add_argument("--s3-endpoint", help="an S3 endpoint to use instead of a moto server")
+    parser.add_argument("--s3-bucket", help="with --s3-endpoint: an existing bucket")
     args = parser.parse_args(argv)
     if args.nats_sync_ab or args.ab_tree:
         from bench import _ab
@@ -390,15 +429,29 @@ def main(argv: list[str] | None = None) -> None:
             _ab.run_ab(_ab.sync_stacks(args.nats_sync_ab.split(","), args), args)
         return
     runtimes = ["process", "docker"] if args.runtime == "both" else [args.runtime]
+    backends = ["file", "s3"] if args.blob_backend == "s3" else ["file"]
     results = {}
     stacks: list[UpStack] = []
     try:
-        for runtime in runtimes:
-            stacks.append(UpStack(runtime, args.data_parent))
-            with stacks[-1] as stack:
-                results[runtime] = asyncio.run(
-                    _measure(stack.url, stack.key, args.jobs, args.clients, args.seconds, stack.pid)
-                )
+        with contextlib.ExitStack() as s3:
+            for runtime in runtimes:
+                for backend in backends:
+                    env = {}
+                    if backend == "s3":
+                        env = s3.enter_context(s3_stack_env(args.s3_endpoint, args.s3_bucket))
+                    name = runtime if backends == ["file"] else f"{runtime}/{backend}"
+                    stacks.append(UpStack(runtime, args.data_parent, env=env))
+                    with stacks[-1] as stack:
+                        results[name] = asyncio.run(
+                            _measure(
+                                stack.url,
+                                stack.key,
+                                args.jobs,
+                                args.clients,
+                                args.seconds,
+                                stack.pid,
+                            )
+                        )
     finally:
         # Deleted at the end, not between runtimes: on ext4 without a journal (this
         # machine's disk) creating a file costs many times more for minutes after

@@ -78,9 +78,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     blob_backend: Literal["file", "s3"] = "file"
     blob_dir: Path | None = None  # default: data_dir / "blobs"
     signing_key: str | None = None  # default: generated once into data_dir
+    # The s3 backend: credentials come from the usual AWS sources (environment, profile,
+    # instance role), never from here. s3_endpoint_url: empty for AWS S3; where the
+    # services reach MinIO or another S3-compatible service. s3_public_endpoint_url: where
+    # clients reach it (presigned URLs), when that differs.
     s3_endpoint_url: str | None = None
+    s3_public_endpoint_url: str | None = None
     s3_bucket: str = "clinai"
     s3_region: str = "us-east-1"
+    s3_prefix: str = ""  # keys are stored under it in the bucket
     # Builds and jobs
     runtime: Literal["process", "docker"] = "process"
     pip_index_url: str | None = None
@@ -238,6 +244,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise SettingsError("CLINAI_EXECUTOR_WINDOW must be at least CLINAI_WORKERS_TOTAL")
         if settings.max_concurrent_commands_per_key < 0:
             raise SettingsError("CLINAI_MAX_CONCURRENT_COMMANDS_PER_KEY must not be negative")
+        for name in ("s3_endpoint_url", "s3_public_endpoint_url"):
+            url = getattr(settings, name)
+            if url is not None and not url.startswith(("http://", "https://")):
+                raise SettingsError(f"CLINAI_{name.upper()} must be an http(s) URL, not {url!r}")
+        if settings.blob_backend == "s3" and not settings.s3_bucket:
+            raise SettingsError("CLINAI_S3_BUCKET must name a bucket for CLINAI_BLOB_BACKEND=s3")
         if settings.rate_limit_per_s < 0 or settings.rate_limit_burst < 1:
             raise SettingsError(
                 "CLINAI_RATE_LIMIT_PER_S must not be negative (0: no limit) and "

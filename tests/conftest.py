@@ -6,6 +6,8 @@
   session; superuser DSN to its `postgres` database.
 - `database_url` (function): a fresh empty database `test_<n>` on that server,
   dropped WITH (FORCE) after the test.
+- `s3_endpoint` (session): `http://127.0.0.1:PORT` of one moto S3 server for the
+  session (tests make their own buckets: `tests._s3.create_bucket`).
 - `nc`, `store` (function): a NATS connection to `nats_url` and the event store on it
   (the suites that configure services through `Settings` have their own).
 - `receiver` (function): a webhook receiver on loopback (tests/notifier/_receiver.py),
@@ -24,6 +26,7 @@ from nats.aio.client import Client as NATS
 from events import EventStore
 from services.embedded import EmbeddedNats
 from tests._infra import create_database, drop_database, session_postgres
+from tests._s3 import s3_server
 from tests.notifier._receiver import Receiver
 
 
@@ -55,6 +58,13 @@ def postgres_admin_url() -> Iterator[str]:
     """Superuser DSN of the session's Postgres (fast mode: fsync off)."""
     with session_postgres() as dsn:
         yield dsn
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A real S3 server (moto's server mode) for the session."""
+    with s3_server() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture

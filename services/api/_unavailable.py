@@ -5,6 +5,8 @@ says what is down: mapped once, by exception class, in the app's exception handl
   starting up) and insufficient resources (too many connections, disk full);
 - NATS: the event store's `StreamUnavailableError` and nats.py's connection and timeout
   classes;
+- the blob store: its `BlobUnavailableError` (S3 unreachable, the bucket missing, the
+  credentials refused; the detail logged, the answer naming only the blob store);
 - an `OSError` (refused, reset, timed out, disk full) is told by where it was raised:
   inside asyncpg it is Postgres, inside nats.py NATS, inside the blob store the blob
   store. An `OSError` from anywhere else is a defect of ours, answered by the catch-all
@@ -27,6 +29,7 @@ from starlette.responses import Response
 
 from events import StreamUnavailableError
 from services.api.problems import problem_response
+from services.blobstore import BlobUnavailableError
 
 __all__ = ["RETRY_AFTER_S", "unavailable_handlers"]
 
@@ -99,6 +102,11 @@ async def _nats(request: Request, exc: Exception) -> Response:
     return _outage(_NATS)
 
 
+async def _blobs(request: Request, exc: Exception) -> Response:
+    log.warning("blob store unavailable on %s %s: %s", request.method, request.url.path, exc)
+    return _outage(_BLOBS)
+
+
 def _os_error(fallback: Handler) -> Handler:
     async def handler(request: Request, exc: Exception) -> Response:
         if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
@@ -124,4 +132,5 @@ def unavailable_handlers(fallback: Handler) -> dict[type[Exception], Handler]:
     handlers: dict[type[Exception], Handler] = {OSError: _os_error(fallback)}
     handlers.update(dict.fromkeys(_POSTGRES_CLASSES, _postgres))
     handlers.update(dict.fromkeys((*_NATS_CLASSES, StreamUnavailableError), _nats))
+    handlers[BlobUnavailableError] = _blobs
     return handlers

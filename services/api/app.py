@@ -38,7 +38,12 @@ from services.blobstore import BlobStore
 from services.domain.destinations import DestinationPolicy
 from services.domain.signing import master_key
 from services.domain.webhooks import WebhookCommands
-from services.infra.connections import connect_nats, open_blob_store, open_event_store
+from services.infra.connections import (
+    connect_nats,
+    open_blob_store,
+    open_event_store,
+    report_blob_store,
+)
 from services.outages import Outage, report_library_failures
 from services.settings import Settings, SettingsError
 
@@ -93,7 +98,8 @@ def create_app(settings: Settings, *, blobs: BlobStore | None = None) -> Starlet
         watermark = await ProjectionWatermark.open(database_url)
         try:
             store = await open_event_store(settings, nc)
-            app.state.readiness = readiness.Readiness.from_settings(settings, nc, pool)
+            await report_blob_store(blob_store, log)
+            app.state.readiness = readiness.Readiness.from_settings(settings, nc, pool, blob_store)
             app.state.services = ApiServices(
                 settings=settings,
                 store=store,

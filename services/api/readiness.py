@@ -12,6 +12,8 @@ as not ready rather than as a slow probe:
 - Postgres answers (the read models' checkpoint and quarantine count are read).
 - A projector is running: some session holds its leader lock. Without one, the next
   write would not be read back, even while the reads are current.
+- The blob store answers (`BlobStore.check`: for S3, the bucket exists and takes the
+  credentials): a job's input can be stored and its outputs read.
 - The projection is not stalled: it lacks no event more than `max_lag` events behind the
   log's last one that was stored more than `stall_s` ago (the event's time in the
   stream, read by a direct get). A projector that runs but fails shows here.
@@ -41,6 +43,7 @@ from projections.apply import PROJECTION
 from projections.db import lock_key
 from services.api.problems import problem_response
 from services.api.wiring import json_response, services
+from services.blobstore import BlobError, BlobStore
 from services.durables import EXECUTOR_DURABLE
 from services.settings import Settings
 
@@ -78,6 +81,7 @@ class Readiness:
         pool: asyncpg.Pool,
         *,
         stream: str,
+        blobs: BlobStore | None = None,
         max_lag: int = 0,
         stall_s: float = 15.0,
         timeout_s: float = 2.0,
@@ -90,6 +94,7 @@ class Readiness:
         self._nc = nc
         self._js = nc.jetstream(timeout=timeout_s)
         self._pool = pool
+        self._blobs = blobs
         self._stream = stream
         self._max_lag = max_lag
         self._stall_s = stall_s
@@ -99,11 +104,14 @@ class Readiness:
         self._clock = clock
 
     @classmethod
-    def from_settings(cls, settings: Settings, nc: NATS, pool: asyncpg.Pool) -> Readiness:
+    def from_settings(
+        cls, settings: Settings, nc: NATS, pool: asyncpg.Pool, blobs: BlobStore | None = None
+    ) -> Readiness:
         return cls(
             nc,
             pool,
             stream=settings.stream_name,
+            blobs=blobs,
             max_lag=settings.ready_projection_lag,
             stall_s=settings.ready_projection_stall_s,
         )
@@ -112,6 +120,7 @@ class Readiness:
         problems: list[str] = []
         stream_seq: int | None = None
         consumer_problem: str | None = None
+        blobs = asyncio.ensure_future(self._blob_store())
         if not self._nc.is_connected:
             problems.append("NATS is not connected")
             database = await self._database(problems)
@@ -121,6 +130,8 @@ class Readiness:
             )
         if consumer_problem is not None:
             problems.append(consumer_problem)
+        if (blob_problem := await blobs) is not None:
+            problems.append(blob_problem)
         checkpoint, quarantined = database if database is not None else (None, None)
         if stream_seq is not None and checkpoint is not None:
             stalled = await self._stalled(checkpoint, stream_seq)
@@ -163,6 +174,17 @@ class Readiness:
                 f"JetStream did not answer about the executor's consumer within "
                 f"{self._timeout_s:g} s ({type(err).__name__})"
             )
+        return None
+
+    async def _blob_store(self) -> str | None:
+        if self._blobs is None:
+            return None
+        try:
+            await self._answer(self._blobs.check())
+        except BlobError as err:
+            return f"{err.message} ({err.hint})"
+        except TimeoutError:
+            return f"the blob store did not answer within {self._timeout_s:g} s"
         return None
 
     async def _database(self, problems: list[str]) -> tuple[int, int] | None:

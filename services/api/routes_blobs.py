@@ -10,7 +10,6 @@ import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from urllib.parse import quote
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -27,7 +26,11 @@ from services.blobstore import (
     BlobNotFoundError,
     BlobStore,
 )
-from services.blobstore.base import BlobSignatureError, BlobSignatureInvalidError
+from services.blobstore.base import (
+    BlobSignatureError,
+    BlobSignatureInvalidError,
+    content_disposition,
+)
 
 __all__ = ["SIGNED_BLOB_ROUTE", "blob_routes", "signed_blob_endpoint", "signed_upload_endpoint"]
 
@@ -59,7 +62,7 @@ def signed_blob_endpoint(store: BlobStore) -> Callable[[Request], Awaitable[Resp
             return _problem(err, 404, "Blob not found")
         headers = {
             "Content-Length": str(stream.size),
-            "Content-Disposition": _content_disposition(filename or key.rsplit("/", 1)[-1]),
+            "Content-Disposition": content_disposition(filename or key.rsplit("/", 1)[-1]),
             "X-Content-Type-Options": "nosniff",
             # model outputs are user content: never let them run as our origin
             "Content-Security-Policy": "default-src 'none'; sandbox",
@@ -142,9 +145,3 @@ def _upload_refused(err: BlobSignatureError) -> Response:
 
 def _problem(err: BlobError, status: int, title: str) -> Response:
     return problem_response(status, title, joined_detail(err.message, err.hint))
-
-
-def _content_disposition(filename: str) -> str:
-    filename = filename.replace("/", "_").replace("\\", "_")
-    fallback = "".join(c if 0x20 <= ord(c) < 0x7F and c not in '"%' else "_" for c in filename)
-    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"

@@ -29,7 +29,7 @@ from services.api.wiring import (
     text_param,
 )
 from services.blobstore import BlobNotFoundError
-from services.blobstore.file import MAX_EXPIRES_IN
+from services.blobstore.base import MAX_EXPIRES_IN
 from services.domain.access import can_use_upload
 
 __all__ = [

@@ -1,8 +1,9 @@
-"""Blob storage: the `BlobStore` port, its errors, and the `file` backend (whose signed
-URLs the API serves under `SIGNED_URL_PATH`). (The `s3` backend will sit beside `file`.)"""
+"""Blob storage: the `BlobStore` port, its errors, the `file` backend (whose signed
+URLs the API serves under `SIGNED_URL_PATH`) and the `s3` backend (presigned URLs)."""
 
 from services.blobstore.base import (
     BlobError,
+    BlobIntegrityError,
     BlobKeyError,
     BlobNotFoundError,
     BlobSignatureError,
@@ -10,15 +11,18 @@ from services.blobstore.base import (
     BlobSignatureInvalidError,
     BlobStore,
     BlobStream,
+    BlobUnavailableError,
     UploadTarget,
     validate_key,
     validate_prefix,
 )
 from services.blobstore.file import SIGNED_URL_PATH, FileBlobStore, FileBlobStream
+from services.blobstore.s3 import S3BlobStore
 
 __all__ = [
     "SIGNED_URL_PATH",
     "BlobError",
+    "BlobIntegrityError",
     "BlobKeyError",
     "BlobNotFoundError",
     "BlobSignatureError",
@@ -26,8 +30,10 @@ __all__ = [
     "BlobSignatureInvalidError",
     "BlobStore",
     "BlobStream",
+    "BlobUnavailableError",
     "FileBlobStore",
     "FileBlobStream",
+    "S3BlobStore",
     "UploadTarget",
     "validate_key",
     "validate_prefix",

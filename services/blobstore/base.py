@@ -13,13 +13,16 @@ import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Literal, Protocol
+from urllib.parse import quote
 
 import msgspec
 
 from events import ClinaiError
 
 __all__ = [
+    "MAX_EXPIRES_IN",
     "BlobError",
+    "BlobIntegrityError",
     "BlobKeyError",
     "BlobNotFoundError",
     "BlobSignatureError",
@@ -27,13 +30,16 @@ __all__ = [
     "BlobSignatureInvalidError",
     "BlobStore",
     "BlobStream",
+    "BlobUnavailableError",
     "UploadTarget",
+    "content_disposition",
     "validate_filename",
     "validate_key",
     "validate_prefix",
 ]
 
 MAX_KEY_BYTES = 1024  # S3's limit
+MAX_EXPIRES_IN = 7 * 24 * 3600  # the S3 presigned URL limit, so both backends agree
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -63,6 +69,40 @@ class BlobNotFoundError(BlobError):
             hint="Check the key; the blob may not have been written yet.",
         )
         self.key = key
+
+
+class BlobUnavailableError(BlobError):
+    """The store cannot be used now: unreachable, its bucket missing, or the credentials
+    refused. `what` names the store (never a credential); `reason` tells the cases
+    apart. An outage: a command answers 503, a job's attempt is retried."""
+
+    def __init__(
+        self,
+        what: str,
+        reason: Literal["unreachable", "no_bucket", "credentials"],
+        problem: str,
+        *,
+        hint: str,
+    ) -> None:
+        super().__init__(f"{what}: {problem}", hint=hint)
+        self.what = what
+        self.reason = reason
+
+
+class BlobIntegrityError(BlobError):
+    """A blob's content does not match the SHA-256 recorded when it was written: it was
+    corrupted or replaced in the store. Never served, never handed on."""
+
+    def __init__(self, key: str, expected: str, actual: str) -> None:
+        super().__init__(
+            f"blob {key!r} is corrupt: it was written as {expected} (SHA-256 or size), "
+            f"but {actual} was read",
+            hint="Write the blob again (submit the job or upload the package again); check "
+            "the storage for faults if it recurs.",
+        )
+        self.key = key
+        self.expected = expected
+        self.actual = actual
 
 
 class BlobSignatureError(BlobError):
@@ -217,6 +257,11 @@ class BlobStore(Protocol):
         point elsewhere refuses every one as invalid."""
         ...
 
+    async def check(self) -> None:
+        """Raise `BlobUnavailableError` unless the store can be used now (for `/readyz`
+        and a service's start: names what is wrong)."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -243,6 +288,14 @@ def validate_filename(filename: str) -> str:
     if not filename or _CONTROL.search(filename) or len(filename.encode()) > MAX_KEY_BYTES:
         raise ValueError(f"filename {filename!r} must be non-empty printable text")
     return filename
+
+
+def content_disposition(filename: str) -> str:
+    """The `Content-Disposition` of a download named `filename` (separators replaced;
+    an ASCII fallback and the UTF-8 name), for every backend's signed links."""
+    filename = filename.replace("/", "_").replace("\\", "_")
+    fallback = "".join(c if 0x20 <= ord(c) < 0x7F and c not in '"%' else "_" for c in filename)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
 def _check_common(key: str) -> None:

@@ -36,11 +36,13 @@ from urllib.parse import quote, urlencode
 import msgspec
 
 from services.blobstore.base import (
+    MAX_EXPIRES_IN,
     BlobError,
     BlobKeyError,
     BlobNotFoundError,
     BlobSignatureExpiredError,
     BlobSignatureInvalidError,
+    BlobUnavailableError,
     UploadTarget,
     validate_filename,
     validate_key,
@@ -51,7 +53,6 @@ __all__ = ["SIGNED_URL_PATH", "FileBlobStore", "FileBlobStream"]
 
 # Where the API serves the signed URLs: `SIGNED_URL_PATH` + the key (quoted).
 SIGNED_URL_PATH = "/v1/blobs/"
-MAX_EXPIRES_IN = 7 * 24 * 3600  # the S3 presigned URL limit, so both backends agree
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 _SIGNATURE_DOMAIN = "clinai-blob-v1"
 _UPLOAD_SIGNATURE_DOMAIN = "clinai-blob-put-v1"
@@ -321,6 +322,23 @@ class FileBlobStore:
 
         size, content_type = await asyncio.to_thread(stat)
         return FileBlobStream(key, self._blob_path(key), size, content_type, self._chunk)
+
+    async def check(self) -> None:
+        """The root's `tmp/` folder exists (made on demand) and can be written."""
+        try:
+            tmp_dir = await self.spool_dir()
+            writable = await asyncio.to_thread(os.access, tmp_dir, os.W_OK)
+        except OSError as err:
+            writable, problem = False, err.strerror or type(err).__name__
+        else:
+            problem = "it is not writable"
+        if not writable:
+            raise BlobUnavailableError(
+                f"the blob folder {self.root}",
+                "unreachable",
+                problem,
+                hint="Check CLINAI_BLOB_DIR (or CLINAI_DATA_DIR): the folder must be writable.",
+            )
 
     async def close(self) -> None:
         """Nothing to release: the file backend holds no connection."""

@@ -10,7 +10,12 @@ import logging
 from events.subjects import PREFIX
 from services.builder._handler import BuildHandler
 from services.builder._reuse import LogArtifactIndex
-from services.infra.connections import connect_nats, open_blob_store, open_event_store
+from services.infra.connections import (
+    connect_nats,
+    open_blob_store,
+    open_event_store,
+    report_blob_store,
+)
 from services.infra.runtime_factory import make_runtime, service_work_dir
 from services.runtimes.base import Runtime
 from services.settings import Settings
@@ -51,6 +56,7 @@ async def run_builder(
         blobs = open_blob_store(settings)
         stack.push_async_callback(blobs.close)
         store = await open_event_store(settings, nc)
+        await report_blob_store(blobs, log)
         if runtime is None:
             runtime = await make_runtime(settings, sandbox_uid_base=BUILDER_SANDBOX_UID_BASE)
             stack.push_async_callback(runtime.close)

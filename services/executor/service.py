@@ -21,7 +21,12 @@ from services.executor._input_url import UrlInputs
 from services.executor._leases import OwnerLeases
 from services.executor._owners import FairGate, RunningCaps
 from services.executor._running import RunningJobs
-from services.infra.connections import connect_nats, open_blob_store, open_event_store
+from services.infra.connections import (
+    connect_nats,
+    open_blob_store,
+    open_event_store,
+    report_blob_store,
+)
 from services.infra.runtime_factory import make_runtime, service_work_dir
 from services.runtimes.base import OutputLimits, Runtime
 from services.settings import Settings
@@ -67,6 +72,7 @@ async def run_executor(
             stack.push_async_callback(runtime.close)
         local = RunningJobs()
         stack.push_async_callback(quietly, local.close)
+        await report_blob_store(blobs, log)
         worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         handler = JobHandler(
             store=store,

@@ -12,11 +12,17 @@ from pathlib import Path
 from nats.aio.client import Client as NATS
 
 from events import EventStore
-from services.blobstore import BlobStore, FileBlobStore
+from services.blobstore import BlobStore, BlobUnavailableError, FileBlobStore, S3BlobStore
 from services.outages import Outage, nats_callbacks
 from services.settings import Settings, SettingsError
 
-__all__ = ["connect_nats", "open_blob_store", "open_event_store", "signing_key"]
+__all__ = [
+    "connect_nats",
+    "open_blob_store",
+    "open_event_store",
+    "report_blob_store",
+    "signing_key",
+]
 
 
 async def connect_nats(settings: Settings, *, name: str, outage: Outage | None = None) -> NATS:
@@ -70,8 +76,26 @@ def signing_key(settings: Settings) -> bytes:
 
 
 def open_blob_store(settings: Settings) -> BlobStore:
-    if settings.blob_backend == "file":
-        return FileBlobStore(settings.blob_root, settings.api_url, signing_key(settings))
-    raise SettingsError(
-        f"blob backend {settings.blob_backend!r} is not available yet: use CLINAI_BLOB_BACKEND=file"
-    )
+    """The store CLINAI_BLOB_BACKEND names (no I/O: connections are made on first use).
+    The s3 backend's local scratch folder (uploads being received, job outputs) is
+    `<data_dir>/spool`."""
+    if settings.blob_backend == "s3":
+        return S3BlobStore(
+            bucket=settings.s3_bucket,
+            region=settings.s3_region,
+            prefix=settings.s3_prefix,
+            endpoint_url=settings.s3_endpoint_url,
+            public_endpoint_url=settings.s3_public_endpoint_url,
+            spool=settings.data_dir / "spool",
+        )
+    return FileBlobStore(settings.blob_root, settings.api_url, signing_key(settings))
+
+
+async def report_blob_store(blobs: BlobStore, log: logging.Logger) -> None:
+    """At a service's start: say clearly when the blob store cannot be used (S3
+    unreachable, its bucket missing, the credentials refused). The service starts all
+    the same: what needs the store fails as an outage until it is back."""
+    try:
+        await blobs.check()
+    except BlobUnavailableError as err:
+        log.error("%s; %s", err.message, err.hint)

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import msgspec
@@ -37,6 +37,7 @@ class Stack(msgspec.Struct):
     env: dict[str, str]
     data_dir: Path
     procs: list[subprocess.Popen[bytes]]
+    other_data_dirs: tuple[Path, ...] = ()  # services given another data folder (env_for)
 
 
 def wait_ready(url: str, procs: list[subprocess.Popen[bytes]], timeout: float = 30.0) -> None:
@@ -84,16 +85,22 @@ async def ensure_executor_consumer(nats_url: str) -> None:
 
 
 def start_services(
-    env: dict[str, str], services: list[str], *, api_log: Path | None = None
+    env: dict[str, str],
+    services: list[str],
+    *,
+    api_log: Path | None = None,
+    env_for: Mapping[str, Mapping[str, str]] | None = None,
 ) -> list[subprocess.Popen[bytes]]:
     """The services as processes; the API's stderr goes to `api_log` when given (to look
-    for tracebacks), the others' to the test's."""
+    for tracebacks), the others' to the test's. `env_for[name]` adds to one's `env`
+    (another data folder: as if it ran on another host)."""
     procs = []
     for name in services:
         with contextlib.ExitStack() as files:
             stderr = files.enter_context(api_log.open("ab")) if api_log and name == "api" else None
             argv = [sys.executable, "-m", "services.cli", "serve", name]
-            procs.append(subprocess.Popen(argv, env=env, stderr=stderr))
+            own_env = {**env, **(env_for or {}).get(name, {})}
+            procs.append(subprocess.Popen(argv, env=own_env, stderr=stderr))
     return procs
 
 
@@ -148,8 +155,14 @@ def stack_env(
 
 
 @contextlib.contextmanager
-def running_stack(env: dict[str, str], services: list[str]) -> Iterator[Stack]:
-    """The given services as processes, ready, with an admin key that authenticates."""
+def running_stack(
+    env: dict[str, str],
+    services: list[str],
+    *,
+    env_for: Mapping[str, Mapping[str, str]] | None = None,
+) -> Iterator[Stack]:
+    """The given services as processes, ready, with an admin key that authenticates
+    (`env_for`: see `start_services`)."""
     settings = Settings.from_env(env)
     # The first stack on this data directory issues the admin key; later ones read it.
     admin_key = asyncio.run(ensure_admin_key(settings)) or (
@@ -157,7 +170,7 @@ def running_stack(env: dict[str, str], services: list[str]) -> Iterator[Stack]:
     )
     if "executor" not in services:
         asyncio.run(ensure_executor_consumer(env["CLINAI_NATS_URL"]))
-    procs = start_services(env, services)
+    procs = start_services(env, services, env_for=env_for)
     try:
         wait_ready(settings.api_url, procs)
         wait_key_works(settings.api_url, admin_key)

@@ -1,5 +1,8 @@
 """Upload to result through the HTTP API, with every service running as `clinai up` runs
-them: projector, API, builder and executor on the process runtime (bubblewrap)."""
+them: projector, API, builder and executor on the process runtime (bubblewrap), on the
+docker runtime, and on the process runtime with the `s3` blob store (a real S3 server,
+moto's) as two hosts: the API and projector on one data folder, the builder and the
+executor on another, the bucket the only store they share."""
 
 from __future__ import annotations
 
@@ -12,11 +15,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
+import msgspec
 import pytest
 from PIL import Image
 
 from services.embedded.sandbox_setup import check_bwrap
 from services.packages import zip_folder
+from tests._s3 import create_bucket, s3_env
 from tests.api._client import EXAMPLE_MODEL, Client, new_user
 from tests.api.conftest import Stack, running_stack
 from tests.runtimes.conftest import BASE_IMAGE, engine_problem
@@ -24,10 +29,21 @@ from tests.runtimes.conftest import BASE_IMAGE, engine_problem
 PACKAGES = Path(__file__).resolve().parents[1] / "packages"
 
 
-@pytest.fixture(scope="module", params=["process", "docker"])
-def full_stack(request: pytest.FixtureRequest, stack_env: dict[str, str]) -> Iterator[Stack]:
-    """Every service, on the process runtime and on the docker runtime in turn."""
-    runtime: str = request.param
+@pytest.fixture(scope="module", params=["process", "docker", "process-s3"])
+def full_stack(
+    request: pytest.FixtureRequest,
+    stack_env: dict[str, str],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Stack]:
+    """Every service, on the process runtime and on the docker runtime in turn, then on
+    the process runtime with S3 and no shared disk."""
+    runtime, _, backend = str(request.param).partition("-")
+    env_for: dict[str, dict[str, str]] = {}
+    if backend == "s3":
+        endpoint = request.getfixturevalue("s3_endpoint")
+        stack_env = {**stack_env, **s3_env(endpoint, asyncio.run(create_bucket(endpoint)))}
+        worker_host = str(tmp_path_factory.mktemp("worker-host"))
+        env_for = {name: {"CLINAI_DATA_DIR": worker_host} for name in ("builder", "executor")}
     if runtime == "process":
         reason = check_bwrap()
         if reason is not None:
@@ -37,8 +53,11 @@ def full_stack(request: pytest.FixtureRequest, stack_env: dict[str, str]) -> Ite
         if reason is not None:
             pytest.skip(reason)
     env = {**stack_env, "CLINAI_RUNTIME": runtime, "CLINAI_DOCKER_BASE_IMAGE": BASE_IMAGE}
-    with running_stack(env, ["projector", "api", "builder", "executor"]) as running:
-        yield running
+    services = ["projector", "api", "builder", "executor"]
+    with running_stack(env, services, env_for=env_for) as running:
+        yield msgspec.structs.replace(
+            running, other_data_dirs=tuple(Path(e["CLINAI_DATA_DIR"]) for e in env_for.values())
+        )
 
 
 async def _wait_version(client: Client, version_id: str, timeout: float = 240) -> dict:  # type: ignore[type-arg]
@@ -110,9 +129,19 @@ async def test_example_model_from_upload_to_grayscale_output(full_stack: Stack) 
         image = Image.open(io.BytesIO(await resp.read()))
     assert image.mode == "L"
     assert image.size == (32, 24)
-    # A signed link is the only credential: tampering with it is refused.
-    async with aiohttp.ClientSession() as http, http.get(output["url"] + "0") as resp:
-        assert resp.status == 403
+    if full_stack.env.get("CLINAI_BLOB_BACKEND") != "s3":
+        # A signed link is the only credential: tampering with it is refused. (S3 checks
+        # its own presigned links; moto, without its IAM checks, does not.)
+        async with aiohttp.ClientSession() as http, http.get(output["url"] + "0") as resp:
+            assert resp.status == 403
+    else:
+        # Straight from the storage, never through the API; no blob on either host's disk.
+        assert output["url"].startswith(full_stack.env["CLINAI_S3_ENDPOINT_URL"])
+        assert full_stack.other_data_dirs
+        for data_dir in (full_stack.data_dir, *full_stack.other_data_dirs):
+            # (The API's data folder is the file-backend stacks' too: it may hold theirs.)
+            assert not list((data_dir / "blobs").rglob(f"*{job['id']}*")), data_dir
+            assert not any((data_dir / "spool").glob("*")), data_dir
 
 
 @pytest.mark.parametrize(

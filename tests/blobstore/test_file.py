@@ -12,6 +12,7 @@ from services.blobstore import (
     BlobKeyError,
     BlobSignatureExpiredError,
     BlobSignatureInvalidError,
+    BlobUnavailableError,
     FileBlobStore,
 )
 
@@ -185,3 +186,11 @@ async def test_upload_targets_are_signed_puts_to_the_api(tmp_path: Path) -> None
         store.verify_upload(*args)
     with pytest.raises(ValueError, match="max_bytes"):
         await store.upload_target("uploads/u1/data", content_type="x", max_bytes=0, expires_in=5)
+
+
+async def test_check_names_a_folder_that_cannot_be_used(tmp_path: Path) -> None:
+    (tmp_path / "root").write_bytes(b"a file where the folder should be")
+    store = make_store(tmp_path)
+    with pytest.raises(BlobUnavailableError) as exc:
+        await store.check()
+    assert str(tmp_path / "root") in str(exc.value) and "CLINAI_BLOB_DIR" in exc.value.hint
