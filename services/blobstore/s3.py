@@ -374,7 +374,14 @@ class S3BlobStore:
         if not 0 < expires_in <= MAX_EXPIRES_IN:
             raise ValueError(f"expires_in must be between 1 and {MAX_EXPIRES_IN} seconds")
         presigner = await self._presign_client()
-        params = {"Bucket": self.bucket, "Key": self._key(key), "ContentType": content_type}
+        # If-None-Match: * is signed: S3 refuses a second PUT (412), so the bytes a job
+        # was given cannot be replaced under it.
+        params = {
+            "Bucket": self.bucket,
+            "Key": self._key(key),
+            "ContentType": content_type,
+            "IfNoneMatch": "*",
+        }
         async with mapped(self._target):
             url = await presigner.generate_presigned_url(
                 "put_object", Params=params, ExpiresIn=expires_in
@@ -382,7 +389,7 @@ class S3BlobStore:
         return UploadTarget(
             url=str(url),
             method="PUT",
-            headers={"Content-Type": content_type},
+            headers={"Content-Type": content_type, "If-None-Match": "*"},
             expires=int(time.time()) + expires_in,
         )
 

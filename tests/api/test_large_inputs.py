@@ -22,6 +22,7 @@ from events import new_id
 from services.embedded.sandbox_setup import check_bwrap
 from services.packages import zip_folder
 from tests._infra import free_port
+from tests._s3 import create_bucket, s3_env
 from tests.api._client import Client, new_user
 from tests.api.conftest import Stack, running_stack
 
@@ -29,13 +30,17 @@ PACKAGES = Path(__file__).resolve().parents[1] / "packages"
 MAX_INPUT = 1024 * 1024  # CLINAI_MAX_INPUT_BYTES in the stack (tests/api/conftest.py)
 
 
-@pytest.fixture(scope="module")
-def full_stack(stack_env: dict[str, str]) -> Iterator[Stack]:
+@pytest.fixture(scope="module", params=["file", "s3"])
+def full_stack(request: pytest.FixtureRequest, stack_env: dict[str, str]) -> Iterator[Stack]:
+    """Every service, on the file backend, then on S3 (uploads go to it straight)."""
     reason = check_bwrap()
     if reason is not None:
         pytest.skip(f"the process runtime needs bubblewrap: {reason}")
     # The test's HTTP server listens on loopback, which the guard refuses unless exempt.
     env = {**stack_env, "CLINAI_INPUT_URL_ALLOW_NETWORKS": "127.0.0.0/8"}
+    if request.param == "s3":
+        endpoint = request.getfixturevalue("s3_endpoint")
+        env.update(s3_env(endpoint, asyncio.run(create_bucket(endpoint))))
     with running_stack(env, ["projector", "api", "builder", "executor"]) as running:
         yield running
 
@@ -107,6 +112,8 @@ async def _send(upload: dict[str, Any], data: bytes) -> tuple[int, Any]:
         ) as resp,
     ):
         body = await resp.read()
+        if resp.content_type != "application/problem+json" and not body.startswith(b"{"):
+            return resp.status, body  # S3's own answer (XML)
         return resp.status, msgspec.json.decode(body) if body else None
 
 
@@ -145,12 +152,33 @@ async def test_a_direct_upload_feeds_one_job(full_stack: Stack, version_id: str)
     again = await alice.post("/v1/jobs", json={"version": version_id, "input": upload["id"]})
     assert again.status == 409, again.body
     assert "POST /v1/uploads" in again.body["detail"]
-    # And its bytes cannot be replaced under the job.
+    # And its bytes cannot be replaced under the job: the API refuses, or S3 itself
+    # (a precondition on the presigned PUT).
     status, problem = await _send(upload, b"other bytes")
-    assert status == 409 and "POST /v1/uploads" in problem["detail"]
+    if full_stack.env.get("CLINAI_BLOB_BACKEND") == "s3":
+        assert status == 412 and b"PreconditionFailed" in problem, problem
+    else:
+        assert status == 409 and "POST /v1/uploads" in problem["detail"]
+    assert await _output(job) == data
+
+
+async def test_an_oversized_upload_to_s3_is_refused_when_a_job_uses_it(
+    full_stack: Stack, version_id: str
+) -> None:
+    """A presigned PUT cannot cap its size: the API checks the stored size."""
+    if full_stack.env.get("CLINAI_BLOB_BACKEND") != "s3":
+        pytest.skip("the file backend refuses the PUT itself (test_uploads_are_refused_clearly)")
+    alice = await new_user(full_stack.url, full_stack.admin_key, "alice")
+    upload = await _new_upload(alice)
+    status, _ = await _send(upload, b"x" * (MAX_INPUT + 1))
+    assert status == 200
+    refused = await alice.post("/v1/jobs", json={"version": version_id, "input": upload["id"]})
+    assert refused.status == 413 and str(MAX_INPUT) in refused.body["detail"], refused.body
 
 
 async def test_uploads_are_refused_clearly(full_stack: Stack, version_id: str) -> None:
+    if full_stack.env.get("CLINAI_BLOB_BACKEND") == "s3":
+        pytest.skip("the upload URL and the records on disk are the file backend's")
     alice = await new_user(full_stack.url, full_stack.admin_key, "alice")
     mallory = await new_user(full_stack.url, full_stack.admin_key, "mallory")
     upload = await _new_upload(alice)
