@@ -12,46 +12,47 @@ import msgspec
 
 from events import AnyEvent, JobRequested, ModelCreated, VersionUploaded
 
-__all__ = ["Facts", "FactsCache", "facts_of"]
+__all__ = ["Receivers", "ReceiversCache", "receivers_of"]
 
 
-class Facts(msgspec.Struct, frozen=True, kw_only=True):
+class Receivers(msgspec.Struct, frozen=True, kw_only=True):
     owner: str
     job_webhook: dict[str, Any] | None = None  # a job's own {url, events}
 
 
-def facts_of(event: AnyEvent) -> Facts | None:
-    """The facts a creating event states; None for any other event."""
+def receivers_of(event: AnyEvent) -> Receivers | None:
+    """Who receives a resource's events, as its creating event states; None for any
+    other event."""
     match event:
         case JobRequested():
             hook = None if event.webhook is None else msgspec.to_builtins(event.webhook)
-            return Facts(owner=event.owner, job_webhook=hook)
+            return Receivers(owner=event.owner, job_webhook=hook)
         case VersionUploaded() | ModelCreated():
-            return Facts(owner=event.owner)
+            return Receivers(owner=event.owner)
         case _:
             return None
 
 
-class FactsCache:
-    """(aggregate, id) → Facts, holding at most `max_size` entries."""
+class ReceiversCache:
+    """(aggregate, id) → Receivers, holding at most `max_size` entries."""
 
     def __init__(self, max_size: int = 50_000) -> None:
         if max_size <= 0:
-            raise ValueError(f"FactsCache: max_size must be positive, got {max_size}")
+            raise ValueError(f"ReceiversCache: max_size must be positive, got {max_size}")
         self._max = max_size
-        self._entries: OrderedDict[tuple[str, str], Facts] = OrderedDict()
+        self._entries: OrderedDict[tuple[str, str], Receivers] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, aggregate: str, resource_id: str) -> Facts | None:
+    def get(self, aggregate: str, resource_id: str) -> Receivers | None:
         key = (aggregate, resource_id)
         facts = self._entries.get(key)
         if facts is not None:
             self._entries.move_to_end(key)
         return facts
 
-    def put(self, aggregate: str, resource_id: str, facts: Facts) -> None:
+    def put(self, aggregate: str, resource_id: str, facts: Receivers) -> None:
         key = (aggregate, resource_id)
         self._entries[key] = facts
         self._entries.move_to_end(key)

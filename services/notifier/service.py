@@ -44,7 +44,7 @@ from services.domain.webhook_aggregates import fold_delivery
 from services.infra.connections import connect_nats, open_blob_store, open_event_store
 from services.notifier._dispatch import Dispatcher, DispatchOptions, PendingDelivery
 from services.notifier._payload import Snapshot, Snapshots, webhook_body
-from services.notifier._receivers import Facts, FactsCache, facts_of
+from services.notifier._receivers import Receivers, ReceiversCache, receivers_of
 from services.notifier._sender import Sender
 from services.notifier._subscriptions import Subscriptions
 from services.outages import Outage, report_library_failures
@@ -108,10 +108,10 @@ class NotifierHandler:
         snapshots: Snapshots,
         dispatcher: Dispatcher,
         clock: Clock = _utcnow,
-        facts: FactsCache | None = None,
+        facts: ReceiversCache | None = None,
     ) -> None:
         self._store = store
-        self._facts = facts if facts is not None else FactsCache()
+        self._facts = facts if facts is not None else ReceiversCache()
         self._watermark = watermark
         self._subscriptions = Subscriptions(pool, watermark)
         self._snapshots = snapshots
@@ -130,12 +130,12 @@ class NotifierHandler:
         # own webhook); the snapshot, the costly part, is built only for a receiver.
         aggregate, resource_id = event.aggregate, event.aggregate_id
         snap: Snapshot | None = None
-        facts = self._facts.get(aggregate, resource_id) or facts_of(event)
+        facts = self._facts.get(aggregate, resource_id) or receivers_of(event)
         if facts is None:
             snap = await self._snapshots.at(aggregate, resource_id, delivery.seq, event)
             if snap is None:
                 return
-            facts = Facts(owner=snap.owner, job_webhook=snap.job_webhook)
+            facts = Receivers(owner=snap.owner, job_webhook=snap.job_webhook)
         self._facts.put(aggregate, resource_id, facts)
         if not await self._watermark.wait_for(delivery.seq, _PROJECTION_WAIT_S):
             raise RetryLater("the projection has not reached this event yet")

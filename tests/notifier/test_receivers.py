@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from events import JobRequested, JobSucceeded, JobWebhook, ModelCreated
-from services.notifier._receivers import Facts, FactsCache, facts_of
+from services.notifier._receivers import Receivers, ReceiversCache, receivers_of
 
 
 def _envelope(event_id: str, aggregate_id: str, *, actor: str = "usr_1") -> dict[str, Any]:
@@ -36,30 +36,30 @@ def _requested(webhook: JobWebhook | None) -> JobRequested:
 
 def test_facts_come_from_creating_events_only() -> None:
     hook = JobWebhook(url="https://example.com/h", events=("start",))
-    assert facts_of(_requested(hook)) == Facts(
+    assert receivers_of(_requested(hook)) == Receivers(
         owner="usr_1", job_webhook={"url": "https://example.com/h", "events": ("start",)}
     )
-    assert facts_of(_requested(None)) == Facts(owner="usr_1")
+    assert receivers_of(_requested(None)) == Receivers(owner="usr_1")
     created = ModelCreated(
         **_envelope("evt_2", "mdl_1"),
         owner="usr_1",
         name="m",
     )
-    assert facts_of(created) == Facts(owner="usr_1")
+    assert receivers_of(created) == Receivers(owner="usr_1")
     succeeded = JobSucceeded(
         **_envelope("evt_3", "job_1", actor="executor"),
     )
-    assert facts_of(succeeded) is None
+    assert receivers_of(succeeded) is None
 
 
 def test_facts_cache_is_bounded_and_evicts_the_least_recently_used() -> None:
-    cache = FactsCache(max_size=2)
-    cache.put("job", "a", Facts(owner="u"))
-    cache.put("job", "b", Facts(owner="v"))
-    assert cache.get("job", "a") == Facts(owner="u")  # a is now the most recent
-    cache.put("job", "c", Facts(owner="w"))
+    cache = ReceiversCache(max_size=2)
+    cache.put("job", "a", Receivers(owner="u"))
+    cache.put("job", "b", Receivers(owner="v"))
+    assert cache.get("job", "a") == Receivers(owner="u")  # a is now the most recent
+    cache.put("job", "c", Receivers(owner="w"))
     assert len(cache) == 2
     assert cache.get("job", "b") is None
     assert cache.get("job", "a") is not None
     with pytest.raises(ValueError):
-        FactsCache(max_size=0)
+        ReceiversCache(max_size=0)
