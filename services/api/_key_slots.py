@@ -18,6 +18,8 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from services.turns import wait_turn
+
 __all__ = ["SLOT_STATE", "KeySlots", "ReleaseKeySlot"]
 
 SLOT_STATE = "command_slot"  # the release of a request's slot, in `request.state`
@@ -49,14 +51,11 @@ class KeySlots:
         else:
             waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._waiting.setdefault(key, deque()).append(waiter)
-            try:
-                await waiter
-            except asyncio.CancelledError:
-                if waiter.done() and not waiter.cancelled():
-                    self._finish(key)  # started as we were cancelled: hand it on
-                else:
-                    self._forget(key, waiter)
-                raise
+            await wait_turn(
+                waiter,
+                hand_on=lambda: self._finish(key),
+                forget=lambda: self._forget(key, waiter),
+            )
         released = False
 
         def release() -> None:

@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict, deque
 
+from services.turns import wait_turn
+
 __all__ = ["FairSlots"]
 
 
@@ -50,14 +52,11 @@ class FairSlots:
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(owner, deque()).append(waiter)
         self._dispatch()
-        try:
-            await waiter
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
-                self.release(owner)  # granted as we were cancelled: hand it on
-            else:
-                self._forget(owner, waiter)
-            raise
+        await wait_turn(
+            waiter,
+            hand_on=lambda: self.release(owner),
+            forget=lambda: self._forget(owner, waiter),
+        )
 
     def release(self, owner: str) -> None:
         count = self._running.get(owner, 0) - 1
