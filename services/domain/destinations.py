@@ -101,10 +101,16 @@ class DestinationPolicy:
 
     def check_url(self, url: str, what: str = "a webhook URL") -> str:
         """Validate an http(s) URL; refuse a literal IP host now. Returns the host."""
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        try:
+            parts = urlsplit(url)
+            host = parts.hostname
+            parts.port  # noqa: B018 - raises on a port that is not a number in range
+        except ValueError as err:  # an unclosed [IPv6 bracket, a bad port...
+            raise InvalidDestination(
+                f"{what} cannot be parsed ({err}); send a full http:// or https:// URL"
+            ) from err
+        if parts.scheme not in ("http", "https") or not host:
             raise InvalidDestination(f"{what} is http:// or https:// with a host")
-        host = parts.hostname
         try:
             literal = ipaddress.ip_address(host)
         except ValueError:

@@ -52,3 +52,11 @@ def test_urls_are_checked_for_scheme_and_literal_hosts() -> None:
         policy.check_url("http://[::ffff:10.0.0.1]/")
     with pytest.raises(InvalidDestination):
         policy.check_url("file:///etc/passwd")
+
+
+@pytest.mark.parametrize("url", ["http://[::1", "http://example.com:99999/", "http://h:port/"])
+def test_a_url_that_cannot_be_parsed_is_invalid_not_a_crash(url: str) -> None:
+    """Before, urlsplit's ValueError escaped: POST /v1/jobs with such an input_url (and a
+    webhook with such a URL) answered 500."""
+    with pytest.raises(InvalidDestination, match="cannot be parsed"):
+        DestinationPolicy().check_url(url, "an input URL")
