@@ -6,10 +6,11 @@ service handles (`Durable`). Scaling out is starting more processes on the same 
 JetStream hands each message to one of them at a time. A service lists its handlers as
 routes and consumes inside `subscribed(nc, durable, [durable_route(handler, durable)])`,
 which runs them as `NatsRouter(handlers=routes, middlewares=[Answering(...)])` on a
-FastStream broker over the service's own connection. FastStream pulls batches
-(`PullSub(batch=True)`, one fetch per batch in `FastBatchPull`: a request is answered as
-soon as a message is there, with up to `Durable.batch`; the notifier lingers
-`pull_linger_s` after a short batch) and runs its pipeline once per batch; one
+FastStream broker over the service's own connection. Messages are asked for with pull
+requests kept open on the server, sized by the handlers' free room (`StandingPulls`,
+under FastStream's subscriber in `FastBatchPull`); each batch is what arrived since the
+last (the notifier lingers `pull_linger_s` for more), and FastStream runs its pipeline
+once per batch; one
 middleware (`Answering`) hands each message on, its body turned into the handler's
 `Delivery` by the one decoder in `events/` (`DeliveryDecoder`), runs the handler, at most
 `Durable.concurrency` at a time, and answers the message:

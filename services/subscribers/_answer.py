@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import nats.errors
@@ -38,9 +38,15 @@ class Answering:
         self.durable = durable
         self.options = options
         self.decoder = DeliveryDecoder(options.max_deliver)
+        self.concurrency = concurrency
         self._room = asyncio.Semaphore(concurrency)
         self._running: set[asyncio.Task[None]] = set()
         self._beats = _Heartbeats(options.heartbeat_s)
+        self.on_room: Callable[[], None] | None = None  # a handler ended: room for one more
+
+    def room(self) -> int:
+        """Handlers that could start now."""
+        return self.concurrency - len(self._running)
 
     def __call__(self, msg: Any, /, *, context: ContextRepo) -> _Answer:
         return _Answer(msg, context=context, answering=self)
@@ -71,6 +77,8 @@ class Answering:
     def _done(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
         self._room.release()
+        if self.on_room is not None:
+            self.on_room()
 
     async def _answer(self, call_next: CallNext, msg: StreamMessage[Any]) -> None:
         raw: Msg = msg.raw_message

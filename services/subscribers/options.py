@@ -24,8 +24,10 @@ class ConsumerOptions(msgspec.Struct, frozen=True, kw_only=True):
     heartbeat_s: float = 1.0  # in_progress interval while a handler runs
     retry_delays_s: tuple[float, ...] = (2.0, 10.0, 30.0, 60.0)  # nak delay by delivery
     # A pull request stays open on the server for pull_expires_s, then the next one is
-    # sent: a request lost with a reconnect is asked for again within that time.
+    # sent. While it waits, the server sends a heartbeat every pull_heartbeat_s: two
+    # missed, or a reconnect, and the requests are taken as lost and asked for again.
     pull_expires_s: float = 5.0
+    pull_heartbeat_s: float = 1.0
     pull_batch: int = 100  # at most this many messages asked for per pull request
     # After a pull that did not fill its batch, wait this long before the next: messages
     # gather into fewer, larger batches (one pull request and one pass of FastStream's
@@ -48,6 +50,11 @@ class ConsumerOptions(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError("ConsumerOptions.heartbeat_s must be below redelivery_s[0]")
         if not self.retry_delays_s or min(self.retry_delays_s) < 0:
             raise ValueError("ConsumerOptions.retry_delays_s needs non-negative durations")
+        if not 0 < self.pull_heartbeat_s <= self.pull_expires_s / 2:
+            raise ValueError(
+                "ConsumerOptions.pull_heartbeat_s must be positive and at most half of "
+                "pull_expires_s"
+            )
         if self.pull_linger_s < 0 or self.pull_linger_s >= self.pull_expires_s:
             raise ValueError("ConsumerOptions.pull_linger_s must be in [0, pull_expires_s)")
         if self.pull_expires_s <= 0 or self.check_s <= 0 or self.pull_batch < 1:

@@ -32,18 +32,9 @@ class Durable(msgspec.Struct, frozen=True, kw_only=True):
         if self.concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {self.concurrency}")
 
-    @property
-    def batch(self) -> int:
-        """Messages asked for per pull request: up to half the room, at most
-        `options.pull_batch`."""
-        return max(1, min(self.options.pull_batch, self.concurrency // 2))
-
 
 def durable_route(handler: Handler, durable: Durable) -> NatsRoute:
-    """`handler` on `durable`. A pull request is answered as soon as one message is
-    there, with whatever else is there already (up to `durable.batch`): one request per
-    batch under load, no wait for a lone message. The next request goes out once the
-    batch is handed to handlers (see `Answering`)."""
+    """`handler` on `durable`, fed batches by `FastBatchPull` (see `StandingPulls`)."""
     options = durable.options
     return NatsRoute(
         handler,
@@ -53,7 +44,7 @@ def durable_route(handler: Handler, durable: Durable) -> NatsRoute:
         stream=JStream(durable.stream, declare=False),
         # One pass of FastStream's pipeline per fetched batch; `Answering` hands each
         # message to `handler`, decoded by `DeliveryDecoder`, and answers it.
-        pull_sub=PullSub(batch_size=durable.batch, timeout=options.pull_expires_s, batch=True),
+        pull_sub=PullSub(batch_size=options.pull_batch, timeout=options.pull_expires_s, batch=True),
         ack_policy=AckPolicy.MANUAL,  # answered by `Answering`, by how the handler ended
         parser=parse_batch,
         include_in_schema=False,

@@ -17,6 +17,7 @@ from nats.js.errors import NotFoundError
 
 from services.subscribers._answer import Answering
 from services.subscribers._pull import use_fast_batch_pull
+from services.subscribers._standing import StandingPulls
 from services.subscribers.options import ensure_consumer
 from services.subscribers.route import Durable
 
@@ -55,9 +56,20 @@ async def subscribed(
     """`routes` (on `durable`) consume inside the context. On leaving, no more messages
     are asked for, running handlers get `stop_grace_s` to finish, then they are
     cancelled and their messages nak'ed for another process."""
-    answering = Answering(durable.name, durable.options, durable.concurrency)
+    options = durable.options
+    answering = Answering(durable.name, options, durable.concurrency)
+    pulls = StandingPulls(
+        durable=durable.name,
+        next_subject=f"$JS.API.CONSUMER.MSG.NEXT.{durable.stream}.{durable.name}",
+        concurrency=durable.concurrency,
+        max_batch=options.pull_batch,
+        expires_s=options.pull_expires_s,
+        heartbeat_s=options.pull_heartbeat_s,
+        room=answering.room,
+    )
+    answering.on_room = pulls.top_up
     router = NatsRouter(handlers=routes, middlewares=[answering])
-    use_fast_batch_pull(router, durable.options.pull_linger_s)
+    use_fast_batch_pull(router, pulls, options.pull_linger_s)
     broker = _Broker(nc, router)
     js = nc.jetstream()
     await ensure_consumer(js, durable.stream, durable.name, durable.subjects, durable.options)

@@ -31,6 +31,7 @@ FAST_CONSUMER = ConsumerOptions(
     heartbeat_s=0.5,
     retry_delays_s=(0.2, 0.5, 1.0),
     pull_expires_s=1.0,
+    pull_heartbeat_s=0.5,
     check_s=0.5,
     stop_grace_s=2.0,
 )
