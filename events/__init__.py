@@ -15,6 +15,7 @@ from events.errors import (
     UnstorableTextError,
 )
 from events.ids import event_id_for_key, new_event_id, new_id
+from events.inputs import InputFile, InputKind, InputParam, InputSchema, OutputField
 from events.store import AggregateHistory, EventStore, StoredEvent
 from events.subjects import aggregate_filter, event_subject, parse_subject
 from events.text import json_problem, scrub_text, text_problem
@@ -27,6 +28,11 @@ __all__ = [
     "EventStore",
     "EventStoreError",
     "EventTooLargeError",
+    "InputFile",
+    "InputKind",
+    "InputParam",
+    "InputSchema",
+    "OutputField",
     "ServerTooOldError",
     "StoredEvent",
     "StreamUnavailableError",

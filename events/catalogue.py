@@ -11,6 +11,8 @@ from typing import Any, ClassVar, Final, Literal
 
 import msgspec
 
+from events.inputs import InputFile, InputSchema
+
 __all__ = [
     "TERMINAL_JOB_STATUSES",
     "TERMINAL_VERSION_STATUSES",
@@ -183,6 +185,8 @@ class VersionUploaded(Event, frozen=True, kw_only=True):
     size_bytes: int
     filename: str = "package.zip"
     has_setup: bool = False
+    # Set: `run` takes typed inputs (read from predict.py); None: run(input_path, output_dir).
+    input_schema: InputSchema | None = None
 
 
 class BuildStarted(Event, frozen=True, kw_only=True):
@@ -260,6 +264,10 @@ class JobRequested(Event, frozen=True, kw_only=True):
     webhook: JobWebhook | None = None
     # Set: the executor fetches the input from this URL (`input_key` is then empty).
     input_url: str | None = None
+    # Set for a typed version: every input resolved (defaults applied), a file as its
+    # name in the job's input folder, from `input_files` (`input_key` is then empty).
+    inputs: dict[str, Any] | None = None
+    input_files: tuple[InputFile, ...] = ()
 
 
 class JobStarted(Event, frozen=True, kw_only=True):

@@ -1,5 +1,6 @@
 """The two files of a package that are read, never run: `predict.py` (parsed with
-`ast`: a top-level `def run(input_path, output_dir)`, optionally `def setup()`) and
+`ast`: a top-level `def run(input_path, output_dir)` or a typed `run`, optionally
+`def setup()`) and
 `requirements.txt` (normalised as pip reads it, self-contained)."""
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ import re
 import warnings
 from collections.abc import Iterable
 
+from events import InputSchema
+from services.packages._signature import read_schema
 from services.packages._zipcheck import PackageInvalidError
 
 __all__ = [
@@ -47,9 +50,10 @@ _LOCAL_REF = re.compile(
 )
 
 
-def check_predict(source: bytes) -> bool:
+def check_predict(source: bytes) -> tuple[bool, InputSchema | None]:
     """Parse predict.py (never import it); require a top-level `def run` that takes
-    (input_path, output_dir). Returns whether a top-level `setup` exists."""
+    (input_path, output_dir), or typed inputs (`_signature`). Returns whether a
+    top-level `setup` exists, and the typed inputs (None: the legacy form)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. invalid escape sequences in user code
@@ -72,6 +76,9 @@ def check_predict(source: bytes) -> bool:
             reason="predict_no_run",
             path=PREDICT,
         )
+    schema = read_schema(run, tree)
+    if schema is not None:
+        return "setup" in defs, schema
     args = run.args
     positional = len(args.posonlyargs) + len(args.args)
     required_kwonly = any(default is None for default in args.kw_defaults)
@@ -82,7 +89,7 @@ def check_predict(source: bytes) -> bool:
             reason="predict_run_signature",
             path=PREDICT,
         )
-    return "setup" in defs
+    return "setup" in defs, None
 
 
 def _top_level_defs(body: Iterable[ast.stmt]) -> Iterable[ast.FunctionDef | ast.AsyncFunctionDef]:

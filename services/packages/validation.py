@@ -40,6 +40,7 @@ from typing import BinaryIO
 
 import msgspec
 
+from events import InputSchema
 from services.packages._sources import (
     PREDICT,
     REQUIREMENTS,
@@ -106,6 +107,7 @@ class PackageInfo(msgspec.Struct, frozen=True, kw_only=True):
     files: tuple[PackageFile, ...]  # sorted by path
     total_size: int
     stripped_prefix: str | None = None  # the top-level folder that was stripped
+    input_schema: InputSchema | None = None  # run's typed inputs; None: the legacy form
 
 
 def inspect_package(zip_path: Path, limits: PackageLimits | None = None) -> PackageInfo:
@@ -163,7 +165,7 @@ def _scan(zip_path: Path, limits: PackageLimits, out_dir: Path | None) -> Packag
                 "Put predict.py at the top of the zip, or inside one single top-level folder.",
                 reason="no_predict",
             )
-        has_setup = check_predict(predict_src)
+        has_setup, input_schema = check_predict(predict_src)
         req_src = _read_small(zf, entries, REQUIREMENTS, limits)
         requirements = normalise_requirements(decode_requirements(req_src or b""))
         files = _stream_all(zf, entries, limits, out_dir)
@@ -174,6 +176,7 @@ def _scan(zip_path: Path, limits: PackageLimits, out_dir: Path | None) -> Packag
         requirements=requirements,
         has_requirements=req_src is not None,
         has_setup=has_setup,
+        input_schema=input_schema,
         files=files,
         total_size=sum(f.size for f in files),
         stripped_prefix=prefix,
