@@ -13,6 +13,10 @@ Host -> worker, one per job (the worker serves one job at a time)::
 
     {"type": "job", "job_id": "...", "input_path": "...", "output_dir": "...",
      "log_path": "...", "params": {...}}
+    {"type": "job", ..., "inputs": {"threshold": 0.5}, "files": {"image": "/job/in/x.png"}}
+
+The second form calls a typed run: run(**inputs, **files, [output_dir=]), each file a
+`runner.File` (a list of them for a list input).
 
 Worker -> host, one per job::
 

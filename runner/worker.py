@@ -24,6 +24,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, BinaryIO
 
 from runner.protocol import (
@@ -35,6 +36,7 @@ from runner.protocol import (
     read_frame,
     write_frame,
 )
+from runner.types import File
 
 __all__ = ["main"]
 
@@ -65,11 +67,28 @@ def _error(err: BaseException, **extra: Any) -> dict[str, Any]:
     }
 
 
-def _accepts_params(fn: RunFn) -> bool:
+def _accepts(fn: RunFn, name: str) -> bool:
     try:
-        return "params" in inspect.signature(fn).parameters
+        return name in inspect.signature(fn).parameters
     except (TypeError, ValueError):
         return False
+
+
+def _call(run: RunFn, takes: frozenset[str], req: dict[str, Any]) -> Any:
+    """run() as the job asks: typed (`inputs`, files as `File` paths, `output_dir` if
+    run declares it) or run(input_path, output_dir[, params=])."""
+    inputs = req.get("inputs")
+    if inputs is not None:
+        kwargs: dict[str, Any] = dict(inputs)
+        for name, path in (req.get("files") or {}).items():
+            kwargs[name] = [File(p) for p in path] if isinstance(path, list) else File(path)
+        if "output_dir" in takes:
+            kwargs["output_dir"] = Path(str(req["output_dir"]))
+        return run(**kwargs)
+    args = (str(req["input_path"]), str(req["output_dir"]))
+    if "params" in takes:
+        return run(*args, params=dict(req.get("params") or {}))
+    return run(*args)
 
 
 def _check_result(result: object) -> str | None:
@@ -195,17 +214,13 @@ def _live_threads() -> int:
 
 
 def _serve_job(
-    run: RunFn, takes_params: bool, req: dict[str, Any], main_pid: int, idle_log: str
+    run: RunFn, takes: frozenset[str], req: dict[str, Any], main_pid: int, idle_log: str
 ) -> dict[str, Any]:
     _redirect_output(str(req["log_path"]))
     started = time.perf_counter()
     response: dict[str, Any]
     try:
-        args = (str(req["input_path"]), str(req["output_dir"]))
-        if takes_params:
-            result = run(*args, params=dict(req.get("params") or {}))
-        else:
-            result = run(*args)
+        result = _call(run, takes, req)
         if os.getpid() != main_pid:  # a fork of the model returned into the runner
             os._exit(0)
         problem = _check_result(result)
@@ -256,7 +271,7 @@ def _send(fd: int, frame: dict[str, Any]) -> None:
 
 def _serve(stream: BinaryIO, out_fd: int, run: RunFn, idle_log: str, sandboxed: bool) -> int:
     main_pid = os.getpid()
-    takes_params = _accepts_params(run)
+    takes = frozenset(n for n in ("params", "output_dir") if _accepts(run, n))
     keep = _scratch_names() if sandboxed else frozenset()
     while True:
         req = read_frame(stream)
@@ -264,7 +279,7 @@ def _serve(stream: BinaryIO, out_fd: int, run: RunFn, idle_log: str, sandboxed: 
             return 0
         if req.get("type") != "job":
             raise ProtocolError(f"unexpected frame type {req.get('type')!r}")
-        response = _serve_job(run, takes_params, req, main_pid, idle_log)
+        response = _serve_job(run, takes, req, main_pid, idle_log)
         # Counted first: with no other thread left, no process can be started after the
         # strays are killed (one that a thread started before it ended is killed too).
         response["threads"] = _live_threads()
@@ -314,7 +329,7 @@ def main(argv: list[str]) -> int:
         return 1
     run = getattr(module, "run", None)
     if not callable(run):
-        message = "predict.py must define run(input_path, output_dir) -> dict"
+        message = "predict.py must define run(input_path, output_dir) -> dict, or a typed run"
         _send(
             out_fd,
             {

@@ -42,8 +42,9 @@ _RETRY_EVERY_S = 1.0
 _UNREACHABLE = (EventStoreError, nats.errors.Error, BlobError, OSError, TimeoutError)
 
 
-def input_key(job_id: str) -> str:
-    return f"{_PREFIX}{job_id}"
+def input_key(job_id: str, name: str | None = None) -> str:
+    """Where a job's one input goes, or (`name`) one file of a typed job's."""
+    return f"{_PREFIX}{job_id}" if name is None else f"{_PREFIX}{job_id}/{name}"
 
 
 def _job_id(key: str) -> str:
@@ -60,6 +61,8 @@ async def _discard(store: EventStore, blobs: BlobStore, job_id: str) -> bool:
     try:
         if not await _in_log(store, job_id):
             await blobs.delete(input_key(job_id))
+            for key in await blobs.list(input_key(job_id) + "/"):  # a typed job's files
+                await blobs.delete(key)
     except _UNREACHABLE:
         return False
     return True

@@ -18,10 +18,11 @@ from events import TERMINAL_JOB_STATUSES, JobWebhook, json_problem
 from projections import queries
 from services.api._input_sweep import InputSweep, input_key
 from services.api._job_result import job_response, result_response
+from services.api._typed_jobs import FileSource, TypedInputs, from_form, from_json, with_upload
 from services.api.auth import Principal
 from services.api.problems import ApiError
-from services.api.routes_uploads import claim_upload, upload_used
-from services.api.uploads import receive_form, safe_filename
+from services.api.routes_uploads import ClaimedUpload, claim_upload, upload_used
+from services.api.uploads import ReceivedForm, receive_form, safe_filename
 from services.api.wiring import (
     ApiServices,
     checked_id,
@@ -41,6 +42,7 @@ from services.domain.access import can_see_job, listed_owner
 from services.domain.context import CommandContext, ConflictError
 from services.domain.destinations import DestinationPolicy, DestinationRefused, InvalidDestination
 from services.domain.views import job_view
+from services.packages.schema import CompiledInputs
 
 __all__ = ["routes"]
 
@@ -67,33 +69,85 @@ async def create_job(request: Request) -> Response:
     # Received where the store takes it over from (the file backend: a rename).
     spool = await blobs.spool_dir()
     form = await receive_form(
-        request, file_limit=svc.settings.max_input_bytes, dest_dir=spool, fields=_JOB_FIELDS
+        request,
+        file_limit=svc.settings.max_input_bytes,
+        dest_dir=spool,
+        fields=_JOB_FIELDS,
+        open_names=True,
     )
     try:
-        received = form.files.get("input")
-        if received is None:
-            raise ApiError(
-                422,
-                "Input missing",
-                "send the input file in the multipart field 'input' "
-                "(or a JSON body naming an upload or a URL)",
-            )
         job = await _checked(svc, caller, form.fields)
-        job_id = ctx.resource_id("job")
-        key = input_key(job_id)  # one file, no folder per job; its name is in the event
-        await blobs.move_in(key, received.path, received.content_type)
-        given = _JobInput(key=key, filename=received.filename, size=received.size)
-        try:
-            created = await _append(svc, ctx, caller, job, job_id, given)
-        except BaseException:
-            # Not appended (or not known to be): the input goes unless the log has the job.
-            sweep: InputSweep = request.app.state.input_sweep
-            await asyncio.shield(sweep.discard(job_id, connected=svc.store_connected))
-            raise
+        compiled = await svc.version_schemas.get(job.version.id)
+        if compiled is not None:
+            typed = from_form(compiled, form, _JOB_FIELDS, lambda url: _input_url(svc, url))
+            job_id = ctx.resource_id("job")
+            created = await _append_guarded(request, svc, ctx, caller, job, job_id, typed)
+        else:
+            _only_legacy_fields(form)
+            received = form.files.get("input")
+            if received is None:
+                raise ApiError(
+                    422,
+                    "Input missing",
+                    "send the input file in the multipart field 'input' "
+                    "(or a JSON body naming an upload or a URL)",
+                )
+            job_id = ctx.resource_id("job")
+            key = input_key(job_id)  # one file, no folder per job; its name is in the event
+            await blobs.move_in(key, received.path, received.content_type)
+            given = _JobInput(key=key, filename=received.filename, size=received.size)
+            try:
+                created = await _append(svc, ctx, caller, job, job_id, given)
+            except BaseException:
+                # Not appended (or not known to be): the input goes unless the log has it.
+                sweep: InputSweep = request.app.state.input_sweep
+                await asyncio.shield(sweep.discard(job_id, connected=svc.store_connected))
+                raise
     finally:
         form.discard()  # unless it was moved into the store
         svc.command_done(request)  # ?wait= below waits without holding the key's slot
     return await _created_response(svc, caller, created, started + wait)
+
+
+def _only_legacy_fields(form: ReceivedForm) -> None:
+    """A version in the form run(input_path, output_dir) reads the job's own fields
+    and one file, 'input'."""
+    fields = ", ".join(sorted(_JOB_FIELDS))
+    for name in [*form.fields, *(n for n, _ in form.all_files)]:
+        if name not in _JOB_FIELDS:
+            raise ApiError(
+                422,
+                "Unknown form field",
+                f"this endpoint reads the form fields {fields}, not {name[:100]!r} (this "
+                "version's run() takes no typed inputs); remove that field or fix its name",
+            )
+    if len(form.all_files) > 1:
+        raise ApiError(422, "Too many files", "send one file per request")
+
+
+async def _append_guarded(
+    request: Request,
+    svc: ApiServices,
+    ctx: CommandContext,
+    caller: Principal,
+    job: _Job,
+    job_id: str,
+    typed: TypedInputs,
+) -> _Created:
+    """A typed job's parts moved into the store, then its append; the parts go again
+    unless the log has the job."""
+    try:
+        for source in typed.files:
+            if source.part is not None:
+                key = input_key(job_id, source.name)
+                await svc.blobs.move_in(key, source.part.path, source.part.content_type)
+        return await _append(
+            svc, ctx, caller, job, job_id, _JobInput(key="", filename="", size=0), typed
+        )
+    except BaseException:
+        sweep: InputSweep = request.app.state.input_sweep
+        await asyncio.shield(sweep.discard(job_id, connected=svc.store_connected))
+        raise
 
 
 class _JobBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -102,6 +156,7 @@ class _JobBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
     input: str | None = None
     input_url: str | None = None
+    inputs: dict[str, Any] | None = None  # a typed version's inputs
     version: str = ""
     model: str = ""
     params: dict[str, Any] = {}
@@ -145,6 +200,7 @@ class _Created(msgspec.Struct, frozen=True):
     seen: int
     job: _Job
     input_filename: str
+    inputs: dict[str, Any] | None = None
 
 
 async def _checked(svc: ApiServices, caller: Principal, fields: dict[str, str]) -> _Job:
@@ -160,9 +216,12 @@ async def _append(
     job: _Job,
     job_id: str,
     given: _JobInput,
+    typed: TypedInputs | None = None,
+    uploaded: ClaimedUpload | None = None,
 ) -> _Created:
     # Read before the append: the commit notices after it tell the job's whole life.
     seen = svc.watermark.checkpoint
+    files = () if typed is None else typed.input_files(lambda f: _file_key(job_id, f, uploaded))
     seq = await svc.commands.request_job(
         ctx,
         job_id=job_id,
@@ -176,44 +235,96 @@ async def _append(
         timeout_s=job.timeout_s,
         webhook=job.webhook,
         input_url=given.url,
+        inputs=None if typed is None else typed.values,
+        input_files=files,
     )
     svc.admission.submitted(caller.user_id, seq)
-    return _Created(job_id, seq, seen, job, given.filename)
+    inputs = None if typed is None else typed.values
+    return _Created(job_id, seq, seen, job, files[0].filename if files else given.filename, inputs)
+
+
+def _file_key(
+    job_id: str, source: FileSource, uploaded: ClaimedUpload | None
+) -> tuple[str, str, int]:
+    """A typed job's file: its key in the store, the client's name for it, its size."""
+    if source.part is not None:
+        return input_key(job_id, source.name), source.part.filename, source.part.size
+    if source.upload_id is not None and uploaded is not None:
+        return uploaded.key, uploaded.filename, uploaded.size
+    return "", source.name, 0
 
 
 async def _create_from_json(
     request: Request, svc: ApiServices, caller: Principal, wait: float, started: float
 ) -> Response:
-    """A job on a direct upload (`input`) or a URL (`input_url`): no bytes in the body."""
+    """A job on a direct upload (`input`) or a URL (`input_url`), or a typed version's
+    `inputs` (files as upload ids or URLs): no bytes in the body."""
     try:
         body = await decode_body(request, _JobBody)
-        if (body.input is None) == (body.input_url is None):
-            raise ApiError(
-                422,
-                "Input missing",
-                "name the input: 'input' (an upload id from POST /v1/uploads) or "
-                "'input_url' (an http(s) URL the executor fetches), one of the two",
-            )
         job = await _checked(svc, caller, body.fields())
         ctx = svc.context(request, caller)
-        if body.input is not None:
-            upload = await claim_upload(svc, caller.user_id, body.input)
-            job_id = upload.job_id
-            given = _JobInput(key=upload.key, filename=upload.filename, size=upload.size)
-        else:
-            url = _input_url(svc, body.input_url or "")
+        compiled = await svc.version_schemas.get(job.version.id)
+        uploaded: ClaimedUpload | None = None
+        typed: TypedInputs | None = None
+        upload_id: str | None = None
+        if compiled is not None:
+            if body.input is not None or body.input_url is not None:
+                raise ApiError(
+                    422,
+                    "Typed inputs",
+                    "this version's run() declares its inputs: name each file (an upload id "
+                    f'or a URL) in \'inputs\', e.g. {{"inputs": {{"{_first_file(compiled)}": '
+                    '"upload_..."}}',
+                )
+            typed = from_json(
+                compiled, body.inputs or {}, body.params, lambda u: _input_url(svc, u)
+            )
+            source = next((f for f in typed.files if f.upload_id is not None), None)
             job_id = ctx.resource_id("job")
-            name = safe_filename(unquote(urlsplit(url).path.rsplit("/", 1)[-1]), "input")
-            given = _JobInput(key="", filename=name, size=0, url=url)
+            if source is not None and source.upload_id is not None:
+                upload_id = source.upload_id
+                uploaded = await claim_upload(svc, caller.user_id, upload_id)
+                typed, _ = with_upload(typed, source, uploaded.filename)
+                job_id = uploaded.job_id
+            given = _JobInput(key="", filename="", size=0)
+        else:
+            if body.inputs is not None:
+                raise ApiError(
+                    422,
+                    "No typed inputs",
+                    "this version's run() takes (input_path, output_dir): send 'input' (an "
+                    "upload id) or 'input_url', and 'params', not 'inputs'",
+                )
+            if (body.input is None) == (body.input_url is None):
+                raise ApiError(
+                    422,
+                    "Input missing",
+                    "name the input: 'input' (an upload id from POST /v1/uploads) or "
+                    "'input_url' (an http(s) URL the executor fetches), one of the two",
+                )
+            if body.input is not None:
+                upload_id = body.input
+                uploaded = await claim_upload(svc, caller.user_id, upload_id)
+                job_id = uploaded.job_id
+                given = _JobInput(key=uploaded.key, filename=uploaded.filename, size=uploaded.size)
+            else:
+                url = _input_url(svc, body.input_url or "")
+                job_id = ctx.resource_id("job")
+                name = safe_filename(unquote(urlsplit(url).path.rsplit("/", 1)[-1]), "input")
+                given = _JobInput(key="", filename=name, size=0, url=url)
         try:
-            created = await _append(svc, ctx, caller, job, job_id, given)
+            created = await _append(svc, ctx, caller, job, job_id, given, typed, uploaded)
         except ConflictError as err:
-            if body.input is not None:  # the upload's one job exists
-                raise upload_used(body.input) from err
+            if upload_id is not None:  # the upload's one job exists
+                raise upload_used(upload_id) from err
             raise
     finally:
         svc.command_done(request)
     return await _created_response(svc, caller, created, started + wait)
+
+
+def _first_file(compiled: CompiledInputs) -> str:
+    return compiled.file_params[0].name if compiled.file_params else "name"
 
 
 def _input_url(svc: ApiServices, url: str) -> str:
@@ -257,19 +368,18 @@ async def _created_response(
             job = await _settled_job(svc, caller, job_id, deadline)
             ended = job.status in TERMINAL_JOB_STATUSES
             return await job_response(job, svc.blobs, 200 if ended else 202, seq=seq)
-    return json_response(
-        {
-            "id": job_id,
-            "status": "queued",
-            "model_id": created.job.version.model_id,
-            "version_id": created.job.version.id,
-            "input_filename": created.input_filename,
-            "params": created.job.params,
-            "timeout_s": created.job.timeout_s,
-        },
-        202,
-        seq=seq,
-    )
+    queued: dict[str, Any] = {
+        "id": job_id,
+        "status": "queued",
+        "model_id": created.job.version.model_id,
+        "version_id": created.job.version.id,
+        "input_filename": created.input_filename,
+        "params": created.job.params,
+        "timeout_s": created.job.timeout_s,
+    }
+    if created.inputs is not None:
+        queued["inputs"] = created.inputs
+    return json_response(queued, 202, seq=seq)
 
 
 async def _runnable_version(

@@ -14,6 +14,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from projections import queries
+from services.api._version_schemas import LEGACY_SCHEMA
 from services.api.auth import Principal
 from services.api.problems import ApiError
 from services.api.uploads import drain_small_body, receive_file
@@ -149,6 +150,7 @@ async def upload_version(request: Request) -> Response:
             size_bytes=upload.size,
             filename=upload.filename,
             has_setup=info.has_setup,
+            input_schema=info.input_schema,
         )
     finally:
         await asyncio.to_thread(shutil.rmtree, workdir, True)
@@ -181,6 +183,18 @@ async def get_version(request: Request) -> Response:
     if version is None or await visible_model(svc, version.model_id, caller) is None:
         raise ApiError(404, "Not found", "version not found; list versions of a model you own")
     return json_response(version_view(version))
+
+
+async def version_schema(request: Request) -> Response:
+    """The version's inputs as JSON Schema (read from predict.py at upload); a
+    declared result under `x-clinai-output`."""
+    svc = services(request)
+    caller = await svc.caller(request)
+    version = await queries.get_version(svc.pool, path_id(request, "version_id"))
+    if version is None or await visible_model(svc, version.model_id, caller) is None:
+        raise ApiError(404, "Not found", "version not found; list versions of a model you own")
+    compiled = await svc.version_schemas.get(version.id)
+    return json_response(LEGACY_SCHEMA if compiled is None else compiled.json_schema())
 
 
 async def version_log(request: Request) -> Response:
@@ -230,4 +244,5 @@ routes = [
     Route("/v1/models/{model_id}/versions", list_versions, methods=["GET"]),
     Route("/v1/versions/{version_id}", get_version, methods=["GET"]),
     Route("/v1/versions/{version_id}/log", version_log, methods=["GET"]),
+    Route("/v1/versions/{version_id}/schema", version_schema, methods=["GET"]),
 ]

@@ -21,6 +21,8 @@ __all__ = ["ReceivedFile", "ReceivedForm", "drain_small_body", "receive_file", "
 _MAX_FIELD_BYTES = 64 * 1024
 _MAX_FIELDS = 32
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+_INPUT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+_MAX_FILES = 16
 
 
 class ReceivedFile(msgspec.Struct, frozen=True):
@@ -32,10 +34,13 @@ class ReceivedFile(msgspec.Struct, frozen=True):
 
 class ReceivedForm(msgspec.Struct, frozen=True):
     fields: dict[str, str]
-    files: dict[str, ReceivedFile]
+    files: dict[str, ReceivedFile]  # the first file of each name
+    all_files: tuple[tuple[str, ReceivedFile], ...] = ()  # every file, in order
 
     def discard(self) -> None:
         """Remove the received files that are still where they were written."""
+        for _, received in self.all_files:
+            received.path.unlink(missing_ok=True)
         for received in self.files.values():
             received.path.unlink(missing_ok=True)
 
@@ -47,10 +52,14 @@ def safe_filename(name: str, default: str) -> str:
 
 
 class _Collector:
-    def __init__(self, dest_dir: Path, file_limit: int, allowed: frozenset[str]) -> None:
+    def __init__(
+        self, dest_dir: Path, file_limit: int, allowed: frozenset[str], open_names: bool
+    ) -> None:
         self.dest_dir = dest_dir
         self.file_limit = file_limit
         self.allowed = allowed
+        self.open_names = open_names
+        self.all_files: list[tuple[str, ReceivedFile]] = []
         self._prefix = f"upload-{uuid.uuid4().hex}"  # several requests share dest_dir
         self.fields: dict[str, str] = {}
         self.files: dict[str, ReceivedFile] = {}
@@ -89,9 +98,11 @@ class _Collector:
         )
         self._check_name()
         if self._filename is not None:
-            if len(self.files) >= 4:
-                raise ApiError(422, "Too many files", "send one file per request")
-            self._out_path = self.dest_dir / f"{self._prefix}-{len(self.files)}"
+            if len(self.all_files) >= (_MAX_FILES if self.open_names else 4):
+                raise ApiError(
+                    422, "Too many files", f"send at most {_MAX_FILES} files per request"
+                )
+            self._out_path = self.dest_dir / f"{self._prefix}-{len(self.all_files)}"
             self._out = open(self._out_path, "wb")
         elif len(self.fields) >= _MAX_FIELDS:
             raise ApiError(422, "Too many fields", f"at most {_MAX_FIELDS} form fields")
@@ -100,6 +111,9 @@ class _Collector:
         """Each part is one of the fields the endpoint reads, sent once: nothing is
         silently ignored, and no second value silently loses to the first."""
         fields = ", ".join(sorted(self.allowed))
+        if self.open_names and _INPUT_NAME.fullmatch(self._name) and self._name not in self.fields:
+            if self._filename is not None or self._name not in self.files:
+                return  # a typed input (checked against the version's schema later)
         if self._name not in self.allowed:
             raise ApiError(
                 422,
@@ -134,12 +148,14 @@ class _Collector:
         if self._out is not None and self._out_path is not None:
             self._out.close()
             self._out = None
-            self.files[self._name] = ReceivedFile(
+            received = ReceivedFile(
                 path=self._out_path,
                 filename=safe_filename(self._filename or "", "upload"),
                 size=self._size,
                 content_type=self._content_type,
             )
+            self.files.setdefault(self._name, received)
+            self.all_files.append((self._name, received))
         else:
             self.fields[self._name] = self._value.decode("utf-8", "replace")
 
@@ -150,7 +166,7 @@ class _Collector:
     def discard(self) -> None:
         """Remove every file written, the one in progress too."""
         self.close()
-        for received in self.files.values():
+        for _, received in self.all_files:
             received.path.unlink(missing_ok=True)
         if self._out_path is not None:
             self._out_path.unlink(missing_ok=True)
@@ -166,10 +182,16 @@ async def drain_small_body(request: Request, limit: int = 1024 * 1024) -> None:
 
 
 async def receive_form(
-    request: Request, *, file_limit: int, dest_dir: Path, fields: frozenset[str]
+    request: Request,
+    *,
+    file_limit: int,
+    dest_dir: Path,
+    fields: frozenset[str],
+    open_names: bool = False,
 ) -> ReceivedForm:
     """The multipart body's `fields` (files to `dest_dir`); 422 for a field not among
-    `fields` or one sent twice."""
+    `fields` or one sent twice. With `open_names`, any identifier is accepted too (a
+    typed input, checked by the caller), and a file part may repeat (a list of files)."""
     content_type, options = parse_options_header(request.headers.get("content-type", ""))
     boundary = options.get(b"boundary")
     if content_type != b"multipart/form-data" or not boundary:
@@ -186,7 +208,7 @@ async def receive_form(
             f"the upload is larger than the limit of {file_limit} bytes; "
             "send a smaller file or ask the operator to raise the limit",
         )
-    collector = _Collector(dest_dir, file_limit, fields)
+    collector = _Collector(dest_dir, file_limit, fields, open_names)
     parser = MultipartParser(
         boundary,
         {
@@ -215,7 +237,9 @@ async def receive_form(
         ) from err
     finally:
         collector.close()
-    return ReceivedForm(fields=collector.fields, files=collector.files)
+    return ReceivedForm(
+        fields=collector.fields, files=collector.files, all_files=tuple(collector.all_files)
+    )
 
 
 async def receive_file(request: Request, *, field: str, limit: int, dest_dir: Path) -> ReceivedFile:

@@ -25,6 +25,7 @@ from services.api._job_waits import JobWaits
 from services.api._key_slots import SLOT_STATE, KeySlots
 from services.api._rate_limit import RATE_STATE, RateLimiter
 from services.api._ready_versions import ReadyVersions
+from services.api._version_schemas import VersionSchemas
 from services.api.auth import KeyCache, Principal, authenticate
 from services.api.problems import ApiError
 from services.api.request_body import read_body
@@ -82,6 +83,7 @@ class ApiServices:
         self.keys = KeyCache(pool)
         self.job_waits = JobWaits(pool, watermark)
         self.ready_versions = ReadyVersions(pool, watermark)
+        self.version_schemas = VersionSchemas(store)
         self.admission = JobAdmission(pool, watermark, settings)
         self.command_slots = KeySlots(settings.max_concurrent_commands_per_key)
         self.rate_limiter = RateLimiter(

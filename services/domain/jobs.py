@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from events import ConcurrencyConflictError, JobCancelRequested, JobRequested, JobWebhook
+from events import (
+    ConcurrencyConflictError,
+    InputFile,
+    JobCancelRequested,
+    JobRequested,
+    JobWebhook,
+)
 from services.domain._command_base import MAX_RETRIES, CommandBase
 from services.domain.access import can_see_job
 from services.domain.aggregates import fold_job
@@ -29,6 +35,8 @@ class JobCommands(CommandBase):
         timeout_s: float,
         webhook: JobWebhook | None,
         input_url: str | None = None,
+        inputs: dict[str, Any] | None = None,
+        input_files: tuple[InputFile, ...] = (),
     ) -> int:
         event = JobRequested(
             **self._envelope(ctx, "JobRequested", job_id),
@@ -42,6 +50,8 @@ class JobCommands(CommandBase):
             timeout_s=timeout_s,
             webhook=webhook,
             input_url=input_url,
+            inputs=inputs,
+            input_files=input_files,
         )
         return await self._append_new(event)
 

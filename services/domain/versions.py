@@ -3,7 +3,7 @@ version (the number is allocated on the model, atomically with the upload)."""
 
 from __future__ import annotations
 
-from events import ConcurrencyConflictError, ModelVersionAdded, VersionUploaded
+from events import ConcurrencyConflictError, InputSchema, ModelVersionAdded, VersionUploaded
 from services.domain._command_base import MAX_RETRIES
 from services.domain.context import CommandContext, ConflictError
 from services.domain.models import ModelCommands
@@ -26,6 +26,7 @@ class VersionCommands(ModelCommands):
         size_bytes: int,
         filename: str,
         has_setup: bool,
+        input_schema: InputSchema | None = None,
     ) -> tuple[int, int]:
         """Allocate the next version number on the model and record the upload, atomically.
         Returns (number, seq)."""
@@ -48,6 +49,7 @@ class VersionCommands(ModelCommands):
                 size_bytes=size_bytes,
                 filename=filename,
                 has_setup=has_setup,
+                input_schema=input_schema,
             )
             try:
                 seq = await self._store.append_batch([(added, state.last_seq), (uploaded, 0)])

@@ -32,6 +32,7 @@ from services.executor._files import (
     upload_outputs,
 )
 from services.executor._input_url import InputUnavailableError, UrlInputs
+from services.packages.schema import CompiledInputs
 from services.runtimes.base import (
     Artifact,
     FailureKind,
@@ -77,8 +78,10 @@ class Attempt:
         limits: ResultLimits,
         output_limits: OutputLimits | None = None,
         url_inputs: UrlInputs | None = None,
+        compiled: CompiledInputs | None = None,
     ) -> None:
         self._blobs = blobs
+        self._compiled = compiled  # a typed version's schema (its declared result)
         self._url_inputs = url_inputs
         self._limits = limits
         self._runtime = runtime
@@ -97,14 +100,21 @@ class Attempt:
         requested = self._requested
         name = local_input_name(requested.input_filename)
         began = time.monotonic()
+        files: list[tuple[str, Path]] = []
+        input_path: Path | None = None
+        key = requested.input_key
         try:
-            input_path = await self._fetch_input(name)
+            if requested.inputs is None:
+                input_path = await self._fetch_input(name, key, requested.input_url)
+            for file in requested.input_files:
+                key = file.key
+                files.append((file.name, await self._fetch_input(file.name, key, file.url)))
         except InputUnavailableError as err:
             return AttemptResult(kind="input_unavailable", message=str(err))
         except BlobNotFoundError:
             return AttemptResult(
                 kind="infrastructure",
-                message=f"the job's input {requested.input_key} is missing from the blob store; "
+                message=f"the job's input {key} is missing from the blob store; "
                 "submit the job again",
                 permanent=True,
             )
@@ -125,6 +135,11 @@ class Attempt:
             input_name=name,
             output_dir=output_dir,
             params=requested.params,
+            inputs=requested.inputs,
+            file_params=()
+            if self._compiled is None
+            else tuple(p.name for p in self._compiled.file_params),
+            files=tuple(files),
             timeout_s=self._timeout_s,
             output_limits=self._output_limits,
         )
@@ -141,21 +156,21 @@ class Attempt:
         if self._made_dir:
             await asyncio.to_thread(shutil.rmtree, self._dir, True)
 
-    async def _fetch_input(self, name: str) -> Path:
-        """The input on this host: the stored file itself when the store keeps it here
+    async def _fetch_input(self, name: str, key: str, url: str | None) -> Path:
+        """An input on this host: the stored file itself when the store keeps it here
         (the runtime links it, read-only), else a download into the attempt's folder."""
         path = self._dir / "in" / name
-        if self._requested.input_url is not None:
+        if url is not None:
             self._made_dir = True
             fetcher = self._url_inputs or UrlInputs.from_settings()
-            await fetcher.fetch(self._requested.input_url, path)
+            await fetcher.fetch(url, path)
             return path
         try:
-            local = await self._blobs.materialize(self._requested.input_key, path)
+            local = await self._blobs.materialize(key, path)
         except BaseException:
             self._made_dir = True  # a download may have begun
             raise
-        self._made_dir = local == path
+        self._made_dir = self._made_dir or local == path
         return local
 
     async def _run_cancellable(self, spec: JobSpec, cancel: asyncio.Event) -> JobOutcome:
@@ -206,6 +221,14 @@ class Attempt:
                 outputs=(),
             )
             await discard_outputs(refused.outputs)
+        if outcome.ok and self._compiled is not None:
+            names = frozenset(o.name for o in outcome.outputs)
+            if (problem := self._compiled.check_output(outcome.result, names)) is not None:
+                refused = outcome
+                outcome = msgspec.structs.replace(
+                    refused, ok=False, kind="model_error", message=problem, outputs=()
+                )
+                await discard_outputs(refused.outputs)
         kind, message = outcome.kind, outcome.message
         if outcome.ok:
             result = outcome.result or {}

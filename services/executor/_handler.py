@@ -40,6 +40,7 @@ from services.executor._attempt import Attempt, AttemptResult
 from services.executor._claims import ResultLimits
 from services.executor._input_url import UrlInputs
 from services.executor._running import RunningJobs
+from services.packages.schema import CompiledInputs, SchemaCache
 from services.runtimes.base import Artifact, FailureKind, OutputLimits, Runtime
 from services.subscribers import Delivery, Poison, RetryLater, reaction_envelope
 
@@ -93,6 +94,7 @@ class JobHandler:
         self._url_inputs = url_inputs
         self._clock = clock
         self._built_versions: dict[str, VersionState] = {}
+        self._schemas = SchemaCache()
 
     async def __call__(self, delivery: Delivery) -> None:
         match delivery.event:
@@ -196,7 +198,13 @@ class JobHandler:
                         attempt=state.attempt + 1,
                     )
                     seq = await self._store.append(started, expected=state.last_seq)
-                    await self._run(state, started, seq, artifact, delivery, local.cancel)
+                    schema = None if version is None else version.uploaded.input_schema
+                    compiled = (
+                        None
+                        if schema is None
+                        else self._schemas.get(state.requested.version_id, schema)
+                    )
+                    await self._run(state, started, seq, artifact, delivery, local.cancel, compiled)
                 finally:
                     self._local.unregister(local)
             except ConcurrencyConflictError:
@@ -295,6 +303,7 @@ class JobHandler:
         artifact: Artifact,
         delivery: Delivery,
         cancel: asyncio.Event,
+        compiled: CompiledInputs | None = None,
     ) -> None:
         requested = state.requested
         name = f"{requested.aggregate_id}-{started.attempt}-{uuid.uuid4().hex[:8]}"
@@ -309,6 +318,7 @@ class JobHandler:
             limits=self._limits,
             output_limits=self._output_limits,
             url_inputs=self._url_inputs,
+            compiled=compiled,
         )
         try:
             result = await attempt.run(cancel)

@@ -159,10 +159,11 @@ def _checked_meta(t: _Type) -> dict[str, Any]:
 
 def _type(node: ast.expr) -> _Type:
     if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        text = node.value
         try:
-            node = ast.parse(node.value, mode="eval").body
+            node = ast.parse(text, mode="eval").body
         except SyntaxError as err:
-            raise _Unreadable(f"its annotation {node.value!r} does not parse") from err
+            raise _Unreadable(f"its annotation {text!r} does not parse") from err
     if isinstance(node, ast.Constant) and node.value is None:
         return _Type(is_none=True)
     if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):

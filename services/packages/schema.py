@@ -90,7 +90,7 @@ def param_type(p: InputParam) -> Any:
 def _output_type(f: OutputField) -> Any:
     t: Any = _item_type(f.kind, f.choices, {})
     if f.many:
-        t = list[t]  # type: ignore[valid-type]
+        t = list[t]
     return t | None if f.nullable else t
 
 
@@ -192,11 +192,11 @@ class CompiledInputs:
                 got=_shown(given.get(name)),
             )
         if msg.startswith("Object missing required field") and named:
-            p = self.params[named["name"]]
-            expected = describe(p)
+            required = self.params[named["name"]]
+            expected = describe(required)
             return InputsInvalidError(
-                f"input {p.name!r} is required: expected {expected}",
-                field=p.name,
+                f"input {required.name!r} is required: expected {expected}",
+                field=required.name,
                 expected=expected,
                 got=None,
             )

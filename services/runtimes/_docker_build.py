@@ -57,7 +57,8 @@ RUNNER_ARGV = (f"{VENV}/bin/python", "-m", "runner", "--sandboxed", "--log", WOR
 # Images carry the runner: bump when it changes how it talks to the host. Revision 2
 # speaks over FIFOs in the worker directory (`--channel`); 1 only over attached stdio.
 # Revision 3 empties /tmp and reports the threads left running after each job.
-RUNNER_REVISION = 3
+# Revision 4 calls a typed run with the job's inputs (`inputs`, `files`).
+RUNNER_REVISION = 4
 ENTRYPOINT = json.dumps([*RUNNER_ARGV, MODEL_DIR])
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")

@@ -42,6 +42,9 @@ class JobRequest(msgspec.Struct, frozen=True, kw_only=True):
     output_dir: str
     log_path: str
     params: dict[str, Any] = {}
+    # A typed run(): its values, and its files as paths in the sandbox (one or a list).
+    inputs: dict[str, Any] | None = None
+    files: dict[str, str | list[str]] = {}
     type: Literal["job"] = "job"
 
 

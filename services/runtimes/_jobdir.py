@@ -21,6 +21,7 @@ import shutil
 import stat
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from services.runtimes._framing import JobRequest
 from services.runtimes._harvest import HarvestError, collect_outputs, count_outputs
@@ -72,12 +73,30 @@ class JobFiles:
         self._linked = self._link_input and self._stage(job, link_only=True)
         if not self._linked:
             await asyncio.to_thread(self._stage, job, link_only=False)
+        if job.inputs is None:
+            return JobRequest(
+                job_id=job.job_id,
+                input_path=f"{self.inside}/in/{job.file_name}",
+                output_dir=f"{self.inside}/out",
+                log_path=f"{self.inside}/log",
+                params=job.params,
+            )
+        inputs: dict[str, Any] = {}
+        files: dict[str, str | list[str]] = {}
+        for name, value in job.inputs.items():
+            if name not in job.file_params or value is None:
+                inputs[name] = value
+            elif isinstance(value, list):
+                files[name] = [f"{self.inside}/in/{n}" for n in value]
+            else:
+                files[name] = f"{self.inside}/in/{value}"
         return JobRequest(
             job_id=job.job_id,
-            input_path=f"{self.inside}/in/{job.file_name}",
+            input_path="",
             output_dir=f"{self.inside}/out",
             log_path=f"{self.inside}/log",
-            params=job.params,
+            inputs=inputs,
+            files=files,
         )
 
     def has_outputs(self) -> bool:
@@ -132,17 +151,22 @@ class JobFiles:
                 await asyncio.shield(self._clearing)
 
     def _stage(self, job: JobSpec, *, link_only: bool) -> bool:
-        """Put the input at in/<name> and empty the log; False (nothing done) when
-        `link_only` and the input cannot be linked."""
-        target = self.in_dir / job.file_name
-        # A leftover (an interrupted job's) may be a link to a stored file: never write
-        # through it.
-        target.unlink(missing_ok=True)
-        if not (self._link_input and _link_readable(job.input_path, target)):
-            if link_only:
-                return False
-            shutil.copyfile(job.input_path, target)
-            os.chmod(target, 0o444)
+        """Put each input at in/<name> and empty the log; False (nothing left behind)
+        when `link_only` and an input cannot be linked."""
+        done: list[Path] = []
+        for name, source in job.staged():
+            target = self.in_dir / name
+            # A leftover (an interrupted job's) may be a link to a stored file: never
+            # write through it.
+            target.unlink(missing_ok=True)
+            if not (self._link_input and _link_readable(source, target)):
+                if link_only:
+                    for linked in done:
+                        linked.unlink(missing_ok=True)
+                    return False
+                shutil.copyfile(source, target)
+                os.chmod(target, 0o444)
+            done.append(target)
         os.truncate(self.log, 0)
         return True
 

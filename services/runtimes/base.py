@@ -55,16 +55,30 @@ class JobSpec(msgspec.Struct, frozen=True, kw_only=True):
     # Whose job it is: a warm worker serves the jobs of one owner only (it keeps module
     # globals, threads and files from job to job). Jobs with the same owner share workers.
     owner: str = ""
-    input_path: Path  # host path of the input file; the runtime links or copies it in
+    # Host path of the input file (run(input_path, output_dir)); the runtime links or
+    # copies it in. None for a typed run(), whose files are `files`.
+    input_path: Path | None = None
     input_name: str = ""  # its file name for the model; "" means input_path's name
     output_dir: Path  # existing host folder for a copy of each file the model wrote
     params: dict[str, Any] = {}
+    # A typed run(): its inputs by name (set: run is called with them), each of
+    # `file_params` holding a name (or a list of names) from `files`: (name in the
+    # input folder, host path), each linked or copied in like `input_path`.
+    inputs: dict[str, Any] | None = None
+    file_params: tuple[str, ...] = ()
+    files: tuple[tuple[str, Path], ...] = ()
     timeout_s: float = 60.0
     output_limits: OutputLimits = OutputLimits()
 
     @property
     def file_name(self) -> str:
-        return self.input_name or self.input_path.name
+        return self.input_name or (self.input_path.name if self.input_path is not None else "")
+
+    def staged(self) -> tuple[tuple[str, Path], ...]:
+        """Every input file: (its name in the input folder, its host path)."""
+        if self.input_path is not None:
+            return ((self.file_name, self.input_path), *self.files)
+        return self.files
 
 
 class OutputCopy(msgspec.Struct, frozen=True):
