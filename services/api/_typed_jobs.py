@@ -81,6 +81,16 @@ def from_form(
     strings) and file parts, named after the inputs."""
     if form.fields.get("params", "").strip():
         raise _typed_not_params(compiled)
+    for name in [*form.fields, *(n for n, _ in form.all_files)]:
+        if name not in reserved and name not in compiled.params:
+            raise ApiError(
+                422,
+                "Unknown form field",
+                f"this endpoint reads the form fields {', '.join(sorted(reserved))} and this "
+                f"version's inputs ({', '.join(compiled.params) or 'none'}), not "
+                f"{name[:100]!r}; remove that field or fix its name",
+                extra={"field": name, "expected": "no such input", "got": None},
+            )
     given: dict[str, Any] = {}
     for name, raw in form.fields.items():
         if name in reserved:

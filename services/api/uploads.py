@@ -111,21 +111,23 @@ class _Collector:
         """Each part is one of the fields the endpoint reads, sent once: nothing is
         silently ignored, and no second value silently loses to the first."""
         fields = ", ".join(sorted(self.allowed))
-        if self.open_names and _INPUT_NAME.fullmatch(self._name) and self._name not in self.fields:
-            if self._filename is not None or self._name not in self.files:
-                return  # a typed input (checked against the version's schema later)
-        if self._name not in self.allowed:
+        repeated = self._name in self.fields or self._name in self.files
+        if self.open_names and self._filename is not None and self._name not in self.fields:
+            repeated = False  # a list of files: one part per file, under one name
+        if repeated:
+            raise ApiError(
+                422,
+                "Form field repeated",
+                f"the form field {self._name!r} was sent more than once; send it once",
+            )
+        if self._name not in self.allowed and not (
+            self.open_names and _INPUT_NAME.fullmatch(self._name)
+        ):
             raise ApiError(
                 422,
                 "Unknown form field",
                 f"this endpoint reads the form fields {fields}, not {self._name[:100]!r}; "
                 "remove that field or fix its name",
-            )
-        if self._name in self.fields or self._name in self.files:
-            raise ApiError(
-                422,
-                "Form field repeated",
-                f"the form field {self._name!r} was sent more than once; send it once",
             )
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:

@@ -1,0 +1,330 @@
+"""Typed inputs through the real stack (file backend, process runtime under
+bubblewrap): the schema endpoint, inputs checked before anything is queued (422), a
+typed job with a file and a float (multipart, an upload id, a URL), defaults recorded
+in the job's event, a declared result checked, and the legacy form unchanged."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import nats
+import pytest
+from aiohttp import web
+
+from events import EventStore, JobRequested
+from services.embedded.sandbox_setup import check_bwrap
+from services.packages import zip_folder
+from tests._infra import free_port
+from tests.api._client import Client, new_user
+from tests.api.conftest import Stack, running_stack
+
+PACKAGES = Path(__file__).resolve().parents[1] / "packages"
+
+
+@pytest.fixture(scope="module")
+def full_stack(stack_env: dict[str, str]) -> Iterator[Stack]:
+    reason = check_bwrap()
+    if reason is not None:
+        pytest.skip(f"the process runtime needs bubblewrap: {reason}")
+    env = {**stack_env, "CLINAI_INPUT_URL_ALLOW_NETWORKS": "127.0.0.0/8"}
+    with running_stack(env, ["projector", "api", "builder", "executor"]) as running:
+        yield running
+
+
+class _Versions:
+    def __init__(self, owner_key: str, typed: str, legacy: str) -> None:
+        self.owner_key = owner_key
+        self.typed = typed
+        self.legacy = legacy
+
+
+@pytest.fixture(scope="module")
+def versions(full_stack: Stack) -> _Versions:
+    """A ready typed version (tests/packages/typed) and a legacy one (noop), private."""
+
+    async def build() -> _Versions:
+        owner = await new_user(full_stack.url, full_stack.admin_key, "typist")
+        ids = []
+        for package in ("typed", "noop"):
+            name = f"{package}-{uuid.uuid4().hex[:8]}"
+            model = (await owner.post("/v1/models", json={"name": name})).body
+            reply = await owner.upload(
+                f"/v1/models/{model['id']}/versions",
+                "package",
+                "p.zip",
+                zip_folder(PACKAGES / package),
+            )
+            assert reply.status == 201, reply.body
+            ids.append(reply.body["id"])
+        for version_id in ids:
+            deadline = time.monotonic() + 240
+            while (v := (await owner.get(f"/v1/versions/{version_id}")).body)["status"] not in (
+                "ready",
+                "failed",
+            ):
+                assert time.monotonic() < deadline, v
+                await asyncio.sleep(0.2)  # polling interval for a build that takes seconds
+            assert v["status"] == "ready", v
+        assert owner.key is not None
+        return _Versions(owner.key, ids[0], ids[1])
+
+    return asyncio.run(build())
+
+
+@pytest.fixture
+async def owner(full_stack: Stack, versions: _Versions) -> Client:
+    return Client(full_stack.url, versions.owner_key)
+
+
+def _form(fields: dict[str, str], files: list[tuple[str, str, bytes]]) -> aiohttp.FormData:
+    form = aiohttp.FormData(default_to_multipart=True)
+    for key, value in fields.items():
+        form.add_field(key, value)
+    for field, name, content in files:
+        form.add_field(field, io.BytesIO(content), filename=name)
+    return form
+
+
+async def _ended(client: Client, job_id: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 60
+    while True:
+        job = (await client.get(f"/v1/jobs/{job_id}", params={"wait": "30"})).body
+        if job["status"] in ("succeeded", "failed", "canceled"):
+            return job  # type: ignore[no-any-return]
+        assert time.monotonic() < deadline, job
+
+
+async def _requested(full_stack: Stack, job_id: str) -> JobRequested:
+    nc = await nats.connect(full_stack.settings.nats_url)
+    try:
+        store = await EventStore.open(nc, stream=full_stack.settings.stream_name)
+        history = await store.read_aggregate("job", job_id)
+    finally:
+        await nc.drain()
+    event = history.events[0].event
+    assert isinstance(event, JobRequested)
+    return event
+
+
+async def test_the_schema_endpoint_serves_each_version_s_inputs_as_json_schema(
+    full_stack: Stack, versions: _Versions, owner: Client
+) -> None:
+    typed = await owner.get(f"/v1/versions/{versions.typed}/schema")
+    assert typed.status == 200, typed.body
+    schema = typed.body
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert schema["required"] == ["image"] and schema["additionalProperties"] is False
+    props = schema["properties"]
+    assert list(props) == ["image", "scale", "mode", "tags", "note", "more", "wrong"]
+    assert props["image"]["x-clinai-file"] is True and props["image"]["description"] == "any file"
+    assert props["scale"] == {
+        "description": "how much",
+        "type": "number",
+        "minimum": 0.0,
+        "maximum": 1.0,
+        "default": 0.5,
+    }
+    assert props["mode"]["enum"] == ["fast", "slow"]
+    assert schema["x-clinai-output"]["title"] == "Result"
+    legacy = await owner.get(f"/v1/versions/{versions.legacy}/schema")
+    assert legacy.status == 200 and legacy.body["x-clinai-form"] == "legacy"
+    # Visibility as the version's own: another user's private version is not found.
+    mallory = await new_user(full_stack.url, full_stack.admin_key, "mallory")
+    hidden = await mallory.get(f"/v1/versions/{versions.typed}/schema")
+    assert hidden.status == 404
+    assert (
+        await Client(full_stack.url, None).get(f"/v1/versions/{versions.typed}/schema")
+    ).status == 401
+
+
+@pytest.mark.parametrize(
+    ("fields", "files", "field", "says"),
+    [
+        (
+            {"scale": "3"},
+            [("image", "a.bin", b"x")],
+            "scale",
+            "expected a number >= 0 and <= 1, got 3",
+        ),
+        ({"scale": "lots"}, [("image", "a.bin", b"x")], "scale", 'got "lots"'),
+        ({"mode": "medium"}, [("image", "a.bin", b"x")], "mode", "expected one of 'fast', 'slow'"),
+        (
+            {"tags": "[1]"},
+            [("image", "a.bin", b"x")],
+            "tags",
+            "expected a list of (a string), got 1",
+        ),
+        ({}, [], "image", "input 'image' is required: expected a file"),
+        ({"colour": "red"}, [("image", "a.bin", b"x")], "colour", "not 'colour'"),
+        (
+            {},
+            [("image", "a.bin", b"x"), ("scale", "b.bin", b"y")],
+            "scale",
+            "not a file",
+        ),
+    ],
+)
+async def test_bad_inputs_are_refused_with_422_before_anything_is_queued(
+    versions: _Versions,
+    owner: Client,
+    fields: dict[str, str],
+    files: list[tuple[str, str, bytes]],
+    field: str,
+    says: str,
+) -> None:
+    before = (await owner.get("/v1/jobs", params={"limit": "100"})).body["items"]
+    reply = await owner.post("/v1/jobs", data=_form({"version": versions.typed, **fields}, files))
+    assert reply.status == 422, reply.body
+    assert reply.body["field"] == field and says in reply.body["detail"], reply.body
+    after = (await owner.get("/v1/jobs", params={"limit": "100"})).body["items"]
+    assert len(after) == len(before)
+
+
+async def test_json_inputs_are_checked_too_and_params_are_refused(
+    versions: _Versions, owner: Client
+) -> None:
+    bad = await owner.post(
+        "/v1/jobs", json={"version": versions.typed, "inputs": {"image": "upload_x", "scale": -1}}
+    )
+    assert bad.status == 422 and bad.body["field"] == "scale" and bad.body["got"] == "-1", bad.body
+    params = await owner.post(
+        "/v1/jobs", json={"version": versions.typed, "inputs": {}, "params": {"scale": 1}}
+    )
+    assert params.status == 422 and "not 'params'" in params.body["detail"]
+    old = await owner.post("/v1/jobs", json={"version": versions.typed, "input": "upload_x"})
+    assert old.status == 422 and "'inputs'" in old.body["detail"]
+    legacy = await owner.post("/v1/jobs", json={"version": versions.legacy, "inputs": {}})
+    assert legacy.status == 422 and "takes (input_path, output_dir)" in legacy.body["detail"]
+
+
+async def test_a_typed_job_gets_a_file_path_and_a_float_with_defaults_applied(
+    full_stack: Stack, versions: _Versions, owner: Client
+) -> None:
+    reply = await owner.post(
+        "/v1/jobs",
+        data=_form(
+            {"version": versions.typed, "scale": "1", "tags": '["x", "y"]'},
+            [
+                ("image", "scan.png", b"hello"),
+                ("more", "m1.bin", b"12"),
+                ("more", "m2.bin", b"345"),
+            ],
+        ),
+    )
+    assert reply.status == 202, reply.body
+    resolved = reply.body["inputs"]
+    assert resolved == {
+        "image": "image-scan.png",
+        "scale": 1.0,
+        "mode": "fast",
+        "tags": ["x", "y"],
+        "note": None,
+        "more": ["more-0-m1.bin", "more-1-m2.bin"],
+        "wrong": False,
+    }
+    job = await _ended(owner, reply.body["id"])
+    assert job["status"] == "succeeded", job
+    assert job["result"] == {
+        "image_is_file": True,
+        "image_name": "image-scan.png",
+        "size": 5,
+        "scale": 1.0,
+        "scale_type": "float",
+        "mode": "fast",
+        "tags": ["x", "y"],
+        "note": None,
+        "more": [2, 3],
+        "reversed": "reversed.bin",
+    }
+    [output] = job["outputs"]
+    async with aiohttp.ClientSession() as http, http.get(output["url"]) as resp:
+        assert await resp.read() == b"olleh"
+    event = await _requested(full_stack, job["id"])
+    assert event.inputs == resolved and event.params == {} and event.input_key == ""
+    assert [(f.name, f.filename, f.size_bytes) for f in event.input_files] == [
+        ("image-scan.png", "scan.png", 5),
+        ("more-0-m1.bin", "m1.bin", 2),
+        ("more-1-m2.bin", "m2.bin", 3),
+    ]
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[str]:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=b"from a url")
+
+    app = web.Application()
+    app.router.add_route("GET", "/{tail:.*}", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+async def test_files_by_upload_id_and_by_url_in_a_json_body(
+    versions: _Versions, owner: Client, served: str
+) -> None:
+    upload = (
+        await owner.post("/v1/uploads", json={"filename": "up.txt", "content_type": "text/plain"})
+    ).body
+    async with (
+        aiohttp.ClientSession() as http,
+        http.request(
+            upload["method"], upload["url"], data=b"uploaded!", headers=upload["headers"]
+        ) as resp,
+    ):
+        assert resp.status < 300
+    reply = await owner.post(
+        "/v1/jobs",
+        json={
+            "version": versions.typed,
+            "inputs": {"image": upload["id"], "more": [f"{served}/a.txt"], "note": "hi"},
+        },
+    )
+    assert reply.status == 202, reply.body
+    assert reply.body["inputs"]["image"] == "image-up.txt"
+    job = await _ended(owner, reply.body["id"])
+    assert job["status"] == "succeeded", job
+    assert job["result"]["size"] == 9 and job["result"]["more"] == [10]
+    assert job["result"]["note"] == "hi"
+
+
+async def test_a_result_that_does_not_match_its_declaration_is_a_model_error(
+    versions: _Versions, owner: Client
+) -> None:
+    reply = await owner.post(
+        "/v1/jobs",
+        data=_form({"version": versions.typed, "wrong": "true"}, [("image", "a.bin", b"x")]),
+    )
+    assert reply.status == 202, reply.body
+    job = await _ended(owner, reply.body["id"])
+    assert job["status"] == "failed" and job["error_kind"] == "model_error", job
+    assert "declared Result" in job["error_message"] and job["outputs"] == []
+
+
+async def test_the_legacy_form_still_works_with_params(versions: _Versions, owner: Client) -> None:
+    reply = await owner.post(
+        "/v1/jobs",
+        data=_form(
+            {"version": versions.legacy, "params": '{"k": 1}'}, [("input", "in.txt", b"abc")]
+        ),
+    )
+    assert reply.status == 202, reply.body
+    job = await _ended(owner, reply.body["id"])
+    assert job["status"] == "succeeded" and job["result"]["bytes"] == 3, job
+    extra = await owner.post(
+        "/v1/jobs",
+        data=_form({"version": versions.legacy, "scale": "1"}, [("input", "in.txt", b"a")]),
+    )
+    assert extra.status == 422 and extra.body["title"] == "Unknown form field", extra.body
