@@ -116,7 +116,10 @@ def from_form(
             given.setdefault(name, []).append(placeholder)
         elif name in given:
             raise ApiError(
-                422, "Form field repeated", f"input {name!r} takes one file; send it once"
+                422,
+                "Form field repeated",
+                f"the form field {name!r} was sent more than once; send it once "
+                f"(input {name!r} takes one file)",
             )
         else:
             given[name] = placeholder

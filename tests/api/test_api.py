@@ -273,16 +273,17 @@ async def test_jobs_submit_get_list_cancel(stack: Stack) -> None:
         "in.png",
         b"\x89PNG fake",
         version=ids["version"],
-        params='{"size": 3}',
+        levels="3",  # example-model's typed inputs: the file and `levels`
         timeout_s="5",
     )
     assert created.status == 202, created.body
     job_id = created.body["id"]
     assert created.body["status"] == "queued"
+    assert created.body["inputs"] == {"input": "input-in.png", "levels": 3}
     seq = str(created.body["seq"])
     got = await alice.get(f"/v1/jobs/{job_id}", params={"after_seq": seq})
     assert got.status == 200
-    assert got.body["params"] == {"size": 3}
+    assert got.body["params"] == {} and got.body["input_filename"] == "in.png"
     assert (await bob.get(f"/v1/jobs/{job_id}", params={"after_seq": seq})).status == 404
     listed = await alice.get("/v1/jobs", params={"after_seq": seq})
     assert [j["id"] for j in listed.body["items"]] == [job_id]
