@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from events import InputParam, InputSchema, OutputField
+from events import ClinaiError, InputParam, InputSchema, OutputField
 from services.packages._zipcheck import PackageInvalidError
 
 __all__ = ["SUPPORTED", "read_schema"]
@@ -39,8 +39,9 @@ _LENGTHS = ("min_length", "max_length")
 _ANY_RESULT = frozenset({"dict", "Dict", "Any", "Mapping"})
 
 
-class _Unreadable(Exception):
-    """What is wrong with one annotation or default (the caller names the parameter)."""
+class _Unreadable(ClinaiError):
+    """What is wrong with one annotation or default (the caller names the parameter and
+    gives the hint: what is supported)."""
 
 
 class _Type(msgspec.Struct, kw_only=True):
