@@ -9,6 +9,7 @@ import asyncio
 import io
 import time
 import uuid
+import zipfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -328,3 +329,23 @@ async def test_the_legacy_form_still_works_with_params(versions: _Versions, owne
         data=_form({"version": versions.legacy, "scale": "1"}, [("input", "in.txt", b"a")]),
     )
     assert extra.status == 422 and extra.body["title"] == "Unknown form field", extra.body
+
+
+async def test_an_upload_whose_signature_cannot_be_read_is_refused_naming_the_parameter(
+    owner: Client,
+) -> None:
+    model = (await owner.post("/v1/models", json={"name": f"bad-{uuid.uuid4().hex[:8]}"})).body
+    source = b"from runner import File\n\ndef run(image: File, level: dict = {}):\n    pass\n"
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("predict.py", source)
+    reply = await owner.upload(
+        f"/v1/models/{model['id']}/versions", "package", "p.zip", buf.getvalue()
+    )
+    assert reply.status == 422, reply.body
+    assert (
+        "parameter 'level'" in reply.body["detail"]
+        and "Supported annotations" in reply.body["detail"]
+    )
+    versions = await owner.get(f"/v1/models/{model['id']}/versions")
+    assert versions.body["items"] == []
