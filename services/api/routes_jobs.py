@@ -80,8 +80,16 @@ async def create_job(request: Request) -> Response:
         compiled = await svc.version_schemas.get(job.version.id)
         if compiled is not None:
             typed = from_form(compiled, form, _JOB_FIELDS, lambda url: _input_url(svc, url))
-            job_id = ctx.resource_id("job")
-            created = await _append_guarded(request, svc, ctx, caller, job, job_id, typed)
+            typed, uploaded, upload_id = await _claimed(svc, caller, typed)
+            job_id = ctx.resource_id("job") if uploaded is None else uploaded.job_id
+            try:
+                created = await _append_guarded(
+                    request, svc, ctx, caller, job, job_id, typed, uploaded
+                )
+            except ConflictError as err:
+                if upload_id is not None:  # the upload's one job exists
+                    raise upload_used(upload_id) from err
+                raise
         else:
             _only_legacy_fields(form)
             received = form.files.get("input")
@@ -133,6 +141,7 @@ async def _append_guarded(
     job: _Job,
     job_id: str,
     typed: TypedInputs,
+    uploaded: ClaimedUpload | None,
 ) -> _Created:
     """A typed job's parts moved into the store, then its append; the parts go again
     unless the log has the job."""
@@ -141,9 +150,8 @@ async def _append_guarded(
             if source.part is not None:
                 key = input_key(job_id, source.name)
                 await svc.blobs.move_in(key, source.part.path, source.part.content_type)
-        return await _append(
-            svc, ctx, caller, job, job_id, _JobInput(key="", filename="", size=0), typed
-        )
+        given = _JobInput(key="", filename="", size=0)
+        return await _append(svc, ctx, caller, job, job_id, given, typed, uploaded)
     except BaseException:
         sweep: InputSweep = request.app.state.input_sweep
         await asyncio.shield(sweep.discard(job_id, connected=svc.store_connected))
@@ -279,13 +287,8 @@ async def _create_from_json(
             typed = from_json(
                 compiled, body.inputs or {}, body.params, lambda u: _input_url(svc, u)
             )
-            source = next((f for f in typed.files if f.upload_id is not None), None)
-            job_id = ctx.resource_id("job")
-            if source is not None and source.upload_id is not None:
-                upload_id = source.upload_id
-                uploaded = await claim_upload(svc, caller.user_id, upload_id)
-                typed, _ = with_upload(typed, source, uploaded.filename)
-                job_id = uploaded.job_id
+            typed, uploaded, upload_id = await _claimed(svc, caller, typed)
+            job_id = ctx.resource_id("job") if uploaded is None else uploaded.job_id
             given = _JobInput(key="", filename="", size=0)
         else:
             if body.inputs is not None:
@@ -321,6 +324,19 @@ async def _create_from_json(
     finally:
         svc.command_done(request)
     return await _created_response(svc, caller, created, started + wait)
+
+
+async def _claimed(
+    svc: ApiServices, caller: Principal, typed: TypedInputs
+) -> tuple[TypedInputs, ClaimedUpload | None, str | None]:
+    """The typed inputs with the upload they name (at most one) claimed: the job's id
+    derives from it, as for a job on one upload."""
+    source = next((f for f in typed.files if f.upload_id is not None), None)
+    if source is None or source.upload_id is None:
+        return typed, None, None
+    uploaded = await claim_upload(svc, caller.user_id, source.upload_id)
+    typed, _ = with_upload(typed, source, uploaded.filename)
+    return typed, uploaded, source.upload_id
 
 
 def _first_file(compiled: CompiledInputs) -> str:

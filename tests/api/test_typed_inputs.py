@@ -299,6 +299,26 @@ async def test_files_by_upload_id_and_by_url_in_a_json_body(
     assert job["status"] == "succeeded", job
     assert job["result"]["size"] == 9 and job["result"]["more"] == [10]
     assert job["result"]["note"] == "hi"
+    # In a form too: the upload id as the input's field, next to a file part.
+    second = (await owner.post("/v1/uploads", json={"filename": "two.txt"})).body
+    async with (
+        aiohttp.ClientSession() as http,
+        http.request(
+            second["method"], second["url"], data=b"22", headers=second["headers"]
+        ) as resp,
+    ):
+        assert resp.status < 300
+    form = _form({"version": versions.typed, "image": second["id"]}, [("more", "m.bin", b"333")])
+    mixed = await owner.post("/v1/jobs", data=form)
+    assert mixed.status == 202, mixed.body
+    assert mixed.body["inputs"]["image"] == "image-two.txt"
+    done = await _ended(owner, mixed.body["id"])
+    assert done["status"] == "succeeded" and done["result"]["more"] == [3], done
+    assert done["result"]["size"] == 2
+    again = await owner.post(
+        "/v1/jobs", json={"version": versions.typed, "inputs": {"image": second["id"]}}
+    )
+    assert again.status == 409 and again.body["title"] == "Upload already used", again.body
 
 
 async def test_a_result_that_does_not_match_its_declaration_is_a_model_error(
