@@ -2,9 +2,9 @@
 
 ``python -m runner [--check] [--sandboxed] [package_dir]`` loads the package and serves
 jobs over the framed protocol described in :mod:`runner.protocol`. A model imports
-`File` and `Input` from here to declare typed inputs (:mod:`runner.types`).
+`File` and `Input` from here to declare typed inputs (:mod:`runner.inputs`).
 """
 
-from runner.types import File, Input
+from runner.inputs import File, Input
 
 __all__ = ["File", "Input"]

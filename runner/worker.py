@@ -27,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from runner.inputs import File
 from runner.protocol import (
     INVALID_RESULT,
     MAX_FRAME,
@@ -36,7 +37,6 @@ from runner.protocol import (
     read_frame,
     write_frame,
 )
-from runner.types import File
 
 __all__ = ["main"]
 
