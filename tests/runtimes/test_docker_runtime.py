@@ -277,8 +277,8 @@ async def test_jobs_go_over_fifos_and_older_images_still_run_over_stdio(
     runtime: DockerRuntime, tmp_path: Path, work_root: Path
 ) -> None:
     artifact = await build(runtime, "noop")
-    assert artifact.details["runner_revision"] == "3"
-    assert f"-r3-{runner_digest(find_runner_dir())}" in artifact.details["image"]
+    assert artifact.details["runner_revision"] == "4"
+    assert f"-r4-{runner_digest(find_runner_dir())}" in artifact.details["image"]
     assert (await runtime.run_job(artifact, make_job(tmp_path))).ok
     # A version built before revision 2 has no runner_revision: attached stdin/stdout.
     older = msgspec.structs.replace(
