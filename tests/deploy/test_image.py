@@ -1,0 +1,124 @@
+"""The ClinAI image (deploy/Dockerfile), built from the offline base image as CI does
+(deploy/build-image.sh): `clinai serve api` in it answers /healthz against a NATS and a
+Postgres started on this host, it runs as an unprivileged user, keeps no secret in its
+configuration or history, and the process runtime's sandbox works in it with the
+container options deploy/README.md gives. Skipped, with the reason, without an engine."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import orjson
+import pytest
+
+from tests._infra import free_port, wait_until
+from tests.runtimes.conftest import BASE_IMAGE, engine_problem
+
+pytestmark = pytest.mark.docker
+
+ROOT = Path(__file__).resolve().parents[2]
+TAG = os.environ.get("CLINAI_TEST_IMAGE", "clinai:ci")
+# What deploy/README.md says a container needs for bubblewrap (no capability at all).
+SANDBOX_OPTIONS = [
+    "--security-opt",
+    "seccomp=unconfined",
+    "--security-opt",
+    "systempaths=unconfined",
+]
+
+
+def _docker(*args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["docker", *args], capture_output=True, text=True, timeout=timeout_s, check=False
+    )
+
+
+@pytest.fixture(scope="module")
+def image() -> str:
+    """The image, built (or found current in the layer cache) once per module."""
+    reason = engine_problem()
+    if reason:
+        pytest.skip(reason)
+    built = subprocess.run(
+        ["bash", str(ROOT / "deploy" / "build-image.sh"), TAG],
+        env={**os.environ, "CLINAI_IMAGE_BASE": BASE_IMAGE},
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
+    if built.returncode != 0:
+        pytest.fail(
+            f"deploy/build-image.sh failed:\n{built.stdout[-3000:]}\n{built.stderr[-3000:]}"
+        )
+    return TAG
+
+
+@pytest.fixture
+def container_name() -> Iterator[str]:
+    name = f"clinai-test-{uuid.uuid4().hex[:12]}"
+    yield name
+    _docker("rm", "--force", name)
+
+
+async def test_serve_api_in_the_image_answers_healthz(
+    image: str, container_name: str, nats_url: str, database_url: str
+) -> None:
+    port = free_port()
+    started = _docker(
+        "run", "--detach", "--name", container_name, "--network", "host",
+        "--env", f"CLINAI_NATS_URL={nats_url}",
+        "--env", f"CLINAI_DATABASE_URL={database_url}",
+        "--env", "CLINAI_HOST=127.0.0.1",
+        "--env", f"CLINAI_PORT={port}",
+        image, "serve", "api",
+    )  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    answer: dict[str, object] = {}
+
+    async with aiohttp.ClientSession() as http:
+
+        async def healthy() -> bool:
+            state = _docker("inspect", "--format", "{{.State.Running}}", container_name)
+            if state.stdout.strip() != "true":
+                logs = _docker("logs", container_name)
+                raise AssertionError(f"the container stopped:\n{logs.stdout}\n{logs.stderr}")
+            try:
+                async with http.get(f"http://127.0.0.1:{port}/healthz") as resp:
+                    answer.update(status=resp.status, body=await resp.read())
+                    return resp.status == 200
+            except aiohttp.ClientConnectionError:
+                return False
+
+        await wait_until(healthy, what="/healthz of the API in the image", timeout_s=60)
+    assert orjson.loads(answer["body"]) == {"status": "ok"}  # type: ignore[arg-type]
+
+
+def test_the_image_runs_as_an_unprivileged_user_and_holds_no_secret(image: str) -> None:
+    config = orjson.loads(_docker("image", "inspect", image, "--format", "{{json .Config}}").stdout)
+    assert config["User"] == "10001:10001"
+    assert config["Entrypoint"] == ["clinai"]
+    who = _docker("run", "--rm", "--network", "none", "--entrypoint", "id", image)
+    assert who.stdout.split()[0] == "uid=10001(clinai)", who.stderr
+    history = _docker("history", "--no-trunc", "--format", "{{.CreatedBy}}", image).stdout
+    for text in (" ".join(config["Env"]), history):
+        for word in ("SECRET", "PASSWORD", "SIGNING_KEY", "AWS_ACCESS", "TOKEN"):
+            assert word not in text.upper()
+
+
+def test_the_process_runtimes_sandbox_works_in_the_image(image: str) -> None:
+    """bubblewrap, unprivileged in a user namespace, with the options the docs name."""
+    probe = (
+        "from services.embedded.sandbox_setup import check_bwrap;"
+        "import sys; problem = check_bwrap(); print(problem or 'ok'); sys.exit(bool(problem))"
+    )
+    ran = _docker(
+        "run", "--rm", "--network", "none", "--cap-drop", "ALL", *SANDBOX_OPTIONS,
+        "--entrypoint", "python", image, "-c", probe,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stdout + ran.stderr
