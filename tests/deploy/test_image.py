@@ -1,15 +1,16 @@
 """The ClinAI image (deploy/Dockerfile), built from the offline base image as CI does
 (deploy/build-image.sh): `clinai serve api` in it answers /healthz against a NATS and a
-Postgres started on this host, it runs as an unprivileged user, keeps no secret in its
-configuration or history, and the process runtime's sandbox works in it with the
-container options deploy/README.md gives. Skipped, with the reason, without an engine."""
+Postgres started on this host, the five services in containers of it make a ready
+stack, it runs as an unprivileged user, keeps no secret in its configuration or
+history, and the process runtime's sandbox works in it with the container options
+deploy/README.md gives. Skipped, with the reason, without an engine."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -64,6 +65,31 @@ def container_name() -> Iterator[str]:
     name = f"clinai-test-{uuid.uuid4().hex[:12]}"
     yield name
     _docker("rm", "--force", name)
+
+
+@pytest.fixture
+def containers() -> Iterator[Callable[..., str]]:
+    """Start containers of the image (detached, host network); all removed afterwards."""
+    names: list[str] = []
+
+    def start(*args: str) -> str:
+        name = f"clinai-test-{uuid.uuid4().hex[:12]}"
+        names.append(name)
+        started = _docker("run", "--detach", "--name", name, "--network", "host", *args)
+        assert started.returncode == 0, started.stderr
+        return name
+
+    yield start
+    for name in names:
+        _docker("rm", "--force", name)
+
+
+def _logs(names: list[str]) -> str:
+    parts = []
+    for name in names:
+        logs = _docker("logs", "--tail", "30", name)
+        parts.append(f"--- {name}\n{logs.stdout}{logs.stderr}")
+    return "\n".join(parts)
 
 
 async def test_serve_api_in_the_image_answers_healthz(
@@ -122,3 +148,47 @@ def test_the_process_runtimes_sandbox_works_in_the_image(image: str) -> None:
         "--entrypoint", "python", image, "-c", probe,
     )  # fmt: skip
     assert ran.returncode == 0, ran.stdout + ran.stderr
+
+
+async def test_every_service_runs_in_the_image_as_kubernetes_runs_it(
+    image: str, containers: Callable[..., str], nats_url: str, database_url: str
+) -> None:
+    """The five services, each in a container with a read-only root and its data folder
+    and /tmp in memory (the manifests' readOnlyRootFilesystem with emptyDirs), the
+    builder and executor with the sandbox's options: the API's /readyz, which needs a
+    projector leading, the executors' consumer and the stream, answers 200."""
+    port = free_port()
+    common = [
+        "--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+        "--tmpfs", "/tmp", "--tmpfs", "/var/lib/clinai:uid=10001,gid=10001,mode=0750",
+        "--env", f"CLINAI_NATS_URL={nats_url}",
+        "--env", f"CLINAI_DATABASE_URL={database_url}",
+        "--env", f"CLINAI_SIGNING_KEY={'k' * 40}",
+        "--env", "CLINAI_HOST=127.0.0.1",
+        "--env", f"CLINAI_PORT={port}",
+    ]  # fmt: skip
+    names = [containers(*common, image, "serve", "api")]
+    for service in ("projector", "notifier"):
+        names.append(containers(*common, image, "serve", service))
+    for service in ("builder", "executor"):
+        names.append(containers(*common, *SANDBOX_OPTIONS, image, "serve", service))
+    answer: dict[str, object] = {}
+
+    async with aiohttp.ClientSession() as http:
+
+        async def ready() -> bool:
+            for name in names:
+                state = _docker("inspect", "--format", "{{.State.Running}}", name)
+                if state.stdout.strip() != "true":
+                    raise AssertionError(f"{name} stopped:\n{_logs(names)}")
+            try:
+                async with http.get(f"http://127.0.0.1:{port}/readyz") as resp:
+                    answer.update(status=resp.status, body=await resp.read())
+                    return resp.status == 200
+            except aiohttp.ClientConnectionError:
+                return False
+
+        try:
+            await wait_until(ready, what="/readyz of the stack in containers", timeout_s=90)
+        except AssertionError as err:
+            raise AssertionError(f"{err}; last answer {answer}\n{_logs(names)}") from None
