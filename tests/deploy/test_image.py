@@ -1,7 +1,7 @@
 """The ClinAI image (deploy/Dockerfile), built from the offline base image as CI does
 (deploy/build-image.sh): `clinai serve api` in it answers /healthz against a NATS and a
 Postgres started on this host, the five services in containers of it make a ready
-stack, it runs as an unprivileged user, keeps no secret in its configuration or
+stack that builds a package and runs a job, it runs as an unprivileged user, keeps no secret in its configuration or
 history, and the process runtime's sandbox works in it with the container options
 deploy/README.md gives. Skipped, with the reason, without an engine."""
 
@@ -17,8 +17,11 @@ import aiohttp
 import orjson
 import pytest
 
+from services.packages import zip_folder
 from tests._infra import free_port, wait_until
-from tests.runtimes.conftest import BASE_IMAGE, engine_problem
+from tests._s3 import create_bucket, s3_env
+from tests.api._client import Client
+from tests.runtimes.conftest import BASE_IMAGE, PACKAGES, engine_problem
 
 pytestmark = pytest.mark.docker
 
@@ -150,45 +153,92 @@ def test_the_process_runtimes_sandbox_works_in_the_image(image: str) -> None:
     assert ran.returncode == 0, ran.stdout + ran.stderr
 
 
-async def test_every_service_runs_in_the_image_as_kubernetes_runs_it(
-    image: str, containers: Callable[..., str], nats_url: str, database_url: str
+async def test_a_job_runs_through_the_five_services_in_containers_of_the_image(
+    image: str,
+    containers: Callable[..., str],
+    nats_url: str,
+    database_url: str,
+    s3_endpoint: str,
+    tmp_path: Path,
 ) -> None:
     """The five services, each in a container with a read-only root and its data folder
-    and /tmp in memory (the manifests' readOnlyRootFilesystem with emptyDirs), the
-    builder and executor with the sandbox's options: the API's /readyz, which needs a
-    projector leading, the executors' consumer and the stream, answers 200."""
+    and /tmp in memory (the manifests' readOnlyRootFilesystem with emptyDirs), blobs in
+    S3, the builder and executor sharing the runtime folder and run with the sandbox's
+    options: /readyz answers 200, `clinai admin-key` in the image gives a key, and a
+    package uploaded to the API is built and runs a job under bubblewrap."""
     port = free_port()
+    bucket = await create_bucket(s3_endpoint)
+    runtime = tmp_path / "runtime"  # the volume builder and executors share
+    runtime.mkdir()
+    os.chown(runtime, 10001, 10001)
+    env = {
+        "CLINAI_NATS_URL": nats_url,
+        "CLINAI_DATABASE_URL": database_url,
+        "CLINAI_SIGNING_KEY": "k" * 40,
+        "CLINAI_HOST": "127.0.0.1",
+        "CLINAI_PORT": str(port),
+        **s3_env(s3_endpoint, bucket),
+    }
     common = [
         "--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
         "--tmpfs", "/tmp", "--tmpfs", "/var/lib/clinai:uid=10001,gid=10001,mode=0750",
-        "--env", f"CLINAI_NATS_URL={nats_url}",
-        "--env", f"CLINAI_DATABASE_URL={database_url}",
-        "--env", f"CLINAI_SIGNING_KEY={'k' * 40}",
-        "--env", "CLINAI_HOST=127.0.0.1",
-        "--env", f"CLINAI_PORT={port}",
+        *(arg for name, value in env.items() for arg in ("--env", f"{name}={value}")),
     ]  # fmt: skip
+    shared = ["--volume", f"{runtime}:/var/lib/clinai/runtime", *SANDBOX_OPTIONS]
     names = [containers(*common, image, "serve", "api")]
     for service in ("projector", "notifier"):
         names.append(containers(*common, image, "serve", service))
     for service in ("builder", "executor"):
-        names.append(containers(*common, *SANDBOX_OPTIONS, image, "serve", service))
-    answer: dict[str, object] = {}
+        names.append(containers(*common, *shared, image, "serve", service))
 
-    async with aiohttp.ClientSession() as http:
+    def running() -> None:
+        for name in names:
+            state = _docker("inspect", "--format", "{{.State.Running}}", name)
+            if state.stdout.strip() != "true":
+                raise AssertionError(f"{name} stopped:\n{_logs(names)}")
 
-        async def ready() -> bool:
-            for name in names:
-                state = _docker("inspect", "--format", "{{.State.Running}}", name)
-                if state.stdout.strip() != "true":
-                    raise AssertionError(f"{name} stopped:\n{_logs(names)}")
-            try:
-                async with http.get(f"http://127.0.0.1:{port}/readyz") as resp:
-                    answer.update(status=resp.status, body=await resp.read())
-                    return resp.status == 200
-            except aiohttp.ClientConnectionError:
-                return False
+    api = f"http://127.0.0.1:{port}"
+    anonymous = Client(api, None)
 
+    async def ready() -> bool:
+        running()
         try:
-            await wait_until(ready, what="/readyz of the stack in containers", timeout_s=90)
-        except AssertionError as err:
-            raise AssertionError(f"{err}; last answer {answer}\n{_logs(names)}") from None
+            return (await anonymous.get("/readyz")).status == 200
+        except aiohttp.ClientConnectionError:
+            return False
+
+    await wait_until(ready, what="/readyz of the stack in containers", timeout_s=90)
+
+    issued = _docker(
+        "run", "--rm", "--network", "host", "--read-only", "--cap-drop", "ALL",
+        "--env", f"CLINAI_NATS_URL={nats_url}", image, "admin-key",
+    )  # fmt: skip
+    assert issued.returncode == 0, issued.stderr
+    admin = Client(api, issued.stdout.strip())
+
+    async def authenticated() -> bool:
+        return (await admin.get("/v1/me")).status == 200
+
+    await wait_until(authenticated, what="the admin key from the image", timeout_s=30)
+
+    model = (await admin.post("/v1/models", json={"name": "noop"})).body
+    package = zip_folder(PACKAGES / "noop")
+    upload = await admin.upload(f"/v1/models/{model['id']}/versions", "package", "p.zip", package)
+    assert upload.status == 201, upload.body
+    version: dict[str, object] = {}
+
+    async def built() -> bool:
+        running()
+        version.update((await admin.get(f"/v1/versions/{upload.body['id']}")).body)
+        if version["status"] == "failed":
+            log = (await admin.get(f"/v1/versions/{upload.body['id']}/log")).body
+            raise AssertionError(f"the build failed: {version}\n{log}\n{_logs(names)}")
+        return version["status"] == "ready"
+
+    await wait_until(built, what="the package built in the builder's container", timeout_s=180)
+
+    job = await admin.upload("/v1/jobs", "input", "in.txt", b"hello", version=str(version["id"]))
+    assert job.status in (201, 202), job.body
+    ended = (await admin.get(f"/v1/jobs/{job.body['id']}", params={"wait": "60"})).body
+    assert ended["status"] == "succeeded", f"{ended}\n{_logs(names)}"
+    assert ended["result"]["bytes"] == 5
