@@ -1,9 +1,10 @@
 """The ClinAI image (deploy/Dockerfile), built from the offline base image as CI does
 (deploy/build-image.sh): `clinai serve api` in it answers /healthz against a NATS and a
-Postgres started on this host, the five services in containers of it make a ready
-stack that builds a package and runs a job, it runs as an unprivileged user, keeps no secret in its configuration or
-history, and the process runtime's sandbox works in it with the container options
-deploy/README.md gives. Skipped, with the reason, without an engine."""
+Postgres started on this host; the five services in containers of it make a ready stack
+that builds a package and runs a job; it runs as an unprivileged user and keeps no
+secret in its configuration or history; the process runtime's sandbox works in it with
+the container options deploy/README.md gives. Skipped, with the reason, without an
+engine."""
 
 from __future__ import annotations
 
@@ -239,6 +240,7 @@ async def test_a_job_runs_through_the_five_services_in_containers_of_the_image(
 
     job = await admin.upload("/v1/jobs", "input", "in.txt", b"hello", version=str(version["id"]))
     assert job.status in (201, 202), job.body
-    ended = (await admin.get(f"/v1/jobs/{job.body['id']}", params={"wait": "60"})).body
+    after = {"wait": "60", "after_seq": str(job.body["seq"])}  # read the job's own write
+    ended = (await admin.get(f"/v1/jobs/{job.body['id']}", params=after)).body
     assert ended["status"] == "succeeded", f"{ended}\n{_logs(names)}"
     assert ended["result"]["bytes"] == 5
