@@ -27,7 +27,7 @@ from services.embedded.supervisor import Supervisor
 from services.infra.connections import connect_nats, open_event_store, signing_key
 from services.settings import Settings
 
-__all__ = ["SERVICES", "ensure_admin_key", "run_stack"]
+__all__ = ["SERVICES", "ensure_admin_key", "issue_admin_key", "run_stack"]
 
 SERVICES = ("api", "projector", "builder", "executor", "notifier")
 ADMIN_USER_ID = "usr_admin"
@@ -49,12 +49,10 @@ async def _ensure_database(admin_dsn: str) -> str:
     return admin_dsn.rsplit("/", 1)[0] + f"/{_DATABASE}"
 
 
-async def ensure_admin_key(settings: Settings) -> str | None:
-    """Issue the admin user and key on first start; return the key's secret then, and
-    None on later starts (the key was saved to <data_dir>/admin.key, mode 0600)."""
-    key_file = Path(settings.data_dir) / "admin.key"
-    if key_file.exists():
-        return None
+async def issue_admin_key(settings: Settings) -> str:
+    """Issue an admin API key and return its secret (shown once): the admin user with its
+    first key on a new deployment, another admin key when the admin exists (a lost key).
+    `clinai admin-key` runs it for deployments that run `clinai serve`."""
     nc = await connect_nats(settings, name="bootstrap")
     try:
         commands = Commands(await open_event_store(settings, nc))
@@ -64,7 +62,6 @@ async def ensure_admin_key(settings: Settings) -> str | None:
                 ctx, name="admin", is_admin=True, user_id=ADMIN_USER_ID
             )
         except ConflictError:
-            # The admin exists but its key file was lost: issue a new admin key.
             key = await commands.issue_api_key(
                 ctx,
                 user_id=ADMIN_USER_ID,
@@ -73,10 +70,21 @@ async def ensure_admin_key(settings: Settings) -> str | None:
             )
     finally:
         await nc.drain()
+    return key.secret
+
+
+async def ensure_admin_key(settings: Settings) -> str | None:
+    """Issue the admin user and key on first start; return the key's secret then, and
+    None on later starts (the key was saved to <data_dir>/admin.key, mode 0600)."""
+    key_file = Path(settings.data_dir) / "admin.key"
+    if key_file.exists():
+        return None
+    # The admin may exist with its key file lost: then a new admin key is issued.
+    secret = await issue_admin_key(settings)
     fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
-        out.write(key.secret + "\n")
-    return key.secret
+        out.write(secret + "\n")
+    return secret
 
 
 class PortInUseError(EmbeddedError):
