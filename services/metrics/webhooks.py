@@ -34,7 +34,7 @@ class WebhookMetrics:
             registry=registry,
         )
         self._disabled_here = Counter(
-            "clinai_webhook_endpoints_disabled_total",
+            "clinai_webhook_endpoint_disables_total",
             "Endpoints this notifier disabled after they kept failing.",
             registry=registry,
         )
