@@ -163,6 +163,7 @@ async def run_stack(settings: Settings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     _check_port_free(settings.host, settings.port)
+    metrics_ports = service_metrics_ports(settings.metrics_port)
     try:
         if settings.nats_url is None:
             nats_server = EmbeddedNats(data_dir / "nats", sync=settings.nats_sync)
@@ -186,7 +187,6 @@ async def run_stack(settings: Settings) -> None:
             "CLINAI_HOST": settings.host,
             "CLINAI_PORT": str(settings.port),
         }
-        metrics_ports = service_metrics_ports(settings.metrics_port)
         supervisor = Supervisor(
             SERVICES,
             env,
