@@ -147,6 +147,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     webhook_rotation_grace_s: float = 24 * 3600.0
     webhook_endpoint_concurrency: int = 4
     sse_heartbeat_s: float = 15.0
+    # Prometheus metrics: each service serves /metrics on metrics_host:metrics_port (no
+    # authentication: a private interface) when a port is set; `clinai up` gives its
+    # services the ports from metrics_port on. The API also answers /metrics on its own
+    # port to `Authorization: Bearer <metrics_token>` or an admin API key.
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+    metrics_token: str | None = None
 
     @property
     def blob_root(self) -> Path:
@@ -250,6 +257,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 raise SettingsError(f"CLINAI_{name.upper()} must be an http(s) URL, not {url!r}")
         if settings.blob_backend == "s3" and not settings.s3_bucket:
             raise SettingsError("CLINAI_S3_BUCKET must name a bucket for CLINAI_BLOB_BACKEND=s3")
+        if settings.metrics_port is not None and not 0 < settings.metrics_port < 65536:
+            raise SettingsError("CLINAI_METRICS_PORT must be a port number (1 to 65535)")
+        if settings.metrics_token is not None and len(settings.metrics_token) < 16:
+            raise SettingsError(
+                "CLINAI_METRICS_TOKEN must be at least 16 characters (it reads the API's "
+                "/metrics): generate one, e.g. `openssl rand -hex 32`"
+            )
         if settings.rate_limit_per_s < 0 or settings.rate_limit_burst < 1:
             raise SettingsError(
                 "CLINAI_RATE_LIMIT_PER_S must not be negative (0: no limit) and "

@@ -31,6 +31,7 @@ from services.blobstore import BlobError, BlobNotFoundError, BlobStore
 from services.builder._log import BuildLog, SupersededError
 from services.builder._reuse import PACKAGE_HASH_DETAIL, ArtifactIndex
 from services.domain.aggregates import VersionState, fold_version
+from services.metrics import BuildMetrics
 from services.packages import PackageInvalidError, unpack_package
 from services.runtimes.base import Artifact, BuildFailedError, Runtime, SandboxRuntimeError
 from services.subscribers import Delivery, Poison, RetryLater, reaction_envelope
@@ -65,6 +66,7 @@ class BuildHandler:
         work_dir: Path,
         clock: Callable[[], datetime] | None = None,
         log_flush_interval_s: float = 0.5,
+        metrics: BuildMetrics | None = None,
     ) -> None:
         self._store = store
         self._blobs = blobs
@@ -73,6 +75,7 @@ class BuildHandler:
         self._work_dir = work_dir
         self._clock = clock
         self._flush_interval = log_flush_interval_s
+        self._metrics = metrics or BuildMetrics()
 
     async def __call__(self, delivery: Delivery) -> None:
         match delivery.event:
@@ -136,11 +139,15 @@ class BuildHandler:
             artifact_details=found.built.artifact_details,
         )
         await self._store.append(built, expected=state.last_seq)
+        self._metrics.ended("reused", None)
         log.info("version %s reuses the artifact of %s", uploaded.aggregate_id, found.version_id)
         return True
 
     async def _append_final(self, event: VersionBuilt | BuildFailed, expected: int) -> None:
         await self._store.append(event, expected=expected)
+        self._metrics.ended(
+            "built" if isinstance(event, VersionBuilt) else "failed", event.duration_s or None
+        )
         if isinstance(event, VersionBuilt):
             package_hash = event.artifact_details.get(PACKAGE_HASH_DETAIL)
             if package_hash is not None:
@@ -250,6 +257,7 @@ class BuildHandler:
             event = BuildFailed(**self._envelope(state.uploaded), reason=scrub_text(reason))
             try:
                 await self._store.append(event, expected=state.last_seq)
+                self._metrics.ended("failed", None)
                 return
             except ConcurrencyConflictError:
                 continue

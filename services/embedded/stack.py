@@ -27,7 +27,7 @@ from services.embedded.supervisor import Supervisor
 from services.infra.connections import connect_nats, open_event_store, signing_key
 from services.settings import Settings
 
-__all__ = ["SERVICES", "ensure_admin_key", "issue_admin_key", "run_stack"]
+__all__ = ["SERVICES", "ensure_admin_key", "issue_admin_key", "run_stack", "service_metrics_ports"]
 
 SERVICES = ("api", "projector", "builder", "executor", "notifier")
 ADMIN_USER_ID = "usr_admin"
@@ -85,6 +85,20 @@ async def ensure_admin_key(settings: Settings) -> str | None:
     with os.fdopen(fd, "w") as out:
         out.write(secret + "\n")
     return secret
+
+
+def service_metrics_ports(first: int | None) -> dict[str, int]:
+    """Each service's metrics port under `clinai up`: from `first` (CLINAI_METRICS_PORT)
+    on, in the order of SERVICES, so that they do not collide on one machine; none
+    when no port is set."""
+    if first is None:
+        return {}
+    if first + len(SERVICES) - 1 > 65535:
+        raise EmbeddedError(
+            f"CLINAI_METRICS_PORT={first} leaves no room for {len(SERVICES)} services' ports",
+            hint=f"choose a port below {65536 - len(SERVICES) + 1}",
+        )
+    return {name: first + index for index, name in enumerate(SERVICES)}
 
 
 class PortInUseError(EmbeddedError):
@@ -157,6 +171,7 @@ async def run_stack(settings: Settings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     _check_port_free(settings.host, settings.port)
+    metrics_ports = service_metrics_ports(settings.metrics_port)
     try:
         if settings.nats_url is None:
             nats_server = EmbeddedNats(data_dir / "nats", sync=settings.nats_sync)
@@ -180,7 +195,13 @@ async def run_stack(settings: Settings) -> None:
             "CLINAI_HOST": settings.host,
             "CLINAI_PORT": str(settings.port),
         }
-        supervisor = Supervisor(SERVICES, env)
+        supervisor = Supervisor(
+            SERVICES,
+            env,
+            env_for={
+                name: {"CLINAI_METRICS_PORT": str(port)} for name, port in metrics_ports.items()
+            },
+        )
         supervised = asyncio.create_task(supervisor.run())
         for server, what in ((nats_server, "nats-server"), (postgres, "postgres")):
             if server is not None:
@@ -199,6 +220,9 @@ async def run_stack(settings: Settings) -> None:
                     print(f"  {secret}", flush=True)
                 else:
                     print(f"Admin API key: in {data_dir / 'admin.key'}", flush=True)
+                if metrics_ports:
+                    listed = ", ".join(f"{n} :{p}" for n, p in metrics_ports.items())
+                    print(f"Prometheus metrics on {settings.metrics_host}: {listed}", flush=True)
                 print("Press Ctrl-C to stop.", flush=True)
             else:
                 print("ClinAI did not become ready in 60 s; see the services' output above.")

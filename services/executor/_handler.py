@@ -40,6 +40,7 @@ from services.executor._attempt import Attempt, AttemptResult
 from services.executor._claims import ResultLimits
 from services.executor._input_url import UrlInputs
 from services.executor._running import RunningJobs
+from services.metrics import JobMetrics
 from services.runtimes.base import Artifact, FailureKind, OutputLimits, Runtime
 from services.subscribers import Delivery, Poison, RetryLater, reaction_envelope
 
@@ -77,6 +78,7 @@ class JobHandler:
         output_limits: OutputLimits | None = None,
         url_inputs: UrlInputs | None = None,
         clock: Callable[[], datetime] | None = None,
+        metrics: JobMetrics | None = None,
     ) -> None:
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
@@ -93,6 +95,15 @@ class JobHandler:
         self._url_inputs = url_inputs
         self._clock = clock
         self._built_versions: dict[str, VersionState] = {}
+        self._metrics = metrics or JobMetrics()
+
+    def artifact_versions(self) -> dict[str, str]:
+        """The version each remembered artifact was built for (reference -> version id)."""
+        return {
+            version.built.artifact: version_id
+            for version_id, version in self._built_versions.items()
+            if version.built is not None
+        }
 
     async def __call__(self, delivery: Delivery) -> None:
         match delivery.event:
@@ -124,10 +135,11 @@ class JobHandler:
                 # (and if it died, the redelivered JobRequested sees the cancel request).
                 return
             try:
-                await self._store.append(
-                    JobCanceled(**self._envelope(cancel), message="canceled before it started"),
-                    expected=state.last_seq,
+                canceled = JobCanceled(
+                    **self._envelope(cancel), message="canceled before it started"
                 )
+                await self._store.append(canceled, expected=state.last_seq)
+                self._metrics.job_ended(canceled)
                 return
             except ConcurrencyConflictError:
                 continue
@@ -196,6 +208,10 @@ class JobHandler:
                         attempt=state.attempt + 1,
                     )
                     seq = await self._store.append(started, expected=state.last_seq)
+                    self._metrics.started(
+                        started.attempt,
+                        (started.occurred_at - requested.occurred_at).total_seconds(),
+                    )
                     await self._run(state, started, seq, artifact, delivery, local.cancel)
                 finally:
                     self._local.unregister(local)
@@ -208,10 +224,9 @@ class JobHandler:
         """End a job that must not start: canceled before, or out of attempts."""
         if state.cancel_requested:
             message = "canceled before it started" if state.attempt == 0 else "canceled"
-            await self._store.append(
-                JobCanceled(**self._envelope(state.requested), message=message),
-                expected=state.last_seq,
-            )
+            canceled = JobCanceled(**self._envelope(state.requested), message=message)
+            await self._store.append(canceled, expected=state.last_seq)
+            self._metrics.job_ended(canceled)
             return True
         if state.attempt >= self._max_attempts or (state.attempt and delivery.last_attempt):
             await self._fail(
@@ -286,6 +301,7 @@ class JobHandler:
             attempts=max(state.attempt, 1),
         )
         await self._store.append(event, expected=state.last_seq)
+        self._metrics.job_ended(event)
 
     async def _run(
         self,
@@ -361,6 +377,7 @@ class JobHandler:
         for _ in range(_MAX_DECISIONS):
             try:
                 await self._store.append(event, expected=expected)
+                self._metrics.job_ended(event)
                 return
             except ConcurrencyConflictError:
                 pass
