@@ -14,7 +14,9 @@ import pytest
 
 from projections.db import create_pool
 from services.api._rate_limit import RateLimiter
-from tests._infra import wait_until
+from services.api._unavailable import _POSTGRES, _origin
+from services.embedded import EmbeddedPostgres
+from tests._infra import short_tmp_dir, wait_until
 
 
 async def _level(pool: asyncpg.Pool, key: str, rate: float, burst: int) -> tuple[float, float]:
@@ -161,3 +163,37 @@ def _admitted(limiter: RateLimiter, key: str) -> Callable[[], Awaitable[bool]]:
         return (await limiter.hit(key)).allowed
 
     return admitted
+
+
+async def test_postgres_down_held_tokens_admit_then_a_take_is_a_postgres_outage() -> None:
+    with short_tmp_dir("clinai-rl-pg-") as pg_dir:
+        postgres = EmbeddedPostgres(pg_dir, fast=True)
+        dsn = await asyncio.to_thread(postgres.start_blocking)
+        pool = await create_pool(dsn)
+        try:
+            limiter = RateLimiter(pool, rate_per_s=1000.0, burst=1000)
+            await limiter.open()
+            for _ in range(100):  # a busy key: its leases grow, one is held
+                assert (await limiter.hit("key_busy")).allowed
+            await asyncio.to_thread(postgres.stop_blocking)
+            admitted = 0
+            with pytest.raises(Exception) as raised:
+                for _ in range(2 * limiter.max_lease):
+                    decision = await limiter.hit("key_busy")
+                    admitted += decision.allowed
+            # What this process held is spent, no more (at most a lease and a half);
+            # then the take is an outage of Postgres (503 with Retry-After, see
+            # tests/api/test_unavailable.py), not a refusal nor a defect.
+            assert 0 < admitted <= 1.5 * limiter.max_lease, admitted
+            err = raised.value
+            assert isinstance(err, asyncpg.PostgresConnectionError) or (
+                isinstance(err, OSError) and _origin(err) == _POSTGRES
+            ), repr(err)
+            await limiter.close()  # nothing to give back, nothing raised
+            await asyncio.to_thread(postgres.start_blocking)
+            await wait_until(
+                _admitted(limiter, "key_busy"), what="a take once Postgres is back", timeout_s=30
+            )
+        finally:
+            await pool.close()
+            await asyncio.to_thread(postgres.stop_blocking)
