@@ -14,7 +14,10 @@ the commands admitted for a key never exceed the bucket (`burst` plus `rate` a s
 they fall short of it by at most the tokens other processes hold for that key, under
 `1.5 * max_lease` each, which come back within `LEASE_S` once those processes stop
 spending them (or are refilled within `1.5 * LEASE_S` when a process dies holding them).
-A refusal is remembered for at most `LEASE_S` (no statement per refused command).
+A refusal is remembered for at most `LEASE_S` (no statement per refused command). The
+rate and burst are settings, the same for every key: a process restarted with new ones
+has given back what it held (`close`), and its takes use the new ones at once.
+
 Postgres unreachable: held tokens are still spent; a command needing more fails as the
 lookup does, `503` with `Retry-After`.
 """
@@ -42,6 +45,7 @@ log = logging.getLogger("clinai.api")
 RATE_STATE = "rate_limit"  # where a request's decision is kept in `request.state`
 LEASE_S = 0.5  # tokens held and not spent for this long go back to the bucket
 _PREFETCH_FROM = 4  # a lease this large is taken again in the background at half
+_CLOSE_S = 2.0  # the longest a stopping process tries to give its tokens back
 _FORGET_S = 60.0  # a key idle this long, holding nothing, leaves this process's memory
 _UNREACHABLE = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
@@ -211,8 +215,8 @@ class RateLimiter:
         key's by default); those that cannot be given back are lost to this period."""
         back: dict[str, int] = {}
         for key, lease in list(self._leases.items()):
-            if lease.take is not None or lease.spent_at >= idle_since:
-                continue
+            if lease.take is not None or lease.waiting or lease.spent_at >= idle_since:
+                continue  # in use
             if lease.tokens:
                 back[key] = lease.tokens
                 lease.tokens = 0
@@ -226,11 +230,13 @@ class RateLimiter:
 
     async def close(self) -> None:
         """Give back every key's tokens, once the takes in flight are done (this
-        process is stopping)."""
+        process is stopping; within `_CLOSE_S`, else they are lost to this period)."""
+        if not self.enabled:
+            return
         takes = [lease.take for lease in self._leases.values() if lease.take is not None]
-        await asyncio.gather(*takes, return_exceptions=True)
-        if self.enabled:
-            with contextlib.suppress(*_UNREACHABLE):
+        with contextlib.suppress(TimeoutError, *_UNREACHABLE):
+            async with asyncio.timeout(_CLOSE_S):
+                await asyncio.gather(*takes, return_exceptions=True)
                 await self.give_back()
 
 
