@@ -129,6 +129,11 @@ class RateLimiter:
         finally:
             lease.waiting -= 1
 
+    def held(self, key: str) -> int:
+        """The tokens this process holds for `key`, taken and not yet spent."""
+        lease = self._leases.get(key)
+        return 0 if lease is None else lease.tokens
+
     async def check(self, key: str) -> RateDecision:
         """The decision for one command of `key`; 429 when it is over the limit."""
         decision = await self.hit(key)

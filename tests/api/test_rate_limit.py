@@ -8,12 +8,13 @@ import contextlib
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import asyncpg
 import pytest
 
 from projections.db import create_pool
-from services.api._rate_limit import RateLimiter
+from services.api._rate_limit import LEASE_S, RateLimiter
 from services.api._unavailable import _POSTGRES, _origin
 from services.embedded import EmbeddedPostgres
 from tests._infra import short_tmp_dir, wait_until
@@ -104,6 +105,38 @@ async def test_a_busy_key_costs_an_order_of_magnitude_fewer_statements_than_comm
         assert len(statements) <= commands / 10, (len(statements), commands)
 
 
+async def test_tokens_a_process_holds_and_does_not_spend_go_back_to_the_bucket(
+    database_url: str,
+) -> None:
+    async with _counting_pool(database_url) as (pool, statements):
+        limiter = RateLimiter(pool, rate_per_s=100.0, burst=100)
+        await limiter.open()
+        giving_back = asyncio.create_task(limiter.run())
+        try:
+            for _ in range(200):  # a busy key, until this process holds some of its tokens
+                assert (await limiter.hit("key_busy")).allowed
+                if limiter.held("key_busy"):
+                    break
+            last_spent = time.monotonic()
+            assert 0 < limiter.held("key_busy") <= 1.5 * limiter.max_lease
+            statements.clear()
+            back: list[Any] = []
+
+            def given_back() -> bool:
+                back[:] = [args for query, args in statements if "unnest" in query]
+                return bool(back)
+
+            await wait_until(given_back, what="the tokens to go back")
+            idle = time.monotonic() - last_spent
+            assert idle >= LEASE_S, idle  # not while the key might still spend them
+            assert limiter.held("key_busy") == 0
+            assert len(back) == 1 and back[0][0] == ["key_busy"] and back[0][1][0] > 0, back
+        finally:
+            giving_back.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await giving_back
+
+
 async def test_a_refused_command_says_when_to_retry_and_refusals_cost_no_statement(
     database_url: str,
 ) -> None:
@@ -140,13 +173,14 @@ async def test_a_refused_command_says_when_to_retry_and_refusals_cost_no_stateme
 @contextlib.asynccontextmanager
 async def _counting_pool(
     database_url: str,
-) -> AsyncIterator[tuple[asyncpg.Pool, list[str]]]:
-    """A pool whose statements on the buckets are recorded, as Postgres receives them."""
-    statements: list[str] = []
+) -> AsyncIterator[tuple[asyncpg.Pool, list[tuple[str, Any]]]]:
+    """A pool whose statements on the buckets are recorded (text and arguments), as
+    Postgres receives them."""
+    statements: list[tuple[str, Any]] = []
 
     def record(query: asyncpg.connection.LoggedQuery) -> None:
         if "rate_buckets" in query.query:
-            statements.append(query.query)
+            statements.append((query.query, query.args))
 
     async def init(conn: asyncpg.Connection) -> None:
         conn.add_query_logger(record)
