@@ -105,6 +105,21 @@ async def test_a_busy_key_costs_an_order_of_magnitude_fewer_statements_than_comm
         assert len(statements) <= commands / 10, (len(statements), commands)
 
 
+async def test_a_burst_at_start_is_admitted_in_full_with_a_few_statements(
+    database_url: str,
+) -> None:
+    burst = 200
+    async with _counting_pool(database_url) as (pool, statements):
+        limiter = RateLimiter(pool, rate_per_s=0.01, burst=burst)  # no refill in a test
+        await limiter.open()
+        statements.clear()
+        decisions = await asyncio.gather(*(limiter.hit("key_new") for _ in range(burst + 5)))
+        assert sum(d.allowed for d in decisions) == burst
+        assert [d.allowed for d in decisions[burst:]] == [False] * 5
+        # The commands that arrive while a take is in flight wait for it and size the next.
+        assert len(statements) <= 4, len(statements)
+
+
 async def test_tokens_a_process_holds_and_does_not_spend_go_back_to_the_bucket(
     database_url: str,
 ) -> None:
