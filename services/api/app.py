@@ -136,16 +136,19 @@ def create_app(settings: Settings, *, blobs: BlobStore | None = None) -> Starlet
             )
             sweeping = asyncio.create_task(sweep.run())
             sweeping_uploads = asyncio.create_task(upload_sweep.run())
-            await app.state.services.rate_limiter.open()
+            rate_limiter = app.state.services.rate_limiter
+            await rate_limiter.open()
+            giving_back = asyncio.create_task(rate_limiter.run())
             try:
                 async with serving_metrics(metrics, settings):
                     yield
             finally:
                 sweep.close()
-                for task in (sweeping, sweeping_uploads):
+                for task in (sweeping, sweeping_uploads, giving_back):
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
+                await rate_limiter.close()
         finally:
             await watermark.stop()
             await pool.close()
