@@ -1,7 +1,7 @@
 """How long the executor takes to store a job's outputs, on each blob backend.
 
-    python -m bench.outputs [--outputs 300] [--bytes 1024] [--rounds 7]
-                            [--at-once N ...] [--s3-endpoint URL [--s3-bucket NAME]]
+    python -m bench.outputs [--outputs 300] [--bytes 1024] [--rounds 7] [--at-once N ...]
+                            [--s3-latency-ms MS] [--s3-endpoint URL [--s3-bucket NAME]]
 
 Times `upload_outputs` (what the executor runs once a job has succeeded) on files
 already in the store's spool folder, as the runtime leaves a job's output copies: a job
@@ -11,7 +11,11 @@ backend on a temporary folder on this disk (the same file system as the spool, s
 every output is renamed in and made durable), the `s3` backend on a moto server started
 for the run unless `--s3-endpoint` names one (with the caller's AWS credentials).
 `--at-once` measures the many-outputs job with other bounds on uploads in flight (the
-default is the executor's own). Prints medians over the rounds; this machine is shared.
+default is the executor's own). `--s3-latency-ms` measures `s3` once more through a
+proxy that holds each of its answers that long (`bench._delay`), as a round trip to a
+store off this host would: moto answers from loopback at once, but runs every request
+in one Python process, so on moto alone the uploads wait for its CPU, not the network.
+Prints medians over the rounds; this machine is shared.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from pathlib import Path
 
 from aiobotocore.session import get_session
 
+from bench._delay import delayed
 from bench._s3 import s3_stack_env
 from services.blobstore import BlobStore, FileBlobStore, S3BlobStore
 from services.executor._files import upload_outputs
@@ -66,7 +71,7 @@ async def _measure(
         ]
         bound = "default bound" if at_once is None else f"at most {at_once} at once"
         print(
-            f"  {label:>4}: {args.outputs} outputs of {args.bytes} B ({bound}): "
+            f"  {label:>10}: {args.outputs} outputs of {args.bytes} B ({bound}): "
             f"median {statistics.median(runs) * 1000:8.1f} ms "
             f"(min {min(runs) * 1000:.1f}, max {max(runs) * 1000:.1f}; {args.rounds} rounds)",
             flush=True,
@@ -74,7 +79,7 @@ async def _measure(
     for count in (1, 0):
         runs = [await _one_job(blobs, count, args.bytes, None) for _ in range(_SINGLE_ROUNDS)]
         print(
-            f"  {label:>4}: {count} output{'s' if count != 1 else ''}: "
+            f"  {label:>10}: {count} output{'s' if count != 1 else ''}: "
             f"median {statistics.median(runs) * 1e6:8.1f} µs ({_SINGLE_ROUNDS} rounds)",
             flush=True,
         )
@@ -86,7 +91,13 @@ async def _file(args: argparse.Namespace, bounds: Sequence[int | None]) -> None:
         await _measure("file", blobs, args, bounds)
 
 
-async def _s3(env: dict[str, str], args: argparse.Namespace, bounds: Sequence[int | None]) -> None:
+async def _s3(
+    label: str,
+    endpoint: str,
+    env: dict[str, str],
+    args: argparse.Namespace,
+    bounds: Sequence[int | None],
+) -> None:
     session = get_session()
     if "AWS_ACCESS_KEY_ID" in env:  # moto's; else the caller's own, the usual AWS way
         session.set_credentials(env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"])
@@ -94,11 +105,11 @@ async def _s3(env: dict[str, str], args: argparse.Namespace, bounds: Sequence[in
         blobs = S3BlobStore(
             bucket=env["CLINAI_S3_BUCKET"],
             spool=Path(spool),
-            endpoint_url=env["CLINAI_S3_ENDPOINT_URL"],
+            endpoint_url=endpoint,
             session=session,
         )
         try:
-            await _measure("s3", blobs, args, bounds)
+            await _measure(label, blobs, args, bounds)
         finally:
             await blobs.close()
 
@@ -110,6 +121,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--at-once", type=int, nargs="*", default=[], metavar="N")
     parser.add_argument("--dir", default=None, help="where the file backend keeps its blobs")
+    parser.add_argument("--s3-latency-ms", type=float, default=0.0)
     parser.add_argument("--s3-endpoint", default=None)
     parser.add_argument("--s3-bucket", default=None)
     args = parser.parse_args(argv)
@@ -118,7 +130,12 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("this checkout's upload_outputs takes no bound (--at-once)")
     asyncio.run(_file(args, bounds))
     with s3_stack_env(args.s3_endpoint, args.s3_bucket) as env:
-        asyncio.run(_s3(env, args, bounds))
+        endpoint = env["CLINAI_S3_ENDPOINT_URL"]
+        asyncio.run(_s3("s3", endpoint, env, args, bounds))
+        if args.s3_latency_ms > 0:
+            with delayed(endpoint, args.s3_latency_ms / 1000) as far:
+                label = f"s3+{args.s3_latency_ms:g}ms"
+                asyncio.run(_s3(label, far, env, args, bounds))
 
 
 if __name__ == "__main__":

@@ -91,10 +91,15 @@ async def upload_outputs(
     (the first, when several fail): never a partial list."""
     if at_once < 1:
         raise ValueError("upload_outputs: at_once must be at least 1")
+    if not copies:
+        return ()
     try:
-        if len(copies) <= 1 or at_once == 1:  # most jobs: no tasks to make
-            return tuple([await _upload(blobs, job_id, copy) for copy in copies])
-        return await _upload_several(blobs, job_id, copies, at_once)
+        if len(copies) > 1 and at_once > 1:
+            return await _upload_several(blobs, job_id, copies, at_once)
+        outputs = []  # one output (most jobs that have any): no tasks to make
+        for copy in copies:
+            outputs.append(await _upload(blobs, job_id, copy))
+        return tuple(outputs)
     except BaseException:
         await asyncio.to_thread(_remove, [copy.path for copy in copies])
         raise
