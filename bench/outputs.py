@@ -15,7 +15,8 @@ default is the executor's own). `--s3-latency-ms` measures `s3` once more throug
 proxy that holds each of its answers that long (`bench._delay`), as a round trip to a
 store off this host would: moto answers from loopback at once, but runs every request
 in one Python process, so on moto alone the uploads wait for its CPU, not the network.
-Prints medians over the rounds; this machine is shared.
+First, the executor's own cost for one or no output: through a store that stores
+nothing, microseconds per call. Prints medians over the rounds; this machine is shared.
 """
 
 from __future__ import annotations
@@ -40,6 +41,34 @@ from services.executor._files import upload_outputs
 from services.runtimes.base import OutputCopy
 
 _SINGLE_ROUNDS = 200  # one or no output: fast, so many more rounds
+_OWN_CALLS = 5000  # calls per round through the store that stores nothing
+
+
+class _Nothing:
+    """Stores nothing: what remains of a call is upload_outputs' own work."""
+
+    async def move_in(self, key: str, path: Path, content_type: str) -> None:
+        return None
+
+
+async def _own_cost(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory(prefix="bench-outputs-") as folder:
+        path = Path(folder) / "out"
+        path.write_bytes(b"x")
+        for count in (1, 0):
+            copies = [OutputCopy(name="out.png", path=path)] * count
+            runs = []
+            for _ in range(args.rounds):
+                began = time.perf_counter()
+                for _ in range(_OWN_CALLS):
+                    await upload_outputs(_Nothing(), "job_x", copies)  # type: ignore[arg-type]
+                runs.append((time.perf_counter() - began) / _OWN_CALLS)
+            print(
+                f"  {'own cost':>10}: {count} output{'s' if count != 1 else ''}: "
+                f"median {statistics.median(runs) * 1e6:8.2f} µs, "
+                f"min {min(runs) * 1e6:.2f} µs ({args.rounds} rounds of {_OWN_CALLS} calls)",
+                flush=True,
+            )
 
 
 async def _one_job(blobs: BlobStore, outputs: int, size: int, at_once: int | None) -> float:
@@ -128,6 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     bounds: list[int | None] = [None, *args.at_once]
     if args.at_once and "at_once" not in inspect.signature(upload_outputs).parameters:
         parser.error("this checkout's upload_outputs takes no bound (--at-once)")
+    asyncio.run(_own_cost(args))
     asyncio.run(_file(args, bounds))
     with s3_stack_env(args.s3_endpoint, args.s3_bucket) as env:
         endpoint = env["CLINAI_S3_ENDPOINT_URL"]
