@@ -138,6 +138,7 @@ class S3BlobWriter:
 
     async def _put_whole(self) -> None:
         data = self._buffer
+        data.seek(0)
         await asyncio.to_thread(_hash, self._digest, data)
         async with mapped(self._target):
             await self._s3.put_object(
@@ -151,6 +152,7 @@ class S3BlobWriter:
     async def _ship(self) -> None:
         """The buffer becomes the next part, sent once the one before it is."""
         part, self._buffer = self._buffer, io.BytesIO()
+        part.seek(0)
         await self._wait_sent()
         if self._upload_id is None:
             async with mapped(self._target):
@@ -166,15 +168,20 @@ class S3BlobWriter:
             await sending
 
     async def _send(self, number: int, part: io.BytesIO) -> None:
-        await asyncio.to_thread(_hash, self._digest, part)  # in order: one part at a time
-        async with mapped(self._target):
-            sent = await self._s3.upload_part(
-                Bucket=self._bucket,
-                Key=self._incoming,
-                UploadId=self._upload_id,
-                PartNumber=number,
-                Body=part,
-            )
+        """Hashed (in a worker thread) while it is sent; both are done before the next
+        part's turn, so the digest takes the parts in order."""
+        hashing = asyncio.ensure_future(asyncio.to_thread(_hash, self._digest, part))
+        try:
+            async with mapped(self._target):
+                sent = await self._s3.upload_part(
+                    Bucket=self._bucket,
+                    Key=self._incoming,
+                    UploadId=self._upload_id,
+                    PartNumber=number,
+                    Body=part,
+                )
+        finally:
+            await hashing
         self._parts.append({"ETag": sent["ETag"], "PartNumber": number})
 
     async def _complete(self) -> None:
@@ -266,8 +273,7 @@ class S3BlobWriter:
 
 
 def _hash(digest: Any, buffer: io.BytesIO) -> None:
-    """Add the buffer's bytes to `digest` (without copying them) and rewind it, to be
-    sent as a request's body."""
+    """Add the buffer's bytes to `digest`, without copying them or moving its position
+    (it may be read meanwhile: sent as a request's body)."""
     with buffer.getbuffer() as view:
         digest.update(view)
-    buffer.seek(0)
