@@ -17,6 +17,13 @@ at its completion. So:
   deletes the completed temporary one. What a crash leaves behind is removed by the
   bucket's lifecycle rules (deploy/s3.md): incomplete multipart uploads, and objects
   under `.incoming/`. Listings never show `.incoming/`.
+
+Not chosen: S3's own checksums (a multipart upload's SHA-256 is only a checksum of the
+parts' checksums; S3 keeps a whole-object checksum of a multipart upload for CRCs only,
+and moto 5.2.5 takes a wrong one without complaint), and the hash written beside the
+object once it is complete (a sidecar or tags: the object would be visible without its
+hash for a while, every reader would ask for it in a second request, and a replaced
+blob would not change atomically). The copy costs S3 a server-side copy at the commit.
 """
 
 from __future__ import annotations
