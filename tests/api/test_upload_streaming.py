@@ -217,3 +217,17 @@ async def test_an_input_over_the_limit_is_a_413_mid_stream_and_leaves_nothing(
     assert status == 413, problem
     assert str(MAX_INPUT) in str(problem["detail"])
     await _nothing_left(s3_endpoint, bucket, "inputs/")
+
+
+async def test_a_text_field_sent_as_a_file_is_refused_not_ignored(
+    s3_stack: tuple[Stack, str], s3_endpoint: str
+) -> None:
+    stack, bucket = s3_stack
+    client = await _user(stack)
+    # `params` as a file: before, stored and then silently ignored (the job ran without).
+    reply = await client.upload(
+        "/v1/jobs", "params", "params.json", b'{"size": 3}', input="x", version="ver_none"
+    )
+    assert reply.status == 422, reply.body
+    assert reply.body["title"] == "Not a file field" and "params" in reply.body["detail"]
+    await _nothing_left(s3_endpoint, bucket, "inputs/")
