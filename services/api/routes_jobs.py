@@ -64,14 +64,19 @@ async def create_job(request: Request) -> Response:
         return await _create_from_json(request, svc, caller, wait, started)
     ctx = svc.context(request, caller)
     blobs = svc.blobs
-    # Received where the store takes it over from (the file backend: a rename).
-    spool = await blobs.spool_dir()
+    job_id = ctx.resource_id("job")
+    key = input_key(job_id)  # one file, no folder per job; its name is in the event
+    # The input goes to the store as it arrives; it appears there once committed below.
     form = await receive_form(
-        request, file_limit=svc.settings.max_input_bytes, dest_dir=spool, fields=_JOB_FIELDS
+        request,
+        file_limit=svc.settings.max_input_bytes,
+        fields=_JOB_FIELDS,
+        blob_field="input",
+        open_blob=lambda content_type: blobs.open_writer(key, content_type),
     )
     try:
         received = form.files.get("input")
-        if received is None:
+        if received is None or received.blob is None:
             raise ApiError(
                 422,
                 "Input missing",
@@ -79,9 +84,7 @@ async def create_job(request: Request) -> Response:
                 "(or a JSON body naming an upload or a URL)",
             )
         job = await _checked(svc, caller, form.fields)
-        job_id = ctx.resource_id("job")
-        key = input_key(job_id)  # one file, no folder per job; its name is in the event
-        await blobs.move_in(key, received.path, received.content_type)
+        await received.blob.commit()
         given = _JobInput(key=key, filename=received.filename, size=received.size)
         try:
             created = await _append(svc, ctx, caller, job, job_id, given)
@@ -91,7 +94,7 @@ async def create_job(request: Request) -> Response:
             await asyncio.shield(sweep.discard(job_id, connected=svc.store_connected))
             raise
     finally:
-        form.discard()  # unless it was moved into the store
+        await form.discard()  # unless it was committed
         svc.command_done(request)  # ?wait= below waits without holding the key's slot
     return await _created_response(svc, caller, created, started + wait)
 
