@@ -12,7 +12,7 @@ from pathlib import Path
 from nats.aio.client import Client as NATS
 
 from events import EventStore
-from services.blobstore import BlobStore, BlobUnavailableError, FileBlobStore, S3BlobStore
+from services.blobstore import BlobStore, BlobUnavailableError, FileBlobStore
 from services.outages import Outage, nats_callbacks
 from services.settings import Settings, SettingsError
 
@@ -80,6 +80,8 @@ def open_blob_store(settings: Settings) -> BlobStore:
     The s3 backend's local scratch folder (uploads being received, job outputs) is
     `<data_dir>/spool`."""
     if settings.blob_backend == "s3":
+        from services.blobstore.s3 import S3BlobStore  # aiobotocore: loaded for s3 only
+
         return S3BlobStore(
             bucket=settings.s3_bucket,
             region=settings.s3_region,
