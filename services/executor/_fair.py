@@ -42,15 +42,20 @@ class FairSlots:
         they are cancelled (and their messages go back to the server)."""
         self._closed = True
 
-    async def acquire(self, owner: str, cap: int = 0) -> None:
+    async def acquire(self, owner: str, cap: int = 0, *, first: bool = False) -> None:
         """Wait for a slot for one of `owner`'s jobs; `cap` (0: none) is how many of
-        their jobs may run at once. Pair with `release(owner)`."""
+        their jobs may run at once; `first`: before the owner's other waiting jobs (a
+        redelivered one). Pair with `release(owner)`."""
         self._caps[owner] = cap
         if self._free and not self._waiting and not self._closed and self._under_cap(owner):
             self._take(owner)
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.setdefault(owner, deque()).append(waiter)
+        queue = self._waiting.setdefault(owner, deque())
+        if first:
+            queue.appendleft(waiter)
+        else:
+            queue.append(waiter)
         self._dispatch()
         await wait_turn(
             waiter,

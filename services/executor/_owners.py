@@ -88,7 +88,9 @@ class FairGate:
                 if cap and self._leases is not None:
                     await self._leases.take(owner, job_id, cap)
                 try:
-                    await self._slots.acquire(owner, cap)
+                    # A redelivered job (its executor died) goes before those that
+                    # came after it.
+                    await self._slots.acquire(owner, cap, first=delivery.redelivered)
                     try:
                         await self._handler(delivery)
                     finally:
