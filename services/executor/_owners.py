@@ -88,9 +88,9 @@ class FairGate:
                 if cap and self._leases is not None:
                     await self._leases.take(owner, job_id, cap)
                 try:
-                    # A redelivered job (its executor died) goes before those that
-                    # came after it.
-                    await self._slots.acquire(owner, cap, first=delivery.redelivered)
+                    # In submission order: a redelivered job (its executor died)
+                    # before those submitted after it.
+                    await self._slots.acquire(owner, cap, seq=delivery.seq)
                     try:
                         await self._handler(delivery)
                     finally:
