@@ -3,7 +3,9 @@ and the figures they measure, printed at the end of the run for the closing note
 
 The suite is heavy (a 3-node NATS cluster, 10 service processes, hundreds of jobs per
 test): it is marked `cluster`, left out of `make test`, and run by `make test-cluster`
-(which `.ci/run` runs too)."""
+(which `.ci/run` runs too). `CLINAI_TEST_KEEP_CLUSTER=<folder>` keeps the cluster's
+folder there afterwards: every service's log, the NATS stores (start the nodes again on
+their config files to read the stream with `clinai tail`)."""
 
 from __future__ import annotations
 
