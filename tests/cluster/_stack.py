@@ -75,8 +75,8 @@ async def wait_ready(cluster: Cluster, timeout_s: float = 90.0) -> None:
     await wait_until(checked, what="the cluster to be ready", timeout_s=timeout_s, every_s=0.2)
 
 
-async def _version(admin: Client, name: str, folder: Path) -> str:
-    model = (await admin.post("/v1/models", json={"name": name})).body
+async def _version(admin: Client, name: str, folder: Path, visibility: str = "private") -> str:
+    model = (await admin.post("/v1/models", json={"name": name, "visibility": visibility})).body
     package = zip_folder(folder)
     reply = await admin.upload(f"/v1/models/{model['id']}/versions", "package", "p.zip", package)
     if reply.status != 201:
@@ -96,7 +96,10 @@ async def _version(admin: Client, name: str, folder: Path) -> str:
 async def prepare(cluster: Cluster) -> ClusterStack:
     await wait_ready(cluster)
     admin = Client(cluster.api_urls[0], cluster.admin_key)
-    noop, nap = await asyncio.gather(_version(admin, "noop", NOOP), _version(admin, "nap", NAP))
+    noop, nap = await asyncio.gather(
+        _version(admin, "noop", NOOP),
+        _version(admin, "nap", NAP, "public"),  # run by another owner in the executor test
+    )
     return ClusterStack(cluster=cluster, noop_version=noop, nap_version=nap)
 
 

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 import pytest
 
 from tests._infra import wait_until
+from tests.api._client import new_user
 from tests.cluster._hosts import Cluster
 from tests.cluster._load import JobLog, Load, read_jobs
 from tests.cluster._stack import (
@@ -149,10 +150,12 @@ async def test_kill_9_of_an_executor_mid_job(stack: ClusterStack, figures: list[
 
     async def kill_mid_job(load: Load) -> None:
         # Jobs that take a while, so that the doomed executor surely runs one when killed.
-        admin = stack.admin()
+        # Another owner's jobs: they get the next free slots, not a place behind the
+        # load's queue (an owner's jobs start in submission order).
+        other = await new_user(cluster.api_urls[0], cluster.admin_key, "napper")
         start_seq = await _stream_tail(cluster) + 1
         for _ in range(8):
-            reply = await admin.upload(
+            reply = await other.upload(
                 "/v1/jobs", "input", "in.txt", b"x", version=stack.nap_version,
                 params='{"sleep_s": 3}',
             )  # fmt: skip
