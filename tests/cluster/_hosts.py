@@ -290,8 +290,10 @@ class Cluster:
 
 
 @contextlib.contextmanager
-def running_cluster(root: Path, s3_endpoint: str) -> Iterator[Cluster]:
-    cluster = Cluster(root, s3_endpoint)
+def running_cluster(
+    root: Path, s3_endpoint: str, counts: Mapping[str, int] = SERVICE_COUNTS
+) -> Iterator[Cluster]:
+    cluster = Cluster(root, s3_endpoint, counts)
     try:
         cluster.start()
         yield cluster
