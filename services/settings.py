@@ -35,7 +35,8 @@ class SettingsError(ClinaiError, ValueError):
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     data_dir: Path = Path(".clinai")
-    # Infrastructure: None means "start the embedded one under data_dir".
+    # Infrastructure: None means "start the embedded one under data_dir". nats_url may
+    # list the servers of a cluster, comma-separated: a client connects to any of them.
     nats_url: str | None = None
     database_url: str | None = None
     stream_name: str = "CLINAI"
@@ -160,6 +161,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return self.blob_dir if self.blob_dir is not None else self.data_dir / "blobs"
 
     @property
+    def nats_servers(self) -> list[str]:
+        """The NATS servers CLINAI_NATS_URL names (one, or a cluster's, comma-separated)."""
+        if self.nats_url is None:
+            return []
+        return [url.strip() for url in self.nats_url.split(",") if url.strip()]
+
+    @property
     def api_url(self) -> str:
         return self.public_url or f"http://{self.host}:{self.port}"
 
@@ -186,6 +194,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise SettingsError(
                 "CLINAI_MAX_HEADER_BYTES must be at least 1024 and CLINAI_MAX_HEADERS at least 8"
             )
+        if settings.nats_url is not None and not settings.nats_servers:
+            raise SettingsError("CLINAI_NATS_URL names no server: nats://host:4222[,nats://...]")
         if settings.stream_replicas not in (1, 3, 5):
             raise SettingsError("CLINAI_STREAM_REPLICAS must be 1, 3 or 5")
         try:

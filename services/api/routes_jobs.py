@@ -16,7 +16,7 @@ from starlette.routing import Route
 
 from events import TERMINAL_JOB_STATUSES, JobWebhook, json_problem
 from projections import queries
-from services.api._input_sweep import InputSweep, input_key
+from services.api._input_sweep import UNSETTLED, InputSweep, input_key
 from services.api._job_result import job_response, result_response
 from services.api.auth import Principal
 from services.api.problems import ApiError
@@ -88,10 +88,13 @@ async def create_job(request: Request) -> Response:
         given = _JobInput(key=key, filename=received.filename, size=received.size)
         try:
             created = await _append(svc, ctx, caller, job, job_id, given)
-        except BaseException:
+        except BaseException as err:
             # Not appended (or not known to be): the input goes unless the log has the job.
             sweep: InputSweep = request.app.state.input_sweep
-            await asyncio.shield(sweep.discard(job_id, connected=svc.store_connected))
+            unsettled = isinstance(err, UNSETTLED)
+            await asyncio.shield(
+                sweep.discard(job_id, connected=svc.store_connected, unsettled=unsettled)
+            )
             raise
     finally:
         await form.discard()  # unless it was committed

@@ -87,15 +87,18 @@ class BuildHandler:
     def _envelope(self, cause: Event) -> dict[str, Any]:
         return reaction_envelope(cause, actor=ACTOR, clock=self._clock)
 
-    async def _read(self, version_id: str) -> VersionState:
-        state = fold_version((await self._store.read_aggregate("version", version_id)).events)
+    async def _read(self, version_id: str, including: int = 0) -> VersionState:
+        """The version's state, from a history holding event `including` at least (the
+        delivered one: a replica that lags is not read from)."""
+        history = await self._store.read_aggregate("version", version_id, including=including)
+        state = fold_version(history.events)
         if state is None:
             raise Poison(f"version {version_id} has no VersionUploaded in the log")
         return state
 
     async def _on_upload(self, uploaded: VersionUploaded, delivery: Delivery) -> None:
         for _ in range(_MAX_DECISIONS):
-            state = await self._read(uploaded.aggregate_id)
+            state = await self._read(uploaded.aggregate_id, delivery.seq)
             if state.status in TERMINAL_VERSION_STATUSES:
                 return  # a redelivery of a finished build
             try:
@@ -203,8 +206,11 @@ class BuildHandler:
                     artifact_details={**result.details, PACKAGE_HASH_DETAIL: result.package_hash},
                 )
             await self._append_final(final, build_log.seq)
-        except (SupersededError, ConcurrencyConflictError):
-            log.info("build of %s attempt %s was superseded", version_id, started.attempt)
+        except (SupersededError, ConcurrencyConflictError) as err:
+            cause = err.__cause__ if isinstance(err, SupersededError) else err
+            log.info(
+                "build of %s attempt %s was superseded (%s)", version_id, started.attempt, cause
+            )
         except _Retryable as err:
             if not delivery.last_attempt:
                 raise RetryLater(f"build of {version_id}: {err}") from err

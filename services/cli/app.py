@@ -138,7 +138,7 @@ def _serve(service: str, settings: Settings) -> int:
 def _tail(args: argparse.Namespace, settings: Settings) -> int:
     from services.cli.tail import TailOptions, parse_duration, run_tail
 
-    nats_url = settings.nats_url or _local_nats_url(settings.data_dir)
+    servers = settings.nats_servers or [_local_nats_url(settings.data_dir)]
     try:
         options = TailOptions(
             type_glob=args.type_glob,
@@ -153,7 +153,7 @@ def _tail(args: argparse.Namespace, settings: Settings) -> int:
         print(f"clinai tail: {err}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(run_tail(nats_url, settings.stream_name, options))
+        asyncio.run(run_tail(servers, settings.stream_name, options))
     except BrokenPipeError:  # piped into head & co
         sys.stderr.close()
     return 0

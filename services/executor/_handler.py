@@ -110,24 +110,27 @@ class JobHandler:
             case JobRequested() as requested:
                 await self._on_requested(requested, delivery)
             case JobCancelRequested() as cancel:
-                await self._on_cancel(cancel)
+                await self._on_cancel(cancel, delivery.seq)
             case other:
                 raise Poison(f"the executor does not handle {other.type}")
 
     def _envelope(self, cause: Event) -> dict[str, Any]:
         return reaction_envelope(cause, actor=ACTOR, clock=self._clock)
 
-    async def _read(self, job_id: str) -> JobState:
-        state = fold_job((await self._store.read_aggregate("job", job_id)).events)
+    async def _read(self, job_id: str, including: int = 0) -> JobState:
+        """The job's state, from a history holding event `including` at least (the
+        delivered one: a replica that lags is not read from)."""
+        history = await self._store.read_aggregate("job", job_id, including=including)
+        state = fold_job(history.events)
         if state is None:
             raise Poison(f"job {job_id} has no JobRequested in the log")
         return state
 
     # -- cancel ------------------------------------------------------------------------
 
-    async def _on_cancel(self, cancel: JobCancelRequested) -> None:
+    async def _on_cancel(self, cancel: JobCancelRequested, seq: int = 0) -> None:
         for _ in range(_MAX_DECISIONS):
-            state = await self._read(cancel.aggregate_id)
+            state = await self._read(cancel.aggregate_id, seq)
             if state.terminal:
                 return
             if self._local.request_cancel(cancel.aggregate_id) or state.status == "running":
@@ -190,7 +193,7 @@ class JobHandler:
             else:
                 # The version is read alongside the job (not after it): one round trip.
                 state, version = await asyncio.gather(
-                    self._read(job_id), self._version(requested.version_id)
+                    self._read(job_id, delivery.seq), self._version(requested.version_id)
                 )
             if state.terminal:
                 return

@@ -26,8 +26,10 @@ __all__ = [
 
 
 async def connect_nats(settings: Settings, *, name: str, outage: Outage | None = None) -> NATS:
-    """Connected, reconnecting forever; a lost connection is logged once when it goes
-    and once when it is back (to `outage`, by default one logging to clinai.<name>)."""
+    """Connected to one of the servers CLINAI_NATS_URL lists, reconnecting forever (to
+    any of them, or of the cluster's other servers); a lost connection is logged once
+    when it goes and once when it is back (to `outage`, by default one logging to
+    clinai.<name>)."""
     if settings.nats_url is None:
         raise SettingsError(
             "CLINAI_NATS_URL is not set: point it at a NATS server, or use `clinai up`"
@@ -36,7 +38,7 @@ async def connect_nats(settings: Settings, *, name: str, outage: Outage | None =
     outage = outage or Outage("NATS", logging.getLogger(f"clinai.{name}"))
     callbacks = nats_callbacks(outage, nc)
     await nc.connect(
-        settings.nats_url,
+        settings.nats_servers,
         name=f"clinai-{name}",
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,  # type: ignore[arg-type]  # annotated int, used as float
