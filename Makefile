@@ -7,7 +7,7 @@ PYTHON ?= $(firstword $(foreach p,/usr/bin/python3.11,$(if $(shell $(p) -c 'impo
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: up test lint lock bench clean
+.PHONY: up test test-cluster lint lock bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ up: $(VENV)/.installed
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest $(ARGS)
+
+# The fault tests on a cluster on one machine (3 NATS nodes, 2 of each service): minutes.
+test-cluster: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest -m cluster tests/cluster $(ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

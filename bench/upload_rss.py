@@ -3,6 +3,11 @@ through `clinai up`, the API processes' resident memory sampled while it streams
 goes to the blob store.
 
     python -m bench.upload_rss [--blob-backend s3|file] [--mib 1024] [--s3-endpoint URL]
+    python -m bench.upload_rss --package [--mib 256] ...
+
+`--package`: a model package of that size uploaded instead (a zip holding the no-op
+model and a file of random bytes, stored uncompressed), timed: the upload's throughput
+and the API's growth; no job runs.
 
 Prints the API's RSS before the upload, its peak during it (until the submission is
 answered: the input is then in the store) and the growth, and the same for the executor
@@ -17,8 +22,10 @@ import argparse
 import asyncio
 import contextlib
 import os
+import tempfile
 import time
 import uuid
+import zipfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -91,6 +98,62 @@ async def _body(head: bytes, mib: int, tail: bytes) -> AsyncIterator[bytes]:
     yield tail
 
 
+def _package(folder: Path, mib: int) -> Path:
+    """A package zip of about `mib` MiB in `folder`: the no-op model and random bytes."""
+    path = folder / "package.zip"
+    block = os.urandom(_MIB)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+        for source in sorted(NOOP.iterdir()):
+            archive.write(source, source.name)
+        with archive.open("weights.bin", "w", force_zip64=True) as out:
+            for _ in range(mib):
+                out.write(block)
+    return path
+
+
+async def _file_body(head: bytes, path: Path, tail: bytes) -> AsyncIterator[bytes]:
+    yield head
+    with path.open("rb") as fh:
+        while block := fh.read(_MIB):
+            yield block
+    yield tail
+
+
+async def _run_package(stack: UpStack, mib: int) -> dict[str, float]:
+    auth = {"Authorization": f"Bearer {stack.key}"}
+    async with aiohttp.ClientSession(stack.url, headers=auth) as http:
+        async with http.post("/v1/models", json={"name": f"rss-{uuid.uuid4().hex[:8]}"}) as r:
+            model = await r.json()
+        with tempfile.TemporaryDirectory(prefix="bench-package-") as folder:
+            package = await asyncio.to_thread(_package, Path(folder), mib)
+            size = package.stat().st_size
+            content_type, body = multipart({}, {"package": ("p.zip", _MARKER, "application/zip")})
+            head, tail = body.split(_MARKER)
+            headers = {
+                "Content-Type": content_type,
+                "Content-Length": str(len(body) - len(_MARKER) + size),
+            }
+            api = _Peak(_service_pids(stack.pid, "api"))
+            started = time.perf_counter()
+            async with api:
+                async with http.post(
+                    f"/v1/models/{model['id']}/versions",
+                    data=_file_body(head, package, tail),
+                    headers=headers,
+                ) as r:
+                    version = await r.json()
+                    if r.status != 201:
+                        raise RuntimeError(f"upload refused: {r.status} {version}")
+                uploaded = time.perf_counter() - started
+    return {
+        "upload_s": uploaded,
+        "upload_mib_per_s": size / _MIB / uploaded,
+        "api_rss_before_mib": api.before / _MIB,
+        "api_rss_peak_mib": api.peak / _MIB,
+        "api_growth_mib": (api.peak - api.before) / _MIB,
+    }
+
+
 async def _run(stack: UpStack, mib: int) -> dict[str, float]:
     auth = {"Authorization": f"Bearer {stack.key}"}
     async with aiohttp.ClientSession(stack.url, headers=auth) as http:
@@ -144,18 +207,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--mib", type=int, default=1024, help="the input's size in MiB")
     parser.add_argument("--s3-endpoint", help="an S3 endpoint to use instead of a moto server")
     parser.add_argument("--s3-bucket", help="with --s3-endpoint: an existing bucket")
+    parser.add_argument("--package", action="store_true", help="upload a package instead")
     args = parser.parse_args(argv)
     with contextlib.ExitStack() as stack_env:
-        env = {"CLINAI_MAX_INPUT_BYTES": str((args.mib + 1) * _MIB)}
+        limit = str((args.mib + 1) * _MIB)
+        env = {"CLINAI_MAX_INPUT_BYTES": limit, "CLINAI_MAX_PACKAGE_BYTES": limit}
         if args.blob_backend == "s3":
             env |= stack_env.enter_context(s3_stack_env(args.s3_endpoint, args.s3_bucket))
         up = UpStack("process", env=env)
         try:
             with up as stack:
-                result = asyncio.run(_run(stack, args.mib))
+                run = _run_package if args.package else _run
+                result = asyncio.run(run(stack, args.mib))
         finally:
             up.remove()
-    print(f"{args.mib} MiB input on the {args.blob_backend} backend:")
+    what = "package" if args.package else "input"
+    print(f"{args.mib} MiB {what} on the {args.blob_backend} backend:")
     for key, value in result.items():
         print(f"  {key:24}{value:>10.1f}")
 

@@ -52,6 +52,8 @@ _WRONG_LAST_SEQUENCE = frozenset({10071, 10164})
 # An atomic batch that repeats an already-stored Nats-Msg-Id.
 _BATCH_DUPLICATE_MSG_ID = 10201
 
+# How long to wait between reads of an aggregate that a lagging replica answered.
+_STALE_READ_WAITS_S = (0.005, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0)
 _EXPECTED_SEQ = "Nats-Expected-Last-Subject-Sequence"
 _EXPECTED_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
 _MSG_ID = "Nats-Msg-Id"
@@ -225,8 +227,27 @@ class EventStore:
             return 0
         return int(msg.seq or 0)
 
-    async def read_aggregate(self, aggregate: str, aggregate_id: str) -> AggregateHistory:
-        """Every event of one aggregate in order (batched direct get, no consumer)."""
+    async def read_aggregate(
+        self, aggregate: str, aggregate_id: str, *, including: int = 0
+    ) -> AggregateHistory:
+        """Every event of one aggregate in order (batched direct get, no consumer).
+
+        On a replicated stream any replica answers a direct get, and a follower may not
+        have the latest events yet. `including`: the sequence of an event of this
+        aggregate the caller knows is stored (the message it handles); a history that
+        ends before it is such a stale answer, read again for a moment, then
+        StreamUnavailableError (retried later, never decided from)."""
+        for wait_s in _STALE_READ_WAITS_S:
+            history = await self._read_aggregate(aggregate, aggregate_id)
+            if history.last_seq >= including:
+                return history
+            await asyncio.sleep(wait_s)  # a lagging replica catches up within milliseconds
+        raise StreamUnavailableError(
+            f"the log answered {aggregate} {aggregate_id} without its event {including}",
+            hint="retry: the stream's replicas are catching up",
+        )
+
+    async def _read_aggregate(self, aggregate: str, aggregate_id: str) -> AggregateHistory:
         subject_filter = aggregate_filter(aggregate, aggregate_id)
         events: list[StoredEvent] = []
         start = 1

@@ -122,6 +122,7 @@ JOBS: Final = TableSpec(
         "input_key",
         "input_filename",
         "input_size_bytes",
+        "input_url",
         "params",
         "timeout_s",
         "webhook",

@@ -48,6 +48,7 @@ from projections._fold_webhooks import (
     extra_loads,
     fold_webhook_event,
 )
+from projections.urls import redacted_url
 
 __all__ = [
     "PROJECTION",
@@ -238,6 +239,7 @@ def fold(events: Iterable[StoredEvent], tables: Tables) -> set[tuple[str, Any]]:
                     "input_key": event.input_key,
                     "input_filename": event.input_filename,
                     "input_size_bytes": event.input_size_bytes,
+                    "input_url": None if event.input_url is None else redacted_url(event.input_url),
                     "params": event.params,
                     "timeout_s": event.timeout_s,
                     "webhook": None

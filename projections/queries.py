@@ -128,6 +128,8 @@ class JobView(msgspec.Struct, frozen=True, kw_only=True):
     # Claim checks ({key, size_bytes, sha256}) of a result / outputs list kept as a blob.
     result_blob: dict[str, Any] | None = None
     outputs_blob: dict[str, Any] | None = None
+    # Set: the executor fetches the input from this URL, shown redacted (projections.urls).
+    input_url: str | None = None
 
 
 class BuildLogChunk(msgspec.Struct, frozen=True, kw_only=True):

@@ -16,6 +16,7 @@ __all__ = [
     "AttemptView",
     "DeliveryView",
     "WebhookView",
+    "count_disabled_webhooks",
     "enabled_webhooks",
     "get_delivery",
     "get_webhook",
@@ -171,3 +172,11 @@ async def owner_of(db: Any, aggregate: str, aggregate_id: str) -> str | None:
         return None
     value = await db.fetchval(sql, aggregate_id)
     return None if value is None else str(value)
+
+
+async def count_disabled_webhooks(db: Any) -> int:
+    """Subscriptions disabled now (after failing too long) and not deleted."""
+    value = await db.fetchval(
+        "SELECT count(*) FROM webhooks WHERE NOT enabled AND deleted_at IS NULL"
+    )
+    return int(value or 0)

@@ -35,7 +35,8 @@ class SettingsError(ClinaiError, ValueError):
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     data_dir: Path = Path(".clinai")
-    # Infrastructure: None means "start the embedded one under data_dir".
+    # Infrastructure: None means "start the embedded one under data_dir". nats_url may
+    # list the servers of a cluster, comma-separated: a client connects to any of them.
     nats_url: str | None = None
     database_url: str | None = None
     stream_name: str = "CLINAI"
@@ -147,10 +148,24 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     webhook_rotation_grace_s: float = 24 * 3600.0
     webhook_endpoint_concurrency: int = 4
     sse_heartbeat_s: float = 15.0
+    # Prometheus metrics: each service serves /metrics on metrics_host:metrics_port (no
+    # authentication: a private interface) when a port is set; `clinai up` gives its
+    # services the ports from metrics_port on. The API also answers /metrics on its own
+    # port to `Authorization: Bearer <metrics_token>` or an admin API key.
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+    metrics_token: str | None = None
 
     @property
     def blob_root(self) -> Path:
         return self.blob_dir if self.blob_dir is not None else self.data_dir / "blobs"
+
+    @property
+    def nats_servers(self) -> list[str]:
+        """The NATS servers CLINAI_NATS_URL names (one, or a cluster's, comma-separated)."""
+        if self.nats_url is None:
+            return []
+        return [url.strip() for url in self.nats_url.split(",") if url.strip()]
 
     @property
     def api_url(self) -> str:
@@ -179,6 +194,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise SettingsError(
                 "CLINAI_MAX_HEADER_BYTES must be at least 1024 and CLINAI_MAX_HEADERS at least 8"
             )
+        if settings.nats_url is not None and not settings.nats_servers:
+            raise SettingsError("CLINAI_NATS_URL names no server: nats://host:4222[,nats://...]")
         if settings.stream_replicas not in (1, 3, 5):
             raise SettingsError("CLINAI_STREAM_REPLICAS must be 1, 3 or 5")
         try:
@@ -250,6 +267,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 raise SettingsError(f"CLINAI_{name.upper()} must be an http(s) URL, not {url!r}")
         if settings.blob_backend == "s3" and not settings.s3_bucket:
             raise SettingsError("CLINAI_S3_BUCKET must name a bucket for CLINAI_BLOB_BACKEND=s3")
+        if settings.metrics_port is not None and not 0 < settings.metrics_port < 65536:
+            raise SettingsError("CLINAI_METRICS_PORT must be a port number (1 to 65535)")
+        if settings.metrics_token is not None and len(settings.metrics_token) < 16:
+            raise SettingsError(
+                "CLINAI_METRICS_TOKEN must be at least 16 characters (it reads the API's "
+                "/metrics): generate one, e.g. `openssl rand -hex 32`"
+            )
         if settings.rate_limit_per_s < 0 or settings.rate_limit_burst < 1:
             raise SettingsError(
                 "CLINAI_RATE_LIMIT_PER_S must not be negative (0: no limit) and "

@@ -31,7 +31,7 @@ from events import EventStore, EventStoreError
 from projections import queries
 from services.blobstore import BlobError, BlobStore
 
-__all__ = ["InputSweep", "input_key"]
+__all__ = ["UNSETTLED", "InputSweep", "input_key"]
 
 log = logging.getLogger("clinai.api")
 
@@ -39,6 +39,11 @@ _PREFIX = "inputs/"
 _CHUNK = 5_000  # job ids per read-model query
 _RETRY_FOR_S = 600.0  # a failed submission's input is discarded once NATS is back
 _RETRY_EVERY_S = 1.0
+# An append that got no answer is settled (stored or not, for good) this long after:
+# a NATS cluster elects a new stream leader within seconds.
+_SETTLE_S = 15.0
+# Failures after which an append may still be stored.
+UNSETTLED = (EventStoreError, nats.errors.Error, OSError, TimeoutError, asyncio.CancelledError)
 _UNREACHABLE = (EventStoreError, nats.errors.Error, BlobError, OSError, TimeoutError)
 
 
@@ -83,8 +88,9 @@ class InputSweep:
         clock: Callable[[], float] = time.time,
         prefix: str = _PREFIX,
         job_of: Callable[[str], str] = _job_id,
+        settle_s: float = _SETTLE_S,
     ) -> None:
-        if min_age_s <= 0 or interval_s <= 0:
+        if min_age_s <= 0 or interval_s <= 0 or settle_s < 0:
             raise ValueError("InputSweep: min_age_s and interval_s must be positive")
         self._blobs = blobs
         self._store = store
@@ -94,18 +100,34 @@ class InputSweep:
         self._clock = clock
         self._prefix = prefix
         self._job_of = job_of
+        self._settle_s = settle_s
         self._pending: set[asyncio.Task[None]] = set()
 
-    async def discard(self, job_id: str, *, connected: Callable[[], bool]) -> None:
+    @property
+    def pending(self) -> int:
+        """Discards waiting in the background (for NATS, or for an outcome to settle)."""
+        return len(self._pending)
+
+    async def discard(
+        self, job_id: str, *, connected: Callable[[], bool], unsettled: bool = False
+    ) -> None:
         """After a failed append: remove the job's input unless the log has the job; if
-        NATS is away now, try again in the background once it is back."""
-        if connected() and await _discard(self._store, self._blobs, job_id):
+        NATS is away now, try again in the background once it is back. `unsettled`: the
+        append got no answer (timed out, connection lost), so it may still be stored: on
+        a NATS cluster a new stream leader commits what the old one had replicated. The
+        log is asked only `settle_s` later (in the background), not at once: else the
+        job would land without its input."""
+        if not unsettled and connected() and await _discard(self._store, self._blobs, job_id):
             return
-        task = asyncio.create_task(self._discard_later(job_id, connected))
+        wait_s = self._settle_s if unsettled else 0.0
+        task = asyncio.create_task(self._discard_later(job_id, connected, wait_s))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
-    async def _discard_later(self, job_id: str, connected: Callable[[], bool]) -> None:
+    async def _discard_later(
+        self, job_id: str, connected: Callable[[], bool], wait_s: float
+    ) -> None:
+        await asyncio.sleep(wait_s)  # until the append's outcome is settled
         loop = asyncio.get_running_loop()
         deadline = loop.time() + _RETRY_FOR_S
         while loop.time() < deadline:

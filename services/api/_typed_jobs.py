@@ -2,10 +2,15 @@
 as multipart fields and file parts named after the inputs or as a JSON `inputs`
 object, checked against the version's schema before anything is queued (422 naming
 the input, what it takes and what came), defaults applied, each file given a name in
-the job's input folder and a source (a part, an upload, a URL)."""
+the job's input folder and a source (a part, an upload, a URL).
+
+A form's file parts go to the store as they arrive (`part_key`), before the version,
+and so whether its inputs are typed, is known; `store_parts` commits them once the
+job is accepted, copying the few that must live elsewhere."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -14,16 +19,27 @@ import msgspec
 import orjson
 
 from events import InputFile, InputParam, json_problem
+from services.api._input_sweep import input_key
+from services.api.auth import Principal
 from services.api.problems import ApiError
+from services.api.routes_uploads import ClaimedUpload, claim_upload
 from services.api.uploads import ReceivedFile, ReceivedForm, safe_filename
+from services.api.wiring import ApiServices
+from services.blobstore import BlobStore, BlobWriter
 from services.packages.schema import CompiledInputs, InputsInvalidError, describe
 
 __all__ = [
     "FileSource",
     "TypedInputs",
+    "claimed",
+    "file_key",
+    "first_file",
     "from_form",
     "from_json",
     "invalid_inputs",
+    "only_legacy_fields",
+    "part_key",
+    "store_parts",
     "with_upload",
 ]
 
@@ -35,6 +51,7 @@ class FileSource(msgspec.Struct, frozen=True, kw_only=True):
 
     name: str  # its file name in the job's input folder
     part: ReceivedFile | None = None
+    key: str = ""  # a part's key in the store, once `store_parts` committed it
     upload_id: str | None = None
     url: str | None = None
 
@@ -229,3 +246,97 @@ def with_upload(typed: TypedInputs, source: FileSource, filename: str) -> tuple[
             values[param] = new
     files = tuple(msgspec.structs.replace(f, name=new) if f is source else f for f in typed.files)
     return msgspec.structs.replace(typed, values=values, files=files), new
+
+
+def part_key(job_id: str, field: str, index: int) -> str:
+    """Where a form's file part is streamed to: the legacy single input where it has
+    always been (`inputs/<job>`), any other part in the job's folder."""
+    if field == "input" and index == 0:
+        return input_key(job_id)
+    return input_key(job_id, f"part-{index}")
+
+
+def only_legacy_fields(form: ReceivedForm, reserved: frozenset[str]) -> None:
+    """A version in the form run(input_path, output_dir) reads the job's own fields
+    and one file, 'input'."""
+    fields = ", ".join(sorted(reserved))
+    for name in [*form.fields, *(n for n, _ in form.all_files)]:
+        if name not in reserved:
+            raise ApiError(
+                422,
+                "Unknown form field",
+                f"this endpoint reads the form fields {fields}, not {name[:100]!r} (this "
+                "version's run() takes no typed inputs); remove that field or fix its name",
+            )
+    if len(form.all_files) > 1:
+        raise ApiError(422, "Too many files", "send one file per request")
+
+
+async def store_parts(blobs: BlobStore, typed: TypedInputs, job_id: str) -> TypedInputs:
+    """`typed` with its file parts committed to the store (each part's `key` set). A
+    part is copied into `job_id`'s folder when it was streamed elsewhere: under another
+    id (the job's id derives from an upload the form names), or to `inputs/<job>`
+    while the job has other files (that key cannot be a file and a folder at once)."""
+    parts = [f for f in typed.files if f.part is not None and f.part.blob is not None]
+    folder = input_key(job_id) + "/"
+
+    def moved(key: str) -> bool:
+        return not key.startswith(folder) and (key != input_key(job_id) or len(parts) > 1)
+
+    keys: dict[int, str] = {}
+    # The ones to copy first: `inputs/<job>` must be gone before the folder is made.
+    for source in sorted(parts, key=lambda f: not moved(_writer(f).key)):
+        writer = _writer(source)
+        await writer.commit()
+        key = writer.key
+        if moved(key):
+            new = input_key(job_id, source.name)
+            path = (await blobs.spool_dir()) / f"part-{uuid.uuid4().hex}"
+            await blobs.download_to(key, path)
+            await blobs.move_in(new, path, _part(source).content_type)
+            await blobs.delete(key)
+            key = new
+        keys[id(source)] = key
+    files = tuple(
+        msgspec.structs.replace(f, key=keys[id(f)]) if id(f) in keys else f for f in typed.files
+    )
+    return msgspec.structs.replace(typed, files=files)
+
+
+def _part(source: FileSource) -> ReceivedFile:
+    if source.part is None:
+        raise ValueError(f"{source.name} is not a file part")
+    return source.part
+
+
+def _writer(source: FileSource) -> BlobWriter:
+    blob = _part(source).blob
+    if blob is None:
+        raise ValueError(f"{source.name} was not streamed to the store")
+    return blob
+
+
+def file_key(source: FileSource, uploaded: ClaimedUpload | None) -> tuple[str, str, int]:
+    """A typed job's file: its key in the store, the client's name for it, its size."""
+    if source.part is not None:
+        return source.key, source.part.filename, source.part.size
+    if source.upload_id is not None and uploaded is not None:
+        return uploaded.key, uploaded.filename, uploaded.size
+    return "", source.name, 0
+
+
+async def claimed(
+    svc: ApiServices, caller: Principal, typed: TypedInputs
+) -> tuple[TypedInputs, ClaimedUpload | None, str | None]:
+    """The typed inputs with the upload they name (at most one) claimed: the job's id
+    derives from it, as for a job on one upload."""
+    source = next((f for f in typed.files if f.upload_id is not None), None)
+    if source is None or source.upload_id is None:
+        return typed, None, None
+    uploaded = await claim_upload(svc, caller.user_id, source.upload_id)
+    typed, _ = with_upload(typed, source, uploaded.filename)
+    return typed, uploaded, source.upload_id
+
+
+def first_file(compiled: CompiledInputs) -> str:
+    return compiled.file_params[0].name if compiled.file_params else "name"

@@ -47,6 +47,9 @@ _POSTGRES_CLASSES: Final[tuple[type[Exception], ...]] = (
     asyncpg.PostgresConnectionError,
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.InsufficientResourcesError,
+    # A pooled connection left mid-operation when Postgres went away under it ("cannot
+    # switch to state ..."): seen while Postgres restarted under load.
+    asyncpg.InternalClientError,
 )
 _NATS_CLASSES: Final[tuple[type[Exception], ...]] = (
     nats.errors.TimeoutError,

@@ -33,6 +33,7 @@ from services.api.asyncapi import asyncapi_route
 from services.api.error_handlers import exception_handlers
 from services.api.problems import problem_response
 from services.api.routes_blobs import blob_routes
+from services.api.routes_metrics import metrics_route
 from services.api.wiring import ApiServices, json_response, services
 from services.blobstore import BlobStore
 from services.domain.destinations import DestinationPolicy
@@ -44,6 +45,7 @@ from services.infra.connections import (
     open_event_store,
     report_blob_store,
 )
+from services.metrics import HttpMetrics, ServiceMetrics, serving_metrics
 from services.outages import Outage, report_library_failures
 from services.settings import Settings, SettingsError
 
@@ -82,6 +84,7 @@ def create_app(settings: Settings, *, blobs: BlobStore | None = None) -> Starlet
         raise SettingsError("CLINAI_DATABASE_URL is not set: point it at Postgres")
     database_url = settings.database_url
     blob_store = blobs or open_blob_store(settings)
+    metrics = ServiceMetrics("api")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -133,15 +136,19 @@ def create_app(settings: Settings, *, blobs: BlobStore | None = None) -> Starlet
             )
             sweeping = asyncio.create_task(sweep.run())
             sweeping_uploads = asyncio.create_task(upload_sweep.run())
-            await app.state.services.rate_limiter.open()
+            rate_limiter = app.state.services.rate_limiter
+            await rate_limiter.open()
+            giving_back = asyncio.create_task(rate_limiter.run())
             try:
-                yield
+                async with serving_metrics(metrics, settings):
+                    yield
             finally:
                 sweep.close()
-                for task in (sweeping, sweeping_uploads):
+                for task in (sweeping, sweeping_uploads, giving_back):
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
+                await rate_limiter.close()
         finally:
             await watermark.stop()
             await pool.close()
@@ -159,12 +166,17 @@ def create_app(settings: Settings, *, blobs: BlobStore | None = None) -> Starlet
         *routes_webhooks.routes,
         *routes_events.routes,
         asyncapi_route(settings.stream_name),
+        metrics_route(metrics),
         *blob_routes(blob_store),
     ]
     return Starlette(
         routes=routes,
         lifespan=lifespan,
-        middleware=[Middleware(ReleaseKeySlot), Middleware(RateLimitHeaders)],
+        middleware=[
+            Middleware(HttpMetrics, metrics=metrics),
+            Middleware(ReleaseKeySlot),
+            Middleware(RateLimitHeaders),
+        ],
         exception_handlers=exception_handlers(),
     )
 

@@ -16,13 +16,23 @@ from starlette.routing import Route
 
 from events import TERMINAL_JOB_STATUSES, JobWebhook, json_problem
 from projections import queries
-from services.api._input_sweep import InputSweep, input_key
+from services.api._input_sweep import UNSETTLED, InputSweep
 from services.api._job_result import job_response, result_response
-from services.api._typed_jobs import FileSource, TypedInputs, from_form, from_json, with_upload
+from services.api._typed_jobs import (
+    TypedInputs,
+    claimed,
+    file_key,
+    first_file,
+    from_form,
+    from_json,
+    only_legacy_fields,
+    part_key,
+    store_parts,
+)
 from services.api.auth import Principal
 from services.api.problems import ApiError
 from services.api.routes_uploads import ClaimedUpload, claim_upload, upload_used
-from services.api.uploads import ReceivedForm, receive_form, safe_filename
+from services.api.uploads import receive_form, safe_filename
 from services.api.wiring import (
     ApiServices,
     checked_id,
@@ -37,12 +47,11 @@ from services.api.wiring import (
     unstorable_text,
     visible_model,
 )
-from services.blobstore import BlobNotFoundError
+from services.blobstore import BlobNotFoundError, BlobWriter
 from services.domain.access import can_see_job, listed_owner
 from services.domain.context import CommandContext, ConflictError
 from services.domain.destinations import DestinationPolicy, DestinationRefused, InvalidDestination
 from services.domain.views import job_view
-from services.packages.schema import CompiledInputs
 
 __all__ = ["routes"]
 
@@ -51,6 +60,7 @@ _MAX_URL_CHARS = 4096
 _JOB_FIELDS = frozenset(
     {"input", "version", "model", "params", "timeout_s", "webhook", "webhook_events"}
 )
+_TEXT_FIELDS = _JOB_FIELDS - {"input"}
 
 
 async def create_job(request: Request) -> Response:
@@ -66,13 +76,23 @@ async def create_job(request: Request) -> Response:
         return await _create_from_json(request, svc, caller, wait, started)
     ctx = svc.context(request, caller)
     blobs = svc.blobs
-    # Received where the store takes it over from (the file backend: a rename).
-    spool = await blobs.spool_dir()
+    stream_id = ctx.resource_id("job")  # the job's id, unless it names an upload
+
+    async def open_part(field: str, index: int, content_type: str) -> BlobWriter:
+        if field in _TEXT_FIELDS:  # refused before anything is stored
+            raise ApiError(
+                422,
+                "Not a file field",
+                f"the form field {field!r} is text: send it without a file name",
+            )
+        return await blobs.open_writer(part_key(stream_id, field, index), content_type)
+
+    # Each file goes to the store as it arrives; it appears there once committed below.
     form = await receive_form(
         request,
         file_limit=svc.settings.max_input_bytes,
-        dest_dir=spool,
         fields=_JOB_FIELDS,
+        open_blob=open_part,
         open_names=True,
     )
     try:
@@ -80,57 +100,37 @@ async def create_job(request: Request) -> Response:
         compiled = await svc.version_schemas.get(job.version.id)
         if compiled is not None:
             typed = from_form(compiled, form, _JOB_FIELDS, lambda url: _input_url(svc, url))
-            typed, uploaded, upload_id = await _claimed(svc, caller, typed)
-            job_id = ctx.resource_id("job") if uploaded is None else uploaded.job_id
+            typed, uploaded, upload_id = await claimed(svc, caller, typed)
+            job_id = stream_id if uploaded is None else uploaded.job_id
             try:
                 created = await _append_guarded(
-                    request, svc, ctx, caller, job, job_id, typed, uploaded
+                    request, svc, ctx, caller, job, (job_id, stream_id), typed, uploaded
                 )
             except ConflictError as err:
                 if upload_id is not None:  # the upload's one job exists
                     raise upload_used(upload_id) from err
                 raise
         else:
-            _only_legacy_fields(form)
+            only_legacy_fields(form, _JOB_FIELDS)
             received = form.files.get("input")
-            if received is None:
+            if received is None or received.blob is None:
                 raise ApiError(
                     422,
                     "Input missing",
                     "send the input file in the multipart field 'input' "
                     "(or a JSON body naming an upload or a URL)",
                 )
-            job_id = ctx.resource_id("job")
-            key = input_key(job_id)  # one file, no folder per job; its name is in the event
-            await blobs.move_in(key, received.path, received.content_type)
-            given = _JobInput(key=key, filename=received.filename, size=received.size)
+            await received.blob.commit()  # at inputs/<job>: one file, its name in the event
+            given = _JobInput(key=received.blob.key, filename=received.filename, size=received.size)
             try:
-                created = await _append(svc, ctx, caller, job, job_id, given)
-            except BaseException:
-                # Not appended (or not known to be): the input goes unless the log has it.
-                sweep: InputSweep = request.app.state.input_sweep
-                await asyncio.shield(sweep.discard(job_id, connected=svc.store_connected))
+                created = await _append(svc, ctx, caller, job, stream_id, given)
+            except BaseException as err:
+                await _discard_input(request, svc, (stream_id,), err)
                 raise
     finally:
-        form.discard()  # unless it was moved into the store
+        await form.discard()  # unless it was committed
         svc.command_done(request)  # ?wait= below waits without holding the key's slot
     return await _created_response(svc, caller, created, started + wait)
-
-
-def _only_legacy_fields(form: ReceivedForm) -> None:
-    """A version in the form run(input_path, output_dir) reads the job's own fields
-    and one file, 'input'."""
-    fields = ", ".join(sorted(_JOB_FIELDS))
-    for name in [*form.fields, *(n for n, _ in form.all_files)]:
-        if name not in _JOB_FIELDS:
-            raise ApiError(
-                422,
-                "Unknown form field",
-                f"this endpoint reads the form fields {fields}, not {name[:100]!r} (this "
-                "version's run() takes no typed inputs); remove that field or fix its name",
-            )
-    if len(form.all_files) > 1:
-        raise ApiError(422, "Too many files", "send one file per request")
 
 
 async def _append_guarded(
@@ -139,23 +139,33 @@ async def _append_guarded(
     ctx: CommandContext,
     caller: Principal,
     job: _Job,
-    job_id: str,
+    ids: tuple[str, str],
     typed: TypedInputs,
     uploaded: ClaimedUpload | None,
 ) -> _Created:
-    """A typed job's parts moved into the store, then its append; the parts go again
-    unless the log has the job."""
+    """A typed job's parts committed to the store, then its append; the parts go
+    again unless the log has the job. `ids`: the job's, and the one its parts were
+    streamed under (another when the job's id derives from an upload)."""
+    job_id = ids[0]
     try:
-        for source in typed.files:
-            if source.part is not None:
-                key = input_key(job_id, source.name)
-                await svc.blobs.move_in(key, source.part.path, source.part.content_type)
+        typed = await store_parts(svc.blobs, typed, job_id)
         given = _JobInput(key="", filename="", size=0)
         return await _append(svc, ctx, caller, job, job_id, given, typed, uploaded)
-    except BaseException:
-        sweep: InputSweep = request.app.state.input_sweep
-        await asyncio.shield(sweep.discard(job_id, connected=svc.store_connected))
+    except BaseException as err:
+        await _discard_input(request, svc, tuple(dict.fromkeys(ids)), err)
         raise
+
+
+async def _discard_input(
+    request: Request, svc: ApiServices, job_ids: tuple[str, ...], err: BaseException
+) -> None:
+    """Not appended (or not known to be): the inputs go unless the log has the job."""
+    sweep: InputSweep = request.app.state.input_sweep
+    unsettled = isinstance(err, UNSETTLED)
+    for job_id in job_ids:
+        await asyncio.shield(
+            sweep.discard(job_id, connected=svc.store_connected, unsettled=unsettled)
+        )
 
 
 class _JobBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -229,7 +239,7 @@ async def _append(
 ) -> _Created:
     # Read before the append: the commit notices after it tell the job's whole life.
     seen = svc.watermark.checkpoint
-    files = () if typed is None else typed.input_files(lambda f: _file_key(job_id, f, uploaded))
+    files = () if typed is None else typed.input_files(lambda f: file_key(f, uploaded))
     seq = await svc.commands.request_job(
         ctx,
         job_id=job_id,
@@ -251,17 +261,6 @@ async def _append(
     return _Created(job_id, seq, seen, job, files[0].filename if files else given.filename, inputs)
 
 
-def _file_key(
-    job_id: str, source: FileSource, uploaded: ClaimedUpload | None
-) -> tuple[str, str, int]:
-    """A typed job's file: its key in the store, the client's name for it, its size."""
-    if source.part is not None:
-        return input_key(job_id, source.name), source.part.filename, source.part.size
-    if source.upload_id is not None and uploaded is not None:
-        return uploaded.key, uploaded.filename, uploaded.size
-    return "", source.name, 0
-
-
 async def _create_from_json(
     request: Request, svc: ApiServices, caller: Principal, wait: float, started: float
 ) -> Response:
@@ -281,13 +280,13 @@ async def _create_from_json(
                     422,
                     "Typed inputs",
                     "this version's run() declares its inputs: name each file (an upload id "
-                    f'or a URL) in \'inputs\', e.g. {{"inputs": {{"{_first_file(compiled)}": '
+                    f'or a URL) in \'inputs\', e.g. {{"inputs": {{"{first_file(compiled)}": '
                     '"upload_..."}}',
                 )
             typed = from_json(
                 compiled, body.inputs or {}, body.params, lambda u: _input_url(svc, u)
             )
-            typed, uploaded, upload_id = await _claimed(svc, caller, typed)
+            typed, uploaded, upload_id = await claimed(svc, caller, typed)
             job_id = ctx.resource_id("job") if uploaded is None else uploaded.job_id
             given = _JobInput(key="", filename="", size=0)
         else:
@@ -324,23 +323,6 @@ async def _create_from_json(
     finally:
         svc.command_done(request)
     return await _created_response(svc, caller, created, started + wait)
-
-
-async def _claimed(
-    svc: ApiServices, caller: Principal, typed: TypedInputs
-) -> tuple[TypedInputs, ClaimedUpload | None, str | None]:
-    """The typed inputs with the upload they name (at most one) claimed: the job's id
-    derives from it, as for a job on one upload."""
-    source = next((f for f in typed.files if f.upload_id is not None), None)
-    if source is None or source.upload_id is None:
-        return typed, None, None
-    uploaded = await claim_upload(svc, caller.user_id, source.upload_id)
-    typed, _ = with_upload(typed, source, uploaded.filename)
-    return typed, uploaded, source.upload_id
-
-
-def _first_file(compiled: CompiledInputs) -> str:
-    return compiled.file_params[0].name if compiled.file_params else "name"
 
 
 def _input_url(svc: ApiServices, url: str) -> str:

@@ -17,7 +17,7 @@ from projections import queries
 from services.api._version_schemas import LEGACY_SCHEMA
 from services.api.auth import Principal
 from services.api.problems import ApiError
-from services.api.uploads import drain_small_body, receive_file
+from services.api.uploads import ReceivedFile, drain_small_body, receive_file
 from services.api.wiring import (
     decode_body,
     json_response,
@@ -131,15 +131,24 @@ async def upload_version(request: Request) -> Response:
         await drain_small_body(request)  # then answered by its exception handler
         raise
     limits = PackageLimits(max_zip_bytes=svc.settings.max_package_bytes)
+    version_id = ctx.resource_id("ver")
+    package_key = f"packages/{version_id}/package.zip"
     workdir = Path(tempfile.mkdtemp(prefix="clinai-upload-"))
+    upload: ReceivedFile | None = None
     try:
+        # To the store as it arrives, and to disk to be inspected (a zip is read from
+        # its end); stored (committed) once it passed the inspection.
         upload = await receive_file(
-            request, field="package", limit=svc.settings.max_package_bytes, dest_dir=workdir
+            request,
+            field="package",
+            limit=svc.settings.max_package_bytes,
+            dest_dir=workdir,
+            open_blob=lambda _: svc.blobs.open_writer(package_key, "application/zip"),
         )
+        if upload.path is None or upload.blob is None:  # pragma: no cover - both given
+            raise RuntimeError("receive_file gave no file and no blob")
         info = await asyncio.to_thread(inspect_package, upload.path, limits)
-        version_id = ctx.resource_id("ver")
-        package_key = f"packages/{version_id}/package.zip"
-        await svc.blobs.put_file(package_key, upload.path, "application/zip")
+        await upload.blob.commit()
         number, seq = await svc.commands.add_version(
             ctx,
             model_id,
@@ -153,6 +162,8 @@ async def upload_version(request: Request) -> Response:
             input_schema=info.input_schema,
         )
     finally:
+        if upload is not None and upload.blob is not None:
+            await asyncio.shield(upload.blob.abort())  # unless committed
         await asyncio.to_thread(shutil.rmtree, workdir, True)
     return json_response(
         {

@@ -1,11 +1,15 @@
-"""Streaming multipart uploads: files go straight to disk and the size limit is enforced
-while reading, so an oversized upload is refused (413) without being stored."""
+"""Streaming multipart uploads: files go straight to disk, or to the blob store as they
+arrive (a `BlobWriter`, committed by the endpoint once it accepts the request), and the
+size limit is enforced while reading, so an oversized upload is refused (413) without
+being stored."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -15,8 +19,23 @@ from starlette.requests import Request
 
 from services.api.problems import ApiError
 from services.api.request_body import body_chunks
+from services.blobstore import BlobError, BlobWriter
 
-__all__ = ["ReceivedFile", "ReceivedForm", "drain_small_body", "receive_file", "receive_form"]
+__all__ = [
+    "OpenBlob",
+    "OpenPart",
+    "ReceivedFile",
+    "ReceivedForm",
+    "drain_small_body",
+    "receive_file",
+    "receive_form",
+]
+
+# Opens the writer of a file field's blob, given the part's content type.
+OpenBlob = Callable[[str], Awaitable[BlobWriter]]
+# Opens the writer of a file part's blob, given its field, its index among the form's
+# files and its content type.
+OpenPart = Callable[[str, int, str], Awaitable[BlobWriter]]
 
 _MAX_FIELD_BYTES = 64 * 1024
 _MAX_FIELDS = 32
@@ -25,8 +44,12 @@ _INPUT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _MAX_FILES = 16
 
 
-class ReceivedFile(msgspec.Struct, frozen=True):
-    path: Path
+class ReceivedFile(msgspec.Struct, frozen=True, kw_only=True):
+    """A file field: on disk at `path` (when the form was received into a folder),
+    and/or written to `blob` (the blob field; the endpoint commits it)."""
+
+    path: Path | None = None
+    blob: BlobWriter | None = None
     filename: str
     size: int
     content_type: str
@@ -37,12 +60,14 @@ class ReceivedForm(msgspec.Struct, frozen=True):
     files: dict[str, ReceivedFile]  # the first file of each name
     all_files: tuple[tuple[str, ReceivedFile], ...] = ()  # every file, in order
 
-    def discard(self) -> None:
-        """Remove the received files that are still where they were written."""
+    async def discard(self) -> None:
+        """Remove the received files that are still where they were written, and drop
+        the blobs not committed."""
         for _, received in self.all_files:
-            received.path.unlink(missing_ok=True)
-        for received in self.files.values():
-            received.path.unlink(missing_ok=True)
+            if received.path is not None:
+                received.path.unlink(missing_ok=True)
+            if received.blob is not None:
+                await asyncio.shield(received.blob.abort())
 
 
 def safe_filename(name: str, default: str) -> str:
@@ -52,14 +77,29 @@ def safe_filename(name: str, default: str) -> str:
 
 
 class _Collector:
+    """The parser's callbacks. They are not async: what goes to a blob writer waits in
+    `_pending` (at most one request chunk) until `flush`, after each chunk parsed."""
+
     def __init__(
-        self, dest_dir: Path, file_limit: int, allowed: frozenset[str], open_names: bool
+        self,
+        dest_dir: Path | None,
+        file_limit: int,
+        allowed: frozenset[str],
+        blob_field: str | None,
+        open_blob: OpenPart | None,
+        open_names: bool,
     ) -> None:
         self.dest_dir = dest_dir
         self.file_limit = file_limit
         self.allowed = allowed
+        self.blob_field = blob_field
+        self.open_blob = open_blob
         self.open_names = open_names
         self.all_files: list[tuple[str, ReceivedFile]] = []
+        self.writers: dict[int, BlobWriter] = {}  # by the file's index in `all_files`
+        # (file index, data, or (field, content type) to open its writer)
+        self._pending: list[tuple[int, bytes | tuple[str, str]]] = []
+        self._to_blob = False
         self._prefix = f"upload-{uuid.uuid4().hex}"  # several requests share dest_dir
         self.fields: dict[str, str] = {}
         self.files: dict[str, ReceivedFile] = {}
@@ -98,12 +138,25 @@ class _Collector:
         )
         self._check_name()
         if self._filename is not None:
-            if len(self.all_files) >= (_MAX_FILES if self.open_names else 4):
+            index = len(self.all_files)
+            if index >= (_MAX_FILES if self.open_names else 4):
                 raise ApiError(
                     422, "Too many files", f"send at most {_MAX_FILES} files per request"
                 )
-            self._out_path = self.dest_dir / f"{self._prefix}-{len(self.all_files)}"
-            self._out = open(self._out_path, "wb")
+            self._to_blob = self.open_blob is not None and (
+                self.blob_field is None or self._name == self.blob_field
+            )
+            if self._to_blob:
+                self._pending.append((index, (self._name, self._content_type)))
+            elif self.dest_dir is None:
+                raise ApiError(
+                    422,
+                    "Not a file field",
+                    f"the form field {self._name!r} is text: send it without a file name",
+                )
+            if self.dest_dir is not None:
+                self._out_path = self.dest_dir / f"{self._prefix}-{index}"
+                self._out = open(self._out_path, "wb")
         elif len(self.fields) >= _MAX_FIELDS:
             raise ApiError(422, "Too many fields", f"at most {_MAX_FIELDS} form fields")
 
@@ -132,7 +185,7 @@ class _Collector:
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         self._size += end - start
-        if self._out is not None:
+        if self._filename is not None:
             if self._size > self.file_limit:
                 raise ApiError(
                     413,
@@ -140,16 +193,20 @@ class _Collector:
                     f"the file is larger than the limit of {self.file_limit} bytes; "
                     "send a smaller file or ask the operator to raise the limit",
                 )
-            self._out.write(data[start:end])
+            if self._out is not None:
+                self._out.write(data[start:end])
+            if self._to_blob:
+                self._pending.append((len(self.all_files), data[start:end]))
         else:
             if self._size > _MAX_FIELD_BYTES:
                 raise ApiError(413, "Field too large", f"form field {self._name!r} is too large")
             self._value += data[start:end]
 
     def on_part_end(self) -> None:
-        if self._out is not None and self._out_path is not None:
-            self._out.close()
-            self._out = None
+        if self._filename is not None:
+            if self._out is not None:
+                self._out.close()
+                self._out = None
             received = ReceivedFile(
                 path=self._out_path,
                 filename=safe_filename(self._filename or "", "upload"),
@@ -158,20 +215,47 @@ class _Collector:
             )
             self.files.setdefault(self._name, received)
             self.all_files.append((self._name, received))
+            self._out_path = None
+            self._to_blob = False
         else:
             self.fields[self._name] = self._value.decode("utf-8", "replace")
+
+    async def flush(self) -> None:
+        """Open the blob writers and hand them the data the callbacks set aside."""
+        pending, self._pending = self._pending, []
+        for index, item in pending:
+            if isinstance(item, tuple):
+                if self.open_blob is not None:
+                    name, content_type = item
+                    self.writers[index] = await self.open_blob(name, index, content_type)
+            else:
+                await self.writers[index].write(item)
+
+    def received(self) -> ReceivedForm:
+        all_files = tuple(
+            (name, msgspec.structs.replace(received, blob=self.writers.get(index)))
+            for index, (name, received) in enumerate(self.all_files)
+        )
+        files: dict[str, ReceivedFile] = {}
+        for name, received in all_files:
+            files.setdefault(name, received)
+        return ReceivedForm(fields=self.fields, files=files, all_files=all_files)
 
     def close(self) -> None:
         if self._out is not None:
             self._out.close()
 
-    def discard(self) -> None:
-        """Remove every file written, the one in progress too."""
+    async def discard(self) -> None:
+        """Remove every file written, the one in progress too; drop the blobs."""
         self.close()
+        self._pending = []
         for _, received in self.all_files:
-            received.path.unlink(missing_ok=True)
+            if received.path is not None:
+                received.path.unlink(missing_ok=True)
         if self._out_path is not None:
             self._out_path.unlink(missing_ok=True)
+        for writer in self.writers.values():
+            await asyncio.shield(writer.abort())
 
 
 async def drain_small_body(request: Request, limit: int = 1024 * 1024) -> None:
@@ -187,13 +271,18 @@ async def receive_form(
     request: Request,
     *,
     file_limit: int,
-    dest_dir: Path,
     fields: frozenset[str],
+    dest_dir: Path | None = None,
+    blob_field: str | None = None,
+    open_blob: OpenPart | None = None,
     open_names: bool = False,
 ) -> ReceivedForm:
-    """The multipart body's `fields` (files to `dest_dir`); 422 for a field not among
-    `fields` or one sent twice. With `open_names`, any identifier is accepted too (a
-    typed input, checked by the caller), and a file part may repeat (a list of files)."""
+    """The multipart body's `fields`: the file of `blob_field` (every file part, when
+    None) to the writer `open_blob` gives, as it arrives (not committed: the caller
+    commits or discards the form); files to `dest_dir` (those too, when given). 422 for
+    a field not among `fields`, one sent twice, or a file in a text field when there is
+    no `dest_dir`. With `open_names`, any identifier is accepted too (a typed input,
+    checked by the caller), and a file part may repeat (a list of files)."""
     content_type, options = parse_options_header(request.headers.get("content-type", ""))
     boundary = options.get(b"boundary")
     if content_type != b"multipart/form-data" or not boundary:
@@ -210,7 +299,7 @@ async def receive_form(
             f"the upload is larger than the limit of {file_limit} bytes; "
             "send a smaller file or ask the operator to raise the limit",
         )
-    collector = _Collector(dest_dir, file_limit, fields, open_names)
+    collector = _Collector(dest_dir, file_limit, fields, blob_field, open_blob, open_names)
     parser = MultipartParser(
         boundary,
         {
@@ -224,32 +313,46 @@ async def receive_form(
         },
     )
     try:
-        async for chunk in body_chunks(request):
-            parser.write(chunk)
-        parser.finalize()
-    except ApiError:
-        collector.discard()
-        raise
-    except BaseException as err:
-        collector.discard()
-        if not isinstance(err, Exception):
+        try:
+            async for chunk in body_chunks(request):
+                parser.write(chunk)
+                await collector.flush()
+            parser.finalize()
+            await collector.flush()
+        except (ApiError, BlobError):  # our refusals; the store's failures (503)
             raise
-        raise ApiError(
-            422, "Malformed multipart body", f"the multipart body could not be parsed: {err}"
-        ) from err
+        except Exception as err:
+            raise ApiError(
+                422, "Malformed multipart body", f"the multipart body could not be parsed: {err}"
+            ) from err
+    except BaseException:
+        await collector.discard()
+        raise
     finally:
         collector.close()
-    return ReceivedForm(
-        fields=collector.fields, files=collector.files, all_files=tuple(collector.all_files)
-    )
+    return collector.received()
 
 
-async def receive_file(request: Request, *, field: str, limit: int, dest_dir: Path) -> ReceivedFile:
+async def receive_file(
+    request: Request,
+    *,
+    field: str,
+    limit: int,
+    dest_dir: Path | None = None,
+    open_blob: OpenBlob | None = None,
+) -> ReceivedFile:
+    """The one file of the form, in `field` (to `dest_dir` and/or `open_blob`'s writer)."""
     form = await receive_form(
-        request, file_limit=limit, dest_dir=dest_dir, fields=frozenset({field})
+        request,
+        file_limit=limit,
+        fields=frozenset({field}),
+        dest_dir=dest_dir,
+        blob_field=field,
+        open_blob=None if open_blob is None else lambda _name, _index, ct: open_blob(ct),
     )
     received = form.files.get(field)
     if received is None:
+        await form.discard()
         raise ApiError(
             422, "File missing", f"send the file in the multipart field {field!r} (-F {field}=@...)"
         )

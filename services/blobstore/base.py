@@ -31,6 +31,7 @@ __all__ = [
     "BlobStore",
     "BlobStream",
     "BlobUnavailableError",
+    "BlobWriter",
     "UploadTarget",
     "content_disposition",
     "validate_filename",
@@ -163,6 +164,28 @@ class BlobStream(Protocol):
     async def aclose(self) -> None: ...
 
 
+class BlobWriter(Protocol):
+    """A blob written as its bytes arrive, opened by `BlobStore.open_writer`: `write`
+    the pieces in order, then `commit`, or `abort`. Nothing is visible under the key
+    before `commit` returns, and then the whole blob is (replacing any earlier one
+    atomically). `abort` leaves nothing behind; it is idempotent and does nothing after
+    `commit`. After a failed `write` or `commit`, `abort` (nothing else) still works."""
+
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def size(self) -> int:
+        """The bytes written so far."""
+        ...
+
+    async def write(self, data: bytes) -> None: ...
+
+    async def commit(self) -> None: ...
+
+    async def abort(self) -> None: ...
+
+
 class BlobStore(Protocol):
     """The port. Every method validates the key (`BlobKeyError`); reads of a missing
     key raise `BlobNotFoundError`. A put replaces the blob atomically: readers see the
@@ -185,6 +208,11 @@ class BlobStore(Protocol):
         ...
 
     async def put_bytes(self, key: str, data: bytes, content_type: str) -> None: ...
+
+    async def open_writer(self, key: str, content_type: str) -> BlobWriter:
+        """A writer for the blob `key`, for bytes that arrive over time (an upload being
+        received): they go to storage as they come, with bounded memory."""
+        ...
 
     async def get_bytes(self, key: str) -> bytes: ...
 

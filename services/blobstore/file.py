@@ -35,6 +35,7 @@ from urllib.parse import quote, urlencode
 
 import msgspec
 
+from services.blobstore._file_writer import FileBlobWriter
 from services.blobstore.base import (
     MAX_EXPIRES_IN,
     BlobError,
@@ -146,6 +147,19 @@ class FileBlobStore:
     async def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
         validate_key(key)
         await asyncio.to_thread(self._put, key, content_type, lambda out: out.write(data))
+
+    async def open_writer(self, key: str, content_type: str) -> FileBlobWriter:
+        """Written to a file in `tmp/`, renamed into place by `commit`."""
+        validate_key(key)
+        path = (await self.spool_dir()) / f"w-{uuid.uuid4().hex}"
+        return FileBlobWriter(
+            key,
+            content_type,
+            path,
+            move_in=self.move_in,
+            put_bytes=self.put_bytes,
+            buffer_size=self._chunk,
+        )
 
     async def spool_dir(self) -> Path:
         """`tmp/` under the root: a file written there is renamed in by `move_in`."""

@@ -5,9 +5,11 @@ S3-compatible service), through aiobotocore.
   sources (the environment, a profile, the instance role), resolved by botocore; they
   never appear in an error or a log line.
 - Streaming both ways: a file is sent in one PUT up to `part_size`, else as a multipart
-  upload, one part in memory at a time; a download is read and written in `chunk_size`
-  pieces. No blob is ever held whole in memory (except by `put_bytes`/`get_bytes`, whose
-  callers hold it anyway).
+  upload, one part in memory at a time; a blob whose bytes are still arriving (an upload
+  through the API) is sent as they come, by `open_writer` (`_s3_writer`: two parts in
+  memory at most); a download is read and written in `chunk_size` pieces. No blob is
+  ever held whole in memory (except by `put_bytes`/`get_bytes`, whose callers hold it
+  anyway).
 - Integrity: each object records the SHA-256 of its content in its metadata
   (`x-amz-meta-sha256`); every read checks it at the end and raises
   `BlobIntegrityError` on a mismatch (a file being downloaded is then never put in
@@ -38,6 +40,7 @@ from botocore.exceptions import ClientError
 from services.blobstore._s3_errors import S3Target, error_code, mapped
 from services.blobstore._s3_local import file_sha256, sha256, tmp_beside, write_new
 from services.blobstore._s3_stream import S3BlobStream
+from services.blobstore._s3_writer import COPY_LIMIT, INCOMING, SHA256_META, S3BlobWriter
 from services.blobstore.base import (
     MAX_EXPIRES_IN,
     BlobNotFoundError,
@@ -51,7 +54,6 @@ from services.blobstore.base import (
 
 __all__ = ["S3BlobStore"]
 
-SHA256_META: Final = "sha256"
 MIN_PART_SIZE: Final = 5 * 1024 * 1024  # S3's minimum for every part but the last
 _MISSING: Final = frozenset({"404", "NoSuchKey", "NotFound", "NoSuchBucket"})
 
@@ -60,7 +62,9 @@ class S3BlobStore:
     """Blobs in `bucket` under `prefix`. `spool` is a local folder for files being
     received before they are uploaded (`spool_dir`). `session` defaults to one that
     reads the usual AWS credential sources; tests pass one with their own. A request
-    that fails for a transient reason is tried up to `max_attempts` times in all."""
+    that fails for a transient reason is tried up to `max_attempts` times in all.
+    `copy_limit` and `copy_part_size`: how `open_writer` copies a finished upload into
+    place (one CopyObject up to the limit, else ranges of that size)."""
 
     def __init__(
         self,
@@ -77,6 +81,8 @@ class S3BlobStore:
         connect_timeout_s: float = 5.0,
         read_timeout_s: float = 60.0,
         max_attempts: int = 3,
+        copy_limit: int = COPY_LIMIT,
+        copy_part_size: int = 512 * 1024 * 1024,
     ) -> None:
         if not bucket:
             raise ValueError("S3BlobStore: bucket must not be empty (CLINAI_S3_BUCKET)")
@@ -92,6 +98,11 @@ class S3BlobStore:
             raise ValueError("S3BlobStore: max_attempts must be at least 1")
         if part_size < MIN_PART_SIZE or chunk_size <= 0:
             raise ValueError(f"S3BlobStore: part_size must be at least {MIN_PART_SIZE} bytes")
+        if not MIN_PART_SIZE <= copy_part_size <= copy_limit <= COPY_LIMIT:
+            raise ValueError(
+                f"S3BlobStore: copy_part_size must be at least {MIN_PART_SIZE} bytes, "
+                f"and at most copy_limit, itself at most {COPY_LIMIT}"
+            )
         self.bucket = bucket
         self._prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self._spool = Path(spool)
@@ -101,6 +112,8 @@ class S3BlobStore:
         self._session = session
         self._part_size = part_size
         self._chunk = chunk_size
+        self._copy_limit = copy_limit
+        self._copy_part_size = copy_part_size
         self._config = _config(
             connect_timeout_s, read_timeout_s, max_attempts, path_style=bool(self._endpoint)
         )
@@ -164,6 +177,22 @@ class S3BlobStore:
     async def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
         validate_key(key)
         await self._put_object(key, data, sha256(data), content_type)
+
+    async def open_writer(self, key: str, content_type: str) -> S3BlobWriter:
+        """Sent as it is written: see `_s3_writer` (no request before the first part)."""
+        validate_key(key)
+        return S3BlobWriter(
+            await self._client(),
+            bucket=self.bucket,
+            key=key,
+            s3_key=self._key(key),
+            incoming_key=S3BlobWriter.incoming_key(self._prefix),
+            content_type=content_type,
+            part_size=self._part_size,
+            copy_limit=self._copy_limit,
+            copy_part_size=self._copy_part_size,
+            target=self._target,
+        )
 
     async def spool_dir(self) -> Path:
         """A local scratch folder: what is written there is uploaded by `move_in`."""
@@ -325,6 +354,8 @@ class S3BlobStore:
             async for page in pages:
                 for item in page.get("Contents", ()):
                     key = str(item["Key"])[len(self._prefix) :]
+                    if key.startswith(INCOMING):  # uploads not yet in place
+                        continue
                     found.append((key, item["LastModified"].timestamp()))
         return sorted(found)
 

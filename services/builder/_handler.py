@@ -31,6 +31,7 @@ from services.blobstore import BlobError, BlobNotFoundError, BlobStore
 from services.builder._log import BuildLog, SupersededError
 from services.builder._reuse import PACKAGE_HASH_DETAIL, ArtifactIndex
 from services.domain.aggregates import VersionState, fold_version
+from services.metrics import BuildMetrics
 from services.packages import PackageInvalidError, unpack_package
 from services.runtimes.base import Artifact, BuildFailedError, Runtime, SandboxRuntimeError
 from services.subscribers import Delivery, Poison, RetryLater, reaction_envelope
@@ -65,6 +66,7 @@ class BuildHandler:
         work_dir: Path,
         clock: Callable[[], datetime] | None = None,
         log_flush_interval_s: float = 0.5,
+        metrics: BuildMetrics | None = None,
     ) -> None:
         self._store = store
         self._blobs = blobs
@@ -73,6 +75,7 @@ class BuildHandler:
         self._work_dir = work_dir
         self._clock = clock
         self._flush_interval = log_flush_interval_s
+        self._metrics = metrics or BuildMetrics()
 
     async def __call__(self, delivery: Delivery) -> None:
         match delivery.event:
@@ -84,15 +87,18 @@ class BuildHandler:
     def _envelope(self, cause: Event) -> dict[str, Any]:
         return reaction_envelope(cause, actor=ACTOR, clock=self._clock)
 
-    async def _read(self, version_id: str) -> VersionState:
-        state = fold_version((await self._store.read_aggregate("version", version_id)).events)
+    async def _read(self, version_id: str, including: int = 0) -> VersionState:
+        """The version's state, from a history holding event `including` at least (the
+        delivered one: a replica that lags is not read from)."""
+        history = await self._store.read_aggregate("version", version_id, including=including)
+        state = fold_version(history.events)
         if state is None:
             raise Poison(f"version {version_id} has no VersionUploaded in the log")
         return state
 
     async def _on_upload(self, uploaded: VersionUploaded, delivery: Delivery) -> None:
         for _ in range(_MAX_DECISIONS):
-            state = await self._read(uploaded.aggregate_id)
+            state = await self._read(uploaded.aggregate_id, delivery.seq)
             if state.status in TERMINAL_VERSION_STATUSES:
                 return  # a redelivery of a finished build
             try:
@@ -136,11 +142,15 @@ class BuildHandler:
             artifact_details=found.built.artifact_details,
         )
         await self._store.append(built, expected=state.last_seq)
+        self._metrics.ended("reused", None)
         log.info("version %s reuses the artifact of %s", uploaded.aggregate_id, found.version_id)
         return True
 
     async def _append_final(self, event: VersionBuilt | BuildFailed, expected: int) -> None:
         await self._store.append(event, expected=expected)
+        self._metrics.ended(
+            "built" if isinstance(event, VersionBuilt) else "failed", event.duration_s or None
+        )
         if isinstance(event, VersionBuilt):
             package_hash = event.artifact_details.get(PACKAGE_HASH_DETAIL)
             if package_hash is not None:
@@ -196,8 +206,11 @@ class BuildHandler:
                     artifact_details={**result.details, PACKAGE_HASH_DETAIL: result.package_hash},
                 )
             await self._append_final(final, build_log.seq)
-        except (SupersededError, ConcurrencyConflictError):
-            log.info("build of %s attempt %s was superseded", version_id, started.attempt)
+        except (SupersededError, ConcurrencyConflictError) as err:
+            cause = err.__cause__ if isinstance(err, SupersededError) else err
+            log.info(
+                "build of %s attempt %s was superseded (%s)", version_id, started.attempt, cause
+            )
         except _Retryable as err:
             if not delivery.last_attempt:
                 raise RetryLater(f"build of {version_id}: {err}") from err
@@ -250,6 +263,7 @@ class BuildHandler:
             event = BuildFailed(**self._envelope(state.uploaded), reason=scrub_text(reason))
             try:
                 await self._store.append(event, expected=state.last_seq)
+                self._metrics.ended("failed", None)
                 return
             except ConcurrencyConflictError:
                 continue

@@ -81,7 +81,11 @@ class BuildLog:
 
     async def __aexit__(self, *exc: object) -> None:
         if self._ticker is not None:
-            self._ticker.cancel()
+            # Not in the middle of its flush: an append cancelled after it was sent is
+            # stored, but its sequence never reaches `seq`, and the next append would
+            # conflict with it (the build "superseded" by its own log, never ended).
+            async with self._lock:
+                self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
         try:

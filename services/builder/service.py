@@ -17,6 +17,7 @@ from services.infra.connections import (
     report_blob_store,
 )
 from services.infra.runtime_factory import make_runtime, service_work_dir
+from services.metrics import BuildMetrics, ConsumerProbe, ServiceMetrics, serving_metrics
 from services.runtimes.base import Runtime
 from services.settings import Settings
 from services.subscribers import (
@@ -63,13 +64,17 @@ async def run_builder(
         index = LogArtifactIndex(nc, store)
         await index.start()
         stack.push_async_callback(index.close)
+        metrics = ServiceMetrics("builder")
         handler = BuildHandler(
             store=store,
             blobs=blobs,
             runtime=runtime,
             index=index,
             work_dir=service_work_dir(settings, "builder"),
+            metrics=BuildMetrics(metrics),
         )
+        ConsumerProbe(metrics, nc.jetstream(), settings.stream_name, BUILDER_DURABLE)
+        await stack.enter_async_context(serving_metrics(metrics, settings))
         durable = Durable(
             stream=settings.stream_name,
             name=BUILDER_DURABLE,

@@ -1,4 +1,5 @@
-"""The `clinai` command: `up`, `serve <service>`, `projections rebuild|status`, `tail`."""
+"""The `clinai` command: `up`, `serve <service>`, `admin-key`, `projections rebuild|status`,
+`tail`."""
 
 from __future__ import annotations
 
@@ -30,6 +31,12 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run one service against external NATS/Postgres")
     serve.add_argument("service", choices=["api", "projector", "builder", "executor", "notifier"])
+
+    sub.add_parser(
+        "admin-key",
+        help="issue an admin API key and print it once (a deployment's first key, or a new "
+        "one when it is lost): needs CLINAI_NATS_URL",
+    )
 
     projections = sub.add_parser("projections", help="manage the read models")
     proj_sub = projections.add_subparsers(dest="action", required=True)
@@ -68,6 +75,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(run_stack(msgspec.structs.replace(settings, data_dir=data_dir)))
         elif args.command == "serve":
             return _serve(args.service, Settings.from_env())
+        elif args.command == "admin-key":
+            from services.embedded.stack import issue_admin_key
+
+            print(asyncio.run(issue_admin_key(Settings.from_env())))
         elif args.command == "projections":
             from services.projector import rebuild_command, status_command
 
@@ -127,7 +138,7 @@ def _serve(service: str, settings: Settings) -> int:
 def _tail(args: argparse.Namespace, settings: Settings) -> int:
     from services.cli.tail import TailOptions, parse_duration, run_tail
 
-    nats_url = settings.nats_url or _local_nats_url(settings.data_dir)
+    servers = settings.nats_servers or [_local_nats_url(settings.data_dir)]
     try:
         options = TailOptions(
             type_glob=args.type_glob,
@@ -142,7 +153,7 @@ def _tail(args: argparse.Namespace, settings: Settings) -> int:
         print(f"clinai tail: {err}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(run_tail(nats_url, settings.stream_name, options))
+        asyncio.run(run_tail(servers, settings.stream_name, options))
     except BrokenPipeError:  # piped into head & co
         sys.stderr.close()
     return 0

@@ -161,8 +161,8 @@ async def tail(
     return printed
 
 
-async def run_tail(nats_url: str, stream: str, options: TailOptions) -> int:
-    nc = await nats.connect(nats_url, name="clinai-tail", connect_timeout=5)
+async def run_tail(servers: str | list[str], stream: str, options: TailOptions) -> int:
+    nc = await nats.connect(servers, name="clinai-tail", connect_timeout=5)
     try:
         return await tail(nc, options, sys.stdout, stream=stream, colour=sys.stdout.isatty())
     finally:

@@ -13,6 +13,7 @@ from services.embedded._process import (
 )
 from services.embedded.nats import (
     EmbeddedNats,
+    NatsCluster,
     find_nats_server,
     running_nats_url,
     validate_sync,
@@ -30,6 +31,7 @@ __all__ = [
     "EmbeddedNats",
     "EmbeddedPostgres",
     "EmbeddedServer",
+    "NatsCluster",
     "StartupError",
     "StartupTimeoutError",
     "find_nats_server",

@@ -8,6 +8,10 @@ Durability: `sync="always"` (the default) makes JetStream fsync every write befo
 acknowledges it, so an append that was answered survives a power loss. A duration
 (`"2m"`, JetStream's own default) flushes that often instead: faster, but a power loss
 loses what was appended since the last flush. A process crash loses nothing either way.
+
+`cluster=NatsCluster(...)` makes the server one node of a JetStream cluster: it names
+itself, listens for routes on its own port and routes to its peers' (all on loopback).
+Its JetStream answers once a majority of the nodes run, so start the nodes together.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ import socket
 import sys
 from pathlib import Path
 
+import msgspec
+
 from services.embedded._process import (
     AlreadyRunningError,
     EmbeddedError,
@@ -31,7 +37,13 @@ from services.embedded._process import (
     pid_cmdline,
 )
 
-__all__ = ["EmbeddedNats", "find_nats_server", "running_nats_url", "validate_sync"]
+__all__ = [
+    "EmbeddedNats",
+    "NatsCluster",
+    "find_nats_server",
+    "running_nats_url",
+    "validate_sync",
+]
 
 _HOST = "127.0.0.1"
 _GO_DURATION = re.compile(r"(?:\d+(?:\.\d+)?(?:ns|us|ms|s|m|h))+")
@@ -47,11 +59,30 @@ def validate_sync(sync: str) -> str:
     return sync
 
 
-def _write_config(path: Path, sync: str, max_payload: int | None) -> None:
+class NatsCluster(msgspec.Struct, frozen=True, kw_only=True):
+    """One node's place in a cluster on this machine: its `server_name` (unique in the
+    cluster; the stream's leader is reported by it), its route port, and its peers'."""
+
+    server_name: str
+    route_port: int
+    peer_route_ports: tuple[int, ...]
+    name: str = "clinai"
+
+
+def _write_config(
+    path: Path, sync: str, max_payload: int | None, cluster: NatsCluster | None
+) -> None:
     tmp = path.with_name(path.name + ".tmp")
     text = f'jetstream {{\n  sync_interval: "{sync}"\n}}\n'
     if max_payload is not None:
         text += f"max_payload: {max_payload}\n"
+    if cluster is not None:
+        routes = ", ".join(f'"nats-route://{_HOST}:{p}"' for p in cluster.peer_route_ports)
+        text += (
+            f'server_name: "{cluster.server_name}"\n'
+            f'cluster {{\n  name: "{cluster.name}"\n'
+            f'  listen: "{_HOST}:{cluster.route_port}"\n  routes: [{routes}]\n}}\n'
+        )
     tmp.write_text(text)
     tmp.replace(path)
 
@@ -138,6 +169,7 @@ class EmbeddedNats(EmbeddedServer):
         binary: Path | None = None,
         sync: str = "always",
         max_payload: int | None = None,
+        cluster: NatsCluster | None = None,
         startup_timeout: float = 15.0,
         stop_timeout: float = 10.0,
     ) -> None:
@@ -147,6 +179,7 @@ class EmbeddedNats(EmbeddedServer):
         if max_payload is not None and max_payload < 1024:
             raise ValueError(f"max_payload must be at least 1024 bytes, got {max_payload}")
         self.max_payload = max_payload  # None: the server's default (1 MiB)
+        self.cluster = cluster
         self._url: str | None = None
 
     @property
@@ -165,7 +198,7 @@ class EmbeddedNats(EmbeddedServer):
             self._refuse_if_running(pid_file, store)
             port_file = self.data_dir / "port"
             config = self.data_dir / "nats-server.conf"
-            _write_config(config, self.sync, self.max_payload)
+            _write_config(config, self.sync, self.max_payload, self.cluster)
 
             def build(port: int) -> ManagedProcess:
                 argv = [str(binary), "--config", str(config)]

@@ -27,7 +27,7 @@ from services.embedded.supervisor import Supervisor
 from services.infra.connections import connect_nats, open_event_store, signing_key
 from services.settings import Settings
 
-__all__ = ["SERVICES", "ensure_admin_key", "run_stack"]
+__all__ = ["SERVICES", "ensure_admin_key", "issue_admin_key", "run_stack", "service_metrics_ports"]
 
 SERVICES = ("api", "projector", "builder", "executor", "notifier")
 ADMIN_USER_ID = "usr_admin"
@@ -49,12 +49,10 @@ async def _ensure_database(admin_dsn: str) -> str:
     return admin_dsn.rsplit("/", 1)[0] + f"/{_DATABASE}"
 
 
-async def ensure_admin_key(settings: Settings) -> str | None:
-    """Issue the admin user and key on first start; return the key's secret then, and
-    None on later starts (the key was saved to <data_dir>/admin.key, mode 0600)."""
-    key_file = Path(settings.data_dir) / "admin.key"
-    if key_file.exists():
-        return None
+async def issue_admin_key(settings: Settings) -> str:
+    """Issue an admin API key and return its secret (shown once): the admin user with its
+    first key on a new deployment, another admin key when the admin exists (a lost key).
+    `clinai admin-key` runs it for deployments that run `clinai serve`."""
     nc = await connect_nats(settings, name="bootstrap")
     try:
         commands = Commands(await open_event_store(settings, nc))
@@ -64,7 +62,6 @@ async def ensure_admin_key(settings: Settings) -> str | None:
                 ctx, name="admin", is_admin=True, user_id=ADMIN_USER_ID
             )
         except ConflictError:
-            # The admin exists but its key file was lost: issue a new admin key.
             key = await commands.issue_api_key(
                 ctx,
                 user_id=ADMIN_USER_ID,
@@ -73,10 +70,35 @@ async def ensure_admin_key(settings: Settings) -> str | None:
             )
     finally:
         await nc.drain()
+    return key.secret
+
+
+async def ensure_admin_key(settings: Settings) -> str | None:
+    """Issue the admin user and key on first start; return the key's secret then, and
+    None on later starts (the key was saved to <data_dir>/admin.key, mode 0600)."""
+    key_file = Path(settings.data_dir) / "admin.key"
+    if key_file.exists():
+        return None
+    # The admin may exist with its key file lost: then a new admin key is issued.
+    secret = await issue_admin_key(settings)
     fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
-        out.write(key.secret + "\n")
-    return key.secret
+        out.write(secret + "\n")
+    return secret
+
+
+def service_metrics_ports(first: int | None) -> dict[str, int]:
+    """Each service's metrics port under `clinai up`: from `first` (CLINAI_METRICS_PORT)
+    on, in the order of SERVICES, so that they do not collide on one machine; none
+    when no port is set."""
+    if first is None:
+        return {}
+    if first + len(SERVICES) - 1 > 65535:
+        raise EmbeddedError(
+            f"CLINAI_METRICS_PORT={first} leaves no room for {len(SERVICES)} services' ports",
+            hint=f"choose a port below {65536 - len(SERVICES) + 1}",
+        )
+    return {name: first + index for index, name in enumerate(SERVICES)}
 
 
 class PortInUseError(EmbeddedError):
@@ -149,6 +171,7 @@ async def run_stack(settings: Settings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     _check_port_free(settings.host, settings.port)
+    metrics_ports = service_metrics_ports(settings.metrics_port)
     try:
         if settings.nats_url is None:
             nats_server = EmbeddedNats(data_dir / "nats", sync=settings.nats_sync)
@@ -172,7 +195,13 @@ async def run_stack(settings: Settings) -> None:
             "CLINAI_HOST": settings.host,
             "CLINAI_PORT": str(settings.port),
         }
-        supervisor = Supervisor(SERVICES, env)
+        supervisor = Supervisor(
+            SERVICES,
+            env,
+            env_for={
+                name: {"CLINAI_METRICS_PORT": str(port)} for name, port in metrics_ports.items()
+            },
+        )
         supervised = asyncio.create_task(supervisor.run())
         for server, what in ((nats_server, "nats-server"), (postgres, "postgres")):
             if server is not None:
@@ -191,6 +220,9 @@ async def run_stack(settings: Settings) -> None:
                     print(f"  {secret}", flush=True)
                 else:
                     print(f"Admin API key: in {data_dir / 'admin.key'}", flush=True)
+                if metrics_ports:
+                    listed = ", ".join(f"{n} :{p}" for n, p in metrics_ports.items())
+                    print(f"Prometheus metrics on {settings.metrics_host}: {listed}", flush=True)
                 print("Press Ctrl-C to stop.", flush=True)
             else:
                 print("ClinAI did not become ready in 60 s; see the services' output above.")

@@ -23,10 +23,17 @@ _STABLE_AFTER_S = 30.0
 
 class Supervisor:
     def __init__(
-        self, services: Sequence[str], env: Mapping[str, str], *, stop_timeout: float = 10.0
+        self,
+        services: Sequence[str],
+        env: Mapping[str, str],
+        *,
+        stop_timeout: float = 10.0,
+        env_for: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
+        """`env_for[name]` adds to `env` for that service (its own metrics port, say)."""
         self._services = list(services)
         self._env = dict(env)
+        self._env_for = {name: dict(extra) for name, extra in (env_for or {}).items()}
         self._stop_timeout = stop_timeout
         self._procs: dict[str, asyncio.subprocess.Process] = {}
         self._stopping = asyncio.Event()
@@ -61,7 +68,7 @@ class Supervisor:
                 "services.cli",
                 "serve",
                 name,
-                env=self._env,
+                env={**self._env, **self._env_for.get(name, {})},
                 start_new_session=True,  # Ctrl-C reaches the supervisor, which stops us in order
             )
             self._procs[name] = proc

@@ -12,11 +12,17 @@ not. One owner alone gets a free slot at once, with no task switch.
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict, deque
+import heapq
+import itertools
+from collections import OrderedDict
 
 from services.turns import wait_turn
 
 __all__ = ["FairSlots"]
+
+
+_UNORDERED = 1 << 62  # after every stream sequence
+_Waiter = tuple[int, int, "asyncio.Future[None]"]
 
 
 class FairSlots:
@@ -26,8 +32,10 @@ class FairSlots:
         self._free = slots
         self._running: dict[str, int] = {}
         self._caps: dict[str, int] = {}
-        # Owners with jobs waiting, in turn order (the one served last goes to the end).
-        self._waiting: OrderedDict[str, deque[asyncio.Future[None]]] = OrderedDict()
+        # Owners with jobs waiting, in turn order (the one served last goes to the end),
+        # each with a heap of (submission order, arrival, waiter).
+        self._waiting: OrderedDict[str, list[_Waiter]] = OrderedDict()
+        self._arrivals = itertools.count()
         self._closed = False
 
     @property
@@ -42,15 +50,18 @@ class FairSlots:
         they are cancelled (and their messages go back to the server)."""
         self._closed = True
 
-    async def acquire(self, owner: str, cap: int = 0) -> None:
+    async def acquire(self, owner: str, cap: int = 0, *, seq: int | None = None) -> None:
         """Wait for a slot for one of `owner`'s jobs; `cap` (0: none) is how many of
-        their jobs may run at once. Pair with `release(owner)`."""
+        their jobs may run at once; `seq`: the job's place in submission order (its
+        stream sequence; None: after those given one, in arrival order). Pair with
+        `release(owner)`."""
         self._caps[owner] = cap
         if self._free and not self._waiting and not self._closed and self._under_cap(owner):
             self._take(owner)
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.setdefault(owner, deque()).append(waiter)
+        order = seq if seq is not None else _UNORDERED
+        heapq.heappush(self._waiting.setdefault(owner, []), (order, next(self._arrivals), waiter))
         self._dispatch()
         await wait_turn(
             waiter,
@@ -85,7 +96,7 @@ class FairSlots:
             if owner is None:
                 return  # everyone waiting is at their cap
             queue = self._waiting[owner]
-            waiter = queue.popleft()
+            _, _, waiter = heapq.heappop(queue)
             if queue:
                 self._waiting.move_to_end(owner)  # ties go to the others first
             else:
@@ -112,10 +123,11 @@ class FairSlots:
         queue = self._waiting.get(owner)
         if queue is None:
             return
-        try:
-            queue.remove(waiter)
-        except ValueError:
+        kept = [entry for entry in queue if entry[2] is not waiter]
+        if len(kept) == len(queue):
             return
+        heapq.heapify(kept)
+        queue[:] = kept
         if not queue:
             del self._waiting[owner]
             if owner not in self._running:

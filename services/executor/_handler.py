@@ -40,6 +40,7 @@ from services.executor._attempt import Attempt, AttemptResult
 from services.executor._claims import ResultLimits
 from services.executor._input_url import UrlInputs
 from services.executor._running import RunningJobs
+from services.metrics import JobMetrics
 from services.packages.schema import CompiledInputs, SchemaCache
 from services.runtimes.base import Artifact, FailureKind, OutputLimits, Runtime
 from services.subscribers import Delivery, Poison, RetryLater, reaction_envelope
@@ -78,6 +79,7 @@ class JobHandler:
         output_limits: OutputLimits | None = None,
         url_inputs: UrlInputs | None = None,
         clock: Callable[[], datetime] | None = None,
+        metrics: JobMetrics | None = None,
     ) -> None:
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
@@ -95,30 +97,42 @@ class JobHandler:
         self._clock = clock
         self._built_versions: dict[str, VersionState] = {}
         self._schemas = SchemaCache()
+        self._metrics = metrics or JobMetrics()
+
+    def artifact_versions(self) -> dict[str, str]:
+        """The version each remembered artifact was built for (reference -> version id)."""
+        return {
+            version.built.artifact: version_id
+            for version_id, version in self._built_versions.items()
+            if version.built is not None
+        }
 
     async def __call__(self, delivery: Delivery) -> None:
         match delivery.event:
             case JobRequested() as requested:
                 await self._on_requested(requested, delivery)
             case JobCancelRequested() as cancel:
-                await self._on_cancel(cancel)
+                await self._on_cancel(cancel, delivery.seq)
             case other:
                 raise Poison(f"the executor does not handle {other.type}")
 
     def _envelope(self, cause: Event) -> dict[str, Any]:
         return reaction_envelope(cause, actor=ACTOR, clock=self._clock)
 
-    async def _read(self, job_id: str) -> JobState:
-        state = fold_job((await self._store.read_aggregate("job", job_id)).events)
+    async def _read(self, job_id: str, including: int = 0) -> JobState:
+        """The job's state, from a history holding event `including` at least (the
+        delivered one: a replica that lags is not read from)."""
+        history = await self._store.read_aggregate("job", job_id, including=including)
+        state = fold_job(history.events)
         if state is None:
             raise Poison(f"job {job_id} has no JobRequested in the log")
         return state
 
     # -- cancel ------------------------------------------------------------------------
 
-    async def _on_cancel(self, cancel: JobCancelRequested) -> None:
+    async def _on_cancel(self, cancel: JobCancelRequested, seq: int = 0) -> None:
         for _ in range(_MAX_DECISIONS):
-            state = await self._read(cancel.aggregate_id)
+            state = await self._read(cancel.aggregate_id, seq)
             if state.terminal:
                 return
             if self._local.request_cancel(cancel.aggregate_id) or state.status == "running":
@@ -126,10 +140,11 @@ class JobHandler:
                 # (and if it died, the redelivered JobRequested sees the cancel request).
                 return
             try:
-                await self._store.append(
-                    JobCanceled(**self._envelope(cancel), message="canceled before it started"),
-                    expected=state.last_seq,
+                canceled = JobCanceled(
+                    **self._envelope(cancel), message="canceled before it started"
                 )
+                await self._store.append(canceled, expected=state.last_seq)
+                self._metrics.job_ended(canceled)
                 return
             except ConcurrencyConflictError:
                 continue
@@ -180,7 +195,7 @@ class JobHandler:
             else:
                 # The version is read alongside the job (not after it): one round trip.
                 state, version = await asyncio.gather(
-                    self._read(job_id), self._version(requested.version_id)
+                    self._read(job_id, delivery.seq), self._version(requested.version_id)
                 )
             if state.terminal:
                 return
@@ -198,6 +213,10 @@ class JobHandler:
                         attempt=state.attempt + 1,
                     )
                     seq = await self._store.append(started, expected=state.last_seq)
+                    self._metrics.started(
+                        started.attempt,
+                        (started.occurred_at - requested.occurred_at).total_seconds(),
+                    )
                     schema = None if version is None else version.uploaded.input_schema
                     compiled = (
                         None
@@ -216,10 +235,9 @@ class JobHandler:
         """End a job that must not start: canceled before, or out of attempts."""
         if state.cancel_requested:
             message = "canceled before it started" if state.attempt == 0 else "canceled"
-            await self._store.append(
-                JobCanceled(**self._envelope(state.requested), message=message),
-                expected=state.last_seq,
-            )
+            canceled = JobCanceled(**self._envelope(state.requested), message=message)
+            await self._store.append(canceled, expected=state.last_seq)
+            self._metrics.job_ended(canceled)
             return True
         if state.attempt >= self._max_attempts or (state.attempt and delivery.last_attempt):
             await self._fail(
@@ -294,6 +312,7 @@ class JobHandler:
             attempts=max(state.attempt, 1),
         )
         await self._store.append(event, expected=state.last_seq)
+        self._metrics.job_ended(event)
 
     async def _run(
         self,
@@ -371,6 +390,7 @@ class JobHandler:
         for _ in range(_MAX_DECISIONS):
             try:
                 await self._store.append(event, expected=expected)
+                self._metrics.job_ended(event)
                 return
             except ConcurrencyConflictError:
                 pass

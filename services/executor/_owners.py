@@ -88,7 +88,9 @@ class FairGate:
                 if cap and self._leases is not None:
                     await self._leases.take(owner, job_id, cap)
                 try:
-                    await self._slots.acquire(owner, cap)
+                    # In submission order: a redelivered job (its executor died)
+                    # before those submitted after it.
+                    await self._slots.acquire(owner, cap, seq=delivery.seq)
                     try:
                         await self._handler(delivery)
                     finally:

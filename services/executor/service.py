@@ -28,6 +28,13 @@ from services.infra.connections import (
     report_blob_store,
 )
 from services.infra.runtime_factory import make_runtime, service_work_dir
+from services.metrics import (
+    ConsumerProbe,
+    JobMetrics,
+    ServiceMetrics,
+    WarmWorkers,
+    serving_metrics,
+)
 from services.runtimes.base import OutputLimits, Runtime
 from services.settings import Settings
 from services.subscribers import (
@@ -74,6 +81,7 @@ async def run_executor(
         stack.push_async_callback(quietly, local.close)
         await report_blob_store(blobs, log)
         worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        metrics = ServiceMetrics("executor")
         handler = JobHandler(
             store=store,
             blobs=blobs,
@@ -92,7 +100,11 @@ async def run_executor(
                 max_total_bytes=settings.max_output_bytes,
             ),
             url_inputs=UrlInputs.from_settings(settings),
+            metrics=JobMetrics(metrics),
         )
+        WarmWorkers(metrics, runtime.warm_workers, handler.artifact_versions)
+        ConsumerProbe(metrics, nc.jetstream(), settings.stream_name, EXECUTOR_DURABLE)
+        await stack.enter_async_context(serving_metrics(metrics, settings))
         slots = FairSlots(settings.workers_total)
         leases = await OwnerLeases.open(nc.jetstream(), replicas=settings.stream_replicas)
         stack.push_async_callback(leases.close)

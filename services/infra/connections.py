@@ -12,7 +12,7 @@ from pathlib import Path
 from nats.aio.client import Client as NATS
 
 from events import EventStore
-from services.blobstore import BlobStore, BlobUnavailableError, FileBlobStore, S3BlobStore
+from services.blobstore import BlobStore, BlobUnavailableError, FileBlobStore
 from services.outages import Outage, nats_callbacks
 from services.settings import Settings, SettingsError
 
@@ -26,8 +26,10 @@ __all__ = [
 
 
 async def connect_nats(settings: Settings, *, name: str, outage: Outage | None = None) -> NATS:
-    """Connected, reconnecting forever; a lost connection is logged once when it goes
-    and once when it is back (to `outage`, by default one logging to clinai.<name>)."""
+    """Connected to one of the servers CLINAI_NATS_URL lists, reconnecting forever (to
+    any of them, or of the cluster's other servers); a lost connection is logged once
+    when it goes and once when it is back (to `outage`, by default one logging to
+    clinai.<name>)."""
     if settings.nats_url is None:
         raise SettingsError(
             "CLINAI_NATS_URL is not set: point it at a NATS server, or use `clinai up`"
@@ -36,7 +38,7 @@ async def connect_nats(settings: Settings, *, name: str, outage: Outage | None =
     outage = outage or Outage("NATS", logging.getLogger(f"clinai.{name}"))
     callbacks = nats_callbacks(outage, nc)
     await nc.connect(
-        settings.nats_url,
+        settings.nats_servers,
         name=f"clinai-{name}",
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,  # type: ignore[arg-type]  # annotated int, used as float
@@ -80,6 +82,8 @@ def open_blob_store(settings: Settings) -> BlobStore:
     The s3 backend's local scratch folder (uploads being received, job outputs) is
     `<data_dir>/spool`."""
     if settings.blob_backend == "s3":
+        from services.blobstore.s3 import S3BlobStore  # aiobotocore: loaded for s3 only
+
         return S3BlobStore(
             bucket=settings.s3_bucket,
             region=settings.s3_region,

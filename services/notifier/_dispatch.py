@@ -33,6 +33,7 @@ from events import (
 from projections import webhook_queries
 from services.domain.signing import default_secret, derive_secret, signature_header
 from services.domain.webhook_aggregates import fold_webhook
+from services.metrics import WebhookMetrics
 from services.notifier._sender import AttemptResult, Sender
 
 __all__ = ["DispatchOptions", "Dispatcher", "PendingDelivery", "backoff_delay"]
@@ -104,8 +105,10 @@ class Dispatcher:
         options: DispatchOptions,
         clock: Clock,
         rng: random.Random | None = None,
+        metrics: WebhookMetrics | None = None,
     ) -> None:
         self._store = store
+        self._metrics = metrics or WebhookMetrics()
         self._pool = pool
         self._sender = sender
         self._master = master_key
@@ -275,6 +278,8 @@ class Dispatcher:
         )
         try:
             delivery.last_seq = await self._store.append(event, expected=delivery.last_seq)
+            sent = result.status_code is not None or result.latency_ms > 0
+            self._metrics.attempted(outcome, result.latency_ms / 1000 if sent else None)
         except ConcurrencyConflictError:
             log.info("delivery %s: attempted elsewhere; dropping", delivery.delivery_id)
             self._drop(delivery)
@@ -318,6 +323,7 @@ class Dispatcher:
             )
             with contextlib.suppress(ConcurrencyConflictError):
                 await self._store.append(event, expected=state.last_seq)
+                self._metrics.disabled()
                 log.warning("webhook %s disabled after %d failures", endpoint.endpoint_id, streak)
         self._hooks.pop(endpoint.endpoint_id, None)
         for _, _, delivery in endpoint.heap:

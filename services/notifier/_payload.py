@@ -45,7 +45,8 @@ class Snapshots:
         if isinstance(event, _CREATES):
             events = [StoredEvent(seq, event)]
         else:
-            history = await self._store.read_aggregate(aggregate, resource_id)
+            # Holding event `seq` (a lagging replica's answer would not: read again).
+            history = await self._store.read_aggregate(aggregate, resource_id, including=seq)
             events = [e for e in history.events if e.seq <= seq]
         if not events or events[-1].seq != seq:
             return None

@@ -42,6 +42,7 @@ from services.domain.event_types import (
 from services.domain.signing import master_key
 from services.domain.webhook_aggregates import fold_delivery
 from services.infra.connections import connect_nats, open_blob_store, open_event_store
+from services.metrics import ConsumerProbe, ServiceMetrics, WebhookMetrics, serving_metrics
 from services.notifier._dispatch import Dispatcher, DispatchOptions, PendingDelivery
 from services.notifier._payload import Snapshot, Snapshots, webhook_body
 from services.notifier._receivers import Receivers, ReceiversCache, receivers_of
@@ -327,6 +328,8 @@ async def run_notifier(
         stack.push_async_callback(sender.close)
         store = await open_event_store(settings, nc)
         snapshots = Snapshots(store, blobs)
+        metrics = ServiceMetrics("notifier")
+        webhook_metrics = WebhookMetrics(metrics)
         dispatcher = Dispatcher(
             store=store,
             pool=pool,
@@ -336,8 +339,14 @@ async def run_notifier(
             options=dispatch_options(settings),
             clock=clock,
             rng=rng,
+            metrics=webhook_metrics,
         )
         stack.push_async_callback(dispatcher.close)
+        webhook_metrics.watch(
+            lambda: dispatcher.pending, lambda: webhook_queries.count_disabled_webhooks(pool)
+        )
+        ConsumerProbe(metrics, nc.jetstream(), settings.stream_name, NOTIFIER_DURABLE)
+        await stack.enter_async_context(serving_metrics(metrics, settings))
         planned = await replan(store, pool, watermark, dispatcher, clock)
         handler = NotifierHandler(
             store=store,

@@ -10,12 +10,14 @@ import signal
 
 import asyncpg
 
+from events import EventStore
 from projections import Projector
 from projections.db import connect
 from projections.quarantine import count_quarantined
 from projections.queries import checkpoint
 from projections.rebuild import rebuild
 from services.infra.connections import connect_nats, open_event_store
+from services.metrics import ProjectionProbe, ServiceMetrics, serving_metrics
 from services.outages import Outage
 from services.settings import Settings, SettingsError
 
@@ -55,36 +57,57 @@ async def run_projector(settings: Settings, stop: asyncio.Event | None = None) -
     nc = await connect_nats(settings, name="projector", outage=nats_outage)
     try:
         store = await open_event_store(settings, nc)
-        projector = Projector(
-            _dsn(settings), store, busy_interval_s=settings.projection_busy_interval_s
-        )
-        postgres = Outage("Postgres", log)
-        backoff = _MIN_BACKOFF_S
-        while not stop.is_set():
-            round_over = asyncio.Event()
-            nats_outage.on_recovered(round_over.set)
-            watch = asyncio.ensure_future(stop.wait())
-            watch.add_done_callback(functools.partial(_set, round_over))
-            try:
-                if postgres.down:
-                    await (await asyncpg.connect(_dsn(settings))).close()
-                    postgres.recovered()
-                    backoff = _MIN_BACKOFF_S
-                await projector.run(round_over)
-            except _POSTGRES_AWAY as err:
-                # Wait for it here rather than exit: one line when it goes, one when back.
-                postgres.failed(err)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), backoff)
-                backoff = min(backoff * 2, _MAX_BACKOFF_S)
-                continue
-            finally:
-                watch.cancel()
-                nats_outage.forget(round_over.set)
-            if not stop.is_set():
-                log.warning("following the log again from sequence %s", projector.checkpoint + 1)
+        metrics = ServiceMetrics("projector")
+        ProjectionProbe(metrics, store.stream_last_seq, functools.partial(_checkpoint, settings))
+        async with serving_metrics(metrics, settings):
+            await _project(settings, store, nats_outage, stop)
     finally:
         await nc.drain()
+
+
+async def _project(
+    settings: Settings, store: EventStore, nats_outage: Outage, stop: asyncio.Event
+) -> None:
+    """Project (or wait as a standby) until `stop`, through Postgres outages."""
+    projector = Projector(
+        _dsn(settings), store, busy_interval_s=settings.projection_busy_interval_s
+    )
+    postgres = Outage("Postgres", log)
+    backoff = _MIN_BACKOFF_S
+    while not stop.is_set():
+        round_over = asyncio.Event()
+        nats_outage.on_recovered(round_over.set)
+        watch = asyncio.ensure_future(stop.wait())
+        watch.add_done_callback(functools.partial(_set, round_over))
+        try:
+            if postgres.down:
+                await (await asyncpg.connect(_dsn(settings))).close()
+                postgres.recovered()
+                backoff = _MIN_BACKOFF_S
+            await projector.run(round_over)
+        except _POSTGRES_AWAY as err:
+            # Wait for it here rather than exit: one line when it goes, one when back.
+            postgres.failed(err)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), backoff)
+            backoff = min(backoff * 2, _MAX_BACKOFF_S)
+            continue
+        finally:
+            watch.cancel()
+            nats_outage.forget(round_over.set)
+        if not stop.is_set():
+            log.warning("following the log again from sequence %s", projector.checkpoint + 1)
+
+
+async def _checkpoint(settings: Settings) -> int:
+    """The read models' checkpoint, read from Postgres (this process may be a standby)."""
+    conn = await connect(_dsn(settings))
+    try:
+        return await checkpoint(conn)
+    except asyncpg.UndefinedTableError:  # no projector has started yet
+        return 0
+    finally:
+        await conn.close()
 
 
 def _set(event: asyncio.Event, _: object) -> None:

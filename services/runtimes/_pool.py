@@ -58,7 +58,7 @@ class WorkerPool(Generic[W]):
         self._clock = clock
         self._slots: dict[str, asyncio.Semaphore] = {}
         self._idle: dict[tuple[str, str], list[tuple[W, float]]] = {}  # (key, owner)
-        self._live: set[W] = set()
+        self._live: dict[W, str] = {}  # each live worker's key
         self._total = 0  # live workers + workers being started
         self._cond: asyncio.Condition | None = None
         self._reaper: asyncio.Task[None] | None = None
@@ -77,6 +77,17 @@ class WorkerPool(Generic[W]):
         """Workers alive now, idle or busy (one that died idle is not counted, even
         before the next acquire cleans it up)."""
         return sum(1 for worker in self._live if worker.alive)
+
+    def warm_workers(self) -> dict[str, tuple[int, int]]:
+        """Live workers per key: (idle, busy). Workers being started are not counted."""
+        idle: dict[str, int] = {}
+        for (key, _), workers in self._idle.items():
+            idle[key] = idle.get(key, 0) + sum(1 for worker, _ in workers if worker.alive)
+        live: dict[str, int] = {}
+        for worker, key in self._live.items():
+            if worker.alive:
+                live[key] = live.get(key, 0) + 1
+        return {key: (idle.get(key, 0), count - idle.get(key, 0)) for key, count in live.items()}
 
     async def acquire(
         self,
@@ -170,7 +181,7 @@ class WorkerPool(Generic[W]):
                     self._total -= 1
                     cond.notify_all()
                 raise
-            self._live.add(worker)
+            self._live[worker] = key
             return worker, True
         except BaseException:
             slots.release()
@@ -192,8 +203,7 @@ class WorkerPool(Generic[W]):
             await worker.kill()
 
     def _forget(self, worker: W) -> None:
-        if worker in self._live:
-            self._live.discard(worker)
+        if self._live.pop(worker, None) is not None:
             self._total -= 1
 
     def _pop_idle(self, slot: tuple[str, str]) -> W | None:

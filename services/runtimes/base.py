@@ -4,7 +4,7 @@ runs jobs on warm workers. Every adapter (process, docker) passes one contract s
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -133,6 +133,10 @@ class Runtime(Protocol):
     async def cancel_job(self, job_id: str) -> bool:
         """Stop a running job within a second (kill its worker); True if it was running.
         The pending run_job call then returns kind="canceled"."""
+        ...
+
+    def warm_workers(self) -> Mapping[str, tuple[int, int]]:
+        """Live workers per artifact reference: (idle, busy). For metrics: no I/O."""
         ...
 
     async def close(self) -> None:

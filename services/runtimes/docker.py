@@ -178,6 +178,10 @@ class DockerRuntime:
             ) from err
         await worker.kill()
 
+    def warm_workers(self) -> dict[str, tuple[int, int]]:
+        """Live workers per artifact reference: (idle, busy)."""
+        return self._pool.warm_workers()
+
     @property
     def live_workers(self) -> int:
         """Worker containers currently alive (idle or busy)."""

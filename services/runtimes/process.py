@@ -79,6 +79,10 @@ class ProcessRuntime:
     def sandboxed(self) -> bool:
         return not self._config.unsafe_no_sandbox
 
+    def warm_workers(self) -> dict[str, tuple[int, int]]:
+        """Live workers per artifact reference: (idle, busy)."""
+        return self._pool.warm_workers()
+
     @property
     def live_workers(self) -> int:
         """Workers currently alive (idle or busy)."""

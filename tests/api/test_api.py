@@ -32,6 +32,7 @@ async def test_health_needs_no_key_and_everything_else_does(stack: Stack) -> Non
         ("GET", "/v1/jobs/job_x"),
         ("GET", "/v1/versions/ver_x"),
         ("GET", "/v1/me"),
+        ("GET", "/metrics"),
     ]:
         reply = await anon.request(method, path)
         assert reply.status == 401, (method, path)

@@ -11,6 +11,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 
+import asyncpg
 import pytest
 import uvicorn
 from starlette.applications import Starlette
@@ -54,6 +55,10 @@ _ERRORS: dict[str, Callable[[], BaseException]] = {
     "ConcurrencyConflictError": lambda: ConcurrencyConflictError("clinai.model.m.*", 3),
     "_Unmapped": lambda: _Unmapped(f"cannot reach {_SECRET}"),
     "KeyError": lambda: KeyError(_SECRET),
+    # A pooled connection Postgres went away under (seen while it restarted under load).
+    "InternalClientError": lambda: asyncpg.InternalClientError(
+        "cannot switch to state 12; another operation (2) is in progress"
+    ),
 }
 
 
@@ -90,6 +95,13 @@ async def served() -> AsyncIterator[Client]:
             409,
             "Conflict",
             "the resource changed concurrently; re-read it and retry",
+        ),
+        (
+            "InternalClientError",
+            503,
+            "Service unavailable",
+            "Postgres (the read models) cannot be reached right now: retry in 2 s (a command "
+            "with the same Idempotency-Key, so that it is applied once)",
         ),
     ],
 )

@@ -117,6 +117,26 @@ async def test_a_failed_submissions_input_is_discarded_unless_the_log_has_the_jo
     sweep.close()
 
 
+async def test_an_unanswered_appends_input_stays_while_its_job_may_still_land(
+    tmp_path: Path, store: EventStore, pool: asyncpg.Pool
+) -> None:
+    """An append that timed out may still be stored: on a NATS cluster the next stream
+    leader commits it. The log is asked only once that is settled, so the job does not
+    land without its input (it failed as `infrastructure`, input missing, after a kill
+    -9 of the stream's leader in the cluster test)."""
+    blobs = FileBlobStore(tmp_path / "blobs", "http://testserver", b"k" * 32)
+    sweep = InputSweep(blobs, store, pool, min_age_s=_HOUR, interval_s=600, settle_s=0.5)
+    await _input(blobs, "inputs/job_late", 0)
+    await _input(blobs, "inputs/job_lost", 0)
+    await sweep.discard("job_late", connected=lambda: True, unsettled=True)
+    await sweep.discard("job_lost", connected=lambda: True, unsettled=True)
+    assert await blobs.list("inputs/") == ["inputs/job_late", "inputs/job_lost"]
+    await _request(Commands(store), "job_late", "inputs/job_late")  # committed late
+    await wait_until(lambda: sweep.pending == 0, what="the discards to settle", timeout_s=10)
+    assert await blobs.list("inputs/") == ["inputs/job_late"]  # the lost one's went
+    sweep.close()
+
+
 async def test_the_upload_sweep_removes_unused_uploads_once_expired(
     tmp_path: Path, store: EventStore, pool: asyncpg.Pool
 ) -> None:

@@ -236,6 +236,35 @@ async def test_an_input_by_url_is_fetched_by_the_executor(
     assert await _output(hop) == data
 
 
+async def test_the_job_view_shows_its_input_url_redacted(
+    full_stack: Stack, version_id: str, files: tuple[str, dict[str, bytes]]
+) -> None:
+    base, served = files
+    alice = await new_user(full_stack.url, full_stack.admin_key, "alice")
+    served["/signed.bin"] = b"signed input"
+    # As a presigned link: a signature in the query, a token as the userinfo.
+    host = base.removeprefix("http://")
+    url = f"http://tok:pw@{host}/signed.bin?X-Amz-Signature=s3cr3t&X-Amz-Expires=60"
+    shown = f"http://***@{host}/signed.bin?X-Amz-Signature=***&X-Amz-Expires=***"
+    created = await alice.post("/v1/jobs", json={"version": version_id, "input_url": url})
+    assert created.status == 202, created.body
+    job_path = f"/v1/jobs/{created.body['id']}"
+    # Read-your-writes: the view at the job's own sequence already shows it.
+    queued = await alice.get(job_path, params={"after_seq": str(created.body["seq"])})
+    assert queued.status == 200, queued.body
+    assert queued.body["input_url"] == shown
+    ended = (await alice.get(job_path, params={"wait": "60"})).body
+    assert ended["status"] == "succeeded", ended
+    assert ended["input_url"] == shown
+    assert "s3cr3t" not in str(ended) and "pw@" not in str(ended)
+    # A job on an uploaded input has none.
+    upload = await _new_upload(alice)
+    status, _ = await _send(upload, b"uploaded")
+    assert status in (200, 201, 204)
+    uploaded = await _job(alice, {"version": version_id, "input": upload["id"]})
+    assert uploaded["input_url"] is None
+
+
 async def test_an_input_url_that_fails_fails_the_job_as_input_unavailable(
     full_stack: Stack, version_id: str, files: tuple[str, dict[str, bytes]]
 ) -> None:

@@ -13,10 +13,12 @@ from pathlib import Path
 import pytest
 
 from services.blobstore import (
+    BlobError,
     BlobKeyError,
     BlobNotFoundError,
     BlobSignatureInvalidError,
     BlobStore,
+    BlobWriter,
     FileBlobStore,
 )
 from services.blobstore.s3 import MIN_PART_SIZE
@@ -257,3 +259,64 @@ async def test_check_passes_on_a_usable_store(store: BlobStore) -> None:
     await store.check()
     await store.put_bytes("inputs/j1", b"x", "text/plain")
     await store.check()
+
+
+async def _write_in_pieces(writer: BlobWriter, data: bytes, piece: int = 64 * 1024) -> None:
+    for start in range(0, len(data), piece):
+        await writer.write(data[start : start + piece])
+
+
+async def test_a_writer_makes_the_blob_appear_whole_at_commit(store: BlobStore) -> None:
+    data = bytes(range(256)) * 48_000  # ~12 MiB: several buffers, and parts on s3
+    writer = await store.open_writer("inputs/j1", "image/png")
+    await _write_in_pieces(writer, data)
+    assert writer.size == len(data)
+    assert not await store.exists("inputs/j1")  # nothing visible before the commit
+    assert await store.list("") == []
+    await writer.commit()
+    assert await store.get_bytes("inputs/j1") == data
+    stream = await store.open_stream("inputs/j1")
+    assert (stream.size, stream.content_type) == (len(data), "image/png")
+    await stream.aclose()
+    assert await store.list("") == ["inputs/j1"]
+    await writer.abort()  # nothing, after the commit
+    assert await store.get_bytes("inputs/j1") == data
+
+
+async def test_a_writer_of_a_few_bytes_or_none(store: BlobStore) -> None:
+    for key, data in (("inputs/small", b"png-bytes"), ("inputs/empty", b"")):
+        writer = await store.open_writer(key, "application/octet-stream")
+        await writer.write(data)
+        await writer.commit()
+        assert await store.get_bytes(key) == data
+        assert await store.size(key) == len(data)
+
+
+async def test_a_writer_replaces_a_blob_atomically(store: BlobStore) -> None:
+    await store.put_bytes("inputs/j1", b"old", "text/plain")
+    writer = await store.open_writer("inputs/j1", "application/octet-stream")
+    await _write_in_pieces(writer, b"n" * (6 * 1024 * 1024))
+    assert await store.get_bytes("inputs/j1") == b"old"  # until the commit
+    await writer.commit()
+    assert await store.get_bytes("inputs/j1") == b"n" * (6 * 1024 * 1024)
+
+
+async def test_an_aborted_writer_leaves_nothing(store: BlobStore) -> None:
+    for size in (100, 12 * 1024 * 1024):  # held whole; sent in parts on s3
+        writer = await store.open_writer("inputs/j1", "text/plain")
+        await _write_in_pieces(writer, b"x" * size)
+        await writer.abort()
+        await writer.abort()  # idempotent
+        assert not await store.exists("inputs/j1")
+        assert await store.list("") == []
+        with pytest.raises(BlobError):
+            await writer.write(b"more")
+        with pytest.raises(BlobError):
+            await writer.commit()
+    assert list((await store.spool_dir()).iterdir()) == []
+
+
+async def test_open_writer_checks_the_key(store: BlobStore) -> None:
+    for key in BAD_KEYS:
+        with pytest.raises(BlobKeyError):
+            await store.open_writer(key, "text/plain")

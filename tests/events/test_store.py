@@ -17,6 +17,7 @@ from events import (
     JobSucceeded,
     ModelCreated,
     ModelNameClaimed,
+    StreamUnavailableError,
     decode_event,
     encode_event,
     event_id_for_key,
@@ -128,6 +129,20 @@ async def test_read_aggregate_pages_past_one_batch(store: EventStore) -> None:
     assert len(history.events) == 1200
     assert history.last_seq == expected == await store.last_seq("job", job_id)
     assert [s.event.worker for s in history.events] == [f"w{n}" for n in range(1200)]  # type: ignore[union-attr]
+
+
+async def test_a_read_that_lacks_the_event_it_must_hold_is_not_answered(
+    store: EventStore,
+) -> None:
+    """On a replicated stream any replica answers a read, and a follower may not have
+    the latest events: a handler reads the aggregate of the message it handles
+    `including` that message, and a history without it is read again, then refused
+    (StreamUnavailableError: retried later), never decided from."""
+    model_id = new_id("mdl")
+    seq = await store.append(_model_created(model_id), expected=0)
+    assert (await store.read_aggregate("model", model_id, including=seq)).last_seq == seq
+    with pytest.raises(StreamUnavailableError, match=f"without its event {seq + 1}"):
+        await store.read_aggregate("model", model_id, including=seq + 1)
 
 
 async def test_read_from_follows_in_order(store: EventStore) -> None:

@@ -6,10 +6,17 @@ import asyncio
 
 import asyncpg
 
-from events import EventStore
-from projections import Projector
+from events import EventStore, new_id
+from projections import Projector, queries
 from projections.rebuild import rebuild
-from tests.projections._support import assert_as_a_fresh_replay, dump, running, wait_checkpoint
+from tests._events import job_requested
+from tests.projections._support import (
+    append_all,
+    assert_as_a_fresh_replay,
+    dump,
+    running,
+    wait_checkpoint,
+)
 from tests.projections._workload import append_workload
 
 
@@ -63,3 +70,26 @@ async def test_rebuild_without_a_live_schema(
     assert report.checkpoint == last
     assert await _schemas(db) == {"read_model"}
     await assert_as_a_fresh_replay(database_url, store, db, last)
+
+
+async def test_a_jobs_input_url_is_projected_redacted_and_rebuilt(
+    database_url: str, store: EventStore, db: asyncpg.Connection
+) -> None:
+    signed = "https://files.example/in.png?X-Amz-Signature=s3cr3t&X-Amz-Expires=600"
+    shown = "https://files.example/in.png?X-Amz-Signature=***&X-Amz-Expires=***"
+    by_url = job_requested(new_id("job"), "usr_a", input_key="", input_url=signed)
+    uploaded = job_requested(new_id("job"), "usr_a")
+    last = await append_all(store, [by_url, uploaded])
+
+    async def input_urls() -> dict[str, str | None]:
+        jobs = [await queries.get_job(db, job.aggregate_id) for job in (by_url, uploaded)]
+        return {job.id: job.input_url for job in jobs if job is not None}
+
+    async with running(Projector(database_url, store)):
+        await wait_checkpoint(database_url, last)
+        expected = {by_url.aggregate_id: shown, uploaded.aggregate_id: None}
+        assert await input_urls() == expected
+        await rebuild(database_url, store)
+        assert await input_urls() == expected
+    raw = await db.fetch("SELECT input_url FROM read_model.jobs")
+    assert all("s3cr3t" not in (row["input_url"] or "") for row in raw)

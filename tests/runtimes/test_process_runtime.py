@@ -252,11 +252,13 @@ async def test_concurrency_per_version_and_close(work_root: Path, tmp_path: Path
     assert all(o.ok for o in outcomes)
     assert len({o.result["pid"] for o in outcomes if o.result}) == 1  # one worker, serialised
     assert runtime.live_workers == 1
+    assert runtime.warm_workers() == {artifact.reference: (1, 0)}  # (idle, busy)
 
     sleeper = await build(runtime, "sleeper")
     job = make_job(tmp_path, timeout_s=60)
     task = asyncio.create_task(runtime.run_job(sleeper, job))
     await wait_until(lambda: runtime.live_workers == 2, timeout_s=30, what="a second worker")
+    assert runtime.warm_workers() == {artifact.reference: (1, 0), sleeper.reference: (0, 1)}
     await runtime.close()
     outcome = await asyncio.wait_for(task, 5)
     assert not outcome.ok

@@ -3,6 +3,8 @@ and checked, and the store opened without I/O."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,22 @@ def test_the_file_backend_is_the_default(tmp_path: Path) -> None:
     settings = Settings.from_env({"CLINAI_DATA_DIR": str(tmp_path)})
     assert settings.blob_backend == "file"
     assert isinstance(open_blob_store(settings), FileBlobStore)
+
+
+def test_the_file_backend_does_not_load_the_s3_client(tmp_path: Path) -> None:
+    # A fresh interpreter: this one may have imported the s3 backend for other tests.
+    code = (
+        "import sys\n"
+        "import services.api.app, services.executor, services.notifier, services.builder\n"
+        "from services.infra.connections import open_blob_store\n"
+        "from services.settings import Settings\n"
+        f"open_blob_store(Settings.from_env({{'CLINAI_DATA_DIR': {str(tmp_path)!r}}}))\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'aiobotocore', 'botocore'}))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "[]"
 
 
 async def test_the_s3_backend_from_the_environment(tmp_path: Path) -> None:

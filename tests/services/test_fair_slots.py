@@ -28,6 +28,40 @@ async def test_an_owner_alone_takes_free_slots_at_once() -> None:
     assert slots.running("a") == 2 and slots.waiting == 0
 
 
+async def test_an_owners_jobs_start_in_submission_order() -> None:
+    """Not in the order they reached this executor: the jobs of an executor that died
+    come back (redelivered) after newer ones, and have waited already. In the cluster
+    test they re-ran 10-24 s after the kill, behind the survivor's queue, against 10 s
+    wanted."""
+    slots = FairSlots(1)
+    await slots.acquire("a")
+    order: list[int] = []
+
+    async def job(seq: int) -> None:
+        await slots.acquire("a", seq=seq)
+        order.append(seq)
+
+    newer = [asyncio.create_task(job(seq)) for seq in range(100, 120)]
+    await asyncio.sleep(0)  # let them reach their places in the queue (no timing involved)
+    redelivered = [asyncio.create_task(job(seq)) for seq in (7, 3, 5)]
+    await asyncio.sleep(0)
+    for _ in range(5):
+        slots.release("a")
+        await asyncio.sleep(0)
+    assert order == [3, 5, 7, 100, 101]
+    newer[5].cancel()  # a job cancelled while it waits leaves the queue
+    await asyncio.gather(newer[5], return_exceptions=True)
+    slots.release("a")
+    await asyncio.sleep(0)
+    slots.release("a")
+    await asyncio.sleep(0)
+    assert order[-2:] == [102, 103]
+    for task in [*newer, *redelivered]:
+        task.cancel()
+    await asyncio.gather(*newer, *redelivered, return_exceptions=True)
+    assert slots.waiting == 0
+
+
 async def test_another_owners_job_gets_the_next_free_slot() -> None:
     slots = FairSlots(2)
     await slots.acquire("a")
