@@ -292,9 +292,12 @@ async def store_parts(blobs: BlobStore, typed: TypedInputs, job_id: str) -> Type
         if moved(key):
             new = input_key(job_id, source.name)
             path = (await blobs.spool_dir()) / f"part-{uuid.uuid4().hex}"
-            await blobs.download_to(key, path)
-            await blobs.move_in(new, path, _part(source).content_type)
-            await blobs.delete(key)
+            try:
+                await blobs.download_to(key, path)
+                await blobs.delete(key)  # first: `inputs/<job>` may be in the folder's way
+                await blobs.move_in(new, path, _part(source).content_type)
+            finally:
+                path.unlink(missing_ok=True)
             key = new
         keys[id(source)] = key
     files = tuple(

@@ -369,3 +369,40 @@ async def test_an_upload_whose_signature_cannot_be_read_is_refused_naming_the_pa
     )
     versions = await owner.get(f"/v1/models/{model['id']}/versions")
     assert versions.body["items"] == []
+
+
+async def test_a_typed_input_named_input_next_to_other_files_reaches_the_run(
+    full_stack: Stack, owner: Client
+) -> None:
+    # The form's `input` part streams to the legacy single input's key, the others to
+    # the job's folder: the store cannot keep both, so `input` is copied into the folder.
+    model = (await owner.post("/v1/models", json={"name": f"ti-{uuid.uuid4().hex[:8]}"})).body
+    reply = await owner.upload(
+        f"/v1/models/{model['id']}/versions",
+        "package",
+        "p.zip",
+        zip_folder(PACKAGES / "typed_input"),
+    )
+    assert reply.status == 201, reply.body
+    version_id = reply.body["id"]
+    deadline = time.monotonic() + 240
+    while (v := (await owner.get(f"/v1/versions/{version_id}")).body)["status"] not in (
+        "ready",
+        "failed",
+    ):
+        assert time.monotonic() < deadline, v
+        await asyncio.sleep(0.2)  # polling interval for a build that takes seconds
+    assert v["status"] == "ready", v
+    reply = await owner.post(
+        "/v1/jobs",
+        data=_form(
+            {"version": version_id},
+            [("input", "a.txt", b"abcd"), ("more", "b.txt", b"xy"), ("more", "c.txt", b"z")],
+        ),
+    )
+    assert reply.status == 202, reply.body
+    job = await _ended(owner, reply.body["id"])
+    assert job["status"] == "succeeded", job
+    assert job["result"] == {"input": 4, "more": [2, 1]}
+    event = await _requested(full_stack, job["id"])
+    assert all(f.key.startswith(f"inputs/{job['id']}/") for f in event.input_files), event
