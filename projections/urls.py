@@ -12,12 +12,16 @@ are kept as given. Only the executor, reading the job's event, sees the URL whol
 
 from __future__ import annotations
 
+import re
 from typing import Final
 from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["HIDDEN", "redacted_url"]
+__all__ = ["HIDDEN", "redacted_url", "redacted_urls_in"]
 
 HIDDEN: Final = "***"
+
+# A URL in prose: up to white space or a quote, not counting punctuation that ends it.
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]*[^\s'\"<>.,;:!?)]")
 
 
 def redacted_url(url: str) -> str:
@@ -38,3 +42,9 @@ def redacted_url(url: str) -> str:
 def _hidden_value(item: str) -> str:
     name, equals, _ = item.partition("=")
     return f"{name}={HIDDEN}" if equals else HIDDEN
+
+
+def redacted_urls_in(text: str) -> str:
+    """`text` (an error message, say, quoting a URL it could not fetch) with every URL
+    in it redacted as `redacted_url` does."""
+    return _URL_IN_TEXT.sub(lambda match: redacted_url(match.group()), text)

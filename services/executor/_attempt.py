@@ -17,6 +17,7 @@ import msgspec
 
 from events import BlobRef, JobRequested, OutputFile
 from events.text import json_problem
+from projections.urls import redacted_urls_in
 from services.blobstore import BlobError, BlobNotFoundError, BlobStore
 from services.executor._claims import (
     ResultLimits,
@@ -110,7 +111,8 @@ class Attempt:
                 key = file.key
                 files.append((file.name, await self._fetch_input(file.name, key, file.url)))
         except InputUnavailableError as err:
-            return AttemptResult(kind="input_unavailable", message=str(err))
+            # The URL may be a presigned link: its signature stays out of the job's record.
+            return AttemptResult(kind="input_unavailable", message=redacted_urls_in(str(err)))
         except BlobNotFoundError:
             return AttemptResult(
                 kind="infrastructure",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from projections.urls import redacted_url
+from projections.urls import redacted_url, redacted_urls_in
 
 
 @pytest.mark.parametrize(
@@ -31,3 +31,16 @@ from projections.urls import redacted_url
 )
 def test_a_url_is_shown_without_its_secrets(given: str, shown: str) -> None:
     assert redacted_url(given) == shown
+
+
+def test_every_url_in_a_message_is_shown_without_its_secrets() -> None:
+    message = (
+        "could not fetch https://b.s3.amazonaws.com/a.png?X-Amz-Signature=s3cr3t, "
+        "redirected to 'http://tok@files.example/b?k=v'; giving up"
+    )
+    shown = redacted_urls_in(message)
+    assert shown == (
+        "could not fetch https://b.s3.amazonaws.com/a.png?X-Amz-Signature=***, "
+        "redirected to 'http://***@files.example/b?k=***'; giving up"
+    )
+    assert redacted_urls_in("HTTP 404, nothing to hide") == "HTTP 404, nothing to hide"
