@@ -65,8 +65,9 @@ _TEXT_FIELDS = _JOB_FIELDS - {"input"}
 
 async def create_job(request: Request) -> Response:
     """The input as a multipart file, or (a JSON body) a direct upload's id or a URL.
-    `?wait=S`: answer once the job has ended (200), or after S seconds with the job as
-    it is then (202), saving a client the long poll that would follow."""
+    `?wait=S` (or `Prefer: wait=S`): answer once the job has ended (200), or after S
+    seconds with the job as it is then (202), saving a client the long poll that would
+    follow."""
     svc = services(request)
     caller = await svc.caller(request)
     wait = _wait_s(svc, request)
@@ -498,10 +499,15 @@ async def job_result(request: Request) -> Response:
 
 
 def _wait_s(svc: ApiServices, request: Request) -> float:
-    """`?wait=`: how long a request may wait for its job to end, capped by the setting."""
+    """`?wait=`, else the `Prefer: wait=S` header (RFC 7240, as Replicate's API takes
+    it; a bare `wait` is the longest): how long a request may wait for its job to end,
+    capped by the setting."""
     cap = svc.settings.max_long_poll_s
+    given = request.query_params.get("wait")
+    if given is None:
+        given = _preferred_wait(request.headers.get("prefer", ""), cap)
     try:
-        wait = float(request.query_params.get("wait", "0"))
+        wait = float(given)
     except ValueError:
         wait = math.nan
     if not math.isfinite(wait) or wait < 0:
@@ -509,6 +515,14 @@ def _wait_s(svc: ApiServices, request: Request) -> float:
             422, "Invalid wait", f"wait is a number of seconds from 0 (longer waits count as {cap})"
         )
     return min(wait, cap)
+
+
+def _preferred_wait(prefer: str, cap: float) -> str:
+    for preference in prefer.split(","):
+        name, equals, value = preference.split(";")[0].strip().partition("=")
+        if name.strip().lower() == "wait":
+            return value.strip().strip('"') if equals else str(cap)
+    return "0"
 
 
 async def _settled_job(

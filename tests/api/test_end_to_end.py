@@ -207,6 +207,17 @@ async def test_a_submission_with_wait_answers_with_the_ended_job(full_stack: Sta
     assert done.body["status"] == "succeeded" and done.body["result"]["bytes"] == len(png)
     assert [o["name"] for o in done.body["outputs"]] == ["echo.txt"]
     assert done.body["seq"] > 0
+    # The same asked for as Replicate's clients ask: `Prefer: wait=N`, or a bare `wait`;
+    # `?wait=` wins over the header.
+    for prefer in ("wait=60", "respond-async, wait"):
+        preferred = await alice.upload(
+            "/v1/jobs", "input", "in.png", png, headers={"Prefer": prefer}, version=noop
+        )
+        assert preferred.status == 200 and preferred.body["status"] == "succeeded", prefer
+    at_once = await alice.upload(
+        "/v1/jobs?wait=0", "input", "in.png", png, headers={"Prefer": "wait=60"}, version=noop
+    )
+    assert at_once.status == 202, at_once.body
     # Past the wait, the job as it is then, to be polled as after any submission.
     sleeper = await _upload(alice, zip_folder(PACKAGES / "sleeper"))
     assert (await _wait_version(alice, sleeper))["status"] == "ready"
@@ -215,6 +226,9 @@ async def test_a_submission_with_wait_answers_with_the_ended_job(full_stack: Sta
     assert pending.body["status"] in ("queued", "running")
     assert (await alice.post(f"/v1/jobs/{pending.body['id']}/cancel")).status == 202
     bad = await alice.upload("/v1/jobs?wait=soon", "input", "in.png", png, version=noop)
+    assert bad.status == 422 and "wait" in bad.body["detail"]
+    headers = {"Prefer": "wait=soon"}
+    bad = await alice.upload("/v1/jobs", "input", "in.png", png, headers=headers, version=noop)
     assert bad.status == 422 and "wait" in bad.body["detail"]
 
 
