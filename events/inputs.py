@@ -14,9 +14,10 @@ InputKind = Literal["file", "str", "int", "float", "bool"]
 Choice = str | int | float | bool
 
 
-class InputParam(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """One parameter of `run`: its scalar kind, whether it is a list of them (`many`) or
-    may be null, its literal choices, constraints (`Input(...)`) and default."""
+class _Typed(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """What an input and a declared result's key have in common: a name, a scalar kind,
+    whether it is a list of them (`many`) or may be null, its literal choices, and
+    whether it must be given."""
 
     name: str
     kind: InputKind
@@ -24,6 +25,11 @@ class InputParam(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     nullable: bool = False
     choices: tuple[Choice, ...] | None = None
     required: bool = True
+
+
+class InputParam(_Typed, frozen=True, kw_only=True, omit_defaults=True):
+    """One parameter of `run`, with its constraints (`Input(...)`) and default."""
+
     default: Any = None  # when not required
     description: str = ""
     ge: float | None = None
@@ -35,16 +41,9 @@ class InputParam(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     pattern: str | None = None
 
 
-class OutputField(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+class OutputField(_Typed, frozen=True, kw_only=True, omit_defaults=True):
     """One key of the result a `run` declares (a TypedDict return annotation); a
     `file` names a file the model wrote into its output folder."""
-
-    name: str
-    kind: InputKind
-    many: bool = False
-    nullable: bool = False
-    choices: tuple[Choice, ...] | None = None
-    required: bool = True
 
 
 class InputSchema(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
