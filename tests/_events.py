@@ -1,13 +1,16 @@
-"""Events made by hand for the tests: the envelope filled in once, the fields by the test."""
+"""Events made by hand for the tests (the envelope filled in once, the fields by the
+test), and a job's request read back from a running stack's log."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from events import Event, JobRequested, new_event_id
+import nats
 
-__all__ = ["job_requested", "new_event"]
+from events import Event, EventStore, JobRequested, new_event_id
+
+__all__ = ["job_requested", "logged_job_request", "new_event"]
 
 E = TypeVar("E", bound=Event)
 
@@ -45,3 +48,16 @@ def job_requested(job_id: str, owner: str, **fields: Any) -> JobRequested:
         **fields,
     }
     return new_event(JobRequested, job_id, owner=owner, **request)
+
+
+async def logged_job_request(nats_url: str, stream: str, job_id: str) -> JobRequested:
+    """The `JobRequested` of `job_id` as the log holds it."""
+    nc = await nats.connect(nats_url)
+    try:
+        history = await (await EventStore.open(nc, stream=stream)).read_aggregate("job", job_id)
+    finally:
+        await nc.drain()
+    event = history.events[0].event
+    if not isinstance(event, JobRequested):
+        raise AssertionError(f"{job_id} begins with {type(event).__name__}, not JobRequested")
+    return event

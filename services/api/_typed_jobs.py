@@ -19,6 +19,7 @@ import msgspec
 import orjson
 
 from events import InputFile, InputParam, json_problem
+from projections.urls import redacted_url
 from services.api._input_sweep import input_key
 from services.api.auth import Principal
 from services.api.problems import ApiError
@@ -29,6 +30,7 @@ from services.blobstore import BlobStore, BlobWriter
 from services.packages.schema import CompiledInputs, InputsInvalidError, describe
 
 __all__ = [
+    "URL_CONTENT_TYPE",
     "FileSource",
     "TypedInputs",
     "claimed",
@@ -36,13 +38,16 @@ __all__ = [
     "first_file",
     "from_form",
     "from_json",
+    "has_urls",
     "invalid_inputs",
     "only_legacy_fields",
     "part_key",
+    "seal_urls",
     "store_parts",
     "with_upload",
 ]
 
+URL_CONTENT_TYPE = "text/uri-list"  # an input URL kept whole in the store
 _PART = "\x00part:"  # a file part's placeholder while the inputs are checked
 
 
@@ -71,10 +76,9 @@ class TypedInputs(msgspec.Struct, frozen=True, kw_only=True):
         out: list[InputFile] = []
         for source in self.files:
             key, filename, size = key_of(source)
+            url = None if source.url is None else redacted_url(source.url)  # whole at `key`
             out.append(
-                InputFile(
-                    name=source.name, key=key, url=source.url, filename=filename, size_bytes=size
-                )
+                InputFile(name=source.name, key=key, url=url, filename=filename, size_bytes=size)
             )
         return tuple(out)
 
@@ -303,7 +307,7 @@ async def store_parts(blobs: BlobStore, typed: TypedInputs, job_id: str) -> Type
     files = tuple(
         msgspec.structs.replace(f, key=keys[id(f)]) if id(f) in keys else f for f in typed.files
     )
-    return msgspec.structs.replace(typed, files=files)
+    return await seal_urls(blobs, msgspec.structs.replace(typed, files=files), job_id)
 
 
 def _part(source: FileSource) -> ReceivedFile:
@@ -325,7 +329,26 @@ def file_key(source: FileSource, uploaded: ClaimedUpload | None) -> tuple[str, s
         return source.key, source.part.filename, source.part.size
     if source.upload_id is not None and uploaded is not None:
         return uploaded.key, uploaded.filename, uploaded.size
-    return "", source.name, 0
+    return source.key, source.name, 0  # a URL: `key` holds it (`seal_urls`)
+
+
+def has_urls(typed: TypedInputs) -> bool:
+    return any(source.url is not None for source in typed.files)
+
+
+async def seal_urls(blobs: BlobStore, typed: TypedInputs, job_id: str) -> TypedInputs:
+    """`typed` with each URL stored whole in the job's folder (its source's `key` set):
+    the event records the URL redacted, and the executor reads it from there."""
+    if not has_urls(typed):
+        return typed
+    files = []
+    for source in typed.files:
+        if source.url is not None and not source.key:
+            key = input_key(job_id, source.name)
+            await blobs.put_bytes(key, source.url.encode(), URL_CONTENT_TYPE)
+            source = msgspec.structs.replace(source, key=key)
+        files.append(source)
+    return msgspec.structs.replace(typed, files=tuple(files))
 
 
 async def claimed(

@@ -16,17 +16,21 @@ from starlette.routing import Route
 
 from events import TERMINAL_JOB_STATUSES, JobWebhook, json_problem
 from projections import queries
-from services.api._input_sweep import UNSETTLED, InputSweep
+from projections.urls import redacted_url
+from services.api._input_sweep import UNSETTLED, InputSweep, input_key
 from services.api._job_result import job_response, result_response
 from services.api._typed_jobs import (
+    URL_CONTENT_TYPE,
     TypedInputs,
     claimed,
     file_key,
     first_file,
     from_form,
     from_json,
+    has_urls,
     only_legacy_fields,
     part_key,
+    seal_urls,
     store_parts,
 )
 from services.api.auth import Principal
@@ -253,7 +257,7 @@ async def _append(
         params=job.params,
         timeout_s=job.timeout_s,
         webhook=job.webhook,
-        input_url=given.url,
+        input_url=None if given.url is None else redacted_url(given.url),
         inputs=None if typed is None else typed.values,
         input_files=files,
     )
@@ -314,12 +318,21 @@ async def _create_from_json(
                 url = _input_url(svc, body.input_url or "")
                 job_id = ctx.resource_id("job")
                 name = safe_filename(unquote(urlsplit(url).path.rsplit("/", 1)[-1]), "input")
-                given = _JobInput(key="", filename=name, size=0, url=url)
+                given = _JobInput(key=input_key(job_id), filename=name, size=0, url=url)
+        # An input URL is often a presigned link: the event holds it redacted, the
+        # store (`inputs/<job>...`) holds it whole for the executor.
+        sealing = given.url is not None or (typed is not None and has_urls(typed))
         try:
+            if given.url is not None:
+                await svc.blobs.put_bytes(given.key, given.url.encode(), URL_CONTENT_TYPE)
+            if typed is not None:
+                typed = await seal_urls(svc.blobs, typed, job_id)
             created = await _append(svc, ctx, caller, job, job_id, given, typed, uploaded)
-        except ConflictError as err:
-            if upload_id is not None:  # the upload's one job exists
-                raise upload_used(upload_id) from err
+        except BaseException as err:
+            if sealing:
+                await _discard_input(request, svc, (job_id,), err)
+            if isinstance(err, ConflictError) and upload_id is not None:
+                raise upload_used(upload_id) from err  # the upload's one job exists
             raise
     finally:
         svc.command_done(request)

@@ -163,6 +163,8 @@ class Attempt:
         (the runtime links it, read-only), else a download into the attempt's folder."""
         path = self._dir / "in" / name
         if url is not None:
+            if key:  # the event holds the URL redacted; the store, the URL itself
+                url = (await self._blobs.get_bytes(key)).decode()
             self._made_dir = True
             fetcher = self._url_inputs or UrlInputs.from_settings()
             await fetcher.fetch(url, path)

@@ -21,10 +21,13 @@ from aiohttp import web
 from events import new_id
 from services.embedded.sandbox_setup import check_bwrap
 from services.packages import zip_folder
+from tests._events import logged_job_request
 from tests._infra import free_port
 from tests._s3 import create_bucket, s3_env
 from tests.api._client import Client, new_user
 from tests.api.conftest import Stack, running_stack
+
+SIGNATURE = "s3cr3t"  # of the presigned links the file server checks
 
 PACKAGES = Path(__file__).resolve().parents[1] / "packages"
 MAX_INPUT = 1024 * 1024  # CLINAI_MAX_INPUT_BYTES in the stack (tests/api/conftest.py)
@@ -73,12 +76,14 @@ def version_id(full_stack: Stack) -> str:
 @pytest.fixture
 async def files() -> AsyncIterator[tuple[str, dict[str, bytes]]]:
     """A real HTTP server on loopback serving `files[path]`; '/hop' redirects to
-    '/in.bin'."""
+    '/in.bin'. A link signed with `X-Amz-Signature` must carry the right one."""
     served: dict[str, bytes] = {}
 
     async def handle(request: web.Request) -> web.StreamResponse:
         if request.path == "/hop":
             raise web.HTTPFound("/in.bin")
+        if request.query.get("X-Amz-Signature", SIGNATURE) != SIGNATURE:
+            raise web.HTTPForbidden()
         if request.path not in served:
             raise web.HTTPNotFound()
         return web.Response(body=served[request.path])
@@ -244,7 +249,7 @@ async def test_the_job_view_shows_its_input_url_redacted(
     served["/signed.bin"] = b"signed input"
     # As a presigned link: a signature in the query, a token as the userinfo.
     host = base.removeprefix("http://")
-    url = f"http://tok:pw@{host}/signed.bin?X-Amz-Signature=s3cr3t&X-Amz-Expires=60"
+    url = f"http://tok:pw@{host}/signed.bin?X-Amz-Signature={SIGNATURE}&X-Amz-Expires=60"
     shown = f"http://***@{host}/signed.bin?X-Amz-Signature=***&X-Amz-Expires=***"
     created = await alice.post("/v1/jobs", json={"version": version_id, "input_url": url})
     assert created.status == 202, created.body
@@ -256,7 +261,12 @@ async def test_the_job_view_shows_its_input_url_redacted(
     ended = (await alice.get(job_path, params={"wait": "60"})).body
     assert ended["status"] == "succeeded", ended
     assert ended["input_url"] == shown
-    assert "s3cr3t" not in str(ended) and "pw@" not in str(ended)
+    assert SIGNATURE not in str(ended) and "pw@" not in str(ended)
+    # The log too holds it redacted; the executor read it whole from the store.
+    settings = full_stack.settings
+    assert settings.nats_url is not None
+    logged = await logged_job_request(settings.nats_url, settings.stream_name, ended["id"])
+    assert logged.input_url == shown and logged.input_key
     # A job on an uploaded input has none.
     upload = await _new_upload(alice)
     status, _ = await _send(upload, b"uploaded")

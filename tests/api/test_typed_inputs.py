@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import nats
 import pytest
 from aiohttp import web
 
-from events import EventStore, JobRequested
+from events import JobRequested
 from services.embedded.sandbox_setup import check_bwrap
 from services.packages import zip_folder
+from tests._events import logged_job_request
 from tests._infra import free_port
 from tests.api._client import Client, new_user
 from tests.api.conftest import Stack, running_stack
@@ -103,15 +103,9 @@ async def _ended(client: Client, job_id: str) -> dict[str, Any]:
 
 
 async def _requested(full_stack: Stack, job_id: str) -> JobRequested:
-    nc = await nats.connect(full_stack.settings.nats_url)
-    try:
-        store = await EventStore.open(nc, stream=full_stack.settings.stream_name)
-        history = await store.read_aggregate("job", job_id)
-    finally:
-        await nc.drain()
-    event = history.events[0].event
-    assert isinstance(event, JobRequested)
-    return event
+    settings = full_stack.settings
+    assert settings.nats_url is not None
+    return await logged_job_request(settings.nats_url, settings.stream_name, job_id)
 
 
 async def test_the_schema_endpoint_serves_each_version_s_inputs_as_json_schema(
@@ -259,6 +253,8 @@ async def test_a_typed_job_gets_a_file_path_and_a_float_with_defaults_applied(
 @pytest.fixture
 async def served() -> AsyncIterator[str]:
     async def handle(request: web.Request) -> web.StreamResponse:
+        if request.query.get("sig", "s3cr3t") != "s3cr3t":  # a signed link's signature
+            raise web.HTTPForbidden()
         return web.Response(body=b"from a url")
 
     app = web.Application()
@@ -274,7 +270,7 @@ async def served() -> AsyncIterator[str]:
 
 
 async def test_files_by_upload_id_and_by_url_in_a_json_body(
-    versions: _Versions, owner: Client, served: str
+    full_stack: Stack, versions: _Versions, owner: Client, served: str
 ) -> None:
     upload = (
         await owner.post("/v1/uploads", json={"filename": "up.txt", "content_type": "text/plain"})
@@ -290,10 +286,14 @@ async def test_files_by_upload_id_and_by_url_in_a_json_body(
         "/v1/jobs",
         json={
             "version": versions.typed,
-            "inputs": {"image": upload["id"], "more": [f"{served}/a.txt"], "note": "hi"},
+            "inputs": {"image": upload["id"], "more": [f"{served}/a.txt?sig=s3cr3t"], "note": "hi"},
         },
     )
     assert reply.status == 202, reply.body
+    # A URL may be a presigned link: the log holds it redacted, the store whole.
+    logged = await _requested(full_stack, reply.body["id"])
+    (logged_url,) = [f for f in logged.input_files if f.url]
+    assert logged_url.url == f"{served}/a.txt?sig=***" and logged_url.key
     assert reply.body["inputs"]["image"] == "image-up.txt"
     job = await _ended(owner, reply.body["id"])
     assert job["status"] == "succeeded", job
