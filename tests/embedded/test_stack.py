@@ -30,14 +30,16 @@ def _request(url: str, key: str | None = None, body: dict[str, str] | None = Non
 
 def _start(data_dir: Path, port: int) -> tuple[subprocess.Popen[str], list[str]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLINAI_") and k != "GOMAXPROCS"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "up", "--data-dir", str(data_dir),
-         "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env=env,
-    )  # fmt: skip
+    log = data_dir.with_name(data_dir.name + ".log")  # what it said, should it fail
+    with log.open("a") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", "up", "--data-dir", str(data_dir),
+             "--port", str(port)],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            env=env,
+        )  # fmt: skip
     assert proc.stdout is not None
     lines: list[str] = []
     deadline = time.monotonic() + 120
@@ -50,7 +52,9 @@ def _start(data_dir: Path, port: int) -> tuple[subprocess.Popen[str], list[str]]
             return proc, lines
     proc.kill()
     proc.wait()
-    pytest.fail(f"clinai up did not come up: {lines}")
+    proc.stdout.close()
+    said = log.read_text(errors="replace").splitlines()[-15:]
+    pytest.fail(f"clinai up did not come up: {lines}; its log ends: {said}")
 
 
 def _stop(proc: subprocess.Popen[str]) -> None:
