@@ -9,12 +9,13 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+from aiohttp import web
 
 from projections import LIVE_SCHEMA, apply_migrations
 from projections.db import connect
@@ -23,6 +24,7 @@ from services.embedded import EmbeddedPostgres
 __all__ = [
     "create_database",
     "drop_database",
+    "http_files",
     "migrate",
     "session_postgres",
     "short_tmp_dir",
@@ -155,3 +157,21 @@ def serving(
             proc.wait()
         if proc.stderr is not None:
             proc.stderr.close()
+
+
+@asynccontextmanager
+async def http_files(
+    handle: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> AsyncIterator[str]:
+    """A real HTTP server on loopback answering every GET with `handle` (a file server
+    as a model's inputs come from) for the block; yields its base URL."""
+    app = web.Application()
+    app.router.add_route("GET", "/{tail:.*}", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()

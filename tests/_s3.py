@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from aiobotocore.session import AioSession, get_session
 
@@ -23,6 +24,7 @@ __all__ = [
     "SECRET_KEY",
     "Gate",
     "create_bucket",
+    "raw",
     "s3_env",
     "s3_server",
     "s3_session",
@@ -156,3 +158,11 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
         pass
     finally:
         writer.transport.abort()
+
+
+async def raw(endpoint: str, method: str, **params: Any) -> Any:
+    """One call of a plain client, beside the store (as another writer would)."""
+    async with s3_session().create_client(
+        "s3", region_name="us-east-1", endpoint_url=endpoint
+    ) as client:
+        return await getattr(client, method)(**params)

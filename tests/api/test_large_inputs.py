@@ -22,7 +22,7 @@ from events import new_id
 from services.embedded.sandbox_setup import check_bwrap
 from services.packages import zip_folder
 from tests._events import logged_job_request
-from tests._infra import free_port
+from tests._infra import http_files
 from tests._s3 import create_bucket, s3_env
 from tests.api._client import Client, new_user
 from tests.api.conftest import Stack, running_stack
@@ -88,16 +88,8 @@ async def files() -> AsyncIterator[tuple[str, dict[str, bytes]]]:
             raise web.HTTPNotFound()
         return web.Response(body=served[request.path])
 
-    app = web.Application()
-    app.router.add_route("GET", "/{tail:.*}", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield f"http://127.0.0.1:{port}", served
-    finally:
-        await runner.cleanup()
+    async with http_files(handle) as base:
+        yield base, served
 
 
 async def _new_upload(client: Client, filename: str = "in.txt") -> dict[str, Any]:

@@ -22,7 +22,7 @@ from events import JobRequested
 from services.embedded.sandbox_setup import check_bwrap
 from services.packages import zip_folder
 from tests._events import logged_job_request
-from tests._infra import free_port
+from tests._infra import http_files
 from tests.api._client import Client, new_user
 from tests.api.conftest import Stack, running_stack
 
@@ -257,16 +257,8 @@ async def served() -> AsyncIterator[str]:
             raise web.HTTPForbidden()
         return web.Response(body=b"from a url")
 
-    app = web.Application()
-    app.router.add_route("GET", "/{tail:.*}", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+    async with http_files(handle) as base:
+        yield base
 
 
 async def test_files_by_upload_id_and_by_url_in_a_json_body(

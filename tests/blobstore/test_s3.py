@@ -5,9 +5,7 @@ HTTP client, the prefix, and the typed errors of an unusable store."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
@@ -20,24 +18,7 @@ from services.blobstore import (
 )
 from services.blobstore.s3 import MIN_PART_SIZE
 from tests._infra import free_port
-from tests._s3 import SECRET_KEY, create_bucket, s3_server, s3_session, s3_store
-
-
-@pytest.fixture
-async def store(s3_endpoint: str, tmp_path: Path) -> AsyncIterator[S3BlobStore]:
-    instance = await s3_store(s3_endpoint, tmp_path / "spool", part_size=MIN_PART_SIZE)
-    try:
-        yield instance
-    finally:
-        await instance.close()
-
-
-async def raw(endpoint: str, method: str, **params: Any) -> Any:
-    """One call of a plain client, beside the store (as another writer would)."""
-    async with s3_session().create_client(
-        "s3", region_name="us-east-1", endpoint_url=endpoint
-    ) as client:
-        return await getattr(client, method)(**params)
+from tests._s3 import SECRET_KEY, create_bucket, raw, s3_server, s3_session, s3_store
 
 
 async def test_the_constructor_does_no_io(tmp_path: Path) -> None:

@@ -6,7 +6,6 @@ server-side copy; an abort or an outage leaves no object."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -14,19 +13,9 @@ import pytest
 
 from services.blobstore import BlobIntegrityError, BlobUnavailableError, S3BlobStore
 from services.blobstore.s3 import MIN_PART_SIZE
-from tests._s3 import Gate, s3_store
-from tests.blobstore.test_s3 import raw
+from tests._s3 import Gate, raw, s3_store
 
 PIECE = 64 * 1024
-
-
-@pytest.fixture
-async def store(s3_endpoint: str, tmp_path: Path) -> AsyncIterator[S3BlobStore]:
-    instance = await s3_store(s3_endpoint, tmp_path / "spool", part_size=MIN_PART_SIZE)
-    try:
-        yield instance
-    finally:
-        await instance.close()
 
 
 def _data(size: int) -> bytes:

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from services.domain.destinations import DestinationPolicy
 from services.executor._input_url import InputUnavailableError, UrlInputs
-from tests._infra import free_port
+from tests._infra import free_port, http_files
 
 LOOPBACK = DestinationPolicy.from_setting("127.0.0.0/8")
 
@@ -23,7 +23,6 @@ async def server() -> AsyncIterator[tuple[int, asyncio.Event]]:
     """'/in' (5 bytes), '/big' (streamed, no Content-Length), '/to-metadata' (a
     redirect), '/stuck' (answers once the event is set)."""
     release = asyncio.Event()
-    port = free_port()
 
     async def handle(request: web.Request) -> web.StreamResponse:
         match request.path:
@@ -42,16 +41,11 @@ async def server() -> AsyncIterator[tuple[int, asyncio.Event]]:
                 return web.Response(body=b"late")
         raise web.HTTPNotFound()
 
-    app = web.Application()
-    app.router.add_route("GET", "/{tail:.*}", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield port, release
-    finally:
-        release.set()
-        await runner.cleanup()
+    async with http_files(handle) as base:
+        try:
+            yield int(base.rsplit(":", 1)[1]), release
+        finally:
+            release.set()  # before the server waits for its handlers
 
 
 def _inputs(
