@@ -50,9 +50,8 @@ class StandingPulls:
         self._next_subject = next_subject
         self._concurrency = concurrency
         self._max_batch = max_batch
-        self._request_tail = orjson.dumps(
-            {"expires": int(expires_s * 1e9), "idle_heartbeat": int(heartbeat_s * 1e9)}
-        )[1:]  # `,"expires":...}` after the batch size
+        self._expires_ns = int(expires_s * 1e9)
+        self._heartbeat_ns = int(heartbeat_s * 1e9)
         self.heartbeat_s = heartbeat_s
         self._room = room
         self._nc: NATS | None = None
@@ -146,7 +145,9 @@ class StandingPulls:
         nc = self._nc
         if nc is None:
             return
-        payload = b'{"batch":%d,%s' % (batch, self._request_tail)
+        payload = orjson.dumps(
+            {"batch": batch, "expires": self._expires_ns, "idle_heartbeat": self._heartbeat_ns}
+        )
         try:
             await nc.publish(self._next_subject, payload, reply=self.inbox)
         except nats.errors.Error as err:
