@@ -100,7 +100,8 @@ class _Collector:
         # (file index, data, or (field, content type) to open its writer)
         self._pending: list[tuple[int, bytes | tuple[str, str]]] = []
         self._to_blob = False
-        self._prefix = f"upload-{uuid.uuid4().hex}"  # several requests share dest_dir
+        # Several requests share dest_dir: its files are named after one uuid per form.
+        self._prefix = "" if dest_dir is None else f"upload-{uuid.uuid4().hex}"
         self.fields: dict[str, str] = {}
         self.files: dict[str, ReceivedFile] = {}
         self._header_field = b""

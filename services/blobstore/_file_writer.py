@@ -16,16 +16,18 @@ __all__ = ["FileBlobWriter"]
 
 MoveIn = Callable[[str, Path, str], Awaitable[None]]
 PutBytes = Callable[[str, bytes, str], Awaitable[None]]
+NewPath = Callable[[], Awaitable[Path]]
 
 
 class FileBlobWriter:
-    """Pieces are gathered up to `buffer_size` bytes, then written in a worker thread."""
+    """Pieces are gathered up to `buffer_size` bytes, then written in a worker thread to
+    a file named by `new_path` (asked only then: a small blob never needs one)."""
 
     def __init__(
         self,
         key: str,
         content_type: str,
-        path: Path,
+        new_path: NewPath,
         *,
         move_in: MoveIn,
         put_bytes: PutBytes,
@@ -34,7 +36,8 @@ class FileBlobWriter:
         self.key = key
         self.size = 0
         self._content_type = content_type
-        self._path = path
+        self._new_path = new_path
+        self._path: Path | None = None
         self._move_in = move_in
         self._put_bytes = put_bytes
         self._buffer_size = buffer_size
@@ -63,6 +66,8 @@ class FileBlobWriter:
             await self.abort()
             raise
         self._done = True
+        if self._path is None:  # set with `_fh`, which was open
+            raise BlobError(f"the blob {self.key!r} has no file", hint="Write it again.")
         await self._move_in(self.key, self._path, self._content_type)  # takes the file
 
     async def abort(self) -> None:
@@ -82,6 +87,7 @@ class FileBlobWriter:
     async def _flush(self) -> None:
         data, self._buffer = self._buffer, bytearray()
         if self._fh is None:
+            self._path = await self._new_path()
             self._fh = await asyncio.to_thread(self._path.open, "xb")
         if data:
             await asyncio.to_thread(self._fh.write, data)
@@ -93,4 +99,5 @@ class FileBlobWriter:
 
     async def _discard(self) -> None:
         await self._close()
-        await asyncio.to_thread(self._path.unlink, True)
+        if self._path is not None:
+            await asyncio.to_thread(self._path.unlink, True)

@@ -151,15 +151,18 @@ class FileBlobStore:
     async def open_writer(self, key: str, content_type: str) -> FileBlobWriter:
         """Written to a file in `tmp/`, renamed into place by `commit`."""
         validate_key(key)
-        path = (await self.spool_dir()) / f"w-{uuid.uuid4().hex}"
         return FileBlobWriter(
             key,
             content_type,
-            path,
+            self._spool_path,
             move_in=self.move_in,
             put_bytes=self.put_bytes,
             buffer_size=self._chunk,
         )
+
+    async def _spool_path(self) -> Path:
+        """A new file's name in `spool_dir`: a writer's, once it outgrows its buffer."""
+        return (await self.spool_dir()) / f"w-{uuid.uuid4().hex}"
 
     async def spool_dir(self) -> Path:
         """`tmp/` under the root: a file written there is renamed in by `move_in`."""
@@ -189,6 +192,7 @@ class FileBlobStore:
                 if err.errno == errno.ENOENT and not path.exists():
                     raise  # the source is missing, not the tmp folder
                 self._put(key, content_type, lambda out: _copy(path, out))
+                path.unlink(missing_ok=True)
                 return
             fd = os.open(tmp, os.O_RDWR | os.O_CLOEXEC)
             try:
@@ -196,9 +200,11 @@ class FileBlobStore:
             finally:
                 os.close(fd)
             self._place(key, tmp, content_type)
-        finally:
+        except BaseException:
+            # Placed, both names are gone: only a failure leaves a file to remove.
             tmp.unlink(missing_ok=True)
             path.unlink(missing_ok=True)
+            raise
 
     def _put(self, key: str, content_type: str, fill: Callable[[BinaryIO], object]) -> None:
         tmp_dir = self.root / "tmp"
@@ -209,8 +215,9 @@ class FileBlobStore:
             tmp_blob = self._write_tmp(tmp_dir, fill, content_type)
         try:
             self._place(key, tmp_blob, content_type)
-        finally:
-            tmp_blob.unlink(missing_ok=True)
+        except BaseException:
+            tmp_blob.unlink(missing_ok=True)  # once placed, the name is gone: no unlink
+            raise
 
     def _write_tmp(
         self, tmp_dir: Path, fill: Callable[[BinaryIO], object], content_type: str
