@@ -16,11 +16,9 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from starlette.types import ASGIApp, Receive, Scope, Send
-
 from services.turns import wait_turn
 
-__all__ = ["SLOT_STATE", "KeySlots", "ReleaseKeySlot"]
+__all__ = ["SLOT_STATE", "KeySlots"]
 
 SLOT_STATE = "command_slot"  # the release of a request's slot, in `request.state`
 
@@ -113,22 +111,3 @@ class KeySlots:
 
 def _nothing() -> None:
     return None
-
-
-class ReleaseKeySlot:
-    """ASGI middleware: a command's slot is released once its response is sent, whatever
-    happened (a handler may release it sooner). Queries pass straight through."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD"):
-            await self.app(scope, receive, send)
-            return
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            release = (scope.get("state") or {}).get(SLOT_STATE)
-            if callable(release):
-                release()

@@ -29,20 +29,18 @@ import contextlib
 import logging
 import math
 import time
-from typing import Any
 
 import asyncpg
 import msgspec
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.api._rate_bucket import Bucket, Taken
 from services.api.problems import ApiError
 
-__all__ = ["LEASE_S", "RATE_STATE", "RateDecision", "RateLimitHeaders", "RateLimiter"]
+__all__ = ["LEASE_S", "RATE_STATE", "RateDecision", "RateLimiter"]
 
 log = logging.getLogger("clinai.api")
 
-RATE_STATE = "rate_limit"  # where a request's decision is kept in `request.state`
+RATE_STATE = "rate_limit"  # a request's decision in `request.state` (see _command_edge)
 LEASE_S = 0.5  # tokens held and not spent for this long go back to the bucket
 _PREFETCH_FROM = 4  # a lease this large is taken again in the background at half
 _CLOSE_S = 2.0  # the longest a stopping process tries to give its tokens back
@@ -82,6 +80,10 @@ class RateDecision(msgspec.Struct, frozen=True):
         if not self.allowed:
             headers["Retry-After"] = str(max(1, math.ceil(self.retry_after_s)))
         return headers
+
+    def raw_headers(self) -> list[tuple[bytes, bytes]]:
+        """`headers()` as an ASGI response's (names in lower case)."""
+        return [(name.lower().encode(), value.encode()) for name, value in self.headers().items()]
 
 
 class RateLimiter:
@@ -250,33 +252,3 @@ def _observed(task: asyncio.Task[int]) -> None:
     waits for will tell."""
     if not task.cancelled() and task.exception() is not None:
         log.debug("rate limit: a background take failed (%r)", task.exception())
-
-
-class RateLimitHeaders:
-    """ASGI middleware: a command's response carries its key's `RateLimit-*` headers
-    (the decision `request.state.rate_limit`). Queries pass straight through."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD"):
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                state: dict[str, Any] = scope.get("state") or {}
-                decision = state.get(RATE_STATE)
-                headers = list(message.get("headers", ()))
-                if isinstance(decision, RateDecision) and not any(
-                    name.lower() == b"ratelimit-limit" for name, _ in headers
-                ):
-                    headers += [
-                        (name.lower().encode(), value.encode())
-                        for name, value in decision.headers().items()
-                    ]
-                    message = {**message, "headers": headers}
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)

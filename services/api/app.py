@@ -26,9 +26,8 @@ from services.api import (
     routes_uploads,
     routes_webhooks,
 )
+from services.api._command_edge import CommandEdge
 from services.api._input_sweep import InputSweep
-from services.api._key_slots import ReleaseKeySlot
-from services.api._rate_limit import RateLimitHeaders
 from services.api.asyncapi import asyncapi_route
 from services.api.error_handlers import exception_handlers
 from services.api.problems import problem_response
@@ -174,8 +173,7 @@ def create_app(settings: Settings, *, blobs: BlobStore | None = None) -> Starlet
         lifespan=lifespan,
         middleware=[
             Middleware(HttpMetrics, metrics=metrics),
-            Middleware(ReleaseKeySlot),
-            Middleware(RateLimitHeaders),
+            Middleware(CommandEdge),
         ],
         exception_handlers=exception_handlers(),
     )

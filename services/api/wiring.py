@@ -109,9 +109,9 @@ class ApiServices:
         if request.method not in _QUERY_METHODS:
             if self.rate_limiter.enabled:
                 decision = await self.rate_limiter.check(principal.key_id)
-                setattr(request.state, RATE_STATE, decision)  # see RateLimitHeaders
+                setattr(request.state, RATE_STATE, decision)  # see CommandEdge
             release = await self.command_slots.acquire(principal.key_id)
-            setattr(request.state, SLOT_STATE, release)  # see ReleaseKeySlot
+            setattr(request.state, SLOT_STATE, release)  # see CommandEdge
         return principal
 
     def command_done(self, request: Request) -> None:
