@@ -10,6 +10,9 @@ The count is a query, so it is not made on every submission: an owner known (wit
 last `_FRESH_S`) to be below half their cap, counting what this process sent since, is
 let through at once. Other API processes' submissions of that owner and an admin's
 change of the cap are therefore seen within `_FRESH_S`, or as the owner nears the cap.
+Once the count is older, one submission counts again while the owner's others, in flight
+at the same time, are let through on the count they have (one query, not one each: 32
+concurrent clients made 32 at once every `_FRESH_S`).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ class _Known(msgspec.Struct):
     queued: int  # then, with what this process had sent and the read models lacked
     cap: int
     sent: int = 0  # jobs this process sent since
+    counting: bool = False  # a submission is counting again (the others go on this one)
 
 
 class JobAdmission:
@@ -52,10 +56,16 @@ class JobAdmission:
         """Refuse (429) when `owner` has `max_queued_jobs` jobs waiting to start."""
         now = time.monotonic()
         known = self._known.get(owner)
-        if known is not None and now - known.at < _FRESH_S:
-            if 2 * (known.queued + known.sent) < known.cap:
-                return
-        queue = await owner_queue(self._pool, owner)
+        below_half = known is not None and 2 * (known.queued + known.sent) < known.cap
+        if known is not None and below_half and (now - known.at < _FRESH_S or known.counting):
+            return
+        if known is not None:
+            known.counting = True
+        try:
+            queue = await owner_queue(self._pool, owner)
+        finally:
+            if known is not None:
+                known.counting = False  # replaced below, unless the count failed
         checkpoint = queue.checkpoint
         mine = self._unseen.get(owner)
         if mine is not None:
