@@ -25,7 +25,8 @@ _CAPS_KEPT = 10_000
 class RunningCaps:
     """How many jobs of an owner may run at once here: the user's own limit read from
     the log (kept for `ttl_s`, so an admin's change applies within that), else
-    `default` (0: no cap)."""
+    `default` (0: no cap). Once that is older, one job reads it again while the
+    owner's others go on what was read before (one read, not one each)."""
 
     def __init__(
         self,
@@ -40,12 +41,14 @@ class RunningCaps:
         self._ttl_s = ttl_s
         self._clock = clock
         self._known: dict[str, tuple[float, int]] = {}
+        self._reading: set[str] = set()  # owners whose limits are being read again
 
     async def cap(self, owner: str) -> int:
         now = self._clock()
         known = self._known.get(owner)
-        if known is not None and known[0] > now:
+        if known is not None and (known[0] > now or owner in self._reading):
             return known[1]
+        self._reading.add(owner)
         try:
             own = fold_user_limits((await self._store.read_aggregate("user", owner)).events)
         except ValueError:  # not a user id the log can hold: no limits of its own
@@ -54,6 +57,8 @@ class RunningCaps:
             # The log is away: keep what we knew.
             log.warning("could not read the limits of owner %s (%r)", owner, err)
             return known[1] if known is not None else self._default
+        finally:
+            self._reading.discard(owner)
         cap = self._default
         if own is not None and own.max_running_jobs is not None:
             cap = own.max_running_jobs
