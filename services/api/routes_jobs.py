@@ -531,6 +531,8 @@ def _wait_s(svc: ApiServices, request: Request) -> float:
 
 
 def _preferred_wait(prefer: str, cap: float) -> str:
+    if not prefer:  # most requests: no header to parse
+        return "0"
     for preference in prefer.split(","):
         name, equals, value = preference.split(";")[0].strip().partition("=")
         if name.strip().lower() == "wait":
