@@ -66,7 +66,7 @@ class ReceivedForm(msgspec.Struct, frozen=True):
         for _, received in self.all_files:
             if received.path is not None:
                 received.path.unlink(missing_ok=True)
-            if received.blob is not None:
+            if received.blob is not None and not received.blob.done:  # (no task to shield)
                 await asyncio.shield(received.blob.abort())
 
 

@@ -45,6 +45,10 @@ class FileBlobWriter:
         self._fh: BinaryIO | None = None
         self._done = False
 
+    @property
+    def done(self) -> bool:
+        return self._done
+
     async def write(self, data: bytes) -> None:
         self._check_open()
         self._buffer += data

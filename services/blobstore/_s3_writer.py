@@ -88,6 +88,10 @@ class S3BlobWriter:
     def incoming_key(prefix: str) -> str:
         return f"{prefix}{INCOMING}{uuid.uuid4().hex}"
 
+    @property
+    def done(self) -> bool:
+        return self._state in ("committed", "aborted")
+
     async def write(self, data: bytes) -> None:
         """Add `data`; waits while a full part is ready and the one before it is still
         being sent."""

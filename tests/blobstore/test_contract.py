@@ -273,8 +273,11 @@ async def test_a_writer_makes_the_blob_appear_whole_at_commit(store: BlobStore) 
     assert writer.size == len(data)
     assert not await store.exists("inputs/j1")  # nothing visible before the commit
     assert await store.list("") == []
+    assert not writer.done
     await writer.commit()
+    assert writer.done
     assert await store.get_bytes("inputs/j1") == data
+    assert list((await store.spool_dir()).iterdir()) == []  # no file left behind
     stream = await store.open_stream("inputs/j1")
     assert (stream.size, stream.content_type) == (len(data), "image/png")
     await stream.aclose()
@@ -288,8 +291,10 @@ async def test_a_writer_of_a_few_bytes_or_none(store: BlobStore) -> None:
         writer = await store.open_writer(key, "application/octet-stream")
         await writer.write(data)
         await writer.commit()
+        assert writer.done
         assert await store.get_bytes(key) == data
         assert await store.size(key) == len(data)
+    assert list((await store.spool_dir()).iterdir()) == []  # no file left behind
 
 
 async def test_a_writer_replaces_a_blob_atomically(store: BlobStore) -> None:
@@ -306,6 +311,7 @@ async def test_an_aborted_writer_leaves_nothing(store: BlobStore) -> None:
         writer = await store.open_writer("inputs/j1", "text/plain")
         await _write_in_pieces(writer, b"x" * size)
         await writer.abort()
+        assert writer.done
         await writer.abort()  # idempotent
         assert not await store.exists("inputs/j1")
         assert await store.list("") == []
