@@ -39,6 +39,7 @@ from services.domain.aggregates import JobState, VersionState, fold_job, fold_ve
 from services.executor._attempt import Attempt, AttemptResult
 from services.executor._claims import ResultLimits
 from services.executor._input_url import UrlInputs
+from services.executor._local_builds import LocalBuildError, LocalBuilds
 from services.executor._running import RunningJobs
 from services.metrics import JobMetrics
 from services.packages.schema import CompiledInputs, SchemaCache
@@ -97,12 +98,15 @@ class JobHandler:
         self._clock = clock
         self._built_versions: dict[str, VersionState] = {}
         self._schemas = SchemaCache()
+        self._local_builds = LocalBuilds(runtime, blobs, work_dir)
         self._metrics = metrics or JobMetrics()
 
     def artifact_versions(self) -> dict[str, str]:
-        """The version each remembered artifact was built for (reference -> version id)."""
+        """The version each remembered artifact was built for (reference -> version id),
+        by the reference run here (a rebuilt artifact's, see `_local_builds`)."""
+        here = self._local_builds.rebuilt()
         return {
-            version.built.artifact: version_id
+            here.get(version.built.artifact, version.built.artifact): version_id
             for version_id, version in self._built_versions.items()
             if version.built is not None
         }
@@ -296,12 +300,19 @@ class JobHandler:
                 f"executor runs {self._runtime.name}",
             )
             return None
-        return Artifact(
+        recorded = Artifact(
             runtime=built.runtime,
             reference=built.artifact,
             package_hash=built.artifact_details.get("package_hash", version.uploaded.package_hash),
             details=built.artifact_details,
         )
+        try:
+            return await self._local_builds.artifact(recorded, version.uploaded)
+        except LocalBuildError as err:
+            if not delivery.last_attempt:
+                raise RetryLater(str(err)) from err
+            await self._fail(state, "infrastructure", str(err))
+            return None
 
     async def _fail(self, state: JobState, kind: FailureKind, message: str) -> None:
         """End a job that never ran in this attempt (raises ConcurrencyConflictError)."""
