@@ -49,7 +49,7 @@ async def test_an_executor_without_the_builders_folder_rebuilds_the_artifact_onc
     version = await _built_elsewhere(settings, rig, tmp_path)
     built = (await events_of(rig.store, "version", version[1]))[-1]
     assert isinstance(built, VersionBuilt)
-    assert not Path(built.artifact).exists()
+    assert not await asyncio.to_thread(Path(built.artifact).exists)
     here = _host(settings, tmp_path, "executor-host")
     local_root = runtime_work_dir(here)
 
