@@ -15,7 +15,7 @@ import shutil
 import uuid
 from pathlib import Path
 
-from events import VersionUploaded
+from events import ClinaiError, VersionUploaded
 from services.blobstore import BlobError, BlobStore
 from services.infra.package_fetch import fetch_package
 from services.packages import PackageInvalidError
@@ -28,7 +28,7 @@ log = logging.getLogger("clinai.executor")
 _KEPT = 1024  # artifacts remembered (reference -> the one to run here)
 
 
-class LocalBuildError(Exception):
+class LocalBuildError(ClinaiError):
     """The artifact is not on this host and could not be rebuilt here (an infrastructure
     failure: another attempt, possibly on another executor, may succeed)."""
 
