@@ -57,14 +57,20 @@ class Ui:
         self.out.file.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
         self.out.file.flush()
 
-    def table(self, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    def table(self, columns: Sequence[str], rows: Sequence[Sequence[Any]], keep: int = 1) -> None:
+        """Rows under `columns`; the first `keep` columns (ids, names: what the user
+        copies into the next command) are never shortened on a terminal."""
         cells = [["" if c is None else str(c) for c in row] for row in rows]
         if not self.live:  # tab-separated, for cut and awk
             self.out.file.write("\t".join(columns).upper() + "\n")
             for row in cells:
                 self.out.file.write("\t".join(row) + "\n")
             return
-        table = Table(*columns, header_style="bold")
+        table = Table(header_style="bold")
+        for index, name in enumerate(columns):
+            kept = index < keep
+            widest = max((len(row[index]) for row in cells), default=0) if kept else None
+            table.add_column(name, no_wrap=kept, min_width=widest)
         for row in cells:
             table.add_row(*row, style=None)
         self.out.print(table)

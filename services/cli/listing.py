@@ -17,7 +17,7 @@ __all__ = ["cancel", "jobs", "logs", "models", "versions"]
 
 
 def _when(value: Any) -> str:
-    return str(value or "")[:19].replace("T", " ")
+    return str(value or "")[:16].replace("T", " ")
 
 
 async def models(api: Api, ui: Ui) -> int:
@@ -29,7 +29,7 @@ async def models(api: Api, ui: Ui) -> int:
         (m["id"], m["name"], m["latest_version"], m["visibility"], _when(m["updated_at"]))
         for m in items
     ]
-    ui.table(["id", "name", "versions", "visibility", "updated"], rows)
+    ui.table(["id", "name", "versions", "visibility", "updated"], rows, keep=2)
     return 0
 
 
