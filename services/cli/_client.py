@@ -79,6 +79,7 @@ class Api:
         timeout: aiohttp.ClientTimeout | None = None,
         **kw: Any,
     ) -> AsyncIterator[aiohttp.ClientResponse]:
+        answered = False
         for attempt in range(_RETRIES + 1):
             try:
                 async with self._http.request(
@@ -96,9 +97,12 @@ class Api:
                         raise await _problem(resp)
                     if seq := resp.headers.get("X-Clinai-Seq"):
                         self._seq = max(self._seq, int(seq))
+                    answered = True
                     yield resp
                     return
             except aiohttp.ClientConnectionError as err:
+                if answered:
+                    raise CliError(f"the connection to {self.url} was lost ({err}): retry") from err
                 raise unreachable(self.url, err) from err
         raise CliError(f"{self.url} stayed unavailable: retry later")  # pragma: no cover
 

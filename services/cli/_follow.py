@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import msgspec
 
 from events import BuildFailed, JobCanceled, JobFailed, JobSucceeded, VersionBuilt
@@ -37,14 +38,17 @@ async def resource_events(api: Api, path: str) -> AsyncIterator[tuple[str, dict[
         async with api.stream(path, headers) as resp:
             if resp.status == 204:
                 return
-            async for message in _messages(resp.content):
-                if message.id is not None:
-                    last = message.id
-                yield message.event, message.data
-                if message.event in TERMINAL:
-                    return
-            # The stream ended: after a terminal event (the caller stops reading), or
-            # the server went away (reconnect after the last event).
+            try:
+                async for message in _messages(resp.content):
+                    if message.id is not None:
+                        last = message.id
+                    yield message.event, message.data
+                    if message.event in TERMINAL:
+                        return
+            except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError):
+                pass  # cut off: reconnect after the last event
+            # The server ended the stream before the terminal event (it is stopping):
+            # reconnect after the last event, as an EventSource does.
     raise CliError(f"lost the event stream of {path} {_RECONNECTS} times: retry")
 
 

@@ -12,6 +12,8 @@ import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import aiohttp
+
 from services.cli._client import Api, open_api
 from services.cli._config import ApiConfig, load_config, save_config
 from services.cli._errors import CliError
@@ -81,8 +83,13 @@ def run_user_command(args: argparse.Namespace) -> int:
             )
         return asyncio.run(_with_api(load_config(), _command(args, ui)))
     except CliError as err:
-        ui.err.print(f"clinai {args.command}: {err.message}", markup=False, style="red")
-        return err.code
+        message, code = err.message, err.code
+    except aiohttp.ClientError as err:  # a connection cut while talking to the API
+        message, code = f"the connection to the API failed: {err!r}; try again", 1
+    except OSError as err:  # a file that cannot be read or written
+        message, code = (f"{err.strerror}: {err.filename}" if err.filename else str(err)), 1
+    ui.err.print(f"clinai {args.command}: {message}", markup=False, style="red")
+    return code
 
 
 def _command(args: argparse.Namespace, ui: Ui) -> Callable[[Api], Awaitable[int]]:
