@@ -24,7 +24,7 @@ import aiohttp
 import msgspec
 
 from services.cli._config import ApiConfig
-from services.cli._errors import ApiProblem, CliError
+from services.cli._errors import ApiProblem, ApiUnreachable, CliError
 
 __all__ = ["Api", "ProgressFile", "open_api"]
 
@@ -147,8 +147,8 @@ class Api:
             raise CliError(f"could not download {dest.name}: {err}") from err
 
 
-def unreachable(url: str, err: BaseException) -> CliError:
-    return CliError(
+def unreachable(url: str, err: BaseException) -> ApiUnreachable:
+    return ApiUnreachable(
         f"could not reach the ClinAI API at {url} ({err}). Is it running? Start one here "
         "with `clinai up` (or `make up`), or point clinai at yours with "
         "`clinai login --url URL` or CLINAI_API_URL."

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from events import ClinaiError
 
-__all__ = ["ApiProblem", "CliError"]
+__all__ = ["ApiProblem", "ApiUnreachable", "CliError"]
 
 
 class CliError(ClinaiError):
@@ -24,3 +24,7 @@ class ApiProblem(CliError):
         self.status = status
         self.title = title
         self.detail = detail
+
+
+class ApiUnreachable(CliError):
+    """No connection to the API (it is down, or the address is wrong)."""

@@ -79,7 +79,7 @@ async def logs(api: Api, ui: Ui, ref: str, follow: bool) -> int:
 
 async def _build_log(api: Api, ui: Ui, version_id: str, follow: bool) -> int:
     if follow:
-        async for kind, event in resource_events(api, f"/v1/versions/{version_id}/events"):
+        async for kind, event in resource_events(api, f"/v1/versions/{version_id}/events", ui.note):
             if kind == "BuildLogAppended":
                 ui.write(event["text"])
             elif kind == "BuildFailed":

@@ -79,7 +79,7 @@ async def _follow_build(api: Api, ui: Ui, version_id: str) -> str:
     """Print the build log as it comes; the failure's reason and last lines, if any."""
     failure = ""
     with ui.status("waiting for a builder") as update:
-        async for kind, event in resource_events(api, f"/v1/versions/{version_id}/events"):
+        async for kind, event in resource_events(api, f"/v1/versions/{version_id}/events", ui.note):
             _seen(api, event)
             if kind == "BuildStarted":
                 update(f"building on the {event.get('runtime', '')} runtime")

@@ -76,7 +76,7 @@ async def _submit(
 async def follow_job(api: Api, ui: Ui, job_id: str) -> dict[str, Any]:
     """The job's status live until it ends; then the job as the API shows it."""
     with ui.status(f"{job_id} queued") as update:
-        async for kind, event in resource_events(api, f"/v1/jobs/{job_id}/events"):
+        async for kind, event in resource_events(api, f"/v1/jobs/{job_id}/events", ui.note):
             if isinstance(event.get("seq"), int):
                 api.saw(event["seq"])  # the ended job's read below waits for it
             if kind == "JobStarted":

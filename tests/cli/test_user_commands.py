@@ -7,9 +7,13 @@ import asyncio
 import io
 import json
 import os
+import queue
 import shutil
 import stat
+import subprocess
 import sys
+import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -18,7 +22,7 @@ from PIL import Image
 
 from services.packages import zip_folder
 from tests.api._client import EXAMPLE_MODEL, Client
-from tests.api.conftest import Stack
+from tests.api.conftest import Stack, start_services, stop_services, wait_ready
 from tests.cli.conftest import Clinai, png
 
 PACKAGES = Path(__file__).resolve().parents[1] / "packages"
@@ -162,3 +166,45 @@ def test_logs_cancel_and_a_typed_float(
     assert [j["id"] for j in json.loads(listed.out)] == [sleeper_job]
     unknown = clinai("cancel", "job_unknown")
     assert unknown.code == 1 and "not found" in unknown.err
+
+
+def test_a_follower_carries_on_across_an_api_restart(
+    cli_stack: Stack, user_env: dict[str, str], clinai: Clinai, tmp_path: Path
+) -> None:
+    """Last in the module: it restarts the module's API."""
+    assert clinai("push", _model_folder(tmp_path, PACKAGES / "sleeper"), "--model", "s").code == 0
+    data = tmp_path / "data.txt"
+    data.write_text("x")
+    job_id = clinai("run", "s", f"input=@{data}").out.split()[0]
+    argv = [sys.executable, "-m", "services.cli", "logs", job_id, "--follow"]
+    with subprocess.Popen(
+        argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    ) as follower:
+        lines: queue.Queue[str] = queue.Queue()
+        reader = threading.Thread(target=lambda: [lines.put(x) for x in follower.stderr or []])
+        reader.start()
+        try:
+            deadline = time.monotonic() + 60
+            seen: list[str] = []
+            while not any(line.startswith(f"{job_id} running") for line in seen):  # seen live
+                seen.append(lines.get(timeout=max(0.1, deadline - time.monotonic())))
+            stop_services([cli_stack.procs[1]])  # the API, while the follower reads from it
+            while "is not answering" not in seen[-1]:  # it waits for the API to come back
+                seen.append(lines.get(timeout=max(0.1, deadline - time.monotonic())))
+            cli_stack.procs[1:2] = start_services(cli_stack.env, ["api"])
+            wait_ready(cli_stack.url, cli_stack.procs)
+            assert clinai("cancel", job_id).code == 0
+            assert follower.wait(timeout=60) == 0
+        finally:
+            follower.kill()
+            follower.wait()
+            reader.join(timeout=10)
+    rest = "".join(seen) + "".join(_drained(lines))
+    assert f"{job_id} canceling" in rest and "could not reach" not in rest
+
+
+def _drained(lines: queue.Queue[str]) -> list[str]:
+    out: list[str] = []
+    while not lines.empty():
+        out.append(lines.get_nowait())
+    return out
