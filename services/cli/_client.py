@@ -30,6 +30,9 @@ __all__ = ["Api", "ProgressFile", "open_api"]
 
 _RETRIES = 5  # a query answered 503 with Retry-After (read models behind, an outage)
 _CHUNK = 1024 * 1024
+# No bound on a whole transfer (a large upload takes what it takes), but on connecting
+# and on a silence longer than any long poll (`?wait=` is at most 60 s).
+_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=300)
 
 
 class _Problem(msgspec.Struct):
@@ -86,12 +89,12 @@ class Api:
                     method,
                     self.url + path,
                     headers=self._headers(headers),
-                    timeout=timeout or aiohttp.ClientTimeout(total=None, sock_connect=10),
+                    timeout=timeout or _TIMEOUT,
                     **kw,
                 ) as resp:
                     retry = resp.headers.get("Retry-After")
                     if resp.status == 503 and retry and method == "GET" and attempt < _RETRIES:
-                        await asyncio.sleep(min(float(retry), 5.0))  # as the server asks
+                        await asyncio.sleep(_pause(retry))  # as the server asks
                         continue
                     if resp.status >= 400:
                         raise await _problem(resp)
@@ -145,6 +148,14 @@ class Api:
                         advance(len(chunk))
         except aiohttp.ClientConnectionError as err:
             raise CliError(f"could not download {dest.name}: {err}") from err
+
+
+def _pause(retry_after: str) -> float:
+    """A `Retry-After` in seconds (an HTTP date counts as 1 s), at most 5."""
+    try:
+        return min(max(float(retry_after), 0.0), 5.0)
+    except ValueError:
+        return 1.0
 
 
 def unreachable(url: str, err: BaseException) -> ApiUnreachable:
