@@ -1,6 +1,6 @@
 """The `clinai` command: for operators `up`, `serve <service>`, `admin-key`,
 `projections rebuild|status`, `tail`; for the people who push models `login`, `push`,
-`run`, `predict`, `models`, `versions`, `jobs`, `logs`, `cancel` (in `user`)."""
+`run`, `predict`, `models`, `versions`, `jobs`, `logs`, `cancel`."""
 
 from __future__ import annotations
 

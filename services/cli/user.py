@@ -45,17 +45,19 @@ def add_user_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     run.add_argument("target", metavar="MODEL_OR_VERSION")
     run.add_argument("inputs", nargs="*", metavar="NAME=VALUE", help=inputs_help)
     run.add_argument("--wait", action="store_true", help="follow the job until it ends")
-    run.add_argument("-o", "--output", type=Path, help="download the outputs here (waits)")
-    run.add_argument("--timeout", type=float, help="the job's timeout in seconds")
+    run.add_argument(
+        "-o", "--output", type=Path, metavar="DIR", help="download the outputs here (waits)"
+    )
+    run.add_argument("--timeout", type=float, metavar="S", help="the job's timeout in seconds")
 
     predict = sub.add_parser(
         "predict", parents=[common], help="run a model folder here, in the sandbox, no server"
     )
     predict.add_argument("folder", type=Path)
     predict.add_argument("inputs", nargs="*", metavar="NAME=VALUE", help=inputs_help)
-    predict.add_argument("-o", "--output", type=Path, default=Path("outputs"),
+    predict.add_argument("-o", "--output", type=Path, default=Path("outputs"), metavar="DIR",
                          help="write the outputs here (default ./outputs)")  # fmt: skip
-    predict.add_argument("--timeout", type=float, help="the job's timeout in seconds")
+    predict.add_argument("--timeout", type=float, metavar="S", help="the job's timeout in seconds")
 
     sub.add_parser("models", parents=[common], help="your models (and public ones)")
     versions = sub.add_parser("versions", parents=[common], help="a model's versions")
