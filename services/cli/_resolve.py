@@ -26,14 +26,15 @@ async def all_items(api: Api, path: str, **params: str) -> AsyncIterator[dict[st
             return
 
 
-async def find_model(api: Api, ref: str) -> dict[str, Any] | None:
-    """The model `ref` names (an id, or a name: the caller's own first), or None."""
+async def find_model(api: Api, ref: str, *, own: bool = False) -> dict[str, Any] | None:
+    """The model `ref` names (an id, or a name: the caller's own first, or with `own`
+    only theirs), or None."""
     if ref.startswith("mdl_"):
         model: dict[str, Any] = await api.get(f"/v1/models/{ref}")
         return model
     me = (await api.get("/v1/me"))["user_id"]
     found = [m async for m in all_items(api, "/v1/models") if m["name"] == ref]
-    found.sort(key=lambda m: m["owner"] != me)
+    found = [m for m in found if m["owner"] == me] + ([] if own else found)
     return found[0] if found else None
 
 

@@ -19,7 +19,13 @@ from services.cli._errors import CliError
 from services.cli._follow import resource_events
 from services.cli._resolve import find_model
 from services.cli._ui import Ui
-from services.packages import PackageInfo, PackageInvalidError, inspect_package, zip_folder
+from services.packages import (
+    PackageInfo,
+    PackageInvalidError,
+    PackageLimits,
+    inspect_package,
+    zip_folder,
+)
 
 __all__ = ["checked_zip", "push"]
 
@@ -29,7 +35,7 @@ async def push(api: Api, ui: Ui, folder: Path, name: str) -> int:
         package = Path(tmp) / f"{name}.zip"
         info = await asyncio.to_thread(checked_zip, folder, package)
         ui.say(f"{folder}: {len(info.files)} files, {_interface(info)}")
-        model = await find_model(api, name)
+        model = await find_model(api, name, own=True)  # another's public one is not ours
         if model is None:
             model = await api.post("/v1/models", {"name": name})
             ui.say(f"created model {name} ({model['id']})")
@@ -62,7 +68,7 @@ def checked_zip(folder: Path, package: Path) -> PackageInfo:
         raise CliError(f"{folder} is not a folder: give the folder that holds predict.py")
     package.write_bytes(zip_folder(folder))
     try:
-        return inspect_package(package)
+        return inspect_package(package, PackageLimits())  # the server's defaults
     except PackageInvalidError as err:  # the same detail the server would answer
         detail = joined_detail(err.message, err.hint)
         raise CliError(f"{folder} is not a valid package: {detail}") from err

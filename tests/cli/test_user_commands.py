@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 
 from services.packages import zip_folder
-from tests.api._client import EXAMPLE_MODEL, Client
+from tests.api._client import EXAMPLE_MODEL, Client, new_user
 from tests.api.conftest import Stack, start_services, stop_services, wait_ready
 from tests.cli.conftest import Clinai, png
 
@@ -133,6 +133,33 @@ def test_a_broken_package_fails_before_any_upload_with_the_servers_message(
     assert "run is missing" in detail
     assert f"clinai push: {folder} is not a valid package: {detail}" in pushed.err
     assert "broken" not in clinai("models").out  # nothing was made
+
+
+def test_push_makes_a_model_of_its_own_beside_another_users_public_one(
+    cli_stack: Stack,
+    user_env: dict[str, str],
+    clinai: Clinai,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    folder = _model_folder(tmp_path, PACKAGES / "noop")
+    assert clinai("push", folder, "--model", "shared").code == 0
+    [theirs] = json.loads(clinai("models", "--json").out)
+
+    async def publish_and_make_another_user() -> str:
+        owner = Client(cli_stack.url, user_env["CLINAI_API_KEY"])
+        reply = await owner.request(
+            "PATCH", f"/v1/models/{theirs['id']}", json={"visibility": "public"}
+        )
+        assert reply.status == 202, reply
+        return str((await new_user(cli_stack.url, cli_stack.admin_key, "other")).key)
+
+    monkeypatch.setenv("CLINAI_API_KEY", asyncio.run(publish_and_make_another_user()))
+    pushed = clinai("push", folder, "--model", "shared")
+    assert pushed.code == 0, pushed
+    assert "created model shared" in pushed.out
+    listed = json.loads(clinai("models", "--json").out)
+    assert sorted(m["id"] == theirs["id"] for m in listed) == [False, True]
 
 
 def test_logs_cancel_and_a_typed_float(
