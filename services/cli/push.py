@@ -49,7 +49,11 @@ async def push(api: Api, ui: Ui, folder: Path, name: str) -> int:
                 version = await api.post_form(f"/v1/models/{model['id']}/versions", form)
     version_id = version["id"]
     ui.say(f"uploaded {name} version {version['number']} ({version_id}, {size} bytes); building")
-    failure = await _follow_build(api, ui, version_id)
+    try:
+        failure = await _follow_build(api, ui, version_id)
+    except asyncio.CancelledError:  # Ctrl-C: the build is not stopped by leaving
+        ui.note(f"the build goes on: `clinai logs {version_id} --follow` follows it")
+        raise
     final = await api.get(f"/v1/versions/{version_id}")
     if ui.json:
         ui.document(final)

@@ -6,6 +6,7 @@ succeeded (with it)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,11 @@ async def run(
             ui.say(f"{job['id']} {job['status']}")
             ui.note(f"follow it with `clinai logs {job['id']} --follow`")
         return 0
-    ended = await follow_job(api, ui, job["id"])
+    try:
+        ended = await follow_job(api, ui, job["id"])
+    except asyncio.CancelledError:  # Ctrl-C: the job is not stopped by leaving
+        ui.note(f"{job['id']} goes on: `clinai cancel {job['id']}` stops it")
+        raise
     saved = await download_outputs(api, ui, ended, out_dir) if out_dir is not None else []
     return show_job(ui, ended, saved)
 
