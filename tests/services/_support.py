@@ -7,7 +7,7 @@ import uuid
 import zipfile
 from pathlib import Path
 
-from events import Event, EventStore, JobCanceled, JobFailed, JobSucceeded, StoredEvent
+from events import TERMINAL_JOB_EVENTS, Event, EventStore, StoredEvent
 from services.blobstore import BlobStore
 from services.domain import CommandContext, Commands
 from services.domain.aggregates import JobState, VersionState, fold_job, fold_version
@@ -126,4 +126,4 @@ async def request_job(
 
 
 def terminal_events(history: list[StoredEvent]) -> list[Event]:
-    return [s.event for s in history if isinstance(s.event, JobSucceeded | JobFailed | JobCanceled)]
+    return [s.event for s in history if isinstance(s.event, TERMINAL_JOB_EVENTS)]
