@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import uuid
 import zipfile
+from datetime import datetime
 from pathlib import Path
 
 from events import TERMINAL_JOB_EVENTS, Event, EventStore, StoredEvent
@@ -105,6 +106,7 @@ async def request_job(
     params: dict[str, object] | None = None,
     data: bytes = b"hello",
     timeout_s: float = 30.0,
+    deadline: datetime | None = None,
 ) -> str:
     job_id = f"job_{uuid.uuid4().hex[:20]}"
     key = f"inputs/{job_id}/input.txt"
@@ -121,6 +123,7 @@ async def request_job(
         params=dict(params or {}),
         timeout_s=timeout_s,
         webhook=None,
+        deadline=deadline,
     )
     return job_id
 
