@@ -5,13 +5,14 @@ each."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import msgspec
 import pytest
 
-from events import Event, JobAborted, JobCanceled, JobRequested, JobStarted
+from events import Event, JobAborted, JobCanceled, JobRequested, JobStarted, JobSucceeded
 from services.runtimes.base import Runtime
 from services.settings import Settings
 from tests._infra import wait_until
@@ -116,3 +117,33 @@ async def test_a_job_waiting_for_a_slot_never_runs_past_its_deadline(
         for job_id in (late, waiting):
             events = await _ended_alone(rig, job_id)
             assert [type(e) for e in events] == [JobRequested, JobAborted], (job_id, events)
+
+
+async def test_deadlines_racing_starts_results_and_sweeps_end_each_job_once(
+    rig: Rig, version: tuple[str, str]
+) -> None:
+    """Jobs whose deadline falls while some wait, some start and some run, with an
+    executor and three sweeps (as API processes run them) all ending them: one end each,
+    and an aborted job never started."""
+    rig.services.executor()
+    due = _in(1.0)
+    jobs = [await rig.request_job(version, {"sleep": 0.3}, deadline=due) for _ in range(24)]
+
+    async def sweep_until_all_ended() -> None:
+        while True:
+            states = [await job_state(rig.store, job_id) for job_id in jobs]
+            if all(s.terminal for s in states):
+                return
+            queued = [j for j, s in zip(jobs, states, strict=True) if s.status == "queued"]
+            for job_id in queued:
+                await rig.commands.abort_overdue("service:api", job_id)
+            await asyncio.sleep(0.05)  # a sweep's period
+
+    await asyncio.wait_for(asyncio.gather(*(sweep_until_all_ended() for _ in range(3))), 60)
+    outcomes = set()
+    for job_id in jobs:
+        events = await _ended_alone(rig, job_id)
+        outcomes.add(type(events[-1]))
+        if isinstance(events[-1], JobAborted):
+            assert not any(isinstance(e, JobStarted) for e in events), events
+    assert JobAborted in outcomes and outcomes <= {JobSucceeded, JobCanceled, JobAborted}
