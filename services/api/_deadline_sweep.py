@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -22,6 +21,7 @@ import nats.errors
 
 from events import EventStoreError
 from projections import queries
+from services.api._periodic import repeat
 from services.domain import Commands
 from services.domain.context import ConflictError
 
@@ -79,14 +79,10 @@ class DeadlineSweep:
             return False
 
     async def run(self) -> None:
-        """Sweep every `interval_s` (the first after a random part of it, so that API
-        processes started together do not sweep together) until cancelled."""
-        delay = random.uniform(0.5, 1.0) * self._interval_s
-        while True:
-            await asyncio.sleep(delay)  # a period, not a synchronisation
-            delay = self._interval_s
-            try:
-                if aborted := await self.sweep():
-                    log.info("aborted %d queued job(s) past their deadline", aborted)
-            except _UNREACHABLE as err:
-                log.warning("deadline sweep skipped (%r); next in %.1f s", err, delay)
+        """Sweep every `interval_s` until cancelled."""
+        await repeat(self._logged, interval_s=self._interval_s, what="deadline sweep",
+                     errors=_UNREACHABLE)  # fmt: skip
+
+    async def _logged(self) -> None:
+        if aborted := await self.sweep():
+            log.info("aborted %d queued job(s) past their deadline", aborted)
