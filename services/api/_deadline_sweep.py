@@ -80,8 +80,9 @@ class DeadlineSweep:
 
     async def run(self) -> None:
         """Sweep every `interval_s` until cancelled."""
-        await repeat(self._logged, interval_s=self._interval_s, what="deadline sweep",
-                     errors=_UNREACHABLE)  # fmt: skip
+        await repeat(
+            self._logged, interval_s=self._interval_s, what="deadline sweep", errors=_UNREACHABLE
+        )
 
     async def _logged(self) -> None:
         if aborted := await self.sweep():
