@@ -184,3 +184,18 @@ async def test_a_running_job_is_canceled_at_its_deadline(
     )
     events = await _event_types(deadline_stack, alice, job_id)
     assert [t for t, _ in events] == ["JobRequested", "JobStarted", "JobCanceled"], events
+
+
+async def test_a_queued_job_past_its_deadline_is_aborted_with_no_executor_running(
+    deadline_stack: Stack, alice: Client, versions: dict[str, str]
+) -> None:
+    """Last in this module: it stops the stack's executor."""
+    executor = deadline_stack.procs[-1]
+    executor.terminate()
+    await asyncio.to_thread(executor.wait, 15)
+    created = await _submit(alice, versions["noop"], deadline_s="0.5")
+    assert created.status == 202, created.body
+    job = await _ended(alice, created)
+    assert job["status"] == "aborted" and job["started_at"] is None, job
+    events = await _event_types(deadline_stack, alice, created.body["id"])
+    assert [e for e, _ in events] == ["JobRequested", "JobAborted"], events
