@@ -29,7 +29,7 @@ def job_deadline(field: str | None, header: str | None, cap_s: float) -> datetim
     (setting CLINAI_MAX_JOB_DEADLINE_S)."""
     given = None if field is None or not field.strip() else _seconds(field, cap_s)
     after = None if header is None else _cancel_after(header, cap_s)
-    if given is not None and after is not None and given != after:
+    if given is not None and after is not None and not math.isclose(given, after, abs_tol=1e-6):
         raise ApiError(
             422,
             "Conflicting deadlines",
