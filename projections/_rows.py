@@ -125,6 +125,7 @@ JOBS: Final = TableSpec(
         "input_url",
         "params",
         "timeout_s",
+        "deadline",
         "webhook",
         "cancel_requested",
         "attempt",

@@ -26,6 +26,7 @@ from services.api import (
     routes_uploads,
     routes_webhooks,
 )
+from services.api._deadline_sweep import DeadlineSweep
 from services.api._input_sweep import InputSweep
 from services.api._key_slots import ReleaseKeySlot
 from services.api._rate_limit import RateLimitHeaders
@@ -134,17 +135,21 @@ def create_app(settings: Settings, *, blobs: BlobStore | None = None) -> Starlet
                 prefix=routes_uploads.UPLOAD_PREFIX,
                 job_of=routes_uploads.upload_job_of_key,
             )
+            deadlines = DeadlineSweep(
+                app.state.services.commands, pool, interval_s=settings.deadline_sweep_interval_s
+            )
             sweeping = asyncio.create_task(sweep.run())
             sweeping_uploads = asyncio.create_task(upload_sweep.run())
             rate_limiter = app.state.services.rate_limiter
             await rate_limiter.open()
             giving_back = asyncio.create_task(rate_limiter.run())
+            aborting = asyncio.create_task(deadlines.run())
             try:
                 async with serving_metrics(metrics, settings):
                     yield
             finally:
                 sweep.close()
-                for task in (sweeping, sweeping_uploads, giving_back):
+                for task in (sweeping, sweeping_uploads, giving_back, aborting):
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task

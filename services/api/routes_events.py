@@ -28,12 +28,10 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from events import (
+    TERMINAL_JOB_EVENTS,
     TERMINAL_JOB_STATUSES,
     TERMINAL_VERSION_STATUSES,
     BuildFailed,
-    JobCanceled,
-    JobFailed,
-    JobSucceeded,
     StoredEvent,
     VersionBuilt,
     event_to_builtins,
@@ -47,7 +45,7 @@ from services.domain.access import can_see_event, can_see_job, event_owner
 
 __all__ = ["event_frame", "routes"]
 
-_TERMINAL: Final = (JobSucceeded, JobFailed, JobCanceled, VersionBuilt, BuildFailed)
+_TERMINAL: Final = (*TERMINAL_JOB_EVENTS, VersionBuilt, BuildFailed)
 _SECRET_FIELDS: Final = frozenset({"key_hash"})
 _BAD_TOKEN: Final = frozenset(".*> \t\r\n")
 _OWNER_CACHE_LIMIT: Final = 100_000

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from datetime import datetime
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -17,6 +18,7 @@ from starlette.routing import Route
 from events import TERMINAL_JOB_STATUSES, JobWebhook, json_problem
 from projections import queries
 from projections.urls import redacted_url
+from services.api._deadline import CANCEL_AFTER, job_deadline
 from services.api._input_sweep import UNSETTLED, InputSweep, input_key
 from services.api._job_result import job_response, result_response
 from services.api._typed_jobs import (
@@ -62,7 +64,7 @@ __all__ = ["routes"]
 _WEBHOOK_EVENTS = frozenset({"start", "output", "completed"})
 _MAX_URL_CHARS = 4096
 _JOB_FIELDS = frozenset(
-    {"input", "version", "model", "params", "timeout_s", "webhook", "webhook_events"}
+    {"input", "version", "model", "params", "timeout_s", "deadline_s", "webhook", "webhook_events"}
 )
 _TEXT_FIELDS = _JOB_FIELDS - {"input"}
 
@@ -101,7 +103,7 @@ async def create_job(request: Request) -> Response:
         open_names=True,
     )
     try:
-        job = await _checked(svc, caller, form.fields)
+        job = await _checked(svc, caller, form.fields, request.headers.get(CANCEL_AFTER))
         compiled = await svc.version_schemas.get(job.version.id)
         if compiled is not None:
             typed = from_form(compiled, form, _JOB_FIELDS, lambda url: _input_url(svc, url))
@@ -184,6 +186,7 @@ class _JobBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     model: str = ""
     params: dict[str, Any] = {}
     timeout_s: float | None = None
+    deadline_s: float | str | None = None  # seconds from submission (see `_deadline`)
     webhook: str | None = None
     webhook_events: list[str] | str | None = None
 
@@ -193,6 +196,8 @@ class _JobBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         fields["params"] = orjson.dumps(self.params).decode() if self.params else ""
         if self.timeout_s is not None:
             fields["timeout_s"] = repr(self.timeout_s)
+        if self.deadline_s is not None:
+            fields["deadline_s"] = str(self.deadline_s)
         if self.webhook is not None:
             fields["webhook"] = self.webhook
         if self.webhook_events is not None:
@@ -208,6 +213,7 @@ class _Job(msgspec.Struct, frozen=True):
     params: dict[str, Any]
     timeout_s: float
     webhook: JobWebhook | None
+    deadline: datetime | None = None
 
 
 class _JobInput(msgspec.Struct, frozen=True, kw_only=True):
@@ -226,10 +232,14 @@ class _Created(msgspec.Struct, frozen=True):
     inputs: dict[str, Any] | None = None
 
 
-async def _checked(svc: ApiServices, caller: Principal, fields: dict[str, str]) -> _Job:
+async def _checked(
+    svc: ApiServices, caller: Principal, fields: dict[str, str], cancel_after: str | None
+) -> _Job:
     params = _params(fields)  # before any lookup: a bad form is refused at once
+    cap_s = svc.settings.max_job_deadline_s
+    deadline = job_deadline(fields.get("deadline_s"), cancel_after, cap_s)
     version = await _runnable_version(svc, caller, fields)
-    return _Job(version, params, _timeout(svc, fields), _webhook(svc, fields))
+    return _Job(version, params, _timeout(svc, fields), _webhook(svc, fields), deadline)
 
 
 async def _append(
@@ -260,6 +270,7 @@ async def _append(
         input_url=None if given.url is None else redacted_url(given.url),
         inputs=None if typed is None else typed.values,
         input_files=files,
+        deadline=job.deadline,
     )
     svc.admission.submitted(caller.user_id, seq)
     inputs = None if typed is None else typed.values
@@ -273,7 +284,7 @@ async def _create_from_json(
     `inputs` (files as upload ids or URLs): no bytes in the body."""
     try:
         body = await decode_body(request, _JobBody)
-        job = await _checked(svc, caller, body.fields())
+        job = await _checked(svc, caller, body.fields(), request.headers.get(CANCEL_AFTER))
         ctx = svc.context(request, caller)
         compiled = await svc.version_schemas.get(job.version.id)
         uploaded: ClaimedUpload | None = None
@@ -388,6 +399,7 @@ async def _created_response(
         "input_filename": created.input_filename,
         "params": created.job.params,
         "timeout_s": created.job.timeout_s,
+        "deadline": msgspec.to_builtins(created.job.deadline),  # as the read model shows it
     }
     if created.inputs is not None:
         queued["inputs"] = created.inputs
