@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import msgspec
 
-from events import BuildFailed, JobCanceled, JobFailed, JobSucceeded, VersionBuilt
+from events import TERMINAL_JOB_EVENTS, BuildFailed, VersionBuilt
 from services.cli._client import Api
 from services.cli._errors import ApiUnreachable
 
@@ -22,9 +22,7 @@ __all__ = ["TERMINAL", "resource_events"]
 
 _RETRY_S = 2.0  # the `retry:` the API's streams ask for
 _DOWN_FOR_S = 60.0  # how long a follower waits for an API that went away
-TERMINAL = frozenset(
-    t.__name__ for t in (VersionBuilt, BuildFailed, JobSucceeded, JobFailed, JobCanceled)
-)
+TERMINAL = frozenset(t.__name__ for t in (VersionBuilt, BuildFailed, *TERMINAL_JOB_EVENTS))
 
 
 class _Message(msgspec.Struct):

@@ -63,7 +63,9 @@ def add_user_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     versions = sub.add_parser("versions", parents=[common], help="a model's versions")
     versions.add_argument("model", metavar="MODEL")
     jobs = sub.add_parser("jobs", parents=[common], help="your jobs, newest first")
-    jobs.add_argument("--status", help="only these: queued, running, succeeded, failed, canceled")
+    jobs.add_argument(
+        "--status", help="only these: queued, running, succeeded, failed, canceled, aborted"
+    )
     jobs.add_argument("--limit", type=int, default=50, help="at most this many (1 to 200)")
     logs = sub.add_parser("logs", parents=[common], help="a build's log or what a job printed")
     logs.add_argument("target", metavar="JOB_OR_VERSION")
