@@ -34,11 +34,12 @@ async def run(
     wait: bool,
     out_dir: Path | None,
     timeout_s: float | None = None,
+    deadline_s: float | None = None,
 ) -> int:
     version = await runnable_version(api, ref)
     schema = await api.get(f"/v1/versions/{version['id']}/schema")
     given = parse_inputs(schema, words)
-    job = await _submit(api, ui, version["id"], given, timeout_s)
+    job = await _submit(api, ui, version["id"], given, timeout_s, deadline_s)
     if not wait and out_dir is None:
         if ui.json:
             ui.document(job)
@@ -56,12 +57,18 @@ async def run(
 
 
 async def _submit(
-    api: Api, ui: Ui, version_id: str, given: GivenInputs, timeout_s: float | None
+    api: Api,
+    ui: Ui,
+    version_id: str,
+    given: GivenInputs,
+    timeout_s: float | None,
+    deadline_s: float | None,
 ) -> dict[str, Any]:
     form = aiohttp.FormData()
     form.add_field("version", version_id)
-    if timeout_s is not None:
-        form.add_field("timeout_s", repr(timeout_s))
+    for field, value in (("timeout_s", timeout_s), ("deadline_s", deadline_s)):
+        if value is not None:
+            form.add_field(field, repr(value))
     if given.legacy:
         if given.values:
             form.add_field("params", form_value(given.values))

@@ -49,6 +49,13 @@ def add_user_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "-o", "--output", type=Path, metavar="DIR", help="download the outputs here (waits)"
     )
     run.add_argument("--timeout", type=float, metavar="S", help="the job's timeout in seconds")
+    run.add_argument(
+        "--deadline",
+        type=float,
+        metavar="S",
+        help="abort the job if it has not ended this many seconds from now (queued: aborted; "
+        "running: canceled)",
+    )
 
     predict = sub.add_parser(
         "predict", parents=[common], help="run a model folder here, in the sandbox, no server"
@@ -109,6 +116,7 @@ def _command(args: argparse.Namespace, ui: Ui) -> Callable[[Api], Awaitable[int]
             return lambda api: run(
                 api, ui, args.target, args.inputs, wait=args.wait, out_dir=args.output,
                 timeout_s=args.timeout,
+                deadline_s=args.deadline,
             )  # fmt: skip
         case "models":
             return lambda api: listing.models(api, ui)

@@ -90,15 +90,18 @@ def test_push_builds_example_model_then_run_downloads_its_output(
         assert gray.mode == "L" and gray.size == (40, 30)
         assert len(gray.getcolors() or []) <= 4
 
-    as_json = clinai("run", version_id, f"input=@{photo}", "--wait", "--json")
+    as_json = clinai("run", version_id, f"input=@{photo}", "--wait", "--json", "--deadline", "600")
     assert as_json.code == 0, as_json
     job = json.loads(as_json.out)
     assert job["status"] == "succeeded" and job["version_id"] == version_id
+    assert job["deadline"] is not None  # --deadline reached the job
     assert job["result"]["height"] == 30 and job["outputs"][0]["name"] == "grayscale.png"
 
     refused = clinai("run", "gray", f"input=@{photo}", "levels=1", "--wait")
     assert refused.code == 1
     assert "input 'levels': expected an integer >= 2 and <= 256, got 1" in refused.err
+    no_time = clinai("run", "gray", f"input=@{photo}", "--deadline", "0")
+    assert no_time.code == 1 and "deadline_s" in no_time.err, no_time
     not_a_number = clinai("run", "gray", f"input=@{photo}", "levels=many")
     assert not_a_number.code == 1 and "'many' is not an integer" in not_a_number.err
 
