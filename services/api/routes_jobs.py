@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import unquote, urlsplit
 
 import msgspec
@@ -17,6 +17,7 @@ from starlette.routing import Route
 from events import TERMINAL_JOB_STATUSES, JobWebhook, json_problem
 from projections import queries
 from projections.urls import redacted_url
+from services.api import replies
 from services.api._input_sweep import UNSETTLED, InputSweep, input_key
 from services.api._job_result import job_response, result_response
 from services.api._typed_jobs import (
@@ -34,6 +35,7 @@ from services.api._typed_jobs import (
     store_parts,
 )
 from services.api.auth import Principal
+from services.api.openapi_spec import LIMIT, FormField, Operation, Param, Reply, path_param
 from services.api.problems import ApiError
 from services.api.routes_uploads import ClaimedUpload, claim_upload, upload_used
 from services.api.uploads import receive_form, safe_filename
@@ -57,7 +59,7 @@ from services.domain.context import CommandContext, ConflictError
 from services.domain.destinations import DestinationPolicy, DestinationRefused, InvalidDestination
 from services.domain.views import job_view
 
-__all__ = ["routes"]
+__all__ = ["operations", "routes"]
 
 _WEBHOOK_EVENTS = frozenset({"start", "output", "completed"})
 _MAX_URL_CHARS = 4096
@@ -637,4 +639,129 @@ routes = [
     Route("/v1/jobs/{job_id}/result", job_result, methods=["GET"]),
     Route("/v1/jobs/{job_id}/outputs", job_outputs, methods=["GET"]),
     Route("/v1/jobs/{job_id}/log", job_log, methods=["GET"]),
+]
+
+_JOB_ID = path_param("job_id", "job")
+_WAIT = Param(
+    name="wait",
+    type=Annotated[float, msgspec.Meta(ge=0)],
+    description="seconds to wait for the job to end (capped by the server)",
+)
+_TAG = "jobs"
+_JOB_FORM = (
+    FormField(
+        name="input",
+        description="the input file (a version whose run() takes input_path); a typed "
+        "version's inputs are parts and fields named after its inputs instead: see "
+        "GET /v1/versions/{id}/openapi.json",
+        file=True,
+    ),
+    FormField(name="version", description="the version to run (its id), or:"),
+    FormField(name="model", description="a model id: its latest ready version"),
+    FormField(name="params", description="a JSON object passed to run() as `params`"),
+    FormField(name="timeout_s", description="seconds the job may run"),
+    FormField(name="webhook", description="an https URL told of the job's progress"),
+    FormField(name="webhook_events", description="comma-separated: start, output, completed"),
+)
+
+operations = [
+    Operation(
+        method="POST",
+        path="/v1/jobs",
+        name="create_job",
+        summary="Submit a job",
+        description="The input as a multipart file (or a typed version's inputs as parts "
+        "and fields), or a JSON body naming a direct upload's id (`input`), an http(s) "
+        "URL (`input_url`) or a typed version's `inputs`. With `?wait=S` or `Prefer: "
+        "wait=S` the answer comes once the job has ended (200) or after S seconds (202).",
+        tag=_TAG,
+        params=(
+            _WAIT,
+            Param(name="Prefer", where="header", description="`wait=S`: as `?wait=S`"),
+        ),
+        body=_JobBody,
+        form=_JOB_FORM,
+        command=True,
+        problems=(404, 409, 410, 415),
+        replies={
+            200: Reply(description="The job, ended within the wait", type=replies.Job),
+            202: Reply(
+                description="Queued (or still running when the wait ended)",
+                type=(replies.QueuedJob, replies.Job),
+            ),
+        },
+    ),
+    Operation(
+        method="GET",
+        path="/v1/jobs",
+        name="list_jobs",
+        summary="List the caller's jobs, newest first",
+        tag=_TAG,
+        params=(
+            LIMIT,
+            Param(name="cursor", description="`next_cursor` of the page before"),
+            Param(
+                name="status",
+                type=Annotated[str, msgspec.Meta(pattern="^[A-Za-z]{1,32}$")],
+                description="only jobs with this status",
+            ),
+            Param(name="model_id", description="only jobs of this model"),
+            Param(name="all", description="`true`: everyone's jobs (admins)"),
+        ),
+        replies={200: Reply(description="A page of jobs", type=replies.JobPage)},
+    ),
+    Operation(
+        method="GET",
+        path="/v1/jobs/{job_id}",
+        name="get_job",
+        summary="Get a job, its result inline; long poll with `?wait=`",
+        tag=_TAG,
+        params=(_JOB_ID, _WAIT),
+        replies={200: Reply(description="The job", type=replies.Job)},
+    ),
+    Operation(
+        method="POST",
+        path="/v1/jobs/{job_id}/cancel",
+        name="cancel_job",
+        summary="Cancel a job",
+        tag=_TAG,
+        params=(_JOB_ID,),
+        command=True,
+        problems=(403, 409),
+        replies={202: Reply(description="Cancel requested", type=replies.Job)},
+    ),
+    Operation(
+        method="GET",
+        path="/v1/jobs/{job_id}/result",
+        name="job_result",
+        summary="The result of a succeeded job, alone",
+        tag=_TAG,
+        params=(_JOB_ID,),
+        problems=(409,),
+        replies={200: Reply(description="The result run() returned", type=Any)},
+    ),
+    Operation(
+        method="GET",
+        path="/v1/jobs/{job_id}/outputs",
+        name="job_outputs",
+        summary="The job's output files, with download URLs",
+        tag=_TAG,
+        params=(_JOB_ID,),
+        replies={200: Reply(description="The outputs", type=replies.JobOutputs)},
+    ),
+    Operation(
+        method="GET",
+        path="/v1/jobs/{job_id}/log",
+        name="job_log",
+        summary="What the model printed during the job, as text",
+        tag=_TAG,
+        params=(_JOB_ID,),
+        replies={
+            200: Reply(
+                description="The log (empty until the job has ended)",
+                media_type="text/plain",
+                schema={"type": "string"},
+            )
+        },
+    ),
 ]

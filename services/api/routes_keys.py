@@ -10,6 +10,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from projections import queries
+from services.api import replies
+from services.api.openapi_spec import Operation, Reply, path_param
 from services.api.wiring import (
     checked_id,
     decode_body,
@@ -18,7 +20,7 @@ from services.api.wiring import (
     services,
 )
 
-__all__ = ["routes"]
+__all__ = ["operations", "routes"]
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
 
@@ -93,4 +95,65 @@ routes = [
     Route("/v1/api-keys", create_key, methods=["POST"]),
     Route("/v1/api-keys", list_keys, methods=["GET"]),
     Route("/v1/api-keys/{key_id}", revoke_key, methods=["DELETE"]),
+]
+
+_TAG = "users and keys"
+
+operations = [
+    Operation(
+        method="POST",
+        path="/v1/users",
+        name="create_user",
+        summary="Create a user (admins), with a first API key",
+        tag=_TAG,
+        body=CreateUserBody,
+        command=True,
+        problems=(403, 409),
+        replies={
+            201: Reply(
+                description="Created; the key's secret is shown once", type=replies.CreatedUser
+            )
+        },
+    ),
+    Operation(
+        method="GET",
+        path="/v1/me",
+        name="me",
+        summary="Who the API key belongs to",
+        tag=_TAG,
+        replies={200: Reply(description="The caller", type=replies.Me)},
+    ),
+    Operation(
+        method="POST",
+        path="/v1/api-keys",
+        name="create_key",
+        summary="Issue an API key (admins may issue one for another user)",
+        tag=_TAG,
+        body=CreateKeyBody,
+        body_required=False,
+        command=True,
+        problems=(403, 404, 409),
+        replies={
+            201: Reply(description="Issued; the secret is shown once", type=replies.CreatedKey)
+        },
+    ),
+    Operation(
+        method="GET",
+        path="/v1/api-keys",
+        name="list_keys",
+        summary="The caller's API keys (without secrets)",
+        tag=_TAG,
+        replies={200: Reply(description="The keys", type=replies.ApiKeyList)},
+    ),
+    Operation(
+        method="DELETE",
+        path="/v1/api-keys/{key_id}",
+        name="revoke_key",
+        summary="Revoke an API key",
+        tag=_TAG,
+        params=(path_param("key_id", "API key"),),
+        command=True,
+        problems=(403, 409),
+        replies={202: Reply(description="Revoked", type=replies.Accepted)},
+    ),
 ]

@@ -11,13 +11,15 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from projections.limit_queries import get_user_limits
+from services.api import replies
+from services.api.openapi_spec import Operation, Reply, path_param
 from services.api.problems import ApiError
 from services.api.wiring import decode_body, json_response, path_id, services
 from services.domain.access import can_see_user
 from services.domain.limits import MAX_LIMIT, UserLimits, effective_limits, set_user_limits
 from services.settings import Settings
 
-__all__ = ["routes"]
+__all__ = ["operations", "routes"]
 
 Limit = Annotated[int, msgspec.Meta(ge=0, le=MAX_LIMIT)]
 
@@ -61,4 +63,31 @@ async def get_limits(request: Request) -> Response:
 routes = [
     Route("/v1/users/{user_id}/limits", set_limits, methods=["PUT"]),
     Route("/v1/users/{user_id}/limits", get_limits, methods=["GET"]),
+]
+
+_USER_ID = path_param("user_id", "user")
+_TAG = "users and keys"
+
+operations = [
+    Operation(
+        method="PUT",
+        path="/v1/users/{user_id}/limits",
+        name="set_limits",
+        summary="Set a user's job limits (admins)",
+        tag=_TAG,
+        params=(_USER_ID,),
+        body=LimitsBody,
+        command=True,
+        problems=(403, 409),
+        replies={200: Reply(description="The limits", type=replies.Limits)},
+    ),
+    Operation(
+        method="GET",
+        path="/v1/users/{user_id}/limits",
+        name="get_limits",
+        summary="A user's job limits, and those in force",
+        tag=_TAG,
+        params=(_USER_ID,),
+        replies={200: Reply(description="The limits", type=replies.Limits)},
+    ),
 ]

@@ -6,7 +6,7 @@ import asyncio
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from starlette.requests import Request
@@ -14,8 +14,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from projections import queries
+from services.api import replies
 from services.api._version_schemas import LEGACY_SCHEMA
 from services.api.auth import Principal
+from services.api.openapi_spec import LIMIT, FormField, Operation, Param, Reply, path_param
 from services.api.problems import ApiError
 from services.api.uploads import ReceivedFile, drain_small_body, receive_file
 from services.api.wiring import (
@@ -26,12 +28,13 @@ from services.api.wiring import (
     projected,
     services,
     visible_model,
+    visible_version,
 )
 from services.domain import CommandError
 from services.domain.views import model_view, version_view
 from services.packages import PackageLimits, inspect_package
 
-__all__ = ["routes"]
+__all__ = ["operations", "routes"]
 
 ModelName = Annotated[
     str, msgspec.Meta(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -190,9 +193,7 @@ async def list_versions(request: Request) -> Response:
 async def get_version(request: Request) -> Response:
     svc = services(request)
     caller = await svc.caller(request)
-    version = await queries.get_version(svc.pool, path_id(request, "version_id"))
-    if version is None or await visible_model(svc, version.model_id, caller) is None:
-        raise ApiError(404, "Not found", "version not found; list versions of a model you own")
+    version = await visible_version(svc, path_id(request, "version_id"), caller)
     return json_response(version_view(version))
 
 
@@ -201,9 +202,7 @@ async def version_schema(request: Request) -> Response:
     declared result under `x-clinai-output`."""
     svc = services(request)
     caller = await svc.caller(request)
-    version = await queries.get_version(svc.pool, path_id(request, "version_id"))
-    if version is None or await visible_model(svc, version.model_id, caller) is None:
-        raise ApiError(404, "Not found", "version not found; list versions of a model you own")
+    version = await visible_version(svc, path_id(request, "version_id"), caller)
     compiled = await svc.version_schemas.get(version.id)
     return json_response(LEGACY_SCHEMA if compiled is None else compiled.json_schema())
 
@@ -212,9 +211,7 @@ async def version_log(request: Request) -> Response:
     """The build log so far, as chunks from `?from=N`; poll with the returned `next`."""
     svc = services(request)
     caller = await svc.caller(request)
-    version = await queries.get_version(svc.pool, path_id(request, "version_id"))
-    if version is None or await visible_model(svc, version.model_id, caller) is None:
-        raise ApiError(404, "Not found", "version not found; list versions of a model you own")
+    version = await visible_version(svc, path_id(request, "version_id"), caller)
     try:
         start = int(request.query_params.get("from", "0"))
     except ValueError:
@@ -256,4 +253,125 @@ routes = [
     Route("/v1/versions/{version_id}", get_version, methods=["GET"]),
     Route("/v1/versions/{version_id}/log", version_log, methods=["GET"]),
     Route("/v1/versions/{version_id}/schema", version_schema, methods=["GET"]),
+]
+
+_MODEL_ID = path_param("model_id", "model")
+_VERSION_ID = path_param("version_id", "version")
+_CURSOR = Param(name="cursor", description="`next_cursor` of the page before")
+_TAG = "models"
+
+operations = [
+    Operation(
+        method="POST",
+        path="/v1/models",
+        name="create_model",
+        summary="Create a model",
+        tag=_TAG,
+        body=CreateModelBody,
+        command=True,
+        replies={201: Reply(description="Created", type=replies.CreatedModel)},
+    ),
+    Operation(
+        method="GET",
+        path="/v1/models",
+        name="list_models",
+        summary="List the models the caller may see",
+        tag=_TAG,
+        params=(LIMIT, _CURSOR),
+        replies={200: Reply(description="A page of models", type=replies.ModelPage)},
+    ),
+    Operation(
+        method="GET",
+        path="/v1/models/{model_id}",
+        name="get_model",
+        summary="Get a model",
+        tag=_TAG,
+        params=(_MODEL_ID,),
+        replies={200: Reply(description="The model", type=replies.Model)},
+    ),
+    Operation(
+        method="PATCH",
+        path="/v1/models/{model_id}",
+        name="update_model",
+        summary="Update a model's name, description or visibility",
+        tag=_TAG,
+        params=(_MODEL_ID,),
+        body=UpdateModelBody,
+        command=True,
+        problems=(403, 409),
+        replies={202: Reply(description="Updated", type=replies.Model)},
+    ),
+    Operation(
+        method="DELETE",
+        path="/v1/models/{model_id}",
+        name="delete_model",
+        summary="Delete a model (soft)",
+        tag=_TAG,
+        params=(_MODEL_ID,),
+        command=True,
+        problems=(403, 409),
+        replies={202: Reply(description="Deleted", type=replies.Accepted)},
+    ),
+    Operation(
+        method="POST",
+        path="/v1/models/{model_id}/versions",
+        name="upload_version",
+        summary="Upload a model package: a new version, built in the background",
+        tag=_TAG,
+        params=(_MODEL_ID,),
+        form=(
+            FormField(
+                name="package",
+                description="the package as a .zip (predict.py, requirements.txt, ...)",
+                file=True,
+                required=True,
+            ),
+        ),
+        command=True,
+        problems=(403, 409, 415),
+        replies={201: Reply(description="Uploaded; being built", type=replies.CreatedVersion)},
+    ),
+    Operation(
+        method="GET",
+        path="/v1/models/{model_id}/versions",
+        name="list_versions",
+        summary="List a model's versions",
+        tag=_TAG,
+        params=(_MODEL_ID,),
+        replies={200: Reply(description="The versions", type=replies.VersionList)},
+    ),
+    Operation(
+        method="GET",
+        path="/v1/versions/{version_id}",
+        name="get_version",
+        summary="Get a version",
+        tag=_TAG,
+        params=(_VERSION_ID,),
+        replies={200: Reply(description="The version", type=replies.Version)},
+    ),
+    Operation(
+        method="GET",
+        path="/v1/versions/{version_id}/log",
+        name="version_log",
+        summary="The version's build log, in chunks from `from`",
+        tag=_TAG,
+        params=(
+            _VERSION_ID,
+            Param(
+                name="from",
+                type=Annotated[int, msgspec.Meta(ge=0, lt=2**31)],
+                description="the first chunk's index: 0, or `next` of a reply",
+            ),
+        ),
+        replies={200: Reply(description="The chunks", type=replies.VersionLog)},
+    ),
+    Operation(
+        method="GET",
+        path="/v1/versions/{version_id}/schema",
+        name="version_schema",
+        summary="The version's inputs as JSON Schema (2020-12)",
+        tag=_TAG,
+        params=(_VERSION_ID,),
+        replies={200: Reply(description="A JSON Schema", type=dict[str, Any])},
+    ),
 ]

@@ -5,7 +5,7 @@ webhook URLs (see services.domain.signing)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from starlette.requests import Request
@@ -13,7 +13,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from projections import webhook_queries
+from services.api import replies
 from services.api.auth import Principal
+from services.api.openapi_spec import LIMIT, Operation, Param, Reply, path_param
 from services.api.problems import ApiError
 from services.api.wiring import (
     decode_body,
@@ -26,7 +28,7 @@ from services.api.wiring import (
 from services.domain.access import can_see_webhook, listed_owner
 from services.domain.signing import default_secret, master_key
 
-__all__ = ["routes"]
+__all__ = ["operations", "routes"]
 
 Url = Annotated[str, msgspec.Meta(min_length=1, max_length=2000)]
 Pattern = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
@@ -211,5 +213,124 @@ routes = [
         "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver",
         redeliver,
         methods=["POST"],
+    ),
+]
+
+_WEBHOOK_ID = path_param("webhook_id", "webhook")
+_TAG = "webhooks"
+_ALL = Param(name="all", description="`true`: everyone's (admins)")
+
+operations = [
+    Operation(
+        method="POST",
+        path="/v1/webhooks",
+        name="create_webhook",
+        summary="Subscribe a URL to events",
+        tag=_TAG,
+        body=CreateWebhookBody,
+        command=True,
+        problems=(409,),
+        replies={
+            201: Reply(description="Created; the secret is shown once", type=replies.CreatedWebhook)
+        },
+    ),
+    Operation(
+        method="GET",
+        path="/v1/webhooks",
+        name="list_webhooks",
+        summary="List webhooks",
+        tag=_TAG,
+        params=(_ALL,),
+        replies={200: Reply(description="The webhooks", type=replies.WebhookList)},
+    ),
+    Operation(
+        method="GET",
+        path="/v1/webhooks/default/secret",
+        name="default_signing_secret",
+        summary="The secret that signs deliveries to the caller's per-job webhook URLs",
+        tag=_TAG,
+        replies={200: Reply(description="The secret", type=replies.SigningSecret)},
+    ),
+    Operation(
+        method="GET",
+        path="/v1/webhooks/{webhook_id}",
+        name="get_webhook",
+        summary="Get a webhook",
+        tag=_TAG,
+        params=(_WEBHOOK_ID,),
+        replies={200: Reply(description="The webhook", type=replies.Webhook)},
+    ),
+    Operation(
+        method="PATCH",
+        path="/v1/webhooks/{webhook_id}",
+        name="update_webhook",
+        summary="Update a webhook's URL, events or description",
+        tag=_TAG,
+        params=(_WEBHOOK_ID,),
+        body=UpdateWebhookBody,
+        command=True,
+        problems=(403, 409),
+        replies={202: Reply(description="Updated", type=replies.Webhook)},
+    ),
+    Operation(
+        method="DELETE",
+        path="/v1/webhooks/{webhook_id}",
+        name="delete_webhook",
+        summary="Delete a webhook",
+        tag=_TAG,
+        params=(_WEBHOOK_ID,),
+        command=True,
+        problems=(403, 409),
+        replies={202: Reply(description="Deleted", type=replies.Accepted)},
+    ),
+    Operation(
+        method="POST",
+        path="/v1/webhooks/{webhook_id}/enable",
+        name="enable_webhook",
+        summary="Re-enable a webhook disabled after failures",
+        tag=_TAG,
+        params=(_WEBHOOK_ID,),
+        command=True,
+        problems=(403, 409),
+        replies={202: Reply(description="Enabled", type=replies.Accepted)},
+    ),
+    Operation(
+        method="POST",
+        path="/v1/webhooks/{webhook_id}/rotate-secret",
+        name="rotate_secret",
+        summary="Rotate the signing secret (the old one stays valid for a grace period)",
+        tag=_TAG,
+        params=(_WEBHOOK_ID,),
+        command=True,
+        problems=(403, 409),
+        replies={200: Reply(description="The new secret, shown once", type=replies.RotatedSecret)},
+    ),
+    Operation(
+        method="GET",
+        path="/v1/webhooks/{webhook_id}/deliveries",
+        name="list_deliveries",
+        summary="A webhook's deliveries, newest first, each with its attempts",
+        tag=_TAG,
+        params=(
+            _WEBHOOK_ID,
+            LIMIT,
+            Param(
+                name="status",
+                type=Literal["queued", "retrying", "succeeded", "failed"],
+                description="only deliveries with this status",
+            ),
+        ),
+        replies={200: Reply(description="The deliveries", type=replies.DeliveryList)},
+    ),
+    Operation(
+        method="POST",
+        path="/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver",
+        name="redeliver",
+        summary="Send a delivery again",
+        tag=_TAG,
+        params=(_WEBHOOK_ID, path_param("delivery_id", "delivery")),
+        command=True,
+        problems=(403, 409),
+        replies={202: Reply(description="Queued", type=replies.Accepted)},
     ),
 ]

@@ -1,0 +1,103 @@
+"""The API's OpenAPI document: one operation for every route and a route for every
+operation (so the document cannot drift from the routes), valid OpenAPI 3.1, served
+without a key at /openapi.json; the /docs page and every file it loads served by the API
+itself (no CDN)."""
+
+from __future__ import annotations
+
+import re
+from html.parser import HTMLParser
+
+from openapi_spec_validator import validate
+from starlette.routing import Route
+
+from services.api.app import OPERATIONS, create_app
+from services.api.openapi import openapi_path
+from tests.api._client import Client
+from tests.api.conftest import Stack
+
+_HEALTH = {"/healthz", "/readyz", "/openapi.json", "/docs"}
+
+
+def test_every_route_has_an_operation_and_every_operation_a_route(stack: Stack) -> None:
+    app = create_app(stack.settings)
+    routed = {
+        (method, openapi_path(route.path))
+        for route in app.routes
+        if isinstance(route, Route)
+        for method in route.methods or ()
+        if method != "HEAD"
+    }
+    documented = {(op.method, openapi_path(op.path)) for op in OPERATIONS}
+    assert routed - documented == set(), "routes without an operation"
+    assert documented - routed == set(), "operations without a route"
+    names = [op.name for op in OPERATIONS]
+    assert len(names) == len(set(names)), "operationIds are unique"
+
+
+async def test_the_document_is_valid_openapi_3_1_and_served_without_a_key(stack: Stack) -> None:
+    reply = await Client(stack.url, None).get("/openapi.json")
+    assert reply.status == 200
+    document = reply.body
+    assert document["openapi"] == "3.1.0"
+    validate(document)  # raises on an invalid document
+    assert document["components"]["securitySchemes"]["apiKey"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": document["components"]["securitySchemes"]["apiKey"]["description"],
+    }
+    for path, methods in document["paths"].items():
+        for method, op in methods.items():
+            public = op.get("security") == []
+            assert public == (path in _HEALTH or path.startswith("/v1/blobs/")), (method, path)
+            if not public:
+                assert "401" in op["responses"], (method, path)
+            problem = op["responses"]["500"]["content"]["application/problem+json"]
+            assert problem["schema"] == {"$ref": "#/components/schemas/Problem"}
+
+
+async def test_the_document_names_the_types_the_handlers_decode(stack: Stack) -> None:
+    document = (await Client(stack.url, None).get("/openapi.json")).body
+    create_model = document["paths"]["/v1/models"]["post"]
+    body = create_model["requestBody"]["content"]["application/json"]["schema"]
+    assert body == {"$ref": "#/components/schemas/CreateModelBody"}
+    schema = document["components"]["schemas"]["CreateModelBody"]
+    assert schema["required"] == ["name"] and schema["additionalProperties"] is False
+    assert schema["properties"]["visibility"]["enum"] == ["private", "public"]
+    upload = document["paths"]["/v1/models/{model_id}/versions"]["post"]["requestBody"]
+    form = upload["content"]["multipart/form-data"]["schema"]
+    assert form["required"] == ["package"]
+    assert form["properties"]["package"]["format"] == "binary"
+    jobs = document["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]
+    assert set(jobs) == {"application/json", "multipart/form-data"}
+    assert jobs["multipart/form-data"]["schema"]["properties"]["input"]["format"] == "binary"
+    created = document["paths"]["/v1/jobs"]["post"]["responses"]
+    assert set(created) >= {"200", "202", "401", "404", "409", "422", "429"}
+
+
+class _Assets(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.links: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        for name, value in attrs:
+            if name in ("src", "href") and value:
+                self.links.append(value)
+
+
+async def test_the_docs_page_loads_and_its_assets_are_served_by_the_api(stack: Stack) -> None:
+    anonymous = Client(stack.url, None)
+    page = await anonymous.get("/docs")
+    assert page.status == 200 and page.headers["content-type"].startswith("text/html")
+    html = page.body.decode()
+    parser = _Assets()
+    parser.feed(html)
+    assert len(parser.links) >= 2, html
+    for link in parser.links:
+        assert link.startswith("/docs/assets/"), f"{link}: served from elsewhere"
+        asset = await anonymous.get(link)
+        assert asset.status == 200, link
+        assert len(asset.body) > 1000, link
+    assert re.search(r'url: "/openapi.json"', html)
+    assert "validatorUrl: null" in html  # Swagger UI would call an online validator
