@@ -39,7 +39,7 @@ _PROBLEM_TEXT: Final = {
 }
 _ALWAYS: Final = (500, 503)
 _AUTHENTICATED: Final = (401, 422)
-_COMMANDS: Final = (400, 413, 429)
+_COMMANDS: Final = (400, 403, 409, 413, 429)  # 409: a concurrent change, at least
 
 
 def openapi_path(path: str) -> str:
