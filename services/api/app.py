@@ -38,6 +38,7 @@ from services.api.error_handlers import exception_handlers
 from services.api.openapi import openapi_document
 from services.api.openapi_spec import Operation
 from services.api.problems import problem_response
+from services.api.replies import Health
 from services.api.routes_blobs import blob_routes
 from services.api.routes_metrics import metrics_route
 from services.api.wiring import ApiServices, json_response, services
@@ -98,7 +99,7 @@ async def healthz(request: Request) -> Response:
     problems = await _dependency_problems(services(request))
     if problems:
         return problem_response(503, "Unhealthy", "; ".join(problems), headers={"Retry-After": "1"})
-    return json_response({"status": "ok"})
+    return json_response(Health(status="ok"))
 
 
 def create_app(settings: Settings, *, blobs: BlobStore | None = None) -> Starlette:

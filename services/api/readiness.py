@@ -252,13 +252,13 @@ async def readyz(request: Request) -> Response:
             extra={"projection_seq": report.projection_seq, "stream_seq": report.stream_seq},
         )
     return json_response(
-        {
-            "status": "ready",
-            "projection_seq": report.projection_seq,
-            "stream_seq": report.stream_seq,
-            "quarantined_events": report.quarantined_events,
-            "long_polls_waiting": services(request).job_waits.waiting,
-        }
+        replies.Ready(
+            status="ready",
+            projection_seq=report.projection_seq,
+            stream_seq=report.stream_seq,
+            quarantined_events=report.quarantined_events,
+            long_polls_waiting=services(request).job_waits.waiting,
+        )
     )
 
 

@@ -11,6 +11,8 @@ from typing import Any
 import msgspec
 from msgspec import UNSET, UnsetType
 
+from services.domain.views import Job, Model, Output, ResultBlob, Version
+
 __all__ = [
     "Accepted",
     "ApiKey",
@@ -81,19 +83,6 @@ class Accepted(msgspec.Struct, kw_only=True):
     seq: Seq = UNSET
 
 
-class Model(msgspec.Struct, kw_only=True):
-    id: str
-    owner: str
-    name: str
-    description: str
-    visibility: str
-    latest_version: int
-    created_at: datetime
-    updated_at: datetime
-    deleted_at: datetime | None
-    seq: Seq = UNSET
-
-
 class CreatedModel(msgspec.Struct, kw_only=True):
     id: str
     owner: str
@@ -119,27 +108,6 @@ class CreatedVersion(msgspec.Struct, kw_only=True):
     seq: Seq = UNSET
 
 
-class Version(msgspec.Struct, kw_only=True):
-    id: str
-    model_id: str
-    owner: str
-    number: int
-    status: str  # uploaded | building | ready | failed
-    package_hash: str
-    requirements_hash: str
-    size_bytes: int
-    filename: str
-    runtime: str | None
-    build_attempt: int
-    build_duration_s: float | None
-    failure_reason: str | None
-    log_tail: str | None
-    reused_from: str | None
-    created_at: datetime
-    updated_at: datetime
-    built_at: datetime | None
-
-
 class VersionList(msgspec.Struct, kw_only=True):
     items: list[Version]
 
@@ -154,49 +122,6 @@ class VersionLog(msgspec.Struct, kw_only=True):
     status: str
     chunks: list[LogChunk]
     next: int
-
-
-class ResultBlob(msgspec.Struct, kw_only=True):
-    """A result too large for an event, kept as a blob: download it from `url`."""
-
-    size_bytes: int
-    sha256: str
-    url: str
-
-
-class Output(msgspec.Struct, kw_only=True):
-    name: str
-    size_bytes: int
-    content_type: str
-    url: str
-
-
-class Job(msgspec.Struct, kw_only=True):
-    id: str
-    owner: str
-    model_id: str
-    version_id: str
-    status: str  # queued | running | succeeded | failed | canceled | aborted
-    input_filename: str
-    input_size_bytes: int
-    params: dict[str, Any]
-    timeout_s: float
-    webhook: dict[str, Any] | None
-    cancel_requested: bool
-    attempt: int
-    result: Any
-    outputs: list[Output]
-    error_kind: str | None
-    error_message: str | None
-    traceback: str | None
-    timings: dict[str, Any] | None
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    updated_at: datetime
-    result_blob: ResultBlob | None
-    input_url: str | None
-    seq: Seq = UNSET
 
 
 class QueuedJob(msgspec.Struct, kw_only=True):

@@ -30,6 +30,7 @@ from services.packages.schema import FILE_HELP
 __all__ = ["ASSETS_PATH", "docs_routes", "operations", "swagger_ui_dir", "version_document"]
 
 ASSETS_PATH: Final = "/docs/assets"
+_NAMING: Final = frozenset({"version", "model", "input", "input_url", "inputs", "params"})
 _JOB_PATHS: Final = ("/v1/jobs", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/result", "/v1/uploads")
 _DOCS_PAGE: Final = """<!doctype html>
 <html lang="en">
@@ -111,11 +112,15 @@ def version_document(
     parts = _with_files(given, binary=True)
     out["components"]["schemas"]["InputsJson"] = _with_files(given, binary=False)
     pinned = {"version": {"const": version_id, "description": "this version"}}
-    extra = {
-        "timeout_s": {"type": "number", "exclusiveMinimum": 0},
-        "webhook": {"type": "string"},
-        "webhook_events": {"type": "string"},
-    }
+    # The platform's fields of a job (timeout_s, webhook...), but those naming what to
+    # run and how its input is given.
+    create = out["paths"]["/v1/jobs"]["post"]
+    given_as = create["requestBody"]["content"]
+    form_fields = given_as["multipart/form-data"]["schema"]["properties"]
+    body_ref = given_as["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+    body_fields = out["components"]["schemas"][body_ref]["properties"]
+    extra = {k: v for k, v in form_fields.items() if k not in _NAMING}
+    json_extra = {k: v for k, v in body_fields.items() if k not in _NAMING}
     form: dict[str, Any] = {
         "type": "object",
         "properties": {**pinned, **extra, **parts.get("properties", {})},
@@ -123,20 +128,15 @@ def version_document(
         "additionalProperties": False,
     }
     if legacy:
-        json_inputs: dict[str, Any] = {
-            "input": {"type": "string", "description": "an upload id (POST /v1/uploads)"},
-            "input_url": {"type": "string", "description": "an http(s) URL"},
-            "params": {"type": "object"},
-        }
+        json_inputs: dict[str, Any] = {k: body_fields[k] for k in ("input", "input_url", "params")}
     else:
         json_inputs = {"inputs": {"$ref": "#/components/schemas/InputsJson"}}
     as_json = {
         "type": "object",
-        "properties": {**pinned, **extra, **json_inputs},
+        "properties": {**pinned, **json_extra, **json_inputs},
         "required": ["version"] if legacy else ["version", "inputs"],
         "additionalProperties": False,
     }
-    create = out["paths"]["/v1/jobs"]["post"]
     create["requestBody"] = {
         "required": True,
         "content": {

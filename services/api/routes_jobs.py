@@ -382,17 +382,17 @@ async def _created_response(
             job = await _settled_job(svc, caller, job_id, deadline)
             ended = job.status in TERMINAL_JOB_STATUSES
             return await job_response(job, svc.blobs, 200 if ended else 202, seq=seq)
-    queued: dict[str, Any] = {
-        "id": job_id,
-        "status": "queued",
-        "model_id": created.job.version.model_id,
-        "version_id": created.job.version.id,
-        "input_filename": created.input_filename,
-        "params": created.job.params,
-        "timeout_s": created.job.timeout_s,
-    }
-    if created.inputs is not None:
-        queued["inputs"] = created.inputs
+    queued = replies.QueuedJob(
+        id=job_id,
+        status="queued",
+        model_id=created.job.version.model_id,
+        version_id=created.job.version.id,
+        input_filename=created.input_filename,
+        params=created.job.params,
+        timeout_s=created.job.timeout_s,
+        inputs=msgspec.UNSET if created.inputs is None else created.inputs,
+        seq=seq,
+    )
     return json_response(queued, 202, seq=seq)
 
 
@@ -568,7 +568,7 @@ async def list_jobs(request: Request) -> Response:
         cursor=request.query_params.get("cursor"),
     )
     items = [await job_view(job, svc.blobs) for job in page.items]
-    return json_response({"items": items, "next_cursor": page.next_cursor})
+    return json_response(replies.JobPage(items=items, next_cursor=page.next_cursor))
 
 
 def _status_param(request: Request) -> str | None:
@@ -598,7 +598,7 @@ async def job_outputs(request: Request) -> Response:
     caller = await svc.caller(request)
     job = await _visible_job(svc, caller, path_id(request, "job_id"))
     view = await job_view(job, svc.blobs)
-    return json_response({"job_id": job.id, "status": job.status, "items": view["outputs"]})
+    return json_response(replies.JobOutputs(job_id=job.id, status=job.status, items=view.outputs))
 
 
 async def job_log(request: Request) -> Response:

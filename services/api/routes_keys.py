@@ -19,6 +19,7 @@ from services.api.wiring import (
     path_id,
     services,
 )
+from services.domain.views import projected_view
 
 __all__ = ["operations", "routes"]
 
@@ -43,12 +44,12 @@ async def create_user(request: Request) -> Response:
         svc.context(request, caller), name=body.name, is_admin=body.is_admin
     )
     return json_response(
-        {
-            "id": user_id,
-            "name": body.name,
-            "is_admin": body.is_admin,
-            "api_key": {"id": key.key_id, "secret": key.secret},
-        },
+        replies.CreatedUser(
+            id=user_id,
+            name=body.name,
+            is_admin=body.is_admin,
+            api_key=replies.KeySecret(id=key.key_id, secret=key.secret),
+        ),
         201,
         seq=key.seq,
     )
@@ -57,7 +58,7 @@ async def create_user(request: Request) -> Response:
 async def me(request: Request) -> Response:
     caller = await services(request).caller(request)
     return json_response(
-        {"user_id": caller.user_id, "key_id": caller.key_id, "is_admin": caller.is_admin}
+        replies.Me(user_id=caller.user_id, key_id=caller.key_id, is_admin=caller.is_admin)
     )
 
 
@@ -70,7 +71,7 @@ async def create_key(request: Request) -> Response:
         svc.context(request, caller), user_id=user_id, name=body.name
     )
     return json_response(
-        {"id": key.key_id, "name": body.name, "secret": key.secret}, 201, seq=key.seq
+        replies.CreatedKey(id=key.key_id, name=body.name, secret=key.secret), 201, seq=key.seq
     )
 
 
@@ -78,7 +79,9 @@ async def list_keys(request: Request) -> Response:
     svc = services(request)
     caller = await svc.caller(request)
     keys = await queries.list_api_keys(svc.pool, caller.user_id)
-    return json_response({"items": [msgspec.to_builtins(k) for k in keys]})
+    return json_response(
+        replies.ApiKeyList(items=[projected_view(k, replies.ApiKey) for k in keys])
+    )
 
 
 async def revoke_key(request: Request) -> Response:
@@ -86,7 +89,7 @@ async def revoke_key(request: Request) -> Response:
     caller = await svc.caller(request)
     key_id = path_id(request, "key_id")
     seq = await svc.commands.revoke_api_key(svc.context(request, caller), key_id)
-    return json_response({"id": key_id, "status": "revoked"}, 202, seq=seq)
+    return json_response(replies.Accepted(id=key_id, status="revoked"), 202, seq=seq)
 
 
 routes = [

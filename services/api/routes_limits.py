@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import msgspec
 from starlette.requests import Request
@@ -17,6 +17,7 @@ from services.api.problems import ApiError
 from services.api.wiring import decode_body, json_response, path_id, services
 from services.domain.access import can_see_user
 from services.domain.limits import MAX_LIMIT, UserLimits, effective_limits, set_user_limits
+from services.domain.views import projected_view
 from services.settings import Settings
 
 __all__ = ["operations", "routes"]
@@ -31,12 +32,12 @@ class LimitsBody(msgspec.Struct, forbid_unknown_fields=True):
     max_running_jobs: Limit | None = None
 
 
-def _view(user_id: str, own: UserLimits, settings: Settings) -> dict[str, Any]:
-    return {
-        "user_id": user_id,
-        "own": msgspec.to_builtins(own),
-        "in_force": msgspec.to_builtins(effective_limits(settings, own)),
-    }
+def _view(user_id: str, own: UserLimits, settings: Settings) -> replies.Limits:
+    return replies.Limits(
+        user_id=user_id,
+        own=projected_view(own, replies.LimitValues),
+        in_force=projected_view(effective_limits(settings, own), replies.LimitValues),
+    )
 
 
 async def set_limits(request: Request) -> Response:

@@ -63,14 +63,14 @@ async def create_model(request: Request) -> Response:
         ctx, name=body.name, description=body.description, visibility=body.visibility
     )
     return json_response(
-        {
-            "id": model_id,
-            "owner": caller.user_id,
-            "name": body.name,
-            "description": body.description,
-            "visibility": body.visibility,
-            "latest_version": 0,
-        },
+        replies.CreatedModel(
+            id=model_id,
+            owner=caller.user_id,
+            name=body.name,
+            description=body.description,
+            visibility=body.visibility,
+            latest_version=0,
+        ),
         201,
         seq=seq,
     )
@@ -88,7 +88,7 @@ async def list_models(request: Request) -> Response:
         cursor=request.query_params.get("cursor"),
     )
     return json_response(
-        {"items": [model_view(m) for m in page.items], "next_cursor": page.next_cursor}
+        replies.ModelPage(items=[model_view(m) for m in page.items], next_cursor=page.next_cursor)
     )
 
 
@@ -120,7 +120,7 @@ async def delete_model(request: Request) -> Response:
     caller = await svc.caller(request)
     model_id = path_id(request, "model_id")
     seq = await svc.commands.delete_model(svc.context(request, caller), model_id)
-    return json_response({"id": model_id, "status": "deleted"}, 202, seq=seq)
+    return json_response(replies.Accepted(id=model_id, status="deleted"), 202, seq=seq)
 
 
 async def upload_version(request: Request) -> Response:
@@ -169,14 +169,14 @@ async def upload_version(request: Request) -> Response:
             await asyncio.shield(upload.blob.abort())  # unless committed
         await asyncio.to_thread(shutil.rmtree, workdir, True)
     return json_response(
-        {
-            "id": version_id,
-            "model_id": model_id,
-            "number": number,
-            "status": "uploaded",
-            "package_hash": info.package_hash,
-            "size_bytes": upload.size,
-        },
+        replies.CreatedVersion(
+            id=version_id,
+            model_id=model_id,
+            number=number,
+            status="uploaded",
+            package_hash=info.package_hash,
+            size_bytes=upload.size,
+        ),
         201,
         seq=seq,
     )
@@ -187,7 +187,7 @@ async def list_versions(request: Request) -> Response:
     caller = await svc.caller(request)
     model = await _visible_model(request, caller)
     versions = await queries.list_versions(svc.pool, model.id)
-    return json_response({"items": [version_view(v) for v in versions]})
+    return json_response(replies.VersionList(items=[version_view(v) for v in versions]))
 
 
 async def get_version(request: Request) -> Response:
@@ -221,12 +221,12 @@ async def version_log(request: Request) -> Response:
     chunks = await queries.build_log(svc.pool, version.id, start)
     next_index = chunks[-1].index + 1 if chunks else start
     return json_response(
-        {
-            "version_id": version.id,
-            "status": version.status,
-            "chunks": [{"index": c.index, "text": c.text} for c in chunks],
-            "next": next_index,
-        }
+        replies.VersionLog(
+            version_id=version.id,
+            status=version.status,
+            chunks=[replies.LogChunk(index=c.index, text=c.text) for c in chunks],
+            next=next_index,
+        )
     )
 
 

@@ -115,15 +115,15 @@ async def create_upload(request: Request) -> Response:
         _data_key(upload_id), content_type=content_type, max_bytes=max_bytes, expires_in=ttl
     )
     return json_response(
-        {
-            "id": upload_id,
-            "url": target.url,
-            "method": target.method,
-            "headers": target.headers,
-            "expires_at": target.expires,
-            "max_bytes": max_bytes,
-            "filename": filename,
-        },
+        replies.CreatedUpload(
+            id=upload_id,
+            url=target.url,
+            method=target.method,
+            headers=target.headers,
+            expires_at=target.expires,
+            max_bytes=max_bytes,
+            filename=filename,
+        ),
         201,
     )
 

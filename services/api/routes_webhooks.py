@@ -5,7 +5,7 @@ webhook URLs (see services.domain.signing)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import msgspec
 from starlette.requests import Request
@@ -27,6 +27,7 @@ from services.api.wiring import (
 )
 from services.domain.access import can_see_webhook, listed_owner
 from services.domain.signing import default_secret, master_key
+from services.domain.views import projected_view
 
 __all__ = ["operations", "routes"]
 
@@ -35,7 +36,6 @@ Pattern = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
 Patterns = Annotated[list[Pattern], msgspec.Meta(min_length=1, max_length=50)]
 Description = Annotated[str, msgspec.Meta(max_length=1000)]
 
-_INTERNAL = frozenset({"created_seq", "last_seq"})
 _DELIVERY_STATUSES = frozenset({"queued", "retrying", "succeeded", "failed"})
 
 
@@ -51,9 +51,8 @@ class UpdateWebhookBody(msgspec.Struct, forbid_unknown_fields=True):
     description: Description | None = None
 
 
-def _view(hook: webhook_queries.WebhookView) -> dict[str, Any]:
-    data: dict[str, Any] = msgspec.to_builtins(hook)
-    return {k: v for k, v in data.items() if k not in _INTERNAL}
+def _view(hook: webhook_queries.WebhookView) -> replies.Webhook:
+    return projected_view(hook, replies.Webhook)
 
 
 async def _visible(request: Request, caller: Principal) -> webhook_queries.WebhookView:
@@ -81,16 +80,16 @@ async def create_webhook(request: Request) -> Response:
         description=body.description,
     )
     return json_response(
-        {
-            "id": issued.webhook_id,
-            "owner": caller.user_id,
-            "url": body.url,
-            "events": [e.strip() for e in body.events],
-            "description": body.description,
-            "enabled": True,
-            "generation": issued.generation,
-            "secret": issued.secret,
-        },
+        replies.CreatedWebhook(
+            id=issued.webhook_id,
+            owner=caller.user_id,
+            url=body.url,
+            events=[e.strip() for e in body.events],
+            description=body.description,
+            enabled=True,
+            generation=issued.generation,
+            secret=issued.secret,
+        ),
         201,
         seq=issued.seq,
     )
@@ -102,7 +101,7 @@ async def list_webhooks(request: Request) -> Response:
     everyone = request.query_params.get("all") == "true"
     owner = listed_owner(caller.user_id, caller.is_admin, everyone)
     hooks = await webhook_queries.list_webhooks(svc.pool, owner)
-    return json_response({"items": [_view(h) for h in hooks]})
+    return json_response(replies.WebhookList(items=[_view(h) for h in hooks]))
 
 
 async def get_webhook(request: Request) -> Response:
@@ -131,7 +130,7 @@ async def delete_webhook(request: Request) -> Response:
     caller = await svc.caller(request)
     webhook_id = path_id(request, "webhook_id")
     seq = await svc.webhooks.delete(svc.context(request, caller), webhook_id)
-    return json_response({"id": webhook_id, "status": "deleted"}, 202, seq=seq)
+    return json_response(replies.Accepted(id=webhook_id, status="deleted"), 202, seq=seq)
 
 
 async def enable_webhook(request: Request) -> Response:
@@ -139,7 +138,7 @@ async def enable_webhook(request: Request) -> Response:
     caller = await svc.caller(request)
     webhook_id = path_id(request, "webhook_id")
     seq = await svc.webhooks.enable(svc.context(request, caller), webhook_id)
-    return json_response({"id": webhook_id, "status": "enabled"}, 202, seq=seq)
+    return json_response(replies.Accepted(id=webhook_id, status="enabled"), 202, seq=seq)
 
 
 async def rotate_secret(request: Request) -> Response:
@@ -148,12 +147,12 @@ async def rotate_secret(request: Request) -> Response:
     webhook_id = path_id(request, "webhook_id")
     issued = await svc.webhooks.rotate(svc.context(request, caller), webhook_id)
     return json_response(
-        {
-            "id": webhook_id,
-            "secret": issued.secret,
-            "generation": issued.generation,
-            "previous_valid_until": issued.previous_valid_until,
-        },
+        replies.RotatedSecret(
+            id=webhook_id,
+            secret=issued.secret,
+            generation=issued.generation,
+            previous_valid_until=issued.previous_valid_until,
+        ),
         seq=issued.seq,
     )
 
@@ -170,16 +169,15 @@ async def list_deliveries(request: Request) -> Response:
         svc.pool, hook.id, limit=page_limit(request), status=status
     )
     attempts = await webhook_queries.list_attempts(svc.pool, [d.id for d in deliveries])
-    items = []
-    for d in deliveries:
-        item: dict[str, Any] = msgspec.to_builtins(d)
-        item.pop("last_seq", None)
-        item["attempts"] = [
-            {k: v for k, v in msgspec.to_builtins(a).items() if k not in ("seq", "delivery_id")}
-            for a in attempts[d.id]
-        ]
-        items.append(item)
-    return json_response({"items": items})
+    items = [
+        projected_view(
+            d,
+            replies.Delivery,
+            attempts=[projected_view(a, replies.DeliveryAttempt) for a in attempts[d.id]],
+        )
+        for d in deliveries
+    ]
+    return json_response(replies.DeliveryList(items=items))
 
 
 async def redeliver(request: Request) -> Response:
@@ -188,7 +186,7 @@ async def redeliver(request: Request) -> Response:
     webhook_id = path_id(request, "webhook_id")
     delivery_id = path_id(request, "delivery_id")
     seq = await svc.webhooks.redeliver(svc.context(request, caller), webhook_id, delivery_id)
-    return json_response({"id": delivery_id, "status": "queued"}, 202, seq=seq)
+    return json_response(replies.Accepted(id=delivery_id, status="queued"), 202, seq=seq)
 
 
 async def default_signing_secret(request: Request) -> Response:
@@ -196,7 +194,7 @@ async def default_signing_secret(request: Request) -> Response:
     svc = services(request)
     caller = await svc.caller(request)
     secret = default_secret(master_key(svc.settings), caller.user_id)
-    return json_response({"secret": secret})
+    return json_response(replies.SigningSecret(secret=secret))
 
 
 routes = [

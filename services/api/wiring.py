@@ -143,6 +143,8 @@ def json_response(body: Any, status: int = 200, *, seq: int | None = None) -> Re
     headers = {SEQ_HEADER: str(seq)} if seq is not None else None
     if seq is not None and isinstance(body, dict):
         body = {**body, "seq": seq}
+    elif seq is not None and getattr(body, "seq", None) is msgspec.UNSET:
+        body = msgspec.structs.replace(body, seq=seq)
     return Response(
         orjson.dumps(body, default=msgspec.to_builtins),
         status_code=status,

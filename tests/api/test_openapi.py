@@ -1,5 +1,6 @@
 """The API's OpenAPI document: one operation for every route and a route for every
-operation (so the document cannot drift from the routes), valid OpenAPI 3.1, served
+operation (so the document cannot drift from the routes), the replies' types in step
+with the read models they show, valid OpenAPI 3.1, served
 without a key at /openapi.json; the /docs page and every file it loads served by the API
 itself (no CDN)."""
 
@@ -8,9 +9,13 @@ from __future__ import annotations
 import re
 from html.parser import HTMLParser
 
+import msgspec
+import pytest
 from openapi_spec_validator import validate
 from starlette.routing import Route
 
+from projections import queries, webhook_queries
+from services.api import replies, routes_jobs
 from services.api.app import OPERATIONS, create_app
 from services.api.openapi import openapi_path
 from tests.api._client import Client
@@ -33,6 +38,30 @@ def test_every_route_has_an_operation_and_every_operation_a_route(stack: Stack) 
     assert documented - routed == set(), "operations without a route"
     names = [op.name for op in OPERATIONS]
     assert len(names) == len(set(names)), "operationIds are unique"
+
+
+@pytest.mark.parametrize(
+    ("reply", "row", "left_out"),
+    [
+        (replies.Model, queries.ModelView, {"last_seq"}),
+        (
+            replies.Version,
+            queries.VersionView,
+            {"package_key", "artifact", "artifact_details", "log_key", "last_seq"},
+        ),
+        (replies.Job, queries.JobView, {"input_key", "log_key", "last_seq", "outputs_blob"}),
+        (replies.ApiKey, queries.ApiKeyView, set()),
+        (replies.Webhook, webhook_queries.WebhookView, {"created_seq", "last_seq"}),
+        (replies.Delivery, webhook_queries.DeliveryView, {"last_seq"}),
+        (replies.DeliveryAttempt, webhook_queries.AttemptView, {"delivery_id", "seq"}),
+    ],
+)
+def test_each_reply_shows_its_read_model_s_fields_but_the_internal_ones(
+    reply: type[msgspec.Struct], row: type[msgspec.Struct], left_out: set[str]
+) -> None:
+    """A column added to a read model is shown (and so documented) or named internal."""
+    shown = set(reply.__struct_fields__) - {"seq"}
+    assert shown == set(row.__struct_fields__) - left_out
 
 
 async def test_the_document_is_valid_openapi_3_1_and_served_without_a_key(stack: Stack) -> None:
@@ -71,6 +100,8 @@ async def test_the_document_names_the_types_the_handlers_decode(stack: Stack) ->
     jobs = document["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]
     assert set(jobs) == {"application/json", "multipart/form-data"}
     assert jobs["multipart/form-data"]["schema"]["properties"]["input"]["format"] == "binary"
+    form_fields = set(jobs["multipart/form-data"]["schema"]["properties"])
+    assert form_fields == routes_jobs._JOB_FIELDS  # the fields create_job reads
     created = document["paths"]["/v1/jobs"]["post"]["responses"]
     assert set(created) >= {"200", "202", "401", "404", "409", "422", "429"}
 
