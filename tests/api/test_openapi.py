@@ -7,6 +7,8 @@ itself (no CDN)."""
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 from html.parser import HTMLParser
 
 import msgspec
@@ -132,3 +134,25 @@ async def test_the_docs_page_loads_and_its_assets_are_served_by_the_api(stack: S
         assert len(asset.body) > 1000, link
     assert re.search(r'url: "/openapi.json"', html)
     assert "validatorUrl: null" in html  # Swagger UI would call an online validator
+
+
+def test_the_docs_page_renders_every_path_in_a_browser_with_no_other_host(stack: Stack) -> None:
+    """Swagger UI runs (it reads OpenAPI 3.1) with every other host unreachable: the
+    page needs nothing from outside."""
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("needs chromium")
+    argv = [
+        chromium,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+        "--virtual-time-budget=20000",
+        "--dump-dom",
+        f"{stack.url}/docs",
+    ]
+    dom = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=True).stdout
+    assert 'class="swagger-ui' in dom, dom[:2000]
+    for path in ("/v1/models/{model_id}/versions", "/v1/jobs/{job_id}/result", "/healthz"):
+        assert f'data-path="{path}"' in dom, path
