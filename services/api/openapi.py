@@ -34,10 +34,20 @@ _PROBLEM_TEXT: Final = {
     415: "Unsupported media type",
     422: "Invalid request: `detail` names the field and what to send",
     429: "Too many requests: the key's rate limit or concurrent commands (see Retry-After)",
+    431: "Request headers too large (CLINAI_MAX_HEADER_BYTES, CLINAI_MAX_HEADERS)",
     500: "Internal error, with an incident id",
     503: "Unavailable for now (a dependency, or the read models behind): retry after Retry-After",
 }
-_ALWAYS: Final = (500, 503)
+_ALWAYS: Final = (431, 500, 503)
+_RETRY_AFTER: Final = frozenset({429, 503})
+_RETRY_AFTER_HEADER: Final = {
+    "description": "seconds to wait before retrying",
+    "schema": {"type": "string"},
+}
+_SEQ_HEADER: Final = {
+    "description": "a command's: the stream sequence of its events (as `seq`)",
+    "schema": {"type": "string"},
+}
 _AUTHENTICATED: Final = (401, 422)
 _COMMANDS: Final = (400, 403, 409, 413, 429)  # 409: a concurrent change, at least
 
@@ -129,9 +139,10 @@ def _operation(op: Operation, schema_of: dict[int, dict[str, Any]]) -> dict[str,
     }
     problem = {_PROBLEM_MEDIA: {"schema": schema_of[id(Problem)]}}
     for status in sorted(_problems(op)):
-        responses.setdefault(
-            str(status), {"description": _PROBLEM_TEXT.get(status, "Refused"), "content": problem}
-        )
+        answer = {"description": _PROBLEM_TEXT.get(status, "Refused"), "content": problem}
+        if status in _RETRY_AFTER:
+            answer["headers"] = {"Retry-After": _RETRY_AFTER_HEADER}
+        responses.setdefault(str(status), answer)
     out["responses"] = responses
     if op.public:
         out["security"] = []
@@ -151,8 +162,9 @@ def _problems(op: Operation) -> set[int]:
 
 def _reply(reply: Reply, schema_of: dict[int, dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {"description": reply.description}
-    if reply.headers:
-        out["headers"] = {h: {"schema": {"type": "string"}} for h in reply.headers}
+    types = reply.type if isinstance(reply.type, tuple) else (reply.type,)
+    if any("seq" in getattr(t, "__struct_fields__", ()) for t in types):
+        out["headers"] = {"X-Clinai-Seq": _SEQ_HEADER}
     if isinstance(reply.type, tuple):  # one of several types
         any_of = [schema_of[id(t)] for t in reply.type]
         out["content"] = {reply.media_type: {"schema": {"anyOf": any_of}}}

@@ -49,7 +49,6 @@ class Reply(msgspec.Struct, frozen=True, kw_only=True):
     type: Any = None
     media_type: str = "application/json"
     schema: dict[str, Any] | None = None
-    headers: tuple[str, ...] = ()
 
 
 class Operation(msgspec.Struct, frozen=True, kw_only=True):
