@@ -175,7 +175,7 @@ async def _discard_input(
         )
 
 
-class _JobBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class JobBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """`POST /v1/jobs` as JSON: the form's fields, with `input` an upload id, or
     `input_url` instead."""
 
@@ -274,7 +274,7 @@ async def _create_from_json(
     """A job on a direct upload (`input`) or a URL (`input_url`), or a typed version's
     `inputs` (files as upload ids or URLs): no bytes in the body."""
     try:
-        body = await decode_body(request, _JobBody)
+        body = await decode_body(request, JobBody)
         job = await _checked(svc, caller, body.fields())
         ctx = svc.context(request, caller)
         compiled = await svc.version_schemas.get(job.version.id)
@@ -679,7 +679,7 @@ operations = [
             _WAIT,
             Param(name="Prefer", where="header", description="`wait=S`: as `?wait=S`"),
         ),
-        body=_JobBody,
+        body=JobBody,
         form=_JOB_FORM,
         command=True,
         problems=(404, 409, 410, 415),
