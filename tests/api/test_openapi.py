@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 from html.parser import HTMLParser
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -20,9 +21,11 @@ from projections import queries, webhook_queries
 from services.api import replies, routes_jobs
 from services.api.app import OPERATIONS, create_app
 from services.api.openapi import openapi_path
-from tests.api._client import Client
+from services.packages import zip_folder
+from tests.api._client import Client, new_user
 from tests.api.conftest import Stack
 
+PACKAGES = Path(__file__).resolve().parents[1] / "packages"
 _HEALTH = {"/healthz", "/readyz", "/openapi.json", "/docs"}
 
 
@@ -156,3 +159,20 @@ def test_the_docs_page_renders_every_path_in_a_browser_with_no_other_host(stack:
     assert 'class="swagger-ui' in dom, dom[:2000]
     for path in ("/v1/models/{model_id}/versions", "/v1/jobs/{job_id}/result", "/healthz"):
         assert f'data-path="{path}"' in dom, path
+
+
+async def test_a_version_not_built_has_no_document_yet(stack: Stack) -> None:
+    """This stack runs no builder: an uploaded version stays `uploaded`."""
+    owner = await new_user(stack.url, stack.admin_key, "unbuilt")
+    model = (await owner.post("/v1/models", json={"name": "unbuilt"})).body
+    uploaded = await owner.upload(
+        f"/v1/models/{model['id']}/versions", "package", "p.zip", zip_folder(PACKAGES / "noop")
+    )
+    assert uploaded.status == 201, uploaded.body
+    reply = await owner.get(
+        f"/v1/versions/{uploaded.body['id']}/openapi.json",
+        params={"after_seq": str(uploaded.body["seq"])},
+    )
+    assert reply.status == 409, reply.body
+    assert reply.headers["content-type"] == "application/problem+json"
+    assert "is uploaded" in reply.body["detail"]
