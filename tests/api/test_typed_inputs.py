@@ -402,7 +402,9 @@ async def test_an_upload_whose_signature_cannot_be_read_is_refused_naming_the_pa
         "parameter 'level'" in reply.body["detail"]
         and "Supported annotations" in reply.body["detail"]
     )
-    versions = await owner.get(f"/v1/models/{model['id']}/versions")
+    # Read after the model's own write: else the read models may not have it yet (404).
+    after = {"after_seq": str(model["seq"])}
+    versions = await owner.get(f"/v1/models/{model['id']}/versions", params=after)
     assert versions.body["items"] == []
 
 
