@@ -698,8 +698,7 @@ operations = [
             Param(
                 name="Cancel-After",
                 where="header",
-                description="as `deadline_s`: seconds, or a duration such as `90s`, `5m`, "
-                "`1h30m`",
+                description="as `deadline_s`: seconds, or a duration such as `90s`, `5m`, `1h30m`",
             ),
         ),
         body=JobBody,
