@@ -275,12 +275,14 @@ async def job_seqs(db: Any, job_ids: Collection[str]) -> dict[str, int]:
     return {row["id"]: row["last_seq"] for row in rows}
 
 
-async def overdue_jobs(db: Any, now: datetime, limit: int = 500) -> list[str]:
-    """The ids of queued jobs whose deadline is at or before `now`, earliest first, at
-    most `limit` (a partial index holds only queued jobs with a deadline)."""
+async def overdue_jobs(db: Any, after: datetime, now: datetime, limit: int = 500) -> list[str]:
+    """The ids of queued jobs whose deadline passed after `after` and at or before `now`,
+    earliest first, at most `limit` (the index holds every job with a deadline, so the
+    window bounds what is read)."""
     rows = await db.fetch(
-        "SELECT id FROM jobs WHERE status = 'queued' AND deadline IS NOT NULL "
-        "AND deadline <= $1 ORDER BY deadline LIMIT $2",
+        "SELECT id FROM jobs WHERE deadline IS NOT NULL AND deadline > $1 AND deadline <= $2 "
+        "AND status = 'queued' ORDER BY deadline LIMIT $3",
+        after,
         now,
         limit,
     )

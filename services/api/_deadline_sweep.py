@@ -3,8 +3,8 @@
 An executor aborts a job past its deadline when it takes it, and cancels a running one
 at its deadline (`services.executor`). A job nobody takes in time (every executor busy,
 or none running) is ended here: every `interval_s`, each API process asks the read
-models for the queued jobs past their deadline (a partial index holds only queued jobs
-with one, so this costs nothing per job without a deadline) and aborts each
+models for the queued jobs whose deadline passed since its last pass (less a minute, for
+a projection that lags; a day back on its first pass) and aborts each
 (`JobCommands.abort_overdue`): decided from the job's own events and appended with the
 expected sequence, so against a start, a cancel, an executor's or another API
 process's abort, exactly one terminal event is appended."""
@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import nats.errors
@@ -32,6 +32,11 @@ log = logging.getLogger("clinai.api")
 ACTOR = "service:api"
 _BATCH = 500  # overdue jobs per query
 _AT_ONCE = 32  # aborts in flight at once
+# Deadlines looked at again on the next pass (a job projected late), and on the first
+# one. Older misses are still ended: an executor aborts a job past its deadline when it
+# takes it.
+_SLACK = timedelta(minutes=1)
+_FIRST_LOOKBACK = timedelta(days=1)
 _UNREACHABLE = (
     EventStoreError,
     nats.errors.Error,
@@ -57,18 +62,24 @@ class DeadlineSweep:
         self._pool = pool
         self._interval_s = interval_s
         self._clock = clock
+        self._swept_to: datetime | None = None  # the `now` of the last whole pass
 
     async def sweep(self) -> int:
         """One pass; the number of jobs aborted."""
+        now = self._clock()
+        after = now - _FIRST_LOOKBACK if self._swept_to is None else self._swept_to - _SLACK
         aborted = 0
         while True:
             async with self._pool.acquire() as conn:
-                due = await queries.overdue_jobs(conn, self._clock(), _BATCH)
+                due = await queries.overdue_jobs(conn, after, now, _BATCH)
             ended = 0
             for start in range(0, len(due), _AT_ONCE):
                 ended += sum(await asyncio.gather(*map(self._abort, due[start : start + _AT_ONCE])))
             aborted += ended
-            if len(due) < _BATCH or not ended:
+            if len(due) < _BATCH:
+                self._swept_to = now
+                return aborted
+            if not ended:
                 return aborted  # a full batch none of which ended: the projection lags
 
     async def _abort(self, job_id: str) -> bool:
