@@ -124,6 +124,7 @@ JOBS: Final = TableSpec(
         "input_size_bytes",
         "input_url",
         "params",
+        "inputs",
         "timeout_s",
         "deadline",
         "webhook",

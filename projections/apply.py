@@ -243,6 +243,7 @@ def fold(events: Iterable[StoredEvent], tables: Tables) -> set[tuple[str, Any]]:
                     "input_size_bytes": event.input_size_bytes,
                     "input_url": None if event.input_url is None else redacted_url(event.input_url),
                     "params": event.params,
+                    "inputs": event.inputs,
                     "timeout_s": event.timeout_s,
                     "deadline": event.deadline,
                     "webhook": None

@@ -133,6 +133,8 @@ class JobView(msgspec.Struct, frozen=True, kw_only=True):
     input_url: str | None = None
     # Set: past it a queued job is aborted, a running one canceled.
     deadline: datetime | None = None
+    # A typed version's job: its inputs as resolved (defaults applied, files by name).
+    inputs: dict[str, Any] | None = None
 
 
 class BuildLogChunk(msgspec.Struct, frozen=True, kw_only=True):

@@ -95,6 +95,7 @@ class Job(msgspec.Struct, kw_only=True):
     input_filename: str
     input_size_bytes: int
     params: dict[str, Any]
+    inputs: dict[str, Any] | None  # a typed version's job: as resolved at submission
     timeout_s: float
     webhook: dict[str, Any] | None
     cancel_requested: bool

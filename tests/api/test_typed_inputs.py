@@ -269,6 +269,7 @@ async def test_a_typed_job_gets_a_file_path_and_a_float_with_defaults_applied(
     }
     job = await _ended(owner, reply.body["id"])
     assert job["status"] == "succeeded", job
+    assert job["inputs"] == resolved  # the job view shows them too
     assert job["result"] == {
         "image_is_file": True,
         "image_name": "image-scan.png",

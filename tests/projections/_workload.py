@@ -238,6 +238,10 @@ def _job_chain(
             input_filename="in.png",
             params={"threshold": rnd.random()},
             webhook=JobWebhook(url="https://example.test/hook") if rnd.random() < 0.2 else None,
+            # A typed version's job: its resolved inputs (projected as they are).
+            inputs={"image": "image-in.png", "levels": rnd.randint(2, 256)}
+            if rnd.random() < 0.3
+            else None,
         )
     ]
     roll = rnd.random()

@@ -250,7 +250,7 @@ async def test_jobs_through_every_state(
     assert late.finished_at is not None and late.started_at is None
     assert late.error_message == "its deadline passed before it started"
     queued = await queries.get_job(db, "job_queued")
-    assert queued is not None and queued.deadline is None
+    assert queued is not None and queued.deadline is None and queued.inputs is None
     assert (queued.status, queued.outputs, queued.params, queued.attempt) == (
         "queued",
         [],
