@@ -115,10 +115,13 @@ def sync_stacks(settings: list[str], args: argparse.Namespace) -> dict[str, UpSt
     }
 
 
-def tree_stacks(other: Path, args: argparse.Namespace) -> dict[str, UpStack]:
+def tree_stacks(
+    other: Path, args: argparse.Namespace, store: dict[str, str] | None = None
+) -> dict[str, UpStack]:
+    """`store`: the blob store's settings for both sides (bench._s3)."""
     if not (other / ".venv" / "bin" / "clinai").exists():
         raise SystemExit(f"{other}/.venv/bin/clinai is missing: run `make .venv/.installed` there")
-    env = dict(setting.split("=", 1) for setting in args.set)
+    env = {**(store or {}), **dict(setting.split("=", 1) for setting in args.set)}
     return {
         "this": UpStack(args.runtime, args.data_parent, env),
         "other": UpStack(args.runtime, args.data_parent, env, tree=other.resolve()),

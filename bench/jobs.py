@@ -3,6 +3,7 @@
     python -m bench.jobs [--runtime process|docker|both] [--jobs 200] [--clients 32]
                          [--seconds 10] [--blob-backend file|s3 [--s3-endpoint URL]]
     python -m bench.jobs --ab-tree OTHER_CHECKOUT [--rounds 6] [--jobs 100] [--seconds 4]
+                         [--blob-backend s3 [--moto-keep-alive]]
 
 Prints, per runtime: warm job latency (HTTP submit -> terminal status visible through the
 API) p50/p99 for a no-op model (`bench/noop-model`: `run` returns {}), for an echo model
@@ -419,12 +420,26 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--s3-endpoint", help="an S3 endpoint to use instead of a moto server")
     parser.add_argument("--s3-bucket", help="with --s3-endpoint: an existing bucket")
+    parser.add_argument(
+        "--moto-keep-alive",
+        action="store_true",
+        help="s3 on moto's app served by uvicorn, which keeps connections open as S3 "
+        "does (moto's own server closes each after one request)",
+    )
     args = parser.parse_args(argv)
     if args.nats_sync_ab or args.ab_tree:
         from bench import _ab
 
         if args.ab_tree:
-            _ab.run_ab(_ab.tree_stacks(args.ab_tree, args), args)
+            with contextlib.ExitStack() as s3:
+                store = {}
+                if args.blob_backend == "s3":  # one store for both sides
+                    store = s3.enter_context(
+                        s3_stack_env(
+                            args.s3_endpoint, args.s3_bucket, keep_alive=args.moto_keep_alive
+                        )
+                    )
+                _ab.run_ab(_ab.tree_stacks(args.ab_tree, args, store), args)
         else:
             _ab.run_ab(_ab.sync_stacks(args.nats_sync_ab.split(","), args), args)
         return
@@ -438,7 +453,11 @@ def main(argv: list[str] | None = None) -> None:
                 for backend in backends:
                     env = {}
                     if backend == "s3":
-                        env = s3.enter_context(s3_stack_env(args.s3_endpoint, args.s3_bucket))
+                        env = s3.enter_context(
+                            s3_stack_env(
+                                args.s3_endpoint, args.s3_bucket, keep_alive=args.moto_keep_alive
+                            )
+                        )
                     name = runtime if backends == ["file"] else f"{runtime}/{backend}"
                     stacks.append(UpStack(runtime, args.data_parent, env=env))
                     with stacks[-1] as stack:
