@@ -80,9 +80,8 @@ async def _per_request(endpoint: str, bucket: str, count: int, rounds: int, prof
     session = get_session()
     session.set_credentials(os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"])
     with tempfile.TemporaryDirectory(prefix="bench-s3-") as spool:
-        store = S3BlobStore(
-            bucket=bucket, spool=Path(spool), endpoint_url=endpoint, session=session
-        )
+        # Its own session, as a service makes it (credentials from the environment).
+        store = S3BlobStore(bucket=bucket, spool=Path(spool), endpoint_url=endpoint)
         async with session.create_client(
             "s3", region_name="us-east-1", endpoint_url=endpoint
         ) as raw:
@@ -123,7 +122,7 @@ async def _per_request(endpoint: str, bucket: str, count: int, rounds: int, prof
                 get_ms = statistics.median(g for _, g in pairs) * 1000
                 print(f"  {name:>18}: PUT {put_ms:5.2f} ms, GET {get_ms:5.2f} ms")
             if profile:
-                profiler = cProfile.Profile()
+                profiler = cProfile.Profile(time.process_time)
                 profiler.enable()
                 await ours()
                 profiler.disable()
