@@ -7,7 +7,8 @@
    sent them (api, executor, ...), what they do (`PUT outputs`, `GET inputs`, `COPY`
    for a server-side copy, `?uploads` for a multipart upload, ...) and the connections
    each process opened. A no-op job (no output, no log), the echo model (one output and
-   a log) and example-model (one output), `--jobs` each after a warm one; printed per job.
+   a log), example-model (one output) and a no-op job on a 10 MB input (a multipart
+   upload), `--jobs` each after a warm one; printed per job.
 2. Per request: `--requests` small PUTs then GETs of 1 KiB through `S3BlobStore` against
    moto, and the same through an aiobotocore client on botocore's default settings, in
    `--rounds` alternating rounds; the CPU this process spends per request (moto's is not
@@ -47,12 +48,19 @@ async def _per_job(stack: UpStack, requests: S3Requests, jobs: int) -> None:
     async with HttpClient(stack.url, headers={"Authorization": f"Bearer {stack.key}"}) as http:
         api = Api(http)
         model = await api.call("POST", "/v1/models", json={"name": f"r-{uuid.uuid4().hex[:8]}"})
-        for name, folder in (("no-op", NOOP), ("echo", ECHO), ("example-model", EXAMPLE)):
+        big = os.urandom(10 * 1024 * 1024)
+        cases = (
+            ("no-op", NOOP, png),
+            ("echo", ECHO, png),
+            ("example-model", EXAMPLE, png),
+            ("no-op on a 10 MB input", NOOP, big),
+        )
+        for name, folder, given in cases:
             version = await api.wait_built(await api.upload(model["id"], zip_folder(folder)))
-            await api.job(version["id"], png)  # a warm worker
+            await api.job(version["id"], given)  # a warm worker
             before, conns_before = requests.snapshot()
             for _ in range(jobs):
-                await api.job(version["id"], png)
+                await api.job(version["id"], given)
             after, conns_after = requests.snapshot()
             after.subtract(before)
             conns_after.subtract(conns_before)

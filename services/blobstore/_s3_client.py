@@ -12,7 +12,8 @@ about 2 ms of CPU each; a job makes two to four), and the session they come from
 - No `Expect: 100-continue` on a PUT of a small body (`drop_small_expect`): botocore
   asks for it on every PUT with a body, and aiohttp then sends the headers, waits for
   the server's "100 Continue", and only then sends the body: a round trip more per
-  PUT, to spare a body the server might refuse. Kept from 1 MiB up.
+  PUT, to spare a body the server might refuse. Kept from 2 MiB up, the threshold
+  the AWS SDKs for Go and Kotlin use.
 - One client per store and process (`S3BlobStore`), its connections kept open and
   reused (aiohttp's pool: `max_pool_connections`, idle ones closed after 12 s).
 """
@@ -31,7 +32,7 @@ __all__ = ["EXPECT_FROM", "client_config", "drop_small_expect", "new_session", "
 
 MAX_POOL_CONNECTIONS: Final = 64
 USER_AGENT: Final = "clinai"
-EXPECT_FROM: Final = 1024 * 1024  # bytes: smaller PUT bodies are sent with their headers
+EXPECT_FROM: Final = 2 * 1024 * 1024  # bytes: smaller PUT bodies are sent with their headers
 
 
 def client_config(
