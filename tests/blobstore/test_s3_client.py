@@ -20,7 +20,7 @@ async def test_a_small_put_does_not_wait_for_100_continue(tmp_path: Path) -> Non
     seen: list[tuple[str | None, int]] = []
 
     async def put(request: web.Request) -> web.Response:
-        seen.append((request.headers.get("Expect"), len(await request.read())))
+        seen.append((request.headers.get("Expect"), len(await request.content.read())))
         return web.Response()
 
     async with http_files(put, method="PUT") as url:
