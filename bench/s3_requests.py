@@ -1,6 +1,7 @@
 """The S3 requests a job makes, and what each costs our processes' CPU.
 
     python -m bench.s3_requests [--jobs 30] [--requests 300] [--rounds 5] [--moto-keep-alive]
+                                [--tree OTHER_CHECKOUT]
 
 1. Per job: a `clinai up` stack (process runtime) on a moto server, reached through a
    proxy that counts the requests on the wire (`bench._s3_count`): by the process that
@@ -36,7 +37,7 @@ from bench._delay import delayed
 from bench._http import HttpClient
 from bench._s3 import s3_stack_env
 from bench._s3_count import S3Requests
-from bench.jobs import DATA_PARENT, ECHO, EXAMPLE, NOOP, Api, UpStack, _png
+from bench.jobs import DATA_PARENT, ECHO, EXAMPLE, NOOP, ROOT, Api, UpStack, _png
 from services.blobstore import S3BlobStore
 from services.packages import zip_folder
 
@@ -156,6 +157,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--profile", action="store_true", help="profile the store's requests")
     parser.add_argument(
+        "--tree",
+        type=Path,
+        default=ROOT,
+        help="count the jobs of a stack from this checkout (with its own .venv)",
+    )
+    parser.add_argument(
         "--moto-keep-alive",
         action="store_true",
         help="moto served by uvicorn, which keeps connections open (bench._moto_app)",
@@ -170,7 +177,10 @@ def main(argv: list[str] | None = None) -> None:
             requests = S3Requests()
             with delayed(endpoint, 0.0, requests.watch) as proxy:
                 stack = UpStack(
-                    "process", DATA_PARENT, env={**env, "CLINAI_S3_ENDPOINT_URL": proxy}
+                    "process",
+                    DATA_PARENT,
+                    env={**env, "CLINAI_S3_ENDPOINT_URL": proxy},
+                    tree=args.tree.resolve(),
                 )
                 try:
                     with stack:
