@@ -2,13 +2,15 @@
 
     python -m bench.jobs --ab-tree ../other-checkout   # this code against another tree's
     python -m bench.jobs --nats-sync-ab always,2m      # two CLINAI_NATS_SYNC values
+    python -m bench.jobs --blob-ab --ab-model example  # the s3 backend against file
 
-One `clinai up` per side, running side by side, each with the no-op model built and its
-workers warm; then bursts alternate between them (A, B, B, A, …), each a series of warm
-no-op jobs one after another (p50) and a jobs/s run with concurrent clients. Medians over
-the bursts, and the ratios of the first side to the second: interleaving spreads the
-shared machine's noise over both sides instead of charging it to one. The other tree
-needs its own `.venv` (`make .venv/.installed` there)."""
+One `clinai up` per side, running side by side, each with the no-op model (or, with
+`--ab-model example`, example-model) built and its workers warm; then bursts alternate
+between them (A, B, B, A, …), each a series of warm jobs one after another (p50) and a
+jobs/s run with concurrent clients. Medians over the bursts, and the ratios of the first
+side to the second: interleaving spreads the shared machine's noise over both sides
+instead of charging it to one. The other tree needs its own `.venv`
+(`make .venv/.installed` there)."""
 
 from __future__ import annotations
 
@@ -20,19 +22,20 @@ from pathlib import Path
 from typing import Any
 
 from bench._http import HttpClient
-from bench.jobs import NOOP, Api, UpStack, _flush_disk, _png, _throughput
+from bench.jobs import EXAMPLE, NOOP, Api, UpStack, _flush_disk, _png, _throughput
 from services.packages import zip_folder
 
-__all__ = ["run_ab", "sync_stacks", "tree_stacks"]
+__all__ = ["blob_stacks", "run_ab", "sync_stacks", "tree_stacks"]
 
 
-async def _prepare(stack: UpStack, clients: int) -> tuple[HttpClient, Api, str]:
+async def _prepare(stack: UpStack, clients: int, which: str) -> tuple[HttpClient, Api, str]:
     http = HttpClient(stack.url, headers={"Authorization": f"Bearer {stack.key}"})
     api = Api(http)
     model = await api.call("POST", "/v1/models", json={"name": "ab"})
-    noop = await api.wait_built(await api.upload(model["id"], zip_folder(NOOP)))
-    await asyncio.gather(*(api.job(noop["id"], _png()) for _ in range(clients)))  # warm
-    return http, api, noop["id"]
+    package = zip_folder(EXAMPLE if which == "example" else NOOP)
+    version = await api.wait_built(await api.upload(model["id"], package))
+    await asyncio.gather(*(api.job(version["id"], _png()) for _ in range(clients)))  # warm
+    return http, api, version["id"]
 
 
 async def _burst(
@@ -45,7 +48,9 @@ async def _burst(
 
 
 async def _run(stacks: dict[str, UpStack], args: argparse.Namespace) -> dict[str, Any]:
-    prepared = {name: await _prepare(stack, args.clients) for name, stack in stacks.items()}
+    prepared = {
+        name: await _prepare(stack, args.clients, args.ab_model) for name, stack in stacks.items()
+    }
     _flush_disk()
     p50s: dict[str, list[float]] = {name: [] for name in stacks}
     rates: dict[str, list[float]] = {name: [] for name in stacks}
@@ -92,7 +97,8 @@ def run_ab(stacks: dict[str, UpStack], args: argparse.Namespace) -> None:
     print(f"\nmedians over {args.rounds} bursts each ({time.perf_counter() - started:.0f} s):")
     for name in stacks:
         print(
-            f"  {name:>10}: no-op job p50 {statistics.median(result['p50'][name]):.2f} ms, "
+            f"  {name:>10}: {args.ab_model} job p50 "
+            f"{statistics.median(result['p50'][name]):.2f} ms, "
             f"{statistics.median(result['rate'][name]):.1f} jobs/s ({args.clients} clients)"
         )
     p50_ratio = statistics.median(result["p50"][a]) / statistics.median(result["p50"][b])
@@ -115,11 +121,23 @@ def sync_stacks(settings: list[str], args: argparse.Namespace) -> dict[str, UpSt
     }
 
 
-def tree_stacks(other: Path, args: argparse.Namespace) -> dict[str, UpStack]:
+def tree_stacks(
+    other: Path, args: argparse.Namespace, store: dict[str, str] | None = None
+) -> dict[str, UpStack]:
+    """`store`: the blob store's settings for both sides (bench._s3)."""
     if not (other / ".venv" / "bin" / "clinai").exists():
         raise SystemExit(f"{other}/.venv/bin/clinai is missing: run `make .venv/.installed` there")
-    env = dict(setting.split("=", 1) for setting in args.set)
+    env = {**(store or {}), **dict(setting.split("=", 1) for setting in args.set)}
     return {
         "this": UpStack(args.runtime, args.data_parent, env),
         "other": UpStack(args.runtime, args.data_parent, env, tree=other.resolve()),
+    }
+
+
+def blob_stacks(tree: Path, args: argparse.Namespace, store: dict[str, str]) -> dict[str, UpStack]:
+    """The checkout `tree`'s stack on the s3 backend (`store`, bench._s3) and on file."""
+    env = dict(setting.split("=", 1) for setting in args.set)
+    return {
+        "s3": UpStack(args.runtime, args.data_parent, {**env, **store}, tree=tree.resolve()),
+        "file": UpStack(args.runtime, args.data_parent, env, tree=tree.resolve()),
     }

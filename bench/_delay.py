@@ -1,13 +1,15 @@
 """A TCP proxy that holds every answer of its upstream for a fixed time, as a network
 round trip would: the benchmarks' stand-in for a store that is not on this host (moto
-answers from loopback at once, where S3 is a round trip away)."""
+answers from loopback at once, where S3 is a round trip away). `watch`, when given, is
+shown every connection's client port and then the bytes the client sends on it
+(`bench._s3_count` counts the requests in them)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from urllib.parse import urlsplit
 
@@ -17,7 +19,11 @@ _CHUNK = 64 * 1024
 
 
 @contextmanager
-def delayed(upstream: str, delay_s: float) -> Iterator[str]:
+def delayed(
+    upstream: str,
+    delay_s: float,
+    watch: Callable[[int], Callable[[bytes], None]] | None = None,
+) -> Iterator[str]:
     """`http://127.0.0.1:PORT`, forwarding to `upstream` (`http://host:port`); what the
     upstream sends is held `delay_s` before it is passed on. Runs in a thread of its own
     for the block."""
@@ -29,7 +35,10 @@ def delayed(upstream: str, delay_s: float) -> Iterator[str]:
     tasks: set[asyncio.Task[None]] = set()
 
     async def pump(
-        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, hold_s: float
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        hold_s: float,
+        seen: Callable[[bytes], None] | None = None,
     ) -> None:
         """A delay line: each chunk is passed on `hold_s` after it came, however many
         came before it (a latency, not a slower link)."""
@@ -47,6 +56,8 @@ def delayed(upstream: str, delay_s: float) -> Iterator[str]:
         sending = asyncio.ensure_future(send())
         try:
             while data := await reader.read(_CHUNK):
+                if seen is not None:
+                    seen(data)
                 line.put_nowait((loop.time() + hold_s, data))
             line.put_nowait((0.0, b""))
             await sending
@@ -62,7 +73,8 @@ def delayed(upstream: str, delay_s: float) -> Iterator[str]:
         except OSError:
             client_w.close()
             return
-        for pumping in (pump(client_r, up_w, 0.0), pump(up_r, client_w, delay_s)):
+        seen = None if watch is None else watch(int(client_w.get_extra_info("peername")[1]))
+        for pumping in (pump(client_r, up_w, 0.0, seen), pump(up_r, client_w, delay_s)):
             task = asyncio.ensure_future(pumping)
             tasks.add(task)
             task.add_done_callback(tasks.discard)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -9,7 +10,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-__all__ = ["cpu_by_kind", "cpu_seconds", "descendants", "wait_listening"]
+__all__ = ["cpu_by_kind", "cpu_seconds", "descendants", "kind_of_port", "wait_listening"]
 
 _TICK = os.sysconf("SC_CLK_TCK")
 # (what a command line contains, the name it is counted under), first match wins
@@ -66,6 +67,25 @@ def cpu_by_kind(root: int) -> Counter[str]:
     for pid in descendants(root):
         totals[_kind(pid)] += cpu_seconds(pid)
     return totals
+
+
+def kind_of_port(root: int, port: int) -> str:
+    """The kind of the process under `root` whose TCP socket on 127.0.0.1 has the local
+    `port` ("other" when none has it)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for row in Path(table).read_text().splitlines()[1:]:
+                fields = row.split()
+                if int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(f"socket:[{fields[9]}]")
+    for pid in descendants(root):
+        with contextlib.suppress(OSError):
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    if os.readlink(fd) in inodes:
+                        return _kind(pid)
+    return "other"
 
 
 def wait_listening(

@@ -3,6 +3,8 @@
     python -m bench.jobs [--runtime process|docker|both] [--jobs 200] [--clients 32]
                          [--seconds 10] [--blob-backend file|s3 [--s3-endpoint URL]]
     python -m bench.jobs --ab-tree OTHER_CHECKOUT [--rounds 6] [--jobs 100] [--seconds 4]
+                         [--blob-backend s3 [--moto-keep-alive]] [--ab-model example]
+    python -m bench.jobs --blob-ab [--ab-tree CHECKOUT] [--ab-model example] [--rounds 6]
 
 Prints, per runtime: warm job latency (HTTP submit -> terminal status visible through the
 API) p50/p99 for a no-op model (`bench/noop-model`: `run` returns {}), for an echo model
@@ -411,6 +413,18 @@ def main(argv: list[str] | None = None) -> None:
         default=[],
         help="with --ab-tree: a setting for both stacks (repeatable)",
     )
+    parser.add_argument(
+        "--blob-ab",
+        action="store_true",
+        help="instead: the s3 backend against file, one stack each (of --ab-tree's "
+        "checkout when given), measured in alternating bursts (--rounds)",
+    )
+    parser.add_argument(
+        "--ab-model",
+        choices=["noop", "example"],
+        default="noop",
+        help="the model the A/B bursts run (example: example-model on a small PNG)",
+    )
     parser.add_argument("--rounds", type=int, default=4, help="bursts per side (A/B)")
     parser.add_argument(
         "--blob-backend",
@@ -420,12 +434,29 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--s3-endpoint", help="an S3 endpoint to use instead of a moto server")
     parser.add_argument("--s3-bucket", help="with --s3-endpoint: an existing bucket")
+    parser.add_argument(
+        "--moto-keep-alive",
+        action="store_true",
+        help="s3 on moto's app served by uvicorn, which keeps connections open as S3 "
+        "does (moto's own server closes each after one request)",
+    )
     args = parser.parse_args(argv)
-    if args.nats_sync_ab or args.ab_tree:
+    if args.nats_sync_ab or args.ab_tree or args.blob_ab:
         from bench import _ab
 
-        if args.ab_tree:
-            _ab.run_ab(_ab.tree_stacks(args.ab_tree, args), args)
+        if args.ab_tree or args.blob_ab:
+            with contextlib.ExitStack() as s3:
+                store = {}
+                if args.blob_backend == "s3" or args.blob_ab:  # one store for both sides
+                    store = s3.enter_context(
+                        s3_stack_env(
+                            args.s3_endpoint, args.s3_bucket, keep_alive=args.moto_keep_alive
+                        )
+                    )
+                if args.blob_ab:
+                    _ab.run_ab(_ab.blob_stacks(args.ab_tree or ROOT, args, store), args)
+                else:
+                    _ab.run_ab(_ab.tree_stacks(args.ab_tree, args, store), args)
         else:
             _ab.run_ab(_ab.sync_stacks(args.nats_sync_ab.split(","), args), args)
         return
@@ -439,7 +470,11 @@ def main(argv: list[str] | None = None) -> None:
                 for backend in backends:
                     env = {}
                     if backend == "s3":
-                        env = s3.enter_context(s3_stack_env(args.s3_endpoint, args.s3_bucket))
+                        env = s3.enter_context(
+                            s3_stack_env(
+                                args.s3_endpoint, args.s3_bucket, keep_alive=args.moto_keep_alive
+                            )
+                        )
                     name = runtime if backends == ["file"] else f"{runtime}/{backend}"
                     stacks.append(UpStack(runtime, args.data_parent, env=env))
                     with stacks[-1] as stack:

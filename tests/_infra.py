@@ -161,12 +161,12 @@ def serving(
 
 @asynccontextmanager
 async def http_files(
-    handle: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    handle: Callable[[web.Request], Awaitable[web.StreamResponse]], method: str = "GET"
 ) -> AsyncIterator[str]:
-    """A real HTTP server on loopback answering every GET with `handle` (a file server
-    as a model's inputs come from) for the block; yields its base URL."""
+    """A real HTTP server on loopback answering every GET (or `method`) with `handle` (a
+    file server as a model's inputs come from) for the block; yields its base URL."""
     app = web.Application()
-    app.router.add_route("GET", "/{tail:.*}", handle)
+    app.router.add_route(method, "/{tail:.*}", handle)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     port = free_port()

@@ -5,14 +5,17 @@ The hash is only known once the last byte has arrived, and S3 sets an object's
 metadata when the write starts (a PUT, or the creation of a multipart upload), never
 at its completion. So:
 
-- A blob that fits one part (`part_size`) is held until `commit` and sent in one PUT
-  with its SHA-256 (most inputs: no second request).
+- A blob that fits two parts (`part_size`) is held until `commit` and sent in one PUT
+  with its SHA-256 (most inputs: no second request; the two parts are what a multipart
+  upload holds at most anyway, and one PUT spares it four requests and a server-side
+  copy).
 - A larger one goes up as a multipart upload to a temporary key, `.incoming/<random>`
-  under the store's prefix, one part being sent while the next fills (two parts in
-  memory at most). `commit` completes it, then makes the object under its real key by
-  a server-side copy that sets the SHA-256 (CopyObject; a multipart copy of
-  `copy_part_size` ranges for objects over S3's 5 GiB CopyObject limit), and deletes
-  the temporary object. Readers see the blob whole, with its hash, or not at all.
+  under the store's prefix: the two parts held are sent one after the other, then one
+  part is being sent while the next fills (two parts in memory at most). `commit`
+  completes it, then makes the object under its real key by a server-side copy that
+  sets the SHA-256 (CopyObject; a multipart copy of `copy_part_size` ranges for objects
+  over S3's 5 GiB CopyObject limit), and deletes the temporary object. Readers see
+  the blob whole, with its hash, or not at all.
 - `abort`, or any failure, aborts the multipart upload (no object ever appears) or
   deletes the completed temporary one. What a crash leaves behind is removed by the
   bucket's lifecycle rules (deploy/s3.md): incomplete multipart uploads, and objects
@@ -77,6 +80,7 @@ class S3BlobWriter:
         self._copy_part_size = copy_part_size
         self._target = target
         self._buffer = io.BytesIO()  # the body as it is sent: never copied
+        self._held: io.BytesIO | None = None  # a first full part, while none is sent
         self._digest = hashlib.sha256()
         self._upload_id: str | None = None
         self._parts: list[dict[str, Any]] = []
@@ -99,7 +103,10 @@ class S3BlobWriter:
         view = memoryview(data)
         while view:
             if self._buffer.tell() >= self._part_size:  # full, and more is coming
-                await self._ship()
+                if self._upload_id is None and self._held is None:
+                    self._held, self._buffer = self._buffer, io.BytesIO()
+                else:
+                    await self._ship()
             room = self._part_size - self._buffer.tell()
             self._buffer.write(view[:room])
             view = view[room:]
@@ -132,6 +139,7 @@ class S3BlobWriter:
             return
         self._state = "aborted"
         self._buffer = io.BytesIO()
+        self._held = None
         sending, self._sending = self._sending, None
         if sending is not None:
             sending.cancel()
@@ -148,20 +156,23 @@ class S3BlobWriter:
             )
 
     async def _put_whole(self) -> None:
-        data = self._buffer
-        data.seek(0)
-        await asyncio.to_thread(_hash, self._digest, data)
+        buffers = [self._buffer] if self._held is None else [self._held, self._buffer]
+        for buffer in buffers:
+            await asyncio.to_thread(_hash, self._digest, buffer)
+        body = self._buffer if self._held is None else _Joined(self._held, self._buffer)
+        body.seek(0)
         async with mapped(self._target):
             await self._s3.put_object(
                 Bucket=self._bucket,
                 Key=self._final,
-                Body=data,
+                Body=body,
                 ContentType=self._content_type,
                 Metadata={SHA256_META: self._digest.hexdigest()},
             )
 
     async def _ship(self) -> None:
-        """The buffer becomes the next part, sent once the one before it is."""
+        """The buffer becomes the next part, sent once the one before it is (the part
+        held, if any, is sent first, and waited for)."""
         part, self._buffer = self._buffer, io.BytesIO()
         part.seek(0)
         await self._wait_sent()
@@ -171,6 +182,10 @@ class S3BlobWriter:
                     Bucket=self._bucket, Key=self._incoming, ContentType=self._content_type
                 )
             self._upload_id = str(started["UploadId"])
+        if self._held is not None:
+            held, self._held = self._held, None
+            held.seek(0)
+            await self._send(len(self._parts) + 1, held)
         self._sending = asyncio.ensure_future(self._send(len(self._parts) + 1, part))
 
     async def _wait_sent(self) -> None:
@@ -288,3 +303,54 @@ def _hash(digest: Any, buffer: io.BytesIO) -> None:
     (it may be read meanwhile: sent as a request's body)."""
     with buffer.getbuffer() as view:
         digest.update(view)
+
+
+class _Joined(io.RawIOBase):
+    """Two buffers read as one body (a PUT's), neither copied: readable and seekable,
+    with a length, as botocore (its signature, its retries) and aiohttp read a body."""
+
+    def __init__(self, *buffers: io.BytesIO) -> None:
+        super().__init__()
+        self._views = [buffer.getbuffer() for buffer in buffers]
+        self._size = sum(len(view) for view in self._views)
+        self._pos = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        if base + offset < 0:
+            raise ValueError(f"negative seek position {base + offset}")
+        self._pos = base + offset
+        return self._pos
+
+    def readinto(self, out: Any) -> int:
+        target = memoryview(out).cast("B")
+        done, skip = 0, self._pos
+        for view in self._views:
+            if skip >= len(view):
+                skip -= len(view)
+                continue
+            take = min(len(view) - skip, len(target) - done)
+            target[done : done + take] = view[skip : skip + take]
+            done, skip = done + take, 0
+            if done == len(target):
+                break
+        self._pos += done
+        return done
+
+    def close(self) -> None:
+        for view in self._views:
+            view.release()
+        self._views = []
+        super().close()

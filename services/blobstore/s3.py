@@ -34,9 +34,10 @@ from pathlib import Path
 from typing import Any, Final
 
 from aiobotocore.config import AioConfig
-from aiobotocore.session import AioSession, get_session
+from aiobotocore.session import AioSession
 from botocore.exceptions import ClientError
 
+from services.blobstore._s3_client import client_config, drop_small_expect, new_session
 from services.blobstore._s3_errors import S3Target, error_code, mapped
 from services.blobstore._s3_local import file_sha256, sha256, tmp_beside, write_new
 from services.blobstore._s3_stream import S3BlobStream
@@ -114,11 +115,11 @@ class S3BlobStore:
         self._chunk = chunk_size
         self._copy_limit = copy_limit
         self._copy_part_size = copy_part_size
-        self._config = _config(
+        self._config = client_config(
             connect_timeout_s, read_timeout_s, max_attempts, path_style=bool(self._endpoint)
         )
         # `check` asks once, at once: a health probe must answer within its own deadline.
-        self._probe_config = _config(
+        self._probe_config = client_config(
             min(connect_timeout_s, 1.0),
             min(read_timeout_s, 2.0),
             1,
@@ -158,12 +159,14 @@ class S3BlobStore:
         return self._prober
 
     async def _open(self, endpoint: str | None, config: AioConfig | None = None) -> Any:
-        session = self._session or get_session()
+        session = self._session or new_session()
         self._session = session
         context = session.create_client(
             "s3", region_name=self._region, endpoint_url=endpoint, config=config or self._config
         )
-        return await self._exit.enter_async_context(context)
+        client = await self._exit.enter_async_context(context)
+        client.meta.events.register_last("before-call.s3", drop_small_expect)
+        return client
 
     def _key(self, key: str) -> str:
         return self._prefix + key
@@ -447,21 +450,3 @@ class S3BlobStore:
     async def close(self) -> None:
         await self._exit.aclose()
         self._s3 = self._presigner = self._prober = None
-
-
-def _config(
-    connect_timeout_s: float, read_timeout_s: float, max_attempts: int, *, path_style: bool
-) -> AioConfig:
-    return AioConfig(
-        connect_timeout=connect_timeout_s,
-        read_timeout=read_timeout_s,
-        signature_version="s3v4",  # presigned URLs too (every region and MinIO take it)
-        retries={"total_max_attempts": max_attempts, "mode": "standard"},
-        max_pool_connections=64,
-        parameter_validation=False,  # our calls are fixed; skip botocore's check of each
-        # Our own SHA-256 covers the content; no second checksum on every request.
-        request_checksum_calculation="when_required",
-        response_checksum_validation="when_required",
-        # MinIO and other self-hosted servers are addressed by path, not by DNS name.
-        s3={"addressing_style": "path" if path_style else "auto"},
-    )

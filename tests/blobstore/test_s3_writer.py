@@ -1,7 +1,7 @@
 """The s3 backend's writer (`open_writer`) against a real S3 server (moto's server mode):
 parts go up while the blob is still being written, to a temporary key that listings
 never show; the object appears under its key at the commit, with its SHA-256, by a
-server-side copy; an abort or an outage leaves no object."""
+server-side copy (one PUT up to two parts); an abort or an outage leaves no object."""
 
 from __future__ import annotations
 
@@ -58,17 +58,20 @@ async def test_parts_go_up_as_the_blob_is_written_and_it_keeps_its_sha256(
     assert await _uploads(s3_endpoint, store.bucket) == []
 
 
-async def test_a_blob_of_one_part_goes_up_in_one_put_at_the_commit(
-    store: S3BlobStore, s3_endpoint: str
+@pytest.mark.parametrize("parts", [1, 2])
+async def test_a_blob_of_up_to_two_parts_goes_up_in_one_put_at_the_commit(
+    store: S3BlobStore, s3_endpoint: str, parts: int
 ) -> None:
-    data = _data(MIN_PART_SIZE)
+    data = _data(parts * MIN_PART_SIZE)
     writer = await store.open_writer("inputs/j1", "text/plain")
     await _write(writer, data)
     assert await _uploads(s3_endpoint, store.bucket) == []
     await writer.commit()
     head = await raw(s3_endpoint, "head_object", Bucket=store.bucket, Key="inputs/j1")
     assert head["Metadata"]["sha256"] == hashlib.sha256(data).hexdigest()
-    assert "-" not in head["ETag"]  # a plain PUT
+    assert "-" not in head["ETag"]  # a plain PUT, no copy
+    assert head["ContentLength"] == len(data)
+    assert await store.get_bytes("inputs/j1") == data
     assert await _objects(s3_endpoint, store.bucket) == ["inputs/j1"]
 
 
@@ -149,7 +152,7 @@ async def test_an_outage_mid_write_is_a_typed_error(s3_endpoint: str, tmp_path: 
     store = await s3_store(gate.url, tmp_path, part_size=MIN_PART_SIZE, max_attempts=1)
     try:
         writer = await store.open_writer("inputs/j1", "text/plain")
-        await _write(writer, _data(MIN_PART_SIZE + 1))  # the first part on its way
+        await _write(writer, _data(2 * MIN_PART_SIZE + 1))  # the first part on its way
         gate.close()
         with pytest.raises(BlobUnavailableError) as exc:
             await _write(writer, _data(2 * MIN_PART_SIZE))
