@@ -18,6 +18,7 @@ from projections.db import create_pool
 from projections.watermark import ProjectionWatermark
 from services.api import (
     readiness,
+    routes_accounts,
     routes_events,
     routes_jobs,
     routes_keys,
@@ -30,6 +31,7 @@ from services.api._input_sweep import InputSweep
 from services.api._key_slots import ReleaseKeySlot
 from services.api._rate_limit import RateLimitHeaders
 from services.api.asyncapi import asyncapi_route
+from services.api.dashboard import dashboard_routes
 from services.api.error_handlers import exception_handlers
 from services.api.problems import problem_response
 from services.api.routes_blobs import blob_routes
@@ -138,6 +140,8 @@ def create_app(settings: Settings, *, blobs: BlobStore | None = None) -> Starlet
             sweeping_uploads = asyncio.create_task(upload_sweep.run())
             rate_limiter = app.state.services.rate_limiter
             await rate_limiter.open()
+            await app.state.services.sessions.open()
+            await app.state.services.sign_in_throttle.open()
             giving_back = asyncio.create_task(rate_limiter.run())
             try:
                 async with serving_metrics(metrics, settings):
@@ -162,12 +166,14 @@ def create_app(settings: Settings, *, blobs: BlobStore | None = None) -> Starlet
         *routes_jobs.routes,
         *routes_uploads.routes,
         *routes_keys.routes,
+        *routes_accounts.routes,
         *routes_limits.routes,
         *routes_webhooks.routes,
         *routes_events.routes,
         asyncapi_route(settings.stream_name),
         metrics_route(metrics),
         *blob_routes(blob_store),
+        *dashboard_routes(),
     ]
     return Starlette(
         routes=routes,

@@ -1,0 +1,103 @@
+"""Sign-in accounts over the JSON API: an admin lists users, sets a user's password and
+invites a user to set their own (a link, shown once); a user changes their own password
+(with the current one). Setting a password ends the user's other dashboard sessions."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from projections import account_queries
+from services.api.auth import Principal
+from services.api.problems import ApiError
+from services.api.wiring import ApiServices, decode_body, json_response, path_id, services
+from services.domain.accounts import INVITATION_TTL_S
+from services.domain.passwords import MAX_PASSWORD_LENGTH, verify_in_thread
+
+__all__ = ["Password", "check_name_free", "invitation_url", "routes"]
+
+Password = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_PASSWORD_LENGTH)]
+
+
+class PasswordBody(msgspec.Struct, forbid_unknown_fields=True):
+    password: Password
+    current_password: Password | None = None  # needed to change your own (not an admin)
+
+
+class InvitationBody(msgspec.Struct, forbid_unknown_fields=True):
+    ttl_s: Annotated[float, msgspec.Meta(gt=0, le=30 * 24 * 3600)] = INVITATION_TTL_S
+
+
+async def check_name_free(svc: ApiServices, name: str) -> None:
+    """People sign in by name: a name another user with a password has is refused."""
+    if await account_queries.find_sign_in(svc.pool, name):
+        raise ApiError(
+            409, "Name taken", f"a user named {name!r} can already sign in; choose another name"
+        )
+
+
+def invitation_url(svc: ApiServices, token: str) -> str:
+    # The token rides in the fragment: browsers never send it, so no log has it.
+    return f"{svc.settings.api_url}/invitation#{token}"
+
+
+async def end_other_sessions(svc: ApiServices, user_id: str, caller: Principal) -> int:
+    """After a password is set: the user's sessions end, but the caller's own."""
+    return await svc.sessions.end_others(user_id, keep=caller.key_id)
+
+
+async def list_users(request: Request) -> Response:
+    svc = services(request)
+    caller = await svc.caller(request)
+    if not caller.is_admin:
+        raise ApiError(403, "Forbidden", "only an admin can list users")
+    users = await account_queries.list_users(svc.pool)
+    return json_response({"items": [msgspec.to_builtins(u) for u in users]})
+
+
+async def set_password(request: Request) -> Response:
+    svc = services(request)
+    caller = await svc.caller(request)
+    body = await decode_body(request, PasswordBody)
+    user_id = path_id(request, "user_id")
+    if not caller.is_admin:
+        user = await account_queries.get_sign_in(svc.pool, user_id)
+        current = body.current_password or ""
+        if user_id != caller.user_id or not await verify_in_thread(user, current):
+            raise ApiError(
+                403,
+                "Forbidden",
+                "to change your own password send your current one as current_password "
+                "(an admin sets other users' passwords)",
+            )
+    seq = await svc.commands.set_password(svc.context(request, caller), user_id, body.password)
+    ended = await end_other_sessions(svc, user_id, caller)
+    return json_response({"id": user_id, "sessions_ended": ended}, 202, seq=seq)
+
+
+async def invite(request: Request) -> Response:
+    svc = services(request)
+    caller = await svc.caller(request)
+    body = await decode_body(request, InvitationBody)
+    user_id = path_id(request, "user_id")
+    invitation = await svc.commands.invite(svc.context(request, caller), user_id, ttl_s=body.ttl_s)
+    return json_response(
+        {
+            "user_id": user_id,
+            "url": invitation_url(svc, invitation.token),
+            "expires_at": invitation.expires_at,
+        },
+        201,
+        seq=invitation.seq,
+    )
+
+
+routes = [
+    Route("/v1/users", list_users, methods=["GET"]),
+    Route("/v1/users/{user_id}/password", set_password, methods=["PUT"]),
+    Route("/v1/users/{user_id}/invitations", invite, methods=["POST"]),
+]
