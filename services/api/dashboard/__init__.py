@@ -3,8 +3,8 @@
 Server-rendered pages (Jinja2 through Starlette's templates, autoescaped) with our own
 small scripts for the live parts (Server-Sent Events, upload progress); no build step,
 no third-party front-end code, nothing from a CDN. People sign in with a password
-(`signin`; `services.api.sessions`, `services.api.sign_in_throttle`); the pages call the JSON API with the session cookie
-and its CSRF token (`services.api.auth`)."""
+(`signin`; `services.api.sessions`, `services.api.sign_in_throttle`); the pages call
+the JSON API with the session cookie and its CSRF token (`services.api.auth`)."""
 
 from __future__ import annotations
 

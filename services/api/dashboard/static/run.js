@@ -27,8 +27,9 @@
     return data;
   }
 
-  async function show(jobId) {
-    const job = await api("GET", `/v1/jobs/${encodeURIComponent(jobId)}`);
+  async function show(jobId, seq) {
+    const after = seq === undefined ? "" : `?after_seq=${seq}`;  // read our own write
+    const job = await api("GET", `/v1/jobs/${encodeURIComponent(jobId)}${after}`);
     $("job-status").replaceChildren(ClinAI.status(job.status));
     if (job.error_kind) {
       $("job-error").textContent = `${job.error_kind}: ${job.error_message || ""}`;
@@ -50,19 +51,22 @@
   }
 
   // Watch the job live; once it has ended, show it whole.
-  function watch(jobId) {
+  function watch(jobId, seq) {
     $("job").hidden = false;
     $("job-id").textContent = jobId;
     $("job-error").hidden = true;
     $("job-result").textContent = "";
     $("job-outputs").replaceChildren();
     $("job-log").textContent = "";
-    show(jobId).then((job) => {
+    show(jobId, seq).then((job) => {
       if (["succeeded", "failed", "canceled"].includes(job.status)) return;
       const source = new EventSource(`/v1/jobs/${encodeURIComponent(jobId)}/events`);
       source.addEventListener("JobStarted", () => $("job-status").replaceChildren(ClinAI.status("running")));
       for (const type of ["JobSucceeded", "JobFailed", "JobCanceled"]) {
-        source.addEventListener(type, () => { source.close(); show(jobId); });
+        source.addEventListener(type, (event) => {
+          source.close();
+          show(jobId, JSON.parse(event.data).seq);  // once the read models have the end
+        });
       }
     }).catch((err) => { $("job-status").textContent = err.message; });
   }
@@ -70,7 +74,7 @@
   ClinAI.onSubmit(form, async () => {
     const job = await api("POST", "/v1/jobs", formData());
     window.history.replaceState(null, "", `#${job.id}`);
-    watch(job.id);
+    watch(job.id, job.seq);
   });
 
   const shown = window.location.hash.slice(1);

@@ -1,0 +1,143 @@
+"""The dashboard in a real browser (headless Chromium) against every service: a person
+signs in, creates a model, uploads example-model and watches it build, runs it on a PNG
+from the Run page and sees the grayscale output; then an API key is made and revoked,
+and the person signs out."""
+
+from __future__ import annotations
+
+import io
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+
+from services.embedded.sandbox_setup import check_bwrap
+from services.packages import zip_folder
+from tests.api._client import EXAMPLE_MODEL
+from tests.api.conftest import Stack, running_stack
+from tests.dashboard._browser import (
+    browser_missing,
+    chromium,
+    console_errors,
+    screenshot,
+    wait_for,
+)
+from tests.dashboard._person import create_user
+
+PASSWORD = "a password for the browser"
+BUILD_TIMEOUT_S = 300  # a first build makes a virtualenv and installs Pillow
+
+
+@pytest.fixture(scope="module")
+def full_stack(stack_env: dict[str, str]) -> Iterator[Stack]:
+    reason = browser_missing() or check_bwrap()
+    if reason is not None:
+        pytest.skip(f"the browser journey needs Chromium and bubblewrap: {reason}")
+    with running_stack(stack_env, ["projector", "api", "builder", "executor"]) as running:
+        yield running
+
+
+@pytest.fixture
+def browser() -> Iterator[WebDriver]:
+    reason = browser_missing()
+    if reason is not None:
+        pytest.skip(reason)
+    with chromium() as driver:
+        yield driver
+
+
+def _text(driver: WebDriver, css: str) -> str:
+    return str(driver.find_element(By.CSS_SELECTOR, css).text)
+
+
+def _sign_in(driver: WebDriver, url: str, name: str) -> None:
+    driver.get(f"{url}/")
+    wait_for(driver, lambda d: d.current_url.startswith(f"{url}/sign-in"))
+    driver.find_element(By.ID, "name").send_keys(name)
+    driver.find_element(By.ID, "password").send_keys(PASSWORD)
+    screenshot(driver, "01-sign-in")
+    driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    wait_for(driver, lambda d: d.current_url == f"{url}/models")
+
+
+async def test_sign_in_upload_build_run_and_see_the_output(
+    full_stack: Stack, browser: WebDriver, tmp_path: Path
+) -> None:
+    url, name = full_stack.url, f"pat-{uuid.uuid4().hex[:6]}"
+    await create_user(url, full_stack.admin_key, name, PASSWORD)
+    _sign_in(browser, url, name)
+
+    # Create a model.
+    model_name = f"grayscale-{uuid.uuid4().hex[:6]}"
+    browser.find_element(By.ID, "model-name").send_keys(model_name)
+    browser.find_element(By.ID, "model-description").send_keys("turns images gray")
+    screenshot(browser, "02-models")
+    browser.find_element(By.CSS_SELECTOR, "#create-model button").click()
+    wait_for(browser, lambda d: "/models/mdl_" in d.current_url)
+    assert _text(browser, "h1") == model_name
+
+    # Upload example-model: the file chooser of the drop zone (a browser test cannot
+    # drag a file in from the desktop); progress, then the new version's page.
+    package = tmp_path / "example-model.zip"
+    package.write_bytes(zip_folder(EXAMPLE_MODEL))
+    screenshot(browser, "03-model")
+    browser.find_element(By.ID, "package").send_keys(str(package))
+    wait_for(browser, lambda d: "/versions/ver_" in d.current_url)
+
+    # The build log fills live until the version is ready.
+    wait_for(browser, lambda d: _text(d, "#build-log").strip() != "", BUILD_TIMEOUT_S)
+    wait_for(browser, lambda d: "ready" in _text(d, "#version-status"), BUILD_TIMEOUT_S)
+    assert "✓" in _text(browser, "#version-status")  # status is a symbol and a word
+    wait_for(browser, lambda d: d.find_elements(By.ID, "schema-table"))
+    assert "levels" in _text(browser, "#schema-table")
+    screenshot(browser, "04-version")
+
+    # Run it on a PNG from the Run page: a form made from the input schema.
+    browser.find_element(By.ID, "run-link").click()
+    wait_for(browser, lambda d: d.find_elements(By.ID, "input-input"))
+    image = tmp_path / "red.png"
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 30), (200, 30, 30)).save(buffer, format="PNG")
+    image.write_bytes(buffer.getvalue())
+    browser.find_element(By.ID, "input-input").send_keys(str(image))
+    wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#input-input-preview img"))
+    levels = browser.find_element(By.ID, "input-levels")
+    assert levels.get_attribute("min") == "2" and levels.get_attribute("max") == "256"
+    browser.find_element(By.ID, "run-submit").click()
+    wait_for(browser, lambda d: "succeeded" in _text(d, "#job-status"), 120)
+    assert '"width": 40' in _text(browser, "#job-result")
+    output = wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "img.output"))[0]
+    wait_for(browser, lambda d: d.execute_script("return arguments[0].naturalWidth", output) == 40)
+    assert output.get_attribute("alt") == "grayscale.png"
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", output)
+    screenshot(browser, "05-run")
+    assert console_errors(browser) == []
+
+
+async def test_create_and_revoke_an_api_key_then_sign_out(
+    full_stack: Stack, browser: WebDriver
+) -> None:
+    url, name = full_stack.url, f"quin-{uuid.uuid4().hex[:6]}"
+    await create_user(url, full_stack.admin_key, name, PASSWORD)
+    _sign_in(browser, url, name)
+    browser.get(f"{url}/keys")
+    key_name = browser.find_element(By.ID, "key-name")
+    key_name.clear()
+    key_name.send_keys("laptop")
+    browser.find_element(By.CSS_SELECTOR, "#create-key button").click()
+    secret = wait_for(browser, lambda d: _text(d, "#secret"))
+    assert secret.startswith("clinai_")
+    screenshot(browser, "06-keys")
+    row = browser.find_element(By.CSS_SELECTOR, "#keys tbody tr")
+    row.find_element(By.CSS_SELECTOR, "button.revoke").click()
+    wait_for(browser, lambda d: "revoked" in d.find_element(By.CSS_SELECTOR, "#keys tbody tr").text)
+
+    browser.find_element(By.ID, "sign-out").click()
+    wait_for(browser, lambda d: d.current_url.startswith(f"{url}/sign-in"))
+    browser.get(f"{url}/keys")
+    wait_for(browser, lambda d: d.current_url.startswith(f"{url}/sign-in"))
+    assert console_errors(browser) == []
