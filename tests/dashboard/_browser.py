@@ -68,10 +68,19 @@ def wait_for(driver: WebDriver, condition: Callable[[WebDriver], Any], timeout: 
         ) from err
 
 
-def screenshot(driver: WebDriver, name: str) -> Path:
+def screenshot(driver: WebDriver, name: str, *, full_page: bool = False) -> Path:
+    """The window (or the whole page, `full_page`) as <SCREENSHOTS>/<name>.png."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"
-    driver.save_screenshot(str(path))
+    size = driver.get_window_size()
+    if full_page:
+        height = driver.execute_script("return document.documentElement.scrollHeight")
+        driver.set_window_size(size["width"], max(size["height"], int(height) + 100))
+    try:
+        driver.save_screenshot(str(path))
+    finally:
+        if full_page:
+            driver.set_window_size(size["width"], size["height"])
     return path
 
 

@@ -17,7 +17,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 
 from services.embedded.sandbox_setup import check_bwrap
 from services.packages import zip_folder
-from tests.api._client import EXAMPLE_MODEL
+from tests.api._client import EXAMPLE_MODEL, Client
 from tests.api.conftest import Stack, running_stack
 from tests.dashboard._browser import (
     browser_missing,
@@ -29,6 +29,8 @@ from tests.dashboard._browser import (
 from tests.dashboard._person import create_user
 
 PASSWORD = "a password for the browser"
+HOSTILE = Path(__file__).resolve().parents[1] / "packages" / "hostile"
+HOSTILE_TEXT = "<img src=x onerror=window.__pwned=5><script>window.__pwned=6</script>"
 BUILD_TIMEOUT_S = 300  # a first build makes a virtualenv and installs Pillow
 
 
@@ -113,8 +115,64 @@ async def test_sign_in_upload_build_run_and_see_the_output(
     output = wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "img.output"))[0]
     wait_for(browser, lambda d: d.execute_script("return arguments[0].naturalWidth", output) == 40)
     assert output.get_attribute("alt") == "grayscale.png"
-    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", output)
-    screenshot(browser, "05-run")
+    screenshot(browser, "05-run", full_page=True)
+    job_id = _text(browser, "#job-id")
+
+    # The job in the history, with its latency; the filters leave it out or in.
+    browser.find_element(By.LINK_TEXT, "Jobs").click()
+    row = wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, f'tr[data-job="{job_id}"]'))
+    assert "succeeded" in row[0].text and " s" in row[0].text
+    screenshot(browser, "06-jobs")
+    browser.get(f"{url}/jobs?status=failed")
+    assert not browser.find_elements(By.CSS_SELECTOR, f'tr[data-job="{job_id}"]')
+    assert console_errors(browser) == []
+
+
+async def test_html_and_script_from_a_model_execute_nothing(
+    full_stack: Stack, browser: WebDriver, tmp_path: Path
+) -> None:
+    """tests/packages/hostile: its result, output names and log carry HTML and script;
+    with the model's description, the pages show them as text."""
+    url, name = full_stack.url, f"rex-{uuid.uuid4().hex[:6]}"
+    admin = Client(url, full_stack.admin_key)
+    made = await admin.post("/v1/users", json={"name": name, "password": PASSWORD})
+    owner = Client(url, made.body["api_key"]["secret"])
+    await owner.get("/v1/me", params={"after_seq": str(made.body["seq"])})
+    model = (
+        await owner.post(
+            "/v1/models",
+            json={"name": f"hostile-{uuid.uuid4().hex[:6]}", "description": HOSTILE_TEXT},
+        )
+    ).body
+    version = await owner.upload(
+        f"/v1/models/{model['id']}/versions", "package", "p.zip", zip_folder(HOSTILE)
+    )
+    assert version.status == 201, version.body
+    version_id = version.body["id"]
+
+    _sign_in(browser, url, name)
+    browser.get(f"{url}/models/{model['id']}")
+    wait_for(browser, lambda d: d.find_elements(By.TAG_NAME, "main"), 5)
+    assert HOSTILE_TEXT in _text(browser, "main")  # shown as text
+    browser.get(f"{url}/versions/{version_id}")
+    wait_for(browser, lambda d: "ready" in _text(d, "#version-status"), BUILD_TIMEOUT_S)
+    browser.get(f"{url}/versions/{version_id}/run")
+    wait_for(browser, lambda d: d.find_elements(By.ID, "input-input"))
+    given = tmp_path / "input.txt"
+    given.write_text("hello")
+    browser.find_element(By.ID, "input-input").send_keys(str(given))
+    browser.find_element(By.ID, "run-submit").click()
+    wait_for(browser, lambda d: "succeeded" in _text(d, "#job-status"), 120)
+    wait_for(browser, lambda d: _text(d, "#job-log"))
+    assert "<script>window.__pwned = 1</script>" in _text(browser, "#job-result")
+    assert "<script>window.__pwned = 1</script>" in _text(browser, "#job-log")
+    outputs = _text(browser, "#job-outputs")
+    assert "<img src=x onerror=window.__pwned=2>.txt" in outputs
+    screenshot(browser, "08-hostile", full_page=True)
+    assert browser.execute_script("return window.__pwned === undefined")
+    browser.get(f"{url}/models")
+    assert HOSTILE_TEXT in _text(browser, "#models")
+    assert browser.execute_script("return window.__pwned === undefined")
     assert console_errors(browser) == []
 
 
@@ -131,7 +189,7 @@ async def test_create_and_revoke_an_api_key_then_sign_out(
     browser.find_element(By.CSS_SELECTOR, "#create-key button").click()
     secret = wait_for(browser, lambda d: _text(d, "#secret"))
     assert secret.startswith("clinai_")
-    screenshot(browser, "06-keys")
+    screenshot(browser, "07-keys")
     row = browser.find_element(By.CSS_SELECTOR, "#keys tbody tr")
     row.find_element(By.CSS_SELECTOR, "button.revoke").click()
     wait_for(browser, lambda d: "revoked" in d.find_element(By.CSS_SELECTOR, "#keys tbody tr").text)

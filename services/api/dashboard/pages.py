@@ -33,6 +33,9 @@ _STATUS_MARKS = {
 }
 
 
+_JOB_STATUSES = ("queued", "running", "succeeded", "failed", "canceled")
+
+
 def _principal(session: Session) -> Principal:
     return Principal(user_id=session.user_id, key_id=session.id, is_admin=session.is_admin)
 
@@ -128,6 +131,33 @@ class PageViews:
         keys = await queries.list_api_keys(services(request).pool, session.user_id)
         return self._render(request, session, "keys.html", {"keys": keys})
 
+    async def jobs(self, request: Request, session: Session) -> Response:
+        """Your jobs, newest first, by status and model."""
+        svc = services(request)
+        status = request.query_params.get("status") or None
+        model_id = request.query_params.get("model") or None
+        if status not in (None, *_JOB_STATUSES):
+            status = None
+        if model_id is not None and not is_valid_id(model_id):
+            model_id = None
+        page = await queries.list_jobs(
+            svc.pool, owner=session.user_id, status=status, model_id=model_id, limit=100
+        )
+        models = await queries.list_models(svc.pool, session.user_id, session.is_admin, limit=200)
+        names = {m.id: m.name for m in models.items}
+        return self._render(
+            request,
+            session,
+            "jobs.html",
+            {
+                "jobs": page.items,
+                "names": names,
+                "statuses": _JOB_STATUSES,
+                "status": status,
+                "model_id": model_id,
+            },
+        )
+
     async def admin(self, request: Request, session: Session) -> Response:
         if not session.is_admin:
             return self._not_found(request, session, "page")
@@ -142,6 +172,7 @@ def page_routes(pages: Pages) -> list[BaseRoute]:
         Route("/models/{model_id}", signed_in(views.model), methods=["GET"]),
         Route("/versions/{version_id}", signed_in(views.version), methods=["GET"]),
         Route("/versions/{version_id}/run", signed_in(views.run), methods=["GET"]),
+        Route("/jobs", signed_in(views.jobs), methods=["GET"]),
         Route("/keys", signed_in(views.keys), methods=["GET"]),
         Route("/admin", signed_in(views.admin), methods=["GET"]),
     ]
