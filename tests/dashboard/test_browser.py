@@ -5,6 +5,7 @@ and the person signs out."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import uuid
 from collections.abc import Iterator
@@ -27,9 +28,11 @@ from tests.dashboard._browser import (
     wait_for,
 )
 from tests.dashboard._person import create_user
+from tests.notifier._receiver import Receiver
 
 PASSWORD = "a password for the browser"
 HOSTILE = Path(__file__).resolve().parents[1] / "packages" / "hostile"
+NOOP = Path(__file__).resolve().parents[1] / "packages" / "noop"
 HOSTILE_TEXT = "<img src=x onerror=window.__pwned=5><script>window.__pwned=6</script>"
 BUILD_TIMEOUT_S = 300  # a first build makes a virtualenv and installs Pillow
 
@@ -39,7 +42,9 @@ def full_stack(stack_env: dict[str, str]) -> Iterator[Stack]:
     reason = browser_missing() or check_bwrap()
     if reason is not None:
         pytest.skip(f"the browser journey needs Chromium and bubblewrap: {reason}")
-    with running_stack(stack_env, ["projector", "api", "builder", "executor"]) as running:
+    env = {**stack_env, "CLINAI_WEBHOOK_ALLOW_NETWORKS": "127.0.0.0/8"}  # the receiver
+    services = ["projector", "api", "builder", "executor", "notifier"]
+    with running_stack(env, services) as running:
         yield running
 
 
@@ -198,4 +203,44 @@ async def test_create_and_revoke_an_api_key_then_sign_out(
     wait_for(browser, lambda d: d.current_url.startswith(f"{url}/sign-in"))
     browser.get(f"{url}/keys")
     wait_for(browser, lambda d: d.current_url.startswith(f"{url}/sign-in"))
+    assert console_errors(browser) == []
+
+
+async def test_create_a_webhook_and_see_a_delivery_listed(
+    full_stack: Stack, browser: WebDriver, receiver: Receiver
+) -> None:
+    url, name = full_stack.url, f"sam-{uuid.uuid4().hex[:6]}"
+    admin = Client(url, full_stack.admin_key)
+    made = await admin.post("/v1/users", json={"name": name, "password": PASSWORD})
+    owner = Client(url, made.body["api_key"]["secret"])
+    await owner.get("/v1/me", params={"after_seq": str(made.body["seq"])})
+    _sign_in(browser, url, name)
+    browser.get(f"{url}/webhooks")
+    browser.find_element(By.ID, "hook-url").send_keys(receiver.url("/hooks"))
+    browser.find_element(By.ID, "hook-description").send_keys("<b>mine</b>")
+    browser.find_element(By.CSS_SELECTOR, "#create-webhook button").click()
+    secret = wait_for(browser, lambda d: _text(d, "#webhook-output-value"))
+    assert secret.startswith("whsec_")
+
+    # A job of this user's: its events are delivered to the receiver.
+    model = (await owner.post("/v1/models", json={"name": f"m-{uuid.uuid4().hex[:6]}"})).body
+    version = await owner.upload(
+        f"/v1/models/{model['id']}/versions", "package", "p.zip", zip_folder(NOOP)
+    )
+    browser.get(f"{url}/versions/{version.body['id']}")
+    wait_for(browser, lambda d: "ready" in _text(d, "#version-status"), BUILD_TIMEOUT_S)
+    job = await owner.upload("/v1/jobs", "input", "in.txt", b"hello", version=version.body["id"])
+    assert job.status in (201, 202), job.body
+
+    browser.get(f"{url}/webhooks")
+    assert "<b>mine</b>" in _text(browser, "section.hook")
+
+    def delivered(driver: WebDriver) -> bool:
+        driver.find_element(By.CSS_SELECTOR, "section.hook button.deliveries").click()
+        rows = driver.find_elements(By.CSS_SELECTOR, "table.deliveries tbody tr")
+        return any("succeeded" in row.text and "job." in row.text for row in rows)
+
+    # In a thread: the receiver answers on this test's event loop meanwhile.
+    await asyncio.to_thread(wait_for, browser, delivered, 60)
+    screenshot(browser, "09-webhooks", full_page=True)
     assert console_errors(browser) == []

@@ -12,11 +12,12 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from events.ids import is_valid_id
-from projections import account_queries, queries
+from projections import account_queries, queries, webhook_queries
 from services.api.auth import Principal
 from services.api.dashboard._render import Pages, signed_in
 from services.api.sessions import Session
 from services.api.wiring import services, visible_model
+from services.domain.event_types import WEBHOOK_TYPES
 from services.domain.views import model_view, version_view
 
 __all__ = ["page_routes"]
@@ -158,6 +159,12 @@ class PageViews:
             },
         )
 
+    async def webhooks(self, request: Request, session: Session) -> Response:
+        hooks = await webhook_queries.list_webhooks(services(request).pool, session.user_id)
+        return self._render(
+            request, session, "webhooks.html", {"hooks": hooks, "types": WEBHOOK_TYPES}
+        )
+
     async def admin(self, request: Request, session: Session) -> Response:
         if not session.is_admin:
             return self._not_found(request, session, "page")
@@ -174,5 +181,6 @@ def page_routes(pages: Pages) -> list[BaseRoute]:
         Route("/versions/{version_id}/run", signed_in(views.run), methods=["GET"]),
         Route("/jobs", signed_in(views.jobs), methods=["GET"]),
         Route("/keys", signed_in(views.keys), methods=["GET"]),
+        Route("/webhooks", signed_in(views.webhooks), methods=["GET"]),
         Route("/admin", signed_in(views.admin), methods=["GET"]),
     ]

@@ -17,7 +17,13 @@
     log.append(document.createTextNode(event.text));
     log.scrollTop = log.scrollHeight;
   });
-  on("VersionBuilt", () => { setStatus("ready"); runLink.hidden = false; source.close(); });
+  on("VersionBuilt", async (event) => {
+    source.close();
+    // Ready once the read models have it too: a job submitted then is accepted.
+    await ClinAI.api("GET", `/v1/versions/${encodeURIComponent(id)}?after_seq=${event.seq}`).catch(() => null);
+    setStatus("ready");
+    runLink.hidden = false;
+  });
   on("BuildFailed", (event) => {
     setStatus("failed");
     failure.textContent = event.reason;
