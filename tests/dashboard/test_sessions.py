@@ -248,6 +248,9 @@ async def test_another_users_model_page_is_not_found(stack: Stack) -> None:
         assert "&lt;b&gt;bold&lt;/b&gt;&lt;script&gt;" in text and "<script>x()" not in text
         status, text, _ = await lu.page(f"/models/{model['id']}")
         assert status == 404 and "secret" not in text
+        for path in ("/versions/ver_unknown", "/versions/ver_unknown/run", "/admin"):
+            status, _, _ = await lu.page(path)
+            assert status == 404, path
 
 
 async def test_no_password_is_in_the_event_log(stack: Stack) -> None:

@@ -67,7 +67,7 @@ const ClinAI = (() => {
 
   const MARKS = {
     uploaded: "○", building: "◐", ready: "✓", failed: "✗",
-    queued: "○", running: "◐", succeeded: "✓", canceled: "⊘",
+    queued: "○", running: "◐", succeeded: "✓", canceled: "⊘", retrying: "↻",
   };
 
   // A status as a symbol and a word (never colour alone).

@@ -23,7 +23,7 @@
       });
       return el("tr", { "data-delivery": d.id },
         el("td", { text: d.event_type }),
-        el("td", {}, ClinAI.status(d.status === "retrying" ? "running" : d.status), ` (${d.status})`),
+        el("td", {}, ClinAI.status(d.status)),
         el("td", { text: String(d.attempts.length) }),
         el("td", { text: last?.status_code ? String(last.status_code) : (last?.error || "–") }),
         el("td", { text: last ? `${Math.round(last.latency_ms)} ms` : "–" }),
