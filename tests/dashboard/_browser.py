@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -58,7 +58,11 @@ def wait_for(driver: WebDriver, condition: Callable[[WebDriver], Any], timeout: 
     timeout, the failure shows the page's text and console errors, and a screenshot
     (timeout.png) is kept."""
     try:
-        return WebDriverWait(driver, timeout, poll_frequency=0.1).until(condition)
+        # A script may replace what the condition looks at while it looks: ask again.
+        waiting = WebDriverWait(
+            driver, timeout, poll_frequency=0.1, ignored_exceptions=[StaleElementReferenceException]
+        )
+        return waiting.until(condition)
     except TimeoutException as err:
         screenshot(driver, "timeout")
         page = driver.find_element(By.TAG_NAME, "body").text

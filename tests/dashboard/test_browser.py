@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import Select
 
 from services.embedded.sandbox_setup import check_bwrap
 from services.packages import zip_folder
@@ -86,6 +87,9 @@ async def test_sign_in_upload_build_run_and_see_the_output(
     browser.find_element(By.CSS_SELECTOR, "#create-model button").click()
     wait_for(browser, lambda d: "/models/mdl_" in d.current_url)
     assert _text(browser, "h1") == model_name
+    Select(browser.find_element(By.ID, "model-visibility")).select_by_value("public")
+    browser.find_element(By.CSS_SELECTOR, "#model-settings button[type=submit]").click()
+    wait_for(browser, lambda d: _text(d, "#visibility") == "public")
 
     # Upload example-model: the file chooser of the drop zone (a browser test cannot
     # drag a file in from the desktop); progress, then the new version's page.

@@ -1,5 +1,23 @@
 "use strict";
 (() => {
+  const form = document.getElementById("model-settings");
+  if (!form) return;
+  const path = `/v1/models/${encodeURIComponent(form.dataset.model)}`;
+  ClinAI.onSubmit(form, async () => {
+    const model = await ClinAI.api("PATCH", path, { visibility: form.visibility.value });
+    document.getElementById("visibility").textContent = model.visibility;
+  });
+  document.getElementById("delete-model").addEventListener("click", async () => {
+    if (!window.confirm("Delete this model? Its versions can no longer be run.")) return;
+    try {
+      const deleted = await ClinAI.api("DELETE", path);
+      await ClinAI.after(deleted.seq, "/v1/models", "/models");
+    } catch (err) {
+      ClinAI.showError(form, err);
+    }
+  });
+})();
+(() => {
   const box = document.getElementById("upload");
   if (!box) return;
   const drop = document.getElementById("drop");
