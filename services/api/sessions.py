@@ -119,7 +119,7 @@ class SessionStore:
         row = await self._pool.fetchrow(_LOOKUP, digest, self._idle_s, self._max_s)
         if row is None:
             return None
-        if row["idle_s"] > _TOUCH_EVERY_S:
+        if row["idle_s"] > min(_TOUCH_EVERY_S, self._idle_s / 4):
             await self._pool.execute(
                 f"UPDATE {_SCHEMA}.sessions SET last_seen_at = now() WHERE token_hash = $1", digest
             )

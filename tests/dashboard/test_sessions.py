@@ -3,10 +3,12 @@ processes, real NATS and Postgres)."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 import uuid
 from collections.abc import Iterator
 
+import asyncpg
 import nats
 import pytest
 
@@ -273,3 +275,38 @@ async def test_no_password_is_in_the_event_log(stack: Stack) -> None:
         await nc.drain()
     assert secret.encode() not in raw and changed.encode() not in raw
     assert raw.count(b"$argon2id$") >= 2  # the hashes are there, in the user's events
+
+
+async def test_a_session_ends_after_its_idle_time(stack: Stack) -> None:
+    name = _name("ned")
+    user_id = await create_user(stack.url, stack.admin_key, name, PASSWORD)
+    async with (
+        Person(stack.url, address=_address()) as idle,
+        Person(stack.url, address=_address()) as busy,
+    ):
+        assert await idle.sign_in(name, PASSWORD) == 303
+        assert await busy.sign_in(name, PASSWORD) == 303
+        # The idle one was last seen 8 hours and a minute ago (CLINAI_SESSION_IDLE_S).
+        conn = await asyncpg.connect(stack.env["CLINAI_DATABASE_URL"])
+        try:
+            moved = await conn.execute(
+                "UPDATE clinai_api.sessions SET last_seen_at = now() - interval '8 h 1 min' "
+                "WHERE user_id = $1 AND id = (SELECT min(id) FROM clinai_api.sessions "
+                "WHERE user_id = $1)",
+                user_id,
+            )
+            assert moved == "UPDATE 1"
+            stored = await conn.fetch(
+                "SELECT token_hash FROM clinai_api.sessions WHERE user_id = $1", user_id
+            )
+        finally:
+            await conn.close()
+        answers = sorted([(await p.api("GET", "/v1/me")).status for p in (idle, busy)])
+        assert answers == [200, 401]
+        # Only the tokens' SHA-256 is stored, never a cookie's value.
+        cookies = [
+            c.value for p in (idle, busy) for c in p.http.cookie_jar if c.key == "clinai_session"
+        ]
+        assert {r["token_hash"] for r in stored} == {
+            hashlib.sha256(c.encode()).hexdigest() for c in cookies
+        }
