@@ -248,3 +248,40 @@ async def test_create_a_webhook_and_see_a_delivery_listed(
     await asyncio.to_thread(wait_for, browser, delivered, 60)
     screenshot(browser, "09-webhooks", full_page=True)
     assert console_errors(browser) == []
+
+
+async def test_the_admin_creates_a_user_and_an_invitation_that_sets_a_password(
+    full_stack: Stack, browser: WebDriver
+) -> None:
+    url, admin_name = full_stack.url, f"root-{uuid.uuid4().hex[:6]}"
+    created = await Client(url, full_stack.admin_key).post(
+        "/v1/users", json={"name": admin_name, "password": PASSWORD, "is_admin": True}
+    )
+    await Client(url, full_stack.admin_key).get(
+        "/v1/me", params={"after_seq": str(created.body["seq"])}
+    )
+    _sign_in(browser, url, admin_name)
+    browser.find_element(By.LINK_TEXT, "Admin").click()
+    newcomer = f"val-{uuid.uuid4().hex[:6]}"
+    browser.find_element(By.ID, "user-name").send_keys(newcomer)
+    browser.find_element(By.CSS_SELECTOR, "#create-user button").click()
+    assert wait_for(browser, lambda d: _text(d, "#admin-output-value")).startswith("clinai_")
+    browser.refresh()
+    row = wait_for(
+        browser,
+        lambda d: [
+            r for r in d.find_elements(By.CSS_SELECTOR, "#users tbody tr") if newcomer in r.text
+        ],
+    )[0]
+    assert "none" in row.text  # no password yet
+    row.find_element(By.CSS_SELECTOR, "button.invite").click()
+    link = wait_for(browser, lambda d: _text(d, "#admin-output-value"))
+    assert "/invitation#usr_" in link
+    screenshot(browser, "10-admin", full_page=True)
+
+    browser.get(link)
+    browser.find_element(By.ID, "password").send_keys("the newcomer's password")
+    browser.find_element(By.CSS_SELECTOR, "#invitation button").click()
+    wait_for(browser, lambda d: d.current_url == f"{url}/models")
+    assert newcomer in _text(browser, "nav")
+    assert console_errors(browser) == []
