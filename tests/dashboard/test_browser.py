@@ -192,6 +192,9 @@ async def test_create_and_revoke_an_api_key_then_sign_out(
     await create_user(url, full_stack.admin_key, name, PASSWORD)
     _sign_in(browser, url, name)
     browser.get(f"{url}/keys")
+    browser.set_window_size(390, 844)  # a phone
+    screenshot(browser, "07-keys-phone", full_page=True)
+    browser.set_window_size(1200, 900)
     key_name = browser.find_element(By.ID, "key-name")
     key_name.clear()
     key_name.send_keys("laptop")
@@ -277,6 +280,11 @@ async def test_the_admin_creates_a_user_and_an_invitation_that_sets_a_password(
     row.find_element(By.CSS_SELECTOR, "button.invite").click()
     link = wait_for(browser, lambda d: _text(d, "#admin-output-value"))
     assert "/invitation#usr_" in link
+    user_id = link.partition("#")[2].partition(".")[0]
+    Select(browser.find_element(By.ID, "limits-user")).select_by_value(user_id)
+    browser.find_element(By.ID, "max-queued").send_keys("7")
+    browser.find_element(By.CSS_SELECTOR, "#set-limits button").click()
+    wait_for(browser, lambda d: '"max_queued_jobs":7' in _text(d, "#admin-output-value"))
     screenshot(browser, "10-admin", full_page=True)
 
     browser.get(link)

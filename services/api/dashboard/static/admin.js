@@ -26,6 +26,23 @@
     form.reset();
   });
 
+  const limitsForm = document.getElementById("set-limits");
+  const number = (input) => (input.value === "" ? null : Number(input.value));
+  const showLimits = async () => {
+    const limits = await api("GET", `/v1/users/${encodeURIComponent(limitsForm.user.value)}/limits`);
+    limitsForm.max_queued_jobs.value = limits.own.max_queued_jobs ?? "";
+    limitsForm.max_running_jobs.value = limits.own.max_running_jobs ?? "";
+  };
+  limitsForm.user.addEventListener("change", () => showLimits().catch((err) => ClinAI.showError(limitsForm, err)));
+  ClinAI.onSubmit(limitsForm, async (form) => {
+    const limits = await api("PUT", `/v1/users/${encodeURIComponent(form.user.value)}/limits`, {
+      max_queued_jobs: number(form.max_queued_jobs),
+      max_running_jobs: number(form.max_running_jobs),
+    });
+    output("Limits set; in force now:", JSON.stringify(limits.in_force));
+  });
+  if (limitsForm.user.value) showLimits().catch((err) => ClinAI.showError(limitsForm, err));
+
   ClinAI.onSubmit(document.getElementById("set-password"), async (form) => {
     const reply = await api("PUT", `/v1/users/${encodeURIComponent(form.user.value)}/password`, { password: form.password.value });
     output("Password set.", `${reply.sessions_ended} session(s) of theirs ended.`);
