@@ -18,7 +18,7 @@ from services.api.wiring import ApiServices, decode_body, json_response, path_id
 from services.domain.accounts import INVITATION_TTL_S
 from services.domain.passwords import MAX_PASSWORD_LENGTH, verify_in_thread
 
-__all__ = ["Password", "check_name_free", "invitation_url", "routes"]
+__all__ = ["Password", "check_current_password", "check_name_free", "invitation_url", "routes"]
 
 Password = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_PASSWORD_LENGTH)]
 
@@ -65,18 +65,36 @@ async def set_password(request: Request) -> Response:
     body = await decode_body(request, PasswordBody)
     user_id = path_id(request, "user_id")
     if not caller.is_admin:
-        user = await account_queries.get_sign_in(svc.pool, user_id)
-        current = body.current_password or ""
-        if user_id != caller.user_id or not await verify_in_thread(user, current):
-            raise ApiError(
-                403,
-                "Forbidden",
-                "to change your own password send your current one as current_password "
-                "(an admin sets other users' passwords)",
-            )
+        if user_id != caller.user_id:
+            raise ApiError(403, "Forbidden", "only an admin sets other users' passwords")
+        await check_current_password(request, svc, user_id, body.current_password or "")
     seq = await svc.commands.set_password(svc.context(request, caller), user_id, body.password)
     ended = await end_other_sessions(svc, user_id, caller)
     return json_response({"id": user_id, "sessions_ended": ended}, 202, seq=seq)
+
+
+async def check_current_password(
+    request: Request, svc: ApiServices, user_id: str, current: str
+) -> None:
+    """A user changing their own password proves they know the current one: else 403;
+    wrong guesses are limited as failed sign-ins are (per user and per address: 429)."""
+    address = request.client.host if request.client is not None else "unknown"
+    throttle = svc.sign_in_throttle
+    wait = await throttle.retry_after(user_id, address)
+    if wait is not None:
+        raise ApiError(
+            429,
+            "Too many wrong passwords",
+            f"too many wrong current passwords: retry in {wait} s",
+            headers={"Retry-After": str(wait)},
+        )
+    if not await verify_in_thread(await account_queries.get_sign_in(svc.pool, user_id), current):
+        await throttle.failed(user_id, address)
+        raise ApiError(
+            403,
+            "Wrong password",
+            "the current password is wrong: send your current one as current_password",
+        )
 
 
 async def invite(request: Request) -> Response:

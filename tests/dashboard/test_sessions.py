@@ -61,6 +61,22 @@ async def test_sign_in_sets_a_session_cookie_that_the_api_accepts(stack: Stack) 
         assert headers["x-content-type-options"] == "nosniff"
 
 
+async def test_over_https_the_cookie_is_secure(stack: Stack) -> None:
+    """Behind a TLS proxy on the host (X-Forwarded-Proto, trusted from 127.0.0.1)."""
+    name = _name("tls")
+    await create_user(stack.url, stack.admin_key, name, PASSWORD)
+    async with Person(stack.url, address=_address()) as person:
+        _, text, headers = await person.page("/sign-in")
+        assert "Secure" not in headers["set-cookie"]  # the form's cookie, over HTTP
+        token = re.findall(r'name="csrf_token" value="([^"]*)"', text)[0]
+        person.http.headers["X-Forwarded-Proto"] = "https"
+        status, _, headers = await person.form(
+            "/sign-in", {"name": name, "password": PASSWORD}, token=token
+        )
+        assert status == 303
+        assert "Secure" in headers["set-cookie"] and "HttpOnly" in headers["set-cookie"]
+
+
 async def test_not_signed_in_the_pages_send_you_to_sign_in(stack: Stack) -> None:
     async with Person(stack.url) as nobody:
         status, _, headers = await nobody.page("/")
@@ -186,10 +202,14 @@ async def test_a_wrong_current_password_changes_nothing(stack: Stack) -> None:
         )
         assert status == 403
         me = await io.api("GET", "/v1/me")
-        changed = await io.api(
-            "PUT", f"/v1/users/{me.body['user_id']}/password", json={"password": "x" * 12}
-        )
+        path = f"/v1/users/{me.body['user_id']}/password"
+        changed = await io.api("PUT", path, json={"password": "x" * 12})
         assert changed.status == 403
+        guess = {"password": "x" * 12, "current_password": "a guess"}
+        assert (await io.api("PUT", path, json=guess)).status == 403
+        # Three wrong current passwords (this stack's limit per account): then 429.
+        limited = await io.api("PUT", path, json={**guess, "current_password": PASSWORD})
+        assert limited.status == 429 and int(limited.headers["Retry-After"]) > 0
     async with Person(stack.url, address=_address()) as again:
         assert await again.sign_in(name, PASSWORD) == 303
 

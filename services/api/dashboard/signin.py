@@ -19,7 +19,7 @@ from starlette.routing import BaseRoute, Route
 from projections import account_queries
 from services.api.dashboard._render import Pages, secure_cookies, signed_in
 from services.api.problems import ApiError
-from services.api.routes_accounts import check_name_free
+from services.api.routes_accounts import check_current_password, check_name_free
 from services.api.sessions import COOKIE, Session
 from services.api.wiring import ApiServices, services
 from services.domain import CommandContext, CommandError
@@ -206,28 +206,21 @@ class SignIn:
     async def change_password(self, request: Request, session: Session) -> Response:
         svc = services(request)
         form = await _form(request, session.csrf)
-        throttle = svc.sign_in_throttle
-        error = None
-        if await throttle.retry_after(session.name, _address(request)) is not None:
-            error, status = "Too many wrong passwords: try again later.", 429
-        else:
-            current = await account_queries.get_sign_in(svc.pool, session.user_id)
-            if not await verify_in_thread(current, _text(form, "current_password")):
-                await throttle.failed(session.name, _address(request))
-                error, status = "The current password is wrong.", 403
-        if error is None:
-            try:
-                ctx = CommandContext(
-                    actor=session.user_id,
-                    is_admin=session.is_admin,
-                    correlation_id=secrets.token_hex(8),
-                )
-                await svc.commands.set_password(ctx, session.user_id, _text(form, "password"))
-            except CommandError as err:
-                error, status = str(err), 400
-        if error is not None:
+        try:
+            await check_current_password(
+                request, svc, session.user_id, _text(form, "current_password")
+            )
+            ctx = CommandContext(
+                actor=session.user_id,
+                is_admin=session.is_admin,
+                correlation_id=secrets.token_hex(8),
+            )
+            await svc.commands.set_password(ctx, session.user_id, _text(form, "password"))
+        except (ApiError, CommandError) as err:
+            status = err.status if isinstance(err, ApiError) else 400
+            detail = err.detail if isinstance(err, ApiError) else str(err)
             return self._pages.render(
-                request, "account.html", {"error": error}, session=session, status=status
+                request, "account.html", {"error": detail}, session=session, status=status
             )
         ended = await svc.sessions.end_others(session.user_id, keep=session.id)
         return self._pages.render(
