@@ -9,6 +9,7 @@ import asyncio
 import io
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -134,6 +135,11 @@ async def test_sign_in_upload_build_run_and_see_the_output(
     screenshot(browser, "06-jobs")
     browser.get(f"{url}/jobs?status=failed")
     assert not browser.find_elements(By.CSS_SELECTOR, f'tr[data-job="{job_id}"]')
+    today = datetime.now(UTC).date()
+    browser.get(f"{url}/jobs?since={today + timedelta(days=1)}")
+    assert not browser.find_elements(By.CSS_SELECTOR, f'tr[data-job="{job_id}"]')
+    browser.get(f"{url}/jobs?since={today}&status=succeeded")
+    assert browser.find_elements(By.CSS_SELECTOR, f'tr[data-job="{job_id}"]')
     assert console_errors(browser) == []
 
 

@@ -5,6 +5,7 @@ script, with the session's CSRF token."""
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime, time
 from typing import Any
 
 from starlette.requests import Request
@@ -35,6 +36,14 @@ _STATUS_MARKS = {
 
 
 _JOB_STATUSES = ("queued", "running", "succeeded", "failed", "canceled")
+
+
+def _day(value: str | None) -> datetime | None:
+    """A day from a date field (YYYY-MM-DD), at its start in UTC; None if not one."""
+    try:
+        return datetime.combine(date.fromisoformat(value or ""), time(), tzinfo=UTC)
+    except ValueError:
+        return None
 
 
 def _principal(session: Session) -> Principal:
@@ -141,8 +150,14 @@ class PageViews:
             status = None
         if model_id is not None and not is_valid_id(model_id):
             model_id = None
+        since = _day(request.query_params.get("since"))
         page = await queries.list_jobs(
-            svc.pool, owner=session.user_id, status=status, model_id=model_id, limit=100
+            svc.pool,
+            owner=session.user_id,
+            status=status,
+            model_id=model_id,
+            since=since,
+            limit=100,
         )
         models = await queries.list_models(svc.pool, session.user_id, session.is_admin, limit=200)
         names = {m.id: m.name for m in models.items}
@@ -156,6 +171,7 @@ class PageViews:
                 "statuses": _JOB_STATUSES,
                 "status": status,
                 "model_id": model_id,
+                "since": since.date().isoformat() if since else "",
             },
         )
 
