@@ -8,6 +8,7 @@ import re
 import uuid
 from collections.abc import Iterator
 
+import aiohttp
 import asyncpg
 import nats
 import pytest
@@ -330,3 +331,16 @@ async def test_a_session_ends_after_its_idle_time(stack: Stack) -> None:
         assert {r["token_hash"] for r in stored} == {
             hashlib.sha256(c.encode()).hexdigest() for c in cookies
         }
+
+
+async def test_a_bad_form_is_a_4xx(stack: Stack) -> None:
+    async with Person(stack.url, address=_address()) as someone:
+        await someone.page("/sign-in")
+        form = aiohttp.FormData()
+        form.add_field("name", "x")
+        form.add_field("file", b"data", filename="a.bin")
+        async with someone.http.post(f"{stack.url}/sign-in", data=form) as resp:
+            assert resp.status == 400, await resp.text()
+        async with someone.http.post(f"{stack.url}/sign-in", json={"name": "x"}) as resp:
+            assert resp.status == 403  # no CSRF token in it
+            assert resp.content_type == "application/problem+json"
