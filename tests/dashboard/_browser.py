@@ -53,7 +53,7 @@ def chromium(width: int = 1200, height: int = 900) -> Iterator[WebDriver]:
         driver.quit()
 
 
-def wait_for(driver: WebDriver, condition: Callable[[WebDriver], Any], timeout: float = 20) -> Any:
+def wait_for(driver: WebDriver, condition: Callable[[WebDriver], Any], timeout: float = 30) -> Any:
     """Wait until `condition(driver)` is truthy (a deadline, not a sleep); its value. On
     timeout, the failure shows the page's text and console errors, and a screenshot
     (timeout.png) is kept."""

@@ -104,6 +104,7 @@ async def test_sign_in_upload_build_run_and_see_the_output(
     wait_for(browser, lambda d: _text(d, "#build-log").strip() != "", BUILD_TIMEOUT_S)
     wait_for(browser, lambda d: "ready" in _text(d, "#version-status"), BUILD_TIMEOUT_S)
     assert "✓" in _text(browser, "#version-status")  # status is a symbol and a word
+    assert "built in" in _text(browser, "#build-time")
     wait_for(browser, lambda d: d.find_elements(By.ID, "schema-table"))
     assert "levels" in _text(browser, "#schema-table")
     screenshot(browser, "04-version")

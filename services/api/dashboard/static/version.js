@@ -22,6 +22,7 @@
     // Ready once the read models have it too: a job submitted then is accepted.
     await ClinAI.api("GET", `/v1/versions/${encodeURIComponent(id)}?after_seq=${event.seq}`).catch(() => null);
     setStatus("ready");
+    document.getElementById("build-time").textContent = `; built in ${event.duration_s.toFixed(1)} s`;
     runLink.hidden = false;
   });
   on("BuildFailed", (event) => {
