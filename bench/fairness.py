@@ -31,12 +31,13 @@ from typing import Any
 
 from bench._http import HttpClient
 from bench.jobs import NOOP, Api, UpStack, _pct, _png
+from events import TERMINAL_JOB_STATUSES
 from services.packages import zip_folder
 
 __all__ = ["main"]
 
 _FLOOD_CONNECTIONS = 32
-_ENDED = frozenset({"succeeded", "failed", "canceled"})
+_ENDED = TERMINAL_JOB_STATUSES
 
 
 async def _user(admin: Api, url: str, name: str) -> tuple[HttpClient, Api]:

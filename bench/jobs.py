@@ -52,6 +52,7 @@ from PIL import Image
 from bench._http import HttpClient, multipart
 from bench._proc import cpu_by_kind
 from bench._s3 import s3_stack_env
+from events import TERMINAL_JOB_STATUSES
 from services.packages import zip_folder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,7 +62,7 @@ NOOP = ROOT / "bench" / "noop-model"  # run() returns {}: the platform's own cos
 ECHO = ROOT / "tests" / "packages" / "noop"
 # Where `make up` keeps its data: the same disk, not /tmp, whose speed differs by host.
 DATA_PARENT = ROOT / ".clinai" / "bench"
-_ENDED = frozenset({"succeeded", "failed", "canceled"})
+_ENDED = TERMINAL_JOB_STATUSES
 
 
 def _png() -> bytes:

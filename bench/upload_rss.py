@@ -35,6 +35,7 @@ from bench._http import multipart
 from bench._proc import descendants
 from bench._s3 import s3_stack_env
 from bench.jobs import NOOP, UpStack
+from events import TERMINAL_JOB_STATUSES
 from services.packages import zip_folder
 
 _MIB = 1024 * 1024
@@ -186,7 +187,7 @@ async def _run(stack: UpStack, mib: int) -> dict[str, float]:
             submitted = time.perf_counter() - started
             api_peak = max(api.peak, api.now())
             job = created
-            while job["status"] not in ("succeeded", "failed", "canceled"):
+            while job["status"] not in TERMINAL_JOB_STATUSES:
                 async with http.get(f"/v1/jobs/{created['id']}", params={"wait": "30"}) as r:
                     job = await r.json()
         if job["status"] != "succeeded":

@@ -14,6 +14,7 @@ import msgspec
 from events.inputs import InputFile, InputSchema
 
 __all__ = [
+    "TERMINAL_JOB_EVENTS",
     "TERMINAL_JOB_STATUSES",
     "TERMINAL_VERSION_STATUSES",
     "AnyEvent",
@@ -24,6 +25,7 @@ __all__ = [
     "BuildLogAppended",
     "BuildStarted",
     "Event",
+    "JobAborted",
     "JobCancelRequested",
     "JobCanceled",
     "JobFailed",
@@ -70,7 +72,7 @@ FailureKind = Literal[
 ]
 # The statuses a job or a version never leaves, as the write side's folds and the
 # projections both derive them from the events.
-TERMINAL_JOB_STATUSES: Final = frozenset({"succeeded", "failed", "canceled"})
+TERMINAL_JOB_STATUSES: Final = frozenset({"succeeded", "failed", "canceled", "aborted"})
 TERMINAL_VERSION_STATUSES: Final = frozenset({"ready", "failed"})
 
 
@@ -289,6 +291,8 @@ class JobRequested(Event, frozen=True, kw_only=True):
     # name in the job's input folder, from `input_files` (`input_key` is then empty).
     inputs: dict[str, Any] | None = None
     input_files: tuple[InputFile, ...] = ()
+    # Set: the job is aborted if still queued then, canceled if running (`JobAborted`).
+    deadline: datetime | None = None
 
 
 class JobStarted(Event, frozen=True, kw_only=True):
@@ -328,6 +332,23 @@ class JobCancelRequested(Event, frozen=True, kw_only=True):
 class JobCanceled(Event, frozen=True, kw_only=True):
     aggregate: ClassVar[str] = "job"
     message: str = "canceled on request"
+
+
+AbortReason = Literal["deadline"]
+
+
+class JobAborted(Event, frozen=True, kw_only=True):
+    """The job ended before it ever started: its `JobRequested.deadline` passed while
+    it was queued. (A job past its deadline while running ends `JobCanceled`.)"""
+
+    aggregate: ClassVar[str] = "job"
+    reason: AbortReason = "deadline"
+    message: str = "its deadline passed before it started"
+
+
+# The events that end a job: exactly one per job (each appended with the job's expected
+# sequence).
+TERMINAL_JOB_EVENTS: Final = (JobSucceeded, JobFailed, JobCanceled, JobAborted)
 
 
 # --- webhooks ------------------------------------------------------------------------------
@@ -434,6 +455,7 @@ AnyEvent = (
     | JobFailed
     | JobCancelRequested
     | JobCanceled
+    | JobAborted
     | WebhookCreated
     | WebhookUpdated
     | WebhookSecretRotated

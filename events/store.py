@@ -73,6 +73,7 @@ class EventStore:
         self.stream = stream
         self._timeout = timeout
         self._stream_max_message = 0  # the stream's own max_msg_size (0: none), from `open`
+        self._replicated = False  # several replicas: a direct get may answer from a laggard
 
     @classmethod
     async def open(
@@ -94,6 +95,7 @@ class EventStore:
             )
         store = cls(nc, stream, timeout=timeout)
         store._stream_max_message = await ensure_stream(store._js, stream, replicas)
+        store._replicated = replicas > 1
         return store
 
     @property
@@ -236,16 +238,38 @@ class EventStore:
         have the latest events yet. `including`: the sequence of an event of this
         aggregate the caller knows is stored (the message it handles); a history that
         ends before it is such a stale answer, read again for a moment, then
-        StreamUnavailableError (retried later, never decided from)."""
+        StreamUnavailableError (retried later, never decided from). An aggregate with no
+        events at all on a replicated stream is checked with the stream's leader (one
+        request): a command right after another API process created the aggregate
+        would otherwise see a lagging replica's "not found"."""
+        history = await self._read_aggregate(aggregate, aggregate_id)
+        if not history.events and not including and self._replicated:
+            including = await self._leader_last_seq(aggregate_filter(aggregate, aggregate_id))
         for wait_s in _STALE_READ_WAITS_S:
-            history = await self._read_aggregate(aggregate, aggregate_id)
             if history.last_seq >= including:
                 return history
             await asyncio.sleep(wait_s)  # a lagging replica catches up within milliseconds
+            history = await self._read_aggregate(aggregate, aggregate_id)
+        if history.last_seq >= including:
+            return history
         raise StreamUnavailableError(
             f"the log answered {aggregate} {aggregate_id} without its event {including}",
             hint="retry: the stream's replicas are catching up",
         )
+
+    async def _leader_last_seq(self, subject_filter: str) -> int:
+        """The sequence of the last event on `subject_filter` as the stream's leader has
+        it (a message get, which only the leader answers); 0 when there is none."""
+        try:
+            found = await self._js.get_last_msg(self.stream, subject_filter)
+        except NotFoundError:
+            return 0
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as err:
+            raise StreamUnavailableError(
+                f"JetStream did not answer a read of {subject_filter}",
+                hint="check that the NATS server is up",
+            ) from err
+        return found.seq or 0
 
     async def _read_aggregate(self, aggregate: str, aggregate_id: str) -> AggregateHistory:
         subject_filter = aggregate_filter(aggregate, aggregate_id)

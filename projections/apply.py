@@ -24,6 +24,7 @@ from events import (
     BuildFailed,
     BuildLogAppended,
     BuildStarted,
+    JobAborted,
     JobCanceled,
     JobCancelRequested,
     JobFailed,
@@ -86,6 +87,7 @@ _TARGET: Final[dict[type[AnyEvent], tuple[str, bool]]] = {
     JobFailed: ("jobs", False),
     JobCancelRequested: ("jobs", False),
     JobCanceled: ("jobs", False),
+    JobAborted: ("jobs", False),
     **WEBHOOK_TARGETS,
 }
 
@@ -251,7 +253,9 @@ def fold(events: Iterable[StoredEvent], tables: Tables) -> set[tuple[str, Any]]:
                     "input_size_bytes": event.input_size_bytes,
                     "input_url": None if event.input_url is None else redacted_url(event.input_url),
                     "params": event.params,
+                    "inputs": event.inputs,
                     "timeout_s": event.timeout_s,
+                    "deadline": event.deadline,
                     "webhook": None
                     if event.webhook is None
                     else msgspec.to_builtins(event.webhook),
@@ -273,7 +277,14 @@ def fold(events: Iterable[StoredEvent], tables: Tables) -> set[tuple[str, Any]]:
                     "last_seq": seq,
                 }
                 touched.add(("jobs", rid))
-            case JobStarted() | JobSucceeded() | JobFailed() | JobCancelRequested() | JobCanceled():
+            case (
+                JobStarted()
+                | JobSucceeded()
+                | JobFailed()
+                | JobCancelRequested()
+                | JobCanceled()
+                | JobAborted()
+            ):
                 if (row := jobs.get(rid)) is None or not _fold_job(event, row, at):
                     continue
                 row["updated_at"] = at
@@ -324,7 +335,7 @@ def _fold_build(event: BuildStarted | VersionBuilt | BuildFailed, row: Row, at: 
 
 
 def _fold_job(
-    event: JobStarted | JobSucceeded | JobFailed | JobCancelRequested | JobCanceled,
+    event: JobStarted | JobSucceeded | JobFailed | JobCancelRequested | JobCanceled | JobAborted,
     row: Row,
     at: Any,
 ) -> bool:
@@ -367,6 +378,13 @@ def _fold_job(
                 return False
             row["status"] = "canceled"
             row["error_kind"] = "canceled"
+            row["error_message"] = event.message
+            row["finished_at"] = at
+        case JobAborted():
+            if terminal:
+                return False
+            row["status"] = "aborted"
+            row["error_kind"] = event.reason
             row["error_message"] = event.message
             row["finished_at"] = at
     return True

@@ -23,7 +23,7 @@ from typing import Final
 
 import msgspec
 
-from events import JobCanceled, JobFailed, JobSucceeded, StoredEvent
+from events import TERMINAL_JOB_EVENTS, StoredEvent
 
 __all__ = ["NAMED_AGGREGATES", "Commit", "commit_notice", "parse_notice"]
 
@@ -41,7 +41,7 @@ class Commit(msgspec.Struct, frozen=True):
     previous: int | None = None  # None: which jobs changed is not said
     jobs: dict[str, int] = {}  # job id -> the seq of its last event in the commit
     changed: frozenset[str] = frozenset()  # the NAMED_AGGREGATES the commit changed
-    ended: frozenset[str] = frozenset()  # the jobs that ended (succeeded, failed, canceled)
+    ended: frozenset[str] = frozenset()  # the jobs that ended (a terminal job event)
 
 
 def commit_notice(previous: int, events: Sequence[StoredEvent]) -> str:
@@ -54,7 +54,7 @@ def commit_notice(previous: int, events: Sequence[StoredEvent]) -> str:
         event = stored.event
         if event.aggregate == "job":
             jobs[event.aggregate_id] = stored.seq
-            if isinstance(event, JobSucceeded | JobFailed | JobCanceled):
+            if isinstance(event, TERMINAL_JOB_EVENTS):
                 ended.add(event.aggregate_id)
         elif event.aggregate in NAMED_AGGREGATES:
             changed.add(event.aggregate)

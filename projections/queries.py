@@ -40,6 +40,7 @@ __all__ = [
     "list_jobs",
     "list_models",
     "list_versions",
+    "overdue_jobs",
 ]
 
 MAX_LIMIT: Final = 500
@@ -104,7 +105,7 @@ class JobView(msgspec.Struct, frozen=True, kw_only=True):
     owner: str
     model_id: str
     version_id: str
-    status: str  # queued | running | succeeded | failed | canceled
+    status: str  # queued | running | succeeded | failed | canceled | aborted
     input_key: str
     input_filename: str
     input_size_bytes: int
@@ -130,6 +131,10 @@ class JobView(msgspec.Struct, frozen=True, kw_only=True):
     outputs_blob: dict[str, Any] | None = None
     # Set: the executor fetches the input from this URL, shown redacted (projections.urls).
     input_url: str | None = None
+    # Set: past it a queued job is aborted, a running one canceled.
+    deadline: datetime | None = None
+    # A typed version's job: its inputs as resolved (defaults applied, files by name).
+    inputs: dict[str, Any] | None = None
 
 
 class BuildLogChunk(msgspec.Struct, frozen=True, kw_only=True):
@@ -270,6 +275,20 @@ async def job_seqs(db: Any, job_ids: Collection[str]) -> dict[str, int]:
     long polls)."""
     rows = await db.fetch("SELECT id, last_seq FROM jobs WHERE id = ANY($1::text[])", list(job_ids))
     return {row["id"]: row["last_seq"] for row in rows}
+
+
+async def overdue_jobs(db: Any, after: datetime, now: datetime, limit: int = 500) -> list[str]:
+    """The ids of queued jobs whose deadline passed after `after` and at or before `now`,
+    earliest first, at most `limit` (the index holds every job with a deadline, so the
+    window bounds what is read)."""
+    rows = await db.fetch(
+        "SELECT id FROM jobs WHERE deadline IS NOT NULL AND deadline > $1 AND deadline <= $2 "
+        "AND status = 'queued' ORDER BY deadline LIMIT $3",
+        after,
+        now,
+        limit,
+    )
+    return [row["id"] for row in rows]
 
 
 async def list_jobs(

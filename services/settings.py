@@ -96,6 +96,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     unsafe_no_sandbox: bool = False
     job_timeout_s: float = 60.0
     job_timeout_max_s: float = 3600.0
+    # A job's deadline (deadline_s or Cancel-After, seconds from submission) is at most
+    # this; every deadline_sweep_interval_s each API process aborts the queued jobs
+    # past theirs (an executor checks it too before it starts a job).
+    max_job_deadline_s: float = 24 * 3600.0
+    deadline_sweep_interval_s: float = 1.0
     job_max_attempts: int = 3
     # A job's result (its JSON) or list of outputs larger than this is stored as a blob
     # and the event carries its key, size and SHA-256 (a claim check); a result larger
@@ -226,6 +231,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         if settings.upload_ttl_s <= 0 or settings.input_url_timeout_s <= 0:
             raise SettingsError(
                 "CLINAI_UPLOAD_TTL_S and CLINAI_INPUT_URL_TIMEOUT_S must be positive"
+            )
+        if settings.max_job_deadline_s <= 0 or settings.deadline_sweep_interval_s <= 0:
+            raise SettingsError(
+                "CLINAI_MAX_JOB_DEADLINE_S and CLINAI_DEADLINE_SWEEP_INTERVAL_S must be positive"
             )
         if settings.job_timeout_s > settings.job_timeout_max_s:
             raise SettingsError("CLINAI_JOB_TIMEOUT_S must not exceed CLINAI_JOB_TIMEOUT_MAX_S")

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -29,6 +28,7 @@ import nats.errors
 
 from events import EventStore, EventStoreError
 from projections import queries
+from services.api._periodic import repeat
 from services.blobstore import BlobError, BlobStore
 
 __all__ = ["UNSETTLED", "InputSweep", "input_key"]
@@ -174,13 +174,6 @@ class InputSweep:
         return missing
 
     async def run(self) -> None:
-        """Sweep every `interval_s` (the first after a random part of it, so that API
-        processes started together do not sweep together) until cancelled."""
-        delay = random.uniform(0.5, 1.0) * self._interval_s
-        while True:
-            await asyncio.sleep(delay)  # a period, not a synchronisation
-            delay = self._interval_s
-            try:
-                await self.sweep()
-            except (*_UNREACHABLE, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
-                log.warning("input sweep skipped (%r); next in %.0f s", err, self._interval_s)
+        """Sweep every `interval_s` until cancelled."""
+        errors = (*_UNREACHABLE, asyncpg.PostgresError, asyncpg.InterfaceError)
+        await repeat(self.sweep, interval_s=self._interval_s, what="input sweep", errors=errors)

@@ -34,9 +34,10 @@ async def job_response(
     if stream is None:
         return json_response(view, status, seq=seq)
     if seq is not None:
-        view["seq"] = seq
-    del view["result"]
-    head = orjson.dumps(view, default=msgspec.to_builtins)
+        view.seq = seq
+    fields = msgspec.to_builtins(view)
+    del fields["result"]
+    head = orjson.dumps(fields)
     prefix = head[:-1] + b',"result":'  # the object without its closing brace
     headers = {"Content-Length": str(len(prefix) + stream.size + 1)}
     if seq is not None:

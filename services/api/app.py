@@ -17,23 +17,31 @@ from starlette.routing import Route
 from projections.db import create_pool
 from projections.watermark import ProjectionWatermark
 from services.api import (
+    asyncapi,
     readiness,
     routes_accounts,
+    routes_blobs,
+    routes_docs,
     routes_events,
     routes_jobs,
     routes_keys,
     routes_limits,
+    routes_metrics,
     routes_models,
     routes_uploads,
     routes_webhooks,
 )
+from services.api._deadline_sweep import DeadlineSweep
 from services.api._input_sweep import InputSweep
 from services.api._key_slots import ReleaseKeySlot
 from services.api._rate_limit import RateLimitHeaders
-from services.api.asyncapi import asyncapi_route
+from services.api.asyncapi import asyncapi_route, clinai_version
 from services.api.dashboard import dashboard_routes
 from services.api.error_handlers import exception_handlers
+from services.api.openapi import openapi_document
+from services.api.openapi_spec import Operation
 from services.api.problems import problem_response
+from services.api.replies import Health
 from services.api.routes_blobs import blob_routes
 from services.api.routes_metrics import metrics_route
 from services.api.wiring import ApiServices, json_response, services
@@ -51,11 +59,28 @@ from services.metrics import HttpMetrics, ServiceMetrics, serving_metrics
 from services.outages import Outage, report_library_failures
 from services.settings import Settings, SettingsError
 
-__all__ = ["begin_stop", "create_app"]
+__all__ = ["OPERATIONS", "begin_stop", "create_app"]
 
 log = logging.getLogger("clinai.api")
 
 _HEALTH_TIMEOUT_S = 2.0
+
+# What /openapi.json describes: an operation for each route below (tests/api/test_openapi.py).
+OPERATIONS: list[Operation] = [
+    *readiness.operations,
+    *routes_models.operations,
+    *routes_jobs.operations,
+    *routes_uploads.operations,
+    *routes_keys.operations,
+    *routes_accounts.operations,
+    *routes_limits.operations,
+    *routes_webhooks.operations,
+    *routes_events.operations,
+    *asyncapi.operations,
+    *routes_metrics.operations,
+    *routes_blobs.operations,
+    *routes_docs.operations,
+]
 
 
 async def _dependency_problems(svc: ApiServices) -> list[str]:
@@ -78,7 +103,7 @@ async def healthz(request: Request) -> Response:
     problems = await _dependency_problems(services(request))
     if problems:
         return problem_response(503, "Unhealthy", "; ".join(problems), headers={"Retry-After": "1"})
-    return json_response({"status": "ok"})
+    return json_response(Health(status="ok"))
 
 
 def create_app(settings: Settings, *, blobs: BlobStore | None = None) -> Starlette:
@@ -136,6 +161,9 @@ def create_app(settings: Settings, *, blobs: BlobStore | None = None) -> Starlet
                 prefix=routes_uploads.UPLOAD_PREFIX,
                 job_of=routes_uploads.upload_job_of_key,
             )
+            deadlines = DeadlineSweep(
+                app.state.services.commands, pool, interval_s=settings.deadline_sweep_interval_s
+            )
             sweeping = asyncio.create_task(sweep.run())
             sweeping_uploads = asyncio.create_task(upload_sweep.run())
             rate_limiter = app.state.services.rate_limiter
@@ -143,12 +171,13 @@ def create_app(settings: Settings, *, blobs: BlobStore | None = None) -> Starlet
             await app.state.services.sessions.open()
             await app.state.services.sign_in_throttle.open()
             giving_back = asyncio.create_task(rate_limiter.run())
+            aborting = asyncio.create_task(deadlines.run())
             try:
                 async with serving_metrics(metrics, settings):
                     yield
             finally:
                 sweep.close()
-                for task in (sweeping, sweeping_uploads, giving_back):
+                for task in (sweeping, sweeping_uploads, giving_back, aborting):
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
@@ -173,6 +202,7 @@ def create_app(settings: Settings, *, blobs: BlobStore | None = None) -> Starlet
         asyncapi_route(settings.stream_name),
         metrics_route(metrics),
         *blob_routes(blob_store),
+        *routes_docs.docs_routes(openapi_document(OPERATIONS, version=clinai_version())),
         *dashboard_routes(),
     ]
     return Starlette(

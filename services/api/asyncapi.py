@@ -4,6 +4,7 @@ see `events.asyncapi`), built once per app and served to any authenticated calle
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 import orjson
 from starlette.requests import Request
@@ -11,12 +12,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from events.asyncapi import asyncapi_document
+from services.api.openapi_spec import Operation, Reply
 from services.api.wiring import services
 
-__all__ = ["asyncapi_route"]
+__all__ = ["asyncapi_route", "clinai_version", "operations"]
 
 
-def _clinai_version() -> str:
+def clinai_version() -> str:
     try:
         return version("clinai")
     except PackageNotFoundError:  # run from a source tree that was never installed
@@ -25,10 +27,22 @@ def _clinai_version() -> str:
 
 def asyncapi_route(stream: str) -> Route:
     """The route serving the document of the stream named `stream`."""
-    body = orjson.dumps(asyncapi_document(stream=stream, version=_clinai_version()))
+    body = orjson.dumps(asyncapi_document(stream=stream, version=clinai_version()))
 
     async def asyncapi(request: Request) -> Response:
         await services(request).caller(request)
         return Response(body, media_type="application/json")
 
     return Route("/asyncapi.json", asyncapi, methods=["GET"])
+
+
+operations = [
+    Operation(
+        method="GET",
+        path="/asyncapi.json",
+        name="asyncapi",
+        summary="The event stream described for its subscribers (AsyncAPI 3.0)",
+        tag="events",
+        replies={200: Reply(description="The AsyncAPI document", type=dict[str, Any])},
+    ),
+]

@@ -41,13 +41,15 @@ from starlette.responses import Response
 from projections import LIVE_SCHEMA
 from projections.apply import PROJECTION
 from projections.db import lock_key
+from services.api import replies
+from services.api.openapi_spec import Operation, Reply
 from services.api.problems import problem_response
 from services.api.wiring import json_response, services
 from services.blobstore import BlobError, BlobStore
 from services.durables import EXECUTOR_DURABLE
 from services.settings import Settings
 
-__all__ = ["Readiness", "ReadinessReport", "readyz"]
+__all__ = ["Readiness", "ReadinessReport", "operations", "readyz"]
 
 _T = TypeVar("_T")
 
@@ -250,11 +252,33 @@ async def readyz(request: Request) -> Response:
             extra={"projection_seq": report.projection_seq, "stream_seq": report.stream_seq},
         )
     return json_response(
-        {
-            "status": "ready",
-            "projection_seq": report.projection_seq,
-            "stream_seq": report.stream_seq,
-            "quarantined_events": report.quarantined_events,
-            "long_polls_waiting": services(request).job_waits.waiting,
-        }
+        replies.Ready(
+            status="ready",
+            projection_seq=report.projection_seq,
+            stream_seq=report.stream_seq,
+            quarantined_events=report.quarantined_events,
+            long_polls_waiting=services(request).job_waits.waiting,
+        )
     )
+
+
+operations = [
+    Operation(
+        method="GET",
+        path="/healthz",
+        name="healthz",
+        summary="Whether this process answers and reaches NATS and Postgres (public)",
+        tag="operations",
+        public=True,
+        replies={200: Reply(description="Healthy", type=replies.Health)},
+    ),
+    Operation(
+        method="GET",
+        path="/readyz",
+        name="readyz",
+        summary="Whether a command is taken and a job picked up now (public)",
+        tag="operations",
+        public=True,
+        replies={200: Reply(description="Ready", type=replies.Ready)},
+    ),
+]

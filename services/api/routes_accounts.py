@@ -4,6 +4,7 @@ invites a user to set their own (a link, shown once); a user changes their own p
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
 import msgspec
@@ -13,12 +14,20 @@ from starlette.routing import Route
 
 from projections import account_queries
 from services.api.auth import Principal
+from services.api.openapi_spec import Operation, Reply, path_param
 from services.api.problems import ApiError
 from services.api.wiring import ApiServices, decode_body, json_response, path_id, services
 from services.domain.accounts import INVITATION_TTL_S
 from services.domain.passwords import MAX_PASSWORD_LENGTH, verify_in_thread
 
-__all__ = ["Password", "check_current_password", "check_name_free", "invitation_url", "routes"]
+__all__ = [
+    "Password",
+    "check_current_password",
+    "check_name_free",
+    "invitation_url",
+    "operations",
+    "routes",
+]
 
 Password = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_PASSWORD_LENGTH)]
 
@@ -114,8 +123,68 @@ async def invite(request: Request) -> Response:
     )
 
 
+class UserList(msgspec.Struct, frozen=True, kw_only=True):
+    items: list[account_queries.UserView]
+
+
+class PasswordSet(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    sessions_ended: int  # the user's dashboard sessions ended (all but the caller's)
+    seq: int
+
+
+class InvitationMade(msgspec.Struct, frozen=True, kw_only=True):
+    user_id: str
+    url: str  # shown once; the token rides in the fragment
+    expires_at: datetime
+    seq: int
+
+
 routes = [
     Route("/v1/users", list_users, methods=["GET"]),
     Route("/v1/users/{user_id}/password", set_password, methods=["PUT"]),
     Route("/v1/users/{user_id}/invitations", invite, methods=["POST"]),
+]
+
+_USER_ID = path_param("user_id", "user")
+_TAG = "users and keys"
+
+operations = [
+    Operation(
+        method="GET",
+        path="/v1/users",
+        name="list_users",
+        summary="The users, newest first (admins)",
+        tag=_TAG,
+        problems=(403,),
+        replies={200: Reply(description="The users", type=UserList)},
+    ),
+    Operation(
+        method="PUT",
+        path="/v1/users/{user_id}/password",
+        name="set_password",
+        summary="Set a user's dashboard password",
+        description="An admin sets any user's; a user changes their own with "
+        "`current_password` (wrong guesses are limited as failed sign-ins are). The "
+        "user's other dashboard sessions end.",
+        tag=_TAG,
+        params=(_USER_ID,),
+        body=PasswordBody,
+        command=True,
+        problems=(403, 404, 429),
+        replies={202: Reply(description="The password is set", type=PasswordSet)},
+    ),
+    Operation(
+        method="POST",
+        path="/v1/users/{user_id}/invitations",
+        name="invite_user",
+        summary="A link where the user sets their password (admins)",
+        tag=_TAG,
+        params=(_USER_ID,),
+        body=InvitationBody,
+        body_required=False,
+        command=True,
+        problems=(403, 404),
+        replies={201: Reply(description="The invitation (shown once)", type=InvitationMade)},
+    ),
 ]

@@ -16,6 +16,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from services.api._job_result import stream_body
+from services.api.openapi_spec import Operation, Param, Reply
 from services.api.problems import ApiError, joined_detail, problem_response
 from services.api.request_body import body_chunks
 from services.api.uploads import drain_small_body
@@ -32,7 +33,13 @@ from services.blobstore.base import (
     content_disposition,
 )
 
-__all__ = ["SIGNED_BLOB_ROUTE", "blob_routes", "signed_blob_endpoint", "signed_upload_endpoint"]
+__all__ = [
+    "SIGNED_BLOB_ROUTE",
+    "blob_routes",
+    "operations",
+    "signed_blob_endpoint",
+    "signed_upload_endpoint",
+]
 
 SIGNED_BLOB_ROUTE = SIGNED_URL_PATH + "{key:path}"
 _TITLES = {"invalid": "Invalid signature", "expired": "Signed URL expired"}
@@ -145,3 +152,49 @@ def _upload_refused(err: BlobSignatureError) -> Response:
 
 def _problem(err: BlobError, status: int, title: str) -> Response:
     return problem_response(status, title, joined_detail(err.message, err.hint))
+
+
+_KEY = Param(name="key", where="path", required=True, description="the blob's key")
+_SIGNATURE = Param(name="signature", required=True, description="as the URL was signed")
+_EXPIRES = Param(name="expires", type=int, required=True, description="as the URL was signed")
+_TAG = "blobs"
+_SIGNED = "Authenticated by the URL's signature (no API key): use the URL as the API gave it."
+
+operations = [
+    Operation(
+        method="GET",
+        path=SIGNED_BLOB_ROUTE,
+        name="download_blob",
+        summary="Download a blob by a signed URL (an output, a result)",
+        description=_SIGNED,
+        tag=_TAG,
+        params=(_KEY, _EXPIRES, _SIGNATURE, Param(name="filename", description="as signed")),
+        public=True,
+        problems=(403,),
+        replies={
+            200: Reply(
+                description="The blob, as an attachment",
+                media_type="application/octet-stream",
+                schema={"type": "string", "format": "binary"},
+            )
+        },
+    ),
+    Operation(
+        method="PUT",
+        path=SIGNED_BLOB_ROUTE,
+        name="upload_blob",
+        summary="Send a direct upload's bytes to the URL POST /v1/uploads gave",
+        description=_SIGNED,
+        tag=_TAG,
+        params=(
+            _KEY,
+            _EXPIRES,
+            _SIGNATURE,
+            Param(name="max_bytes", type=int, required=True, description="as signed"),
+            Param(name="content_type", required=True, description="as signed"),
+        ),
+        public=True,
+        problems=(403, 409, 413),
+        replies={200: Reply(description="Stored")},
+    ),
+]

@@ -20,34 +20,34 @@ import asyncio
 import contextlib
 import fnmatch
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
 import orjson
+from msgspec import Meta
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from events import (
+    TERMINAL_JOB_EVENTS,
     TERMINAL_JOB_STATUSES,
     TERMINAL_VERSION_STATUSES,
     BuildFailed,
-    JobCanceled,
-    JobFailed,
-    JobSucceeded,
     StoredEvent,
     VersionBuilt,
     event_to_builtins,
 )
-from events.subjects import AGGREGATES, PREFIX
+from events.subjects import AGGREGATES, PREFIX, Aggregate
 from projections import queries, webhook_queries
 from services.api.auth import Principal
+from services.api.openapi_spec import Operation, Param, Reply, path_param
 from services.api.problems import ApiError
-from services.api.wiring import ApiServices, checked_id, path_id, services, visible_model
+from services.api.wiring import ApiServices, checked_id, path_id, services, visible_version
 from services.domain.access import can_see_event, can_see_job, event_owner
 
-__all__ = ["event_frame", "routes"]
+__all__ = ["event_frame", "operations", "routes"]
 
-_TERMINAL: Final = (JobSucceeded, JobFailed, JobCanceled, VersionBuilt, BuildFailed)
+_TERMINAL: Final = (*TERMINAL_JOB_EVENTS, VersionBuilt, BuildFailed)
 _SECRET_FIELDS: Final = frozenset({"key_hash", "password_hash", "invitation_hash", "token_hash"})
 _BAD_TOKEN: Final = frozenset(".*> \t\r\n")
 _OWNER_CACHE_LIMIT: Final = 100_000
@@ -217,9 +217,7 @@ async def version_events(request: Request) -> Response:
     svc = services(request)
     caller = await svc.caller(request)
     version_id = path_id(request, "version_id")
-    version = await queries.get_version(svc.pool, version_id)
-    if version is None or await visible_model(svc, version.model_id, caller) is None:
-        raise ApiError(404, "Not found", "version not found; list versions of a model you own")
+    version = await visible_version(svc, version_id, caller)
     return await _resource_events(request, "version", version, version_id)
 
 
@@ -227,4 +225,57 @@ routes = [
     Route("/v1/events", events, methods=["GET"]),
     Route("/v1/jobs/{job_id}/events", job_events, methods=["GET"]),
     Route("/v1/versions/{version_id}/events", version_events, methods=["GET"]),
+]
+
+_SSE = Reply(
+    description="Server-Sent Events: `id: <seq>`, `event: <type>`, `data: <the event as "
+    "JSON>` (see GET /asyncapi.json for each event's fields)",
+    media_type="text/event-stream",
+    schema={"type": "string"},
+)
+_RESUME = (
+    Param(name="Last-Event-ID", where="header", description="resume after this sequence"),
+    Param(name="last_event_id", description="as the Last-Event-ID header"),
+)
+_ENDED = Reply(description="The resource has ended and its last event was sent: stop")
+_TAG = "events"
+
+operations = [
+    Operation(
+        method="GET",
+        path="/v1/events",
+        name="events",
+        summary="The caller's events, live (an admin's: everyone's)",
+        tag=_TAG,
+        params=(
+            *_RESUME,
+            Param(name="type", description="event types or globs, comma-separated (Job*)"),
+            Param(name="aggregate", type=Aggregate, description="one kind of resource"),
+            Param(name="id", description="one resource's id"),
+            Param(
+                name="from_seq",
+                type=Annotated[int, Meta(ge=0, le=2**63 - 1)],
+                description="start at this stream sequence (else: with the next event)",
+            ),
+        ),
+        replies={200: _SSE},
+    ),
+    Operation(
+        method="GET",
+        path="/v1/jobs/{job_id}/events",
+        name="job_events",
+        summary="A job's events from its first; the stream ends after its last",
+        tag=_TAG,
+        params=(path_param("job_id", "job"), *_RESUME),
+        replies={200: _SSE, 204: _ENDED},
+    ),
+    Operation(
+        method="GET",
+        path="/v1/versions/{version_id}/events",
+        name="version_events",
+        summary="A version's build events from its first; the stream ends after its last",
+        tag=_TAG,
+        params=(path_param("version_id", "version"), *_RESUME),
+        replies={200: _SSE, 204: _ENDED},
+    ),
 ]

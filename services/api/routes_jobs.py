@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from typing import Any
+from datetime import datetime
+from typing import Annotated, Any
 from urllib.parse import unquote, urlsplit
 
 import msgspec
@@ -17,6 +18,8 @@ from starlette.routing import Route
 from events import TERMINAL_JOB_STATUSES, JobWebhook, json_problem
 from projections import queries
 from projections.urls import redacted_url
+from services.api import replies
+from services.api._deadline import CANCEL_AFTER, job_deadline
 from services.api._input_sweep import UNSETTLED, InputSweep, input_key
 from services.api._job_result import job_response, result_response
 from services.api._typed_jobs import (
@@ -34,6 +37,7 @@ from services.api._typed_jobs import (
     store_parts,
 )
 from services.api.auth import Principal
+from services.api.openapi_spec import LIMIT, FormField, Operation, Param, Reply, path_param
 from services.api.problems import ApiError
 from services.api.routes_uploads import ClaimedUpload, claim_upload, upload_used
 from services.api.uploads import receive_form, safe_filename
@@ -57,12 +61,12 @@ from services.domain.context import CommandContext, ConflictError
 from services.domain.destinations import DestinationPolicy, DestinationRefused, InvalidDestination
 from services.domain.views import job_view
 
-__all__ = ["routes"]
+__all__ = ["operations", "routes"]
 
 _WEBHOOK_EVENTS = frozenset({"start", "output", "completed"})
 _MAX_URL_CHARS = 4096
 _JOB_FIELDS = frozenset(
-    {"input", "version", "model", "params", "timeout_s", "webhook", "webhook_events"}
+    {"input", "version", "model", "params", "timeout_s", "deadline_s", "webhook", "webhook_events"}
 )
 _TEXT_FIELDS = _JOB_FIELDS - {"input"}
 
@@ -101,7 +105,7 @@ async def create_job(request: Request) -> Response:
         open_names=True,
     )
     try:
-        job = await _checked(svc, caller, form.fields)
+        job = await _checked(svc, caller, form.fields, request.headers.get(CANCEL_AFTER))
         compiled = await svc.version_schemas.get(job.version.id)
         if compiled is not None:
             typed = from_form(compiled, form, _JOB_FIELDS, lambda url: _input_url(svc, url))
@@ -173,7 +177,7 @@ async def _discard_input(
         )
 
 
-class _JobBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class JobBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """`POST /v1/jobs` as JSON: the form's fields, with `input` an upload id, or
     `input_url` instead."""
 
@@ -184,6 +188,7 @@ class _JobBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     model: str = ""
     params: dict[str, Any] = {}
     timeout_s: float | None = None
+    deadline_s: float | str | None = None  # seconds from submission (see `_deadline`)
     webhook: str | None = None
     webhook_events: list[str] | str | None = None
 
@@ -193,6 +198,8 @@ class _JobBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         fields["params"] = orjson.dumps(self.params).decode() if self.params else ""
         if self.timeout_s is not None:
             fields["timeout_s"] = repr(self.timeout_s)
+        if self.deadline_s is not None:
+            fields["deadline_s"] = str(self.deadline_s)
         if self.webhook is not None:
             fields["webhook"] = self.webhook
         if self.webhook_events is not None:
@@ -208,6 +215,7 @@ class _Job(msgspec.Struct, frozen=True):
     params: dict[str, Any]
     timeout_s: float
     webhook: JobWebhook | None
+    deadline: datetime | None = None
 
 
 class _JobInput(msgspec.Struct, frozen=True, kw_only=True):
@@ -226,10 +234,14 @@ class _Created(msgspec.Struct, frozen=True):
     inputs: dict[str, Any] | None = None
 
 
-async def _checked(svc: ApiServices, caller: Principal, fields: dict[str, str]) -> _Job:
+async def _checked(
+    svc: ApiServices, caller: Principal, fields: dict[str, str], cancel_after: str | None
+) -> _Job:
     params = _params(fields)  # before any lookup: a bad form is refused at once
+    cap_s = svc.settings.max_job_deadline_s
+    deadline = job_deadline(fields.get("deadline_s"), cancel_after, cap_s)
     version = await _runnable_version(svc, caller, fields)
-    return _Job(version, params, _timeout(svc, fields), _webhook(svc, fields))
+    return _Job(version, params, _timeout(svc, fields), _webhook(svc, fields), deadline)
 
 
 async def _append(
@@ -260,6 +272,7 @@ async def _append(
         input_url=None if given.url is None else redacted_url(given.url),
         inputs=None if typed is None else typed.values,
         input_files=files,
+        deadline=job.deadline,
     )
     svc.admission.submitted(caller.user_id, seq)
     inputs = None if typed is None else typed.values
@@ -272,8 +285,8 @@ async def _create_from_json(
     """A job on a direct upload (`input`) or a URL (`input_url`), or a typed version's
     `inputs` (files as upload ids or URLs): no bytes in the body."""
     try:
-        body = await decode_body(request, _JobBody)
-        job = await _checked(svc, caller, body.fields())
+        body = await decode_body(request, JobBody)
+        job = await _checked(svc, caller, body.fields(), request.headers.get(CANCEL_AFTER))
         ctx = svc.context(request, caller)
         compiled = await svc.version_schemas.get(job.version.id)
         uploaded: ClaimedUpload | None = None
@@ -380,17 +393,18 @@ async def _created_response(
             job = await _settled_job(svc, caller, job_id, deadline)
             ended = job.status in TERMINAL_JOB_STATUSES
             return await job_response(job, svc.blobs, 200 if ended else 202, seq=seq)
-    queued: dict[str, Any] = {
-        "id": job_id,
-        "status": "queued",
-        "model_id": created.job.version.model_id,
-        "version_id": created.job.version.id,
-        "input_filename": created.input_filename,
-        "params": created.job.params,
-        "timeout_s": created.job.timeout_s,
-    }
-    if created.inputs is not None:
-        queued["inputs"] = created.inputs
+    queued = replies.QueuedJob(
+        id=job_id,
+        status="queued",
+        model_id=created.job.version.model_id,
+        version_id=created.job.version.id,
+        input_filename=created.input_filename,
+        params=created.job.params,
+        timeout_s=created.job.timeout_s,
+        deadline=created.job.deadline,  # as the read model shows it
+        inputs=msgspec.UNSET if created.inputs is None else created.inputs,
+        seq=seq,
+    )
     return json_response(queued, 202, seq=seq)
 
 
@@ -566,7 +580,7 @@ async def list_jobs(request: Request) -> Response:
         cursor=request.query_params.get("cursor"),
     )
     items = [await job_view(job, svc.blobs) for job in page.items]
-    return json_response({"items": items, "next_cursor": page.next_cursor})
+    return json_response(replies.JobPage(items=items, next_cursor=page.next_cursor))
 
 
 def _status_param(request: Request) -> str | None:
@@ -596,7 +610,7 @@ async def job_outputs(request: Request) -> Response:
     caller = await svc.caller(request)
     job = await _visible_job(svc, caller, path_id(request, "job_id"))
     view = await job_view(job, svc.blobs)
-    return json_response({"job_id": job.id, "status": job.status, "items": view["outputs"]})
+    return json_response(replies.JobOutputs(job_id=job.id, status=job.status, items=view.outputs))
 
 
 async def job_log(request: Request) -> Response:
@@ -637,4 +651,139 @@ routes = [
     Route("/v1/jobs/{job_id}/result", job_result, methods=["GET"]),
     Route("/v1/jobs/{job_id}/outputs", job_outputs, methods=["GET"]),
     Route("/v1/jobs/{job_id}/log", job_log, methods=["GET"]),
+]
+
+_JOB_ID = path_param("job_id", "job")
+_WAIT = Param(
+    name="wait",
+    type=Annotated[float, msgspec.Meta(ge=0)],
+    description="seconds to wait for the job to end (capped by the server)",
+)
+_TAG = "jobs"
+_JOB_FORM = (
+    FormField(
+        name="input",
+        description="the input file (a version whose run() takes input_path); a typed "
+        "version's inputs are parts and fields named after its inputs instead: see "
+        "GET /v1/versions/{id}/openapi.json",
+        file=True,
+    ),
+    FormField(name="version", description="the version to run (its id), or:"),
+    FormField(name="model", description="a model id: its latest ready version"),
+    FormField(name="params", description="a JSON object passed to run() as `params`"),
+    FormField(name="timeout_s", description="seconds the job may run"),
+    FormField(
+        name="deadline_s",
+        description="seconds from now: a job not ended by then is aborted (queued) or "
+        "canceled (running)",
+    ),
+    FormField(name="webhook", description="an https URL told of the job's progress"),
+    FormField(name="webhook_events", description="comma-separated: start, output, completed"),
+)
+
+operations = [
+    Operation(
+        method="POST",
+        path="/v1/jobs",
+        name="create_job",
+        summary="Submit a job",
+        description="The input as a multipart file (or a typed version's inputs as parts "
+        "and fields), or a JSON body naming a direct upload's id (`input`), an http(s) "
+        "URL (`input_url`) or a typed version's `inputs`. With `?wait=S` or `Prefer: "
+        "wait=S` the answer comes once the job has ended (200) or after S seconds (202).",
+        tag=_TAG,
+        params=(
+            _WAIT,
+            Param(name="Prefer", where="header", description="`wait=S`: as `?wait=S`"),
+            Param(
+                name="Cancel-After",
+                where="header",
+                description="as `deadline_s`: seconds, or a duration such as `90s`, `5m`, `1h30m`",
+            ),
+        ),
+        body=JobBody,
+        form=_JOB_FORM,
+        command=True,
+        problems=(404, 409, 410, 415),
+        replies={
+            200: Reply(description="The job, ended within the wait", type=replies.Job),
+            202: Reply(
+                description="Queued (or still running when the wait ended)",
+                type=(replies.QueuedJob, replies.Job),
+            ),
+        },
+    ),
+    Operation(
+        method="GET",
+        path="/v1/jobs",
+        name="list_jobs",
+        summary="List the caller's jobs, newest first",
+        tag=_TAG,
+        params=(
+            LIMIT,
+            Param(name="cursor", description="`next_cursor` of the page before"),
+            Param(
+                name="status",
+                type=Annotated[str, msgspec.Meta(pattern="^[A-Za-z]{1,32}$")],
+                description="only jobs with this status",
+            ),
+            Param(name="model_id", description="only jobs of this model"),
+            Param(name="all", description="`true`: everyone's jobs (admins)"),
+        ),
+        replies={200: Reply(description="A page of jobs", type=replies.JobPage)},
+    ),
+    Operation(
+        method="GET",
+        path="/v1/jobs/{job_id}",
+        name="get_job",
+        summary="Get a job, its result inline; long poll with `?wait=`",
+        tag=_TAG,
+        params=(_JOB_ID, _WAIT),
+        replies={200: Reply(description="The job", type=replies.Job)},
+    ),
+    Operation(
+        method="POST",
+        path="/v1/jobs/{job_id}/cancel",
+        name="cancel_job",
+        summary="Cancel a job",
+        tag=_TAG,
+        params=(_JOB_ID,),
+        command=True,
+        problems=(403, 409),
+        replies={202: Reply(description="Cancel requested", type=replies.Job)},
+    ),
+    Operation(
+        method="GET",
+        path="/v1/jobs/{job_id}/result",
+        name="job_result",
+        summary="The result of a succeeded job, alone",
+        tag=_TAG,
+        params=(_JOB_ID,),
+        problems=(409,),
+        replies={200: Reply(description="The result run() returned", type=Any)},
+    ),
+    Operation(
+        method="GET",
+        path="/v1/jobs/{job_id}/outputs",
+        name="job_outputs",
+        summary="The job's output files, with download URLs",
+        tag=_TAG,
+        params=(_JOB_ID,),
+        replies={200: Reply(description="The outputs", type=replies.JobOutputs)},
+    ),
+    Operation(
+        method="GET",
+        path="/v1/jobs/{job_id}/log",
+        name="job_log",
+        summary="What the model printed during the job, as text",
+        tag=_TAG,
+        params=(_JOB_ID,),
+        replies={
+            200: Reply(
+                description="The log (empty until the job has ended)",
+                media_type="text/plain",
+                schema={"type": "string"},
+            )
+        },
+    ),
 ]

@@ -10,6 +10,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from projections import queries
+from services.api import replies
+from services.api.openapi_spec import Operation, Reply, path_param
 from services.api.routes_accounts import Password, check_name_free
 from services.api.wiring import (
     checked_id,
@@ -18,8 +20,9 @@ from services.api.wiring import (
     path_id,
     services,
 )
+from services.domain.views import projected_view
 
-__all__ = ["routes"]
+__all__ = ["operations", "routes"]
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
 
@@ -45,12 +48,12 @@ async def create_user(request: Request) -> Response:
         svc.context(request, caller), name=body.name, is_admin=body.is_admin, password=body.password
     )
     return json_response(
-        {
-            "id": user_id,
-            "name": body.name,
-            "is_admin": body.is_admin,
-            "api_key": {"id": key.key_id, "secret": key.secret},
-        },
+        replies.CreatedUser(
+            id=user_id,
+            name=body.name,
+            is_admin=body.is_admin,
+            api_key=replies.KeySecret(id=key.key_id, secret=key.secret),
+        ),
         201,
         seq=key.seq,
     )
@@ -59,7 +62,7 @@ async def create_user(request: Request) -> Response:
 async def me(request: Request) -> Response:
     caller = await services(request).caller(request)
     return json_response(
-        {"user_id": caller.user_id, "key_id": caller.key_id, "is_admin": caller.is_admin}
+        replies.Me(user_id=caller.user_id, key_id=caller.key_id, is_admin=caller.is_admin)
     )
 
 
@@ -72,7 +75,7 @@ async def create_key(request: Request) -> Response:
         svc.context(request, caller), user_id=user_id, name=body.name
     )
     return json_response(
-        {"id": key.key_id, "name": body.name, "secret": key.secret}, 201, seq=key.seq
+        replies.CreatedKey(id=key.key_id, name=body.name, secret=key.secret), 201, seq=key.seq
     )
 
 
@@ -80,7 +83,9 @@ async def list_keys(request: Request) -> Response:
     svc = services(request)
     caller = await svc.caller(request)
     keys = await queries.list_api_keys(svc.pool, caller.user_id)
-    return json_response({"items": [msgspec.to_builtins(k) for k in keys]})
+    return json_response(
+        replies.ApiKeyList(items=[projected_view(k, replies.ApiKey) for k in keys])
+    )
 
 
 async def revoke_key(request: Request) -> Response:
@@ -88,7 +93,7 @@ async def revoke_key(request: Request) -> Response:
     caller = await svc.caller(request)
     key_id = path_id(request, "key_id")
     seq = await svc.commands.revoke_api_key(svc.context(request, caller), key_id)
-    return json_response({"id": key_id, "status": "revoked"}, 202, seq=seq)
+    return json_response(replies.Accepted(id=key_id, status="revoked"), 202, seq=seq)
 
 
 routes = [
@@ -97,4 +102,65 @@ routes = [
     Route("/v1/api-keys", create_key, methods=["POST"]),
     Route("/v1/api-keys", list_keys, methods=["GET"]),
     Route("/v1/api-keys/{key_id}", revoke_key, methods=["DELETE"]),
+]
+
+_TAG = "users and keys"
+
+operations = [
+    Operation(
+        method="POST",
+        path="/v1/users",
+        name="create_user",
+        summary="Create a user (admins), with a first API key",
+        tag=_TAG,
+        body=CreateUserBody,
+        command=True,
+        problems=(403, 409),
+        replies={
+            201: Reply(
+                description="Created; the key's secret is shown once", type=replies.CreatedUser
+            )
+        },
+    ),
+    Operation(
+        method="GET",
+        path="/v1/me",
+        name="me",
+        summary="Who the API key belongs to",
+        tag=_TAG,
+        replies={200: Reply(description="The caller", type=replies.Me)},
+    ),
+    Operation(
+        method="POST",
+        path="/v1/api-keys",
+        name="create_key",
+        summary="Issue an API key (admins may issue one for another user)",
+        tag=_TAG,
+        body=CreateKeyBody,
+        body_required=False,
+        command=True,
+        problems=(403, 404, 409),
+        replies={
+            201: Reply(description="Issued; the secret is shown once", type=replies.CreatedKey)
+        },
+    ),
+    Operation(
+        method="GET",
+        path="/v1/api-keys",
+        name="list_keys",
+        summary="The caller's API keys (without secrets)",
+        tag=_TAG,
+        replies={200: Reply(description="The keys", type=replies.ApiKeyList)},
+    ),
+    Operation(
+        method="DELETE",
+        path="/v1/api-keys/{key_id}",
+        name="revoke_key",
+        summary="Revoke an API key",
+        tag=_TAG,
+        params=(path_param("key_id", "API key"),),
+        command=True,
+        problems=(403, 409),
+        replies={202: Reply(description="Revoked", type=replies.Accepted)},
+    ),
 ]

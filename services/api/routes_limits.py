@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import msgspec
 from starlette.requests import Request
@@ -11,13 +11,16 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from projections.limit_queries import get_user_limits
+from services.api import replies
+from services.api.openapi_spec import Operation, Reply, path_param
 from services.api.problems import ApiError
 from services.api.wiring import decode_body, json_response, path_id, services
 from services.domain.access import can_see_user
 from services.domain.limits import MAX_LIMIT, UserLimits, effective_limits, set_user_limits
+from services.domain.views import projected_view
 from services.settings import Settings
 
-__all__ = ["routes"]
+__all__ = ["operations", "routes"]
 
 Limit = Annotated[int, msgspec.Meta(ge=0, le=MAX_LIMIT)]
 
@@ -29,12 +32,12 @@ class LimitsBody(msgspec.Struct, forbid_unknown_fields=True):
     max_running_jobs: Limit | None = None
 
 
-def _view(user_id: str, own: UserLimits, settings: Settings) -> dict[str, Any]:
-    return {
-        "user_id": user_id,
-        "own": msgspec.to_builtins(own),
-        "in_force": msgspec.to_builtins(effective_limits(settings, own)),
-    }
+def _view(user_id: str, own: UserLimits, settings: Settings) -> replies.Limits:
+    return replies.Limits(
+        user_id=user_id,
+        own=projected_view(own, replies.LimitValues),
+        in_force=projected_view(effective_limits(settings, own), replies.LimitValues),
+    )
 
 
 async def set_limits(request: Request) -> Response:
@@ -61,4 +64,31 @@ async def get_limits(request: Request) -> Response:
 routes = [
     Route("/v1/users/{user_id}/limits", set_limits, methods=["PUT"]),
     Route("/v1/users/{user_id}/limits", get_limits, methods=["GET"]),
+]
+
+_USER_ID = path_param("user_id", "user")
+_TAG = "users and keys"
+
+operations = [
+    Operation(
+        method="PUT",
+        path="/v1/users/{user_id}/limits",
+        name="set_limits",
+        summary="Set a user's job limits (admins)",
+        tag=_TAG,
+        params=(_USER_ID,),
+        body=LimitsBody,
+        command=True,
+        problems=(403, 409),
+        replies={200: Reply(description="The limits", type=replies.Limits)},
+    ),
+    Operation(
+        method="GET",
+        path="/v1/users/{user_id}/limits",
+        name="get_limits",
+        summary="A user's job limits, and those in force",
+        tag=_TAG,
+        params=(_USER_ID,),
+        replies={200: Reply(description="The limits", type=replies.Limits)},
+    ),
 ]

@@ -15,12 +15,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from services.api.auth import authenticate
+from services.api.openapi_spec import Operation, Reply
 from services.api.problems import ApiError
 from services.api.wiring import services
 from services.metrics import ServiceMetrics
 from services.metrics.registry import CONTENT_TYPE
 
-__all__ = ["metrics_route"]
+__all__ = ["metrics_route", "operations"]
 
 
 def _bearer(request: Request) -> str:
@@ -45,3 +46,22 @@ def metrics_route(metrics: ServiceMetrics) -> Route:
         return Response(await metrics.exposition(), media_type=CONTENT_TYPE)
 
     return Route("/metrics", scrape, methods=["GET"])
+
+
+operations = [
+    Operation(
+        method="GET",
+        path="/metrics",
+        name="metrics",
+        summary="This API process's Prometheus metrics (the scrape token or an admin key)",
+        tag="operations",
+        problems=(403,),
+        replies={
+            200: Reply(
+                description="Prometheus text exposition",
+                media_type="text/plain",
+                schema={"type": "string"},
+            )
+        },
+    ),
+]

@@ -6,7 +6,7 @@ import asyncio
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from starlette.requests import Request
@@ -14,8 +14,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from projections import queries
+from services.api import replies
 from services.api._version_schemas import LEGACY_SCHEMA
 from services.api.auth import Principal
+from services.api.openapi_spec import LIMIT, FormField, Operation, Param, Reply, path_param
 from services.api.problems import ApiError
 from services.api.uploads import ReceivedFile, drain_small_body, receive_file
 from services.api.wiring import (
@@ -26,12 +28,13 @@ from services.api.wiring import (
     projected,
     services,
     visible_model,
+    visible_version,
 )
 from services.domain import CommandError
 from services.domain.views import model_view, version_view
 from services.packages import PackageLimits, inspect_package
 
-__all__ = ["routes"]
+__all__ = ["operations", "routes"]
 
 ModelName = Annotated[
     str, msgspec.Meta(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -60,14 +63,14 @@ async def create_model(request: Request) -> Response:
         ctx, name=body.name, description=body.description, visibility=body.visibility
     )
     return json_response(
-        {
-            "id": model_id,
-            "owner": caller.user_id,
-            "name": body.name,
-            "description": body.description,
-            "visibility": body.visibility,
-            "latest_version": 0,
-        },
+        replies.CreatedModel(
+            id=model_id,
+            owner=caller.user_id,
+            name=body.name,
+            description=body.description,
+            visibility=body.visibility,
+            latest_version=0,
+        ),
         201,
         seq=seq,
     )
@@ -85,7 +88,7 @@ async def list_models(request: Request) -> Response:
         cursor=request.query_params.get("cursor"),
     )
     return json_response(
-        {"items": [model_view(m) for m in page.items], "next_cursor": page.next_cursor}
+        replies.ModelPage(items=[model_view(m) for m in page.items], next_cursor=page.next_cursor)
     )
 
 
@@ -117,7 +120,7 @@ async def delete_model(request: Request) -> Response:
     caller = await svc.caller(request)
     model_id = path_id(request, "model_id")
     seq = await svc.commands.delete_model(svc.context(request, caller), model_id)
-    return json_response({"id": model_id, "status": "deleted"}, 202, seq=seq)
+    return json_response(replies.Accepted(id=model_id, status="deleted"), 202, seq=seq)
 
 
 async def upload_version(request: Request) -> Response:
@@ -166,14 +169,14 @@ async def upload_version(request: Request) -> Response:
             await asyncio.shield(upload.blob.abort())  # unless committed
         await asyncio.to_thread(shutil.rmtree, workdir, True)
     return json_response(
-        {
-            "id": version_id,
-            "model_id": model_id,
-            "number": number,
-            "status": "uploaded",
-            "package_hash": info.package_hash,
-            "size_bytes": upload.size,
-        },
+        replies.CreatedVersion(
+            id=version_id,
+            model_id=model_id,
+            number=number,
+            status="uploaded",
+            package_hash=info.package_hash,
+            size_bytes=upload.size,
+        ),
         201,
         seq=seq,
     )
@@ -184,15 +187,13 @@ async def list_versions(request: Request) -> Response:
     caller = await svc.caller(request)
     model = await _visible_model(request, caller)
     versions = await queries.list_versions(svc.pool, model.id)
-    return json_response({"items": [version_view(v) for v in versions]})
+    return json_response(replies.VersionList(items=[version_view(v) for v in versions]))
 
 
 async def get_version(request: Request) -> Response:
     svc = services(request)
     caller = await svc.caller(request)
-    version = await queries.get_version(svc.pool, path_id(request, "version_id"))
-    if version is None or await visible_model(svc, version.model_id, caller) is None:
-        raise ApiError(404, "Not found", "version not found; list versions of a model you own")
+    version = await visible_version(svc, path_id(request, "version_id"), caller)
     return json_response(version_view(version))
 
 
@@ -201,9 +202,7 @@ async def version_schema(request: Request) -> Response:
     declared result under `x-clinai-output`."""
     svc = services(request)
     caller = await svc.caller(request)
-    version = await queries.get_version(svc.pool, path_id(request, "version_id"))
-    if version is None or await visible_model(svc, version.model_id, caller) is None:
-        raise ApiError(404, "Not found", "version not found; list versions of a model you own")
+    version = await visible_version(svc, path_id(request, "version_id"), caller)
     compiled = await svc.version_schemas.get(version.id)
     return json_response(LEGACY_SCHEMA if compiled is None else compiled.json_schema())
 
@@ -212,9 +211,7 @@ async def version_log(request: Request) -> Response:
     """The build log so far, as chunks from `?from=N`; poll with the returned `next`."""
     svc = services(request)
     caller = await svc.caller(request)
-    version = await queries.get_version(svc.pool, path_id(request, "version_id"))
-    if version is None or await visible_model(svc, version.model_id, caller) is None:
-        raise ApiError(404, "Not found", "version not found; list versions of a model you own")
+    version = await visible_version(svc, path_id(request, "version_id"), caller)
     try:
         start = int(request.query_params.get("from", "0"))
     except ValueError:
@@ -224,12 +221,12 @@ async def version_log(request: Request) -> Response:
     chunks = await queries.build_log(svc.pool, version.id, start)
     next_index = chunks[-1].index + 1 if chunks else start
     return json_response(
-        {
-            "version_id": version.id,
-            "status": version.status,
-            "chunks": [{"index": c.index, "text": c.text} for c in chunks],
-            "next": next_index,
-        }
+        replies.VersionLog(
+            version_id=version.id,
+            status=version.status,
+            chunks=[replies.LogChunk(index=c.index, text=c.text) for c in chunks],
+            next=next_index,
+        )
     )
 
 
@@ -256,4 +253,125 @@ routes = [
     Route("/v1/versions/{version_id}", get_version, methods=["GET"]),
     Route("/v1/versions/{version_id}/log", version_log, methods=["GET"]),
     Route("/v1/versions/{version_id}/schema", version_schema, methods=["GET"]),
+]
+
+_MODEL_ID = path_param("model_id", "model")
+_VERSION_ID = path_param("version_id", "version")
+_CURSOR = Param(name="cursor", description="`next_cursor` of the page before")
+_TAG = "models"
+
+operations = [
+    Operation(
+        method="POST",
+        path="/v1/models",
+        name="create_model",
+        summary="Create a model",
+        tag=_TAG,
+        body=CreateModelBody,
+        command=True,
+        replies={201: Reply(description="Created", type=replies.CreatedModel)},
+    ),
+    Operation(
+        method="GET",
+        path="/v1/models",
+        name="list_models",
+        summary="List the models the caller may see",
+        tag=_TAG,
+        params=(LIMIT, _CURSOR),
+        replies={200: Reply(description="A page of models", type=replies.ModelPage)},
+    ),
+    Operation(
+        method="GET",
+        path="/v1/models/{model_id}",
+        name="get_model",
+        summary="Get a model",
+        tag=_TAG,
+        params=(_MODEL_ID,),
+        replies={200: Reply(description="The model", type=replies.Model)},
+    ),
+    Operation(
+        method="PATCH",
+        path="/v1/models/{model_id}",
+        name="update_model",
+        summary="Update a model's name, description or visibility",
+        tag=_TAG,
+        params=(_MODEL_ID,),
+        body=UpdateModelBody,
+        command=True,
+        problems=(403, 409),
+        replies={202: Reply(description="Updated", type=replies.Model)},
+    ),
+    Operation(
+        method="DELETE",
+        path="/v1/models/{model_id}",
+        name="delete_model",
+        summary="Delete a model (soft)",
+        tag=_TAG,
+        params=(_MODEL_ID,),
+        command=True,
+        problems=(403, 409),
+        replies={202: Reply(description="Deleted", type=replies.Accepted)},
+    ),
+    Operation(
+        method="POST",
+        path="/v1/models/{model_id}/versions",
+        name="upload_version",
+        summary="Upload a model package: a new version, built in the background",
+        tag=_TAG,
+        params=(_MODEL_ID,),
+        form=(
+            FormField(
+                name="package",
+                description="the package as a .zip (predict.py, requirements.txt, ...)",
+                file=True,
+                required=True,
+            ),
+        ),
+        command=True,
+        problems=(403, 409, 415),
+        replies={201: Reply(description="Uploaded; being built", type=replies.CreatedVersion)},
+    ),
+    Operation(
+        method="GET",
+        path="/v1/models/{model_id}/versions",
+        name="list_versions",
+        summary="List a model's versions",
+        tag=_TAG,
+        params=(_MODEL_ID,),
+        replies={200: Reply(description="The versions", type=replies.VersionList)},
+    ),
+    Operation(
+        method="GET",
+        path="/v1/versions/{version_id}",
+        name="get_version",
+        summary="Get a version",
+        tag=_TAG,
+        params=(_VERSION_ID,),
+        replies={200: Reply(description="The version", type=replies.Version)},
+    ),
+    Operation(
+        method="GET",
+        path="/v1/versions/{version_id}/log",
+        name="version_log",
+        summary="The version's build log, in chunks from `from`",
+        tag=_TAG,
+        params=(
+            _VERSION_ID,
+            Param(
+                name="from",
+                type=Annotated[int, msgspec.Meta(ge=0, lt=2**31)],
+                description="the first chunk's index: 0, or `next` of a reply",
+            ),
+        ),
+        replies={200: Reply(description="The chunks", type=replies.VersionLog)},
+    ),
+    Operation(
+        method="GET",
+        path="/v1/versions/{version_id}/schema",
+        name="version_schema",
+        summary="The version's inputs as JSON Schema (2020-12)",
+        tag=_TAG,
+        params=(_VERSION_ID,),
+        replies={200: Reply(description="A JSON Schema", type=dict[str, Any])},
+    ),
 ]

@@ -18,6 +18,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from services.api import replies
+from services.api.openapi_spec import Operation, Reply
 from services.api.problems import ApiError
 from services.api.uploads import safe_filename
 from services.api.wiring import (
@@ -37,6 +39,7 @@ __all__ = [
     "UPLOAD_PREFIX",
     "ClaimedUpload",
     "claim_upload",
+    "operations",
     "routes",
     "upload_job_id",
     "upload_job_of_key",
@@ -58,7 +61,7 @@ class _Meta(msgspec.Struct, frozen=True, kw_only=True):
     created_at: float
 
 
-class _NewUpload(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class NewUploadBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     filename: str = "upload"
     content_type: str = "application/octet-stream"
 
@@ -94,7 +97,7 @@ async def create_upload(request: Request) -> Response:
     """Body (optional JSON): `filename`, `content_type` of the file to be sent."""
     svc = services(request)
     caller = await svc.caller(request)
-    wanted = await decode_body(request, _NewUpload)
+    wanted = await decode_body(request, NewUploadBody)
     filename = safe_filename(text_param(wanted.filename, "filename") or "", "upload")
     content_type = text_param(wanted.content_type, "content_type") or ""
     if not content_type or len(content_type) > 200 or not content_type.isprintable():
@@ -112,15 +115,15 @@ async def create_upload(request: Request) -> Response:
         _data_key(upload_id), content_type=content_type, max_bytes=max_bytes, expires_in=ttl
     )
     return json_response(
-        {
-            "id": upload_id,
-            "url": target.url,
-            "method": target.method,
-            "headers": target.headers,
-            "expires_at": target.expires,
-            "max_bytes": max_bytes,
-            "filename": filename,
-        },
+        replies.CreatedUpload(
+            id=upload_id,
+            url=target.url,
+            method=target.method,
+            headers=target.headers,
+            expires_at=target.expires,
+            max_bytes=max_bytes,
+            filename=filename,
+        ),
         201,
     )
 
@@ -179,3 +182,17 @@ def upload_used(upload_id: str) -> ApiError:
 
 
 routes = [Route("/v1/uploads", create_upload, methods=["POST"])]
+
+operations = [
+    Operation(
+        method="POST",
+        path="/v1/uploads",
+        name="create_upload",
+        summary="Start a direct upload: where to send a job's input file",
+        tag="jobs",
+        body=NewUploadBody,
+        body_required=False,
+        command=True,
+        replies={201: Reply(description="Send the bytes there", type=replies.CreatedUpload)},
+    ),
+]

@@ -5,7 +5,7 @@ webhook URLs (see services.domain.signing)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Literal
 
 import msgspec
 from starlette.requests import Request
@@ -13,7 +13,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from projections import webhook_queries
+from services.api import replies
 from services.api.auth import Principal
+from services.api.openapi_spec import LIMIT, Operation, Param, Reply, path_param
 from services.api.problems import ApiError
 from services.api.wiring import (
     decode_body,
@@ -25,15 +27,15 @@ from services.api.wiring import (
 )
 from services.domain.access import can_see_webhook, listed_owner
 from services.domain.signing import default_secret, master_key
+from services.domain.views import projected_view
 
-__all__ = ["routes"]
+__all__ = ["operations", "routes"]
 
 Url = Annotated[str, msgspec.Meta(min_length=1, max_length=2000)]
 Pattern = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
 Patterns = Annotated[list[Pattern], msgspec.Meta(min_length=1, max_length=50)]
 Description = Annotated[str, msgspec.Meta(max_length=1000)]
 
-_INTERNAL = frozenset({"created_seq", "last_seq"})
 _DELIVERY_STATUSES = frozenset({"queued", "retrying", "succeeded", "failed"})
 
 
@@ -49,9 +51,8 @@ class UpdateWebhookBody(msgspec.Struct, forbid_unknown_fields=True):
     description: Description | None = None
 
 
-def _view(hook: webhook_queries.WebhookView) -> dict[str, Any]:
-    data: dict[str, Any] = msgspec.to_builtins(hook)
-    return {k: v for k, v in data.items() if k not in _INTERNAL}
+def _view(hook: webhook_queries.WebhookView) -> replies.Webhook:
+    return projected_view(hook, replies.Webhook)
 
 
 async def _visible(request: Request, caller: Principal) -> webhook_queries.WebhookView:
@@ -79,16 +80,16 @@ async def create_webhook(request: Request) -> Response:
         description=body.description,
     )
     return json_response(
-        {
-            "id": issued.webhook_id,
-            "owner": caller.user_id,
-            "url": body.url,
-            "events": [e.strip() for e in body.events],
-            "description": body.description,
-            "enabled": True,
-            "generation": issued.generation,
-            "secret": issued.secret,
-        },
+        replies.CreatedWebhook(
+            id=issued.webhook_id,
+            owner=caller.user_id,
+            url=body.url,
+            events=[e.strip() for e in body.events],
+            description=body.description,
+            enabled=True,
+            generation=issued.generation,
+            secret=issued.secret,
+        ),
         201,
         seq=issued.seq,
     )
@@ -100,7 +101,7 @@ async def list_webhooks(request: Request) -> Response:
     everyone = request.query_params.get("all") == "true"
     owner = listed_owner(caller.user_id, caller.is_admin, everyone)
     hooks = await webhook_queries.list_webhooks(svc.pool, owner)
-    return json_response({"items": [_view(h) for h in hooks]})
+    return json_response(replies.WebhookList(items=[_view(h) for h in hooks]))
 
 
 async def get_webhook(request: Request) -> Response:
@@ -129,7 +130,7 @@ async def delete_webhook(request: Request) -> Response:
     caller = await svc.caller(request)
     webhook_id = path_id(request, "webhook_id")
     seq = await svc.webhooks.delete(svc.context(request, caller), webhook_id)
-    return json_response({"id": webhook_id, "status": "deleted"}, 202, seq=seq)
+    return json_response(replies.Accepted(id=webhook_id, status="deleted"), 202, seq=seq)
 
 
 async def enable_webhook(request: Request) -> Response:
@@ -137,7 +138,7 @@ async def enable_webhook(request: Request) -> Response:
     caller = await svc.caller(request)
     webhook_id = path_id(request, "webhook_id")
     seq = await svc.webhooks.enable(svc.context(request, caller), webhook_id)
-    return json_response({"id": webhook_id, "status": "enabled"}, 202, seq=seq)
+    return json_response(replies.Accepted(id=webhook_id, status="enabled"), 202, seq=seq)
 
 
 async def rotate_secret(request: Request) -> Response:
@@ -146,12 +147,12 @@ async def rotate_secret(request: Request) -> Response:
     webhook_id = path_id(request, "webhook_id")
     issued = await svc.webhooks.rotate(svc.context(request, caller), webhook_id)
     return json_response(
-        {
-            "id": webhook_id,
-            "secret": issued.secret,
-            "generation": issued.generation,
-            "previous_valid_until": issued.previous_valid_until,
-        },
+        replies.RotatedSecret(
+            id=webhook_id,
+            secret=issued.secret,
+            generation=issued.generation,
+            previous_valid_until=issued.previous_valid_until,
+        ),
         seq=issued.seq,
     )
 
@@ -168,16 +169,15 @@ async def list_deliveries(request: Request) -> Response:
         svc.pool, hook.id, limit=page_limit(request), status=status
     )
     attempts = await webhook_queries.list_attempts(svc.pool, [d.id for d in deliveries])
-    items = []
-    for d in deliveries:
-        item: dict[str, Any] = msgspec.to_builtins(d)
-        item.pop("last_seq", None)
-        item["attempts"] = [
-            {k: v for k, v in msgspec.to_builtins(a).items() if k not in ("seq", "delivery_id")}
-            for a in attempts[d.id]
-        ]
-        items.append(item)
-    return json_response({"items": items})
+    items = [
+        projected_view(
+            d,
+            replies.Delivery,
+            attempts=[projected_view(a, replies.DeliveryAttempt) for a in attempts[d.id]],
+        )
+        for d in deliveries
+    ]
+    return json_response(replies.DeliveryList(items=items))
 
 
 async def redeliver(request: Request) -> Response:
@@ -186,7 +186,7 @@ async def redeliver(request: Request) -> Response:
     webhook_id = path_id(request, "webhook_id")
     delivery_id = path_id(request, "delivery_id")
     seq = await svc.webhooks.redeliver(svc.context(request, caller), webhook_id, delivery_id)
-    return json_response({"id": delivery_id, "status": "queued"}, 202, seq=seq)
+    return json_response(replies.Accepted(id=delivery_id, status="queued"), 202, seq=seq)
 
 
 async def default_signing_secret(request: Request) -> Response:
@@ -194,7 +194,7 @@ async def default_signing_secret(request: Request) -> Response:
     svc = services(request)
     caller = await svc.caller(request)
     secret = default_secret(master_key(svc.settings), caller.user_id)
-    return json_response({"secret": secret})
+    return json_response(replies.SigningSecret(secret=secret))
 
 
 routes = [
@@ -211,5 +211,124 @@ routes = [
         "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver",
         redeliver,
         methods=["POST"],
+    ),
+]
+
+_WEBHOOK_ID = path_param("webhook_id", "webhook")
+_TAG = "webhooks"
+_ALL = Param(name="all", description="`true`: everyone's (admins)")
+
+operations = [
+    Operation(
+        method="POST",
+        path="/v1/webhooks",
+        name="create_webhook",
+        summary="Subscribe a URL to events",
+        tag=_TAG,
+        body=CreateWebhookBody,
+        command=True,
+        problems=(409,),
+        replies={
+            201: Reply(description="Created; the secret is shown once", type=replies.CreatedWebhook)
+        },
+    ),
+    Operation(
+        method="GET",
+        path="/v1/webhooks",
+        name="list_webhooks",
+        summary="List webhooks",
+        tag=_TAG,
+        params=(_ALL,),
+        replies={200: Reply(description="The webhooks", type=replies.WebhookList)},
+    ),
+    Operation(
+        method="GET",
+        path="/v1/webhooks/default/secret",
+        name="default_signing_secret",
+        summary="The secret that signs deliveries to the caller's per-job webhook URLs",
+        tag=_TAG,
+        replies={200: Reply(description="The secret", type=replies.SigningSecret)},
+    ),
+    Operation(
+        method="GET",
+        path="/v1/webhooks/{webhook_id}",
+        name="get_webhook",
+        summary="Get a webhook",
+        tag=_TAG,
+        params=(_WEBHOOK_ID,),
+        replies={200: Reply(description="The webhook", type=replies.Webhook)},
+    ),
+    Operation(
+        method="PATCH",
+        path="/v1/webhooks/{webhook_id}",
+        name="update_webhook",
+        summary="Update a webhook's URL, events or description",
+        tag=_TAG,
+        params=(_WEBHOOK_ID,),
+        body=UpdateWebhookBody,
+        command=True,
+        problems=(403, 409),
+        replies={202: Reply(description="Updated", type=replies.Webhook)},
+    ),
+    Operation(
+        method="DELETE",
+        path="/v1/webhooks/{webhook_id}",
+        name="delete_webhook",
+        summary="Delete a webhook",
+        tag=_TAG,
+        params=(_WEBHOOK_ID,),
+        command=True,
+        problems=(403, 409),
+        replies={202: Reply(description="Deleted", type=replies.Accepted)},
+    ),
+    Operation(
+        method="POST",
+        path="/v1/webhooks/{webhook_id}/enable",
+        name="enable_webhook",
+        summary="Re-enable a webhook disabled after failures",
+        tag=_TAG,
+        params=(_WEBHOOK_ID,),
+        command=True,
+        problems=(403, 409),
+        replies={202: Reply(description="Enabled", type=replies.Accepted)},
+    ),
+    Operation(
+        method="POST",
+        path="/v1/webhooks/{webhook_id}/rotate-secret",
+        name="rotate_secret",
+        summary="Rotate the signing secret (the old one stays valid for a grace period)",
+        tag=_TAG,
+        params=(_WEBHOOK_ID,),
+        command=True,
+        problems=(403, 409),
+        replies={200: Reply(description="The new secret, shown once", type=replies.RotatedSecret)},
+    ),
+    Operation(
+        method="GET",
+        path="/v1/webhooks/{webhook_id}/deliveries",
+        name="list_deliveries",
+        summary="A webhook's deliveries, newest first, each with its attempts",
+        tag=_TAG,
+        params=(
+            _WEBHOOK_ID,
+            LIMIT,
+            Param(
+                name="status",
+                type=Literal["queued", "retrying", "succeeded", "failed"],
+                description="only deliveries with this status",
+            ),
+        ),
+        replies={200: Reply(description="The deliveries", type=replies.DeliveryList)},
+    ),
+    Operation(
+        method="POST",
+        path="/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver",
+        name="redeliver",
+        summary="Send a delivery again",
+        tag=_TAG,
+        params=(_WEBHOOK_ID, path_param("delivery_id", "delivery")),
+        command=True,
+        problems=(403, 409),
+        replies={202: Reply(description="Queued", type=replies.Accepted)},
     ),
 ]

@@ -18,7 +18,7 @@ from events import EventStore
 from events.ids import ID_SHAPE, is_valid_id
 from events.text import NUL_ESCAPE, json_problem, text_problem
 from projections import queries
-from projections.queries import ModelView
+from projections.queries import ModelView, VersionView
 from projections.watermark import ProjectionWatermark
 from services.api._admission import JobAdmission
 from services.api._job_waits import JobWaits
@@ -52,6 +52,7 @@ __all__ = [
     "text_param",
     "unstorable_text",
     "visible_model",
+    "visible_version",
     "wait_for_projection",
 ]
 
@@ -154,6 +155,8 @@ def json_response(body: Any, status: int = 200, *, seq: int | None = None) -> Re
     headers = {SEQ_HEADER: str(seq)} if seq is not None else None
     if seq is not None and isinstance(body, dict):
         body = {**body, "seq": seq}
+    elif seq is not None and getattr(body, "seq", None) is msgspec.UNSET:
+        body = msgspec.structs.replace(body, seq=seq)
     return Response(
         orjson.dumps(body, default=msgspec.to_builtins),
         status_code=status,
@@ -236,6 +239,14 @@ async def visible_model(svc: ApiServices, model_id: str, caller: Principal) -> M
     """The model from the read models if the caller may see it (not deleted; theirs,
     public, or the caller is an admin), else None: the API answers 404 either way."""
     return readable_model(await queries.get_model(svc.pool, model_id) if model_id else None, caller)
+
+
+async def visible_version(svc: ApiServices, version_id: str, caller: Principal) -> VersionView:
+    """The version if the caller may see its model (see `visible_model`), else 404."""
+    version = await queries.get_version(svc.pool, version_id)
+    if version is None or await visible_model(svc, version.model_id, caller) is None:
+        raise ApiError(404, "Not found", "version not found; list versions of a model you own")
+    return version
 
 
 def readable_model(model: ModelView | None, caller: Principal) -> ModelView | None:

@@ -411,7 +411,7 @@ class FileBlobStore:
         key for exactly (key, expires, filename), then `BlobSignatureExpiredError` if
         the clock has reached `expires`."""
         expected = self._sign(key, expires, filename)
-        if not hmac.compare_digest(expected, signature.lower()):
+        if not _same_signature(expected, signature):
             raise BlobSignatureInvalidError(key)
         if self._clock() >= expires:
             raise BlobSignatureExpiredError(key, expires)
@@ -442,7 +442,7 @@ class FileBlobStore:
         self, key: str, expires: int, max_bytes: int, content_type: str, signature: str
     ) -> None:
         expected = self._sign_upload(key, expires, max_bytes, content_type)
-        if not hmac.compare_digest(expected, signature.lower()):
+        if not _same_signature(expected, signature):
             raise BlobSignatureInvalidError(key)
         if self._clock() >= expires:
             raise BlobSignatureExpiredError(key, expires)
@@ -486,3 +486,9 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _same_signature(expected: str, given: str) -> bool:
+    """Compared in constant time, as bytes: a given signature may hold any text (the
+    comparison of str takes ASCII only)."""
+    return hmac.compare_digest(expected.encode(), given.lower().encode("utf-8", "surrogatepass"))

@@ -31,8 +31,9 @@ from services.blobstore import BlobError, BlobNotFoundError, BlobStore
 from services.builder._log import BuildLog, SupersededError
 from services.builder._reuse import PACKAGE_HASH_DETAIL, ArtifactIndex
 from services.domain.aggregates import VersionState, fold_version
+from services.infra.package_fetch import fetch_package
 from services.metrics import BuildMetrics
-from services.packages import PackageInvalidError, unpack_package
+from services.packages import PackageInvalidError
 from services.runtimes.base import Artifact, BuildFailedError, Runtime, SandboxRuntimeError
 from services.subscribers import Delivery, Poison, RetryLater, reaction_envelope
 
@@ -221,18 +222,14 @@ class BuildHandler:
     async def _steps(
         self, uploaded: VersionUploaded, directory: Path, build_log: BuildLog
     ) -> Artifact:
-        zip_path = directory / "package.zip"
-        package_dir = directory / "package"
-        await build_log.write(f"$ download the package ({uploaded.size_bytes} bytes)\n")
         try:
-            await self._blobs.download_to(uploaded.package_key, zip_path)
+            package_dir = await fetch_package(
+                self._blobs, uploaded.package_key, uploaded.size_bytes, directory, build_log.write
+            )
         except BlobNotFoundError as err:
             raise _Failure(
                 f"download the package: {uploaded.package_key} is missing from the blob store"
             ) from err
-        await build_log.write("$ unpack the package\n")
-        try:
-            await asyncio.to_thread(unpack_package, zip_path, package_dir)
         except PackageInvalidError as err:
             raise _Failure(f"unpack the package: {err}") from err
         try:

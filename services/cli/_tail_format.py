@@ -15,6 +15,7 @@ from events import (
     BuildFailed,
     BuildLogAppended,
     BuildStarted,
+    JobAborted,
     JobCanceled,
     JobFailed,
     JobRequested,
@@ -50,7 +51,9 @@ _RESET, _DIM, _RED, _GREEN, _YELLOW, _CYAN = (
     "\x1b[33m",
     "\x1b[36m",
 )
-_FAILED: Final = frozenset({"JobFailed", "BuildFailed", "WebhookDisabled", "JobCanceled"})
+_FAILED: Final = frozenset(
+    {"JobFailed", "BuildFailed", "WebhookDisabled", "JobCanceled", "JobAborted"}
+)
 _SUCCEEDED: Final = frozenset({"JobSucceeded", "VersionBuilt", "WebhookEnabled"})
 _STARTED: Final = frozenset({"JobStarted", "BuildStarted", "JobRequested", "VersionUploaded"})
 
@@ -130,6 +133,8 @@ def _details(event: AnyEvent) -> str:
             )
         case JobCanceled():
             return _kv(message=repr(_short(event.message)))
+        case JobAborted():
+            return _kv(reason=event.reason, message=repr(_short(event.message)))
         case WebhookCreated():
             return _kv(owner=event.owner, url=event.url, events=event.events)
         case WebhookSecretRotated():

@@ -1,5 +1,6 @@
-"""The `clinai` command: `up`, `serve <service>`, `admin-key`, `admin-invite`,
-`projections rebuild|status`, `tail`."""
+"""The `clinai` command: for operators `up`, `serve <service>`, `admin-key`,
+`admin-invite`, `projections rebuild|status`, `tail`; for the people who push models
+`login`, `push`, `run`, `predict`, `models`, `versions`, `jobs`, `logs`, `cancel`."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import msgspec
 import uvloop
 
 from events.subjects import AGGREGATES
+from services.cli.user import USER_COMMANDS, add_user_commands, run_user_command
 from services.embedded import EmbeddedError
 from services.embedded.cpu_policy import use_batch_scheduling
 from services.settings import Settings, SettingsError
@@ -63,11 +65,20 @@ def _parser() -> argparse.ArgumentParser:
     start.add_argument("--from-seq", type=int, help="start at this stream sequence")
     tail.add_argument("-f", "--follow", action="store_true", help="keep printing new events")
     tail.add_argument("--json", action="store_true", help="NDJSON envelopes with seq")
+    add_user_commands(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in USER_COMMANDS:
+        try:
+            return run_user_command(args)
+        except SettingsError as err:
+            print(f"clinai: {err}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            return 130
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         if args.command == "up":

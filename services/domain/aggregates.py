@@ -7,6 +7,7 @@ and append with the `last_seq` they decided from.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 import msgspec
 
@@ -17,6 +18,7 @@ from events import (
     BuildFailed,
     BuildLogAppended,
     BuildStarted,
+    JobAborted,
     JobCanceled,
     JobCancelRequested,
     JobFailed,
@@ -75,7 +77,7 @@ class VersionState(msgspec.Struct, kw_only=True):
 
 class JobState(msgspec.Struct, kw_only=True):
     requested: JobRequested
-    status: str = "queued"  # queued | running | succeeded | failed | canceled
+    status: str = "queued"  # queued | running | succeeded | failed | canceled | aborted
     attempt: int = 0
     cancel_requested: bool = False
     last_seq: int = 0
@@ -83,6 +85,12 @@ class JobState(msgspec.Struct, kw_only=True):
     @property
     def terminal(self) -> bool:
         return self.status in TERMINAL_JOB_STATUSES
+
+    def past_deadline(self, now: datetime) -> bool:
+        """Whether the job's deadline (if it has one) has passed at `now`: then a queued
+        job is aborted and a running one canceled."""
+        deadline = self.requested.deadline
+        return deadline is not None and now >= deadline
 
 
 class ApiKeyState(msgspec.Struct, kw_only=True):
@@ -161,6 +169,8 @@ def fold_job(events: Sequence[StoredEvent]) -> JobState | None:
                 state.cancel_requested = True
             case JobCanceled() if state is not None and not state.terminal:
                 state.status = "canceled"
+            case JobAborted() if state is not None and not state.terminal:
+                state.status = "aborted"
         if state is not None:
             state.last_seq = stored.seq
     return state

@@ -4,7 +4,7 @@ events they come from.
 A subscription's filter is a list of types or globs (`job.*`, `*`). A job's own webhook
 (`JobRequested.webhook`, Replicate-style) names events from {start, output, completed}:
 `start` is job.started, `output` is job.succeeded (outputs exist once a job succeeds),
-`completed` is any terminal one: job.succeeded, job.failed, job.canceled.
+`completed` is any terminal one: job.succeeded, job.failed, job.canceled, job.aborted.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from events import (
     BuildFailed,
     BuildStarted,
     ClinaiError,
+    JobAborted,
     JobCanceled,
     JobCancelRequested,
     JobFailed,
@@ -50,6 +51,7 @@ _BY_EVENT: Final[dict[type[AnyEvent], str]] = {
     JobFailed: "job.failed",
     JobCancelRequested: "job.cancel_requested",
     JobCanceled: "job.canceled",
+    JobAborted: "job.aborted",
     VersionUploaded: "version.uploaded",
     BuildStarted: "version.building",
     VersionBuilt: "version.built",
@@ -64,7 +66,7 @@ WEBHOOK_TYPES: Final = tuple(sorted(set(_BY_EVENT.values())))
 JOB_HOOK_TYPES: Final[dict[str, frozenset[str]]] = {
     "start": frozenset({"job.started"}),
     "output": frozenset({"job.succeeded"}),
-    "completed": frozenset({"job.succeeded", "job.failed", "job.canceled"}),
+    "completed": frozenset({"job.succeeded", "job.failed", "job.canceled", "job.aborted"}),
 }
 
 # What the notifier's durable consumer reads.

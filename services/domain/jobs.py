@@ -1,12 +1,15 @@
-"""The commands of the job aggregate: request a job, cancel it."""
+"""The commands of the job aggregate: request a job, cancel it, abort it once its
+deadline has passed while it was queued."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from events import (
     ConcurrencyConflictError,
     InputFile,
+    JobAborted,
     JobCancelRequested,
     JobRequested,
     JobWebhook,
@@ -37,7 +40,9 @@ class JobCommands(CommandBase):
         input_url: str | None = None,
         inputs: dict[str, Any] | None = None,
         input_files: tuple[InputFile, ...] = (),
+        deadline: datetime | None = None,
     ) -> int:
+        """`deadline`: when the job is aborted if still queued, canceled if running."""
         event = JobRequested(
             **self._envelope(ctx, "JobRequested", job_id),
             owner=owner,
@@ -52,6 +57,7 @@ class JobCommands(CommandBase):
             input_url=input_url,
             inputs=inputs,
             input_files=input_files,
+            deadline=deadline,
         )
         return await self._append_new(event)
 
@@ -74,3 +80,25 @@ class JobCommands(CommandBase):
             except ConcurrencyConflictError:
                 continue  # the job moved on (started, finished): decide again
         raise ConflictError(f"job {job_id} is changing too fast to cancel", hint="retry")
+
+    async def abort_overdue(self, actor: str, job_id: str) -> int | None:
+        """End job `job_id` with `JobAborted` if it is still queued past its deadline;
+        the sequence of that event, or None when the job started, ended or is not due
+        (whoever ends a job first wins: every end is appended with the expected
+        sequence it was decided from). The event follows the job's request (its
+        correlation id, caused by it)."""
+        for _ in range(MAX_RETRIES):
+            history = await self._store.read_aggregate("job", job_id)
+            state = fold_job(history.events)
+            if state is None or state.status != "queued" or not state.past_deadline(self._clock()):
+                return None
+            requested = state.requested
+            ctx = CommandContext(
+                actor=actor, correlation_id=requested.correlation_id, causation_id=requested.id
+            )
+            event = JobAborted(**self._envelope(ctx, "JobAborted", job_id))
+            try:
+                return await self._store.append(event, expected=state.last_seq)
+            except ConcurrencyConflictError:
+                continue  # started, canceled or aborted meanwhile: decide again
+        raise ConflictError(f"job {job_id} is changing too fast to abort", hint="retry")

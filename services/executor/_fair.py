@@ -42,6 +42,11 @@ class FairSlots:
     def waiting(self) -> int:
         return sum(len(queue) for queue in self._waiting.values())
 
+    @property
+    def taken(self) -> int:
+        """Slots held by running jobs (all owners)."""
+        return sum(self._running.values())
+
     def running(self, owner: str) -> int:
         return self._running.get(owner, 0)
 

@@ -15,15 +15,18 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from events import (
     ConcurrencyConflictError,
     Event,
     EventStore,
     EventTooLargeError,
+    JobAborted,
     JobCanceled,
     JobCancelRequested,
     JobFailed,
@@ -39,7 +42,8 @@ from services.domain.aggregates import JobState, VersionState, fold_job, fold_ve
 from services.executor._attempt import Attempt, AttemptResult
 from services.executor._claims import ResultLimits
 from services.executor._input_url import UrlInputs
-from services.executor._running import RunningJobs
+from services.executor._local_builds import LocalBuildError, LocalBuilds
+from services.executor._running import RunningJob, RunningJobs
 from services.metrics import JobMetrics
 from services.packages.schema import CompiledInputs, SchemaCache
 from services.runtimes.base import Artifact, FailureKind, OutputLimits, Runtime
@@ -97,12 +101,15 @@ class JobHandler:
         self._clock = clock
         self._built_versions: dict[str, VersionState] = {}
         self._schemas = SchemaCache()
+        self._local_builds = LocalBuilds(runtime, blobs, work_dir)
         self._metrics = metrics or JobMetrics()
 
     def artifact_versions(self) -> dict[str, str]:
-        """The version each remembered artifact was built for (reference -> version id)."""
+        """The version each remembered artifact was built for (reference -> version id),
+        by the reference run here (a rebuilt artifact's, see `_local_builds`)."""
+        here = self._local_builds.rebuilt()
         return {
-            version.built.artifact: version_id
+            here.get(version.built.artifact, version.built.artifact): version_id
             for version_id, version in self._built_versions.items()
             if version.built is not None
         }
@@ -118,6 +125,9 @@ class JobHandler:
 
     def _envelope(self, cause: Event) -> dict[str, Any]:
         return reaction_envelope(cause, actor=ACTOR, clock=self._clock)
+
+    def _now(self) -> datetime:
+        return self._clock() if self._clock is not None else datetime.now(UTC)
 
     async def _read(self, job_id: str, including: int = 0) -> JobState:
         """The job's state, from a history holding event `including` at least (the
@@ -206,6 +216,7 @@ class JobHandler:
                 if artifact is None:
                     return
                 local = self._local.register(job_id, state.attempt + 1)
+                at_deadline = self._arm_deadline(requested, local)
                 try:
                     started = JobStarted(
                         **self._envelope(requested),
@@ -223,8 +234,10 @@ class JobHandler:
                         if schema is None
                         else self._schemas.get(state.requested.version_id, schema)
                     )
-                    await self._run(state, started, seq, artifact, delivery, local.cancel, compiled)
+                    await self._run(state, started, seq, artifact, delivery, local, compiled)
                 finally:
+                    if at_deadline is not None:
+                        at_deadline.cancel()
                     self._local.unregister(local)
             except ConcurrencyConflictError:
                 continue  # another executor or a cancel moved the job on: decide again
@@ -232,12 +245,25 @@ class JobHandler:
         raise RetryLater(f"job {job_id} keeps changing concurrently")
 
     async def _refuse(self, state: JobState, delivery: Delivery) -> bool:
-        """End a job that must not start: canceled before, or out of attempts."""
+        """End a job that must not start: canceled before, past its deadline, or out of
+        attempts."""
+        ended: JobCanceled | JobAborted | None = None
         if state.cancel_requested:
             message = "canceled before it started" if state.attempt == 0 else "canceled"
-            canceled = JobCanceled(**self._envelope(state.requested), message=message)
-            await self._store.append(canceled, expected=state.last_seq)
-            self._metrics.job_ended(canceled)
+            ended = JobCanceled(**self._envelope(state.requested), message=message)
+        elif state.past_deadline(self._now()):
+            # Never started: aborted. Started by an executor that stopped: canceled.
+            ended = (
+                JobAborted(**self._envelope(state.requested))
+                if state.attempt == 0
+                else JobCanceled(
+                    **self._envelope(state.requested),
+                    message="its deadline passed before it could be retried",
+                )
+            )
+        if ended is not None:
+            await self._store.append(ended, expected=state.last_seq)
+            self._metrics.job_ended(ended)
             return True
         if state.attempt >= self._max_attempts or (state.attempt and delivery.last_attempt):
             await self._fail(
@@ -248,6 +274,13 @@ class JobHandler:
             )
             return True
         return False
+
+    def _arm_deadline(self, requested: JobRequested, job: RunningJob) -> asyncio.TimerHandle | None:
+        """A timer that cancels the running job at its deadline; None without one."""
+        if requested.deadline is None:
+            return None
+        delay = max(0.0, (requested.deadline - self._now()).total_seconds())
+        return asyncio.get_running_loop().call_later(delay, job.deadline_passed)
 
     async def _version(self, version_id: str) -> VersionState | None:
         """The version's state; a built version is remembered (a build's result never
@@ -296,12 +329,19 @@ class JobHandler:
                 f"executor runs {self._runtime.name}",
             )
             return None
-        return Artifact(
+        recorded = Artifact(
             runtime=built.runtime,
             reference=built.artifact,
             package_hash=built.artifact_details.get("package_hash", version.uploaded.package_hash),
             details=built.artifact_details,
         )
+        try:
+            return await self._local_builds.artifact(recorded, version.uploaded)
+        except LocalBuildError as err:
+            if not delivery.last_attempt:
+                raise RetryLater(str(err)) from err
+            await self._fail(state, "infrastructure", str(err))
+            return None
 
     async def _fail(self, state: JobState, kind: FailureKind, message: str) -> None:
         """End a job that never ran in this attempt (raises ConcurrencyConflictError)."""
@@ -321,7 +361,7 @@ class JobHandler:
         seq: int,
         artifact: Artifact,
         delivery: Delivery,
-        cancel: asyncio.Event,
+        local: RunningJob,
         compiled: CompiledInputs | None = None,
     ) -> None:
         requested = state.requested
@@ -340,10 +380,14 @@ class JobHandler:
             compiled=compiled,
         )
         try:
-            result = await attempt.run(cancel)
+            result = await attempt.run(local.cancel)
             retryable = result.kind == "infrastructure" and not result.permanent
             if retryable and started.attempt < self._max_attempts and not delivery.last_attempt:
                 raise RetryLater(f"job {requested.aggregate_id}: {result.message}")
+            if result.kind == "canceled" and local.past_deadline:
+                result = msgspec.structs.replace(
+                    result, message="canceled: its deadline passed while it ran"
+                )
             await self._finish(self._terminal(requested, started, result), seq, started.attempt)
         finally:
             # After the terminal event: the attempt's scratch files are nobody's wait.

@@ -1,11 +1,13 @@
 """The gate in front of the executor's job handler: a requested job waits for a slot
-shared fairly between owners (`FairSlots`), within its owner's running cap."""
+shared fairly between owners (`FairSlots`), within its owner's running cap. A job
+delivered past its deadline takes no slot: the handler aborts it at once."""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 import nats.errors
 
@@ -81,6 +83,10 @@ class FairGate:
 
     async def __call__(self, delivery: Delivery) -> None:
         match delivery.event:
+            case JobRequested(deadline=deadline) if (
+                deadline is not None and datetime.now(UTC) >= deadline
+            ):
+                await self._handler(delivery)  # ends it without running it
             case JobRequested(owner=owner, aggregate_id=job_id):
                 cap = await self._caps.cap(owner)
                 # A capped owner's place on every executor first (`_leases`), then a

@@ -34,6 +34,12 @@ class RunningJob:
         self.attempt = attempt
         self.cancel = asyncio.Event()
         self.ended = asyncio.Event()  # set when it is unregistered
+        self.past_deadline = False  # canceled because its deadline passed
+
+    def deadline_passed(self) -> None:
+        """The job's deadline has passed while it runs: stop it (the cancel path)."""
+        self.past_deadline = True
+        self.cancel.set()
 
 
 class RunningJobs:

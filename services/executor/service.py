@@ -30,6 +30,7 @@ from services.infra.connections import (
 from services.infra.runtime_factory import make_runtime, service_work_dir
 from services.metrics import (
     ConsumerProbe,
+    ExecutorJobs,
     JobMetrics,
     ServiceMetrics,
     WarmWorkers,
@@ -106,6 +107,7 @@ async def run_executor(
         ConsumerProbe(metrics, nc.jetstream(), settings.stream_name, EXECUTOR_DURABLE)
         await stack.enter_async_context(serving_metrics(metrics, settings))
         slots = FairSlots(settings.workers_total)
+        ExecutorJobs(metrics, lambda: slots.waiting, lambda: slots.taken)
         leases = await OwnerLeases.open(nc.jetstream(), replicas=settings.stream_replicas)
         stack.push_async_callback(leases.close)
         gate = FairGate(

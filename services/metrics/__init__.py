@@ -15,11 +15,12 @@ from services.metrics.registry import Probe, ServiceMetrics
 from services.metrics.server import MetricsPortError, metrics_server, serving_metrics
 from services.metrics.stream import ConsumerProbe, ProjectionProbe
 from services.metrics.webhooks import WebhookMetrics
-from services.metrics.workers import WarmWorkers
+from services.metrics.workers import ExecutorJobs, WarmWorkers
 
 __all__ = [
     "BuildMetrics",
     "ConsumerProbe",
+    "ExecutorJobs",
     "HttpMetrics",
     "JobMetrics",
     "MetricsPortError",

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Histogram
 
-from events import JobCanceled, JobFailed, JobSucceeded
+from events import JobAborted, JobCanceled, JobFailed, JobSucceeded
 from services.metrics.registry import ServiceMetrics
 
 __all__ = ["JobMetrics"]
@@ -31,8 +31,8 @@ class JobMetrics:
         )
         self._ends = Counter(
             "clinai_jobs_ended_total",
-            "Jobs this executor ended, by status (succeeded, failed, canceled) and failure "
-            "kind (none when succeeded).",
+            "Jobs this executor ended, by status (succeeded, failed, canceled, aborted) and "
+            "failure kind (none when succeeded; deadline when aborted).",
             ["status", "kind"],
             registry=registry,
         )
@@ -64,7 +64,7 @@ class JobMetrics:
         if attempt == 1:  # later attempts waited for an earlier one too
             self._queue_wait.observe(queued_s)
 
-    def job_ended(self, event: JobSucceeded | JobFailed | JobCanceled) -> None:
+    def job_ended(self, event: JobSucceeded | JobFailed | JobCanceled | JobAborted) -> None:
         """`event`, a job's terminal event, was appended."""
         match event:
             case JobSucceeded(timings=timings):
@@ -75,6 +75,8 @@ class JobMetrics:
                 self._ended("failed", kind, *((timings.setup_s, timings.run_s) if ran else ()))
             case JobCanceled():
                 self._ended("canceled", "canceled")
+            case JobAborted(reason=reason):
+                self._ended("aborted", reason)
 
     def _ended(
         self, status: str, kind: str, setup_s: float | None = None, run_s: float | None = None

@@ -1,4 +1,5 @@
-"""The executor's warm workers by version, read from its runtime when scraped."""
+"""The executor's warm workers by version, read from its runtime when scraped, and its
+jobs waiting for a slot or running, read from its slots."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from prometheus_client.registry import Collector
 
 from services.metrics.registry import ServiceMetrics
 
-__all__ = ["WarmWorkers"]
+__all__ = ["ExecutorJobs", "WarmWorkers"]
 
 UNKNOWN_VERSION = "unknown"
 
@@ -44,4 +45,28 @@ class WarmWorkers(Collector):
                 totals[(version, state)] = totals.get((version, state), 0) + count
         for (version, state), count in sorted(totals.items()):
             family.add_metric([version, state], count)
+        yield family
+
+
+class ExecutorJobs(Collector):
+    """`clinai_executor_jobs{state}`: this executor's jobs `waiting` for a slot (held,
+    not started) and `running`. Summed over executors, with the executor consumer's
+    backlog (`clinai_consumer_pending_messages`, jobs no executor holds yet), it is
+    what is queued and running on the platform: what to scale executors on."""
+
+    def __init__(
+        self, metrics: ServiceMetrics, waiting: Callable[[], int], running: Callable[[], int]
+    ) -> None:
+        self._waiting = waiting
+        self._running = running
+        metrics.registry.register(self)
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "clinai_executor_jobs",
+            "Jobs this executor holds, by state: waiting for a slot, or running.",
+            labels=["state"],
+        )
+        family.add_metric(["waiting"], self._waiting())
+        family.add_metric(["running"], self._running())
         yield family

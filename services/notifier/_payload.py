@@ -59,12 +59,12 @@ class Snapshots:
         hook = None
         match aggregate:
             case "job":
-                data = await job_view(queries.JobView(**row), self._blobs)
+                data = msgspec.to_builtins(await job_view(queries.JobView(**row), self._blobs))
                 hook = row["webhook"]
             case "version":
-                data = version_view(queries.VersionView(**row))
+                data = msgspec.to_builtins(version_view(queries.VersionView(**row)))
             case _:
-                data = model_view(queries.ModelView(**row))
+                data = msgspec.to_builtins(model_view(queries.ModelView(**row)))
         return Snapshot(
             owner=row["owner"],
             data=data,

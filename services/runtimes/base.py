@@ -124,6 +124,11 @@ class Runtime(Protocol):
         Raises BuildFailedError with the failing step's last lines."""
         ...
 
+    async def has_artifact(self, artifact: Artifact) -> bool:
+        """Whether this host can run `artifact` as recorded (built here, on a folder
+        shared with its builder, or pullable); False: rebuild it from its package."""
+        ...
+
     async def run_job(self, artifact: Artifact, job: JobSpec) -> JobOutcome:
         """Run one job on a warm worker of this artifact (starting one if needed).
         Never raises for model failures: they come back as a JobOutcome with a kind.

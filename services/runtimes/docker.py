@@ -138,6 +138,11 @@ class DockerRuntime:
         """Which steps of the last image build ran and which hit the engine's cache."""
         return self._builds.last_build
 
+    async def has_artifact(self, artifact: Artifact) -> bool:
+        if artifact.reference in self._present or self._config.registry:
+            return True
+        return await image_id(self._docker, artifact.reference) is not None
+
     # ---- run ---------------------------------------------------------------------
 
     async def _start_worker(self, artifact: Artifact, *, check: bool = False) -> ContainerWorker:

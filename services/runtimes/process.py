@@ -158,6 +158,15 @@ class ProcessRuntime:
         await log("build finished\n")
         return artifact
 
+    async def has_artifact(self, artifact: Artifact) -> bool:
+        venv = artifact.details.get("venv")
+        if venv is None:
+            return False
+        found = await asyncio.to_thread(
+            lambda: Path(artifact.reference).is_dir() and Path(venv).is_dir()
+        )
+        return found
+
     # -- workers -----------------------------------------------------------------------
 
     # -- jobs ----------------------------------------------------------------------------

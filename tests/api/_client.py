@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import io
+import uuid
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import msgspec
 
+from services.packages import zip_folder
+
 EXAMPLE_MODEL = Path(__file__).resolve().parents[2] / "example-model"
+PACKAGES = Path(__file__).resolve().parents[1] / "packages"
 
 
 class Reply(msgspec.Struct):
@@ -97,3 +101,24 @@ async def new_user(base_url: str, admin_key: str, name: str) -> Client:
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError("a new user's key never became usable")
     return client
+
+
+async def ready_version(client: Client, package: str, timeout_s: float = 240.0) -> str:
+    """The id of a version of `tests/packages/<package>` uploaded by `client`, once a
+    builder has built it (fails if the build fails or takes longer than `timeout_s`)."""
+    name = f"m-{package.replace('_', '-')}-{uuid.uuid4().hex[:8]}"
+    model = (await client.post("/v1/models", json={"name": name})).body
+    reply = await client.upload(
+        f"/v1/models/{model['id']}/versions", "package", "p.zip", zip_folder(PACKAGES / package)
+    )
+    if reply.status != 201:
+        raise AssertionError(f"upload refused: {reply.status} {reply.body}")
+    version_id = str(reply.body["id"])
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        version = (await client.get(f"/v1/versions/{version_id}")).body
+        if version["status"] == "ready":
+            return version_id
+        if version["status"] == "failed" or asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"version {version_id} not built: {version}")
+        await asyncio.sleep(0.2)  # polling interval for a build that takes seconds

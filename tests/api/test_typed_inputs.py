@@ -1,7 +1,8 @@
 """Typed inputs through the real stack (file backend, process runtime under
 bubblewrap): the schema endpoint, inputs checked before anything is queued (422), a
 typed job with a file and a float (multipart, an upload id, a URL), defaults recorded
-in the job's event, a declared result checked, and the legacy form unchanged."""
+in the job's event, a declared result checked, the legacy form unchanged, and each
+version's own OpenAPI document."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from openapi_spec_validator import validate
 
 from events import JobRequested
 from services.embedded.sandbox_setup import check_bwrap
@@ -139,6 +141,47 @@ async def test_the_schema_endpoint_serves_each_version_s_inputs_as_json_schema(
     ).status == 401
 
 
+async def test_a_ready_version_has_its_own_openapi_document_with_its_typed_inputs(
+    full_stack: Stack, versions: _Versions, owner: Client
+) -> None:
+    reply = await owner.get(f"/v1/versions/{versions.typed}/openapi.json")
+    assert reply.status == 200, reply.body
+    document = reply.body
+    validate(document)  # OpenAPI 3.1
+    assert set(document["paths"]) == {
+        "/v1/jobs",
+        "/v1/jobs/{job_id}",
+        "/v1/jobs/{job_id}/result",
+        "/v1/uploads",
+    }
+    body = document["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]
+    form = body["multipart/form-data"]["schema"]
+    assert form["required"] == ["version", "image"]
+    assert form["properties"]["version"]["const"] == versions.typed
+    image = form["properties"]["image"]
+    assert image["format"] == "binary" and image["x-clinai-file"] is True
+    assert form["properties"]["scale"]["maximum"] == 1.0
+    assert form["properties"]["mode"]["enum"] == ["fast", "slow"]
+    assert form["additionalProperties"] is False
+    as_json = body["application/json"]["schema"]
+    assert as_json["required"] == ["version", "inputs"]
+    inputs = document["components"]["schemas"]["InputsJson"]
+    assert inputs["properties"]["image"]["type"] == "string"
+    assert "format" not in inputs["properties"]["image"]  # an upload id or a URL
+    result = document["paths"]["/v1/jobs/{job_id}/result"]["get"]["responses"]["200"]
+    assert result["content"]["application/json"]["schema"]["title"] == "Result"
+    legacy = await owner.get(f"/v1/versions/{versions.legacy}/openapi.json")
+    assert legacy.status == 200
+    validate(legacy.body)
+    legacy_form = legacy.body["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]
+    assert legacy_form["multipart/form-data"]["schema"]["required"] == ["version", "input"]
+    # Visibility as the version's own: another user's private version is not found.
+    mallory = await new_user(full_stack.url, full_stack.admin_key, "mallory")
+    assert (await mallory.get(f"/v1/versions/{versions.typed}/openapi.json")).status == 404
+    anonymous = Client(full_stack.url, None)
+    assert (await anonymous.get(f"/v1/versions/{versions.typed}/openapi.json")).status == 401
+
+
 @pytest.mark.parametrize(
     ("fields", "files", "field", "says"),
     [
@@ -226,6 +269,7 @@ async def test_a_typed_job_gets_a_file_path_and_a_float_with_defaults_applied(
     }
     job = await _ended(owner, reply.body["id"])
     assert job["status"] == "succeeded", job
+    assert job["inputs"] == resolved  # the job view shows them too
     assert job["result"] == {
         "image_is_file": True,
         "image_name": "image-scan.png",
@@ -359,7 +403,9 @@ async def test_an_upload_whose_signature_cannot_be_read_is_refused_naming_the_pa
         "parameter 'level'" in reply.body["detail"]
         and "Supported annotations" in reply.body["detail"]
     )
-    versions = await owner.get(f"/v1/models/{model['id']}/versions")
+    # Read after the model's own write: else the read models may not have it yet (404).
+    after = {"after_seq": str(model["seq"])}
+    versions = await owner.get(f"/v1/models/{model['id']}/versions", params=after)
     assert versions.body["items"] == []
 
 

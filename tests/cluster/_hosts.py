@@ -6,11 +6,9 @@ Postgres and one S3 server (moto). The services are `clinai serve <name>` proces
 each in its own session so that a "host" is killed whole (`kill -9` of its process
 group: the service and its sandboxed workers).
 
-One exception to "nothing shared": the process runtime's artifacts (a virtualenv and
-the package, recorded in `VersionBuilt` by path) must be at the same path on the
-builder's and the executor's hosts, so the builders and executors share the runtime
-folder (`<root>/shared-runtime`), as they would share it over NFS; the docker runtime
-ships them through a registry instead.
+Builders and executors share no runtime folder either: an executor rebuilds a
+version's environment from its package in S3 the first time it runs one of its jobs
+(services/executor/_local_builds.py).
 """
 
 from __future__ import annotations
@@ -170,7 +168,7 @@ class Service:
 
 
 def cluster_env(
-    *, nats_url: str, database_url: str, s3_endpoint: str, bucket: str, runtime_dir: Path
+    *, nats_url: str, database_url: str, s3_endpoint: str, bucket: str
 ) -> dict[str, str]:
     """What every host shares: where NATS, Postgres and S3 are, and the keys."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLINAI_")}
@@ -214,30 +212,25 @@ class Cluster:
         admin_dsn = self.postgres.start_blocking()
         dsn = admin_dsn  # the cluster owns this server: its own database is fine
         bucket = asyncio.run(create_bucket(self.s3_endpoint))
-        runtime = self.root / "shared-runtime"
-        runtime.mkdir()
         self.env = cluster_env(
             nats_url=self.nats.url,
             database_url=dsn,
             s3_endpoint=self.s3_endpoint,
             bucket=bucket,
-            runtime_dir=runtime,
         )
         bootstrap = self.root / "bootstrap"
         bootstrap.mkdir()
         asyncio.run(self._prepare(bootstrap))
         for name, count in self.counts.items():
             for index in range(1, count + 1):
-                self.services.append(self._service(name, index, runtime))
+                self.services.append(self._service(name, index))
         for service in self.services:
             service.start()
 
-    def _service(self, name: str, index: int, runtime: Path) -> Service:
+    def _service(self, name: str, index: int) -> Service:
         host = self.root / f"host-{name}{index}"
         host.mkdir()
         env = {**self.env, "CLINAI_DATA_DIR": str(host)}
-        if name in ("builder", "executor"):
-            (host / "runtime").symlink_to(runtime, target_is_directory=True)
         if name == "api":
             port = free_port()
             env["CLINAI_PORT"] = str(port)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import functools
 import importlib.util
+import re
 import shutil
 import subprocess
 import sys
@@ -23,6 +24,7 @@ import pytest
 import yaml
 
 from services.settings import Settings
+from tests.metrics.test_deploy_metrics import exported_names
 
 KUBERNETES = Path(__file__).resolve().parents[2] / "deploy" / "kubernetes"
 VERSIONS = ("1.33.0", "1.37.0")  # hostUsers/procMount for the sandbox: 1.33+
@@ -74,7 +76,7 @@ def _by_kind(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]
 
 
 @pytest.mark.parametrize("version", VERSIONS)
-@pytest.mark.parametrize("target", ["overlays/example", "base"])
+@pytest.mark.parametrize("target", ["overlays/example", "overlays/example-backlog", "base"])
 def test_every_resource_matches_the_kubernetes_schema(
     tree: Path, target: str, version: str
 ) -> None:
@@ -124,14 +126,14 @@ def test_each_service_has_probes_resources_a_budget_and_its_secrets(
         assert secret_ref in secrets  # the generated, hash-suffixed Secret
     secret_keys = set(next(iter(secrets.values()))["data"])
     assert {"CLINAI_SIGNING_KEY", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= secret_keys
-    # The sandbox's pods: their own user namespace, an unmasked /proc, the shared runtime.
+    # The sandbox's pods: their own user namespace, an unmasked /proc, a runtime folder
+    # of their own (nothing shared: an executor rebuilds what it lacks from S3).
     for service in ("builder", "executor"):
         spec = deployments[f"clinai-{service}"]["spec"]["template"]["spec"]
         assert spec["hostUsers"] is False
         assert spec["containers"][0]["securityContext"]["procMount"] == "Unmasked"
-        assert {"name": "runtime", "persistentVolumeClaim": {"claimName": "clinai-runtime"}} in (
-            spec["volumes"]
-        )
+        (runtime,) = [v for v in spec["volumes"] if v["name"] == "runtime"]
+        assert "emptyDir" in runtime, runtime
 
 
 def test_executors_scale_with_an_hpa(overlay: list[dict[str, Any]]) -> None:
@@ -139,6 +141,23 @@ def test_executors_scale_with_an_hpa(overlay: list[dict[str, Any]]) -> None:
     assert hpa["spec"]["scaleTargetRef"]["name"] == "clinai-executor"
     assert hpa["spec"]["minReplicas"] >= 2 and hpa["spec"]["maxReplicas"] == 20
     assert "replicas" not in _by_kind(overlay, "Deployment")["clinai-executor"]["spec"]
+
+
+def test_executors_can_scale_on_their_backlog(tree: Path) -> None:
+    """The component adds the queued-jobs metric the adapter rule serves, from metrics
+    the services export."""
+    (hpa,) = _by_kind(
+        _kustomize(tree, "overlays/example-backlog"), "HorizontalPodAutoscaler"
+    ).values()
+    kinds = [m["type"] for m in hpa["spec"]["metrics"]]
+    assert kinds == ["Resource", "External"]
+    external = hpa["spec"]["metrics"][1]["external"]
+    rules = yaml.safe_load((KUBERNETES.parent / "metrics" / "prometheus-adapter.yaml").read_text())
+    (rule,) = rules["rules"]["external"]
+    assert rule["name"]["as"] == external["metric"]["name"] == "clinai_jobs_queued"
+    named = set(re.findall(r"\bclinai_[a-z0-9_]+\b", rule["metricsQuery"]))
+    assert named == {"clinai_consumer_pending_messages", "clinai_executor_jobs"}
+    assert named <= exported_names()
 
 
 def _allowed_components(policy: dict[str, Any], port: int) -> set[str]:

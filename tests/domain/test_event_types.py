@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from events import JobFailed, JobSucceeded
+from events import JobAborted, JobFailed, JobSucceeded
 from services.domain.event_types import (
     InvalidFilterError,
     check_filter,
@@ -33,5 +33,9 @@ def test_filters_and_types() -> None:
     canceled = JobFailed(**env, kind="canceled", message="m")  # type: ignore[arg-type]
     assert webhook_type(canceled) == "job.canceled"
     assert job_hook_wants(("completed",), "job.failed")
+    # A job aborted at its deadline is a terminal event like the others.
+    assert webhook_type(JobAborted(**env)) == "job.aborted"  # type: ignore[arg-type]
+    assert job_hook_wants(("completed",), "job.aborted")
+    assert check_filter(["job.aborted"]) == ("job.aborted",)
     assert job_hook_wants(("start",), "job.started")
     assert not job_hook_wants(("start",), "job.succeeded")

@@ -211,6 +211,7 @@ def test_old_events_still_decode() -> None:
     assert isinstance(event, JobRequested)
     assert event.timeout_s == 60.0
     assert event.webhook is None
+    assert event.deadline is None  # no deadline: never aborted nor canceled for one
     # A JobSucceeded from before results could be claim-checked.
     raw = (
         b'{"type":"JobSucceeded","id":"e","aggregate_id":"job_x","occurred_at":"2026-01-01T00:00:00Z",'

@@ -18,6 +18,7 @@ from starlette.applications import Starlette
 from services.metrics import (
     BuildMetrics,
     ConsumerProbe,
+    ExecutorJobs,
     HttpMetrics,
     JobMetrics,
     ProjectionProbe,
@@ -47,6 +48,7 @@ def exported_names() -> set[str]:
     ConsumerProbe(metrics, None, "CLINAI", "executor")  # type: ignore[arg-type]
     ProjectionProbe(metrics, _zero, _zero)
     WarmWorkers(metrics, dict, dict)
+    ExecutorJobs(metrics, int, int)
     names = set()
     for family in metrics.registry.collect():
         names.update(family.name + suffix for suffix in _SUFFIXES[family.type])

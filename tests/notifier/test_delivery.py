@@ -3,13 +3,14 @@ receiver that verifies Standard Webhooks signatures."""
 
 from __future__ import annotations
 
-from events import EventStore, JobWebhook
+from events import EventStore, JobAborted, JobWebhook
 from services.domain.signing import default_secret, master_key
 from services.domain.webhooks import WebhookCommands
 from services.settings import Settings
+from tests._events import new_event
 from tests._infra import wait_until
 from tests.notifier._receiver import Receiver, standard_verify
-from tests.notifier._support import ctx_of, deliveries, job_lifecycle
+from tests.notifier._support import ctx_of, deliveries, job_lifecycle, request_job
 from tests.notifier.conftest import Notifiers
 
 
@@ -70,3 +71,17 @@ async def test_a_jobs_own_webhook_is_signed_with_the_owners_default_secret(
     await wait_until(
         lambda: _all_succeeded(dsn, f"jwh_{job_id}", 1), what="the job webhook recorded"
     )
+
+
+async def test_a_job_aborted_at_its_deadline_is_delivered_as_completed(
+    notifiers: Notifiers, store: EventStore, receiver: Receiver
+) -> None:
+    notifiers.start()
+    hook = JobWebhook(url=receiver.url("/job"), events=("completed",))
+    job_id = await request_job(store, "usr_dave", hook)
+    await store.append(new_event(JobAborted, job_id, actor="service:api"), expected=None)
+    got = await receiver.wait_for(lambda rs: len(rs) >= 1)
+    assert [r.type for r in got] == ["job.aborted"]
+    data = got[0].json["data"]
+    assert isinstance(data, dict) and data["id"] == job_id
+    assert (data["status"], data["error_kind"]) == ("aborted", "deadline")

@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import msgspec
+
 from events import (
     AnyEvent,
     ApiKeyIssued,
@@ -21,6 +23,7 @@ from events import (
     BuildLogAppended,
     BuildStarted,
     EventStore,
+    JobAborted,
     JobCanceled,
     JobCancelRequested,
     JobFailed,
@@ -235,11 +238,22 @@ def _job_chain(
             input_filename="in.png",
             params={"threshold": rnd.random()},
             webhook=JobWebhook(url="https://example.test/hook") if rnd.random() < 0.2 else None,
+            # A typed version's job: its resolved inputs (projected as they are).
+            inputs={"image": "image-in.png", "levels": rnd.randint(2, 256)}
+            if rnd.random() < 0.3
+            else None,
         )
     ]
     roll = rnd.random()
-    if roll < 0.05:
+    if roll < 0.025:
         chain += [JobCancelRequested(**b(job)), JobCanceled(**b(job))]
+        return chain
+    if roll < 0.05:  # queued past its deadline
+        requested = chain[0]
+        assert isinstance(requested, JobRequested)
+        deadline = requested.occurred_at + timedelta(seconds=1)
+        chain[0] = msgspec.structs.replace(requested, deadline=deadline)
+        chain.append(JobAborted(**b(job)))
         return chain
     chain.append(JobStarted(**b(job), worker="w1"))
     timings = JobTimings(queued_s=0.1, setup_s=0.2, run_s=rnd.random())

@@ -16,6 +16,7 @@ from events import (
     BuildStarted,
     Event,
     EventStore,
+    JobAborted,
     JobCanceled,
     JobCancelRequested,
     JobFailed,
@@ -66,7 +67,7 @@ def _version(version_id: str, number: int = 1, package_hash: str = "ph") -> Any:
     )
 
 
-def _job(job_id: str) -> Any:
+def _job(job_id: str, **fields: Any) -> Any:
     return ev(
         JobRequested,
         job_id,
@@ -76,6 +77,7 @@ def _job(job_id: str) -> Any:
         input_key=f"inputs/{job_id}/a.png",
         input_filename="a.png",
         params={"k": 1},
+        **fields,
     )
 
 
@@ -199,6 +201,9 @@ async def test_jobs_through_every_state(
         _job("job_killed"),
         ev(JobStarted, "job_killed"),
         ev(JobFailed, "job_killed", kind="canceled", message="killed"),
+        _job("job_late", deadline=T0 + timedelta(minutes=1)),
+        ev(JobAborted, "job_late"),
+        ev(JobCanceled, "job_late"),  # a second end is ignored
         _job("job_queued"),
     ]
     await project(database_url, store, events)
@@ -235,8 +240,17 @@ async def test_jobs_through_every_state(
     assert canceled.error_message == "by user" and canceled.started_at is None
     killed = await queries.get_job(db, "job_killed")
     assert killed is not None and killed.status == "canceled" and killed.error_kind == "canceled"
+    late = await queries.get_job(db, "job_late")
+    assert late is not None
+    assert (late.status, late.error_kind, late.deadline) == (
+        "aborted",
+        "deadline",
+        T0 + timedelta(minutes=1),
+    )
+    assert late.finished_at is not None and late.started_at is None
+    assert late.error_message == "its deadline passed before it started"
     queued = await queries.get_job(db, "job_queued")
-    assert queued is not None
+    assert queued is not None and queued.deadline is None and queued.inputs is None
     assert (queued.status, queued.outputs, queued.params, queued.attempt) == (
         "queued",
         [],
@@ -245,11 +259,13 @@ async def test_jobs_through_every_state(
     )
 
     page = await queries.list_jobs(db, owner="usr_a", limit=2)
-    assert [j.id for j in page.items] == ["job_queued", "job_killed"]
+    assert [j.id for j in page.items] == ["job_queued", "job_late"]
     assert page.next_cursor is not None
     rest = await queries.list_jobs(db, owner="usr_a", limit=10, cursor=page.next_cursor)
-    assert [j.id for j in rest.items] == ["job_cancel", "job_bad", "job_ok"]
+    assert [j.id for j in rest.items] == ["job_killed", "job_cancel", "job_bad", "job_ok"]
     assert rest.next_cursor is None
     failed = await queries.list_jobs(db, owner=None, status="failed")
     assert [j.id for j in failed.items] == ["job_bad"]
+    aborted = await queries.list_jobs(db, owner=None, status="aborted")
+    assert [j.id for j in aborted.items] == ["job_late"]
     assert (await queries.list_jobs(db, owner="usr_b")).items == []

@@ -5,9 +5,10 @@ from __future__ import annotations
 import io
 import uuid
 import zipfile
+from datetime import datetime
 from pathlib import Path
 
-from events import Event, EventStore, JobCanceled, JobFailed, JobSucceeded, StoredEvent
+from events import TERMINAL_JOB_EVENTS, Event, EventStore, StoredEvent
 from services.blobstore import BlobStore
 from services.domain import CommandContext, Commands
 from services.domain.aggregates import JobState, VersionState, fold_job, fold_version
@@ -105,6 +106,7 @@ async def request_job(
     params: dict[str, object] | None = None,
     data: bytes = b"hello",
     timeout_s: float = 30.0,
+    deadline: datetime | None = None,
 ) -> str:
     job_id = f"job_{uuid.uuid4().hex[:20]}"
     key = f"inputs/{job_id}/input.txt"
@@ -121,9 +123,10 @@ async def request_job(
         params=dict(params or {}),
         timeout_s=timeout_s,
         webhook=None,
+        deadline=deadline,
     )
     return job_id
 
 
 def terminal_events(history: list[StoredEvent]) -> list[Event]:
-    return [s.event for s in history if isinstance(s.event, JobSucceeded | JobFailed | JobCanceled)]
+    return [s.event for s in history if isinstance(s.event, TERMINAL_JOB_EVENTS)]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
 
 import msgspec
@@ -229,6 +230,7 @@ class Rig(msgspec.Struct, frozen=True):
         *,
         data: bytes = b"hello",
         timeout_s: float = 30.0,
+        deadline: datetime | None = None,
     ) -> str:
         """A job of `version` (model_id, version_id), requested the way the API does."""
         model_id, version_id = version
@@ -240,6 +242,7 @@ class Rig(msgspec.Struct, frozen=True):
             params=params,
             data=data,
             timeout_s=timeout_s,
+            deadline=deadline,
         )
 
     async def ended(self, job_id: str, wait_s: float = 60.0) -> list[Event]:

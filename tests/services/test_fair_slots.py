@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from prometheus_client import generate_latest
 
 from services.executor._fair import FairSlots
+from services.metrics import ExecutorJobs, ServiceMetrics
+from tests.metrics._scrape import parse, value
 
 
 async def _queue(
@@ -134,3 +137,29 @@ async def test_closed_slots_start_nothing() -> None:
     assert order == [] and not waiting.done()
     waiting.cancel()
     await asyncio.gather(waiting, return_exceptions=True)
+
+
+async def test_the_executor_jobs_gauge_reads_waiting_and_running_from_the_slots() -> None:
+    slots = FairSlots(2)
+    metrics = ServiceMetrics("executor")
+    ExecutorJobs(metrics, lambda: slots.waiting, lambda: slots.taken)
+
+    def read() -> tuple[float, float]:
+        samples = parse(generate_latest(metrics.registry).decode())
+        return (
+            value(samples, "clinai_executor_jobs", state="waiting"),
+            value(samples, "clinai_executor_jobs", state="running"),
+        )
+
+    assert read() == (0, 0)
+    await slots.acquire("alice")
+    await slots.acquire("bob")
+    third = asyncio.ensure_future(slots.acquire("alice"))
+    await asyncio.sleep(0)  # let it queue (no timing: one loop turn)
+    assert read() == (1, 2)
+    slots.release("bob")
+    await third
+    assert read() == (0, 2)
+    slots.release("alice")
+    slots.release("alice")
+    assert read() == (0, 0)

@@ -21,10 +21,13 @@ __all__ = ["dashboard_routes"]
 
 
 def dashboard_routes() -> list[BaseRoute]:
+    """The pages and their files, as one group to put last in the app's routes: HTML for
+    people, apart from the JSON API that /openapi.json describes."""
     pages = Pages()
     static = StaticFiles(directory=Path(__file__).parent / "static")
-    return [
+    routes = [
         *sign_in_routes(pages),
         *page_routes(pages),
         Mount("/static", app=static, name="static"),
     ]
+    return [Mount("", routes=routes, name="dashboard")]
