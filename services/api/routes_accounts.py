@@ -24,6 +24,7 @@ __all__ = [
     "Password",
     "check_current_password",
     "check_name_free",
+    "client_address",
     "invitation_url",
     "operations",
     "routes",
@@ -39,6 +40,12 @@ class PasswordBody(msgspec.Struct, forbid_unknown_fields=True):
 
 class InvitationBody(msgspec.Struct, forbid_unknown_fields=True):
     ttl_s: Annotated[float, msgspec.Meta(gt=0, le=30 * 24 * 3600)] = INVITATION_TTL_S
+
+
+def client_address(request: Request) -> str:
+    """The client's address, as failed sign-ins are counted by (behind a proxy on the
+    host, the one X-Forwarded-For names: uvicorn trusts it from 127.0.0.1)."""
+    return request.client.host if request.client is not None else "unknown"
 
 
 async def check_name_free(svc: ApiServices, name: str) -> None:
@@ -87,7 +94,7 @@ async def check_current_password(
 ) -> None:
     """A user changing their own password proves they know the current one: else 403;
     wrong guesses are limited as failed sign-ins are (per user and per address: 429)."""
-    address = request.client.host if request.client is not None else "unknown"
+    address = client_address(request)
     throttle = svc.sign_in_throttle
     wait = await throttle.retry_after(user_id, address)
     if wait is not None:

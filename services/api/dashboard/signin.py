@@ -19,7 +19,11 @@ from starlette.routing import BaseRoute, Route
 from projections import account_queries
 from services.api.dashboard._render import Pages, secure_cookies, signed_in
 from services.api.problems import ApiError
-from services.api.routes_accounts import check_current_password, check_name_free
+from services.api.routes_accounts import (
+    check_current_password,
+    check_name_free,
+    client_address,
+)
 from services.api.sessions import COOKIE, Session
 from services.api.wiring import ApiServices, services
 from services.domain import CommandContext, CommandError
@@ -74,10 +78,6 @@ def _safe_next(value: str | None) -> str:
     return value
 
 
-def _address(request: Request) -> str:
-    return request.client.host if request.client is not None else "unknown"
-
-
 async def _start_session(request: Request, svc: ApiServices, user_id: str, to: str) -> Response:
     token = await svc.sessions.create(user_id)
     response = RedirectResponse(to, status_code=303)
@@ -127,7 +127,7 @@ class SignIn:
             "signup": svc.settings.open_signup,
         }
         throttle = svc.sign_in_throttle
-        wait = await throttle.retry_after(name, _address(request))
+        wait = await throttle.retry_after(name, client_address(request))
         if wait is not None:
             minutes = max(1, round(wait / 60))
             context["error"] = (
@@ -141,7 +141,7 @@ class SignIn:
         user = found[0] if len(found) == 1 else None
         matched = await verify_in_thread(user.password_hash if user else None, password)
         if user is None or not matched:  # the same answer, after the same work, either way
-            await throttle.failed(name, _address(request))
+            await throttle.failed(name, client_address(request))
             return self._anonymous(request, "sign_in.html", {**context, "error": _WRONG}, 401)
         await throttle.succeeded(name)
         return await _start_session(request, svc, user.id, next_path)
