@@ -42,7 +42,9 @@ __all__ = [
     "ModelVersionAdded",
     "OutputFile",
     "UserCreated",
+    "UserInvited",
     "UserLimitsSet",
+    "UserPasswordSet",
     "VersionBuilt",
     "VersionUploaded",
     "WebhookCreated",
@@ -108,6 +110,25 @@ class UserLimitsSet(Event, frozen=True, kw_only=True):
     aggregate: ClassVar[str] = "user"
     max_queued_jobs: int | None = None
     max_running_jobs: int | None = None
+
+
+class UserPasswordSet(Event, frozen=True, kw_only=True):
+    """The user's password, set by them, an admin, or through an invitation: only its
+    Argon2 hash is recorded (never the password). `invitation_hash` names the invitation
+    it used (which then cannot be used again)."""
+
+    aggregate: ClassVar[str] = "user"
+    password_hash: str
+    invitation_hash: str | None = None
+
+
+class UserInvited(Event, frozen=True, kw_only=True):
+    """An admin's invitation to set the user's password: only the SHA-256 of the link's
+    token is recorded; the link works once, until `expires_at`."""
+
+    aggregate: ClassVar[str] = "user"
+    token_hash: str
+    expires_at: datetime
 
 
 class ApiKeyIssued(Event, frozen=True, kw_only=True):
@@ -413,6 +434,8 @@ class WebhookRedeliveryRequested(Event, frozen=True, kw_only=True):
 AnyEvent = (
     UserCreated
     | UserLimitsSet
+    | UserPasswordSet
+    | UserInvited
     | ApiKeyIssued
     | ApiKeyRevoked
     | ModelNameClaimed

@@ -48,6 +48,8 @@ USERS: Final = TableSpec(
         "created_at",
         "max_queued_jobs",
         "max_running_jobs",
+        "password_hash",
+        "password_set_at",
         "last_seq",
     ),
 )

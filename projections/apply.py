@@ -40,6 +40,7 @@ from events import (
     StoredEvent,
     UserCreated,
     UserLimitsSet,
+    UserPasswordSet,
     VersionBuilt,
     VersionUploaded,
 )
@@ -69,6 +70,7 @@ Tables = dict[str, dict[Any, Row]]
 _TARGET: Final[dict[type[AnyEvent], tuple[str, bool]]] = {
     UserCreated: ("users", True),
     UserLimitsSet: ("users", False),
+    UserPasswordSet: ("users", False),
     ApiKeyIssued: ("api_keys", True),
     ApiKeyRevoked: ("api_keys", False),
     ModelCreated: ("models", True),
@@ -135,6 +137,8 @@ def fold(events: Iterable[StoredEvent], tables: Tables) -> set[tuple[str, Any]]:
                     "created_at": at,
                     "max_queued_jobs": None,
                     "max_running_jobs": None,
+                    "password_hash": None,
+                    "password_set_at": None,
                     "last_seq": seq,
                 }
                 touched.add(("users", rid))
@@ -143,6 +147,12 @@ def fold(events: Iterable[StoredEvent], tables: Tables) -> set[tuple[str, Any]]:
                 if row is not None:
                     row["max_queued_jobs"] = event.max_queued_jobs
                     row["max_running_jobs"] = event.max_running_jobs
+                    row["last_seq"] = seq
+                    touched.add(("users", rid))
+            case UserPasswordSet():
+                if (row := users.get(rid)) is not None:
+                    row["password_hash"] = event.password_hash
+                    row["password_set_at"] = at
                     row["last_seq"] = seq
                     touched.add(("users", rid))
             case ApiKeyIssued():

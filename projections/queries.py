@@ -299,14 +299,19 @@ async def list_jobs(
     model_id: str | None = None,
     limit: int = 50,
     cursor: str | None = None,
+    since: datetime | None = None,
 ) -> JobPage:
-    """Jobs of `owner` (every owner's when None), optionally of one status and model."""
+    """Jobs of `owner` (every owner's when None), optionally of one status and model,
+    and created at `since` or later."""
     args: list[Any] = []
     where: list[str] = []
     for column, value in (("owner", owner), ("status", status), ("model_id", model_id)):
         if value is not None:
             args.append(value)
             where.append(f"{column} = ${len(args)}")
+    if since is not None:
+        args.append(since)
+        where.append(f"created_at >= ${len(args)}")
     rows, next_cursor = await _newest_first(db, "jobs", where, args, limit, cursor)
     return JobPage(items=[JobView(**r) for r in rows], next_cursor=next_cursor)
 

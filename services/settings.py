@@ -160,6 +160,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
     metrics_token: str | None = None
+    # The dashboard: a session ends after session_idle_s without a request, and after
+    # session_max_s in any case. open_signup lets anyone make an account (off: the admin
+    # creates users and invitations). Failed sign-ins: at most this many per account
+    # name and per client address within sign_in_window_s, then 429 until it has passed.
+    session_idle_s: float = 8 * 3600.0
+    session_max_s: float = 7 * 24 * 3600.0
+    open_signup: bool = False
+    sign_in_failures_per_account: int = 5
+    sign_in_failures_per_address: int = 20
+    sign_in_window_s: float = 900.0
 
     @property
     def blob_root(self) -> Path:

@@ -19,6 +19,7 @@ from projections.watermark import ProjectionWatermark
 from services.api import (
     asyncapi,
     readiness,
+    routes_accounts,
     routes_blobs,
     routes_docs,
     routes_events,
@@ -34,6 +35,7 @@ from services.api._command_edge import CommandEdge
 from services.api._deadline_sweep import DeadlineSweep
 from services.api._input_sweep import InputSweep
 from services.api.asyncapi import asyncapi_route, clinai_version
+from services.api.dashboard import dashboard_routes
 from services.api.error_handlers import exception_handlers
 from services.api.openapi import openapi_document
 from services.api.openapi_spec import Operation
@@ -69,6 +71,7 @@ OPERATIONS: list[Operation] = [
     *routes_jobs.operations,
     *routes_uploads.operations,
     *routes_keys.operations,
+    *routes_accounts.operations,
     *routes_limits.operations,
     *routes_webhooks.operations,
     *routes_events.operations,
@@ -164,6 +167,8 @@ def create_app(settings: Settings, *, blobs: BlobStore | None = None) -> Starlet
             sweeping_uploads = asyncio.create_task(upload_sweep.run())
             rate_limiter = app.state.services.rate_limiter
             await rate_limiter.open()
+            await app.state.services.sessions.open()
+            await app.state.services.sign_in_throttle.open()
             giving_back = asyncio.create_task(rate_limiter.run())
             aborting = asyncio.create_task(deadlines.run())
             try:
@@ -189,6 +194,7 @@ def create_app(settings: Settings, *, blobs: BlobStore | None = None) -> Starlet
         *routes_jobs.routes,
         *routes_uploads.routes,
         *routes_keys.routes,
+        *routes_accounts.routes,
         *routes_limits.routes,
         *routes_webhooks.routes,
         *routes_events.routes,
@@ -196,6 +202,7 @@ def create_app(settings: Settings, *, blobs: BlobStore | None = None) -> Starlet
         metrics_route(metrics),
         *blob_routes(blob_store),
         *routes_docs.docs_routes(openapi_document(OPERATIONS, version=clinai_version())),
+        *dashboard_routes(),
     ]
     return Starlette(
         routes=routes,

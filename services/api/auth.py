@@ -1,7 +1,11 @@
-"""Bearer API keys: `Authorization: Bearer <key>`; keys are looked up by their SHA-256."""
+"""Who calls: a program with a bearer API key (`Authorization: Bearer <key>`, looked up by
+its SHA-256), or a person signed in to the dashboard (the session cookie, when no
+Authorization header is sent; a command must then carry the session's CSRF token in
+`X-CSRF-Token`)."""
 
 from __future__ import annotations
 
+import hmac
 import time
 
 import asyncpg
@@ -10,6 +14,7 @@ from starlette.requests import Request
 
 from projections import queries
 from services.api.problems import ApiError
+from services.api.sessions import COOKIE, CSRF_HEADER, SessionStore
 from services.domain import hash_api_key
 
 __all__ = ["KeyCache", "Principal", "authenticate"]
@@ -52,10 +57,15 @@ class KeyCache:
 
 
 _UNAUTHORIZED_HEADERS = {"WWW-Authenticate": 'Bearer realm="clinai"'}
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-async def authenticate(request: Request, cache: KeyCache) -> Principal:
+async def authenticate(
+    request: Request, cache: KeyCache, sessions: SessionStore | None = None
+) -> Principal:
     header = request.headers.get("authorization", "")
+    if not header and sessions is not None and (token := request.cookies.get(COOKIE)):
+        return await _session_principal(request, sessions, token)
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise ApiError(
@@ -74,3 +84,25 @@ async def authenticate(request: Request, cache: KeyCache) -> Principal:
             headers=_UNAUTHORIZED_HEADERS,
         )
     return principal
+
+
+async def _session_principal(request: Request, sessions: SessionStore, token: str) -> Principal:
+    session = await sessions.find(token)
+    if session is None:
+        raise ApiError(
+            401,
+            "Unauthorized",
+            "your session has ended (signed out, idle too long, or the password changed): "
+            "sign in again, or send an API key as `Authorization: Bearer <key>`",
+            headers=_UNAUTHORIZED_HEADERS,
+        )
+    if request.method not in _SAFE_METHODS and not hmac.compare_digest(
+        request.headers.get(CSRF_HEADER, ""), session.csrf
+    ):
+        raise ApiError(
+            403,
+            "CSRF token missing or wrong",
+            "a command from a signed-in session must carry the page's CSRF token in the "
+            "X-CSRF-Token header: reload the page and retry",
+        )
+    return Principal(user_id=session.user_id, key_id=session.id, is_admin=session.is_admin)

@@ -10,8 +10,8 @@ consumer positioned at the right sequence (never a scan).
   reconnect past it is answered 204 (which stops an EventSource).
 
 Each event is `id: <stream sequence>`, `event: <type>`, `data: <the envelope as JSON,
-with seq>`; `key_hash` is never sent. A comment line is sent every
-CLINAI_SSE_HEARTBEAT_S so proxies keep the connection.
+with seq>`; no hash of a secret (`key_hash`, `password_hash`, `token_hash`, …) is sent.
+A comment line is sent every CLINAI_SSE_HEARTBEAT_S so proxies keep the connection.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ from services.domain.access import can_see_event, can_see_job, event_owner
 __all__ = ["event_frame", "operations", "routes"]
 
 _TERMINAL: Final = (*TERMINAL_JOB_EVENTS, VersionBuilt, BuildFailed)
-_SECRET_FIELDS: Final = frozenset({"key_hash"})
+_SECRET_FIELDS: Final = frozenset({"key_hash", "password_hash", "invitation_hash", "token_hash"})
 _BAD_TOKEN: Final = frozenset(".*> \t\r\n")
 _OWNER_CACHE_LIMIT: Final = 100_000
 

@@ -12,6 +12,7 @@ from starlette.routing import Route
 from projections import queries
 from services.api import replies
 from services.api.openapi_spec import Operation, Reply, path_param
+from services.api.routes_accounts import Password, check_name_free
 from services.api.wiring import (
     checked_id,
     decode_body,
@@ -29,6 +30,7 @@ Name = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
 class CreateUserBody(msgspec.Struct, forbid_unknown_fields=True):
     name: Name
     is_admin: bool = False
+    password: Password | None = None  # to sign in to the dashboard (only its hash is kept)
 
 
 class CreateKeyBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -40,8 +42,10 @@ async def create_user(request: Request) -> Response:
     svc = services(request)
     caller = await svc.caller(request)
     body = await decode_body(request, CreateUserBody)
+    if body.password is not None:
+        await check_name_free(svc, body.name)
     user_id, key = await svc.commands.create_user(
-        svc.context(request, caller), name=body.name, is_admin=body.is_admin
+        svc.context(request, caller), name=body.name, is_admin=body.is_admin, password=body.password
     )
     return json_response(
         replies.CreatedUser(

@@ -29,6 +29,8 @@ from services.api._version_schemas import VersionSchemas
 from services.api.auth import KeyCache, Principal, authenticate
 from services.api.problems import ApiError
 from services.api.request_body import read_body
+from services.api.sessions import SessionStore
+from services.api.sign_in_throttle import SignInThrottle
 from services.blobstore import BlobStore
 from services.domain import (
     CommandContext,
@@ -91,6 +93,15 @@ class ApiServices:
             pool, rate_per_s=settings.rate_limit_per_s, burst=settings.rate_limit_burst
         )
         self.webhooks = webhooks
+        self.sessions = SessionStore(
+            pool, idle_s=settings.session_idle_s, max_s=settings.session_max_s
+        )
+        self.sign_in_throttle = SignInThrottle(
+            pool,
+            per_account=settings.sign_in_failures_per_account,
+            per_address=settings.sign_in_failures_per_address,
+            window_s=settings.sign_in_window_s,
+        )
         self.stopping = asyncio.Event()
 
     def begin_stop(self) -> None:
@@ -101,12 +112,13 @@ class ApiServices:
         return bool(self._nc.is_connected)
 
     async def caller(self, request: Request) -> Principal:
-        """The authenticated caller, once the read models have the caller's `after_seq`
-        (so a key, model or version created just before is seen by this request). A
-        command (any method but GET/HEAD) takes a token from the key's rate limit, then
-        one of the key's slots in this process (freed when it is answered)."""
+        """The authenticated caller (an API key, or a dashboard session: see `auth`),
+        once the read models have the caller's `after_seq` (so a key, model or version
+        created just before is seen by this request). A command (any method but
+        GET/HEAD) takes a token from the key's rate limit, then one of the key's slots in
+        this process (freed when it is answered)."""
         await wait_for_projection(request)
-        principal = await authenticate(request, self.keys)
+        principal = await authenticate(request, self.keys, self.sessions)
         if request.method not in _QUERY_METHODS:
             if self.rate_limiter.enabled:
                 decision = await self.rate_limiter.check(principal.key_id)

@@ -1,6 +1,6 @@
 """The `clinai` command: for operators `up`, `serve <service>`, `admin-key`,
-`projections rebuild|status`, `tail`; for the people who push models `login`, `push`,
-`run`, `predict`, `models`, `versions`, `jobs`, `logs`, `cancel`."""
+`admin-invite`, `projections rebuild|status`, `tail`; for the people who push models
+`login`, `push`, `run`, `predict`, `models`, `versions`, `jobs`, `logs`, `cancel`."""
 
 from __future__ import annotations
 
@@ -38,6 +38,12 @@ def _parser() -> argparse.ArgumentParser:
         "admin-key",
         help="issue an admin API key and print it once (a deployment's first key, or a new "
         "one when it is lost): needs CLINAI_NATS_URL",
+    )
+
+    sub.add_parser(
+        "admin-invite",
+        help="print a link where the admin sets their dashboard password (works once, for 7 "
+        "days; a lost password): needs CLINAI_NATS_URL",
     )
 
     projections = sub.add_parser("projections", help="manage the read models")
@@ -90,6 +96,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from services.embedded.stack import issue_admin_key
 
             print(asyncio.run(issue_admin_key(Settings.from_env())))
+        elif args.command == "admin-invite":
+            from services.embedded.stack import invite_admin
+
+            print(asyncio.run(invite_admin(Settings.from_env())))
         elif args.command == "projections":
             from services.projector import rebuild_command, status_command
 

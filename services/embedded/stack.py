@@ -27,7 +27,14 @@ from services.embedded.supervisor import Supervisor
 from services.infra.connections import connect_nats, open_event_store, signing_key
 from services.settings import Settings
 
-__all__ = ["SERVICES", "ensure_admin_key", "issue_admin_key", "run_stack", "service_metrics_ports"]
+__all__ = [
+    "SERVICES",
+    "ensure_admin_key",
+    "invite_admin",
+    "issue_admin_key",
+    "run_stack",
+    "service_metrics_ports",
+]
 
 SERVICES = ("api", "projector", "builder", "executor", "notifier")
 ADMIN_USER_ID = "usr_admin"
@@ -71,6 +78,19 @@ async def issue_admin_key(settings: Settings) -> str:
     finally:
         await nc.drain()
     return key.secret
+
+
+async def invite_admin(settings: Settings) -> str:
+    """A link (shown once; it works once, for 7 days) where the admin sets the password
+    they sign in to the dashboard with. `clinai admin-invite` runs it."""
+    nc = await connect_nats(settings, name="bootstrap")
+    try:
+        commands = Commands(await open_event_store(settings, nc))
+        ctx = CommandContext(actor="system", is_admin=True, correlation_id="bootstrap")
+        invitation = await commands.invite(ctx, ADMIN_USER_ID)
+    finally:
+        await nc.drain()
+    return f"{settings.api_url}/invitation#{invitation.token}"
 
 
 async def ensure_admin_key(settings: Settings) -> str | None:
@@ -215,9 +235,12 @@ async def run_stack(settings: Settings) -> None:
         if ready.done() and not ready.cancelled():
             if ready.result():
                 print(f"ClinAI is up: {settings.api_url}", flush=True)
+                print(f"Dashboard: {settings.api_url}/ (user name: admin)", flush=True)
                 if secret is not None:
                     print(f"Admin API key (shown once, also saved to {data_dir / 'admin.key'}):")
                     print(f"  {secret}", flush=True)
+                    print("Set the admin's dashboard password (link shown once, works once):")
+                    print(f"  {await invite_admin(settings)}", flush=True)
                 else:
                     print(f"Admin API key: in {data_dir / 'admin.key'}", flush=True)
                 if metrics_ports:

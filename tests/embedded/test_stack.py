@@ -3,6 +3,7 @@ and starts again with the same data."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.api.conftest import free_port
+from tests.dashboard._person import Person
 
 
 def _request(url: str, key: str | None = None, body: dict[str, str] | None = None) -> dict:  # type: ignore[type-arg]
@@ -88,6 +90,15 @@ def _environ(pid: int) -> dict[str, str]:
     return dict(item.decode().split("=", 1) for item in raw if b"=" in item)
 
 
+async def _admin_sets_password_and_signs_in(url: str, token: str) -> bool:
+    password = "the admin's own password"
+    async with Person(url) as admin:
+        status, _, _ = await admin.form("/invitation", {"token": token, "password": password})
+        assert status == 303
+    async with Person(url) as admin:
+        return await admin.sign_in("admin", password) == 303
+
+
 def test_up_starts_stops_and_keeps_its_data(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     port = free_port()
@@ -100,6 +111,11 @@ def test_up_starts_stops_and_keeps_its_data(tmp_path: Path) -> None:
         key = lines[announced + 1].strip()
         assert key.startswith("clinai_")
         assert (data_dir / "admin.key").read_text().strip() == key
+        assert f"Dashboard: {url}/ (user name: admin)" in lines
+        invited = next(n for n, line in enumerate(lines) if "dashboard password" in line)
+        link = lines[invited + 1].strip()
+        assert link.startswith(f"{url}/invitation#usr_admin.")
+        assert asyncio.run(_admin_sets_password_and_signs_in(url, link.partition("#")[2]))
         assert _request(f"{url}/readyz")["status"] == "ready"
         created = _request(f"{url}/v1/models", key, {"name": "kept"})
         # The whole stack runs under SCHED_BATCH, the embedded NATS on one Go thread.
