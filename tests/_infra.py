@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import pytest
 from aiohttp import web
 
 from projections import LIVE_SCHEMA, apply_migrations
 from projections.db import connect
 from services.embedded import EmbeddedPostgres
+from services.embedded.sandbox_setup import check_bwrap
 
 __all__ = [
     "create_database",
@@ -118,6 +120,13 @@ def outputs_written(work_root: Path, name: str) -> list[Path]:
     """Where running jobs have written `name` into their output directory. Adapters keep
     a worker's job files at <work_root>/workers/<worker>/out on the host."""
     return list(work_root.glob(f"workers/*/out/{name}"))
+
+
+def needs_bubblewrap(what: str = "the process runtime") -> None:
+    """Skip the test, saying why, where bubblewrap cannot sandbox a worker."""
+    reason = check_bwrap()
+    if reason is not None:
+        pytest.skip(f"{what} needs bubblewrap: {reason}")
 
 
 def free_port() -> int:

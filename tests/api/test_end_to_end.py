@@ -19,8 +19,8 @@ import msgspec
 import pytest
 from PIL import Image
 
-from services.embedded.sandbox_setup import check_bwrap
 from services.packages import zip_folder
+from tests._infra import needs_bubblewrap
 from tests._s3 import create_bucket, s3_env
 from tests.api._client import EXAMPLE_MODEL, Client, new_user
 from tests.api.conftest import Stack, running_stack
@@ -45,9 +45,7 @@ def full_stack(
         worker_host = str(tmp_path_factory.mktemp("worker-host"))
         env_for = {name: {"CLINAI_DATA_DIR": worker_host} for name in ("builder", "executor")}
     if runtime == "process":
-        reason = check_bwrap()
-        if reason is not None:
-            pytest.skip(f"the process runtime needs bubblewrap: {reason}")
+        needs_bubblewrap()
     else:
         reason = engine_problem()
         if reason is not None:

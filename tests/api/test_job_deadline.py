@@ -15,7 +15,7 @@ import aiohttp
 import orjson
 import pytest
 
-from services.embedded.sandbox_setup import check_bwrap
+from tests._infra import needs_bubblewrap
 from tests.api._client import Client, Reply, new_user, ready_version
 from tests.api.conftest import Stack, running_stack
 
@@ -24,9 +24,7 @@ MAX_DEADLINE_S = 3600
 
 @pytest.fixture(scope="module")
 def deadline_stack(stack_env: dict[str, str]) -> Iterator[Stack]:
-    reason = check_bwrap()
-    if reason is not None:
-        pytest.skip(f"running a version needs bubblewrap: {reason}")
+    needs_bubblewrap("running a version")
     env = {
         **stack_env,
         "CLINAI_RUNTIME": "process",

@@ -19,10 +19,9 @@ import pytest
 from aiohttp import web
 
 from events import new_id
-from services.embedded.sandbox_setup import check_bwrap
 from services.packages import zip_folder
 from tests._events import logged_job_request
-from tests._infra import http_files
+from tests._infra import http_files, needs_bubblewrap
 from tests._s3 import create_bucket, s3_env
 from tests.api._client import Client, new_user
 from tests.api.conftest import Stack, running_stack
@@ -36,9 +35,7 @@ MAX_INPUT = 1024 * 1024  # CLINAI_MAX_INPUT_BYTES in the stack (tests/api/confte
 @pytest.fixture(scope="module", params=["file", "s3"])
 def full_stack(request: pytest.FixtureRequest, stack_env: dict[str, str]) -> Iterator[Stack]:
     """Every service, on the file backend, then on S3 (uploads go to it straight)."""
-    reason = check_bwrap()
-    if reason is not None:
-        pytest.skip(f"the process runtime needs bubblewrap: {reason}")
+    needs_bubblewrap()
     # The test's HTTP server listens on loopback, which the guard refuses unless exempt.
     env = {**stack_env, "CLINAI_INPUT_URL_ALLOW_NETWORKS": "127.0.0.0/8"}
     if request.param == "s3":

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from services.embedded.sandbox_setup import check_bwrap
 from services.packages import zip_folder
+from tests._infra import needs_bubblewrap
 from tests.api._client import Client, Reply, new_user
 from tests.api.conftest import Stack, free_port, running_stack, start_services, stop_services
 from tests.api.conftest import wait_ready as wait_api_ready
@@ -25,9 +25,7 @@ BURST = 12
 
 @pytest.fixture(scope="module")
 def limits_stack(stack_env: dict[str, str]) -> Iterator[Stack]:
-    reason = check_bwrap()
-    if reason is not None:
-        pytest.skip(f"building a version needs bubblewrap: {reason}")
+    needs_bubblewrap("building a version")
     env = {
         **stack_env,
         "CLINAI_MAX_QUEUED_JOBS_PER_OWNER": str(QUEUED_CAP),

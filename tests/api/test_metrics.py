@@ -14,11 +14,10 @@ import nats
 import pytest
 
 from events import EventStore, new_id
-from services.embedded.sandbox_setup import check_bwrap
 from services.embedded.stack import SERVICES
 from services.packages import zip_folder
 from tests._events import job_requested
-from tests._infra import free_port, wait_until
+from tests._infra import free_port, needs_bubblewrap, wait_until
 from tests.api._client import Client, new_user
 from tests.api.conftest import Stack, running_stack, start_services, stop_services, wait_ready
 from tests.metrics._scrape import Samples, scrape, total, value
@@ -40,9 +39,7 @@ class Metered(msgspec.Struct):
 
 @pytest.fixture(scope="module")
 def metered(stack_env: dict[str, str]) -> Iterator[Metered]:
-    reason = check_bwrap()
-    if reason is not None:
-        pytest.skip(f"the process runtime needs bubblewrap: {reason}")
+    needs_bubblewrap()
     env = {
         **stack_env,
         "CLINAI_RUNTIME": "process",

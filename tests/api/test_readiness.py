@@ -13,17 +13,15 @@ from typing import Any
 import aiohttp
 import msgspec
 import nats
-import pytest
 from nats.aio.client import Client as NATS
 
 from events import EventStore, event_subject
 from projections import LIVE_SCHEMA, Projector, apply_migrations, connect, create_pool
 from services.api.readiness import Readiness, ReadinessReport
 from services.durables import EXECUTOR_DURABLE
-from services.embedded.sandbox_setup import check_bwrap
 from services.embedded.stack import ensure_admin_key
 from services.settings import Settings
-from tests._infra import wait_until
+from tests._infra import needs_bubblewrap, wait_until
 from tests.api.conftest import free_port, start_services, stop_services, wait_key_works
 from tests.projections._support import append_all, running, user_created
 
@@ -62,9 +60,7 @@ async def _readyz(http: aiohttp.ClientSession, url: str) -> tuple[int, dict[str,
 async def test_ready_waits_for_the_projection_and_the_executors_consumer(
     stack_env: dict[str, str],
 ) -> None:
-    reason = check_bwrap()
-    if reason is not None:
-        pytest.skip(f"the executor's process runtime needs bubblewrap: {reason}")
+    needs_bubblewrap("the executor's process runtime")
     env = {**stack_env, "CLINAI_PORT": str(free_port()), "CLINAI_READY_PROJECTION_STALL_S": "1"}
     settings = Settings.from_env(env)
     last = await _fill(env["CLINAI_NATS_URL"], EVENTS)

@@ -19,9 +19,8 @@ import nats
 import pytest
 
 from events import EventStore, JobCanceled, JobFailed, JobSucceeded
-from services.embedded.sandbox_setup import check_bwrap
 from services.packages import zip_folder
-from tests._infra import wait_until
+from tests._infra import needs_bubblewrap, wait_until
 from tests._s3 import Gate, create_bucket, s3_env
 from tests.api._client import Client, new_user
 from tests.api.conftest import Stack, running_stack
@@ -36,9 +35,7 @@ class GatedStack(msgspec.Struct):
 
 @pytest.fixture(scope="module")
 def gated(stack_env: dict[str, str], s3_endpoint: str) -> Iterator[GatedStack]:
-    reason = check_bwrap()
-    if reason is not None:
-        pytest.skip(f"the process runtime needs bubblewrap: {reason}")
+    needs_bubblewrap()
     gate = Gate(s3_endpoint)
     gate.open()
     env = {

@@ -21,10 +21,9 @@ from aiohttp import web
 from openapi_spec_validator import validate
 
 from events import JobRequested
-from services.embedded.sandbox_setup import check_bwrap
 from services.packages import zip_folder
 from tests._events import logged_job_request
-from tests._infra import http_files
+from tests._infra import http_files, needs_bubblewrap
 from tests.api._client import Client, new_user
 from tests.api.conftest import Stack, running_stack
 
@@ -33,9 +32,7 @@ PACKAGES = Path(__file__).resolve().parents[1] / "packages"
 
 @pytest.fixture(scope="module")
 def full_stack(stack_env: dict[str, str]) -> Iterator[Stack]:
-    reason = check_bwrap()
-    if reason is not None:
-        pytest.skip(f"the process runtime needs bubblewrap: {reason}")
+    needs_bubblewrap()
     env = {**stack_env, "CLINAI_INPUT_URL_ALLOW_NETWORKS": "127.0.0.0/8"}
     with running_stack(env, ["projector", "api", "builder", "executor"]) as running:
         yield running

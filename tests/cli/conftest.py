@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from services.cli import main
-from services.embedded.sandbox_setup import check_bwrap
+from tests._infra import needs_bubblewrap
 from tests.api._client import new_user
 from tests.api.conftest import Stack, running_stack
 from tests.api.conftest import stack_env as stack_env  # the module's NATS and Postgres
@@ -29,9 +29,7 @@ class Ran(msgspec.Struct):
 
 @pytest.fixture(scope="module")
 def cli_stack(stack_env: dict[str, str]) -> Iterator[Stack]:
-    reason = check_bwrap()
-    if reason is not None:
-        pytest.skip(f"the process runtime needs bubblewrap: {reason}")
+    needs_bubblewrap()
     env = {**stack_env, "CLINAI_RUNTIME": "process"}
     with running_stack(env, ["projector", "api", "builder", "executor"]) as running:
         yield running

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from services.embedded.sandbox_setup import check_bwrap
+from tests._infra import needs_bubblewrap
 from tests.api._client import EXAMPLE_MODEL
 from tests.cli.conftest import Clinai, png
 
@@ -26,9 +26,7 @@ def cache_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def sandboxed(cache_home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    reason = check_bwrap()
-    if reason is not None:
-        pytest.skip(f"clinai predict needs bubblewrap: {reason}")
+    needs_bubblewrap("clinai predict")
     monkeypatch.setenv("XDG_CACHE_HOME", str(cache_home))
     monkeypatch.delenv("CLINAI_UNSAFE_NO_SANDBOX", raising=False)
     yield
