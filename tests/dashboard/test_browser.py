@@ -20,7 +20,7 @@ from selenium.webdriver.support.ui import Select
 
 from services.embedded.sandbox_setup import check_bwrap
 from services.packages import zip_folder
-from tests.api._client import EXAMPLE_MODEL, Client
+from tests.api._client import EXAMPLE_MODEL, Client, ready_version
 from tests.api.conftest import Stack, running_stack
 from tests.dashboard._browser import (
     browser_missing,
@@ -120,6 +120,8 @@ async def test_sign_in_upload_build_run_and_see_the_output(
     wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#input-input-preview img"))
     levels = browser.find_element(By.ID, "input-levels")
     assert levels.get_attribute("min") == "2" and levels.get_attribute("max") == "256"
+    levels.clear()
+    levels.send_keys("7")
     browser.find_element(By.ID, "run-submit").click()
     wait_for(browser, lambda d: "succeeded" in _text(d, "#job-status"), 120)
     assert '"width": 40' in _text(browser, "#job-result")
@@ -140,7 +142,24 @@ async def test_sign_in_upload_build_run_and_see_the_output(
     browser.get(f"{url}/jobs?since={today + timedelta(days=1)}")
     assert not browser.find_elements(By.CSS_SELECTOR, f'tr[data-job="{job_id}"]')
     browser.get(f"{url}/jobs?since={today}&status=succeeded")
-    assert browser.find_elements(By.CSS_SELECTOR, f'tr[data-job="{job_id}"]')
+    row = browser.find_elements(By.CSS_SELECTOR, f'tr[data-job="{job_id}"]')
+    assert row
+
+    # Run again with the same inputs: the Run form, filled in with the job's (the file
+    # aside: a browser cannot fill one in, and the field says so).
+    row[0].find_element(By.CSS_SELECTOR, "a.again").click()
+    wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, '[data-refill="input"]'))
+    assert browser.find_element(By.ID, "input-levels").get_attribute("value") == "7"
+    assert "Choose the file again" in _text(browser, '[data-refill="input"]')
+    assert job_id in _text(browser, "#again")
+    screenshot(browser, "06-run-again")
+    browser.find_element(By.ID, "input-input").send_keys(str(image))
+    browser.find_element(By.ID, "run-submit").click()
+    wait_for(browser, lambda d: "succeeded" in _text(d, "#job-status"), 120)
+    again = _text(browser, "#job-id")
+    assert again != job_id
+    rerun = await Client(url, full_stack.admin_key).get(f"/v1/jobs/{again}")
+    assert rerun.body["inputs"]["levels"] == 7, rerun.body
     assert console_errors(browser) == []
 
 
@@ -300,3 +319,99 @@ async def test_the_admin_creates_a_user_and_an_invitation_that_sets_a_password(
     wait_for(browser, lambda d: d.current_url == f"{url}/models")
     assert newcomer in _text(browser, "nav")
     assert console_errors(browser) == []
+
+
+def _fetch(driver: WebDriver, method: str, path: str, csrf: bool) -> int:
+    """The status of a request the page's own script could make, with the session's
+    cookie, and with or without its CSRF token."""
+    status: int = driver.execute_async_script(
+        """
+        const [method, path, csrf, done] = arguments;
+        const token = document.querySelector('meta[name="csrf-token"]').content;
+        const headers = {"Content-Type": "application/json"};
+        if (csrf) headers["X-CSRF-Token"] = token;
+        fetch(path, {method, headers, credentials: "same-origin",
+                     body: method === "GET" ? undefined : JSON.stringify({name: "csrf-less"})})
+          .then((r) => done(r.status), () => done(0));
+        """,
+        method,
+        path,
+        csrf,
+    )
+    return status
+
+
+async def test_a_second_user_reaches_nothing_of_the_first_by_url(
+    full_stack: Stack, browser: WebDriver
+) -> None:
+    """The first user's model, version, job and webhook, asked for by URL by a second
+    user signed in in the browser: the not-found page (or the API's 404), and none of
+    their data in the page."""
+    url = full_stack.url
+    admin = Client(url, full_stack.admin_key)
+    made = await admin.post("/v1/users", json={"name": f"una-{uuid.uuid4().hex[:6]}"})
+    first = Client(url, made.body["api_key"]["secret"])
+    await first.get("/v1/me", params={"after_seq": str(made.body["seq"])})
+    version_id = await ready_version(first, "noop")
+    version = (await first.get(f"/v1/versions/{version_id}")).body
+    model_id = version["model_id"]
+    model_name = (await first.get(f"/v1/models/{model_id}")).body["name"]
+    job = await first.upload("/v1/jobs", "input", "secret-input.txt", b"hello", version=version_id)
+    assert job.status in (201, 202), job.body
+    job_id = job.body["id"]
+    hook = await first.post(
+        "/v1/webhooks",
+        json={
+            "url": "http://127.0.0.1:9/first-users-hook",
+            "events": ["job.succeeded"],
+            "description": "first's hook",
+        },
+    )
+    assert hook.status == 201, hook.body
+    secrets_of_first = (model_name, "secret-input.txt", "first-users-hook", "first's hook")
+
+    second = f"vic-{uuid.uuid4().hex[:6]}"
+    await create_user(url, full_stack.admin_key, second, PASSWORD)
+    _sign_in(browser, url, second)
+
+    def refused(path: str) -> None:
+        browser.get(f"{url}{path}")
+        wait_for(browser, lambda d: d.find_elements(By.TAG_NAME, "h1"), 5)
+        assert _text(browser, "h1") == "Not found", path
+        source = browser.page_source
+        assert not [s for s in secrets_of_first if s in source], path
+
+    refused(f"/models/{model_id}")
+    refused(f"/versions/{version_id}")
+    refused(f"/versions/{version_id}/run#{job_id}")
+    refused(f"/versions/{version_id}/run?again={job_id}")
+    screenshot(browser, "11-not-yours")
+
+    # Once the model is public, its version and Run page are open to all; its jobs and
+    # the first user's webhooks are not.
+    public = await first.request("PATCH", f"/v1/models/{model_id}", json={"visibility": "public"})
+    assert public.status == 202, public.body
+    await first.get(f"/v1/models/{model_id}", params={"after_seq": str(public.body["seq"])})
+    run_page = f"/versions/{version_id}/run"
+    for path in (f"{run_page}#{job_id}", f"{run_page}?again={job_id}"):
+        browser.get(f"{url}{path}")
+        wait_for(browser, lambda d: d.find_elements(By.ID, "input-input"))
+        if "#" in path:
+            wait_for(browser, lambda d: "not found" in _text(d, "#job-status").lower())
+        else:
+            wait_for(browser, lambda d: "not found" in _text(d, "#again").lower())
+        source = browser.page_source
+        assert "secret-input.txt" not in source and "hello from run" not in source, path
+    browser.get(f"{url}/webhooks")
+    assert not [s for s in secrets_of_first if s in browser.page_source]
+    assert hook.body["id"] not in browser.page_source
+    assert _fetch(browser, "GET", f"/v1/jobs/{job_id}", csrf=True) == 404
+    hook_path = f"/v1/webhooks/{hook.body['id']}"
+    assert _fetch(browser, "GET", f"{hook_path}/deliveries", csrf=True) == 404
+    assert _fetch(browser, "POST", f"{hook_path}/rotate-secret", csrf=True) == 404
+
+    # A state-changing request from the page without the CSRF token: 403, and nothing
+    # made; with it, the same request is accepted.
+    assert _fetch(browser, "POST", "/v1/models", csrf=False) == 403
+    assert _fetch(browser, "DELETE", f"/v1/models/{model_id}", csrf=False) == 403
+    assert _fetch(browser, "POST", "/v1/models", csrf=True) == 201

@@ -6,10 +6,42 @@
   const fields = document.getElementById("fields");
   const $ = (id) => document.getElementById(id);
 
+  // "Run again": the fields hold the inputs of job `again` (as resolved at submission;
+  // a legacy job's params). A browser cannot fill in a file: each file field says so.
+  async function prefill(jobId) {
+    const job = await api("GET", `/v1/jobs/${encodeURIComponent(jobId)}`);
+    const values = job.inputs ?? { params: job.params };
+    for (const control of fields.querySelectorAll("input, select, textarea")) {
+      const value = values[control.name];
+      if (control.dataset.kind === "file") {
+        const had = value ?? job.input_filename;
+        control.closest(".field").append(el("p", {
+          class: "notice", "data-refill": control.name,
+          text: `Choose the file again: a browser cannot fill in a file for you${had ? ` (the job had ${Array.isArray(had) ? had.join(", ") : had})` : ""}.`,
+        }));
+      } else if (value === undefined || value === null) {
+        continue;
+      } else if (control.dataset.kind === "boolean") {
+        control.checked = value === true;
+      } else {
+        control.value = typeof value === "string" ? value : JSON.stringify(value);
+      }
+    }
+    $("again").textContent = `The inputs of job ${jobId}, to run again.`;
+    $("again").hidden = false;
+  }
+
   api("GET", `/v1/versions/${encodeURIComponent(versionId)}/schema`).then((schema) => {
     const required = new Set(schema.required || []);
     fields.replaceChildren(...Object.entries(schema.properties || {})
       .map(([name, prop]) => Schema.field(name, prop, required.has(name))));
+    const again = new URLSearchParams(window.location.search).get("again");
+    if (again && /^job_[A-Za-z0-9_]+$/.test(again)) {
+      prefill(again).catch((err) => {
+        $("again").textContent = `The inputs of job ${again} could not be filled in: ${err.message}`;
+        $("again").hidden = false;
+      });
+    }
   }).catch((err) => { fields.textContent = err.message; });
 
   function formData() {
@@ -54,6 +86,7 @@
   function watch(jobId, seq) {
     $("job").hidden = false;
     $("job-id").textContent = jobId;
+    $("job-again").href = `?again=${encodeURIComponent(jobId)}`;
     $("job-error").hidden = true;
     $("job-result").textContent = "";
     $("job-outputs").replaceChildren();
