@@ -101,6 +101,7 @@ class UserCreated(Event, frozen=True, kw_only=True):
     aggregate: ClassVar[str] = "user"
     name: str
     is_admin: bool = False
+    email: str | None = None  # as given; people sign in with it or the name (any case)
 
 
 class UserLimitsSet(Event, frozen=True, kw_only=True):

@@ -44,6 +44,7 @@ USERS: Final = TableSpec(
     (
         "id",
         "name",
+        "email",
         "is_admin",
         "created_at",
         "max_queued_jobs",

@@ -133,6 +133,7 @@ def fold(events: Iterable[StoredEvent], tables: Tables) -> set[tuple[str, Any]]:
                 users[rid] = {
                     "id": rid,
                     "name": event.name,
+                    "email": event.email,
                     "is_admin": event.is_admin,
                     "created_at": at,
                     "max_queued_jobs": None,

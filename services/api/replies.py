@@ -171,6 +171,7 @@ class KeySecret(msgspec.Struct, kw_only=True):
 class CreatedUser(msgspec.Struct, kw_only=True):
     id: str
     name: str
+    email: str | None
     is_admin: bool
     api_key: KeySecret
     seq: Seq = UNSET

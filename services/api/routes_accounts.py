@@ -21,8 +21,10 @@ from services.domain.accounts import INVITATION_TTL_S
 from services.domain.passwords import MAX_PASSWORD_LENGTH, verify_in_thread
 
 __all__ = [
+    "Email",
     "Password",
     "check_current_password",
+    "check_email_free",
     "check_name_free",
     "client_address",
     "invitation_url",
@@ -31,6 +33,8 @@ __all__ = [
 ]
 
 Password = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_PASSWORD_LENGTH)]
+# An e-mail address, only as far as a sign-in needs one: one @, no spaces, a dot after.
+Email = Annotated[str, msgspec.Meta(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
 
 
 class PasswordBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -53,6 +57,15 @@ async def check_name_free(svc: ApiServices, name: str) -> None:
     if await account_queries.find_sign_in(svc.pool, name):
         raise ApiError(
             409, "Name taken", f"a user named {name!r} can already sign in; choose another name"
+        )
+
+
+async def check_email_free(svc: ApiServices, email: str) -> None:
+    """People sign in by e-mail too: one that any user has (or that is the name of a
+    user who can sign in) is refused, in any case."""
+    if await account_queries.identifier_taken(svc.pool, email):
+        raise ApiError(
+            409, "E-mail taken", f"{email!r} already names a user; give another e-mail address"
         )
 
 

@@ -12,7 +12,7 @@ from starlette.routing import Route
 from projections import queries
 from services.api import replies
 from services.api.openapi_spec import Operation, Reply, path_param
-from services.api.routes_accounts import Password, check_name_free
+from services.api.routes_accounts import Email, Password, check_email_free, check_name_free
 from services.api.wiring import (
     checked_id,
     decode_body,
@@ -31,6 +31,7 @@ class CreateUserBody(msgspec.Struct, forbid_unknown_fields=True):
     name: Name
     is_admin: bool = False
     password: Password | None = None  # to sign in to the dashboard (only its hash is kept)
+    email: Email | None = None  # to sign in with instead of the name; unique, any case
 
 
 class CreateKeyBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -44,13 +45,20 @@ async def create_user(request: Request) -> Response:
     body = await decode_body(request, CreateUserBody)
     if body.password is not None:
         await check_name_free(svc, body.name)
+    if body.email is not None:
+        await check_email_free(svc, body.email)
     user_id, key = await svc.commands.create_user(
-        svc.context(request, caller), name=body.name, is_admin=body.is_admin, password=body.password
+        svc.context(request, caller),
+        name=body.name,
+        is_admin=body.is_admin,
+        password=body.password,
+        email=body.email,
     )
     return json_response(
         replies.CreatedUser(
             id=user_id,
             name=body.name,
+            email=body.email,
             is_admin=body.is_admin,
             api_key=replies.KeySecret(id=key.key_id, secret=key.secret),
         ),

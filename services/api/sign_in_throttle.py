@@ -3,11 +3,14 @@ process shares (`clinai_api.sign_in_failures`): past the limit within the window
 is refused (429) for that name or address until the window has passed.
 
 A name is counted whether a user has it or not, so the answer tells nothing about who
-exists. A successful sign-in clears its name's count (not its address's)."""
+exists. A user signs in with their name or their e-mail: a failure with either counts
+against both (`aliases`), so the two together get no more tries than one. A successful
+sign-in clears the counts of its names (not its address's)."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import asyncpg
 
@@ -60,8 +63,12 @@ class SignInThrottle:
             await conn.execute(_CREATE)
 
     @staticmethod
-    def _scopes(name: str, address: str) -> list[str]:
-        return [f"account:{name.strip().lower()}", f"address:{address}"]
+    def _scopes(name: str, address: str, aliases: Sequence[str] = ()) -> list[str]:
+        """The name's scope, the address's, then any other names' (in `retry_after`, the
+        first two line up with the limits)."""
+        first = name.strip().lower()
+        others = {a.strip().lower() for a in aliases} - {first}
+        return [f"account:{first}", f"address:{address}", *(f"account:{a}" for a in others)]
 
     async def retry_after(self, name: str, address: str) -> int | None:
         """Seconds until this name and address may try again, or None when they may now."""
@@ -70,11 +77,13 @@ class SignInThrottle:
         )
         return None if wait is None else max(1, math.ceil(wait))
 
-    async def failed(self, name: str, address: str) -> None:
-        await self._pool.execute(_FAIL, self._scopes(name, address), self._window_s)
+    async def failed(self, name: str, address: str, aliases: Sequence[str] = ()) -> None:
+        """A failure of `name` from `address`; `aliases`: the other names of the user
+        `name` found (counted the same)."""
+        await self._pool.execute(_FAIL, self._scopes(name, address, aliases), self._window_s)
 
-    async def succeeded(self, name: str) -> None:
+    async def succeeded(self, name: str, aliases: Sequence[str] = ()) -> None:
         await self._pool.execute(
-            f"DELETE FROM {_SCHEMA}.sign_in_failures WHERE scope = $1",
-            self._scopes(name, "")[0],
+            f"DELETE FROM {_SCHEMA}.sign_in_failures WHERE scope = ANY($1::text[])",
+            [s for s in self._scopes(name, "", aliases) if s.startswith("account:")],
         )

@@ -57,6 +57,7 @@ class UserCommands(CommandBase):
         is_admin: bool = False,
         user_id: str | None = None,
         password: str | None = None,
+        email: str | None = None,
     ) -> tuple[str, IssuedKey]:
         """A user and their first API key (and their password's hash when given), in
         one atomic batch."""
@@ -64,7 +65,7 @@ class UserCommands(CommandBase):
         if not ctx.is_admin:
             raise ForbiddenError("only an admin can create users", hint="use an admin API key")
         user_id = user_id or ctx.resource_id("usr")
-        events = await self._new_user(ctx, user_id, name, is_admin, password)
+        events = await self._new_user(ctx, user_id, name, is_admin, password, email)
         key_event, secret = self._new_key(ctx, user_id=user_id, name="default", is_admin=is_admin)
         seq = await self._append_user([*events, key_event], user_id)
         return user_id, IssuedKey(key_id=key_event.aggregate_id, secret=secret, seq=seq)
@@ -78,11 +79,18 @@ class UserCommands(CommandBase):
         return user_id, await self._append_user(events, user_id)
 
     async def _new_user(
-        self, ctx: CommandContext, user_id: str, name: str, is_admin: bool, password: str | None
+        self,
+        ctx: CommandContext,
+        user_id: str,
+        name: str,
+        is_admin: bool,
+        password: str | None,
+        email: str | None = None,
     ) -> list[UserCreated | UserPasswordSet]:
-        events: list[UserCreated | UserPasswordSet] = [
-            UserCreated(**self._envelope(ctx, "UserCreated", user_id), name=name, is_admin=is_admin)
-        ]
+        created = UserCreated(
+            **self._envelope(ctx, "UserCreated", user_id), name=name, is_admin=is_admin, email=email
+        )
+        events: list[UserCreated | UserPasswordSet] = [created]
         if password is not None:
             password_hash = await hash_in_thread(password)
             events.append(

@@ -16,11 +16,14 @@ _HIDDEN = re.compile(r'name="csrf_token" value="([^"]*)"')
 _META = re.compile(r'<meta name="csrf-token" content="([^"]*)">')
 
 
-async def create_user(url: str, admin_key: str, name: str, password: str) -> str:
+async def create_user(
+    url: str, admin_key: str, name: str, password: str, email: str | None = None
+) -> str:
     """A user who can sign in, created by the admin; their id, once the read models
     have it (a session is found through them)."""
     admin = Client(url, admin_key)
-    reply = await admin.post("/v1/users", json={"name": name, "password": password})
+    body = {"name": name, "password": password}
+    reply = await admin.post("/v1/users", json=body if email is None else {**body, "email": email})
     if reply.status != 201:
         raise AssertionError(f"could not create user: {reply.status} {reply.body}")
     await admin.get("/v1/me", params={"after_seq": str(reply.body["seq"])})

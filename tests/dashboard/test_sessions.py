@@ -119,7 +119,7 @@ async def test_a_failed_sign_in_does_not_say_whether_the_user_exists(stack: Stac
             )
             answers.append((status, re.findall(r'<p class="error"[^>]*>([^<]*)</p>', text)))
             assert "set-cookie" not in _ or "clinai_session" not in _["set-cookie"]
-    assert answers[0] == answers[1] == (401, ["The user name or password is wrong."])
+    assert answers[0] == answers[1] == (401, ["The user name, e-mail or password is wrong."])
 
 
 async def test_failed_sign_ins_are_limited_per_account(stack: Stack) -> None:
@@ -344,3 +344,55 @@ async def test_a_bad_form_is_a_4xx(stack: Stack) -> None:
         async with someone.http.post(f"{stack.url}/sign-in", json={"name": "x"}) as resp:
             assert resp.status == 403  # no CSRF token in it
             assert resp.content_type == "application/problem+json"
+
+
+async def test_sign_in_with_the_e_mail_in_any_case(stack: Stack) -> None:
+    name = _name("ola")
+    email = f"{name}@Example.org"
+    await create_user(stack.url, stack.admin_key, name, PASSWORD, email=email)
+    for typed in (email, email.upper(), name):
+        async with Person(stack.url, address=_address()) as ola:
+            assert await ola.sign_in(typed, PASSWORD) == 303, typed
+            assert (await ola.api("GET", "/v1/me")).status == 200
+    listed = await Client(stack.url, stack.admin_key).get("/v1/users")
+    assert [u["email"] for u in listed.body["items"] if u["name"] == name] == [email]
+    # A wrong password for a known e-mail and an unknown e-mail: the same answer.
+    answers = []
+    for who in (email, f"nobody-{uuid.uuid4().hex[:6]}@example.org"):
+        async with Person(stack.url, address=_address()) as someone:
+            status, text, _ = await someone.form(
+                "/sign-in", {"name": who, "password": "wrong!!!!!"}
+            )
+            answers.append((status, re.findall(r'<p class="error"[^>]*>([^<]*)</p>', text)))
+    assert answers[0] == answers[1] == (401, ["The user name, e-mail or password is wrong."])
+
+
+async def test_an_e_mail_names_one_user(stack: Stack) -> None:
+    admin = Client(stack.url, stack.admin_key)
+    name, other = _name("pia"), _name("quy")
+    email = f"{name}@example.org"
+    await create_user(stack.url, stack.admin_key, name, PASSWORD, email=email)
+    body = {"name": other, "password": PASSWORD, "email": email.upper()}  # in any case
+    reply = await admin.post("/v1/users", json=body)
+    assert reply.status == 409, reply.body
+    assert "already names a user" in reply.body["detail"]
+    bad = await admin.post("/v1/users", json={"name": other, "email": "not an address"})
+    assert bad.status == 422 and "email" in bad.body["detail"]
+    # A new user's name may not be someone's e-mail either.
+    clash = await admin.post("/v1/users", json={"name": email, "password": PASSWORD})
+    assert clash.status == 409, clash.body
+
+
+async def test_failures_by_name_and_by_e_mail_count_as_one_account(stack: Stack) -> None:
+    """This stack allows 3 failures per account: name, e-mail, name; then the e-mail
+    with the right password is refused too."""
+    name = _name("rui")
+    email = f"{name}@example.org"
+    await create_user(stack.url, stack.admin_key, name, PASSWORD, email=email)
+    for typed in (name, email, name):
+        async with Person(stack.url, address=_address()) as attacker:
+            assert await attacker.sign_in(typed, "not the password") == 401
+    for typed in (email, name.upper()):
+        async with Person(stack.url, address=_address()) as late:
+            status, _, headers = await late.form("/sign-in", {"name": typed, "password": PASSWORD})
+            assert status == 429 and int(headers["retry-after"]) > 0, typed

@@ -32,7 +32,7 @@ from services.domain.passwords import verify_in_thread
 __all__ = ["sign_in_routes"]
 
 _FORM_COOKIE = "clinai_form"
-_WRONG = "The user name or password is wrong."
+_WRONG = "The user name, e-mail or password is wrong."
 
 
 def _form_token(request: Request) -> str:
@@ -140,10 +140,12 @@ class SignIn:
         found = await account_queries.find_sign_in(svc.pool, name) if name else []
         user = found[0] if len(found) == 1 else None
         matched = await verify_in_thread(user.password_hash if user else None, password)
+        # The user's name and e-mail count as one account, whichever was typed.
+        aliases = [] if user is None else [user.name, *([user.email] if user.email else [])]
         if user is None or not matched:  # the same answer, after the same work, either way
-            await throttle.failed(name, client_address(request))
+            await throttle.failed(name, client_address(request), aliases)
             return self._anonymous(request, "sign_in.html", {**context, "error": _WRONG}, 401)
-        await throttle.succeeded(name)
+        await throttle.succeeded(name, aliases)
         return await _start_session(request, svc, user.id, next_path)
 
     async def sign_out(self, request: Request) -> Response:
@@ -215,7 +217,9 @@ class SignIn:
                 is_admin=session.is_admin,
                 correlation_id=secrets.token_hex(8),
             )
-            await svc.commands.set_password(ctx, session.user_id, _text(form, "password"))
+            seq = await svc.commands.set_password(ctx, session.user_id, _text(form, "password"))
+            # Once the read models have it, the old password no longer signs in.
+            await svc.watermark.wait_for(seq, svc.settings.read_your_writes_timeout_s)
         except (ApiError, CommandError) as err:
             status = err.status if isinstance(err, ApiError) else 400
             detail = err.detail if isinstance(err, ApiError) else str(err)

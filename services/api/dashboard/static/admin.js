@@ -21,6 +21,7 @@
   ClinAI.onSubmit(document.getElementById("create-user"), async (form) => {
     const body = { name: form.name.value, is_admin: form.is_admin.checked };
     if (form.password.value) body.password = form.password.value;
+    if (form.email.value) body.email = form.email.value;
     const user = await api("POST", "/v1/users", body);
     output(`User ${user.name} (${user.id}) created. Their first API key (shown once):`, user.api_key.secret);
     form.reset();
