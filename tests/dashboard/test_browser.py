@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select
 
@@ -415,3 +417,112 @@ async def test_a_second_user_reaches_nothing_of_the_first_by_url(
     assert _fetch(browser, "POST", "/v1/models", csrf=False) == 403
     assert _fetch(browser, "DELETE", f"/v1/models/{model_id}", csrf=False) == 403
     assert _fetch(browser, "POST", "/v1/models", csrf=True) == 201
+
+
+# Form controls without a label: neither a <label> (for= or around it), nor aria-label,
+# nor aria-labelledby.
+_UNLABELLED = """
+return [...document.querySelectorAll("input, select, textarea")]
+  .filter((c) => c.type !== "hidden")
+  .filter((c) => !(c.labels && c.labels.length) && !c.getAttribute("aria-label")
+                 && !c.getAttribute("aria-labelledby"))
+  .map((c) => c.outerHTML);
+"""
+_POSITIVE_TABINDEX = """
+return [...document.querySelectorAll("[tabindex]")].filter((e) => e.tabIndex > 0)
+  .map((e) => e.outerHTML);
+"""
+# The elements that stick out past a phone's screen (none: the page fits; a wide table
+# scrolls sideways in its own box, .table-wrap).
+_WIDER_THAN_THE_SCREEN = """
+const width = document.documentElement.scrollWidth;
+if (width <= window.innerWidth + 1) return [];
+const out = [...document.querySelectorAll("body *")]
+  .filter((e) => !e.parentElement.closest(".table-wrap"))
+  .filter((e) => e.getBoundingClientRect().right > window.innerWidth + 1)
+  .map((e) => e.outerHTML.slice(0, 120));
+return out.length ? out : [`the page is ${width} px wide`];
+"""
+_STATUS_WORDS = {
+    "uploaded",
+    "building",
+    "ready",
+    "failed",
+    "queued",
+    "running",
+    "succeeded",
+    "canceled",
+}
+
+
+def _tab_reaches(driver: WebDriver, css: str, presses: int = 80) -> bool:
+    """Whether Tab, pressed from the top of the page, reaches the element `css` names."""
+    target = driver.find_element(By.CSS_SELECTOR, css)
+    driver.execute_script("document.activeElement && document.activeElement.blur()")
+    for _ in range(presses):
+        ActionChains(driver).send_keys(Keys.TAB).perform()
+        if driver.switch_to.active_element == target:
+            return True
+    return False
+
+
+def _check_page(driver: WebDriver, name: str, reach: tuple[str, ...] = ()) -> None:
+    """Every form field labelled, no positive tabindex, each status a word (not colour
+    alone), `reach` reachable by Tab; and a phone-width screenshot of the page."""
+    assert driver.execute_script(_UNLABELLED) == [], name
+    assert driver.execute_script(_POSITIVE_TABINDEX) == [], name
+    for status in driver.find_elements(By.CSS_SELECTOR, ".status"):
+        words = set(status.text.split())
+        assert words & _STATUS_WORDS, f"{name}: status {status.text!r} has no word"
+    for css in reach:
+        assert _tab_reaches(driver, css), f"{name}: Tab never reaches {css}"
+    size = driver.get_window_size()
+    driver.set_window_size(390, 844)  # a phone
+    try:
+        assert driver.execute_script(_WIDER_THAN_THE_SCREEN) == [], f"{name} is wider than a phone"
+        assert screenshot(driver, f"phone-{name}", full_page=True).stat().st_size > 0
+    finally:
+        driver.set_window_size(size["width"], size["height"])
+
+
+async def test_every_page_has_labels_words_for_status_keyboard_access_and_fits_a_phone(
+    full_stack: Stack, browser: WebDriver
+) -> None:
+    url, name = full_stack.url, f"wes-{uuid.uuid4().hex[:6]}"
+    admin = Client(url, full_stack.admin_key)
+    made = await admin.post(
+        "/v1/users", json={"name": name, "password": PASSWORD, "is_admin": True}
+    )
+    owner = Client(url, made.body["api_key"]["secret"])
+    await owner.get("/v1/me", params={"after_seq": str(made.body["seq"])})
+    version_id = await ready_version(owner, "noop")
+    model_id = (await owner.get(f"/v1/versions/{version_id}")).body["model_id"]
+    job = await owner.upload("/v1/jobs", "input", "in.txt", b"hello", version=version_id)
+    assert job.status in (201, 202), job.body
+    await owner.get(f"/v1/jobs/{job.body['id']}", params={"wait": "30"})
+
+    for path, page in (("/sign-in", "sign-in"), ("/invitation", "invitation")):
+        browser.get(f"{url}{path}")
+        _check_page(browser, page, ("button[type=submit]",))
+    _sign_in(browser, url, name)
+    pages: list[tuple[str, str, str | None, tuple[str, ...]]] = [
+        ("/models", "models", None, ("#create-model button", "#sign-out")),
+        (f"/models/{model_id}", "model", None, ("#model-settings button", "#package")),
+        (f"/versions/{version_id}", "version", "#schema-table", ("#run-link",)),
+        (f"/versions/{version_id}/run#{job.body['id']}", "job", "#job-outputs a", ("#job-again",)),
+        (f"/versions/{version_id}/run", "run", "#input-input", ("#run-submit",)),
+        ("/jobs", "jobs", None, ("a.again", "#filter-status")),
+        ("/keys", "keys", None, ("#create-key button",)),
+        ("/webhooks", "webhooks", None, ("#create-webhook button",)),
+        ("/admin", "admin", None, ("#create-user button",)),
+        ("/account", "account", None, ("form button[type=submit]",)),
+        ("/models/mdl_nothing", "not-found", None, ()),
+    ]
+    for path, page, loaded, reach in pages:
+        browser.get(f"{url}{path}")
+        wait_for(browser, lambda d: d.find_elements(By.TAG_NAME, "main"), 5)
+        if loaded is not None:
+            wait_for(browser, lambda d, css=loaded: d.find_elements(By.CSS_SELECTOR, css))
+        _check_page(browser, page, reach)
+    # Only the not-found page's own 404 is in the console.
+    assert [e for e in console_errors(browser) if "mdl_nothing" not in e] == []
