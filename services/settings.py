@@ -170,6 +170,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     sign_in_failures_per_account: int = 5
     sign_in_failures_per_address: int = 20
     sign_in_window_s: float = 900.0
+    # Password hashes (Argon2id, ~64 MiB and tens of ms of CPU each) computed at once by
+    # one process; None: its CPU count. More sign-ins wait their turn.
+    argon2_concurrency: int | None = None
 
     @property
     def blob_root(self) -> Path:

@@ -37,6 +37,7 @@ from services.domain import (
     Commands,
 )
 from services.domain.access import can_read_model
+from services.domain.passwords import limit_concurrency
 from services.domain.webhooks import WebhookCommands
 from services.settings import Settings
 
@@ -102,6 +103,7 @@ class ApiServices:
             per_address=settings.sign_in_failures_per_address,
             window_s=settings.sign_in_window_s,
         )
+        limit_concurrency(settings.argon2_concurrency)  # Argon2 hashes at once
         self.stopping = asyncio.Event()
 
     def begin_stop(self) -> None:

@@ -3,12 +3,17 @@
 or put in an event; only the hash is (in the user's `UserPasswordSet`).
 
 Hashing costs tens of milliseconds of CPU and 64 MiB: callers on an event loop run it in
-a thread (`hash_in_thread`, `verify_in_thread`)."""
+a thread (`hash_in_thread`, `verify_in_thread`), at most `limit_concurrency(n)` at once
+per event loop (the CPU count unless set): a flood of sign-ins waits its turn instead of
+taking every thread of the loop's pool (which the API's other blocking work needs) and
+64 MiB for each."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import os
+import weakref
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -21,6 +26,7 @@ __all__ = [
     "WeakPasswordError",
     "hash_in_thread",
     "hash_password",
+    "limit_concurrency",
     "verify_in_thread",
     "verify_password",
 ]
@@ -71,9 +77,36 @@ def verify_password(password_hash: str | None, password: str) -> bool:
     return matched and password_hash is not None
 
 
+_limit = os.cpu_count() or 1
+_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def limit_concurrency(limit: int | None) -> int:
+    """At most `limit` hashes at once per event loop from now on (None: the CPU
+    count); the limit in force."""
+    global _limit
+    if limit is not None and limit < 1:
+        raise ValueError("argon2_concurrency must be at least 1")
+    _limit = limit or os.cpu_count() or 1
+    _slots.clear()
+    return _limit
+
+
+def _semaphore() -> asyncio.Semaphore:
+    loop = asyncio.get_running_loop()
+    slots = _slots.get(loop)
+    if slots is None:
+        slots = _slots[loop] = asyncio.Semaphore(_limit)
+    return slots
+
+
 async def hash_in_thread(password: str) -> str:
-    return await asyncio.to_thread(hash_password, password)
+    async with _semaphore():
+        return await asyncio.to_thread(hash_password, password)
 
 
 async def verify_in_thread(password_hash: str | None, password: str) -> bool:
-    return await asyncio.to_thread(verify_password, password_hash, password)
+    async with _semaphore():
+        return await asyncio.to_thread(verify_password, password_hash, password)
