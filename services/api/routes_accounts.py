@@ -91,8 +91,8 @@ async def list_users(request: Request) -> Response:
 async def set_password(request: Request) -> Response:
     svc = services(request)
     caller = await svc.caller(request)
+    user_id = path_id(request, "user_id")  # a malformed id is refused before the body
     body = await decode_body(request, PasswordBody)
-    user_id = path_id(request, "user_id")
     if not caller.is_admin:
         if user_id != caller.user_id:
             raise ApiError(403, "Forbidden", "only an admin sets other users' passwords")
@@ -129,8 +129,8 @@ async def check_current_password(
 async def invite(request: Request) -> Response:
     svc = services(request)
     caller = await svc.caller(request)
-    body = await decode_body(request, InvitationBody)
     user_id = path_id(request, "user_id")
+    body = await decode_body(request, InvitationBody)
     invitation = await svc.commands.invite(svc.context(request, caller), user_id, ttl_s=body.ttl_s)
     return json_response(
         {
