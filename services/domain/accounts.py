@@ -6,24 +6,22 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 import msgspec
 
-from events import StoredEvent, UserCreated, UserInvited, UserPasswordSet
+from events import UserInvited, UserPasswordSet
 from services.domain._command_base import CommandBase
 from services.domain.access import can_see_user
+from services.domain.aggregates import UserState, fold_user
 from services.domain.context import CommandContext, ForbiddenError, NotFoundError
 from services.domain.passwords import hash_in_thread
 
 __all__ = [
     "INVITATION_TTL_S",
     "AccountCommands",
-    "AccountState",
     "Invitation",
     "InvitationError",
-    "fold_account",
 ]
 
 INVITATION_TTL_S = 7 * 24 * 3600.0
@@ -37,27 +35,6 @@ class Invitation(msgspec.Struct, frozen=True):
     token: str  # shown once: the link's secret
     expires_at: datetime
     seq: int
-
-
-class AccountState(msgspec.Struct, kw_only=True):
-    exists: bool = False
-    invitations: dict[str, datetime] = msgspec.field(default_factory=dict)  # hash -> expiry
-    used: set[str] = msgspec.field(default_factory=set)
-    last_seq: int = 0
-
-
-def fold_account(events: Sequence[StoredEvent]) -> AccountState:
-    state = AccountState()
-    for stored in events:
-        match stored.event:
-            case UserCreated():
-                state.exists = True
-            case UserInvited() as e:
-                state.invitations[e.token_hash] = e.expires_at
-            case UserPasswordSet(invitation_hash=str() as used):
-                state.used.add(used)
-        state.last_seq = stored.seq
-    return state
 
 
 def _token_hash(token: str) -> str:
@@ -109,7 +86,7 @@ class AccountCommands(CommandBase):
         if not dot or not user_id:
             raise refused
         history = await self._store.read_aggregate("user", user_id)
-        state = fold_account(history.events)
+        state = fold_user(history.events)
         digest = _token_hash(token)
         expires_at = state.invitations.get(digest)
         if expires_at is None or digest in state.used or expires_at <= self._clock():
@@ -122,8 +99,8 @@ class AccountCommands(CommandBase):
         )
         return user_id, await self._store.append(event, expected=state.last_seq)
 
-    async def _account(self, user_id: str) -> AccountState:
-        state = fold_account((await self._store.read_aggregate("user", user_id)).events)
+    async def _account(self, user_id: str) -> UserState:
+        state = fold_user((await self._store.read_aggregate("user", user_id)).events)
         if not state.exists:
             raise NotFoundError(f"user {user_id} not found", hint="check the user id")
         return state

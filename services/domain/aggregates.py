@@ -32,6 +32,10 @@ from events import (
     ModelUpdated,
     ModelVersionAdded,
     StoredEvent,
+    UserCreated,
+    UserInvited,
+    UserLimitsSet,
+    UserPasswordSet,
     VersionBuilt,
     VersionUploaded,
 )
@@ -42,11 +46,13 @@ __all__ = [
     "JobState",
     "ModelState",
     "NameClaimState",
+    "UserState",
     "VersionState",
     "fold_api_key",
     "fold_job",
     "fold_model",
     "fold_name_claim",
+    "fold_user",
     "fold_version",
 ]
 
@@ -186,4 +192,31 @@ def fold_api_key(events: Sequence[StoredEvent]) -> ApiKeyState | None:
                 state.revoked = True
         if state is not None:
             state.last_seq = stored.seq
+    return state
+
+
+class UserState(msgspec.Struct, kw_only=True):
+    """A user, for the commands on them: whether they exist, the limits an admin set
+    last, and their invitations (token hash -> expiry) and which of those were used."""
+
+    exists: bool = False
+    limits_set: UserLimitsSet | None = None
+    invitations: dict[str, datetime] = msgspec.field(default_factory=dict)
+    used: set[str] = msgspec.field(default_factory=set)
+    last_seq: int = 0
+
+
+def fold_user(events: Sequence[StoredEvent]) -> UserState:
+    state = UserState()
+    for stored in events:
+        match stored.event:
+            case UserCreated():
+                state.exists = True
+            case UserLimitsSet() as e:
+                state.limits_set = e
+            case UserInvited() as e:
+                state.invitations[e.token_hash] = e.expires_at
+            case UserPasswordSet(invitation_hash=str() as used):
+                state.used.add(used)
+        state.last_seq = stored.seq
     return state

@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from events import EventStore, StoredEvent, UserCreated, UserLimitsSet
+from events import EventStore, StoredEvent, UserLimitsSet
+from services.domain.aggregates import fold_user
 from services.domain.context import (
     CommandContext,
     CommandError,
@@ -36,28 +37,12 @@ class UserLimits(msgspec.Struct, frozen=True, kw_only=True):
     max_running_jobs: int | None = None
 
 
-class _UserState(msgspec.Struct, kw_only=True):
-    limits: UserLimits = UserLimits()
-    exists: bool = False
-    last_seq: int = 0
-
-
 def fold_user_limits(events: Sequence[StoredEvent]) -> UserLimits:
-    return _fold(events).limits
-
-
-def _fold(events: Sequence[StoredEvent]) -> _UserState:
-    state = _UserState()
-    for stored in events:
-        match stored.event:
-            case UserCreated():
-                state.exists = True
-            case UserLimitsSet() as e:
-                state.limits = UserLimits(
-                    max_queued_jobs=e.max_queued_jobs, max_running_jobs=e.max_running_jobs
-                )
-        state.last_seq = stored.seq
-    return state
+    """The limits an admin set for the user last (none: the defaults)."""
+    e = fold_user(events).limits_set
+    if e is None:
+        return UserLimits()
+    return UserLimits(max_queued_jobs=e.max_queued_jobs, max_running_jobs=e.max_running_jobs)
 
 
 def effective_limits(settings: Settings, own: UserLimits) -> UserLimits:
@@ -95,7 +80,7 @@ async def set_user_limits(
                 f"{name} must be from 0 to {MAX_LIMIT}", hint="or null for the default"
             )
     history = await store.read_aggregate("user", user_id)
-    state = _fold(history.events)
+    state = fold_user(history.events)
     if not state.exists:
         raise NotFoundError(f"user {user_id} not found", hint="check the user id")
     now = (clock or (lambda: datetime.now(UTC)))()
