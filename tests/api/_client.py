@@ -12,6 +12,7 @@ import aiohttp
 import msgspec
 
 from services.packages import zip_folder
+from tests._infra import wait_until
 
 EXAMPLE_MODEL = Path(__file__).resolve().parents[2] / "example-model"
 PACKAGES = Path(__file__).resolve().parents[1] / "packages"
@@ -114,11 +115,12 @@ async def ready_version(client: Client, package: str, timeout_s: float = 240.0) 
     if reply.status != 201:
         raise AssertionError(f"upload refused: {reply.status} {reply.body}")
     version_id = str(reply.body["id"])
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while True:
+
+    async def built() -> bool:
         version = (await client.get(f"/v1/versions/{version_id}")).body
-        if version["status"] == "ready":
-            return version_id
-        if version["status"] == "failed" or asyncio.get_running_loop().time() > deadline:
+        if version["status"] == "failed":
             raise AssertionError(f"version {version_id} not built: {version}")
-        await asyncio.sleep(0.2)  # polling interval for a build that takes seconds
+        return bool(version["status"] == "ready")
+
+    await wait_until(built, what=f"{package} to be built", timeout_s=timeout_s, every_s=0.2)
+    return version_id

@@ -21,10 +21,9 @@ from aiohttp import web
 from openapi_spec_validator import validate
 
 from events import JobRequested
-from services.packages import zip_folder
 from tests._events import logged_job_request
 from tests._infra import http_files, needs_bubblewrap
-from tests.api._client import Client, new_user
+from tests.api._client import Client, new_user, ready_version
 from tests.api.conftest import Stack, running_stack
 
 PACKAGES = Path(__file__).resolve().parents[1] / "packages"
@@ -51,27 +50,7 @@ def versions(full_stack: Stack) -> _Versions:
 
     async def build() -> _Versions:
         owner = await new_user(full_stack.url, full_stack.admin_key, "typist")
-        ids = []
-        for package in ("typed", "noop"):
-            name = f"{package}-{uuid.uuid4().hex[:8]}"
-            model = (await owner.post("/v1/models", json={"name": name})).body
-            reply = await owner.upload(
-                f"/v1/models/{model['id']}/versions",
-                "package",
-                "p.zip",
-                zip_folder(PACKAGES / package),
-            )
-            assert reply.status == 201, reply.body
-            ids.append(reply.body["id"])
-        for version_id in ids:
-            deadline = time.monotonic() + 240
-            while (v := (await owner.get(f"/v1/versions/{version_id}")).body)["status"] not in (
-                "ready",
-                "failed",
-            ):
-                assert time.monotonic() < deadline, v
-                await asyncio.sleep(0.2)  # polling interval for a build that takes seconds
-            assert v["status"] == "ready", v
+        ids = await asyncio.gather(ready_version(owner, "typed"), ready_version(owner, "noop"))
         assert owner.key is not None
         return _Versions(owner.key, ids[0], ids[1])
 
@@ -411,23 +390,7 @@ async def test_a_typed_input_named_input_next_to_other_files_reaches_the_run(
 ) -> None:
     # The form's `input` part streams to the legacy single input's key, the others to
     # the job's folder: the store cannot keep both, so `input` is copied into the folder.
-    model = (await owner.post("/v1/models", json={"name": f"ti-{uuid.uuid4().hex[:8]}"})).body
-    reply = await owner.upload(
-        f"/v1/models/{model['id']}/versions",
-        "package",
-        "p.zip",
-        zip_folder(PACKAGES / "typed_input"),
-    )
-    assert reply.status == 201, reply.body
-    version_id = reply.body["id"]
-    deadline = time.monotonic() + 240
-    while (v := (await owner.get(f"/v1/versions/{version_id}")).body)["status"] not in (
-        "ready",
-        "failed",
-    ):
-        assert time.monotonic() < deadline, v
-        await asyncio.sleep(0.2)  # polling interval for a build that takes seconds
-    assert v["status"] == "ready", v
+    version_id = await ready_version(owner, "typed_input")
     reply = await owner.post(
         "/v1/jobs",
         data=_form(
