@@ -15,7 +15,7 @@ import aiohttp
 import orjson
 import pytest
 
-from tests._infra import needs_bubblewrap
+from tests._infra import needs_bubblewrap, wait_until
 from tests.api._client import Client, Reply, new_user, ready_version
 from tests.api.conftest import Stack, running_stack
 
@@ -73,10 +73,10 @@ async def _ended(client: Client, created: Reply, wait_s: float = 30) -> dict[str
 
 
 async def _running(client: Client, job_id: str) -> None:
-    deadline = asyncio.get_running_loop().time() + 60
-    while (await client.get(f"/v1/jobs/{job_id}")).body["status"] != "running":
-        assert asyncio.get_running_loop().time() < deadline, f"job {job_id} never started"
-        await asyncio.sleep(0.05)  # polling interval until the job starts
+    async def started() -> bool:
+        return bool((await client.get(f"/v1/jobs/{job_id}")).body["status"] == "running")
+
+    await wait_until(started, what=f"job {job_id} to start", timeout_s=60, every_s=0.05)
 
 
 async def _event_types(stack: Stack, client: Client, job_id: str) -> list[tuple[str, str]]:
