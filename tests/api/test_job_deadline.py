@@ -15,6 +15,7 @@ import aiohttp
 import orjson
 import pytest
 
+from events import TERMINAL_JOB_STATUSES
 from tests._infra import needs_bubblewrap, wait_until
 from tests.api._client import Client, Reply, new_user, ready_version
 from tests.api.conftest import Stack, running_stack
@@ -68,7 +69,7 @@ async def _ended(client: Client, created: Reply, wait_s: float = 30) -> dict[str
     """The job a submission (or a cancel) answered with, once it has ended."""
     params = {"wait": str(wait_s), "after_seq": str(created.body["seq"])}
     job = (await client.get(f"/v1/jobs/{created.body['id']}", params=params)).body
-    assert job["status"] in ("succeeded", "failed", "canceled", "aborted"), job
+    assert job["status"] in TERMINAL_JOB_STATUSES, job
     return job  # type: ignore[no-any-return]
 
 

@@ -20,7 +20,7 @@ import pytest
 from aiohttp import web
 from openapi_spec_validator import validate
 
-from events import JobRequested
+from events import TERMINAL_JOB_STATUSES, JobRequested
 from tests._events import logged_job_request
 from tests._infra import http_files, needs_bubblewrap
 from tests.api._client import Client, new_user, ready_version
@@ -75,7 +75,7 @@ async def _ended(client: Client, job_id: str) -> dict[str, Any]:
     deadline = time.monotonic() + 60
     while True:
         job = (await client.get(f"/v1/jobs/{job_id}", params={"wait": "30"})).body
-        if job["status"] in ("succeeded", "failed", "canceled"):
+        if job["status"] in TERMINAL_JOB_STATUSES:
             return job  # type: ignore[no-any-return]
         assert time.monotonic() < deadline, job
 
