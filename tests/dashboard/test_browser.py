@@ -22,7 +22,7 @@ from selenium.webdriver.support.ui import Select
 
 from services.embedded.sandbox_setup import check_bwrap
 from services.packages import zip_folder
-from tests.api._client import EXAMPLE_MODEL, Client, ready_version
+from tests.api._client import EXAMPLE_MODEL, Client, Reply, ready_version
 from tests.api.conftest import Stack, running_stack
 from tests.dashboard._browser import (
     browser_missing,
@@ -186,6 +186,7 @@ async def test_html_and_script_from_a_model_execute_nothing(
     )
     assert version.status == 201, version.body
     version_id = version.body["id"]
+    await _projected(owner, f"/v1/versions/{version_id}", version)
 
     _sign_in(browser, url, name)
     browser.get(f"{url}/models/{model['id']}")
@@ -241,6 +242,13 @@ async def test_create_and_revoke_an_api_key_then_sign_out(
     assert console_errors(browser) == []
 
 
+async def _projected(client: Client, path: str, written: Reply) -> None:
+    """Wait until the read models, which the pages are made from, hold what `written`
+    (a command's answer) wrote: a page opened sooner says "not found" for good."""
+    seen = await client.get(path, params={"after_seq": written.headers["x-clinai-seq"]})
+    assert seen.status == 200, seen.body
+
+
 async def test_create_a_webhook_and_see_a_delivery_listed(
     full_stack: Stack, browser: WebDriver, receiver: Receiver
 ) -> None:
@@ -262,6 +270,8 @@ async def test_create_a_webhook_and_see_a_delivery_listed(
     version = await owner.upload(
         f"/v1/models/{model['id']}/versions", "package", "p.zip", zip_folder(NOOP)
     )
+    assert version.status == 201, version.body
+    await _projected(owner, f"/v1/versions/{version.body['id']}", version)
     browser.get(f"{url}/versions/{version.body['id']}")
     wait_for(browser, lambda d: "ready" in _text(d, "#version-status"), BUILD_TIMEOUT_S)
     job = await owner.upload("/v1/jobs", "input", "in.txt", b"hello", version=version.body["id"])
