@@ -3,16 +3,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import nats.errors
 import nats.js.errors
 from nats.js import JetStreamContext
-from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig, StreamInfo
 from nats.js.errors import APIError
 
 from events.errors import StreamUnavailableError
 from events.subjects import PREFIX
 
 __all__ = ["ensure_stream"]
+
+_NO_PEERS = 10005  # "no suitable peers for placement": the servers have not met yet
+_FORMING_S = 30.0  # how long a cluster that is coming up may take to have the replicas
 
 
 async def ensure_stream(js: JetStreamContext, stream: str, replicas: int) -> int:
@@ -30,13 +36,25 @@ async def ensure_stream(js: JetStreamContext, stream: str, replicas: int) -> int
         allow_atomic=True,
         duplicate_window=120.0,
     )
+    give_up_at = time.monotonic() + _FORMING_S
     try:
-        try:
-            info = await js.add_stream(config)
-        except APIError as err:
-            if err.err_code != 10058:  # stream name already in use with another config
-                raise
-            info = await js.update_stream(config)
+        while True:
+            try:
+                info = await _create_or_update(js, config)
+                break
+            except APIError as err:
+                if err.err_code != _NO_PEERS or time.monotonic() > give_up_at:
+                    raise
+                await asyncio.sleep(0.25)  # a cluster still forming: ask again shortly
+    except APIError as err:
+        if err.err_code != _NO_PEERS:
+            raise
+        raise StreamUnavailableError(
+            f"the NATS cluster has no {replicas} servers with JetStream to place the stream "
+            f"on after {_FORMING_S:.0f} s: {err.description}",
+            hint="start every server of the cluster, or set CLINAI_STREAM_REPLICAS to the "
+            "number of servers",
+        ) from err
     except nats.errors.TimeoutError as err:
         raise StreamUnavailableError(
             "JetStream did not answer while creating the stream",
@@ -48,3 +66,12 @@ async def ensure_stream(js: JetStreamContext, stream: str, replicas: int) -> int
             hint="start nats-server with -js",
         ) from err
     return max(info.config.max_msg_size or 0, 0)
+
+
+async def _create_or_update(js: JetStreamContext, config: StreamConfig) -> StreamInfo:
+    try:
+        return await js.add_stream(config)
+    except APIError as err:
+        if err.err_code != 10058:  # stream name already in use with another config
+            raise
+        return await js.update_stream(config)
