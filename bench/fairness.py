@@ -1,16 +1,20 @@
 """One owner floods the queue: another owner's single job, during the flood and idle.
 
     python -m bench.fairness [--flood 500] [--samples 100] [--window N] [--rate-limited]
+        [--set CLINAI_NAME=VALUE ...]
 
 On a `clinai up` stack (as `bench.jobs` starts it), users A and B each get a private
 copy of the no-op model (`bench/noop-model`). Idle: B runs `--samples` jobs one after
 another (submit, then long poll until it has ended). Flood: A submits `--flood` no-op
 jobs as fast as 32 connections carry them, without waiting for them; meanwhile B runs
-jobs one after another, counted under "while A submits" until A's last submission is
+jobs one after another (with `--rate-limited`, at most one every 25 ms, inside the
+default rate of 50 commands a second that B's key is held to as well), counted under
+"while A submits" until A's last submission is
 answered, then under "while A's backlog drains" until A's last job has ended. Floods
 repeat until B has `--samples` jobs measured while a backlog drains (while A submits or
 its backlog drains, `--rate-limited`). Printed per phase:
-B's latency p50/p99 in all, to the submission's answer and in the executor's queue;
+B's latency p50/p99 in all, to the submission's answer, in the executor's queue and
+from the job's end at the executor to the API's answer (read models and long poll);
 how long A's flood took (what B would wait in a first-come queue); the no-op job's run
 time at the executor; and the target: p99 <= 2 x idle p99 + one job's run time.
 
@@ -38,6 +42,7 @@ __all__ = ["main"]
 
 _FLOOD_CONNECTIONS = 32
 _ENDED = TERMINAL_JOB_STATUSES
+_PARTS = ("total", "submit", "queued", "seen")
 
 
 async def _user(admin: Api, url: str, name: str) -> tuple[HttpClient, Api]:
@@ -83,24 +88,38 @@ async def _flood(
 
 class _Sample:
     """One of B's jobs: seconds to the submission's answer, in the executor's queue,
-    and in all (submit to ended, seen through the API)."""
+    from its end at the executor to the API's answer saying so (the read models and the
+    long poll), and in all (submit to ended, seen through the API)."""
 
-    def __init__(self, submit: float, queued: float, total: float) -> None:
-        self.submit, self.queued, self.total = submit, queued, total
+    def __init__(self, submit: float, queued: float, seen: float, total: float) -> None:
+        self.submit, self.queued, self.seen, self.total = submit, queued, seen, total
 
 
-async def _job(api: Api, version_id: str, png: bytes) -> _Sample:
+_PACED_S = 0.025  # B's jobs start at most this often when its key is rate-limited too
+
+
+async def _job(api: Api, version_id: str, png: bytes, paced: bool = False) -> _Sample:
     headers, body = api.form(version_id, png)
     started = time.perf_counter()
+    try:
+        return await _timed_job(api, headers, body, started)
+    finally:
+        if paced:
+            await asyncio.sleep(max(0.0, started + _PACED_S - time.perf_counter()))
+
+
+async def _timed_job(api: Api, headers: dict[str, str], body: bytes, started: float) -> _Sample:
     created = await api.call("POST", "/v1/jobs", headers=headers, body=body)
     submit = time.perf_counter() - started
     job = created
     while job["status"] not in _ENDED:
         job = await api.call("GET", f"/v1/jobs/{created['id']}?wait=30&after_seq={created['seq']}")
     total = time.perf_counter() - started
+    seen = time.time() - datetime.fromisoformat(job["finished_at"]).timestamp()
     if job["status"] != "succeeded":
         raise RuntimeError(f"job {job['status']}: {job.get('error_message')}")
-    return _Sample(submit, float((job.get("timings") or {}).get("queued_s", 0.0)), total)
+    queued = float((job.get("timings") or {}).get("queued_s", 0.0))
+    return _Sample(submit, queued, seen, total)
 
 
 async def _ended(api: Api, job_id: str, seq: int) -> dict[str, Any]:
@@ -138,7 +157,7 @@ async def _measure(
             for _ in range(8):  # warm both owners' workers
                 await asyncio.gather(a.job(a_version, png), b.job(b_version, png))
             phases: dict[str, list[_Sample]] = {"idle": [], "submitting": [], "draining": []}
-            phases["idle"] = [await _job(b, b_version, png) for _ in range(samples)]
+            phases["idle"] = [await _job(b, b_version, png, rate_limited) for _ in range(samples)]
             drains: list[float] = []
             run_s: list[float] = []
             # Rate-limited, A's backlog hardly outlives its submissions: count both phases.
@@ -148,11 +167,11 @@ async def _measure(
                 submitting = asyncio.ensure_future(_flood(a, a_version, png, flood, rate_limited))
                 await asyncio.sleep(0.05)  # B starts once A's flood is under way
                 while not submitting.done():
-                    phases["submitting"].append(await _job(b, b_version, png))
+                    phases["submitting"].append(await _job(b, b_version, png, rate_limited))
                 ids = submitting.result()
                 last = asyncio.ensure_future(_ended(a, *ids[-1]))
                 while not last.done():
-                    phases["draining"].append(await _job(b, b_version, png))
+                    phases["draining"].append(await _job(b, b_version, png, rate_limited))
                 await last
                 drains.append(time.perf_counter() - started)
                 run_s += await _run_seconds(a, [job for job, _ in ids[:: max(1, len(ids) // 100)]])
@@ -161,7 +180,7 @@ async def _measure(
             await b_http.close()
     for name, sampled in phases.items():
         out[f"{name}_samples"] = float(len(sampled))
-        for part in ("total", "submit", "queued"):
+        for part in _PARTS:
             values = [getattr(s, part) for s in sampled] or [0.0]
             out[f"{name}_{part}_p50_ms"] = statistics.median(values) * 1000
             out[f"{name}_{part}_p99_ms"] = _pct(values, 0.99) * 1000
@@ -174,7 +193,7 @@ async def _measure(
 def _print(flood: int, result: dict[str, float]) -> None:
     print(
         f"B's no-op job (ms), p50 / p99{'':22}{'total':>16}{'submit answered':>18}"
-        f"{'executor queue':>17}{'jobs':>6}"
+        f"{'executor queue':>17}{'ended to seen':>17}{'jobs':>6}"
     )
     labels = {
         "idle": "idle stack",
@@ -184,7 +203,7 @@ def _print(flood: int, result: dict[str, float]) -> None:
     for phase, label in labels.items():
         cells = "".join(
             f"{result[f'{phase}_{part}_p50_ms']:>8.1f} /{result[f'{phase}_{part}_p99_ms']:>7.1f}"
-            for part in ("total", "submit", "queued")
+            for part in _PARTS
         )
         print(f"  {label:48}{cells}{result[f'{phase}_samples']:>6.0f}")
     print(f"A's flood, first submission to last job ended: {result['flood_drain_s']:.2f} s")
@@ -213,8 +232,15 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="keep the default per-key rate limit (A retries after 429) instead of lifting it",
     )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="CLINAI_NAME=VALUE",
+        help="a setting for the stack (repeatable)",
+    )
     args = parser.parse_args(argv)
-    env: dict[str, str] = {}
+    env: dict[str, str] = dict(setting.split("=", 1) for setting in args.set)
     if args.rate_limited:
         env["CLINAI_RATE_LIMIT_PER_S"] = env["CLINAI_RATE_LIMIT_BURST"] = ""
     if args.window is not None:
