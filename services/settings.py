@@ -136,7 +136,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # While other keys' requests are in progress, commands of one key in progress at once
     # in one API process (the others wait their turn), so that one key's burst does not
     # queue every other caller behind it; a key alone is not held back. 0: no limit.
-    max_concurrent_commands_per_key: int = 4
+    # One: a key's burst then goes through one command at a time, which leaves the
+    # machine room for the others' jobs (bench.fairness); one command takes a few ms, so
+    # one at a time still carries several times the default rate.
+    max_concurrent_commands_per_key: int = 1
     docker_base_image: str = "python:3.11-slim"
     docker_host: str | None = None
     registry: str | None = None  # CLINAI_REGISTRY: push docker images there, run by digest
