@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Final
 
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from events import ClinaiError, ConcurrencyConflictError, EventTooLargeError, UnstorableTextError
@@ -94,6 +94,17 @@ async def _bad_cursor(request: Request, exc: Exception) -> Response:
     return problem_response(422, "Invalid cursor", f"{exc}")
 
 
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    # The client closed the connection before its body arrived in full (an aborted
+    # upload, a timeout on its side): no one reads this answer, and it is no defect of
+    # ours, so it is neither a 500 nor a traceback in the log.
+    return problem_response(
+        400,
+        "Request incomplete",
+        "the connection closed before the request's body arrived in full; send it again",
+    )
+
+
 async def _internal(request: Request, exc: Exception) -> Response:
     incident = str(uuid.uuid4())
     log.exception(
@@ -120,6 +131,7 @@ def exception_handlers() -> dict[type[Exception], Handler]:
             EventTooLargeError: _too_large,
             UnstorableTextError: _unstorable,
             InvalidCursorError: _bad_cursor,
+            ClientDisconnect: _client_gone,
             **unavailable_handlers(fallback=_internal),
             Exception: _internal,
         }

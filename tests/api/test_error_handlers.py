@@ -18,6 +18,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from events import ClinaiError, ConcurrencyConflictError
 from services.api.error_handlers import exception_handlers
@@ -129,3 +130,46 @@ async def test_an_unmapped_error_is_a_500_problem_that_leaks_nothing(
     # The operator's log has it, under the incident id the caller was given.
     incident = reply.body["detail"].split("(incident ")[1].split(")")[0]
     assert any(incident in r.getMessage() and r.exc_info for r in caplog.records)
+
+
+async def _read_body(request: Request) -> Response:
+    return Response(await request.body())
+
+
+async def test_a_client_gone_before_its_body_arrived_is_no_500_and_no_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An aborted upload (curl -m, a browser tab closed) raises ClientDisconnect where the
+    route reads the body: answered by class, not logged as an incident with a traceback."""
+    app = Starlette(
+        routes=[Route("/", _read_body, methods=["POST"])], exception_handlers=exception_handlers()
+    )
+    ended: list[BaseException | None] = []
+
+    async def recorded(scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await app(scope, receive, send)
+        except BaseException as err:
+            ended.append(err)
+            raise
+        if scope["type"] == "http":
+            ended.append(None)
+
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(recorded, host="127.0.0.1", port=port, log_level="critical")
+    )
+    serving = asyncio.create_task(server.serve())
+    await wait_until(lambda: server.started, what="uvicorn started")
+    try:
+        with caplog.at_level(logging.ERROR):
+            _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b'POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n{"url":')
+            await writer.drain()
+            writer.close()
+            await wait_until(lambda: bool(ended), what="the request handled")
+        assert ended == [None]
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    finally:
+        server.should_exit = True
+        await serving
