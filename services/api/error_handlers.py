@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Final
 
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
+from starlette.routing import BaseRoute, Match, Mount, Route
+from starlette.types import Scope
 
 from events import ClinaiError, ConcurrencyConflictError, EventTooLargeError, UnstorableTextError
 from projections.queries import InvalidCursorError
@@ -53,16 +55,39 @@ def _decision(status: int, title: str) -> Handler:
     return handler
 
 
+def _allowed_methods(routes: Sequence[BaseRoute], scope: Scope) -> set[str]:
+    """Every method the routes take on the request's path, looking into mounts (the
+    dashboard's at "" matches every path). Starlette names those of the first route that
+    matches the path only, where a path's methods are often several routes, and none
+    when the dashboard's mount has taken the request."""
+    methods: set[str] = set()
+    for route in routes:
+        match, child_scope = route.matches(scope)
+        if match is Match.NONE:
+            continue
+        if isinstance(route, Route) and route.methods:
+            methods |= route.methods
+        elif isinstance(route, Mount):
+            methods |= _allowed_methods(route.routes, {**scope, **child_scope})
+    return methods
+
+
 async def _http_exception(request: Request, exc: Exception) -> Response:
     if not isinstance(exc, HTTPException):  # pragma: no cover
         raise exc
-    detail = {404: "no such endpoint; see the README for the API", 405: "method not allowed"}
-    return problem_response(
-        exc.status_code,
-        "Not found" if exc.status_code == 404 else "Request refused",
-        detail.get(exc.status_code, str(exc.detail)),
-        headers=dict(exc.headers or {}),
-    )
+    headers = dict(exc.headers or {})
+    allowed = _allowed_methods(request.scope["router"].routes, request.scope)
+    if exc.status_code in (404, 405) and allowed and request.method not in allowed:
+        methods = sorted(allowed)
+        return problem_response(
+            405,
+            "Method not allowed",
+            f"{request.method} is not allowed on this path; use {' or '.join(methods)}",
+            headers={**headers, "Allow": ", ".join(methods)},
+        )
+    if exc.status_code == 404:
+        return problem_response(404, "Not found", "no such endpoint; see the README for the API")
+    return problem_response(exc.status_code, "Request refused", str(exc.detail), headers=headers)
 
 
 async def _conflict(request: Request, exc: Exception) -> Response:

@@ -181,3 +181,41 @@ async def test_a_form_with_unknown_repeated_or_conflicting_fields_is_422(stack: 
             assert needle in body["detail"], (fields, body)
     listed = await alice.get("/v1/jobs", params={"model_id": ids["model"]})
     assert listed.body["items"] == []  # nothing was queued
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("DELETE", b"/v1/jobs", "GET, HEAD, POST"),
+        ("PUT", b"/v1/jobs/job_1", "GET, HEAD"),
+        ("OPTIONS", b"/v1/models/mdl_1", "DELETE, GET, HEAD, PATCH"),
+        ("POST", b"/v1/me", "GET, HEAD"),
+        ("PATCH", b"/v1/blobs/outputs/job_1/a.png", "GET, HEAD, PUT"),
+        ("DELETE", b"/sign-in", "GET, HEAD, POST"),  # a dashboard page
+    ],
+)
+async def test_a_method_the_path_does_not_take_is_405_naming_all_it_takes(
+    stack: Stack, method: str, path: bytes, allowed: str
+) -> None:
+    """Not a 404 'no such endpoint' (the dashboard's mount at "" took every path), and
+    Allow lists the methods of every route of the path, not of the first one only."""
+    auth = [(b"Authorization", b"Bearer " + stack.admin_key.encode())]
+    for headers in (auth, []):
+        reply = await raw_request(stack.url, method, path, headers=headers)
+        assert reply.status == 405, (reply.status, reply.body)
+        assert reply.headers["allow"] == allowed
+        assert reply.headers["content-type"] == "application/problem+json"
+        problem = reply.json()
+        assert isinstance(problem, dict)
+        assert problem["detail"].endswith(f"use {allowed.replace(', ', ' or ')}"), problem
+
+
+async def test_an_unknown_path_is_still_404(stack: Stack) -> None:
+    reply = await raw_request(stack.url, "DELETE", b"/v1/no-such-thing")
+    assert reply.status == 404
+    assert reply.json() == {
+        "type": "about:blank",
+        "title": "Not found",
+        "status": 404,
+        "detail": "no such endpoint; see the README for the API",
+    }
