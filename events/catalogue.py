@@ -14,6 +14,7 @@ import msgspec
 from events.inputs import InputFile, InputSchema
 
 __all__ = [
+    "JOB_STATUSES",
     "TERMINAL_JOB_EVENTS",
     "TERMINAL_JOB_STATUSES",
     "TERMINAL_VERSION_STATUSES",
@@ -31,6 +32,7 @@ __all__ = [
     "JobFailed",
     "JobRequested",
     "JobStarted",
+    "JobStatus",
     "JobSucceeded",
     "JobTimings",
     "JobWebhook",
@@ -74,6 +76,8 @@ FailureKind = Literal[
 # projections both derive them from the events.
 TERMINAL_JOB_STATUSES: Final = frozenset({"succeeded", "failed", "canceled", "aborted"})
 TERMINAL_VERSION_STATUSES: Final = frozenset({"ready", "failed"})
+JobStatus = Literal["queued", "running", "succeeded", "failed", "canceled", "aborted"]
+JOB_STATUSES: Final = frozenset({"queued", "running"}) | TERMINAL_JOB_STATUSES
 
 
 class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag=True):

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from events import TERMINAL_JOB_STATUSES, JobWebhook, json_problem
+from events import JOB_STATUSES, TERMINAL_JOB_STATUSES, JobStatus, JobWebhook, json_problem
 from projections import queries
 from projections.urls import redacted_url
 from services.api import replies
@@ -587,8 +587,12 @@ async def list_jobs(request: Request) -> Response:
 
 def _status_param(request: Request) -> str | None:
     status = request.query_params.get("status")
-    if status is not None and not (status.isascii() and status.isalpha() and len(status) <= 32):
-        raise ApiError(422, "Invalid status", "status is a job status, such as queued or running")
+    if status is not None and status not in JOB_STATUSES:
+        raise ApiError(
+            422,
+            "Invalid status",
+            f"status is a job status: one of {', '.join(sorted(JOB_STATUSES))}",
+        )
     return status
 
 
@@ -726,7 +730,7 @@ operations = [
             Param(name="cursor", description="`next_cursor` of the page before"),
             Param(
                 name="status",
-                type=Annotated[str, msgspec.Meta(pattern="^[A-Za-z]{1,32}$")],
+                type=JobStatus,
                 description="only jobs with this status",
             ),
             Param(name="model_id", description="only jobs of this model"),

@@ -219,3 +219,14 @@ async def test_an_unknown_path_is_still_404(stack: Stack) -> None:
         "status": 404,
         "detail": "no such endpoint; see the README for the API",
     }
+
+
+async def test_a_status_no_job_has_is_422_naming_those_there_are(stack: Stack) -> None:
+    """A typo (`succeded`) is no empty page that looks like 'no such jobs'."""
+    alice = await new_user(stack.url, stack.admin_key, "alice")
+    reply = await alice.get("/v1/jobs", params={"status": "succeded"})
+    assert reply.status == 422, reply
+    assert reply.body["detail"] == (
+        "status is a job status: one of aborted, canceled, failed, queued, running, succeeded"
+    )
+    assert (await alice.get("/v1/jobs", params={"status": "aborted"})).status == 200
