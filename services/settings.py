@@ -65,6 +65,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # A request's head (request line and headers): larger ones are answered 431.
     max_header_bytes: int = 64 * 1024
     max_headers: int = 100
+    # A command's body that sends nothing for this long is answered 408 (its key's slot
+    # and the connection are freed); a slow body that keeps coming is not cut short.
+    body_idle_timeout_s: float = 60.0
     # Read models: while concurrent work comes in, the projector commits at most this
     # often (more events per transaction, a little later); a job run alone never waits.
     projection_busy_interval_s: float = 0.02
@@ -284,6 +287,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             )
         if settings.executor_window < settings.workers_total:
             raise SettingsError("CLINAI_EXECUTOR_WINDOW must be at least CLINAI_WORKERS_TOTAL")
+        if not 0 < settings.body_idle_timeout_s <= 3600:
+            raise SettingsError("CLINAI_BODY_IDLE_TIMEOUT_S must be above 0 and at most 3600")
         if settings.max_concurrent_commands_per_key < 0:
             raise SettingsError("CLINAI_MAX_CONCURRENT_COMMANDS_PER_KEY must not be negative")
         for name in ("s3_endpoint_url", "s3_public_endpoint_url"):

@@ -209,7 +209,7 @@ def create_app(settings: Settings, *, blobs: BlobStore | None = None) -> Starlet
         lifespan=lifespan,
         middleware=[
             Middleware(HttpMetrics, metrics=metrics),
-            Middleware(CommandEdge),
+            Middleware(CommandEdge, body_idle_s=settings.body_idle_timeout_s),
         ],
         exception_handlers=exception_handlers(),
     )
