@@ -8,13 +8,21 @@ end-of-body message is not waited for: some servers send it well after the last 
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import AsyncIterator
 
 from starlette.requests import Request
 
 from services.api.problems import ApiError
 
-__all__ = ["body_chunks", "read_body"]
+__all__ = ["MAX_JSON_DEPTH", "body_chunks", "check_json_depth", "read_body"]
+
+# How deep JSON a request may nest: far past any real body, far short of where decoding
+# (a RecursionError) or encoding an event (orjson stops at 254) fails.
+MAX_JSON_DEPTH = 64
+
+# A JSON string (skipped whole: brackets in it are text) or a bracket.
+_STRING_OR_BRACKET = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.DOTALL)
 
 
 async def body_chunks(request: Request) -> AsyncIterator[bytes]:
@@ -48,3 +56,24 @@ async def read_body(request: Request, limit: int, what: str) -> bytes:
 
 def _too_large(limit: int, what: str) -> ApiError:
     return ApiError(413, "Body too large", f"{what} are limited to {limit} bytes; send less")
+
+
+def check_json_depth(raw: bytes, title: str, what: str) -> None:
+    """422 when the JSON in `raw` nests arrays and objects more than MAX_JSON_DEPTH deep
+    (checked before decoding: a few hundred levels made decoding or an event fail)."""
+    if raw.count(b"[") + raw.count(b"{") <= MAX_JSON_DEPTH:
+        return  # it cannot nest deeper than it has brackets: most bodies end here
+    depth = 0
+    for token in _STRING_OR_BRACKET.finditer(raw):
+        match token.group():
+            case b"[" | b"{":
+                depth += 1
+                if depth > MAX_JSON_DEPTH:
+                    raise ApiError(
+                        422,
+                        title,
+                        f"{what} nests JSON more than {MAX_JSON_DEPTH} levels deep; "
+                        "send flatter JSON",
+                    )
+            case b"]" | b"}":
+                depth -= 1

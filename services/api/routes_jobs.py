@@ -39,6 +39,7 @@ from services.api._typed_jobs import (
 from services.api.auth import Principal
 from services.api.openapi_spec import LIMIT, FormField, Operation, Param, Reply, path_param
 from services.api.problems import ApiError
+from services.api.request_body import check_json_depth
 from services.api.routes_uploads import ClaimedUpload, claim_upload, upload_used
 from services.api.uploads import receive_form, safe_filename
 from services.api.wiring import (
@@ -467,6 +468,7 @@ def _params(fields: dict[str, str]) -> dict[str, Any]:
     raw = fields.get("params")
     if raw is None or not raw.strip():
         return {}
+    check_json_depth(raw.encode(), "Invalid params", "'params'")
     try:
         params = orjson.loads(raw)
     except orjson.JSONDecodeError as err:

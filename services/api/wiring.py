@@ -28,7 +28,7 @@ from services.api._ready_versions import ReadyVersions
 from services.api._version_schemas import VersionSchemas
 from services.api.auth import KeyCache, Principal, authenticate
 from services.api.problems import ApiError
-from services.api.request_body import read_body
+from services.api.request_body import check_json_depth, read_body
 from services.api.sessions import SessionStore
 from services.api.sign_in_throttle import SignInThrottle
 from services.blobstore import BlobStore
@@ -169,6 +169,7 @@ def json_response(body: Any, status: int = 200, *, seq: int | None = None) -> Re
 
 async def decode_body(request: Request, kind: type[T]) -> T:
     raw = await read_body(request, 1024 * 1024, "JSON bodies")
+    check_json_depth(raw, "Invalid body", "the body")
     try:
         body = msgspec.json.decode(raw or b"{}", type=kind)
     except msgspec.ValidationError as err:

@@ -230,3 +230,53 @@ async def test_a_status_no_job_has_is_422_naming_those_there_are(stack: Stack) -
         "status is a job status: one of aborted, canceled, failed, queued, running, succeeded"
     )
     assert (await alice.get("/v1/jobs", params={"status": "aborted"})).status == 200
+
+
+@pytest.mark.parametrize("depth", [300, 100_000])
+async def test_json_nested_too_deeply_is_422(stack: Stack, depth: int) -> None:
+    """A job's `params` take any JSON: nested some hundreds deep, decoding it (a
+    RecursionError) or the reply (orjson stops at 254 levels) was a 500."""
+    alice = await new_user(stack.url, stack.admin_key, "alice")
+    params = b'{"a": ' * depth + b"1" + b"}" * depth
+    reply = await raw_request(
+        stack.url,
+        "POST",
+        b"/v1/jobs",
+        headers=[
+            (b"Authorization", f"Bearer {alice.key}".encode()),
+            (b"Content-Type", b"application/json"),
+        ],
+        body=b'{"version": "ver_1", "params": ' + params + b"}",
+    )
+    assert reply.status == 422, (reply.status, reply.body[:300])
+    problem = reply.json()
+    assert isinstance(problem, dict)
+    assert problem["detail"] == "the body nests JSON more than 64 levels deep; send flatter JSON"
+
+
+async def test_form_params_nested_too_deeply_are_422(stack: Stack) -> None:
+    alice = await new_user(stack.url, stack.admin_key, "alice")
+    params = '{"a": ' * 300 + "1" + "}" * 300
+    form = aiohttp.FormData({"version": "ver_1", "params": params})
+    form.add_field("input", b"x", filename="x.bin")
+    reply = await alice.post("/v1/jobs", data=form)
+    assert reply.status == 422, reply
+    assert reply.body["detail"] == (
+        "'params' nests JSON more than 64 levels deep; send flatter JSON"
+    )
+
+
+async def test_json_nested_within_the_limit_is_decoded(stack: Stack) -> None:
+    alice = await new_user(stack.url, stack.admin_key, "alice")
+    params = b'{"a": ' * 60 + b"1" + b"}" * 60
+    reply = await raw_request(
+        stack.url,
+        "POST",
+        b"/v1/jobs",
+        headers=[
+            (b"Authorization", f"Bearer {alice.key}".encode()),
+            (b"Content-Type", b"application/json"),
+        ],
+        body=b'{"version": "ver_1", "params": ' + params + b"}",
+    )
+    assert reply.status == 404, (reply.status, reply.body[:300])  # no such version
