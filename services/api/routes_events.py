@@ -119,9 +119,21 @@ def _resume_after(request: Request) -> int | None:
     return _seq_param(raw, "Last-Event-ID")
 
 
+_SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
 def _sse(
-    svc: ApiServices, start: int, subject: str, accept: Accept | None, *, end_on_terminal: bool
+    request: Request,
+    start: int,
+    subject: str,
+    accept: Accept | None,
+    *,
+    end_on_terminal: bool,
 ) -> Response:
+    if request.method == "HEAD":  # the headers alone: a stream would never end, nor would
+        # its connection, so a client's next request on it hung
+        return Response(media_type="text/event-stream", headers=_SSE_HEADERS)
+    svc = services(request)
     heartbeat = svc.settings.sse_heartbeat_s
 
     async def body() -> AsyncIterator[bytes]:
@@ -155,11 +167,7 @@ def _sse(
                 await pending
             await reader.aclose()
 
-    return StreamingResponse(
-        body(),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    return StreamingResponse(body(), media_type="text/event-stream", headers=_SSE_HEADERS)
 
 
 async def events(request: Request) -> Response:
@@ -186,19 +194,18 @@ async def events(request: Request) -> Response:
             return False
         return owned is None or await owned(stored)
 
-    return _sse(svc, start, subject, accept, end_on_terminal=False)
+    return _sse(request, start, subject, accept, end_on_terminal=False)
 
 
 async def _resource_events(
     request: Request, aggregate: str, row: Any, resource_id: str
 ) -> Response:
-    svc = services(request)
     resume = _resume_after(request)
     start = 1 if resume is None else resume + 1
     finished = row.status in TERMINAL_JOB_STATUSES | TERMINAL_VERSION_STATUSES
     if finished and start > row.last_seq:
         return Response(status_code=204)  # nothing more will come: stop reconnecting
-    return _sse(svc, start, f"{PREFIX}.{aggregate}.{resource_id}.*", None, end_on_terminal=True)
+    return _sse(request, start, f"{PREFIX}.{aggregate}.{resource_id}.*", None, end_on_terminal=True)
 
 
 async def job_events(request: Request) -> Response:

@@ -23,6 +23,7 @@ from events import (
 from tests._events import job_requested, new_event
 from tests._infra import wait_until
 from tests.api._client import Client, new_user
+from tests.api._raw import raw_request
 from tests.api.conftest import Stack, free_port, running_stack
 
 
@@ -212,3 +213,20 @@ async def _stop_while_streaming_and_polling(running: Stack) -> None:
                 await reader.next()
         await asyncio.to_thread(api.wait, 10)
         assert time.monotonic() - stopped < 3
+
+
+@pytest.mark.parametrize("path", ["/v1/events", "/v1/jobs/{job}/events"])
+async def test_head_on_an_event_stream_answers_its_headers_and_ends(
+    stack: Stack, path: str
+) -> None:
+    """HEAD got the stream's headers, then the stream ran on for ever (a subscription
+    held, and the connection with it: a client's next request on it hung)."""
+    alice = await new_user(stack.url, stack.admin_key, "alice")
+    job = new_id("job")
+    await _append(stack, [_requested(job, await _uid(alice))])
+    target = path.format(job=job).encode()
+    auth = [(b"Authorization", f"Bearer {alice.key}".encode())]
+    reply = await raw_request(stack.url, "HEAD", target, headers=auth, timeout=10)
+    assert reply.status == 200
+    assert reply.headers["content-type"].startswith("text/event-stream")
+    assert reply.body == b""
