@@ -82,8 +82,16 @@ async def create_job(request: Request) -> Response:
     wait = _wait_s(svc, request)
     await svc.admission.check(caller.user_id)
     started = time.monotonic()
-    if _media_type(request) == "application/json":
+    media_type = _media_type(request)
+    if media_type == "application/json":
         return await _create_from_json(request, svc, caller, wait, started)
+    if media_type != "multipart/form-data":  # a JSON body without its Content-Type, say
+        raise ApiError(
+            415,
+            "Unsupported media type",
+            "send the job as multipart/form-data (curl -F version=... -F input=@file), or "
+            "as JSON with the header Content-Type: application/json",
+        )
     ctx = svc.context(request, caller)
     blobs = svc.blobs
     stream_id = ctx.resource_id("job")  # the job's id, unless it names an upload

@@ -280,3 +280,23 @@ async def test_json_nested_within_the_limit_is_decoded(stack: Stack) -> None:
         body=b'{"version": "ver_1", "params": ' + params + b"}",
     )
     assert reply.status == 404, (reply.status, reply.body[:300])  # no such version
+
+
+@pytest.mark.parametrize(
+    "content_type", [None, b"text/plain", b"application/x-www-form-urlencoded"]
+)
+async def test_a_job_neither_multipart_nor_json_is_415_naming_both(
+    stack: Stack, content_type: bytes | None
+) -> None:
+    """A JSON job sent without its Content-Type was told to send a multipart file only."""
+    alice = await new_user(stack.url, stack.admin_key, "alice")
+    headers = [(b"Authorization", f"Bearer {alice.key}".encode())]
+    if content_type is not None:
+        headers.append((b"Content-Type", content_type))
+    body = b'{"version": "ver_1", "input": "upload_1"}'
+    reply = await raw_request(stack.url, "POST", b"/v1/jobs", headers=headers, body=body)
+    assert reply.status == 415, (reply.status, reply.body)
+    problem = reply.json()
+    assert isinstance(problem, dict)
+    assert "multipart/form-data" in problem["detail"]
+    assert "Content-Type: application/json" in problem["detail"]
