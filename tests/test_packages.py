@@ -353,6 +353,15 @@ def test_requirements_refusals(tmp_path: Path) -> None:
     assert refused(make_zip(tmp_path / "1.zip", include)).reason == ("requirements_local_reference")
     local = base_files(**{"requirements.txt": b"-e ./mypkg\n"})
     assert refused(make_zip(tmp_path / "2.zip", local)).reason == "requirements_local_reference"
+    # A direct reference or an option naming a host path: pip read it on the build host.
+    for n, line in enumerate(
+        (b"six @ file:///etc/passwd", b"six [x] @FILE:/srv", b"--find-links /srv/w", b"-i file:/x")
+    ):
+        hidden = base_files(**{"requirements.txt": b"numpy\n" + line + b"\n"})
+        found = refused(make_zip(tmp_path / f"local{n}.zip", hidden))
+        assert found.reason == "requirements_local_reference", line
+    remote = normalise_requirements("-f https://download.pytorch.org/whl\nsix @ https://h/s.whl")
+    assert remote == ("-f https://download.pytorch.org/whl", "six @ https://h/s.whl")
     latin = base_files(**{"requirements.txt": "caf\u00e9\n".encode("latin-1")})
     assert refused(make_zip(tmp_path / "3.zip", latin)).reason == "requirements_encoding"
 
