@@ -366,6 +366,16 @@ def test_requirements_refusals(tmp_path: Path) -> None:
     assert refused(make_zip(tmp_path / "3.zip", latin)).reason == "requirements_encoding"
 
 
+def test_too_many_requirement_lines_are_refused(tmp_path: Path) -> None:
+    """Before: 200,000 lines were accepted and pip's resolver spun a core for 16 minutes."""
+    lines = b"".join(b"pkg%d\n" % n for n in range(PackageLimits().max_requirements + 1))
+    err = refused(make_zip(tmp_path / "many.zip", base_files(**{"requirements.txt": lines})))
+    assert err.reason == "requirements_too_many"
+    assert err.message == "requirements.txt has 1001 requirement lines; the limit is 1000"
+    few = base_files(**{"requirements.txt": b"# a comment\n" * 5000 + b"six\n"})
+    assert inspect_package(make_zip(tmp_path / "few.zip", few)).requirements == ("six",)
+
+
 def test_limits_validate_arguments() -> None:
     with pytest.raises(ValueError, match="max_entries"):
         PackageLimits(max_entries=0)
