@@ -9,7 +9,7 @@ import msgspec
 from events._stored import StoredEvent
 from events.catalogue import AnyEvent, Event
 from events.errors import UndecodableEventError, UnstorableTextError
-from events.text import NUL_ESCAPE, json_problem
+from events.text import json_problem, may_be_unstorable
 
 __all__ = ["decode_event", "decode_stored", "encode_event", "event_to_builtins"]
 
@@ -18,18 +18,18 @@ _decoder: msgspec.json.Decoder[AnyEvent] = msgspec.json.Decoder(AnyEvent)
 
 
 def encode_event(event: Event) -> bytes:
-    """The event as JSON. Raises UnstorableTextError for text the read models cannot
-    store (see `events.text`): such an event never reaches the log. Costs one search of
-    the encoded bytes; only a hit (or a lone surrogate) walks the event."""
+    """The event as JSON. Raises UnstorableTextError for text (or an integer) the read
+    models cannot store (see `events.text`): such an event never reaches the log. Costs
+    two searches of the encoded bytes; only a hit (or a lone surrogate) walks the event."""
     try:
         data = _encoder.encode(event)
     except UnicodeEncodeError:
         data = b""  # a lone surrogate: find where
     else:
-        if NUL_ESCAPE not in data:
+        if not may_be_unstorable(data):
             return data
     where = json_problem(msgspec.to_builtins(event, str_keys=True))
-    if where is None:  # a literal backslash before "u0000": the text is fine
+    if where is None:  # a literal backslash before "u0000", digits in text: all fine
         return data
     raise UnstorableTextError(event.type, where)
 

@@ -72,12 +72,13 @@ class EventTooLargeError(EventStoreError):
 
 class UnstorableTextError(EventStoreError):
     """An event holds text the read models cannot store (a NUL character or a lone
-    surrogate): it is refused before it reaches the log. `where` names the field."""
+    surrogate), or an integer outside the 64-bit range: it is refused before it reaches
+    the log. `where` names the field."""
 
     def __init__(self, event_type: str, where: str) -> None:
         super().__init__(
             f"{event_type}: {where}, which cannot be stored",
-            hint="remove the NUL character or lone surrogate from that text",
+            hint="remove the NUL character or lone surrogate, or send the integer as a string",
         )
         self.event_type = event_type
         self.where = where

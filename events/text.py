@@ -3,12 +3,15 @@
 Events end up in Postgres read models (`text` and `jsonb` columns), and Postgres refuses
 two things a Python `str` can hold: the NUL character (U+0000, in `text` and in `jsonb`
 as `\\u0000`) and lone surrogates (U+D800-U+DFFF, which are not UTF-8 at all; the event
-codec refuses them too). An event carrying either would stop the projector, so they are
-refused where text comes in (`text_problem`, `json_problem`) or, for text that must be
-kept whatever it holds (a traceback, a build log), replaced (`scrub_text`).
+codec refuses them too). The read models and the API also read and write JSON with
+orjson, which refuses integers outside the 64-bit range (Postgres would take them). An
+event carrying any of these would stop the projector, so they are refused where values
+come in (`text_problem`, `json_problem`) or, for text that must be kept whatever it holds
+(a traceback, a build log), replaced (`scrub_text`).
 
 Both checks are cheap on clean text: `json_problem` encodes the value once (in C) and
-walks it only when the encoding shows a NUL escape or fails on a surrogate.
+walks it only when the encoding shows a NUL escape or a number of 19 digits or more
+(`may_be_unstorable`), or fails on a surrogate.
 """
 
 from __future__ import annotations
@@ -18,12 +21,22 @@ from typing import Any, Final
 
 import msgspec
 
-__all__ = ["NUL_ESCAPE", "json_problem", "scrub_text", "text_problem"]
+__all__ = ["NUL_ESCAPE", "json_problem", "may_be_unstorable", "scrub_text", "text_problem"]
 
 _REPLACEMENT: Final = "\ufffd"
 NUL_ESCAPE: Final = b"\\u0000"  # how JSON writes U+0000
 _UNSTORABLE: Final = re.compile("[\x00\ud800-\udfff]")
 _encoder: Final = msgspec.json.Encoder()
+# A JSON number of 19 digits or more: maybe outside orjson's range, [-2**63, 2**64).
+_LONG_NUMBER: Final = re.compile(rb"[:\[,]\s*-?[0-9]{19}")
+_INT_MIN: Final = -(2**63)
+_INT_END: Final = 2**64
+
+
+def may_be_unstorable(encoded: bytes) -> bool:
+    """Whether JSON `encoded` may hold a value Postgres or orjson refuses: a NUL escape
+    or a long number (a hit is confirmed by walking the value)."""
+    return NUL_ESCAPE in encoded or _LONG_NUMBER.search(encoded) is not None
 
 
 def text_problem(text: str) -> str | None:
@@ -39,8 +52,8 @@ def text_problem(text: str) -> str | None:
 
 
 def json_problem(value: Any, path: str = "$") -> str | None:
-    """Where and why Postgres cannot store the JSON value `value` (its strings and object
-    keys), e.g. "$.x contains a NUL character (\\u0000)"; None when it can."""
+    """Where and why Postgres cannot store the JSON value `value` (its strings, object
+    keys and integers), e.g. "$.x contains a NUL character (\\u0000)"; None when it can."""
     try:
         encoded = _encoder.encode(value)
     except UnicodeEncodeError:
@@ -48,7 +61,7 @@ def json_problem(value: Any, path: str = "$") -> str | None:
     except (TypeError, ValueError, OverflowError):
         return None  # not JSON at all: the caller's own check says so
     else:
-        if NUL_ESCAPE not in encoded:
+        if not may_be_unstorable(encoded):
             return None
     return _walk(value, path)
 
@@ -57,6 +70,8 @@ def _walk(value: Any, path: str) -> str | None:
     if isinstance(value, str):
         problem = text_problem(value)
         return None if problem is None else f"{path} {problem}"
+    if isinstance(value, int) and not _INT_MIN <= value < _INT_END:
+        return f"{path} is an integer outside the 64-bit range (send it as a string)"
     if isinstance(value, dict):
         for key, item in value.items():
             if isinstance(key, str) and (problem := text_problem(key)) is not None:

@@ -353,8 +353,27 @@ def test_requirements_refusals(tmp_path: Path) -> None:
     assert refused(make_zip(tmp_path / "1.zip", include)).reason == ("requirements_local_reference")
     local = base_files(**{"requirements.txt": b"-e ./mypkg\n"})
     assert refused(make_zip(tmp_path / "2.zip", local)).reason == "requirements_local_reference"
+    # A direct reference or an option naming a host path: pip read it on the build host.
+    for n, line in enumerate(
+        (b"six @ file:///etc/passwd", b"six [x] @FILE:/srv", b"--find-links /srv/w", b"-i file:/x")
+    ):
+        hidden = base_files(**{"requirements.txt": b"numpy\n" + line + b"\n"})
+        found = refused(make_zip(tmp_path / f"local{n}.zip", hidden))
+        assert found.reason == "requirements_local_reference", line
+    remote = normalise_requirements("-f https://download.pytorch.org/whl\nsix @ https://h/s.whl")
+    assert remote == ("-f https://download.pytorch.org/whl", "six @ https://h/s.whl")
     latin = base_files(**{"requirements.txt": "caf\u00e9\n".encode("latin-1")})
     assert refused(make_zip(tmp_path / "3.zip", latin)).reason == "requirements_encoding"
+
+
+def test_too_many_requirement_lines_are_refused(tmp_path: Path) -> None:
+    """Before: 200,000 lines were accepted and pip's resolver spun a core for 16 minutes."""
+    lines = b"".join(b"pkg%d\n" % n for n in range(PackageLimits().max_requirements + 1))
+    err = refused(make_zip(tmp_path / "many.zip", base_files(**{"requirements.txt": lines})))
+    assert err.reason == "requirements_too_many"
+    assert err.message == "requirements.txt has 1001 requirement lines; the limit is 1000"
+    few = base_files(**{"requirements.txt": b"# a comment\n" * 5000 + b"six\n"})
+    assert inspect_package(make_zip(tmp_path / "few.zip", few)).requirements == ("six",)
 
 
 def test_limits_validate_arguments() -> None:

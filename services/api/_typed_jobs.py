@@ -25,7 +25,7 @@ from services.api.auth import Principal
 from services.api.problems import ApiError
 from services.api.routes_uploads import ClaimedUpload, claim_upload
 from services.api.uploads import ReceivedFile, ReceivedForm, safe_filename
-from services.api.wiring import ApiServices
+from services.api.wiring import ApiServices, unstorable_text
 from services.blobstore import BlobStore, BlobWriter
 from services.packages.schema import CompiledInputs, InputsInvalidError, describe
 
@@ -189,7 +189,7 @@ def _resolved(
             "named after the inputs, or as URLs",
         )
     if (where := json_problem(values)) is not None:
-        raise ApiError(422, "Invalid text", f"'inputs': {where}, which cannot be stored")
+        raise unstorable_text("'inputs'", where)
     return TypedInputs(
         values=values,
         files=tuple(files),

@@ -23,7 +23,13 @@ from starlette.types import Scope
 from events import ClinaiError, ConcurrencyConflictError, EventTooLargeError, UnstorableTextError
 from projections.queries import InvalidCursorError
 from services.api._unavailable import unavailable_handlers
-from services.api.problems import ApiError, handle_api_error, joined_detail, problem_response
+from services.api.problems import (
+    UNSTORABLE_HINT,
+    ApiError,
+    handle_api_error,
+    joined_detail,
+    problem_response,
+)
 from services.domain import CommandError, ConflictError, ForbiddenError, NotFoundError
 from services.domain.webhooks import InvalidWebhookError
 from services.packages import PackageInvalidError
@@ -109,9 +115,7 @@ async def _too_large(request: Request, exc: Exception) -> Response:
 async def _unstorable(request: Request, exc: Exception) -> Response:
     where = exc.where if isinstance(exc, UnstorableTextError) else str(exc)
     return problem_response(
-        422,
-        "Invalid text",
-        f"{where}, which cannot be stored; remove the NUL character or lone surrogate and retry",
+        422, "Invalid text", f"{where}, which cannot be stored; {UNSTORABLE_HINT}"
     )
 
 

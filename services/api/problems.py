@@ -10,7 +10,13 @@ from starlette.responses import Response
 
 from events import ClinaiError
 
-__all__ = ["ApiError", "joined_detail", "problem_response"]
+__all__ = ["UNSTORABLE_HINT", "ApiError", "joined_detail", "problem_response"]
+
+# What to do about a value Postgres or orjson cannot store (`events.text`).
+UNSTORABLE_HINT = (
+    "change that value (remove a NUL character or lone surrogate, send a large integer as "
+    "a string) and retry"
+)
 
 
 class ApiError(ClinaiError):

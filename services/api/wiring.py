@@ -16,7 +16,7 @@ from starlette.responses import Response
 
 from events import EventStore
 from events.ids import ID_SHAPE, is_valid_id
-from events.text import NUL_ESCAPE, json_problem, text_problem
+from events.text import json_problem, may_be_unstorable, text_problem
 from projections import queries
 from projections.queries import ModelView, VersionView
 from projections.watermark import ProjectionWatermark
@@ -27,7 +27,7 @@ from services.api._rate_limit import RATE_STATE, RateLimiter
 from services.api._ready_versions import ReadyVersions
 from services.api._version_schemas import VersionSchemas
 from services.api.auth import KeyCache, Principal, authenticate
-from services.api.problems import ApiError
+from services.api.problems import UNSTORABLE_HINT, ApiError
 from services.api.request_body import check_json_depth, read_body
 from services.api.sessions import SessionStore
 from services.api.sign_in_throttle import SignInThrottle
@@ -186,7 +186,7 @@ async def decode_body(request: Request, kind: type[T]) -> T:
         ) from err
 
     # JSON writes U+0000 as an escape; lone surrogates do not decode at all.
-    if NUL_ESCAPE in raw and (where := json_problem(msgspec.json.decode(raw))) is not None:
+    if may_be_unstorable(raw) and (where := json_problem(msgspec.json.decode(raw))) is not None:
         raise unstorable_text("the body", where)
     return body
 
@@ -201,10 +201,7 @@ def text_param(value: str | None, name: str) -> str | None:
 
 def unstorable_text(what: str, where: str) -> ApiError:
     return ApiError(
-        422,
-        "Invalid text",
-        f"{what}: {where}, which cannot be stored; remove the NUL character or lone "
-        "surrogate and retry",
+        422, "Invalid text", f"{what}: {where}, which cannot be stored; {UNSTORABLE_HINT}"
     )
 
 

@@ -221,7 +221,8 @@ class Attempt:
                 ok=False,
                 kind="model_error",
                 message=f"run() returned a result in which {problem}, which cannot be "
-                "stored: remove it (or encode binary data, e.g. as base64)",
+                "stored: remove it (or encode binary data, e.g. as base64; large integers "
+                "as strings)",
                 outputs=(),
             )
             await discard_outputs(refused.outputs)

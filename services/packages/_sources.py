@@ -33,7 +33,7 @@ def normalise_requirements(text: str) -> tuple[str, ...]:
     lines = (_COMMENT.sub("", line).strip() for line in joined.splitlines())
     result = tuple(line for line in lines if line)
     for line in result:
-        if _LOCAL_REF.match(line):
+        if _LOCAL_REF.search(line):
             raise PackageInvalidError(
                 f"requirements.txt line {line!r} refers to a local file",
                 "List every requirement in requirements.txt itself by name (and version); "
@@ -45,8 +45,14 @@ def normalise_requirements(text: str) -> tuple[str, ...]:
 
 
 _COMMENT = re.compile(r"(^|\s+)#.*$")  # pip's own rule: '#' at line start or after space
+# Includes, local paths and file: URLs, also as a direct reference (`name @ file:...`)
+# or an option's value (`--find-links /wheels`): pip reads them on the build host.
 _LOCAL_REF = re.compile(
-    r"^(-r|-c|--requirement|--constraint|(-e|--editable)[\s=]*(\.|/|~|file:)|\.|/|~|file:)"
+    r"^(-r|-c|--requirement|--constraint"
+    r"|(-e|--editable|-f|--find-links|-i|--index-url|--extra-index-url)[\s=]*(\.|/|~|file:)"
+    r"|\.|/|~|file:)"
+    r"|@\s*file:",
+    re.IGNORECASE,
 )
 
 

@@ -49,6 +49,7 @@ Reason = Literal[
     "source_too_large",
     "requirements_encoding",
     "requirements_local_reference",
+    "requirements_too_many",
 ]
 
 

@@ -84,6 +84,8 @@ class PackageLimits(msgspec.Struct, frozen=True, kw_only=True):
     max_ratio: float = 100.0
     ratio_min_bytes: int = 1 * MiB
     max_source_bytes: int = 4 * MiB  # predict.py and requirements.txt are read into memory
+    # pip's resolver is slow on many lines: 200,000 took a core and 600 MB for 16 minutes
+    max_requirements: int = 1_000
 
     def __post_init__(self) -> None:
         for field in self.__struct_fields__:
@@ -168,6 +170,14 @@ def _scan(zip_path: Path, limits: PackageLimits, out_dir: Path | None) -> Packag
         has_setup, input_schema = check_predict(predict_src)
         req_src = _read_small(zf, entries, REQUIREMENTS, limits)
         requirements = normalise_requirements(decode_requirements(req_src or b""))
+        if len(requirements) > limits.max_requirements:
+            raise PackageInvalidError(
+                f"requirements.txt has {len(requirements)} requirement lines; the limit is "
+                f"{limits.max_requirements}",
+                "List each package once; the packages they depend on need no line of their own.",
+                reason="requirements_too_many",
+                path=REQUIREMENTS,
+            )
         files = _stream_all(zf, entries, limits, out_dir)
     return PackageInfo(
         package_hash=_tree_hash(files),

@@ -294,6 +294,7 @@ class WorkerLauncher:
 async def worker_death(worker: ProcessWorker, *, stderr: str = "") -> WorkerDeath:
     """How a worker ended, as the shared outcome mapping takes it."""
     status, signo = await worker.exit_status()
-    # A SIGKILL the runtime did not send: most likely the out-of-memory killer.
-    oom = signo == signal.SIGKILL and not worker.killed_by_host
+    # A SIGKILL the runtime did not send: the out-of-memory killer if it ran meanwhile,
+    # else the model's own (`os.kill(0, SIGKILL)`), a crash like any other.
+    oom = signo == signal.SIGKILL and not worker.killed_by_host and worker.oom_killer_ran()
     return WorkerDeath(status=status, signo=signo, oom_killed=oom, stderr=stderr)

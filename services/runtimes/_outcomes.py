@@ -4,6 +4,7 @@ the evidence (a response, a Ready frame, a `WorkerDeath`)."""
 
 from __future__ import annotations
 
+import errno
 import signal
 
 import msgspec
@@ -24,6 +25,7 @@ __all__ = [
 
 _SETUP_TAIL_CHARS = 2000  # of the setup log, in a setup_timeout's message
 _STDERR_TAIL_CHARS = 2000  # of what a dying worker printed, in the message
+_EFBIG = f"[Errno {errno.EFBIG}]"  # how str(OSError) begins for "File too large"
 
 
 class WorkerDeath(msgspec.Struct, frozen=True, kw_only=True):
@@ -55,6 +57,13 @@ def from_response(response: JobResponse, *, memory_limit_mb: int, log: str = "")
         return fail("model_error", response.message, **fields)
     if response.error_type == "ResultTooLarge":
         return fail("output_limit", response.message, **fields)
+    if response.error_type == "OSError" and response.message.startswith(_EFBIG):
+        # RLIMIT_FSIZE: a file (a 2 GB sparse output, say) over the worker's file size limit
+        message = (
+            f"run() raised OSError: {response.message}: a worker cannot write a file that "
+            "large, and an output may be at most CLINAI_MAX_OUTPUT_FILE_BYTES"
+        )
+        return fail("output_limit", message, **fields)
     message = f"run() raised {response.error_type}: {response.message}"
     return fail("model_error", message, **fields)
 

@@ -13,7 +13,7 @@ from services.runtimes._framing import WorkerChannel
 from services.runtimes._freeze import Frozen, descendants, freeze
 from services.runtimes._jobdir import JobFiles, remove_tree
 
-__all__ = ["FREEZE_TIMEOUT_S", "ProcessWorker", "describe_exit"]
+__all__ = ["FREEZE_TIMEOUT_S", "ProcessWorker", "describe_exit", "oom_kills"]
 
 # How long stopping a sandbox may take: a thread finishes its system call first (a
 # large write, say) before it stops.
@@ -39,6 +39,19 @@ def describe_exit(code: int | None, *, sandboxed: bool) -> tuple[str, int | None
     return f"exit code {code}", None
 
 
+def oom_kills() -> int | None:
+    """How many processes the kernel's out-of-memory killer has ended since boot (the
+    `oom_kill` line of /proc/vmstat, Linux 4.13+); None when it cannot be told."""
+    try:
+        with open("/proc/vmstat", "rb") as f:
+            for line in f:
+                if line.startswith(b"oom_kill "):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
 class ProcessWorker:
     def __init__(
         self,
@@ -59,12 +72,20 @@ class ProcessWorker:
         self.sandboxed = sandboxed
         self.setup_s = 0.0
         self.killed_by_host = False
+        self._oom_kills_at_start = oom_kills()  # read once per worker, not per job
         self._cleaned = False
         self._on_cleanup = on_cleanup
 
     @property
     def alive(self) -> bool:
         return self.proc.returncode is None
+
+    def oom_killer_ran(self) -> bool:
+        """Whether the out-of-memory killer has ended a process since this worker
+        started (True when that cannot be told): a SIGKILL the host did not send is
+        the model's own (`os.kill(0, SIGKILL)`) when it has not."""
+        now = oom_kills()
+        return now is None or self._oom_kills_at_start is None or now > self._oom_kills_at_start
 
     async def exit_status(self, timeout_s: float = 2.0) -> tuple[str, int | None]:
         with contextlib.suppress(TimeoutError):

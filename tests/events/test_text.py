@@ -43,6 +43,15 @@ def test_json_problem_gives_the_path_of_the_bad_text() -> None:
     assert json_problem({"x": "\\u0000", "n": [1, 2.5, None, True]}) is None
 
 
+def test_json_problem_names_integers_outside_the_64_bit_range() -> None:
+    """orjson (the read models' and the API's JSON) refuses them: such a result was
+    stored in the log, quarantined by the projector, and its job stayed `running`."""
+    too_big = "is an integer outside the 64-bit range (send it as a string)"
+    assert json_problem({"x": [1, 2**64]}) == f"$.x[1] {too_big}"
+    assert json_problem({"x": -(2**63) - 1}) == f"$.x {too_big}"
+    assert json_problem({"x": [2**64 - 1, -(2**63), 10**18, "12345678901234567890123"]}) is None
+
+
 def test_scrub_text_replaces_only_what_cannot_be_stored() -> None:
     assert scrub_text("a\x00b\udc80c") == "a\ufffdb\ufffdc"
     clean = "nothing to do é"
@@ -55,6 +64,15 @@ def test_the_codec_refuses_an_event_with_unstorable_text(bad: str) -> None:
         encode_event(_model("fine", description=bad))
     assert caught.value.where.startswith("$.description contains a ")
     assert encode_event(_model("fine", description="a\\u0000b"))  # written-out escape is text
+
+
+def test_the_codec_refuses_an_event_with_an_integer_orjson_cannot_write() -> None:
+    requested = job_requested(new_id("job"), "usr_test", correlation_id="c", params={"n": 2**70})
+    with pytest.raises(UnstorableTextError) as caught:
+        encode_event(requested)
+    assert caught.value.where.startswith("$.params.n is an integer outside the 64-bit range")
+    fine = job_requested(new_id("job"), "usr_test", correlation_id="c", params={"n": 2**63})
+    assert encode_event(fine)
 
 
 async def test_an_append_with_a_nul_never_reaches_the_log(store: EventStore) -> None:

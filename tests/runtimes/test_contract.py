@@ -218,11 +218,13 @@ async def test_result_with_text_postgres_cannot_store_is_model_error(
     await assert_healthy(runtime, tmp_path)
 
 
-@pytest.mark.parametrize("how", ["exit", "segfault"])
+@pytest.mark.parametrize("how", ["exit", "segfault", "sigkill"])
 async def test_interpreter_crash(runtime: Runtime, tmp_path: Path, how: str) -> None:
+    """A model that kills itself with SIGKILL crashed: it was not the out-of-memory
+    killer (before, the process runtime said so, and to use less memory)."""
     outcome = await runtime.run_job(await build(runtime, "crash"), make_job(tmp_path, how=how))
     assert outcome.kind == "crashed", outcome
-    expected = "exit code 3" if how == "exit" else "SIGSEGV"
+    expected = {"exit": "exit code 3", "segfault": "SIGSEGV", "sigkill": "SIGKILL"}[how]
     assert expected in outcome.message
     await assert_healthy(runtime, tmp_path)
 

@@ -224,9 +224,28 @@ async def test_a_result_postgres_cannot_store_fails_the_job_on_the_host(
     failed = failed_once(events, "model_error")
     assert failed.message == (
         "run() returned a result in which $.x contains a NUL character (\\u0000), which "
-        "cannot be stored: remove it (or encode binary data, e.g. as base64)"
+        "cannot be stored: remove it (or encode binary data, e.g. as base64; large integers "
+        "as strings)"
     )
     assert not list(rig.blobs.root.rglob("kept.txt"))  # nothing stored, no copy left behind
+
+
+async def test_a_result_with_an_integer_beyond_64_bits_fails_the_job(
+    tmp_path: Path, rig: Rig
+) -> None:
+    """Before: the job's `JobSucceeded` was appended, the projector quarantined it (orjson
+    refuses such an integer) and the job stayed `running` for good."""
+    rig.services.builder()
+    rig.services.executor()
+    model = {"predict.py": "def run(input_path, output_dir):\n    return {'n': 2**70}\n"}
+    model_id, version_id, _ = await upload_version(
+        rig.commands, rig.blobs, ModelPackage(tmp_path, {**model, "requirements.txt": ""})
+    )
+    events = await rig.ended(await rig.request_job((model_id, version_id)))
+    failed = failed_once(events, "model_error")
+    assert failed.message.startswith(
+        "run() returned a result in which $.n is an integer outside the 64-bit range"
+    ), failed.message
 
 
 HANGING_SETUP = {
