@@ -5,14 +5,13 @@ same way."""
 from __future__ import annotations
 
 import logging
-import os
-import secrets
 from pathlib import Path
 
 from nats.aio.client import Client as NATS
 
 from events import EventStore
 from services.blobstore import BlobStore, BlobUnavailableError, FileBlobStore
+from services.infra.secret_files import generated_secret
 from services.outages import Outage, nats_callbacks
 from services.settings import Settings, SettingsError
 
@@ -61,20 +60,7 @@ def signing_key(settings: Settings) -> bytes:
         if len(settings.signing_key) < 32:
             raise SettingsError("CLINAI_SIGNING_KEY must be at least 32 characters")
         return settings.signing_key.encode()
-    path = Path(settings.data_dir) / "signing.key"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(secrets.token_hex(32))
-        try:
-            os.link(tmp, path)  # first writer wins; the others read its key
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink()
-    return path.read_text().strip().encode()
+    return generated_secret(Path(settings.data_dir) / "signing.key").encode()
 
 
 def open_blob_store(settings: Settings) -> BlobStore:
