@@ -55,18 +55,18 @@ async def _nats_refuses(url: str) -> None:
 async def _assert_credentials_required(data_dir: Path) -> tuple[str, str]:
     """The data folder's (token, password), after checking that NATS and Postgres
     refuse connections without them or with wrong ones, and take them."""
-    token = _secret(data_dir, "nats.token")
-    password = _secret(data_dir, "postgres.password")
     await _nats_refuses(_nats_url(data_dir))
     await _nats_refuses(_nats_url(data_dir, "not-the-token@"))
+    for userinfo in ("postgres", "postgres:not-the-password"):
+        with pytest.raises(asyncpg.InvalidPasswordError):
+            await (await asyncpg.connect(_postgres_dsn(data_dir, userinfo))).close()
+    token = _secret(data_dir, "nats.token")
+    password = _secret(data_dir, "postgres.password")
     nc = await nats.connect(_nats_url(data_dir, f"{token}@"), allow_reconnect=False)
     try:
         assert (await nc.jetstream().stream_info("CLINAI")).state.messages > 0
     finally:
         await nc.close()
-    for userinfo in ("postgres", "postgres:not-the-password"):
-        with pytest.raises(asyncpg.InvalidPasswordError):
-            await (await asyncpg.connect(_postgres_dsn(data_dir, userinfo))).close()
     conn = await asyncpg.connect(_postgres_dsn(data_dir, f"postgres:{password}"))
     await conn.close()
     return token, password
