@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from nats.aio.client import Client as NATS
 
@@ -17,11 +18,24 @@ from services.settings import Settings, SettingsError
 
 __all__ = [
     "connect_nats",
+    "nats_credentials",
     "open_blob_store",
     "open_event_store",
     "report_blob_store",
     "signing_key",
 ]
+
+
+def nats_credentials(servers: list[str]) -> dict[str, str]:
+    """The token (or user and password) the first of `servers` carries, as options of
+    nats-py's `connect`: it then presents them to every server, also to those a cluster
+    announces, whose URLs carry none (nats-py would connect to those anonymously)."""
+    userinfo = urlsplit(servers[0]) if servers else None
+    if userinfo is None or userinfo.username is None:
+        return {}
+    if userinfo.password is None:
+        return {"token": userinfo.username}
+    return {"user": userinfo.username, "password": userinfo.password}
 
 
 async def connect_nats(settings: Settings, *, name: str, outage: Outage | None = None) -> NATS:
@@ -42,6 +56,7 @@ async def connect_nats(settings: Settings, *, name: str, outage: Outage | None =
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,  # type: ignore[arg-type]  # annotated int, used as float
         connect_timeout=5,
+        **nats_credentials(settings.nats_servers),  # type: ignore[arg-type]
         error_cb=callbacks.error_cb,
         disconnected_cb=callbacks.disconnected_cb,
         reconnected_cb=callbacks.reconnected_cb,
