@@ -62,6 +62,7 @@ async def _assert_credentials_required(data_dir: Path) -> tuple[str, str]:
             await (await asyncpg.connect(_postgres_dsn(data_dir, userinfo))).close()
     token = _secret(data_dir, "nats.token")
     password = _secret(data_dir, "postgres.password")
+    assert stat.S_IMODE((data_dir / "nats" / "nats-server.conf").stat().st_mode) == 0o600
     nc = await nats.connect(_nats_url(data_dir, f"{token}@"), allow_reconnect=False)
     try:
         assert (await nc.jetstream().stream_info("CLINAI")).state.messages > 0
