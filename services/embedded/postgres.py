@@ -272,9 +272,28 @@ class EmbeddedPostgres(EmbeddedServer):
         ]
         if self.fast:
             argv.append("--no-sync")
+        self._run("initdb", argv, pgdata, env, uid, gid)
+
+    def _run(
+        self,
+        what: str,
+        argv: list[str],
+        pgdata: Path,
+        env: dict[str, str],
+        uid: int | None,
+        gid: int | None,
+        *,
+        stdin: str | None = None,
+        secret: str | None = None,
+    ) -> str:
+        """Run one of the cluster's programs to its end (as `uid` when root) and return
+        its output; a failure is a StartupError with its output, `secret` (in `stdin`)
+        shown as ***. A single-user backend exits 0 after a failed statement: its
+        output saying `ERROR:` is a failure too."""
         try:
-            subprocess.run(
+            done = subprocess.run(
                 argv,
+                input=stdin,
                 cwd=pgdata,
                 env=env,
                 capture_output=True,
@@ -286,12 +305,16 @@ class EmbeddedPostgres(EmbeddedServer):
                 extra_groups=[] if uid is not None else None,
             )
         except subprocess.CalledProcessError as err:
-            raise StartupError(
-                f"initdb failed with status {err.returncode}",
-                log_tail=(err.stdout or "") + (err.stderr or ""),
-            ) from err
-        except subprocess.TimeoutExpired as err:
-            raise StartupError(f"initdb did not finish in {self._startup_timeout}s") from err
+            said = (err.stdout or "") + (err.stderr or "")
+            failure = f"{what} failed with status {err.returncode}"
+        except subprocess.TimeoutExpired:
+            raise StartupError(f"{what} did not finish in {self._startup_timeout}s") from None
+        else:
+            said = done.stdout + done.stderr
+            if "ERROR:" not in said:
+                return said
+            failure = f"{what} failed"
+        raise StartupError(failure, log_tail=said.replace(secret, "***") if secret else said)
 
     def _require_password(
         self,
@@ -305,31 +328,16 @@ class EmbeddedPostgres(EmbeddedServer):
         """Give the superuser `password` (single-user mode, the statement on stdin: not
         on a command line, not in a log) and make `pg_hba.conf` require it."""
         quoted = password.replace("'", "''")
-        argv = [str(bin_dir / "postgres"), "--single", "-D", str(pgdata), "postgres"]
-        try:
-            subprocess.run(
-                argv,
-                input=f"ALTER ROLE {_SUPERUSER} PASSWORD '{quoted}'\n",
-                cwd=pgdata,
-                env=env,
-                capture_output=True,
-                text=True,
-                check=True,
-                timeout=self._startup_timeout,
-                user=uid,
-                group=gid,
-                extra_groups=[] if uid is not None else None,
-            )
-        except subprocess.CalledProcessError as err:
-            said = ((err.stdout or "") + (err.stderr or "")).replace(password, "***")
-            raise StartupError(
-                f"setting the postgres password failed with status {err.returncode}",
-                log_tail=said,
-            ) from None
-        except subprocess.TimeoutExpired:
-            raise StartupError(
-                f"setting the postgres password did not finish in {self._startup_timeout}s"
-            ) from None
+        self._run(
+            "setting the postgres password",
+            [str(bin_dir / "postgres"), "--single", "-D", str(pgdata), "postgres"],
+            pgdata,
+            env,
+            uid,
+            gid,
+            stdin=f"ALTER ROLE {_SUPERUSER} PASSWORD '{quoted}'\n",
+            secret=password,
+        )
         hba = pgdata / "pg_hba.conf"
         tmp = hba.with_name("pg_hba.conf.clinai-tmp")
         tmp.write_text(_PASSWORD_HBA)
