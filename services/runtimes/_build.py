@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
-from services.runtimes._pip import PipOptions
+from services.runtimes._pip import PipOptions, build_step_env
 from services.runtimes.base import BuildFailedError, LogSink
 
 __all__ = [
@@ -72,14 +72,14 @@ async def run_step(
     """Run one build step, streaming its output to `log` line by line; its output.
     The log and an error's tail show `shown`'s replacements for host paths (the
     returned output is as the command printed it); `echo_output=False` logs only the
-    command."""
+    command. `env` defaults to `build_step_env()` (no ClinAI settings)."""
     await log(f"$ {step}: {_shown(shlex.join(argv), shown)}\n")
     proc = await asyncio.create_subprocess_exec(
         *argv,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
-        env=env,
+        env=build_step_env() if env is None else env,
     )
     tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
     output: list[str] = []
