@@ -46,8 +46,8 @@ class HashingWriter:
         self._sha256.update(data)
         await self._writer.write(data)
 
-    async def commit(self) -> None:
-        await self._writer.commit()
+    async def commit(self, *, replace: bool = True) -> None:
+        await self._writer.commit(replace=replace)
 
     async def abort(self) -> None:
         await self._writer.abort()

@@ -57,7 +57,7 @@ from services.api.wiring import (
     unstorable_text,
     visible_model,
 )
-from services.blobstore import BlobNotFoundError, BlobWriter
+from services.blobstore import BlobExistsError, BlobNotFoundError, BlobWriter
 from services.domain.access import can_see_job, listed_owner
 from services.domain.context import CommandContext, ConflictError
 from services.domain.destinations import DestinationPolicy, DestinationRefused, InvalidDestination
@@ -143,10 +143,7 @@ async def create_job(request: Request) -> Response:
                     "send the input file in the multipart field 'input' "
                     "(or a JSON body naming an upload or a URL)",
                 )
-            # A retry of the same request (an Idempotency-Key's) keeps the stored input:
-            # a different request under the key is refused here, before it is committed.
-            if not await svc.commands.replays(ctx, "job", stream_id):
-                await received.blob.commit()  # at inputs/<job>: one file, its name in the event
+            await _commit_input(svc, ctx, received.blob, stream_id)  # at inputs/<job>
             given = _JobInput(key=received.blob.key, filename=received.filename, size=received.size)
             try:
                 created = await _append(svc, ctx, caller, job, stream_id, given)
@@ -183,6 +180,30 @@ async def _append_guarded(
     except BaseException as err:
         await _discard_input(request, svc, tuple(dict.fromkeys(ids)), err)
         raise
+
+
+async def _commit_input(
+    svc: ApiServices, ctx: CommandContext, blob: BlobWriter, job_id: str
+) -> None:
+    """Commit a job's one input. Under an Idempotency-Key it never replaces a stored
+    one: a retry of the same request keeps it, a different request is refused (422)
+    before anything is written, and of two at once the second's commit fails."""
+    if ctx.idempotency_key is None:
+        await blob.commit()
+        return
+    if await svc.commands.replays(ctx, "job", job_id):
+        return
+    try:
+        await blob.commit(replace=False)
+    except BlobExistsError as err:  # another request under the key committed first
+        if await svc.commands.replays(ctx, "job", job_id):
+            return
+        raise ApiError(
+            409,
+            "Request in progress",
+            "another request with this Idempotency-Key is being processed; send this "
+            "one again once that one is answered (or use a new key for a new request)",
+        ) from err
 
 
 def _form_fields(request: Request, form: ReceivedForm) -> dict[str, str | None]:
