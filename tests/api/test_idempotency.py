@@ -13,7 +13,7 @@ import nats
 from events import EventStore, VersionBuilt
 from services.packages import zip_folder
 from tests._events import new_event
-from tests.api._client import Client, new_user
+from tests.api._client import EXAMPLE_MODEL, Client, new_user
 from tests.api._idempotency import new_key, refused, stored_bytes
 from tests.api.conftest import Stack
 
@@ -76,15 +76,11 @@ async def test_a_webhook_key_reused_with_another_url_is_refused(stack: Stack) ->
     assert got.body["url"] == "https://example.com/a"
 
 
-async def _legacy_version(stack: Stack, alice: Client) -> str:
-    """A version of the echo model (run(input_path, output_dir)), marked built straight
-    in the log (no builder runs in `stack`)."""
-    model = (await alice.post("/v1/models", json={"name": f"e-{uuid.uuid4().hex[:8]}"})).body
-    version = (
-        await alice.upload(
-            f"/v1/models/{model['id']}/versions", "package", "p.zip", zip_folder(PACKAGES / "noop")
-        )
-    ).body
+async def _built_version(stack: Stack, alice: Client, model_id: str, package: bytes) -> str:
+    """A version of `package`, marked built straight in the log (no builder runs in
+    `stack`)."""
+    path = f"/v1/models/{model_id}/versions"
+    version = (await alice.upload(path, "package", "p.zip", package)).body
     nc = await nats.connect(stack.settings.nats_url)
     try:
         store = await EventStore.open(nc)
@@ -97,6 +93,12 @@ async def _legacy_version(stack: Stack, alice: Client) -> str:
         await nc.drain()
     await alice.get(f"/v1/versions/{version['id']}", params={"after_seq": str(seq)})
     return str(version["id"])
+
+
+async def _legacy_version(stack: Stack, alice: Client) -> str:
+    """A version of the echo model (run(input_path, output_dir))."""
+    model = (await alice.post("/v1/models", json={"name": f"e-{uuid.uuid4().hex[:8]}"})).body
+    return await _built_version(stack, alice, model["id"], zip_folder(PACKAGES / "noop"))
 
 
 async def test_a_job_key_reused_with_another_file_keeps_the_first_input(stack: Stack) -> None:
@@ -151,3 +153,42 @@ async def test_two_jobs_at_once_under_one_key_never_overwrite_each_other(stack: 
             f"/v1/jobs/{created.body['id']}", params={"after_seq": str(created.body["seq"])}
         )
         assert job.body["input_size_bytes"] == len(body)
+
+
+async def test_an_upload_key_reused_with_another_file_name_is_refused(stack: Stack) -> None:
+    alice = await new_user(stack.url, stack.admin_key, "alice")
+    key = new_key()
+    body = {"filename": "scan.png", "content_type": "image/png"}
+    first = await alice.post("/v1/uploads", json=body, headers=key)
+    assert first.status == 201, first.body
+    again = await alice.post("/v1/uploads", json=body, headers=key)
+    assert again.status == 201 and again.body["id"] == first.body["id"]
+    other = await alice.post("/v1/uploads", json={**body, "filename": "other.png"}, headers=key)
+    refused(other, first.body["id"])
+    meta = await stored_bytes(stack, f"uploads/{first.body['id']}/meta.json")
+    assert b'"scan.png"' in meta and b"other.png" not in meta
+
+
+async def test_a_typed_job_key_reused_with_another_file_keeps_the_first(stack: Stack) -> None:
+    """The example model's run() takes typed inputs (a file `input` and `levels`)."""
+    alice = await new_user(stack.url, stack.admin_key, "alice")
+    model = (await alice.post("/v1/models", json={"name": f"t-{uuid.uuid4().hex[:8]}"})).body
+    version = await _built_version(stack, alice, model["id"], zip_folder(EXAMPLE_MODEL))
+    key, photo = new_key(), b"\x89PNG typed first"
+    first = await alice.upload(
+        "/v1/jobs", "input", "in.png", photo, key, version=version, levels="3"
+    )
+    assert first.status == 202, first.body
+    job_id = first.body["id"]
+    for name, data, levels in [("in.png", b"\x89PNG other!", "3"), ("in.png", photo, "4")]:
+        reply = await alice.upload(
+            "/v1/jobs", "input", name, data, key, version=version, levels=levels
+        )
+        refused(reply, job_id)
+    again = await alice.upload(
+        "/v1/jobs", "input", "in.png", photo, key, version=version, levels="3"
+    )
+    assert again.status == 202 and again.body["id"] == job_id
+    assert await stored_bytes(stack, f"inputs/{job_id}") == photo
+    got = await alice.get(f"/v1/jobs/{job_id}", params={"after_seq": str(first.body["seq"])})
+    assert got.body["inputs"]["levels"] == 3
