@@ -22,6 +22,7 @@ from services.api import replies
 from services.api._deadline import CANCEL_AFTER, job_deadline
 from services.api._input_sweep import UNSETTLED, InputSweep, input_key
 from services.api._job_result import job_response, result_response
+from services.api._keyed_jobs import commit_input, form_fields, form_files
 from services.api._request_digest import HashingWriter, with_digest
 from services.api._typed_jobs import (
     URL_CONTENT_TYPE,
@@ -42,7 +43,7 @@ from services.api.openapi_spec import LIMIT, FormField, Operation, Param, Reply,
 from services.api.problems import ApiError
 from services.api.request_body import check_json_depth
 from services.api.routes_uploads import ClaimedUpload, claim_upload, upload_used
-from services.api.uploads import ReceivedForm, receive_form, safe_filename
+from services.api.uploads import receive_form, safe_filename
 from services.api.wiring import (
     ApiServices,
     checked_id,
@@ -57,7 +58,7 @@ from services.api.wiring import (
     unstorable_text,
     visible_model,
 )
-from services.blobstore import BlobExistsError, BlobNotFoundError, BlobWriter
+from services.blobstore import BlobNotFoundError, BlobWriter
 from services.domain.access import can_see_job, listed_owner
 from services.domain.context import CommandContext, ConflictError
 from services.domain.destinations import DestinationPolicy, DestinationRefused, InvalidDestination
@@ -118,7 +119,7 @@ async def create_job(request: Request) -> Response:
     try:
         job = await _checked(svc, caller, form.fields, request.headers.get(CANCEL_AFTER))
         if ctx.idempotency_key is not None:
-            ctx = with_digest(ctx, request, _form_fields(request, form), _form_files(form))
+            ctx = with_digest(ctx, request, form_fields(request, form), form_files(form))
         compiled = await svc.version_schemas.get(job.version.id)
         if compiled is not None:
             typed = from_form(compiled, form, _JOB_FIELDS, lambda url: _input_url(svc, url))
@@ -143,7 +144,7 @@ async def create_job(request: Request) -> Response:
                     "send the input file in the multipart field 'input' "
                     "(or a JSON body naming an upload or a URL)",
                 )
-            await _commit_input(svc, ctx, received.blob, stream_id)  # at inputs/<job>
+            await commit_input(svc, ctx, received.blob, stream_id)  # at inputs/<job>
             given = _JobInput(key=received.blob.key, filename=received.filename, size=received.size)
             try:
                 created = await _append(svc, ctx, caller, job, stream_id, given)
@@ -180,43 +181,6 @@ async def _append_guarded(
     except BaseException as err:
         await _discard_input(request, svc, tuple(dict.fromkeys(ids)), err)
         raise
-
-
-async def _commit_input(
-    svc: ApiServices, ctx: CommandContext, blob: BlobWriter, job_id: str
-) -> None:
-    """Commit a job's one input. Under an Idempotency-Key it never replaces a stored
-    one: a retry of the same request keeps it, a different request is refused (422)
-    before anything is written, and of two at once the second's commit fails."""
-    if ctx.idempotency_key is None:
-        await blob.commit()
-        return
-    if await svc.commands.replays(ctx, "job", job_id):
-        return
-    try:
-        await blob.commit(replace=False)
-    except BlobExistsError as err:  # another request under the key committed first
-        if await svc.commands.replays(ctx, "job", job_id):
-            return
-        raise ApiError(
-            409,
-            "Request in progress",
-            "another request with this Idempotency-Key is being processed; send this "
-            "one again once that one is answered (or use a new key for a new request)",
-        ) from err
-
-
-def _form_fields(request: Request, form: ReceivedForm) -> dict[str, str | None]:
-    """The text fields and the header that define a job sent as a form."""
-    return {**form.fields, CANCEL_AFTER: request.headers.get(CANCEL_AFTER)}
-
-
-def _form_files(form: ReceivedForm) -> list[tuple[str, str, int, str]]:
-    """Each file of a form whose writers took the files' SHA-256 (`HashingWriter`)."""
-    return [
-        (name, f.filename, f.size, f.blob.sha256 if isinstance(f.blob, HashingWriter) else "")
-        for name, f in form.all_files
-    ]
 
 
 async def _discard_input(
