@@ -5,31 +5,18 @@ job runs on it."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp import web
 
-from tests._infra import http_files, needs_bubblewrap
-from tests._s3 import create_bucket, s3_env
-from tests.api._client import Client, new_user, ready_version
+from tests._infra import http_files
+from tests.api._client import Client, new_user, only_output, ready_version
 from tests.api._idempotency import new_key, refused, stored_bytes
-from tests.api.conftest import Stack, running_stack
+from tests.api.conftest import Stack
 
 # --- jobs that run, on both blob backends (every service) -----------------------------
-
-
-@pytest.fixture(scope="module", params=["file", "s3"])
-def full_stack(request: pytest.FixtureRequest, stack_env: dict[str, str]) -> Iterator[Stack]:
-    needs_bubblewrap()
-    env = {**stack_env, "CLINAI_INPUT_URL_ALLOW_NETWORKS": "127.0.0.0/8"}
-    if request.param == "s3":
-        endpoint = request.getfixturevalue("s3_endpoint")
-        env.update(s3_env(endpoint, asyncio.run(create_bucket(endpoint))))
-    with running_stack(env, ["projector", "api", "builder", "executor"]) as running:
-        yield running
 
 
 @pytest.fixture(scope="module")
@@ -64,14 +51,6 @@ async def _ended(client: Client, job_id: str) -> dict[str, Any]:
     return job  # type: ignore[no-any-return]
 
 
-async def _echoed(job: dict[str, Any]) -> bytes:
-
-    [output] = job["outputs"]
-    async with aiohttp.ClientSession() as http, http.get(output["url"]) as resp:
-        assert resp.status == 200
-        return await resp.read()
-
-
 async def test_a_reused_key_with_another_file_runs_the_first_input(
     full_stack: Stack, echoing: tuple[Client, str]
 ) -> None:
@@ -90,7 +69,7 @@ async def test_a_reused_key_with_another_file_runs_the_first_input(
     assert await stored_bytes(full_stack, f"inputs/{job_id}") == photo
     job = await _ended(alice, job_id)
     assert job["input_filename"] == "photo.png" and job["result"]["bytes"] == len(photo)
-    assert await _echoed(job) == photo
+    assert await only_output(job) == photo
 
 
 async def test_a_reused_key_with_another_url_or_params_keeps_the_first(
@@ -109,4 +88,4 @@ async def test_a_reused_key_with_another_url_or_params_keeps_the_first(
     assert again.status in (200, 202) and again.body["id"] == job_id
     assert await stored_bytes(full_stack, f"inputs/{job_id}") == f"{base}/a.bin".encode()
     job = await _ended(alice, job_id)
-    assert job["params"] == {} and await _echoed(job) == served["/a.bin"]
+    assert job["params"] == {} and await only_output(job) == served["/a.bin"]
