@@ -22,7 +22,7 @@ from services.api import replies
 from services.api._deadline import CANCEL_AFTER, job_deadline
 from services.api._input_sweep import UNSETTLED, InputSweep, input_key
 from services.api._job_result import job_response, result_response
-from services.api._keyed_jobs import commit_input, form_fields, form_files
+from services.api._keyed_commands import commit_keyed, form_fields, form_files
 from services.api._request_digest import HashingWriter, with_digest
 from services.api._typed_jobs import (
     URL_CONTENT_TYPE,
@@ -144,7 +144,7 @@ async def create_job(request: Request) -> Response:
                     "send the input file in the multipart field 'input' "
                     "(or a JSON body naming an upload or a URL)",
                 )
-            await commit_input(svc, ctx, received.blob, stream_id)  # at inputs/<job>
+            await commit_keyed(svc, ctx, received.blob, "job", stream_id)  # at inputs/<job>
             given = _JobInput(key=received.blob.key, filename=received.filename, size=received.size)
             try:
                 created = await _append(svc, ctx, caller, job, stream_id, given)

@@ -15,6 +15,7 @@ from starlette.routing import Route
 
 from projections import queries
 from services.api import replies
+from services.api._keyed_commands import commit_keyed
 from services.api._request_digest import with_digest
 from services.api._version_schemas import LEGACY_SCHEMA
 from services.api.auth import Principal
@@ -154,9 +155,7 @@ async def upload_version(request: Request) -> Response:
         info = await asyncio.to_thread(inspect_package, upload.path, limits)
         package = ("package", upload.filename, upload.size, info.package_hash)
         ctx = with_digest(ctx, request, {}, [package])
-        # A retry of the same keyed upload keeps the stored package; another is refused.
-        if not await svc.commands.replays(ctx, "version", version_id):
-            await upload.blob.commit()
+        await commit_keyed(svc, ctx, upload.blob, "version", version_id)
         number, seq = await svc.commands.add_version(
             ctx,
             model_id,

@@ -60,6 +60,23 @@ async def test_a_version_key_reused_with_another_package_is_refused(stack: Stack
     assert [v["number"] for v in listed.body["items"]] == [1]
 
 
+async def test_two_versions_at_once_under_one_key_keep_one_package(stack: Stack) -> None:
+    alice = await new_user(stack.url, stack.admin_key, "alice")
+    model = (await alice.post("/v1/models", json={"name": f"v-{uuid.uuid4().hex[:8]}"})).body
+    path = f"/v1/models/{model['id']}/versions"
+    packages = [zip_folder(PACKAGES / name) for name in ("noop", "write_outputs")]
+    for _ in range(3):
+        key = new_key()
+        replies = await asyncio.gather(
+            *(alice.upload(path, "package", "p.zip", p, headers=key) for p in packages)
+        )
+        made = [(r, p) for r, p in zip(replies, packages, strict=True) if r.status == 201]
+        assert len(made) == 1, [(r.status, r.body) for r in replies]
+        [(created, package)] = made
+        assert next(r.status for r in replies if r is not created) in (409, 422)
+        assert await stored_bytes(stack, f"packages/{created.body['id']}/package.zip") == package
+
+
 async def test_a_webhook_key_reused_with_another_url_is_refused(stack: Stack) -> None:
     alice = await new_user(stack.url, stack.admin_key, "alice")
     key = new_key()

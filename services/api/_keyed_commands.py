@@ -1,5 +1,6 @@
-"""A job sent under an Idempotency-Key: what of its form the request digest covers, and
-the commit of its input, which never replaces a stored one (see `_request_digest`)."""
+"""A command sent under an Idempotency-Key: what of a job's form the request digest
+covers, and the commit of what the request streamed (a job's input, a version's
+package), which never replaces a stored one (see `_request_digest`)."""
 
 from __future__ import annotations
 
@@ -13,24 +14,26 @@ from services.api.wiring import ApiServices
 from services.blobstore import BlobExistsError, BlobWriter
 from services.domain.context import CommandContext
 
-__all__ = ["commit_input", "form_fields", "form_files"]
+__all__ = ["commit_keyed", "form_fields", "form_files"]
 
 
-async def commit_input(
-    svc: ApiServices, ctx: CommandContext, blob: BlobWriter, job_id: str
+async def commit_keyed(
+    svc: ApiServices, ctx: CommandContext, blob: BlobWriter, aggregate: str, resource_id: str
 ) -> None:
-    """Commit a job's one input. Under an Idempotency-Key it never replaces a stored
-    one: a retry of the same request keeps it, a different request is refused (422)
-    before anything is written, and of two at once the second's commit fails."""
+    """Commit the blob of the command that makes `resource_id`. Under an
+    Idempotency-Key it never replaces a stored one: a retry of the same request keeps
+    it, a different request is refused (422) before anything is written, and of two at
+    once the second's commit fails (then replayed, refused, or 409 while the first is
+    still being made)."""
     if ctx.idempotency_key is None:
         await blob.commit()
         return
-    if await svc.commands.replays(ctx, "job", job_id):
+    if await svc.commands.replays(ctx, aggregate, resource_id):
         return
     try:
         await blob.commit(replace=False)
     except BlobExistsError as err:  # another request under the key committed first
-        if await svc.commands.replays(ctx, "job", job_id):
+        if await svc.commands.replays(ctx, aggregate, resource_id):
             return
         raise ApiError(
             409,
