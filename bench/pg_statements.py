@@ -23,6 +23,7 @@ import asyncpg
 
 from bench._ab import _prepare
 from bench.jobs import DATA_PARENT, ROOT, UpStack, _png, _throughput
+from services.embedded.credentials import POSTGRES_PASSWORD_FILE
 
 __all__ = ["main"]
 
@@ -61,9 +62,13 @@ async def _count(
     stack: UpStack, clients: int, seconds: float
 ) -> tuple[int, Counter[str], Counter[str]]:
     data = stack.dir / "data" / "postgres"
-    dsn = f"postgresql://postgres@127.0.0.1:{(data / 'port').read_text().strip()}/postgres"
+    password_file = stack.dir / "data" / POSTGRES_PASSWORD_FILE
+    # A tree from before the stack had credentials writes no password: trust then.
+    user = f"postgres:{password_file.read_text().strip()}" if password_file.exists() else "postgres"
+    port = (data / "port").read_text().strip()
+    dsn = f"postgresql://{user}@127.0.0.1:{port}/postgres"
     log = data / "postgres.log"
-    http, api, version = await _prepare(stack, clients)
+    http, api, version = await _prepare(stack, clients, "example")
     try:
         await _logging(dsn, True)
         await asyncio.sleep(0.5)  # every backend has reloaded its configuration

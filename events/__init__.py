@@ -9,11 +9,13 @@ from events.errors import (
     ConcurrencyConflictError,
     EventStoreError,
     EventTooLargeError,
+    IdempotencyKeyReusedError,
     ServerTooOldError,
     StreamUnavailableError,
     UndecodableEventError,
     UnstorableTextError,
 )
+from events.idempotency import check_same_request, request_digest_of
 from events.ids import event_id_for_key, new_event_id, new_id
 from events.inputs import InputFile, InputKind, InputParam, InputSchema, OutputField
 from events.store import AggregateHistory, EventStore, StoredEvent
@@ -28,6 +30,7 @@ __all__ = [
     "EventStore",
     "EventStoreError",
     "EventTooLargeError",
+    "IdempotencyKeyReusedError",
     "InputFile",
     "InputKind",
     "InputParam",
@@ -39,6 +42,7 @@ __all__ = [
     "UndecodableEventError",
     "UnstorableTextError",
     "aggregate_filter",
+    "check_same_request",
     "decode_event",
     "encode_event",
     "event_id_for_key",
@@ -48,6 +52,7 @@ __all__ = [
     "new_event_id",
     "new_id",
     "parse_subject",
+    "request_digest_of",
     "scrub_text",
     "text_problem",
 ]

@@ -176,6 +176,8 @@ class ModelCreated(Event, frozen=True, kw_only=True):
     name: str
     description: str = ""
     visibility: Visibility = "private"
+    # Set under an Idempotency-Key: the digest of the request (see `events.idempotency`).
+    request_digest: str | None = None
 
 
 class ModelUpdated(Event, frozen=True, kw_only=True):
@@ -215,6 +217,8 @@ class VersionUploaded(Event, frozen=True, kw_only=True):
     has_setup: bool = False
     # Set: `run` takes typed inputs (read from predict.py); None: run(input_path, output_dir).
     input_schema: InputSchema | None = None
+    # Set under an Idempotency-Key: the digest of the request (see `events.idempotency`).
+    request_digest: str | None = None
 
 
 class BuildStarted(Event, frozen=True, kw_only=True):
@@ -298,6 +302,8 @@ class JobRequested(Event, frozen=True, kw_only=True):
     input_files: tuple[InputFile, ...] = ()
     # Set: the job is aborted if still queued then, canceled if running (`JobAborted`).
     deadline: datetime | None = None
+    # Set under an Idempotency-Key: the digest of the request (see `events.idempotency`).
+    request_digest: str | None = None
 
 
 class JobStarted(Event, frozen=True, kw_only=True):
@@ -368,6 +374,8 @@ class WebhookCreated(Event, frozen=True, kw_only=True):
     events: tuple[str, ...]  # webhook types or globs: "job.*", "version.built"
     description: str = ""
     generation: int = 1
+    # Set under an Idempotency-Key: the digest of the request (see `events.idempotency`).
+    request_digest: str | None = None
 
 
 class WebhookUpdated(Event, frozen=True, kw_only=True):

@@ -12,6 +12,7 @@ __all__ = [
     "ConcurrencyConflictError",
     "EventStoreError",
     "EventTooLargeError",
+    "IdempotencyKeyReusedError",
     "ServerTooOldError",
     "StreamUnavailableError",
     "UndecodableEventError",
@@ -97,3 +98,18 @@ class UndecodableEventError(EventStoreError):
         self.seq = seq
         self.subject = subject
         self.reason = reason
+
+
+class IdempotencyKeyReusedError(EventStoreError):
+    """An Idempotency-Key came again with a different request than the one that created
+    `aggregate` `aggregate_id` (their request digests differ): nothing was appended."""
+
+    def __init__(self, aggregate: str, aggregate_id: str) -> None:
+        super().__init__(
+            f"this Idempotency-Key was already used for a different request, which "
+            f"created {aggregate} {aggregate_id}",
+            hint="use a new Idempotency-Key for a new request; send the same request "
+            "again to get the first answer",
+        )
+        self.aggregate = aggregate
+        self.aggregate_id = aggregate_id

@@ -36,6 +36,7 @@ from events.errors import (
     StreamUnavailableError,
     UndecodableEventError,
 )
+from events.idempotency import check_same_request, request_digest_of
 from events.subjects import PREFIX, aggregate_filter, event_subject
 
 __all__ = [
@@ -203,18 +204,21 @@ class EventStore:
         self, events: Sequence[Event], expected: int, cause: Exception | None
     ) -> int:
         """A refused append is a retry when every event is already in the log: return
-        the stored sequence. Otherwise it is a real conflict."""
+        the stored sequence. Otherwise it is a real conflict. A stored event that a
+        different request appended under the same Idempotency-Key (their request digests
+        differ) is IdempotencyKeyReusedError."""
         seqs: list[int] = []
         for event in events:
             history = await self.read_aggregate(event.aggregate, event.aggregate_id)
-            found = next((s.seq for s in history.events if s.event.id == event.id), None)
-            if found is None:
+            stored = next((s for s in history.events if s.event.id == event.id), None)
+            if stored is None:
                 raise ConcurrencyConflictError(
                     aggregate_filter(event.aggregate, event.aggregate_id),
                     expected,
                     actual=history.last_seq,
                 ) from cause
-            seqs.append(found)
+            check_same_request(stored.event, request_digest_of(event))
+            seqs.append(stored.seq)
         return max(seqs)
 
     # --- reading ------------------------------------------------------------------------------

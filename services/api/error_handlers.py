@@ -20,7 +20,13 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, Mount, Route
 from starlette.types import Scope
 
-from events import ClinaiError, ConcurrencyConflictError, EventTooLargeError, UnstorableTextError
+from events import (
+    ClinaiError,
+    ConcurrencyConflictError,
+    EventTooLargeError,
+    IdempotencyKeyReusedError,
+    UnstorableTextError,
+)
 from projections.queries import InvalidCursorError
 from services.api._unavailable import unavailable_handlers
 from services.api.problems import (
@@ -49,6 +55,7 @@ _DECISIONS: Final[dict[type[ClinaiError], tuple[int, str]]] = {
     ConflictError: (409, "Conflict"),
     InvalidWebhookError: (422, "Invalid webhook"),
     PackageInvalidError: (422, "Invalid model package"),
+    IdempotencyKeyReusedError: (422, "Idempotency-Key reused"),
 }
 
 

@@ -92,7 +92,8 @@ COMMAND_HEADERS = (
         name="Idempotency-Key",
         where="header",
         type=Annotated[str, msgspec.Meta(min_length=1, max_length=200)],
-        description="a retried command with the same key is applied once",
+        description="a retried command with the same key is applied once (the same "
+        "request answers as the first time; a different request under the key is 422)",
     ),
     Param(name="X-Correlation-Id", where="header", description="carried into the events"),
 )

@@ -22,6 +22,8 @@ from services.api import replies
 from services.api._deadline import CANCEL_AFTER, job_deadline
 from services.api._input_sweep import UNSETTLED, InputSweep, input_key
 from services.api._job_result import job_response, result_response
+from services.api._keyed_commands import commit_keyed, form_fields, form_files
+from services.api._request_digest import HashingWriter, with_digest
 from services.api._typed_jobs import (
     URL_CONTENT_TYPE,
     TypedInputs,
@@ -103,7 +105,8 @@ async def create_job(request: Request) -> Response:
                 "Not a file field",
                 f"the form field {field!r} is text: send it without a file name",
             )
-        return await blobs.open_writer(part_key(stream_id, field, index), content_type)
+        writer = await blobs.open_writer(part_key(stream_id, field, index), content_type)
+        return writer if ctx.idempotency_key is None else HashingWriter(writer)
 
     # Each file goes to the store as it arrives; it appears there once committed below.
     form = await receive_form(
@@ -115,14 +118,17 @@ async def create_job(request: Request) -> Response:
     )
     try:
         job = await _checked(svc, caller, form.fields, request.headers.get(CANCEL_AFTER))
+        if ctx.idempotency_key is not None:
+            ctx = with_digest(ctx, request, form_fields(request, form), form_files(form))
         compiled = await svc.version_schemas.get(job.version.id)
         if compiled is not None:
             typed = from_form(compiled, form, _JOB_FIELDS, lambda url: _input_url(svc, url))
             typed, uploaded, upload_id = await claimed(svc, caller, typed)
             job_id = stream_id if uploaded is None else uploaded.job_id
+            replay = await svc.commands.replays(ctx, "job", job_id)  # before any commit
             try:
                 created = await _append_guarded(
-                    request, svc, ctx, caller, job, (job_id, stream_id), typed, uploaded
+                    request, svc, ctx, caller, job, (job_id, stream_id), typed, uploaded, replay
                 )
             except ConflictError as err:
                 if upload_id is not None:  # the upload's one job exists
@@ -138,7 +144,7 @@ async def create_job(request: Request) -> Response:
                     "send the input file in the multipart field 'input' "
                     "(or a JSON body naming an upload or a URL)",
                 )
-            await received.blob.commit()  # at inputs/<job>: one file, its name in the event
+            await commit_keyed(svc, ctx, received.blob, "job", stream_id)  # at inputs/<job>
             given = _JobInput(key=received.blob.key, filename=received.filename, size=received.size)
             try:
                 created = await _append(svc, ctx, caller, job, stream_id, given)
@@ -160,13 +166,16 @@ async def _append_guarded(
     ids: tuple[str, str],
     typed: TypedInputs,
     uploaded: ClaimedUpload | None,
+    replay: bool,
 ) -> _Created:
-    """A typed job's parts committed to the store, then its append; the parts go
-    again unless the log has the job. `ids`: the job's, and the one its parts were
-    streamed under (another when the job's id derives from an upload)."""
+    """A typed job's parts committed to the store (not for a `replay`, which keeps the
+    stored ones), then its append; the parts go again unless the log has the job.
+    `ids`: the job's, and the one its parts were streamed under (another when the
+    job's id derives from an upload)."""
     job_id = ids[0]
     try:
-        typed = await store_parts(svc.blobs, typed, job_id)
+        if not replay:
+            typed = await store_parts(svc.blobs, typed, job_id)
         given = _JobInput(key="", filename="", size=0)
         return await _append(svc, ctx, caller, job, job_id, given, typed, uploaded)
     except BaseException as err:
@@ -297,6 +306,9 @@ async def _create_from_json(
         body = await decode_body(request, JobBody)
         job = await _checked(svc, caller, body.fields(), request.headers.get(CANCEL_AFTER))
         ctx = svc.context(request, caller)
+        if ctx.idempotency_key is not None:
+            fields = {**msgspec.to_builtins(body), CANCEL_AFTER: request.headers.get(CANCEL_AFTER)}
+            ctx = with_digest(ctx, request, fields)
         compiled = await svc.version_schemas.get(job.version.id)
         uploaded: ClaimedUpload | None = None
         typed: TypedInputs | None = None
@@ -343,11 +355,13 @@ async def _create_from_json(
                 given = _JobInput(key=input_key(job_id), filename=name, size=0, url=url)
         # An input URL is often a presigned link: the event holds it redacted, the
         # store (`inputs/<job>...`) holds it whole for the executor.
-        sealing = given.url is not None or (typed is not None and has_urls(typed))
+        # A retry of the same keyed request keeps what is sealed; another one is refused.
+        replay = await svc.commands.replays(ctx, "job", job_id)
+        sealing = not replay and (given.url is not None or (typed is not None and has_urls(typed)))
         try:
-            if given.url is not None:
+            if given.url is not None and not replay:
                 await svc.blobs.put_bytes(given.key, given.url.encode(), URL_CONTENT_TYPE)
-            if typed is not None:
+            if typed is not None and not replay:
                 typed = await seal_urls(svc.blobs, typed, job_id)
             created = await _append(svc, ctx, caller, job, job_id, given, typed, uploaded)
         except BaseException as err:

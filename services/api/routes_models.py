@@ -15,6 +15,8 @@ from starlette.routing import Route
 
 from projections import queries
 from services.api import replies
+from services.api._keyed_commands import commit_keyed
+from services.api._request_digest import with_digest
 from services.api._version_schemas import LEGACY_SCHEMA
 from services.api.auth import Principal
 from services.api.openapi_spec import LIMIT, FormField, Operation, Param, Reply, path_param
@@ -58,7 +60,7 @@ async def create_model(request: Request) -> Response:
     svc = services(request)
     caller = await svc.caller(request)
     body = await decode_body(request, CreateModelBody)
-    ctx = svc.context(request, caller)
+    ctx = with_digest(svc.context(request, caller), request, msgspec.to_builtins(body))
     model_id, seq = await svc.commands.create_model(
         ctx, name=body.name, description=body.description, visibility=body.visibility
     )
@@ -151,7 +153,9 @@ async def upload_version(request: Request) -> Response:
         if upload.path is None or upload.blob is None:  # pragma: no cover - both given
             raise RuntimeError("receive_file gave no file and no blob")
         info = await asyncio.to_thread(inspect_package, upload.path, limits)
-        await upload.blob.commit()
+        package = ("package", upload.filename, upload.size, info.package_hash)
+        ctx = with_digest(ctx, request, {}, [package])
+        await commit_keyed(svc, ctx, upload.blob, "version", version_id)
         number, seq = await svc.commands.add_version(
             ctx,
             model_id,

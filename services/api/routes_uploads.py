@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from events import IdempotencyKeyReusedError
 from services.api import replies
 from services.api.openapi_spec import Operation, Reply
 from services.api.problems import ApiError
@@ -85,6 +86,22 @@ def upload_job_of_key(key: str) -> str:
     return upload_job_id(key[len(UPLOAD_PREFIX) :].split("/", 1)[0])
 
 
+async def _replays(svc: ApiServices, upload_id: str, meta: _Meta) -> bool:
+    """Whether the upload (its id derived from an Idempotency-Key) was made by this same
+    request: it then keeps its record; IdempotencyKeyReusedError for another request."""
+    try:
+        stored = msgspec.json.decode(await svc.blobs.get_bytes(_meta_key(upload_id)), type=_Meta)
+    except BlobNotFoundError:
+        return False
+    if (stored.owner, stored.filename, stored.content_type) != (
+        meta.owner,
+        meta.filename,
+        meta.content_type,
+    ):
+        raise IdempotencyKeyReusedError("upload", upload_id)
+    return True
+
+
 def _meta_key(upload_id: str) -> str:
     return f"{UPLOAD_PREFIX}{upload_id}/meta.json"
 
@@ -104,12 +121,16 @@ async def create_upload(request: Request) -> Response:
         raise ApiError(
             422, "Invalid content_type", "content_type is a media type such as image/png"
         )
-    upload_id = svc.context(request, caller).resource_id("upload")
+    ctx = svc.context(request, caller)
+    upload_id = ctx.resource_id("upload")
     ttl = min(int(svc.settings.upload_ttl_s), MAX_EXPIRES_IN)
     meta = _Meta(
         owner=caller.user_id, filename=filename, content_type=content_type, created_at=time.time()
     )
-    await svc.blobs.put_bytes(_meta_key(upload_id), msgspec.json.encode(meta), "application/json")
+    if ctx.idempotency_key is None or not await _replays(svc, upload_id, meta):
+        await svc.blobs.put_bytes(
+            _meta_key(upload_id), msgspec.json.encode(meta), "application/json"
+        )
     max_bytes = svc.settings.max_input_bytes
     target = await svc.blobs.upload_target(
         _data_key(upload_id), content_type=content_type, max_bytes=max_bytes, expires_in=ttl

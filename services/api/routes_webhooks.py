@@ -14,6 +14,7 @@ from starlette.routing import Route
 
 from projections import webhook_queries
 from services.api import replies
+from services.api._request_digest import with_digest
 from services.api.auth import Principal
 from services.api.openapi_spec import LIMIT, Operation, Param, Reply, path_param
 from services.api.problems import ApiError
@@ -73,8 +74,9 @@ async def create_webhook(request: Request) -> Response:
     svc = services(request)
     caller = await svc.caller(request)
     body = await decode_body(request, CreateWebhookBody)
+    ctx = with_digest(svc.context(request, caller), request, msgspec.to_builtins(body))
     issued = await svc.webhooks.create(
-        svc.context(request, caller),
+        ctx,
         url=body.url,
         events=body.events,
         description=body.description,

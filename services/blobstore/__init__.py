@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from services.blobstore.base import (
     BlobError,
+    BlobExistsError,
     BlobIntegrityError,
     BlobKeyError,
     BlobNotFoundError,
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = [
     "SIGNED_URL_PATH",
     "BlobError",
+    "BlobExistsError",
     "BlobIntegrityError",
     "BlobKeyError",
     "BlobNotFoundError",

@@ -14,8 +14,8 @@ from services.blobstore.base import BlobError
 
 __all__ = ["FileBlobWriter"]
 
-MoveIn = Callable[[str, Path, str], Awaitable[None]]
-PutBytes = Callable[[str, bytes, str], Awaitable[None]]
+MoveIn = Callable[[str, Path, str, bool], Awaitable[None]]  # key, path, type, replace
+PutBytes = Callable[[str, bytes, str, bool], Awaitable[None]]
 NewPath = Callable[[], Awaitable[Path]]
 
 
@@ -56,11 +56,11 @@ class FileBlobWriter:
         if len(self._buffer) >= self._buffer_size:
             await self._flush()
 
-    async def commit(self) -> None:
+    async def commit(self, *, replace: bool = True) -> None:
         self._check_open()
         if self._fh is None:  # all of it in the buffer
             self._done = True
-            await self._put_bytes(self.key, bytes(self._buffer), self._content_type)
+            await self._put_bytes(self.key, bytes(self._buffer), self._content_type, replace)
             self._buffer = bytearray()
             return
         try:
@@ -72,7 +72,7 @@ class FileBlobWriter:
         self._done = True
         if self._path is None:  # set with `_fh`, which was open
             raise BlobError(f"the blob {self.key!r} has no file", hint="Write it again.")
-        await self._move_in(self.key, self._path, self._content_type)  # takes the file
+        await self._move_in(self.key, self._path, self._content_type, replace)  # takes the file
 
     async def abort(self) -> None:
         if self._done:

@@ -12,11 +12,18 @@ from typing import Final
 import aiohttp
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
-from services.blobstore.base import BlobError, BlobNotFoundError, BlobUnavailableError
+from services.blobstore.base import (
+    BlobError,
+    BlobExistsError,
+    BlobNotFoundError,
+    BlobUnavailableError,
+)
 
 __all__ = ["S3Target", "error_code", "mapped"]
 
 _NOT_FOUND: Final = frozenset({"NoSuchKey", "404", "NotFound"})
+# A conditional write refused: the key holds an object (or one is being written).
+_EXISTS: Final = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict"})
 _NO_BUCKET: Final = frozenset({"NoSuchBucket"})
 _CREDENTIALS: Final = frozenset(
     {
@@ -88,10 +95,13 @@ _TRANSPORT: Final = (BotoCoreError, aiohttp.ClientError, asyncio.TimeoutError, O
 
 
 @asynccontextmanager
-async def mapped(target: S3Target, key: str | None = None) -> AsyncIterator[None]:
+async def mapped(
+    target: S3Target, key: str | None = None, *, exclusive: str | None = None
+) -> AsyncIterator[None]:
     """Turn what S3 raises inside the block into the port's errors: `BlobNotFoundError`
-    for a missing `key`, `BlobUnavailableError` for an outage. The port's own errors
-    (raised by the block itself) pass as they are."""
+    for a missing `key`, `BlobExistsError` for a conditional write (`If-None-Match: *`)
+    of `exclusive` that found an object, `BlobUnavailableError` for an outage. The
+    port's own errors (raised by the block itself) pass as they are."""
     try:
         yield
     except BlobError:
@@ -99,6 +109,8 @@ async def mapped(target: S3Target, key: str | None = None) -> AsyncIterator[None
     except ClientError as err:
         if key is not None and error_code(err) in _NOT_FOUND:
             raise BlobNotFoundError(key) from err
+        if exclusive is not None and error_code(err) in _EXISTS:
+            raise BlobExistsError(exclusive) from err
         raise target.unavailable(err) from err
     except _TRANSPORT as err:
         raise target.unavailable(err) from err

@@ -112,19 +112,21 @@ class S3BlobWriter:
             view = view[room:]
         self.size += len(data)
 
-    async def commit(self) -> None:
-        """Make the blob visible under its key, whole, with its SHA-256."""
+    async def commit(self, *, replace: bool = True) -> None:
+        """Make the blob visible under its key, whole, with its SHA-256. `replace=False`:
+        a conditional write (`If-None-Match: *`), which S3 refuses (412, here
+        BlobExistsError) when the key holds an object, even one written meanwhile."""
         self._check_open()
         self._state = "committing"
         try:
             if self._upload_id is None:
-                await self._put_whole()
+                await self._put_whole(replace)
             else:
                 if self._buffer.tell():
                     await self._ship()
                 await self._wait_sent()
                 await self._complete()
-                await self._copy_in()
+                await self._copy_in(replace)
         except BaseException:
             self._state = "open"
             await self.abort()
@@ -155,19 +157,21 @@ class S3BlobWriter:
                 hint="Open a new writer to write the blob again.",
             )
 
-    async def _put_whole(self) -> None:
+    async def _put_whole(self, replace: bool) -> None:
         buffers = [self._buffer] if self._held is None else [self._held, self._buffer]
         for buffer in buffers:
             await asyncio.to_thread(_hash, self._digest, buffer)
         body = self._buffer if self._held is None else _Joined(self._held, self._buffer)
         body.seek(0)
-        async with mapped(self._target):
+        condition = {} if replace else {"IfNoneMatch": "*"}
+        async with mapped(self._target, exclusive=self.key):
             await self._s3.put_object(
                 Bucket=self._bucket,
                 Key=self._final,
                 Body=body,
                 ContentType=self._content_type,
                 Metadata={SHA256_META: self._digest.hexdigest()},
+                **condition,
             )
 
     async def _ship(self) -> None:
@@ -220,12 +224,13 @@ class S3BlobWriter:
             )
         self._completed = True
 
-    async def _copy_in(self) -> None:
+    async def _copy_in(self, replace: bool) -> None:
         """The temporary object under the real key, with its SHA-256: one CopyObject,
-        or ranges copied in parallel as a multipart upload past `copy_limit`."""
+        or ranges copied in parallel as a multipart upload past `copy_limit` (always
+        when it may not `replace`: its completion takes `If-None-Match: *`)."""
         source = {"Bucket": self._bucket, "Key": self._incoming}
         metadata = {SHA256_META: self._digest.hexdigest()}
-        if self.size <= self._copy_limit:
+        if self.size <= self._copy_limit and replace:
             async with mapped(self._target):
                 await self._s3.copy_object(
                     Bucket=self._bucket,
@@ -242,11 +247,12 @@ class S3BlobWriter:
                 **args, Metadata=metadata, ContentType=self._content_type
             )
         upload_id = started["UploadId"]
+        condition = {} if replace else {"IfNoneMatch": "*"}
         try:
-            async with mapped(self._target):
+            async with mapped(self._target, exclusive=self.key):
                 parts = await self._copy_parts(args, upload_id, source)
                 await self._s3.complete_multipart_upload(
-                    **args, UploadId=upload_id, MultipartUpload={"Parts": parts}
+                    **args, UploadId=upload_id, MultipartUpload={"Parts": parts}, **condition
                 )
         except BaseException:
             with suppress(Exception):

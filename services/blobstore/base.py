@@ -22,6 +22,7 @@ from events import ClinaiError
 __all__ = [
     "MAX_EXPIRES_IN",
     "BlobError",
+    "BlobExistsError",
     "BlobIntegrityError",
     "BlobKeyError",
     "BlobNotFoundError",
@@ -68,6 +69,18 @@ class BlobNotFoundError(BlobError):
         super().__init__(
             f"no blob stored under {key!r}",
             hint="Check the key; the blob may not have been written yet.",
+        )
+        self.key = key
+
+
+class BlobExistsError(BlobError):
+    """A commit that may not replace (`BlobWriter.commit(replace=False)`) found a blob
+    under `key`: that blob is left as it was."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(
+            f"a blob is already stored under {key!r}",
+            hint="Write to another key, or read the stored blob.",
         )
         self.key = key
 
@@ -169,7 +182,10 @@ class BlobWriter(Protocol):
     the pieces in order, then `commit`, or `abort`. Nothing is visible under the key
     before `commit` returns, and then the whole blob is (replacing any earlier one
     atomically). `abort` leaves nothing behind; it is idempotent and does nothing after
-    `commit`. After a failed `write` or `commit`, `abort` (nothing else) still works."""
+    `commit`. After a failed `write` or `commit`, `abort` (nothing else) still works.
+    `commit(replace=False)` never replaces a stored blob: when one is there (even one
+    committed at the same moment by another writer) it raises `BlobExistsError` and the
+    stored blob stays as it was."""
 
     @property
     def key(self) -> str: ...
@@ -186,7 +202,7 @@ class BlobWriter(Protocol):
 
     async def write(self, data: bytes) -> None: ...
 
-    async def commit(self) -> None: ...
+    async def commit(self, *, replace: bool = True) -> None: ...
 
     async def abort(self) -> None: ...
 

@@ -39,6 +39,7 @@ from services.blobstore._file_writer import FileBlobWriter
 from services.blobstore.base import (
     MAX_EXPIRES_IN,
     BlobError,
+    BlobExistsError,
     BlobKeyError,
     BlobNotFoundError,
     BlobSignatureExpiredError,
@@ -155,10 +156,19 @@ class FileBlobStore:
             key,
             content_type,
             self._spool_path,
-            move_in=self.move_in,
-            put_bytes=self.put_bytes,
+            move_in=self._commit_file,
+            put_bytes=self._commit_bytes,
             buffer_size=self._chunk,
         )
+
+    async def _commit_bytes(self, key: str, data: bytes, content_type: str, replace: bool) -> None:
+        """A writer's `put_bytes`; `replace=False`: BlobExistsError when `key` has a blob."""
+        fill: Callable[[BinaryIO], object] = lambda out: out.write(data)  # noqa: E731
+        await asyncio.to_thread(self._put, key, content_type, fill, replace=replace)
+
+    async def _commit_file(self, key: str, path: Path, content_type: str, replace: bool) -> None:
+        """A writer's `move_in`; `replace=False`: BlobExistsError when `key` has a blob."""
+        await asyncio.to_thread(self._move_in, key, path, content_type, replace=replace)
 
     async def _spool_path(self) -> Path:
         """A new file's name in `spool_dir`: a writer's, once it outgrows its buffer."""
@@ -177,7 +187,7 @@ class FileBlobStore:
         is when it is in `spool_dir`), copied and removed from any other."""
         await asyncio.to_thread(self._move_in, key, path, content_type)
 
-    def _move_in(self, key: str, path: Path, content_type: str) -> None:
+    def _move_in(self, key: str, path: Path, content_type: str, *, replace: bool = True) -> None:
         tmp_dir = self.root / "tmp"
         # A file received in `spool_dir` is sealed where it is; any other is renamed in.
         tmp = path if path.parent == tmp_dir else tmp_dir / uuid.uuid4().hex
@@ -191,22 +201,31 @@ class FileBlobStore:
                     raise
                 if err.errno == errno.ENOENT and not path.exists():
                     raise  # the source is missing, not the tmp folder
-                self._put(key, content_type, lambda out: _copy(path, out))
-                path.unlink(missing_ok=True)
+                try:
+                    self._put(key, content_type, lambda out: _copy(path, out), replace=replace)
+                finally:
+                    path.unlink(missing_ok=True)
                 return
             fd = os.open(tmp, os.O_RDWR | os.O_CLOEXEC)
             try:
                 self._seal(fd, content_type)
             finally:
                 os.close(fd)
-            self._place(key, tmp, content_type)
+            self._place(key, tmp, content_type, replace=replace)
         except BaseException:
             # Placed, both names are gone: only a failure leaves a file to remove.
             tmp.unlink(missing_ok=True)
             path.unlink(missing_ok=True)
             raise
 
-    def _put(self, key: str, content_type: str, fill: Callable[[BinaryIO], object]) -> None:
+    def _put(
+        self,
+        key: str,
+        content_type: str,
+        fill: Callable[[BinaryIO], object],
+        *,
+        replace: bool = True,
+    ) -> None:
         tmp_dir = self.root / "tmp"
         try:
             tmp_blob = self._write_tmp(tmp_dir, fill, content_type)
@@ -214,7 +233,7 @@ class FileBlobStore:
             tmp_dir.mkdir(parents=True, exist_ok=True)
             tmp_blob = self._write_tmp(tmp_dir, fill, content_type)
         try:
-            self._place(key, tmp_blob, content_type)
+            self._place(key, tmp_blob, content_type, replace=replace)
         except BaseException:
             tmp_blob.unlink(missing_ok=True)  # once placed, the name is gone: no unlink
             raise
@@ -246,10 +265,14 @@ class FileBlobStore:
                 self._xattrs = False
         os.fsync(fd)  # fsync, not fdatasync: the attribute is inode metadata
 
-    def _place(self, key: str, tmp_blob: Path, content_type: str) -> None:
-        """Rename a sealed temporary blob into place and make the rename durable."""
+    def _place(self, key: str, tmp_blob: Path, content_type: str, *, replace: bool = True) -> None:
+        """Rename a sealed temporary blob into place and make the rename durable; with
+        `replace=False` it is linked into place instead, which fails (BlobExistsError)
+        when a blob is there, even one placed at the same moment."""
         blob = self._blob_path(key)
         tmp_meta: Path | None = None
+        if not replace and blob.is_file():  # before a `meta/` file would be replaced
+            raise BlobExistsError(key)
         if not self._xattrs:  # a file system without user xattrs: a `meta/` file
             tmp_meta = self._write_tmp(
                 tmp_blob.parent,
@@ -262,8 +285,10 @@ class FileBlobStore:
                     meta = self._meta_path(key)
                     _replace(tmp_meta, meta)
                     _fsync_dir(meta.parent)
-                made = _replace(tmp_blob, blob)
+                made = _replace(tmp_blob, blob, replace=replace)
             except (NotADirectoryError, IsADirectoryError, FileExistsError) as err:
+                if not replace and isinstance(err, FileExistsError) and blob.is_file():
+                    raise BlobExistsError(key) from err
                 raise BlobKeyError(key, "it clashes with an existing key's folder") from err
         finally:
             if tmp_meta is not None:
@@ -471,20 +496,29 @@ def _copy(src: Path, out: BinaryIO) -> None:
         shutil.copyfileobj(fh, out, 1024 * 1024)
 
 
-def _replace(tmp: Path, target: Path) -> tuple[Path, ...]:
+def _replace(tmp: Path, target: Path, *, replace: bool = True) -> tuple[Path, ...]:
     """Rename `tmp` to `target`, making `target`'s folders only when they are missing
     (most puts go to an existing folder: no mkdir calls then). Returns the folders
-    whose entries changed because a folder was made in them, deepest first."""
+    whose entries changed because a folder was made in them, deepest first. With
+    `replace=False`: linked, then `tmp` removed (FileExistsError when `target` is)."""
     try:
-        os.replace(tmp, target)
+        _rename(tmp, target, replace)
         return ()
     except FileNotFoundError:
         missing = [target.parent]
         while not missing[-1].parent.exists():
             missing.append(missing[-1].parent)
         target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, target)
+        _rename(tmp, target, replace)
         return tuple(folder.parent for folder in missing)
+
+
+def _rename(tmp: Path, target: Path, replace: bool) -> None:
+    if replace:
+        os.replace(tmp, target)
+    else:
+        os.link(tmp, target)  # never replaces: FileExistsError
+        os.unlink(tmp)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -182,10 +182,11 @@ def _tail(args: argparse.Namespace, settings: Settings) -> int:
 
 def _local_nats_url(data_dir: Path) -> str:
     """The NATS server `clinai up` runs for the stack on `data_dir` (it keeps the
-    embedded server's files in <data_dir>/nats)."""
+    embedded server's files in <data_dir>/nats, its token in <data_dir>/nats.token)."""
     from services.embedded import running_nats_url
+    from services.embedded.credentials import local_nats_token
 
-    url = running_nats_url(data_dir / "nats")
+    url = running_nats_url(data_dir / "nats", local_nats_token(data_dir))
     if url is None:
         raise SettingsError(
             f"CLINAI_NATS_URL is not set and no local stack runs on {data_dir.resolve()}: "

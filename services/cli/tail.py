@@ -30,6 +30,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from events import StoredEvent, decode_event
 from events.subjects import PREFIX
 from services.cli._tail_format import format_human, format_json
+from services.infra.connections import nats_credentials
 
 __all__ = ["TailOptions", "parse_duration", "run_tail", "tail"]
 
@@ -162,7 +163,13 @@ async def tail(
 
 
 async def run_tail(servers: str | list[str], stream: str, options: TailOptions) -> int:
-    nc = await nats.connect(servers, name="clinai-tail", connect_timeout=5)
+    listed = [servers] if isinstance(servers, str) else servers
+    nc = await nats.connect(
+        servers,
+        name="clinai-tail",
+        connect_timeout=5,
+        **nats_credentials(listed),
+    )
     try:
         return await tail(nc, options, sys.stdout, stream=stream, colour=sys.stdout.isatty())
     finally:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from events import ConcurrencyConflictError, Event, EventStore
+from events import ConcurrencyConflictError, Event, EventStore, check_same_request
 from services.domain.context import CommandContext, ConflictError
 
 __all__ = ["MAX_RETRIES", "Clock", "CommandBase"]
@@ -25,6 +25,19 @@ class CommandBase:
 
     def _envelope(self, ctx: CommandContext, purpose: str, aggregate_id: str) -> dict[str, Any]:
         return ctx.envelope(purpose, aggregate_id, self._clock())
+
+    async def replays(self, ctx: CommandContext, aggregate: str, aggregate_id: str) -> bool:
+        """Whether `aggregate_id` (its id derived from the command's Idempotency-Key)
+        already exists from this same request: the command is then a retry, whose
+        append replays. IdempotencyKeyReusedError when a different request under the
+        key made it. Without a key: False, and nothing is read."""
+        if ctx.idempotency_key is None:
+            return False
+        history = await self._store.read_aggregate(aggregate, aggregate_id)
+        if not history.events:
+            return False
+        check_same_request(history.events[0].event, ctx.request_digest)
+        return True
 
     async def _append_new(self, event: Event) -> int:
         """Append the first event of a new aggregate (expected sequence 0)."""

@@ -43,6 +43,8 @@ class CommandContext(msgspec.Struct, frozen=True, kw_only=True):
     correlation_id: str
     causation_id: str | None = None
     idempotency_key: str | None = None
+    # Under a key: the digest of what the request asks (see `events.idempotency`).
+    request_digest: str | None = None
 
     def event_id(self, purpose: str) -> str:
         if self.idempotency_key is None:

@@ -58,6 +58,7 @@ class JobCommands(CommandBase):
             inputs=inputs,
             input_files=input_files,
             deadline=deadline,
+            request_digest=ctx.request_digest,
         )
         return await self._append_new(event)
 

@@ -59,8 +59,9 @@ class ModelCommands(CommandBase):
     ) -> tuple[str, int]:
         model_id = ctx.resource_id("mdl")
         claim_id = _name_claim_id(ctx.actor, name)
+        replay = await self.replays(ctx, "model", model_id)  # a retry takes the same name
         claim = fold_name_claim((await self._store.read_aggregate("modelname", claim_id)).events)
-        if claim.model_id is not None and claim.model_id != model_id:
+        if claim.model_id is not None and claim.model_id != model_id and not replay:
             raise ConflictError(
                 f"you already have a model named {name!r}",
                 hint="pick another name, or upload a new version to the existing model",
@@ -82,6 +83,7 @@ class ModelCommands(CommandBase):
                     name=name,
                     description=description,
                     visibility=visibility,  # type: ignore[arg-type]
+                    request_digest=ctx.request_digest,
                 ),
                 0,
             ),

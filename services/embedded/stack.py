@@ -1,9 +1,10 @@
 """`clinai up`: the embedded default on one machine. Starts NATS and Postgres from their
 wheels under the data directory (unless CLINAI_NATS_URL / CLINAI_DATABASE_URL point at
-existing ones), prepares the stream and tables, issues an admin key on first start,
-then runs every service under one supervisor until Ctrl-C. An embedded server that dies
-is restarted on its port with a backoff, like the services (which reconnect); the
-services waiting out a backoff then start at once."""
+existing ones), each requiring the data folder's credentials (`credentials`), prepares
+the stream and tables, issues an admin key on first start, then runs every service
+under one supervisor until Ctrl-C. An embedded server that dies is restarted on its
+port with a backoff, like the services (which reconnect); the services waiting out a
+backoff then start at once."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import msgspec
 from projections import LIVE_SCHEMA, apply_migrations
 from services.domain import CommandContext, Commands, ConflictError
 from services.embedded import EmbeddedError, EmbeddedNats, EmbeddedPostgres, EmbeddedServer
+from services.embedded.credentials import LocalCredentials
 from services.embedded.supervisor import Supervisor
 from services.infra.connections import connect_nats, open_event_store, signing_key
 from services.settings import Settings
@@ -193,11 +195,17 @@ async def run_stack(settings: Settings) -> None:
     _check_port_free(settings.host, settings.port)
     metrics_ports = service_metrics_ports(settings.metrics_port)
     try:
+        if settings.nats_url is None or settings.database_url is None:
+            credentials = LocalCredentials.of(data_dir)
         if settings.nats_url is None:
-            nats_server = EmbeddedNats(data_dir / "nats", sync=settings.nats_sync)
+            nats_server = EmbeddedNats(
+                data_dir / "nats", sync=settings.nats_sync, token=credentials.nats_token
+            )
             settings = msgspec.structs.replace(settings, nats_url=await nats_server.start())
         if settings.database_url is None:
-            postgres = EmbeddedPostgres(data_dir / "postgres")
+            postgres = EmbeddedPostgres(
+                data_dir / "postgres", password=credentials.postgres_password
+            )
             dsn = await _ensure_database(await postgres.start())
             settings = msgspec.structs.replace(settings, database_url=dsn)
         conn = await asyncpg.connect(settings.database_url)

@@ -5,24 +5,37 @@ same way."""
 from __future__ import annotations
 
 import logging
-import os
-import secrets
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from nats.aio.client import Client as NATS
 
 from events import EventStore
 from services.blobstore import BlobStore, BlobUnavailableError, FileBlobStore
+from services.infra.secret_files import generated_secret
 from services.outages import Outage, nats_callbacks
 from services.settings import Settings, SettingsError
 
 __all__ = [
     "connect_nats",
+    "nats_credentials",
     "open_blob_store",
     "open_event_store",
     "report_blob_store",
     "signing_key",
 ]
+
+
+def nats_credentials(servers: list[str]) -> dict[str, str]:
+    """The token (or user and password) the first of `servers` carries, as options of
+    nats-py's `connect`: it then presents them to every server, also to those a cluster
+    announces, whose URLs carry none (nats-py would connect to those anonymously)."""
+    userinfo = urlsplit(servers[0]) if servers else None
+    if userinfo is None or userinfo.username is None:
+        return {}
+    if userinfo.password is None:
+        return {"token": userinfo.username}
+    return {"user": userinfo.username, "password": userinfo.password}
 
 
 async def connect_nats(settings: Settings, *, name: str, outage: Outage | None = None) -> NATS:
@@ -43,6 +56,7 @@ async def connect_nats(settings: Settings, *, name: str, outage: Outage | None =
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,  # type: ignore[arg-type]  # annotated int, used as float
         connect_timeout=5,
+        **nats_credentials(settings.nats_servers),  # type: ignore[arg-type]
         error_cb=callbacks.error_cb,
         disconnected_cb=callbacks.disconnected_cb,
         reconnected_cb=callbacks.reconnected_cb,
@@ -61,20 +75,7 @@ def signing_key(settings: Settings) -> bytes:
         if len(settings.signing_key) < 32:
             raise SettingsError("CLINAI_SIGNING_KEY must be at least 32 characters")
         return settings.signing_key.encode()
-    path = Path(settings.data_dir) / "signing.key"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(secrets.token_hex(32))
-        try:
-            os.link(tmp, path)  # first writer wins; the others read its key
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink()
-    return path.read_text().strip().encode()
+    return generated_secret(Path(settings.data_dir) / "signing.key").encode()
 
 
 def open_blob_store(settings: Settings) -> BlobStore:

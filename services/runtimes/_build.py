@@ -27,7 +27,7 @@ from services.runtimes._build_sandbox import (
     build_launch,
     readable_paths,
 )
-from services.runtimes._pip import PipOptions
+from services.runtimes._pip import PipOptions, build_step_env
 from services.runtimes._sandbox import SANDBOX_ENV, BwrapLaunch
 from services.runtimes.base import BuildFailedError, LogSink
 
@@ -86,14 +86,14 @@ async def run_step(
     """Run one build step, streaming its output to `log` line by line; its output.
     The log and an error's tail show `shown`'s replacements for host paths (the
     returned output is as the command printed it); `echo_output=False` logs only the
-    command."""
+    command. `env` defaults to `build_step_env()` (no ClinAI settings)."""
     await log(f"$ {step}: {_shown(shlex.join(argv), shown)}\n")
     proc = await asyncio.create_subprocess_exec(
         *(argv if launch is None else launch.argv),
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
-        env=env,
+        env=build_step_env() if env is None else env,
         pass_fds=() if launch is None else launch.fds,
         preexec_fn=None if max_processes is None else _nproc(max_processes),
     )

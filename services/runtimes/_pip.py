@@ -10,9 +10,16 @@ from pathlib import Path
 
 import msgspec
 
-__all__ = ["DEBIAN_CA_BUNDLE", "PipOptions"]
+__all__ = ["DEBIAN_CA_BUNDLE", "PipOptions", "build_step_env"]
 
 DEBIAN_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+
+
+def build_step_env(*, without: tuple[str, ...] = ()) -> dict[str, str]:
+    """The host environment for a build step, without ClinAI's settings (`CLINAI_*`:
+    they hold the stack's NATS token and Postgres password, and a step runs a
+    package's code) nor the variables whose names start with one of `without`."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("CLINAI_", *without))}
 
 
 class PipOptions(msgspec.Struct, frozen=True, kw_only=True):
@@ -52,8 +59,8 @@ class PipOptions(msgspec.Struct, frozen=True, kw_only=True):
 
     @staticmethod
     def env() -> dict[str, str]:
-        """The host environment without any pip configuration: the index is explicit."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+        """The build step environment without any pip configuration: the index is explicit."""
+        env = build_step_env(without=("PIP_",))
         env["PIP_CONFIG_FILE"] = os.devnull
         env["PYTHONNOUSERSITE"] = "1"
         return env

@@ -124,3 +124,11 @@ async def ready_version(client: Client, package: str, timeout_s: float = 240.0) 
 
     await wait_until(built, what=f"{package} to be built", timeout_s=timeout_s, every_s=0.2)
     return version_id
+
+
+async def only_output(job: dict[str, Any]) -> bytes:
+    """The bytes of a job's one output file, downloaded from its URL."""
+    [output] = job["outputs"]
+    async with aiohttp.ClientSession() as http, http.get(output["url"]) as resp:
+        assert resp.status == 200
+        return await resp.read()

@@ -27,7 +27,8 @@ from services.embedded.stack import ensure_admin_key
 from services.executor.service import EXECUTOR_SUBJECTS
 from services.settings import Settings
 from services.subscribers import ConsumerOptions, ensure_consumer
-from tests._infra import create_database, drop_database, free_port
+from tests._infra import create_database, drop_database, free_port, needs_bubblewrap
+from tests._s3 import create_bucket, s3_env
 
 
 class Stack(msgspec.Struct):
@@ -189,4 +190,17 @@ def running_stack(
 @pytest.fixture(scope="module")
 def stack(stack_env: dict[str, str]) -> Iterator[Stack]:
     with running_stack(stack_env, ["projector", "api"]) as running:
+        yield running
+
+
+@pytest.fixture(scope="module", params=["file", "s3"])
+def full_stack(request: pytest.FixtureRequest, stack_env: dict[str, str]) -> Iterator[Stack]:
+    """Every service, on the file backend, then on S3 (uploads go to it straight)."""
+    needs_bubblewrap()
+    # The test's HTTP server listens on loopback, which the guard refuses unless exempt.
+    env = {**stack_env, "CLINAI_INPUT_URL_ALLOW_NETWORKS": "127.0.0.0/8"}
+    if request.param == "s3":
+        endpoint = request.getfixturevalue("s3_endpoint")
+        env.update(s3_env(endpoint, asyncio.run(create_bucket(endpoint))))
+    with running_stack(env, ["projector", "api", "builder", "executor"]) as running:
         yield running

@@ -9,7 +9,7 @@ import asyncio
 import io
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -21,28 +21,14 @@ from aiohttp import web
 from events import new_id
 from services.packages import zip_folder
 from tests._events import logged_job_request
-from tests._infra import http_files, needs_bubblewrap
-from tests._s3 import create_bucket, s3_env
-from tests.api._client import Client, new_user
-from tests.api.conftest import Stack, running_stack
+from tests._infra import http_files
+from tests.api._client import Client, new_user, only_output
+from tests.api.conftest import Stack
 
 SIGNATURE = "s3cr3t"  # of the presigned links the file server checks
 
 PACKAGES = Path(__file__).resolve().parents[1] / "packages"
 MAX_INPUT = 1024 * 1024  # CLINAI_MAX_INPUT_BYTES in the stack (tests/api/conftest.py)
-
-
-@pytest.fixture(scope="module", params=["file", "s3"])
-def full_stack(request: pytest.FixtureRequest, stack_env: dict[str, str]) -> Iterator[Stack]:
-    """Every service, on the file backend, then on S3 (uploads go to it straight)."""
-    needs_bubblewrap()
-    # The test's HTTP server listens on loopback, which the guard refuses unless exempt.
-    env = {**stack_env, "CLINAI_INPUT_URL_ALLOW_NETWORKS": "127.0.0.0/8"}
-    if request.param == "s3":
-        endpoint = request.getfixturevalue("s3_endpoint")
-        env.update(s3_env(endpoint, asyncio.run(create_bucket(endpoint))))
-    with running_stack(env, ["projector", "api", "builder", "executor"]) as running:
-        yield running
 
 
 @pytest.fixture(scope="module")
@@ -120,13 +106,6 @@ async def _job(client: Client, body: dict[str, Any]) -> dict[str, Any]:
     return job  # type: ignore[no-any-return]
 
 
-async def _output(job: dict[str, Any]) -> bytes:
-    [output] = job["outputs"]
-    async with aiohttp.ClientSession() as http, http.get(output["url"]) as resp:
-        assert resp.status == 200
-        return await resp.read()
-
-
 async def test_a_direct_upload_feeds_one_job(full_stack: Stack, version_id: str) -> None:
     alice = await new_user(full_stack.url, full_stack.admin_key, "alice")
     upload = await _new_upload(alice, "scan.txt")
@@ -140,7 +119,7 @@ async def test_a_direct_upload_feeds_one_job(full_stack: Stack, version_id: str)
     assert job["status"] == "succeeded", job
     assert job["input_filename"] == "scan.txt"
     assert job["result"]["bytes"] == len(data)
-    assert await _output(job) == data
+    assert await only_output(job) == data
 
     # One upload, one job: a second use is refused, saying what to do.
     again = await alice.post("/v1/jobs", json={"version": version_id, "input": upload["id"]})
@@ -153,7 +132,7 @@ async def test_a_direct_upload_feeds_one_job(full_stack: Stack, version_id: str)
         assert status == 412 and b"PreconditionFailed" in problem, problem
     else:
         assert status == 409 and "POST /v1/uploads" in problem["detail"]
-    assert await _output(job) == data
+    assert await only_output(job) == data
 
 
 async def test_an_oversized_upload_to_s3_is_refused_when_a_job_uses_it(
@@ -223,11 +202,11 @@ async def test_an_input_by_url_is_fetched_by_the_executor(
     job = await _job(alice, {"version": version_id, "input_url": f"{base}/in.bin"})
     assert job["status"] == "succeeded", job
     assert job["input_filename"] == "in.bin"
-    assert await _output(job) == data
+    assert await only_output(job) == data
     # Redirects are followed (each hop guarded).
     hop = await _job(alice, {"version": version_id, "input_url": f"{base}/hop"})
     assert hop["status"] == "succeeded", hop
-    assert await _output(hop) == data
+    assert await only_output(hop) == data
 
 
 async def test_the_job_view_shows_its_input_url_redacted(

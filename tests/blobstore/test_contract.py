@@ -6,6 +6,7 @@ server mode, `s3_endpoint`), a fresh bucket per test.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 
 from services.blobstore import (
     BlobError,
+    BlobExistsError,
     BlobKeyError,
     BlobNotFoundError,
     BlobSignatureInvalidError,
@@ -304,6 +306,33 @@ async def test_a_writer_replaces_a_blob_atomically(store: BlobStore) -> None:
     assert await store.get_bytes("inputs/j1") == b"old"  # until the commit
     await writer.commit()
     assert await store.get_bytes("inputs/j1") == b"n" * (6 * 1024 * 1024)
+
+
+async def test_a_writer_that_may_not_replace_keeps_the_stored_blob(store: BlobStore) -> None:
+    """`commit(replace=False)`: the first of two writers (of a few bytes, or many sent in
+    parts), committed in either order, stays; the other raises BlobExistsError."""
+    for n, size in enumerate((100, 6 * 1024 * 1024)):
+        key = f"inputs/j{n}"
+        first = await store.open_writer(key, "text/plain")
+        second = await store.open_writer(key, "text/plain")
+        await _write_in_pieces(second, b"2" * size)
+        await _write_in_pieces(first, b"1" * size)
+        await first.commit(replace=False)
+        with pytest.raises(BlobExistsError):
+            await second.commit(replace=False)
+        assert second.done  # nothing left of it to abort
+        assert await store.get_bytes(key) == b"1" * size
+    for n in range(2):  # both at once: one wins, whole; the other is refused
+        key = f"inputs/race{n}"
+        writers = [await store.open_writer(key, "text/plain") for _ in range(2)]
+        for mark, writer in zip(b"ab", writers, strict=True):
+            await _write_in_pieces(writer, bytes([mark]) * 100)
+        results = await asyncio.gather(
+            *(w.commit(replace=False) for w in writers), return_exceptions=True
+        )
+        assert sorted(type(r).__name__ for r in results) == ["BlobExistsError", "NoneType"]
+        assert await store.get_bytes(key) in (b"a" * 100, b"b" * 100)
+    assert list((await store.spool_dir()).iterdir()) == []  # no file left behind
 
 
 async def test_an_aborted_writer_leaves_nothing(store: BlobStore) -> None:

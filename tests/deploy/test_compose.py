@@ -65,7 +65,11 @@ def test_docker_compose_resolves_the_file_with_the_example_environment() -> None
     docker_compose = shutil.which("docker-compose")
     if docker_compose is None:
         pytest.skip("Debian's docker-compose is not installed (.ci/run installs it)")
-    secrets = {"POSTGRES_PASSWORD": "p" * 16, "MINIO_ROOT_PASSWORD": "m" * 16}
+    secrets = {
+        "POSTGRES_PASSWORD": "p" * 16,
+        "MINIO_ROOT_PASSWORD": "m" * 16,
+        "NATS_TOKEN": "t" * 32,
+    }
     env = {
         **{k: v for k, v in os.environ.items() if k not in _documented()},
         **_documented(),
@@ -80,6 +84,11 @@ def test_docker_compose_resolves_the_file_with_the_example_environment() -> None
     resolved = yaml.safe_load(done.stdout)
     api_env = resolved["services"]["api"]["environment"]
     assert api_env["CLINAI_DATABASE_URL"] == f"postgresql://clinai:{'p' * 16}@postgres:5432/clinai"
+    token = "t" * 32
+    assert api_env["CLINAI_NATS_URL"] == ",".join(
+        f"nats://{token}@nats-{n}:4222" for n in (1, 2, 3)
+    )
+    assert f"--auth={token}" in resolved["services"]["nats-1"]["command"]
     # A required secret left unset stops compose with the variable's name.
     del env["CLINAI_SIGNING_KEY"]
     unset = subprocess.run(
@@ -123,6 +132,9 @@ def test_the_topology_is_complete_and_consistent() -> None:
     for name in nats:
         command = services[name]["command"]
         assert "--jetstream" in command and f"--name={name}" in command
+        assert (
+            "--auth=${NATS_TOKEN:?set NATS_TOKEN in deploy/.env}" in command
+        )  # no anonymous client
         routes = next(arg for arg in command if arg.startswith("--routes="))
         assert all(f"nats://{other}:6222" in routes for other in nats)
     # The process runtime's sandbox: bubblewrap's namespaces and its own /proc.

@@ -1,6 +1,7 @@
 """`clinai up` heals itself: after `kill -9` of its embedded NATS or Postgres under load,
 the server is restarted, the services reconnect, jobs succeed again within 10 s and no
-accepted job is lost; and the outage is logged once, not once per failure."""
+accepted job is lost; and the outage is logged once, not once per failure, without the
+stack's credentials."""
 
 from __future__ import annotations
 
@@ -190,3 +191,7 @@ async def test_up_heals_after_kill_9_of_nats_and_of_postgres() -> None:
             assert not _zombies(up.proc.pid)  # the killed servers were reaped
         finally:
             up.stop()
+        # The outages' log lines (reconnects, restarts) do not show the credentials.
+        said = up.log_path.read_text(errors="replace")
+        for secret in ("nats.token", "postgres.password"):
+            assert (up.data_dir / secret).read_text().strip() not in said, secret

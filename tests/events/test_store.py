@@ -12,6 +12,7 @@ from events import (
     ConcurrencyConflictError,
     EventStore,
     EventTooLargeError,
+    IdempotencyKeyReusedError,
     JobRequested,
     JobStarted,
     JobSucceeded,
@@ -22,6 +23,7 @@ from events import (
     encode_event,
     event_id_for_key,
     new_id,
+    request_digest_of,
 )
 from tests._events import new_event
 
@@ -79,6 +81,27 @@ async def test_idempotent_retry_returns_the_same_sequence(store: EventStore) -> 
     assert again == first
     history = await store.read_aggregate("model", model_id)
     assert len(history.events) == 1
+
+
+async def test_a_key_reused_for_another_request_is_refused(store: EventStore) -> None:
+    """The same event id (one Idempotency-Key) with another request digest: refused
+    (JetStream's duplicate ack, checked against the stored event); the same digest is a
+    retry."""
+    model_id = new_id("mdl")
+    event_id = event_id_for_key("usr_test", "key-2", "ModelCreated")
+
+    def created(digest: str) -> ModelCreated:
+        return msgspec.structs.replace(
+            _model_created(model_id, event_id=event_id), request_digest=digest
+        )
+
+    first = await store.append(created("a"), expected=0)
+    assert await store.append(created("a"), expected=0) == first
+    with pytest.raises(IdempotencyKeyReusedError) as refused:
+        await store.append(created("b"), expected=0)
+    assert (refused.value.aggregate, refused.value.aggregate_id) == ("model", model_id)
+    history = await store.read_aggregate("model", model_id)
+    assert [request_digest_of(e.event) for e in history.events] == ["a"]
 
 
 async def test_retry_after_later_events_still_returns_the_stored_sequence(

@@ -225,6 +225,10 @@ async def test_interpreter_crash(runtime: Runtime, tmp_path: Path, how: str) -> 
     outcome = await runtime.run_job(await build(runtime, "crash"), make_job(tmp_path, how=how))
     assert outcome.kind == "crashed", outcome
     expected = {"exit": "exit code 3", "segfault": "SIGSEGV", "sigkill": "SIGKILL"}[how]
+    if how == "sigkill" and runtime.name == "docker":
+        # The worker is its container's pid 1, which a signal from inside cannot end:
+        # the model goes on to exit with 3.
+        expected = "exit code 3"
     assert expected in outcome.message
     await assert_healthy(runtime, tmp_path)
 

@@ -1,0 +1,56 @@
+"""A command sent under an Idempotency-Key: what of a job's form the request digest
+covers, and the commit of what the request streamed (a job's input, a version's
+package), which never replaces a stored one (see `_request_digest`)."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+
+from services.api._deadline import CANCEL_AFTER
+from services.api._request_digest import HashingWriter
+from services.api.problems import ApiError
+from services.api.uploads import ReceivedForm
+from services.api.wiring import ApiServices
+from services.blobstore import BlobExistsError, BlobWriter
+from services.domain.context import CommandContext
+
+__all__ = ["commit_keyed", "form_fields", "form_files"]
+
+
+async def commit_keyed(
+    svc: ApiServices, ctx: CommandContext, blob: BlobWriter, aggregate: str, resource_id: str
+) -> None:
+    """Commit the blob of the command that makes `resource_id`. Under an
+    Idempotency-Key it never replaces a stored one: a retry of the same request keeps
+    it, a different request is refused (422) before anything is written, and of two at
+    once the second's commit fails (then replayed, refused, or 409 while the first is
+    still being made)."""
+    if ctx.idempotency_key is None:
+        await blob.commit()
+        return
+    if await svc.commands.replays(ctx, aggregate, resource_id):
+        return
+    try:
+        await blob.commit(replace=False)
+    except BlobExistsError as err:  # another request under the key committed first
+        if await svc.commands.replays(ctx, aggregate, resource_id):
+            return
+        raise ApiError(
+            409,
+            "Request in progress",
+            "another request with this Idempotency-Key is being processed; send this "
+            "one again once that one is answered (or use a new key for a new request)",
+        ) from err
+
+
+def form_fields(request: Request, form: ReceivedForm) -> dict[str, str | None]:
+    """The text fields and the header that define a job sent as a form."""
+    return {**form.fields, CANCEL_AFTER: request.headers.get(CANCEL_AFTER)}
+
+
+def form_files(form: ReceivedForm) -> list[tuple[str, str, int, str]]:
+    """Each file of a form whose writers took the files' SHA-256 (`HashingWriter`)."""
+    return [
+        (name, f.filename, f.size, f.blob.sha256 if isinstance(f.blob, HashingWriter) else "")
+        for name, f in form.all_files
+    ]

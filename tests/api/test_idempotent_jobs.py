@@ -1,0 +1,91 @@
+"""Jobs under a reused Idempotency-Key, run by every service on both blob backends: a
+different request is refused (422), the first job's stored input stays its own and the
+job runs on it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from tests._infra import http_files
+from tests.api._client import Client, new_user, only_output, ready_version
+from tests.api._idempotency import new_key, refused, stored_bytes
+from tests.api.conftest import Stack
+
+# --- jobs that run, on both blob backends (every service) -----------------------------
+
+
+@pytest.fixture(scope="module")
+def echoing(full_stack: Stack) -> tuple[Client, str]:
+    """A user and their version of the echo model (echo.txt = the input), built by the
+    builder."""
+
+    async def build() -> tuple[Client, str]:
+        owner = await new_user(full_stack.url, full_stack.admin_key, "alice")
+        return owner, await ready_version(owner, "noop")
+
+    return asyncio.run(build())
+
+
+@pytest.fixture
+async def files() -> AsyncIterator[tuple[str, dict[str, bytes]]]:
+    """A real HTTP server on loopback serving `files[path]`."""
+    served: dict[str, bytes] = {}
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        if request.path not in served:
+            raise web.HTTPNotFound()
+        return web.Response(body=served[request.path])
+
+    async with http_files(handle) as base:
+        yield base, served
+
+
+async def _ended(client: Client, job_id: str) -> dict[str, Any]:
+    job = (await client.get(f"/v1/jobs/{job_id}", params={"wait": "60"})).body
+    assert job["status"] == "succeeded", job
+    return job  # type: ignore[no-any-return]
+
+
+async def test_a_reused_key_with_another_file_runs_the_first_input(
+    full_stack: Stack, echoing: tuple[Client, str]
+) -> None:
+    alice, echo_version = echoing
+    key = new_key()
+    photo, other = b"the first photo\n" * 500, b"another photo\n" * 700
+    first = await alice.upload("/v1/jobs", "input", "photo.png", photo, key, version=echo_version)
+    assert first.status == 202, first.body
+    job_id = first.body["id"]
+    other_reply = await alice.upload(
+        "/v1/jobs", "input", "other.png", other, key, version=echo_version
+    )
+    refused(other_reply, job_id)
+    again = await alice.upload("/v1/jobs", "input", "photo.png", photo, key, version=echo_version)
+    assert again.status in (200, 202) and again.body["id"] == job_id
+    assert await stored_bytes(full_stack, f"inputs/{job_id}") == photo
+    job = await _ended(alice, job_id)
+    assert job["input_filename"] == "photo.png" and job["result"]["bytes"] == len(photo)
+    assert await only_output(job) == photo
+
+
+async def test_a_reused_key_with_another_url_or_params_keeps_the_first(
+    full_stack: Stack, echoing: tuple[Client, str], files: tuple[str, dict[str, bytes]]
+) -> None:
+    base, served = files
+    served["/a.bin"], served["/b.bin"] = b"served as a\n" * 50, b"served as b\n" * 60
+    alice, echo_version = echoing
+    key, body = new_key(), {"version": echo_version, "input_url": f"{base}/a.bin"}
+    first = await alice.post("/v1/jobs", json=body, headers=key)
+    assert first.status == 202, first.body
+    job_id = first.body["id"]
+    for changed in [{**body, "input_url": f"{base}/b.bin"}, {**body, "params": {"n": 2}}]:
+        refused(await alice.post("/v1/jobs", json=changed, headers=key), job_id)
+    again = await alice.post("/v1/jobs", json=body, headers=key)
+    assert again.status in (200, 202) and again.body["id"] == job_id
+    assert await stored_bytes(full_stack, f"inputs/{job_id}") == f"{base}/a.bin".encode()
+    job = await _ended(alice, job_id)
+    assert job["params"] == {} and await only_output(job) == served["/a.bin"]
