@@ -240,6 +240,9 @@ async def ensure_venv(
             try:
                 steps = _Steps(log=log, shown=shown, timeout_s=timeout_s)
                 if tools is not None:
+                    # A cache per requirements set: a build's code can write into its
+                    # cache, which no other requirements set's build then reads.
+                    pip_cache_dir = pip_cache_dir / key
                     await asyncio.to_thread(_prepare, tmp, scratch, pip_cache_dir, tools.uid)
                     steps.sandbox = BuildSandbox(
                         tools=tools,
