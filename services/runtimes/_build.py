@@ -164,9 +164,14 @@ _INTERPRETER_QUERY = (
 )
 
 
+_interpreters: dict[str, tuple[str, str, str]] = {}
+
+
 async def _interpreter(python: str, log: LogSink, shown: Shown) -> tuple[str, str, str]:
     """The platform's interpreter (trusted; no package code runs): its base prefix,
-    its base executable and the folder of its `pip` package."""
+    its base executable and the folder of its `pip` package; asked once per process."""
+    if python in _interpreters:
+        return _interpreters[python]
     out = await run_step(
         "inspect interpreter",
         [python, "-I", "-c", _INTERPRETER_QUERY],
@@ -175,6 +180,7 @@ async def _interpreter(python: str, log: LogSink, shown: Shown) -> tuple[str, st
         echo_output=False,  # host paths
     )
     prefix, executable, pip_package = out.strip().splitlines()[-3:]
+    _interpreters[python] = (prefix, executable, pip_package)
     return prefix, executable, pip_package
 
 
