@@ -108,3 +108,28 @@ async def test_a_requirements_build_code_reaches_nothing_of_the_host(tmp_path: P
     assert os.listdir(outside) == []
     envs = data / "runtime" / "envs"
     assert not [p.name for p in envs.iterdir() if p.name.startswith(".")]  # cleaned up
+
+
+def owners(root: Path) -> set[int]:
+    return {p.lstat().st_uid for p in [root, *root.rglob("*")]}
+
+
+async def test_the_environment_names_where_workers_mount_it(tmp_path: Path) -> None:
+    needs_bubblewrap()
+    runtime = ProcessRuntime(process_config(tmp_path / "runtime"))
+
+    async def log(text: str) -> None:
+        pass
+
+    try:
+        artifact = await runtime.build(
+            package_dir=PACKAGES / "noop", package_hash="p-env", requirements_hash="r-env", log=log
+        )
+    finally:
+        await runtime.close()
+    venv = Path(artifact.details["venv"])
+    recorded = (venv / "pyvenv.cfg").read_text() + (venv / "bin" / "activate").read_text()
+    assert "/opt/clinai/env" in recorded
+    assert str(tmp_path) not in recorded
+    if os.geteuid() == 0:  # the build's uid is a worker's later: it owns nothing left
+        assert owners(venv) == {0}
