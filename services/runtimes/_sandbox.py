@@ -20,6 +20,7 @@ When the host runs as root, bwrap runs privileged without a user namespace, and 
 worker drops to an unprivileged host uid with setpriv (clearing every capability and the
 bounding set, with no_new_privs): that uid's RLIMIT_NPROC is what stops a fork bomb (the
 kernel does not enforce RLIMIT_NPROC for root). Otherwise bwrap makes a user namespace.
+A build runs in the same kind of sandbox, with the host's network (`_build_sandbox`).
 """
 
 from __future__ import annotations
