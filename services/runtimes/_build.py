@@ -9,15 +9,26 @@ import contextlib
 import hashlib
 import os
 import re
+import resource
 import shlex
 import shutil
 import stat
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from services.runtimes._build_sandbox import (
+    BUILD_CACHE,
+    BUILD_REQUIREMENTS,
+    BuildSandbox,
+    BuildTools,
+    build_env,
+    build_launch,
+    readable_paths,
+)
 from services.runtimes._pip import PipOptions, build_step_env
+from services.runtimes._sandbox import SANDBOX_ENV, BwrapLaunch
 from services.runtimes.base import BuildFailedError, LogSink
 
 __all__ = [
@@ -32,6 +43,7 @@ __all__ = [
 _READY = ".clinai-ready"
 _COMPONENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 TAIL_LINES = 40
+_BUILD_PROCESSES = 256  # RLIMIT_NPROC of a build's own uid (pip, compilers, make -j)
 
 
 def safe_component(value: str, what: str) -> str:
@@ -68,6 +80,8 @@ async def run_step(
     timeout_s: float = 1800.0,
     shown: Shown = (),
     echo_output: bool = True,
+    launch: BwrapLaunch | None = None,
+    max_processes: int | None = None,
 ) -> str:
     """Run one build step, streaming its output to `log` line by line; its output.
     The log and an error's tail show `shown`'s replacements for host paths (the
@@ -75,11 +89,13 @@ async def run_step(
     command. `env` defaults to `build_step_env()` (no ClinAI settings)."""
     await log(f"$ {step}: {_shown(shlex.join(argv), shown)}\n")
     proc = await asyncio.create_subprocess_exec(
-        *argv,
+        *(argv if launch is None else launch.argv),
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
         env=build_step_env() if env is None else env,
+        pass_fds=() if launch is None else launch.fds,
+        preexec_fn=None if max_processes is None else _nproc(max_processes),
     )
     tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
     output: list[str] = []
@@ -118,6 +134,13 @@ async def run_step(
     return "".join(output)
 
 
+def _nproc(limit: int) -> Callable[[], None]:
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_NPROC, (limit, limit))
+
+    return apply
+
+
 def _has_requirements(path: Path) -> bool:
     if not path.is_file():
         return False
@@ -135,6 +158,53 @@ def _open_up(root: Path) -> None:
                 os.chmod(path, os.stat(path).st_mode | 0o444)
 
 
+_INTERPRETER_QUERY = (
+    "import os, sys, pip;"
+    "print(sys.base_prefix);print(sys._base_executable);print(os.path.dirname(pip.__file__))"
+)
+
+
+_interpreters: dict[str, tuple[str, str, str]] = {}
+
+
+async def _interpreter(python: str, log: LogSink, shown: Shown) -> tuple[str, str, str]:
+    """The platform's interpreter (trusted; no package code runs): its base prefix,
+    its base executable and the folder of its `pip` package; asked once per process."""
+    if python in _interpreters:
+        return _interpreters[python]
+    out = await run_step(
+        "inspect interpreter",
+        [python, "-I", "-c", _INTERPRETER_QUERY],
+        log,
+        shown=shown,
+        echo_output=False,  # host paths
+    )
+    prefix, executable, pip_package = out.strip().splitlines()[-3:]
+    _interpreters[python] = (prefix, executable, pip_package)
+    return prefix, executable, pip_package
+
+
+def _hand_over(root: Path) -> None:
+    """Make a tree readable by every sandbox uid and owned by us again (a build's uid
+    is later a worker's: it must not own what workers mount)."""
+    _open_up(root)
+    if os.geteuid() == 0:
+        for dirpath, dirs, files in os.walk(root):
+            os.lchown(dirpath, 0, 0)
+            for name in (*dirs, *files):
+                os.lchown(os.path.join(dirpath, name), 0, 0)
+
+
+def _give(path: Path, uid: int | None, *, recursive: bool = False) -> None:
+    if uid is None:
+        return
+    os.lchown(path, uid, uid)
+    if recursive:
+        for dirpath, dirs, files in os.walk(path):
+            for name in (*dirs, *files):
+                os.lchown(os.path.join(dirpath, name), uid, uid)
+
+
 async def ensure_venv(
     *,
     envs_root: Path,
@@ -146,61 +216,59 @@ async def ensure_venv(
     timeout_s: float,
     log: LogSink,
     lock: asyncio.Lock,
+    tools: BuildTools | None,
 ) -> tuple[Path, str]:
     """The environment for `key` (built if missing) and its interpreter's base prefix.
+    With `tools`, every step that can run a requirement's code runs in the build
+    sandbox (`_build_sandbox`); None (unsafe mode only) runs them on the host.
     Concurrent builds of one key: an in-process lock, and an atomic rename across processes."""
     final = envs_root / key
     async with lock:
         tmp = envs_root / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
+        scratch = envs_root / f".scratch-{key}-{uuid.uuid4().hex[:8]}"
         # Users see paths relative to their package, not the platform's layout.
         shown = shown_paths(
             {
                 str(tmp): "<environment>",
                 str(final): "<environment>",
+                SANDBOX_ENV: "<environment>",
                 python: Path(python).name,
                 str(requirements): "requirements.txt",
+                BUILD_REQUIREMENTS: "requirements.txt",
                 str(pip_cache_dir): "<pip cache>",
+                BUILD_CACHE: "<pip cache>",
                 str(envs_root.parent): "<runtime data>",
             }
         )
+        base_prefix, base_executable, pip_package = await _interpreter(python, log, shown)
         if not await asyncio.to_thread((final / _READY).is_file):
             await asyncio.to_thread(envs_root.mkdir, parents=True, exist_ok=True)
             try:
-                await run_step(
-                    "create virtualenv",
-                    [python, "-m", "venv", "--without-pip", str(tmp)],
-                    log,
-                    shown=shown,
-                )
+                steps = _Steps(log=log, shown=shown, timeout_s=timeout_s)
+                if tools is not None:
+                    # A cache per requirements set: a build's code can write into its
+                    # cache, which no other requirements set's build then reads.
+                    pip_cache_dir = pip_cache_dir / key
+                    await asyncio.to_thread(_prepare, tmp, scratch, pip_cache_dir, tools.uid)
+                    steps.sandbox = BuildSandbox(
+                        tools=tools,
+                        base_prefix=base_prefix,
+                        env_dir=str(tmp),
+                        tmp_dir=str(scratch),
+                        cache_dir=str(pip_cache_dir),
+                        pip_package=pip_package,
+                        requirements=str(requirements),
+                        read_only=readable_paths(pip),
+                    )
+                await steps.create(base_executable, python, tmp)
                 if _has_requirements(requirements):
                     await asyncio.to_thread(pip_cache_dir.mkdir, parents=True, exist_ok=True)
-                    await run_step(
-                        "pip install",
-                        [
-                            python,
-                            "-m",
-                            "pip",
-                            "--python",
-                            str(tmp / "bin" / "python"),
-                            "install",
-                            *pip.args(),
-                            "--cache-dir",
-                            str(pip_cache_dir),
-                            "--disable-pip-version-check",
-                            "--no-input",
-                            "--progress-bar",
-                            "off",
-                            "-r",
-                            str(requirements),
-                        ],
-                        log,
-                        env=PipOptions.env(),
-                        timeout_s=timeout_s,
-                        shown=shown,
-                    )
+                    await steps.pip_install(pip, python, tmp, requirements, pip_cache_dir)
                 else:
                     await log("requirements.txt is empty: nothing to install\n")
-                await asyncio.to_thread(_open_up, tmp)
+                await asyncio.to_thread(_hand_over, tmp)
+                with contextlib.suppress(FileNotFoundError):
+                    (tmp / _READY).unlink()  # the build's own would be trusted
                 (tmp / _READY).touch()
                 try:
                     os.rename(tmp, final)
@@ -208,18 +276,82 @@ async def ensure_venv(
                     if not (final / _READY).is_file():
                         raise
             finally:
-                if tmp.exists():
-                    await asyncio.to_thread(shutil.rmtree, tmp, True)
+                for leftover in (tmp, scratch):
+                    if leftover.exists():
+                        await asyncio.to_thread(_force_rmtree, leftover)
         else:
             await log(f"reusing the environment for requirements {key}\n")
-        out = await run_step(
-            "inspect environment",
-            [str(final / "bin" / "python"), "-c", "import sys;print(sys.base_prefix)"],
-            log,
-            shown=shown,
-            echo_output=False,  # a host path
-        )
-    return final, out.strip().splitlines()[-1]
+    return final, base_prefix
+
+
+def _prepare(env_dir: Path, scratch: Path, cache: Path, uid: int | None) -> None:
+    """The build's writable folders, owned by its uid."""
+    env_dir.mkdir(mode=0o755)
+    scratch.mkdir(mode=0o700)
+    cache.mkdir(parents=True, exist_ok=True)
+    _give(env_dir, uid)
+    _give(scratch, uid)
+    _give(cache, uid, recursive=True)
+
+
+class _Steps:
+    """The build's steps, in the build sandbox when `sandbox` is set, else on the host."""
+
+    def __init__(self, *, log: LogSink, shown: Shown, timeout_s: float) -> None:
+        self.log = log
+        self.shown = shown
+        self.timeout_s = timeout_s
+        self.sandbox: BuildSandbox | None = None
+
+    async def _run(self, step: str, argv: list[str], env: dict[str, str] | None) -> None:
+        if self.sandbox is None:
+            await run_step(
+                step, argv, self.log, env=env, timeout_s=self.timeout_s, shown=self.shown
+            )
+            return
+        launch = build_launch(self.sandbox, argv)
+        try:
+            await run_step(
+                step,
+                argv,
+                self.log,
+                env=build_env(),
+                timeout_s=self.timeout_s,
+                shown=self.shown,
+                launch=launch,
+                max_processes=_BUILD_PROCESSES if self.sandbox.tools.uid is not None else None,
+            )
+        finally:
+            launch.close()
+
+    async def create(self, base_executable: str, python: str, tmp: Path) -> None:
+        if self.sandbox is None:
+            argv = [python, "-m", "venv", "--without-pip", str(tmp)]
+        else:
+            argv = [base_executable, "-m", "venv", "--without-pip", SANDBOX_ENV]
+        await self._run("create virtualenv", argv, None)
+
+    async def pip_install(
+        self, pip: PipOptions, python: str, tmp: Path, requirements: Path, cache: Path
+    ) -> None:
+        common = [
+            *pip.args(),
+            "--disable-pip-version-check",
+            "--no-input",
+            "--progress-bar",
+            "off",
+        ]
+        if self.sandbox is None:
+            argv = [
+                python, "-m", "pip", "--python", str(tmp / "bin" / "python"), "install",
+                *common, "--cache-dir", str(cache), "-r", str(requirements),
+            ]  # fmt: skip
+        else:
+            argv = [
+                f"{SANDBOX_ENV}/bin/python", "-m", "pip", "install",
+                *common, "--cache-dir", BUILD_CACHE, "-r", BUILD_REQUIREMENTS,
+            ]  # fmt: skip
+        await self._run("pip install", argv, PipOptions.env())
 
 
 def _make_read_only(root: Path) -> None:

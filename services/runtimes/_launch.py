@@ -144,6 +144,21 @@ class WorkerLauncher:
             self._free_uids = list(self._uid_range.uids)
         return self._uid_range.uids
 
+    async def seccomp(self) -> bytes:
+        """The workers' compiled seccomp filter, built once."""
+        if self._seccomp is None:
+            self._seccomp = await asyncio.to_thread(bpf_program)
+        return self._seccomp
+
+    def take_uid(self) -> int | None:
+        """A free uid of the runtime's range (None: we keep our own); give it back
+        with `give_back_uid`."""
+        return self._take_uid()
+
+    def give_back_uid(self, uid: int | None) -> None:
+        if uid is not None:
+            self._free_uids.append(uid)
+
     def _take_uid(self) -> int | None:
         if self.claim_uids() is None:
             return None

@@ -20,6 +20,7 @@ When the host runs as root, bwrap runs privileged without a user namespace, and 
 worker drops to an unprivileged host uid with setpriv (clearing every capability and the
 bounding set, with no_new_privs): that uid's RLIMIT_NPROC is what stops a fork bomb (the
 kernel does not enforce RLIMIT_NPROC for root). Otherwise bwrap makes a user namespace.
+A build runs in the same kind of sandbox, with the host's network (`_build_sandbox`).
 """
 
 from __future__ import annotations
@@ -40,8 +41,12 @@ __all__ = [
     "SandboxSpec",
     "bwrap_command",
     "bwrap_launch",
+    "interpreter_binds",
+    "isolation",
+    "launch_with",
     "limits_preexec",
     "sandbox_env",
+    "system_binds",
 ]
 
 SANDBOX_ENV = "/opt/clinai/env"
@@ -73,7 +78,7 @@ class SandboxSpec(msgspec.Struct, frozen=True, kw_only=True):
     tmp_size_mb: int
 
 
-def _system_binds() -> list[str]:
+def system_binds() -> list[str]:
     args = ["--ro-bind", "/usr", "/usr"]
     for path in _SYSTEM_LINKS:
         if os.path.islink(path):
@@ -86,7 +91,7 @@ def _system_binds() -> list[str]:
     return args
 
 
-def _interpreter_binds(base_prefix: str) -> list[str]:
+def interpreter_binds(base_prefix: str) -> list[str]:
     prefix = Path(base_prefix)
     if prefix == Path("/usr") or Path("/usr") in prefix.parents:
         return []
@@ -103,18 +108,18 @@ def bwrap_command(spec: SandboxSpec, argv: list[str]) -> list[str]:
     return [spec.bwrap, *options, *drop, *argv]
 
 
-def _options_and_drop(spec: SandboxSpec) -> tuple[list[str], list[str]]:
-    """bwrap's options, and the command that drops to the worker's uid (or [])."""
-    if spec.uid is not None:
-        if spec.setpriv is None:
+def isolation(
+    *, uid: int | None, setpriv: str | None, share_net: bool = False
+) -> tuple[list[str], list[str]]:
+    """bwrap's namespace and capability options, and the command that drops to `uid`
+    (or [] when the host is not root): what workers and builds share. `share_net`
+    keeps the host's network namespace (a build reaches the package index)."""
+    if uid is not None:
+        if setpriv is None:
             raise ValueError("setpriv is required to drop to an unprivileged uid")
-        namespaces = [
-            "--unshare-ipc",
-            "--unshare-pid",
-            "--unshare-net",
-            "--unshare-uts",
-            "--unshare-cgroup-try",
-        ]
+        namespaces = ["--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try"]
+        if not share_net:
+            namespaces.append("--unshare-net")
         caps = [
             "--cap-drop",
             "ALL",
@@ -126,9 +131,9 @@ def _options_and_drop(spec: SandboxSpec) -> tuple[list[str], list[str]]:
             "CAP_SETPCAP",
         ]
         drop = [
-            spec.setpriv,
-            f"--reuid={spec.uid}",
-            f"--regid={spec.uid}",
+            setpriv,
+            f"--reuid={uid}",
+            f"--regid={uid}",
             "--clear-groups",
             "--no-new-privs",
             "--inh-caps=-all",
@@ -136,14 +141,20 @@ def _options_and_drop(spec: SandboxSpec) -> tuple[list[str], list[str]]:
             "--",
         ]
     else:
-        namespaces = ["--unshare-all"]
+        namespaces = ["--unshare-all", *(["--share-net"] if share_net else [])]
         caps = ["--cap-drop", "ALL"]
         drop = []
+    common = ["--die-with-parent", "--new-session", "--hostname", "sandbox"]
+    return [*namespaces, *common, *caps], drop
+
+
+def _options_and_drop(spec: SandboxSpec) -> tuple[list[str], list[str]]:
+    """bwrap's options, and the command that drops to the worker's uid (or [])."""
+    isolated, drop = isolation(uid=spec.uid, setpriv=spec.setpriv)
     options = [
-        *namespaces, "--die-with-parent", "--new-session", "--hostname", "sandbox",
-        *caps,
-        *_system_binds(),
-        *_interpreter_binds(spec.base_prefix),
+        *isolated,
+        *system_binds(),
+        *interpreter_binds(spec.base_prefix),
         "--proc", "/proc", "--dev", "/dev",
         # the worker's own uid writes here (sticky, as a system /tmp)
         "--perms", "1777", "--size", str(spec.tmp_size_mb * 1024 * 1024), "--tmpfs", "/tmp",
@@ -191,6 +202,13 @@ def bwrap_launch(spec: SandboxSpec, argv: list[str], *, seccomp: bytes) -> Bwrap
     """`bwrap_command`, with the options (host paths) moved into a memfd and `seccomp`
     (a compiled BPF program, `_seccomp.bpf_program()`) loaded for the command."""
     options, drop = _options_and_drop(spec)
+    return launch_with(spec.bwrap, options, drop, argv, seccomp=seccomp)
+
+
+def launch_with(
+    bwrap: str, options: list[str], drop: list[str], argv: list[str], *, seccomp: bytes
+) -> BwrapLaunch:
+    """bwrap running `drop + argv` with `options` in a memfd and `seccomp` loaded."""
     filter_fd = _memfd("clinai-seccomp", seccomp)
     try:
         options = ["--seccomp", str(filter_fd), *options]
@@ -198,7 +216,7 @@ def bwrap_launch(spec: SandboxSpec, argv: list[str], *, seccomp: bytes) -> Bwrap
     except BaseException:
         os.close(filter_fd)
         raise
-    return BwrapLaunch([spec.bwrap, "--args", str(args_fd), *drop, *argv], (filter_fd, args_fd))
+    return BwrapLaunch([bwrap, "--args", str(args_fd), *drop, *argv], (filter_fd, args_fd))
 
 
 def sandbox_env(*, python_path: str, home: str = "/tmp") -> dict[str, str]:

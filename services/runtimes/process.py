@@ -12,6 +12,7 @@ from pathlib import Path
 import msgspec
 
 from services.runtimes import _build
+from services.runtimes._build_sandbox import BuildTools
 from services.runtimes._framing import JobResponse, ProtocolError
 from services.runtimes._freeze import Frozen
 from services.runtimes._harvest import HarvestError, harvest_deadline, harvest_failure_kind
@@ -115,17 +116,27 @@ class ProcessRuntime:
             ca_bundle=Path(config.ca_bundle) if config.ca_bundle else None,
         )
         lock = self._build_locks.setdefault(requirements_hash, asyncio.Lock())
-        venv, base_prefix = await _build.ensure_venv(
-            envs_root=self._root / "envs",
-            key=requirements_hash,
-            python=config.python,
-            requirements=package_dir / "requirements.txt",
-            pip=pip,
-            pip_cache_dir=Path(config.wheel_cache_dir or self._root / "wheel-cache"),
-            timeout_s=config.build_timeout_s,
-            log=log,
-            lock=lock,
-        )
+        tools, uid = None, None
+        if self.sandboxed:  # the build runs as one of the workers' uids, in a sandbox
+            bwrap, setpriv = self._launcher.tools()
+            seccomp = await self._launcher.seccomp()
+            uid = self._launcher.take_uid()
+            tools = BuildTools(bwrap=bwrap, setpriv=setpriv, uid=uid, seccomp=seccomp)
+        try:
+            venv, base_prefix = await _build.ensure_venv(
+                envs_root=self._root / "envs",
+                key=requirements_hash,
+                python=config.python,
+                requirements=package_dir / "requirements.txt",
+                pip=pip,
+                pip_cache_dir=Path(config.wheel_cache_dir or self._root / "wheel-cache"),
+                timeout_s=config.build_timeout_s,
+                log=log,
+                lock=lock,
+                tools=tools,
+            )
+        finally:
+            self._launcher.give_back_uid(uid)
         await log("$ copy the package\n")
         try:
             package = await asyncio.to_thread(

@@ -117,7 +117,7 @@ async def test_the_build_log_shows_what_ran_without_host_paths(
     # A requirement no index has: a fresh environment is made, then pip fails.
     broken = dict(TINY, **{"requirements.txt": f"clinai-no-such-{uuid.uuid4().hex[:8]}==1.0\n"})
     _, failing = await rig.upload(ModelPackage(tmp_path / "a", broken))
-    # A package that builds: its environment is inspected and predict.py smoke-checked.
+    # A package that builds: predict.py is smoke-checked.
     fine = dict(TINY, **{"build-id.txt": uuid.uuid4().hex})
     _, building = await rig.upload(ModelPackage(tmp_path / "b", fine))
     await build_ended(rig.store, failing)
@@ -137,7 +137,7 @@ async def test_the_build_log_shows_what_ran_without_host_paths(
     # Still says what was run, with paths relative to the package.
     assert "-m venv --without-pip <environment>" in failed_log
     assert "pip install" in failed_log and "-r requirements.txt" in failed_log
-    assert "<environment>/bin/python -c" in built_log and "smoke check" in built_log
+    assert "smoke check" in built_log
     for path in _host_paths(settings):
         assert path not in failed_log, path
         assert path not in built_log, path
