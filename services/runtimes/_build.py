@@ -158,9 +158,12 @@ def _open_up(root: Path) -> None:
                 os.chmod(path, os.stat(path).st_mode | 0o444)
 
 
+# pip is needed only for requirements: the deploy image's interpreter has none.
 _INTERPRETER_QUERY = (
-    "import os, sys, pip;"
-    "print(sys.base_prefix);print(sys._base_executable);print(os.path.dirname(pip.__file__))"
+    "import importlib.util, os, sys;"
+    "pip = importlib.util.find_spec('pip');"
+    "print(sys.base_prefix);print(sys._base_executable);"
+    "print(os.path.dirname(pip.origin) if pip and pip.origin else '')"
 )
 
 
@@ -169,7 +172,8 @@ _interpreters: dict[str, tuple[str, str, str]] = {}
 
 async def _interpreter(python: str, log: LogSink, shown: Shown) -> tuple[str, str, str]:
     """The platform's interpreter (trusted; no package code runs): its base prefix,
-    its base executable and the folder of its `pip` package; asked once per process."""
+    its base executable and the folder of its `pip` package ("" without one); asked
+    once per process."""
     if python in _interpreters:
         return _interpreters[python]
     out = await run_step(
@@ -179,7 +183,7 @@ async def _interpreter(python: str, log: LogSink, shown: Shown) -> tuple[str, st
         shown=shown,
         echo_output=False,  # host paths
     )
-    prefix, executable, pip_package = out.strip().splitlines()[-3:]
+    prefix, executable, pip_package = out.splitlines()[-3:]  # the last may be empty
     _interpreters[python] = (prefix, executable, pip_package)
     return prefix, executable, pip_package
 

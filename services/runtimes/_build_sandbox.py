@@ -73,7 +73,7 @@ class BuildSandbox(msgspec.Struct, frozen=True, kw_only=True):
     env_dir: str  # host folder of the environment being built
     tmp_dir: str  # host folder for /tmp
     cache_dir: str  # host folder of the pip cache
-    pip_package: str  # host folder of the `pip` package
+    pip_package: str  # host folder of the `pip` package ("": the interpreter has none)
     requirements: str  # host path of requirements.txt
     read_only: tuple[str, ...] = ()  # more host paths, read-only at their own paths
 
@@ -100,6 +100,9 @@ def build_launch(sandbox: BuildSandbox, argv: list[str]) -> BwrapLaunch:
         extra += ["--ro-bind", path, path]
         for parent in reversed(Path(path).parents[:-1]):
             extra += ["--chmod", "0755", str(parent)]
+    pip: list[str] = []  # none: the interpreter has no pip (a build needs it for requirements)
+    if sandbox.pip_package:
+        pip = ["--ro-bind", sandbox.pip_package, f"{BUILD_PIP}/pip", "--chmod", "0755", BUILD_PIP]
     options = [
         *isolated,
         *system_binds(),
@@ -110,9 +113,9 @@ def build_launch(sandbox: BuildSandbox, argv: list[str]) -> BwrapLaunch:
         "--bind", sandbox.tmp_dir, "/tmp",
         "--bind", sandbox.env_dir, SANDBOX_ENV,
         "--bind", sandbox.cache_dir, BUILD_CACHE,
-        "--ro-bind", sandbox.pip_package, f"{BUILD_PIP}/pip",
         "--ro-bind", sandbox.requirements, BUILD_REQUIREMENTS,
-        "--chmod", "0755", "/opt", "--chmod", "0755", "/opt/clinai", "--chmod", "0755", BUILD_PIP,
+        *pip,
+        "--chmod", "0755", "/opt", "--chmod", "0755", "/opt/clinai",
         "--remount-ro", "/",
         "--chdir", "/",  # bwrap, still root without capabilities, cannot enter /tmp
     ]  # fmt: skip
