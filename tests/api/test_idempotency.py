@@ -36,9 +36,10 @@ async def test_a_model_key_reused_with_another_name_is_refused(stack: Stack) -> 
         "/v1/models", json={"name": name, "visibility": "public"}, headers=key
     )
     refused(private, first.body["id"])
-    got = await alice.get(f"/v1/models/{first.body['id']}")
+    seen = {"after_seq": str(first.body["seq"])}  # the read models hold it (no 404 race)
+    got = await alice.get(f"/v1/models/{first.body['id']}", params=seen)
     assert got.body["name"] == name and got.body["visibility"] == "private"
-    listed = await alice.get("/v1/models")
+    listed = await alice.get("/v1/models", params=seen)
     assert [m["id"] for m in listed.body["items"]] == [first.body["id"]]
 
 
@@ -89,7 +90,9 @@ async def test_a_webhook_key_reused_with_another_url_is_refused(stack: Stack) ->
         "/v1/webhooks", json={**body, "url": "https://example.com/b"}, headers=key
     )
     refused(other, first.body["id"])
-    got = await alice.get(f"/v1/webhooks/{first.body['id']}")
+    got = await alice.get(
+        f"/v1/webhooks/{first.body['id']}", params={"after_seq": str(first.body["seq"])}
+    )
     assert got.body["url"] == "https://example.com/a"
 
 
@@ -140,7 +143,7 @@ async def test_a_job_key_reused_with_another_file_keeps_the_first_input(stack: S
         reply = await alice.upload("/v1/jobs", "input", name, data, key, version=version, **fields)
         refused(reply, job_id)
     assert await stored_bytes(stack, f"inputs/{job_id}") == photo
-    got = await alice.get(f"/v1/jobs/{job_id}")
+    got = await alice.get(f"/v1/jobs/{job_id}", params={"after_seq": str(first.body["seq"])})
     assert got.body["input_filename"] == "photo.png" and got.body["params"] == {}
     assert got.body["input_size_bytes"] == len(photo)
 
