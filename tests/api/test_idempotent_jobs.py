@@ -45,8 +45,9 @@ async def files() -> AsyncIterator[tuple[str, dict[str, bytes]]]:
         yield base, served
 
 
-async def _ended(client: Client, job_id: str) -> dict[str, Any]:
-    job = (await client.get(f"/v1/jobs/{job_id}", params={"wait": "60"})).body
+async def _ended(client: Client, job_id: str, seq: int) -> dict[str, Any]:
+    params = {"wait": "60", "after_seq": str(seq)}  # the read models hold the job
+    job = (await client.get(f"/v1/jobs/{job_id}", params=params)).body
     assert job["status"] == "succeeded", job
     return job  # type: ignore[no-any-return]
 
@@ -67,7 +68,7 @@ async def test_a_reused_key_with_another_file_runs_the_first_input(
     again = await alice.upload("/v1/jobs", "input", "photo.png", photo, key, version=echo_version)
     assert again.status in (200, 202) and again.body["id"] == job_id
     assert await stored_bytes(full_stack, f"inputs/{job_id}") == photo
-    job = await _ended(alice, job_id)
+    job = await _ended(alice, job_id, first.body["seq"])
     assert job["input_filename"] == "photo.png" and job["result"]["bytes"] == len(photo)
     assert await only_output(job) == photo
 
@@ -87,5 +88,5 @@ async def test_a_reused_key_with_another_url_or_params_keeps_the_first(
     again = await alice.post("/v1/jobs", json=body, headers=key)
     assert again.status in (200, 202) and again.body["id"] == job_id
     assert await stored_bytes(full_stack, f"inputs/{job_id}") == f"{base}/a.bin".encode()
-    job = await _ended(alice, job_id)
+    job = await _ended(alice, job_id, first.body["seq"])
     assert job["params"] == {} and await only_output(job) == served["/a.bin"]
