@@ -8,6 +8,7 @@ from starlette.requests import Request
 
 from services.api._deadline import CANCEL_AFTER
 from services.api._request_digest import HashingWriter
+from services.api.problems import ApiError
 from services.api.uploads import ReceivedForm
 from services.api.wiring import ApiServices
 from services.blobstore import BlobExistsError, BlobWriter
@@ -21,8 +22,9 @@ async def commit_keyed(
 ) -> None:
     """Commit the blob of the command that makes `resource_id`. Under an
     Idempotency-Key it never replaces a stored one: a retry of the same request keeps
-    it, a different request is refused (422) before anything is written; a blob whose
-    command is not in the log is a dead attempt's, and replaced."""
+    it, a different request is refused (422) before anything is written, and of two at
+    once the second's commit fails (then replayed, refused, or 409 while the first is
+    still being made)."""
     if ctx.idempotency_key is None:
         await blob.commit()
         return
@@ -30,13 +32,15 @@ async def commit_keyed(
         return
     try:
         await blob.commit(replace=False)
-    except BlobExistsError:  # another request under the key committed first
+    except BlobExistsError as err:  # another request under the key committed first
         if await svc.commands.replays(ctx, aggregate, resource_id):
             return
-        # Not in the log: a blob left by an attempt that died before its append (an API
-        # process killed), which a retry must be able to replace (409 here kept every
-        # retry of it refused until the input sweep came by: the cluster test).
-        await blob.commit()
+        raise ApiError(
+            409,
+            "Request in progress",
+            "another request with this Idempotency-Key is being processed; send this "
+            "one again once that one is answered (or use a new key for a new request)",
+        ) from err
 
 
 def form_fields(request: Request, form: ReceivedForm) -> dict[str, str | None]:
