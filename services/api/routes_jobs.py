@@ -22,8 +22,13 @@ from services.api import replies
 from services.api._deadline import CANCEL_AFTER, job_deadline
 from services.api._input_sweep import UNSETTLED, InputSweep, input_key
 from services.api._job_result import job_response, result_response
-from services.api._keyed_commands import commit_keyed, form_fields, form_files
-from services.api._request_digest import HashingWriter, with_digest
+from services.api._keyed_commands import (
+    commit_keyed,
+    form_fields,
+    form_files,
+    open_keyed_writer,
+)
+from services.api._request_digest import with_digest
 from services.api._typed_jobs import (
     URL_CONTENT_TYPE,
     TypedInputs,
@@ -95,7 +100,6 @@ async def create_job(request: Request) -> Response:
             "as JSON with the header Content-Type: application/json",
         )
     ctx = svc.context(request, caller)
-    blobs = svc.blobs
     stream_id = ctx.resource_id("job")  # the job's id, unless it names an upload
 
     async def open_part(field: str, index: int, content_type: str) -> BlobWriter:
@@ -105,8 +109,7 @@ async def create_job(request: Request) -> Response:
                 "Not a file field",
                 f"the form field {field!r} is text: send it without a file name",
             )
-        writer = await blobs.open_writer(part_key(stream_id, field, index), content_type)
-        return writer if ctx.idempotency_key is None else HashingWriter(writer)
+        return await open_keyed_writer(svc, ctx, part_key(stream_id, field, index), content_type)
 
     # Each file goes to the store as it arrives; it appears there once committed below.
     form = await receive_form(

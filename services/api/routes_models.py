@@ -15,7 +15,7 @@ from starlette.routing import Route
 
 from projections import queries
 from services.api import replies
-from services.api._keyed_commands import commit_keyed
+from services.api._keyed_commands import commit_keyed, open_keyed_writer
 from services.api._request_digest import with_digest
 from services.api._version_schemas import LEGACY_SCHEMA
 from services.api.auth import Principal
@@ -148,7 +148,7 @@ async def upload_version(request: Request) -> Response:
             field="package",
             limit=svc.settings.max_package_bytes,
             dest_dir=workdir,
-            open_blob=lambda _: svc.blobs.open_writer(package_key, "application/zip"),
+            open_blob=lambda _: open_keyed_writer(svc, ctx, package_key, "application/zip"),
         )
         if upload.path is None or upload.blob is None:  # pragma: no cover - both given
             raise RuntimeError("receive_file gave no file and no blob")

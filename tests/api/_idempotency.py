@@ -4,6 +4,8 @@ read from a stack's own store."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from services.blobstore import BlobStore, S3BlobStore
 from services.infra.connections import open_blob_store
@@ -11,7 +13,7 @@ from tests._s3 import s3_session
 from tests.api._client import Reply
 from tests.api.conftest import Stack
 
-__all__ = ["new_key", "refused", "stored_bytes"]
+__all__ = ["new_key", "refused", "stack_blobs", "stored_bytes"]
 
 
 def new_key() -> dict[str, str]:
@@ -27,8 +29,9 @@ def refused(reply: Reply, created: str) -> None:
     assert created in detail and "new Idempotency-Key" in detail, detail
 
 
-async def stored_bytes(stack: Stack, key: str) -> bytes:
-    """The stored bytes of `key`, read from the stack's blob store itself."""
+@asynccontextmanager
+async def stack_blobs(stack: Stack) -> AsyncIterator[BlobStore]:
+    """The stack's own blob store, opened as its services open it."""
     settings = stack.settings
     if settings.blob_backend == "s3":
         blobs: BlobStore = S3BlobStore(
@@ -40,6 +43,12 @@ async def stored_bytes(stack: Stack, key: str) -> bytes:
     else:
         blobs = open_blob_store(settings)
     try:
-        return await blobs.get_bytes(key)
+        yield blobs
     finally:
         await blobs.close()
+
+
+async def stored_bytes(stack: Stack, key: str) -> bytes:
+    """The stored bytes of `key`, read from the stack's blob store itself."""
+    async with stack_blobs(stack) as blobs:
+        return await blobs.get_bytes(key)

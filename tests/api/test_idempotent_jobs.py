@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from services.domain.context import CommandContext
 from tests._infra import http_files
 from tests.api._client import Client, new_user, only_output, ready_version
-from tests.api._idempotency import new_key, refused, stored_bytes
+from tests.api._idempotency import new_key, refused, stack_blobs, stored_bytes
 from tests.api.conftest import Stack
 
 # --- jobs that run, on both blob backends (every service) -----------------------------
@@ -71,6 +72,37 @@ async def test_a_reused_key_with_another_file_runs_the_first_input(
     job = await _ended(alice, job_id, first.body["seq"])
     assert job["input_filename"] == "photo.png" and job["result"]["bytes"] == len(photo)
     assert await only_output(job) == photo
+
+
+async def test_a_retry_after_an_attempt_that_died_before_its_append_runs_the_job(
+    full_stack: Stack, echoing: tuple[Client, str]
+) -> None:
+    """What an API process killed between committing a job's input and appending the
+    job leaves: the input stored under the job's id, no job. A retry of the same request
+    runs the job on it; another file under that key gets 409 and changes nothing."""
+    alice, echo_version = echoing
+    me = (await alice.get("/v1/me")).body
+    photo, other = b"the photo sent twice\n" * 400, b"a different photo\n" * 300
+    keys = [new_key(), new_key()]
+    job_ids = [
+        CommandContext(
+            actor=me["user_id"], correlation_id="-", idempotency_key=key["Idempotency-Key"]
+        ).resource_id("job")
+        for key in keys
+    ]
+    async with stack_blobs(full_stack) as blobs:
+        for job_id in job_ids:
+            await blobs.put_bytes(f"inputs/{job_id}", photo, "image/png")
+
+    retry = await alice.upload("/v1/jobs", "input", "p.png", photo, keys[0], version=echo_version)
+    assert retry.status == 202 and retry.body["id"] == job_ids[0], retry.body
+    job = await _ended(alice, job_ids[0], retry.body["seq"])
+    assert job["result"]["bytes"] == len(photo) and await only_output(job) == photo
+
+    busy = await alice.upload("/v1/jobs", "input", "p.png", other, keys[1], version=echo_version)
+    assert busy.status == 409 and "Idempotency-Key" in busy.body["detail"], busy.body
+    assert await stored_bytes(full_stack, f"inputs/{job_ids[1]}") == photo
+    assert (await alice.get(f"/v1/jobs/{job_ids[1]}")).status == 404
 
 
 async def test_a_reused_key_with_another_url_or_params_keeps_the_first(
