@@ -181,7 +181,8 @@ class NotifierHandler:
         # partial failure is finished by the redelivered event.
         seqs = await asyncio.gather(*(self._queue(q) for q in queued))
         for q, seq in zip(queued, seqs, strict=True):
-            if seq is None:
+            if seq is None:  # queued by an earlier try, whose outcome may have been lost
+                await self._redeliver(q.aggregate_id)
                 continue
             self._dispatcher.submit(
                 PendingDelivery(
@@ -210,6 +211,10 @@ class NotifierHandler:
             return None
 
     async def _redeliver(self, delivery_id: str) -> None:
+        """Schedule the delivery if it is still queued (a scheduled one is left as it
+        is): the way back to an attempt for a delivery that is in the log but may be in
+        no dispatcher, such as one whose Queued append timed out yet was stored (a NATS
+        stream leader killed), so that its source event came again."""
         history = await self._store.read_aggregate("delivery", delivery_id)
         state = fold_delivery(history.events)
         if state is None or state.status != "queued":

@@ -9,11 +9,13 @@ import asyncio
 import msgspec
 import pytest
 
-from events import EventStore, WebhookDisabled
+from events import EventStore, WebhookDeliveryQueued, WebhookDisabled, new_id
 from projections import webhook_queries
 from projections.db import connect
 from services.domain.destinations import DestinationPolicy
 from services.domain.webhooks import InvalidWebhookError, WebhookCommands
+from services.notifier.service import _delivery_ids
+from tests._events import job_requested, new_event
 from tests._infra import wait_until
 from tests.notifier._receiver import Receiver, standard_verify
 from tests.notifier._support import ctx_of, deliveries, request_job
@@ -207,6 +209,38 @@ async def test_retry_schedule_survives_a_restart(hooks: Hooks) -> None:
     assert got[0].msg_id == got[1].msg_id
     [done] = await hooks.final(hook)
     assert done.status == "succeeded" and done.attempts == 2
+
+
+async def test_a_delivery_queued_by_a_try_whose_answer_was_lost_is_sent(hooks: Hooks) -> None:
+    """An event comes again after a try stored its delivery's Queued but lost the answer
+    (a NATS stream leader killed mid-append): the delivery is sent, not left queued."""
+    hook = await hooks.subscribe("/lost")
+    hooks.notifiers.start()
+    await hooks.job()
+    await hooks.final(hook)  # the notifier consumes, and appends nothing more now
+    job_id = new_id("job")
+    source = job_requested(job_id, "usr_alice", input_key=f"inputs/{job_id}")
+    delivery_id, message_id = _delivery_ids(hook, source.id)
+    source_seq = await hooks.store.stream_last_seq() + 2  # after the Queued
+    queued = new_event(
+        WebhookDeliveryQueued,
+        delivery_id,
+        actor="notifier",
+        endpoint_id=hook,
+        owner="usr_alice",
+        message_id=message_id,
+        event_type="job.created",
+        source_seq=source_seq,
+        source_id=source.id,
+        resource_id=job_id,
+        url=hooks.receiver.url("/lost"),
+    )
+    await hooks.store.append(queued, expected=0)
+    assert await hooks.store.append(source, expected=0) == source_seq, "another append between"
+    got = await hooks.receiver.wait_for(lambda rs: any(r.msg_id == message_id for r in rs))
+    sent = next(r for r in got if r.msg_id == message_id)
+    assert sent.json["data"]["id"] == job_id  # type: ignore[index]
+    assert all(d.status == "succeeded" for d in await hooks.final(hook, 2))
 
 
 async def test_a_slow_endpoint_does_not_hold_up_the_others(hooks: Hooks) -> None:
