@@ -126,6 +126,10 @@ def test_each_service_has_probes_resources_a_budget_and_its_secrets(
         assert secret_ref in secrets  # the generated, hash-suffixed Secret
     secret_keys = set(next(iter(secrets.values()))["data"])
     assert {"CLINAI_SIGNING_KEY", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= secret_keys
+    # NATS's URL carries the token its servers require: a secret, never in the ConfigMap.
+    assert "CLINAI_NATS_URL" in secret_keys
+    (config,) = _by_kind(overlay, "ConfigMap").values()
+    assert "CLINAI_NATS_URL" not in config["data"]
     # The sandbox's pods: their own user namespace, an unmasked /proc, a runtime folder
     # of their own (nothing shared: an executor rebuilds what it lacks from S3).
     for service in ("builder", "executor"):
