@@ -31,6 +31,12 @@ pytestmark = pytest.mark.cluster
 
 JOBS = 600
 CLIENTS = 16
+# How long clients may see 503s after the stream leader is killed: nats-server's Raft
+# followers wait 4-9 s for a lost leader before they campaign (minElectionTimeoutDefault,
+# maxElectionTimeoutDefault in server/raft.go; not configurable), a campaign takes up to
+# 0.8 s, and a command sent just before the new leader is elected still waits out its
+# append's timeout (5 s, `EventStore`) before it is answered 503.
+_ELECTION_503_S = 9.0 + 0.8 + 5.0
 
 
 class Run:
@@ -154,7 +160,8 @@ async def test_kill_9_of_an_executor_mid_job(stack: ClusterStack, figures: list[
         # load's queue (an owner's jobs start in submission order).
         other = await new_user(cluster.api_urls[0], cluster.admin_key, "napper")
         start_seq = await _stream_tail(cluster) + 1
-        for _ in range(8):
+
+        async def nap() -> None:
             reply = await other.upload(
                 "/v1/jobs", "input", "in.txt", b"x", version=stack.nap_version,
                 params='{"sleep_s": 3}',
@@ -162,16 +169,24 @@ async def test_kill_9_of_an_executor_mid_job(stack: ClusterStack, figures: list[
             assert reply.status == 202, reply.body
             nap_jobs.append(reply.body["id"])
 
+        for _ in range(8):
+            await nap()
+
         async def doomed_runs_a_nap() -> bool:
             log = await read_jobs(cluster.nats.url, start_seq)
-            return any(
+            if any(
                 marker in worker and not log.terminal.get(job)
                 for job in nap_jobs
                 for worker, _, _ in log.started.get(job, [])
-            )
+            ):
+                return True
+            # The other executor may have pulled every nap job so far: send another.
+            if len(nap_jobs) < 64:
+                await nap()
+            return False
 
         await wait_until(doomed_runs_a_nap, what="the doomed executor to run a nap job",
-                         timeout_s=60, every_s=0.1)  # fmt: skip
+                         timeout_s=60, every_s=0.25)  # fmt: skip
         killed_at.append(datetime.now(UTC))
         doomed.kill()
 
@@ -246,7 +261,7 @@ async def test_kill_9_of_the_nats_node_that_leads_the_stream(
     stack: ClusterStack, figures: list[str]
 ) -> None:
     """0 accepted jobs lost, 0 jobs with two terminal events; clients see only
-    retryable 503s, for under 10 s."""
+    retryable 503s, and only while NATS elects a new leader (`_ELECTION_503_S`)."""
     cluster = stack.cluster
     killed: list[str] = []
 
@@ -267,7 +282,7 @@ async def test_kill_9_of_the_nats_node_that_leads_the_stream(
     assert set(load.statuses()) <= {202, 503}, load.statuses()
     assert all(a.retry_after for a in load.answers if a.status == 503)
     window = load.window(503, since=run.fault_at)
-    assert window < 10.0, f"clients saw 503s for {window:.1f} s"
+    assert window < _ELECTION_503_S, f"clients saw 503s for {window:.1f} s"
     assert new_leader != killed[0]
     await check_read_models(stack, run)
     figures.append(
