@@ -13,7 +13,13 @@ from services.api._request_digest import HashingWriter
 from services.api.problems import ApiError
 from services.api.uploads import ReceivedForm
 from services.api.wiring import ApiServices
-from services.blobstore import BlobExistsError, BlobStore, BlobWriter
+from services.blobstore import (
+    BlobExistsError,
+    BlobIntegrityError,
+    BlobNotFoundError,
+    BlobStore,
+    BlobWriter,
+)
 from services.domain.context import CommandContext
 
 __all__ = ["commit_keyed", "form_fields", "form_files", "open_keyed_writer"]
@@ -58,14 +64,18 @@ async def commit_keyed(
         ) from err
 
 
-async def _sha256(blobs: BlobStore, key: str) -> str:
-    stream = await blobs.open_stream(key)
-    digest = hashlib.sha256()
+async def _sha256(blobs: BlobStore, key: str) -> str | None:
+    """The stored blob's SHA-256; None when it is gone or corrupt (no match, then)."""
     try:
-        async for chunk in stream:
-            digest.update(chunk)
-    finally:
-        await stream.aclose()
+        stream = await blobs.open_stream(key)
+        digest = hashlib.sha256()
+        try:
+            async for chunk in stream:
+                digest.update(chunk)
+        finally:
+            await stream.aclose()
+    except (BlobNotFoundError, BlobIntegrityError):
+        return None
     return digest.hexdigest()
 
 
