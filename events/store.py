@@ -125,7 +125,9 @@ class EventStore:
 
         `expected` is the aggregate's last sequence the caller decided from (0: the
         aggregate must not exist yet); None appends without a concurrency check.
-        A retried append of an already-stored event returns the stored sequence.
+        A retried append of an already-stored event returns the stored sequence, unless
+        a different request stored it under the same Idempotency-Key (their request
+        digests differ): IdempotencyKeyReusedError.
         """
         subject = event_subject(event.aggregate, event.aggregate_id, event.type)
         headers = {_MSG_ID: event.id}
@@ -144,6 +146,10 @@ class EventStore:
                 "JetStream did not acknowledge the append in time",
                 hint="retry with the same Idempotency-Key; the append is idempotent",
             ) from err
+        digest = request_digest_of(event)
+        if ack.duplicate and digest is not None:  # JetStream kept the first one's
+            msg = await self._js.get_msg(self.stream, seq=ack.seq, direct=True)
+            check_same_request(decode_event(msg.data or b""), digest)
         return ack.seq
 
     async def append_batch(self, items: Sequence[tuple[Event, int | None]]) -> int:
