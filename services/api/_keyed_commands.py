@@ -14,15 +14,15 @@ from services.api.problems import ApiError
 from services.api.uploads import ReceivedForm
 from services.api.wiring import ApiServices
 from services.blobstore import (
+    BlobError,
     BlobExistsError,
-    BlobIntegrityError,
-    BlobNotFoundError,
     BlobStore,
+    BlobUnavailableError,
     BlobWriter,
 )
 from services.domain.context import CommandContext
 
-__all__ = ["commit_keyed", "form_fields", "form_files", "open_keyed_writer"]
+__all__ = ["commit_keyed", "form_fields", "form_files", "keep_taken", "open_keyed_writer"]
 
 
 async def open_keyed_writer(
@@ -36,47 +36,64 @@ async def open_keyed_writer(
 
 async def commit_keyed(
     svc: ApiServices, ctx: CommandContext, blob: BlobWriter, aggregate: str, resource_id: str
-) -> None:
+) -> bool:
     """Commit the blob of the command that makes `resource_id`. Under an
     Idempotency-Key it never replaces a stored one: a retry of the same request keeps
-    it, a different request is refused (422) before anything is written, and of two at
-    once the second's commit fails: then replayed, refused, or, while the command is not
-    in the log, the stored blob is used as it is when it holds the same bytes (those of
-    an attempt still being made, or of one that died before its append: a retry after an
-    API process was killed), else 409."""
+    it, a different request is refused (422) before anything is written. A blob already
+    stored while the command is not in the log is another attempt's, still being made
+    or dead before its append (its API process killed): holding the same bytes, it is
+    taken as it is and this one is not committed (True: call `keep_taken` after the
+    append); else 409. Of two commits at the same moment the second fails: then
+    replayed, refused, taken or 409 the same way."""
     if ctx.idempotency_key is None:
         await blob.commit()
-        return
+        return False
     if await svc.commands.replays(ctx, aggregate, resource_id):
-        return
+        return False
+    if await _holds_same_bytes(svc.blobs, blob):
+        return True
     try:
         await blob.commit(replace=False)
     except BlobExistsError as err:  # another request under the key committed first
         if await svc.commands.replays(ctx, aggregate, resource_id):
-            return
-        if isinstance(blob, HashingWriter) and blob.sha256 == await _sha256(svc.blobs, blob.key):
-            return
+            return False
+        if await _holds_same_bytes(svc.blobs, blob):
+            return False  # taken, though this one's bytes went with the refused commit
         raise ApiError(
             409,
             "Request in progress",
             "another request with this Idempotency-Key is being processed; send this "
             "one again once that one is answered (or use a new key for a new request)",
         ) from err
+    return False
 
 
-async def _sha256(blobs: BlobStore, key: str) -> str | None:
-    """The stored blob's SHA-256; None when it is gone or corrupt (no match, then)."""
+async def keep_taken(blobs: BlobStore, blob: BlobWriter) -> None:
+    """After the append of a command whose stored blob `commit_keyed` took: if that
+    blob went meanwhile (the dead attempt's discard or the input sweep found no command
+    in the log just before the append landed), commit this request's own bytes."""
+    if not await blobs.exists(blob.key):
+        await blob.commit()
+
+
+async def _holds_same_bytes(blobs: BlobStore, blob: BlobWriter) -> bool:
+    """Whether a blob is stored under `blob.key` with the bytes `blob` took (a keyed
+    request's `HashingWriter`); not when it is gone or cannot be read whole."""
+    if not isinstance(blob, HashingWriter):
+        return False
+    digest = hashlib.sha256()
     try:
-        stream = await blobs.open_stream(key)
-        digest = hashlib.sha256()
+        stream = await blobs.open_stream(blob.key)
         try:
             async for chunk in stream:
                 digest.update(chunk)
         finally:
             await stream.aclose()
-    except (BlobNotFoundError, BlobIntegrityError):
-        return None
-    return digest.hexdigest()
+    except BlobUnavailableError:
+        raise
+    except BlobError:  # gone, corrupt, or replaced while read
+        return False
+    return digest.hexdigest() == blob.sha256
 
 
 def form_fields(request: Request, form: ReceivedForm) -> dict[str, str | None]:

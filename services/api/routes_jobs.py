@@ -26,6 +26,7 @@ from services.api._keyed_commands import (
     commit_keyed,
     form_fields,
     form_files,
+    keep_taken,
     open_keyed_writer,
 )
 from services.api._request_digest import with_digest
@@ -147,13 +148,15 @@ async def create_job(request: Request) -> Response:
                     "send the input file in the multipart field 'input' "
                     "(or a JSON body naming an upload or a URL)",
                 )
-            await commit_keyed(svc, ctx, received.blob, "job", stream_id)  # at inputs/<job>
+            taken = await commit_keyed(svc, ctx, received.blob, "job", stream_id)  # inputs/<job>
             given = _JobInput(key=received.blob.key, filename=received.filename, size=received.size)
             try:
                 created = await _append(svc, ctx, caller, job, stream_id, given)
             except BaseException as err:
                 await _discard_input(request, svc, (stream_id,), err)
                 raise
+            if taken:
+                await keep_taken(svc.blobs, received.blob)
     finally:
         await form.discard()  # unless it was committed
         svc.command_done(request)  # ?wait= below waits without holding the key's slot

@@ -15,7 +15,7 @@ from starlette.routing import Route
 
 from projections import queries
 from services.api import replies
-from services.api._keyed_commands import commit_keyed, open_keyed_writer
+from services.api._keyed_commands import commit_keyed, keep_taken, open_keyed_writer
 from services.api._request_digest import with_digest
 from services.api._version_schemas import LEGACY_SCHEMA
 from services.api.auth import Principal
@@ -155,7 +155,7 @@ async def upload_version(request: Request) -> Response:
         info = await asyncio.to_thread(inspect_package, upload.path, limits)
         package = ("package", upload.filename, upload.size, info.package_hash)
         ctx = with_digest(ctx, request, {}, [package])
-        await commit_keyed(svc, ctx, upload.blob, "version", version_id)
+        taken = await commit_keyed(svc, ctx, upload.blob, "version", version_id)
         number, seq = await svc.commands.add_version(
             ctx,
             model_id,
@@ -168,6 +168,8 @@ async def upload_version(request: Request) -> Response:
             has_setup=info.has_setup,
             input_schema=info.input_schema,
         )
+        if taken:
+            await keep_taken(svc.blobs, upload.blob)
     finally:
         if upload is not None and upload.blob is not None:
             await asyncio.shield(upload.blob.abort())  # unless committed
