@@ -35,8 +35,9 @@ CLIENTS = 16
 # followers wait 4-9 s for a lost leader before they campaign (minElectionTimeoutDefault,
 # maxElectionTimeoutDefault in server/raft.go; not configurable), a campaign takes up to
 # 0.8 s, and a command sent just before the new leader is elected still waits out its
-# append's timeout (5 s, `EventStore`) before it is answered 503.
-_ELECTION_503_S = 9.0 + 0.8 + 5.0
+# append's timeout (5 s, `EventStore`) before it is answered 503; plus 1 s for the
+# answer's way back on a busy machine.
+_ELECTION_503_S = 9.0 + 0.8 + 5.0 + 1.0
 
 
 class Run:
