@@ -308,6 +308,7 @@ async def _create_from_json(
 ) -> Response:
     """A job on a direct upload (`input`) or a URL (`input_url`), or a typed version's
     `inputs` (files as upload ids or URLs): no bytes in the body."""
+    sealed: BlobWriter | None = None  # an input URL, stored whole for the executor
     try:
         body = await decode_body(request, JobBody)
         job = await _checked(svc, caller, body.fields(), request.headers.get(CANCEL_AFTER))
@@ -364,9 +365,12 @@ async def _create_from_json(
         # A retry of the same keyed request keeps what is sealed; another one is refused.
         replay = await svc.commands.replays(ctx, "job", job_id)
         sealing = not replay and (given.url is not None or (typed is not None and has_urls(typed)))
+        taken = False
         try:
             if given.url is not None and not replay:
-                await svc.blobs.put_bytes(given.key, given.url.encode(), URL_CONTENT_TYPE)
+                sealed = await open_keyed_writer(svc, ctx, given.key, URL_CONTENT_TYPE)
+                await sealed.write(given.url.encode())
+                taken = await commit_keyed(svc, ctx, sealed, "job", job_id)
             if typed is not None and not replay:
                 typed = await seal_urls(svc.blobs, typed, job_id)
             created = await _append(svc, ctx, caller, job, job_id, given, typed, uploaded)
@@ -376,7 +380,11 @@ async def _create_from_json(
             if isinstance(err, ConflictError) and upload_id is not None:
                 raise upload_used(upload_id) from err  # the upload's one job exists
             raise
+        if taken and sealed is not None:
+            await keep_taken(svc.blobs, sealed)
     finally:
+        if sealed is not None and not sealed.done:
+            await asyncio.shield(sealed.abort())
         svc.command_done(request)
     return await _created_response(svc, caller, created, started + wait)
 

@@ -122,3 +122,31 @@ async def test_a_reused_key_with_another_url_or_params_keeps_the_first(
     assert await stored_bytes(full_stack, f"inputs/{job_id}") == f"{base}/a.bin".encode()
     job = await _ended(alice, job_id, first.body["seq"])
     assert job["params"] == {} and await only_output(job) == served["/a.bin"]
+
+
+async def test_two_urls_under_one_key_at_once_make_one_job_on_its_own_url(
+    full_stack: Stack, echoing: tuple[Client, str], files: tuple[str, dict[str, bytes]]
+) -> None:
+    """Sent at the same moment: one is made, the other refused (422) or told the first is
+    in progress (409), and the stored URL is the one of the request made."""
+    base, served = files
+    alice, echo_version = echoing
+    for round_no in range(5):
+        urls = [f"{base}/r{round_no}-{side}.bin" for side in "ab"]
+        for side, url in zip("ab", urls, strict=True):
+            served[url.removeprefix(base)] = f"served as {side}\n".encode() * 40
+        key = new_key()
+        replies = await asyncio.gather(
+            *(
+                alice.post("/v1/jobs", json={"version": echo_version, "input_url": u}, headers=key)
+                for u in urls
+            )
+        )
+        made = [(url, r) for url, r in zip(urls, replies, strict=True) if r.status == 202]
+        assert len(made) == 1, [(r.status, r.body) for r in replies]
+        assert all(r.status in (202, 409, 422) for r in replies), [r.body for r in replies]
+        url, reply = made[0]
+        job_id = reply.body["id"]
+        assert await stored_bytes(full_stack, f"inputs/{job_id}") == url.encode()
+        job = await _ended(alice, job_id, reply.body["seq"])
+        assert await only_output(job) == served[url.removeprefix(base)]
