@@ -11,7 +11,7 @@ job is accepted, copying the few that must live elsewhere."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -28,6 +28,8 @@ from services.api.uploads import ReceivedFile, ReceivedForm, safe_filename
 from services.api.wiring import ApiServices, unstorable_text
 from services.blobstore import BlobStore, BlobWriter
 from services.packages.schema import CompiledInputs, InputsInvalidError, describe
+
+CommitPart = Callable[[BlobWriter], Awaitable[bool]]  # True: taken as stored, not committed
 
 __all__ = [
     "URL_CONTENT_TYPE",
@@ -276,12 +278,17 @@ def only_legacy_fields(form: ReceivedForm, reserved: frozenset[str]) -> None:
         raise ApiError(422, "Too many files", "send one file per request")
 
 
-async def store_parts(blobs: BlobStore, typed: TypedInputs, job_id: str) -> TypedInputs:
-    """`typed` with its file parts committed to the store (each part's `key` set). A
-    part is copied into `job_id`'s folder when it was streamed elsewhere: under another
-    id (the job's id derives from an upload the form names), or to `inputs/<job>`
-    while the job has other files (that key cannot be a file and a folder at once)."""
+async def store_parts(
+    blobs: BlobStore, typed: TypedInputs, job_id: str, commit: CommitPart
+) -> tuple[TypedInputs, list[BlobWriter]]:
+    """`typed` with its file parts committed to the store (each part's `key` set), and
+    the parts `commit` took as they were stored instead (see `commit_keyed`). A part is
+    copied into `job_id`'s folder when it was streamed elsewhere: under another id (the
+    job's id derives from an upload the form names), or to `inputs/<job>` while the job
+    has other files (that key cannot be a file and a folder at once); such a part is
+    committed as it is, replacing."""
     parts = [f for f in typed.files if f.part is not None and f.part.blob is not None]
+    taken: list[BlobWriter] = []
     folder = input_key(job_id) + "/"
 
     def moved(key: str) -> bool:
@@ -291,9 +298,12 @@ async def store_parts(blobs: BlobStore, typed: TypedInputs, job_id: str) -> Type
     # The ones to copy first: `inputs/<job>` must be gone before the folder is made.
     for source in sorted(parts, key=lambda f: not moved(_writer(f).key)):
         writer = _writer(source)
-        await writer.commit()
         key = writer.key
-        if moved(key):
+        if not moved(key):
+            if await commit(writer):
+                taken.append(writer)
+        else:
+            await writer.commit()
             new = input_key(job_id, source.name)
             path = (await blobs.spool_dir()) / f"part-{uuid.uuid4().hex}"
             try:
@@ -307,7 +317,7 @@ async def store_parts(blobs: BlobStore, typed: TypedInputs, job_id: str) -> Type
     files = tuple(
         msgspec.structs.replace(f, key=keys[id(f)]) if id(f) in keys else f for f in typed.files
     )
-    return await seal_urls(blobs, msgspec.structs.replace(typed, files=files), job_id)
+    return await seal_urls(blobs, msgspec.structs.replace(typed, files=files), job_id), taken
 
 
 def _part(source: FileSource) -> ReceivedFile:

@@ -179,11 +179,19 @@ async def _append_guarded(
     `ids`: the job's, and the one its parts were streamed under (another when the
     job's id derives from an upload)."""
     job_id = ids[0]
+
+    async def commit(writer: BlobWriter) -> bool:
+        return await commit_keyed(svc, ctx, writer, "job", job_id)
+
     try:
+        taken: list[BlobWriter] = []
         if not replay:
-            typed = await store_parts(svc.blobs, typed, job_id)
+            typed, taken = await store_parts(svc.blobs, typed, job_id, commit)
         given = _JobInput(key="", filename="", size=0)
-        return await _append(svc, ctx, caller, job, job_id, given, typed, uploaded)
+        created = await _append(svc, ctx, caller, job, job_id, given, typed, uploaded)
+        for writer in taken:
+            await keep_taken(svc.blobs, writer)
+        return created
     except BaseException as err:
         await _discard_input(request, svc, tuple(dict.fromkeys(ids)), err)
         raise

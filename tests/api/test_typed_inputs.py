@@ -404,3 +404,32 @@ async def test_a_typed_input_named_input_next_to_other_files_reaches_the_run(
     assert job["result"] == {"input": 4, "more": [2, 1]}
     event = await _requested(full_stack, job["id"])
     assert all(f.key.startswith(f"inputs/{job['id']}/") for f in event.input_files), event
+
+
+async def test_two_typed_jobs_under_one_key_at_once_make_one_on_its_own_files(
+    versions: _Versions, owner: Client
+) -> None:
+    """Sent at the same moment with different files: one is made, the other refused
+    (422) or told the first is in progress (409), and the job runs on its own file."""
+    for round_no in range(5):
+        key = {"Idempotency-Key": f"k-{uuid.uuid4().hex}"}
+        images = [f"image {side} of round {round_no}\n".encode() * 50 for side in "ab"]
+        replies = await asyncio.gather(
+            *(
+                owner.post(
+                    "/v1/jobs",
+                    data=_form({"version": versions.typed}, [("image", "scan.png", image)]),
+                    headers=key,
+                )
+                for image in images
+            )
+        )
+        made = [(image, r) for image, r in zip(images, replies, strict=True) if r.status == 202]
+        assert len(made) == 1, [(r.status, r.body) for r in replies]
+        assert all(r.status in (202, 409, 422) for r in replies), [r.body for r in replies]
+        image, reply = made[0]
+        job = await _ended(owner, reply.body["id"])
+        assert job["status"] == "succeeded", job
+        [output] = job["outputs"]
+        async with aiohttp.ClientSession() as http, http.get(output["url"]) as resp:
+            assert await resp.read() == image[::-1]
