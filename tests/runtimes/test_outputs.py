@@ -31,8 +31,8 @@ async def test_a_model_swapping_an_output_folder_for_a_symlink_never_gets_a_host
 ) -> None:
     secret = _secret_dir(tmp_path)
     artifact = await build(runtime, "swap_outputs")
-    for _ in range(3):
-        job = make_job(tmp_path, secret_dir=str(secret), seconds=10)
+    for i in range(3):  # one warm worker: each job's own folder, out of the last one's thread's way
+        job = make_job(tmp_path, secret_dir=str(secret), seconds=10, folder=f"d{i}")
         outcome = await runtime.run_job(artifact, job)
         assert outcome.ok, outcome
         assert outcome.outputs  # the decoy and the other files came back
@@ -137,7 +137,9 @@ async def test_a_worker_that_left_a_thread_running_stays_warm_and_keeps_its_thre
     job = make_job(tmp_path, secret_dir=str(secret), seconds=60, files=2)
     outcome = await runtime.run_job(swapper, job)
     assert outcome.ok and len(outcome.outputs) == 3, outcome
-    after = await runtime.run_job(swapper, make_job(tmp_path, secret_dir=str(secret), files=2))
+    # the first job's thread goes on swapping `d` for a while: this job writes `e`
+    after_job = make_job(tmp_path, secret_dir=str(secret), files=2, folder="e")
+    after = await runtime.run_job(swapper, after_job)
     assert after.ok and after.setup_s == 0.0, after  # the same worker, its thread let go on
     for output in (*outcome.outputs, *after.outputs):
         assert SECRET not in output.path.read_bytes(), output.name

@@ -1,7 +1,9 @@
 """A hostile model: after run() returns, a thread of it keeps swapping the folder
 `out/d` for a symlink to `params["secret_dir"]` (a host folder outside the job's, which
 holds an `admin.key`, the name of a decoy file in `d`) and back, while the host copies
-the outputs. The host must never read the secret through it."""
+the outputs. The host must never read the secret through it. `params["folder"]` names
+`d` otherwise: a warm worker's leftover thread swaps its own job's folder name, so a
+later job of the same worker that uses that name too would be raced by it."""
 
 import os
 import threading
@@ -23,7 +25,7 @@ def _swap(folder: str, secret_dir: str, stop_at: float) -> None:
 
 
 def run(input_path: str, output_dir: str, params: dict) -> dict:
-    folder = os.path.join(output_dir, "d")
+    folder = os.path.join(output_dir, str(params.get("folder", "d")))
     os.mkdir(folder)
     with open(os.path.join(folder, "admin.key"), "w") as f:
         f.write("decoy")
