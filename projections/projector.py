@@ -11,7 +11,9 @@ hundred, so while events of several aggregates come in together (concurrent jobs
 batch starts at most every `busy_interval_s` and the events arriving while it is held
 commit with it, not with the batch after it: an event waits at most one interval. A
 batch of one aggregate's events (a job run on its own) is never held back, nor is a
-full batch (a backlog being read).
+full batch (a backlog being read), nor one that ends an owner's only job in flight
+(`projections.jobs_in_flight`: someone waits for it while another owner floods); such
+an end arriving while a batch is held ends the hold.
 
 A batch that fails with an error its events would raise again (Postgres refusing a
 value) is applied again one event per transaction, and each event that still fails is
@@ -42,6 +44,7 @@ from projections.db import (
     lock_key,
     notify_channel,
 )
+from projections.jobs_in_flight import JobsInFlight
 from projections.migrate import apply_migrations
 from projections.quarantine import UNSTORABLE, isolate, skip_undecodable
 
@@ -101,6 +104,7 @@ class Projector:
         self._max_batch = max_batch
         self._busy_interval_s = busy_interval_s
         self._last_start = -busy_interval_s  # loop time the last batch was submitted
+        self._jobs = JobsInFlight()
         self._standby_poll = standby_poll
         self._before_commit = before_commit
         self._after_commit = after_commit
@@ -264,15 +268,8 @@ class Projector:
                     await self._pipelined(applier, applier.drain())
                     raise failure
                 batch, receiving = receiving.result(), None
-                if await self._pace(batch):
-                    # What came in while the batch was held joins it: the reader hands over
-                    # what it holds within one turn of the loop (else it is the next batch).
-                    receiving = asyncio.ensure_future(anext(reader))
-                    await asyncio.sleep(0)
-                    if receiving.done() and receiving.exception() is None:
-                        more = receiving.result()
-                        if len(batch) + len(more) <= self._max_batch:
-                            batch, receiving = batch + more, None
+                batch, receiving = await self._hold(batch, reader, stopping)
+                self._last_start = asyncio.get_running_loop().time()
                 await self._pipelined(
                     applier, applier.submit([e for e in batch if e.seq > applier.submitted])
                 )
@@ -285,18 +282,34 @@ class Projector:
                     await receiving
             await applier.close()
 
-    async def _pace(self, batch: Sequence[StoredEvent]) -> bool:
+    async def _hold(
+        self,
+        batch: list[StoredEvent],
+        reader: AsyncIterator[list[StoredEvent]],
+        stopping: asyncio.Future[object],
+    ) -> tuple[list[StoredEvent], asyncio.Future[list[StoredEvent]] | None]:
         """Hold a batch of several aggregates' events until `busy_interval_s` after the
-        last batch started (see the module docstring); True when it was held."""
+        last batch started, adding what the reader hands over meanwhile (see the module
+        docstring). Returns the batch, and the reader's next batch when it did not fit
+        (or is still to come)."""
+        lone_end = self._jobs.ends_a_lone_job(batch)
+        if lone_end or len(batch) >= self._max_batch or not _several_aggregates(batch):
+            return batch, None
         loop = asyncio.get_running_loop()
-        held = False
-        if len(batch) < self._max_batch and _several_aggregates(batch):
-            delay = self._last_start + self._busy_interval_s - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-                held = True
-        self._last_start = loop.time()
-        return held
+        until = self._last_start + self._busy_interval_s
+        while (remaining := until - loop.time()) > 0 and not stopping.done():
+            receiving = asyncio.ensure_future(anext(reader))
+            waiters: list[asyncio.Future[Any]] = [receiving, stopping]
+            await asyncio.wait(waiters, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+            if not receiving.done() or receiving.exception() is not None:
+                return batch, receiving  # the interval is over, or the reader failed
+            more = receiving.result()
+            if len(batch) + len(more) > self._max_batch:
+                return batch, receiving
+            batch = batch + more
+            if self._jobs.ends_a_lone_job(more):
+                break  # someone waits for that job: commit now
+        return batch, None
 
     async def _committed(self, events: Sequence[StoredEvent]) -> None:
         self.checkpoint = events[-1].seq

@@ -9,7 +9,15 @@ import asyncpg
 import msgspec
 import pytest
 
-from events import BuildLogAppended, EventStore, StoredEvent, new_event_id, new_id
+from events import (
+    BuildLogAppended,
+    EventStore,
+    JobRequested,
+    JobSucceeded,
+    StoredEvent,
+    new_event_id,
+    new_id,
+)
 from projections import Projector, queries
 from tests._events import new_event
 from tests._infra import wait_until
@@ -207,3 +215,52 @@ async def test_events_arriving_while_a_batch_is_held_commit_with_it(
     # Joined to the held batch: written within one interval, not after a second one.
     assert written[late] == written[held]
     assert written[late][1] - appended < interval + 0.2, written[late][1] - appended
+
+
+def _job_requested(owner: str) -> JobRequested:
+    job = new_id("job")
+    return new_event(
+        JobRequested, job, owner=owner, model_id="mdl_x", version_id="ver_x",
+        input_key=f"inputs/{job}/in", input_filename="in",
+    )  # fmt: skip
+
+
+async def test_a_batch_ending_an_owners_only_job_in_flight_is_not_held(
+    database_url: str, store: EventStore
+) -> None:
+    """While one owner floods, another's single job's end commits at once (its long poll
+    waits for it), also when it arrives while a batch is held; the flooding owner's ends
+    are still held and batched."""
+    interval = 0.5
+    loop = asyncio.get_running_loop()
+    written: dict[int, float] = {}  # seq -> when its batch was written
+
+    async def record(events: Sequence[StoredEvent]) -> None:
+        now = loop.time()
+        written.update((e.seq, now) for e in events)
+
+    flood = [_job_requested("usr_a") for _ in range(4)]
+    b_job, c_job = _job_requested("usr_b"), _job_requested("usr_c")
+
+    def ended(requested: JobRequested) -> tuple[JobSucceeded, None]:
+        return new_event(JobSucceeded, requested.aggregate_id), None
+
+    projector = Projector(database_url, store, busy_interval_s=interval, before_commit=record)
+    async with running(projector):
+        await wait_checkpoint(database_url, await store.append(user_created(), expected=None))
+        requested = await store.append_batch([(e, None) for e in (*flood, b_job, c_job)])
+        await wait_checkpoint(database_url, requested)  # several jobs: starts an interval
+        appended = loop.time()
+        lone = await store.append_batch([ended(flood[0]), ended(b_job)])
+        await wait_checkpoint(database_url, lone)
+        assert written[lone] - appended < interval / 2, written[lone] - appended
+        held = await store.append_batch([ended(flood[1]), (user_created(), None)])
+        await wait_checkpoint(database_url, held)
+        assert written[held] - written[lone] >= interval - 0.1, written[held] - written[lone]
+        # Held again, until C's only job ends: it goes at once, and the held batch with it.
+        cut = await store.append_batch([ended(flood[2]), (user_created(), None)])
+        appended = loop.time()
+        c_end = await store.append(ended(c_job)[0], expected=None)
+        await wait_checkpoint(database_url, c_end)
+    assert written[cut] == written[c_end]
+    assert written[c_end] - appended < interval / 2, written[c_end] - appended
