@@ -9,8 +9,8 @@ import hashlib
 from starlette.requests import Request
 
 from services.api._deadline import CANCEL_AFTER
+from services.api._key_lock import request_in_progress
 from services.api._request_digest import HashingWriter
-from services.api.problems import ApiError
 from services.api.uploads import ReceivedForm
 from services.api.wiring import ApiServices
 from services.blobstore import (
@@ -59,12 +59,7 @@ async def commit_keyed(
             return False
         if await _holds_same_bytes(svc.blobs, blob):
             return False  # taken, though this one's bytes went with the refused commit
-        raise ApiError(
-            409,
-            "Request in progress",
-            "another request with this Idempotency-Key is being processed; send this "
-            "one again once that one is answered (or use a new key for a new request)",
-        ) from err
+        raise request_in_progress() from err
     return False
 
 

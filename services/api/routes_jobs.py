@@ -22,6 +22,7 @@ from services.api import replies
 from services.api._deadline import CANCEL_AFTER, job_deadline
 from services.api._input_sweep import UNSETTLED, InputSweep, input_key
 from services.api._job_result import job_response, result_response
+from services.api._key_lock import one_request_per_key
 from services.api._keyed_commands import (
     commit_keyed,
     form_fields,
@@ -129,15 +130,17 @@ async def create_job(request: Request) -> Response:
             typed = from_form(compiled, form, _JOB_FIELDS, lambda url: _input_url(svc, url))
             typed, uploaded, upload_id = await claimed(svc, caller, typed)
             job_id = stream_id if uploaded is None else uploaded.job_id
-            replay = await svc.commands.replays(ctx, "job", job_id)  # before any commit
-            try:
-                created = await _append_guarded(
-                    request, svc, ctx, caller, job, (job_id, stream_id), typed, uploaded, replay
-                )
-            except ConflictError as err:
-                if upload_id is not None:  # the upload's one job exists
-                    raise upload_used(upload_id) from err
-                raise
+            async with one_request_per_key(svc.pool, ctx):  # its parts may be moved in
+                replay = await svc.commands.replays(ctx, "job", job_id)  # before any commit
+                try:
+                    created = await _append_guarded(
+                        request, svc, ctx, caller, job, (job_id, stream_id), typed, uploaded,
+                        replay,
+                    )  # fmt: skip
+                except ConflictError as err:
+                    if upload_id is not None:  # the upload's one job exists
+                        raise upload_used(upload_id) from err
+                    raise
         else:
             only_legacy_fields(form, _JOB_FIELDS)
             received = form.files.get("input")
@@ -371,23 +374,26 @@ async def _create_from_json(
         # An input URL is often a presigned link: the event holds it redacted, the
         # store (`inputs/<job>...`) holds it whole for the executor.
         # A retry of the same keyed request keeps what is sealed; another one is refused.
-        replay = await svc.commands.replays(ctx, "job", job_id)
-        sealing = not replay and (given.url is not None or (typed is not None and has_urls(typed)))
         taken = False
-        try:
-            if given.url is not None and not replay:
-                sealed = await open_keyed_writer(svc, ctx, given.key, URL_CONTENT_TYPE)
-                await sealed.write(given.url.encode())
-                taken = await commit_keyed(svc, ctx, sealed, "job", job_id)
-            if typed is not None and not replay:
-                typed = await seal_urls(svc.blobs, typed, job_id)
-            created = await _append(svc, ctx, caller, job, job_id, given, typed, uploaded)
-        except BaseException as err:
-            if sealing:
-                await _discard_input(request, svc, (job_id,), err)
-            if isinstance(err, ConflictError) and upload_id is not None:
-                raise upload_used(upload_id) from err  # the upload's one job exists
-            raise
+        async with one_request_per_key(svc.pool, ctx):  # a typed job's URLs are sealed in
+            replay = await svc.commands.replays(ctx, "job", job_id)
+            sealing = not replay and (
+                given.url is not None or (typed is not None and has_urls(typed))
+            )
+            try:
+                if given.url is not None and not replay:
+                    sealed = await open_keyed_writer(svc, ctx, given.key, URL_CONTENT_TYPE)
+                    await sealed.write(given.url.encode())
+                    taken = await commit_keyed(svc, ctx, sealed, "job", job_id)
+                if typed is not None and not replay:
+                    typed = await seal_urls(svc.blobs, typed, job_id)
+                created = await _append(svc, ctx, caller, job, job_id, given, typed, uploaded)
+            except BaseException as err:
+                if sealing:
+                    await _discard_input(request, svc, (job_id,), err)
+                if isinstance(err, ConflictError) and upload_id is not None:
+                    raise upload_used(upload_id) from err  # the upload's one job exists
+                raise
         if taken and sealed is not None:
             await keep_taken(svc.blobs, sealed)
     finally:

@@ -21,6 +21,9 @@ from aiohttp import web
 from openapi_spec_validator import validate
 
 from events import TERMINAL_JOB_STATUSES, JobRequested
+from projections.db import create_pool
+from services.api._key_lock import one_request_per_key
+from services.domain.context import CommandContext
 from tests._events import logged_job_request
 from tests._infra import http_files, needs_bubblewrap
 from tests.api._client import Client, new_user, ready_version
@@ -433,3 +436,35 @@ async def test_two_typed_jobs_under_one_key_at_once_make_one_on_its_own_files(
         [output] = job["outputs"]
         async with aiohttp.ClientSession() as http, http.get(output["url"]) as resp:
             assert await resp.read() == image[::-1]
+
+
+async def test_a_typed_job_under_a_key_another_request_holds_is_told_it_is_in_progress(
+    full_stack: Stack, versions: _Versions, owner: Client
+) -> None:
+    """The key's lock (a Postgres advisory lock, as another API process would hold it
+    while it moves that request's parts in): 409 at once, nothing stored; once it goes,
+    the same request makes the job."""
+    key = f"k-{uuid.uuid4().hex}"
+    me = (await owner.get("/v1/me")).body["user_id"]
+    ctx = CommandContext(actor=me, correlation_id="test", idempotency_key=key)
+
+    def send() -> Any:
+        files = [("image", "scan.png", b"held\n" * 50)]
+        form = _form({"version": versions.typed}, files)
+        return owner.post("/v1/jobs", data=form, headers={"Idempotency-Key": key})
+
+    assert full_stack.settings.database_url is not None
+    pool = await create_pool(full_stack.settings.database_url)
+    try:
+        async with one_request_per_key(pool, ctx):
+            held = await send()
+            assert held.status == 409, held.body
+            assert "Idempotency-Key is being processed" in held.body["detail"]
+            uri = {"inputs": {"image": "http://127.0.0.1:9/x.png"}, "version": versions.typed}
+            by_json = await owner.post("/v1/jobs", json=uri, headers={"Idempotency-Key": key})
+            assert by_json.status == 409, by_json.body
+        made = await send()
+    finally:
+        await pool.close()
+    assert made.status == 202, made.body
+    assert (await _ended(owner, made.body["id"]))["status"] == "succeeded"
