@@ -179,6 +179,7 @@ class Projector:
                         await self._follow(conn, reader, stopping, swap_lock)
                     except _Reseek as reseek:
                         self.checkpoint = reseek.checkpoint
+                        self._jobs = JobsInFlight()  # the ends skipped are not seen
                     except _Isolate as failed:
                         isolate_until = failed.until
                     finally:
@@ -300,7 +301,12 @@ class Projector:
         while (remaining := until - loop.time()) > 0 and not stopping.done():
             receiving = asyncio.ensure_future(anext(reader))
             waiters: list[asyncio.Future[Any]] = [receiving, stopping]
-            await asyncio.wait(waiters, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+            try:
+                await asyncio.wait(waiters, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+            except BaseException:  # cancelled: the reader is closed next, not mid-read
+                receiving.cancel()
+                await asyncio.wait([receiving])
+                raise
             if not receiving.done() or receiving.exception() is not None:
                 return batch, receiving  # the interval is over, or the reader failed
             more = receiving.result()

@@ -28,6 +28,7 @@ import nats.errors
 
 from events import EventStore, EventStoreError
 from projections import queries
+from services.api._key_lock import job_held
 from services.api._periodic import repeat
 from services.blobstore import BlobError, BlobStore
 
@@ -132,9 +133,18 @@ class InputSweep:
         deadline = loop.time() + _RETRY_FOR_S
         while loop.time() < deadline:
             await asyncio.sleep(_RETRY_EVERY_S)  # a polling period while NATS is away
-            if connected() and await _discard(self._store, self._blobs, job_id):
+            if connected() and await self._discard_unless_held(job_id):
                 return
         # Left for the sweep.
+
+    async def _discard_unless_held(self, job_id: str) -> bool:
+        """`_discard`, unless a request is making the job now (a retry storing its
+        inputs holds its id: `_key_lock`); False when it must be tried again."""
+        try:
+            async with job_held(self._pool, job_id) as held:
+                return held and await _discard(self._store, self._blobs, job_id)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            return False  # Postgres is away: the next turn
 
     def close(self) -> None:
         """Stop the pending discards (the sweep will find their inputs)."""

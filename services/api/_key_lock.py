@@ -1,14 +1,20 @@
-"""One command at a time per Idempotency-Key, across API processes: a Postgres advisory
-lock held by a transaction while the command stores its inputs and appends.
+"""One request at a time per job id that two requests can share, across API processes:
+a Postgres advisory lock held by a transaction while a request stores the job's inputs
+and appends it.
 
-A keyed command's blobs are committed so that they never replace another request's
-(`commit_keyed`), but a typed job also moves parts and seals URLs into its folder with
-replacing writes: two different requests under one key at the same moment could each
-store those before one of them was appended, and the job would run on the other's
+Two requests make the same job id under one Idempotency-Key, or by naming the same
+upload (the job's id derives from it). A keyed request's blobs are committed so that
+they never replace another's (`commit_keyed`), but a typed job also moves parts and
+seals URLs into its folder with replacing writes: two requests at the same moment could
+each store those before one of them was appended, and the job would run on the other's
 files. Under this lock the second request waits for nothing: it is answered 409 at once,
-and a retry after the first was answered is replayed or refused (422) from the log. The
-lock is a transaction's (`pg_try_advisory_xact_lock`), so it goes with the transaction
-whatever happens: an error, a cancelled request, a killed API process.
+and sent again once the first was answered it is replayed or refused from the log. A
+background discard of a failed request's inputs takes the same lock, so that it never
+deletes what a retry is storing.
+
+The lock is a transaction's (`pg_try_advisory_xact_lock`): it goes with the transaction
+or the session whatever happens (an error, a cancelled request, a killed API process,
+Postgres restarting).
 """
 
 from __future__ import annotations
@@ -19,33 +25,47 @@ from typing import Final
 
 import asyncpg
 
-from events import event_id_for_key
 from services.api.problems import ApiError
-from services.domain.context import CommandContext
 
-__all__ = ["one_request_per_key", "request_in_progress"]
+__all__ = ["job_held", "one_request_per_job", "request_in_progress"]
 
 _TRY_LOCK: Final = "SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))"
+# Ending the transaction on a connection Postgres dropped: the lock went with the session.
+_GONE: Final = (asyncpg.InterfaceError, asyncpg.PostgresConnectionError, OSError)
 
 
 def request_in_progress() -> ApiError:
     return ApiError(
         409,
         "Request in progress",
-        "another request with this Idempotency-Key is being processed; send this one "
-        "again once that one is answered (or use a new key for a new request)",
+        "another request for this job (under the same Idempotency-Key, or naming the same "
+        "upload) is being processed; send this one again once that one is answered (or "
+        "use a new key for a new request)",
     )
 
 
 @contextlib.asynccontextmanager
-async def one_request_per_key(pool: asyncpg.Pool, ctx: CommandContext) -> AsyncIterator[None]:
-    """Hold the caller's Idempotency-Key while the block runs (nothing to hold without
-    one); 409 when another request holds it."""
-    if ctx.idempotency_key is None:
+async def job_held(pool: asyncpg.Pool, job_id: str) -> AsyncIterator[bool]:
+    """Try to hold `job_id` while the block runs: True when held, False when another
+    request holds it."""
+    async with pool.acquire() as conn:
+        transaction = conn.transaction()
+        await transaction.start()
+        try:
+            yield bool(await conn.fetchval(_TRY_LOCK, f"job:{job_id}"))
+        finally:
+            with contextlib.suppress(*_GONE):
+                await transaction.rollback()
+
+
+@contextlib.asynccontextmanager
+async def one_request_per_job(pool: asyncpg.Pool, job_id: str | None) -> AsyncIterator[None]:
+    """Hold `job_id` while the block runs, or answer 409; nothing to hold for None (a
+    fresh job id no other request can make)."""
+    if job_id is None:
         yield
         return
-    lock = event_id_for_key(ctx.actor, ctx.idempotency_key, "lock")
-    async with pool.acquire() as conn, conn.transaction():
-        if not await conn.fetchval(_TRY_LOCK, lock):
+    async with job_held(pool, job_id) as held:
+        if not held:
             raise request_in_progress()
         yield

@@ -22,7 +22,7 @@ from services.api import replies
 from services.api._deadline import CANCEL_AFTER, job_deadline
 from services.api._input_sweep import UNSETTLED, InputSweep, input_key
 from services.api._job_result import job_response, result_response
-from services.api._key_lock import one_request_per_key
+from services.api._key_lock import one_request_per_job
 from services.api._keyed_commands import (
     commit_keyed,
     form_fields,
@@ -130,7 +130,7 @@ async def create_job(request: Request) -> Response:
             typed = from_form(compiled, form, _JOB_FIELDS, lambda url: _input_url(svc, url))
             typed, uploaded, upload_id = await claimed(svc, caller, typed)
             job_id = stream_id if uploaded is None else uploaded.job_id
-            async with one_request_per_key(svc.pool, ctx):  # its parts may be moved in
+            async with one_request_per_job(svc.pool, _shared(ctx, job_id, uploaded)):
                 replay = await svc.commands.replays(ctx, "job", job_id)  # before any commit
                 try:
                     created = await _append_guarded(
@@ -164,6 +164,11 @@ async def create_job(request: Request) -> Response:
         await form.discard()  # unless it was committed
         svc.command_done(request)  # ?wait= below waits without holding the key's slot
     return await _created_response(svc, caller, created, started + wait)
+
+
+def _shared(ctx: CommandContext, job_id: str, uploaded: ClaimedUpload | None) -> str | None:
+    """The job's id when another request can make the same one (see `_key_lock`)."""
+    return job_id if ctx.idempotency_key is not None or uploaded is not None else None
 
 
 async def _append_guarded(
@@ -375,7 +380,7 @@ async def _create_from_json(
         # store (`inputs/<job>...`) holds it whole for the executor.
         # A retry of the same keyed request keeps what is sealed; another one is refused.
         taken = False
-        async with one_request_per_key(svc.pool, ctx):  # a typed job's URLs are sealed in
+        async with one_request_per_job(svc.pool, _shared(ctx, job_id, uploaded)):
             replay = await svc.commands.replays(ctx, "job", job_id)
             sealing = not replay and (
                 given.url is not None or (typed is not None and has_urls(typed))

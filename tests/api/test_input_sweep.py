@@ -7,6 +7,7 @@ import os
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -16,6 +17,7 @@ from projections.db import create_pool
 from projections.queries import job_seqs
 from projections.rebuild import rebuild
 from services.api._input_sweep import InputSweep
+from services.api._key_lock import job_held
 from services.api.routes_uploads import UPLOAD_PREFIX, upload_job_id, upload_job_of_key
 from services.blobstore import FileBlobStore
 from services.domain import CommandContext, Commands
@@ -134,6 +136,39 @@ async def test_an_unanswered_appends_input_stays_while_its_job_may_still_land(
     await _request(Commands(store), "job_late", "inputs/job_late")  # committed late
     await wait_until(lambda: sweep.pending == 0, what="the discards to settle", timeout_s=10)
     assert await blobs.list("inputs/") == ["inputs/job_late"]  # the lost one's went
+    sweep.close()
+
+
+class _CountedAcquires:
+    """The pool, counting the connections taken from it."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self.acquired = 0
+
+    def acquire(self) -> Any:
+        self.acquired += 1
+        return self._pool.acquire()
+
+
+async def test_a_deferred_discard_leaves_the_input_of_a_job_a_retry_is_making(
+    tmp_path: Path, store: EventStore, pool: asyncpg.Pool
+) -> None:
+    """A retry holds the job's id while it stores its input and appends: a discard
+    deferred from the attempt before it tries while it holds it, leaves the input, and
+    later finds the job in the log. (Before, it deleted the retry's input.)"""
+    blobs = FileBlobStore(tmp_path / "blobs", "http://testserver", b"k" * 32)
+    counted = _CountedAcquires(pool)
+    sweep = InputSweep(blobs, store, counted, min_age_s=_HOUR, interval_s=600, settle_s=0.0)
+    async with job_held(pool, "job_retried") as held:
+        assert held
+        await sweep.discard("job_retried", connected=lambda: True, unsettled=True)
+        await _input(blobs, "inputs/job_retried", 0)  # the retry stores its input...
+        await wait_until(lambda: counted.acquired >= 1, what="the discard to try")
+        assert await blobs.exists("inputs/job_retried")
+        await _request(Commands(store), "job_retried", "inputs/job_retried")  # ... appends
+    await wait_until(lambda: sweep.pending == 0, what="the discard to end", timeout_s=10)
+    assert await blobs.exists("inputs/job_retried")
     sweep.close()
 
 

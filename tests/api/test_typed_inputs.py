@@ -22,7 +22,8 @@ from openapi_spec_validator import validate
 
 from events import TERMINAL_JOB_STATUSES, JobRequested
 from projections.db import create_pool
-from services.api._key_lock import one_request_per_key
+from services.api._key_lock import job_held
+from services.api.routes_uploads import upload_job_id
 from services.domain.context import CommandContext
 from tests._events import logged_job_request
 from tests._infra import http_files, needs_bubblewrap
@@ -438,33 +439,48 @@ async def test_two_typed_jobs_under_one_key_at_once_make_one_on_its_own_files(
             assert await resp.read() == image[::-1]
 
 
-async def test_a_typed_job_under_a_key_another_request_holds_is_told_it_is_in_progress(
+async def test_a_typed_job_another_request_is_making_is_told_it_is_in_progress(
     full_stack: Stack, versions: _Versions, owner: Client
 ) -> None:
-    """The key's lock (a Postgres advisory lock, as another API process would hold it
-    while it moves that request's parts in): 409 at once, nothing stored; once it goes,
+    """The job's id held (a Postgres advisory lock, as another API process holds it
+    while it moves that request's parts in): a request making the same job id, under the
+    same Idempotency-Key or naming the same upload, is 409 at once; once the lock goes,
     the same request makes the job."""
     key = f"k-{uuid.uuid4().hex}"
     me = (await owner.get("/v1/me")).body["user_id"]
-    ctx = CommandContext(actor=me, correlation_id="test", idempotency_key=key)
+    keyed_job = CommandContext(actor=me, correlation_id="t", idempotency_key=key).resource_id("job")
+    upload = (await owner.post("/v1/uploads", json={"filename": "up.png"})).body
+    async with (
+        aiohttp.ClientSession() as http,
+        http.request(upload["method"], upload["url"], data=b"up", headers=upload["headers"]),
+    ):
+        pass
 
     def send() -> Any:
         files = [("image", "scan.png", b"held\n" * 50)]
         form = _form({"version": versions.typed}, files)
         return owner.post("/v1/jobs", data=form, headers={"Idempotency-Key": key})
 
+    def on_upload() -> Any:
+        return owner.post(
+            "/v1/jobs", json={"version": versions.typed, "inputs": {"image": upload["id"]}}
+        )
+
     assert full_stack.settings.database_url is not None
     pool = await create_pool(full_stack.settings.database_url)
     try:
-        async with one_request_per_key(pool, ctx):
-            held = await send()
-            assert held.status == 409, held.body
-            assert "Idempotency-Key is being processed" in held.body["detail"]
-            uri = {"inputs": {"image": "http://127.0.0.1:9/x.png"}, "version": versions.typed}
-            by_json = await owner.post("/v1/jobs", json=uri, headers={"Idempotency-Key": key})
-            assert by_json.status == 409, by_json.body
-        made = await send()
+        async with (
+            job_held(pool, keyed_job) as held,
+            job_held(pool, upload_job_id(upload["id"])) as held_too,
+        ):
+            assert held and held_too
+            for reply in (await send(), await on_upload()):
+                assert reply.status == 409, reply.body
+                assert "being processed" in reply.body["detail"]
+        made, made_too = await send(), await on_upload()
     finally:
         await pool.close()
-    assert made.status == 202, made.body
-    assert (await _ended(owner, made.body["id"]))["status"] == "succeeded"
+    assert made.status == 202 and made.body["id"] == keyed_job, made.body
+    assert made_too.status == 202 and made_too.body["id"] == upload_job_id(upload["id"])
+    for job in (made, made_too):
+        assert (await _ended(owner, job.body["id"]))["status"] == "succeeded"

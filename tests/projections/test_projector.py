@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import asyncpg
 import msgspec
@@ -19,6 +19,7 @@ from events import (
     new_id,
 )
 from projections import Projector, queries
+from projections.jobs_in_flight import JobsInFlight
 from tests._events import new_event
 from tests._infra import wait_until
 from tests.projections._support import (
@@ -264,3 +265,29 @@ async def test_a_batch_ending_an_owners_only_job_in_flight_is_not_held(
         await wait_checkpoint(database_url, c_end)
     assert written[cut] == written[c_end]
     assert written[c_end] - appended < interval / 2, written[c_end] - appended
+
+
+async def test_a_projector_cancelled_while_it_holds_a_batch_ends_cancelled(
+    database_url: str, store: EventStore
+) -> None:
+    """Before, the hold's pending read was left running: closing the reader then raised
+    RuntimeError ('asynchronous generator is already running') in place of the
+    cancellation, and the subscription lingered."""
+    holding = asyncio.Event()
+
+    class _Watched(JobsInFlight):
+        def ends_a_lone_job(self, batch: Iterable[StoredEvent]) -> bool:
+            batch = list(batch)
+            if any(e.seq >= 3 for e in batch):
+                holding.set()  # `_hold` asks first, then holds a batch of several
+            return super().ends_a_lone_job(batch)
+
+    projector = Projector(database_url, store, busy_interval_s=30)
+    projector._jobs = _Watched()
+    task = asyncio.create_task(projector.run(asyncio.Event()))
+    await wait_checkpoint(database_url, await store.append(user_created(), expected=None))
+    await store.append_batch([(user_created(), None), (user_created(), None)])
+    await asyncio.wait_for(holding.wait(), 10)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 10)
