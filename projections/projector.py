@@ -11,9 +11,9 @@ hundred, so while events of several aggregates come in together (concurrent jobs
 batch starts at most every `busy_interval_s` and the events arriving while it is held
 commit with it, not with the batch after it: an event waits at most one interval. A
 batch of one aggregate's events (a job run on its own) is never held back, nor is a
-full batch (a backlog being read), nor one that ends an owner's only job in flight
-(`projections.jobs_in_flight`: someone waits for it while another owner floods); such
-an end arriving while a batch is held ends the hold.
+full batch (a backlog being read). One that ends an owner's only job in flight
+(`projections.jobs_in_flight`: someone waits for it while another owner floods) is held
+a quarter of the interval at most, also when that end arrives while a batch is held.
 
 A batch that fails with an error its events would raise again (Postgres refusing a
 value) is applied again one event per transaction, and each event that still fails is
@@ -55,6 +55,12 @@ log = logging.getLogger("clinai.projector")
 _LOCK_SQL: Final = "SELECT pg_try_advisory_lock(hashtextextended($1, 0))"
 _ASYNC_COMMIT_SQL: Final = "SET synchronous_commit TO off"
 _RELEASE_SQL: Final = "SELECT pg_advisory_unlock_all(); RESET synchronous_commit"
+
+
+# A batch that ends an owner's only job in flight is held this share of the interval at
+# most: with many owners each running one job, most batches end one, and transactions
+# still start at most 1 / (interval x share) a second.
+_LONE_END_HOLD: Final = 0.1
 
 
 class _Reseek(ClinaiError):
@@ -294,10 +300,13 @@ class Projector:
         docstring). Returns the batch, and the reader's next batch when it did not fit
         (or is still to come)."""
         lone_end = self._jobs.ends_a_lone_job(batch)
-        if lone_end or len(batch) >= self._max_batch or not _several_aggregates(batch):
+        if len(batch) >= self._max_batch or not _several_aggregates(batch):
             return batch, None
         loop = asyncio.get_running_loop()
         until = self._last_start + self._busy_interval_s
+        soon = self._last_start + self._busy_interval_s * _LONE_END_HOLD
+        if lone_end:
+            until = soon
         while (remaining := until - loop.time()) > 0 and not stopping.done():
             receiving = asyncio.ensure_future(anext(reader))
             waiters: list[asyncio.Future[Any]] = [receiving, stopping]
@@ -314,7 +323,7 @@ class Projector:
                 return batch, receiving
             batch = batch + more
             if self._jobs.ends_a_lone_job(more):
-                break  # someone waits for that job: commit now
+                until = min(until, soon)  # someone waits for that job
         return batch, None
 
     async def _committed(self, events: Sequence[StoredEvent]) -> None:
