@@ -13,7 +13,7 @@ commit with it, not with the batch after it: an event waits at most one interval
 batch of one aggregate's events (a job run on its own) is never held back, nor is a
 full batch (a backlog being read). One that ends an owner's only job in flight
 (`projections.jobs_in_flight`: someone waits for it while another owner floods) is held
-a quarter of the interval at most, also when that end arrives while a batch is held.
+a tenth of the interval at most, also when that end arrives while a batch is held.
 
 A batch that fails with an error its events would raise again (Postgres refusing a
 value) is applied again one event per transaction, and each event that still fails is
