@@ -31,7 +31,15 @@ __all__ = ["job_held", "one_request_per_job", "request_in_progress"]
 
 _TRY_LOCK: Final = "SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))"
 # Ending the transaction on a connection Postgres dropped: the lock went with the session.
-_GONE: Final = (asyncpg.InterfaceError, asyncpg.PostgresConnectionError, OSError)
+# (asyncpg raises InternalClientError, "cannot switch to state", when the dropped
+# connection's protocol is still mid-operation.)
+_GONE: Final = (
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,  # "terminating connection due to ..."
+    OSError,
+)
 
 
 def request_in_progress() -> ApiError:

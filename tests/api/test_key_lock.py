@@ -57,6 +57,10 @@ async def test_a_session_postgres_dropped_mid_request_leaves_the_answer_as_it_wa
                 await _drop_the_others(database_url)
                 if answer == "refused":
                     raise ApiError(422, "Invalid inputs", "the request's own answer")
+    finally:
+        await pool.close()
+    pool = await create_pool(database_url)  # a new one: the old one's were all dropped
+    try:
         async with job_held(pool, "job_a") as held:  # the lock went with the session
             assert held
     finally:
