@@ -1,5 +1,5 @@
 """Which owners have jobs in flight, as the projector reads the log: so that a batch
-ending an owner's only job is committed at once instead of held for the busy interval.
+ending an owner's only job is held a tenth of the busy interval at most, not all of it.
 
 The hold (`Projector`, `busy_interval_s`) makes a flood of one owner's jobs cheap: their
 ends commit together. Without this, another owner's single job that ends during the
@@ -28,9 +28,6 @@ class JobsInFlight:
     def __init__(self) -> None:
         self._owner_of: dict[str, str] = {}  # job id -> owner, while in flight
         self._per_owner: collections.Counter[str] = collections.Counter()
-
-    def __len__(self) -> int:
-        return len(self._owner_of)
 
     def ends_a_lone_job(self, batch: Iterable[StoredEvent]) -> bool:
         lone = False

@@ -28,7 +28,7 @@ import nats.errors
 
 from events import EventStore, EventStoreError
 from projections import queries
-from services.api._key_lock import job_held
+from services.api._key_lock import LOCK_UNAVAILABLE, job_held
 from services.api._periodic import repeat
 from services.blobstore import BlobError, BlobStore
 
@@ -143,7 +143,7 @@ class InputSweep:
         try:
             async with job_held(self._pool, job_id) as held:
                 return held and await _discard(self._store, self._blobs, job_id)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        except LOCK_UNAVAILABLE:
             return False  # Postgres is away: the next turn
 
     def close(self) -> None:

@@ -25,21 +25,16 @@ from typing import Final
 
 import asyncpg
 
+from services.api._unavailable import POSTGRES_DOWN
 from services.api.problems import ApiError
 
-__all__ = ["job_held", "one_request_per_job", "request_in_progress"]
+__all__ = ["LOCK_UNAVAILABLE", "job_held", "one_request_per_job", "request_in_progress"]
 
 _TRY_LOCK: Final = "SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))"
-# Ending the transaction on a connection Postgres dropped: the lock went with the session.
-# (asyncpg raises InternalClientError, "cannot switch to state", when the dropped
-# connection's protocol is still mid-operation.)
-_GONE: Final = (
-    asyncpg.InterfaceError,
-    asyncpg.InternalClientError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.exceptions.OperatorInterventionError,  # "terminating connection due to ..."
-    OSError,
-)
+# Postgres away, or a connection it dropped (asyncpg's InterfaceError once it knows the
+# connection is closed): taking the lock fails, and ending its transaction needs nothing,
+# as the lock went with the session.
+LOCK_UNAVAILABLE: Final = (*POSTGRES_DOWN, asyncpg.InterfaceError, OSError)
 
 
 def request_in_progress() -> ApiError:
@@ -62,7 +57,7 @@ async def job_held(pool: asyncpg.Pool, job_id: str) -> AsyncIterator[bool]:
         try:
             yield bool(await conn.fetchval(_TRY_LOCK, f"job:{job_id}"))
         finally:
-            with contextlib.suppress(*_GONE):
+            with contextlib.suppress(*LOCK_UNAVAILABLE):
                 await transaction.rollback()
 
 

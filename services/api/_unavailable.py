@@ -31,7 +31,7 @@ from events import StreamUnavailableError
 from services.api.problems import problem_response
 from services.blobstore import BlobUnavailableError
 
-__all__ = ["RETRY_AFTER_S", "unavailable_handlers"]
+__all__ = ["POSTGRES_DOWN", "RETRY_AFTER_S", "unavailable_handlers"]
 
 log = logging.getLogger("clinai.api")
 
@@ -43,7 +43,7 @@ _POSTGRES: Final = "Postgres (the read models)"
 _NATS: Final = "NATS (the event log)"
 _BLOBS: Final = "the blob store"
 
-_POSTGRES_CLASSES: Final[tuple[type[Exception], ...]] = (
+POSTGRES_DOWN: Final[tuple[type[Exception], ...]] = (
     asyncpg.PostgresConnectionError,
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.InsufficientResourcesError,
@@ -133,7 +133,7 @@ def unavailable_handlers(fallback: Handler) -> dict[type[Exception], Handler]:
     """The exception handlers for outages; `fallback` answers an `OSError` that is not
     one (the app's catch-all)."""
     handlers: dict[type[Exception], Handler] = {OSError: _os_error(fallback)}
-    handlers.update(dict.fromkeys(_POSTGRES_CLASSES, _postgres))
+    handlers.update(dict.fromkeys(POSTGRES_DOWN, _postgres))
     handlers.update(dict.fromkeys((*_NATS_CLASSES, StreamUnavailableError), _nats))
     handlers[BlobUnavailableError] = _blobs
     return handlers
